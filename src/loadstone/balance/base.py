@@ -1,0 +1,52 @@
+"""The interface every balancing algorithm implements.
+
+A balancer owns no server state. It reads `ServerRuntime.usable`, `.weight`,
+`.backup`, `.sessions` and `.maxconn`, and is told by `refresh()` whenever any
+of them may have changed (health, admin state, weight). `pick()` is on the
+data path's hot path: keep it O(1) or O(servers) with no allocation where
+possible; do the expensive work in `refresh()`.
+
+Backup servers: only when no non-backup server is usable do the usable backup
+servers become the candidates (HAProxy's semantics without `allbackups`... all
+usable backups share the load).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+
+from loadstone.server import ServerRuntime
+
+
+class Balancer(ABC):
+    name: str = "?"
+
+    def __init__(self, servers: Sequence[ServerRuntime]) -> None:
+        self.servers: tuple[ServerRuntime, ...] = tuple(servers)
+        self.candidates: tuple[ServerRuntime, ...] = ()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute after a change of health, admin state or weight."""
+        primary = tuple(s for s in self.servers if s.usable and not s.backup)
+        self.candidates = primary or tuple(s for s in self.servers if s.usable and s.backup)
+        self.rebuild()
+
+    def rebuild(self) -> None:  # noqa: B027 - optional hook
+        """Algorithm-specific precomputation over `self.candidates`."""
+
+    @abstractmethod
+    def pick(
+        self, client_ip: str | None, exclude: Iterable[ServerRuntime] = ()
+    ) -> ServerRuntime | None:
+        """The server for a new session, or None when no candidate is left.
+
+        `exclude` holds servers whose connect already failed for this session
+        (redispatch); an algorithm returns another candidate when it can.
+        """
+
+    @property
+    def active(self) -> ServerRuntime | None:
+        """Only active-backup has a single active server."""
+        return None

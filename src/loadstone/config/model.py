@@ -1,0 +1,147 @@
+"""The validated configuration: frozen, slotted dataclasses in the shape of DESIGN.md.
+
+Nothing here parses or validates; `loadstone.config.loader` turns YAML into these
+objects and is the only place that knows about YAML paths. Everything downstream
+(runtime, listeners, checks, admin) reads these objects and never the raw mapping.
+
+Durations are stored as float seconds. Addresses are stored resolved into
+(host, port) with the host as written (a name is resolved when used, so that an
+unresolvable server is a runtime "down" and not a start-up failure).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Mode = Literal["tcp", "http"]
+Balance = Literal["roundrobin", "leastconn", "source", "first", "active-backup"]
+CheckType = Literal["tcp", "http", "galera", "amqp", "send-expect", "mysql"]
+OnMarkedDown = Literal["none", "shutdown-sessions"]
+LogFormat = Literal["text", "json"]
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str  # as written: an IP literal or a name; IPv6 without brackets
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 5.0  # TCP connect to a server, per attempt
+    client: float = 60.0  # client side inactivity
+    server: float = 60.0  # server side inactivity
+    check: float = 2.0  # one health-check probe, connect included
+    queue: float = 30.0  # how long a connection may wait for a free slot at maxconn
+    tunnel: float = 3600.0  # inactivity of an upgraded (WebSocket) HTTP connection
+    http_request: float = 10.0  # time to receive a whole HTTP request head
+
+
+@dataclass(frozen=True, slots=True)
+class TcpKeepalive:
+    idle: float = 60.0  # seconds before the first probe
+    interval: float = 10.0  # seconds between probes
+    count: int = 6  # unanswered probes before the kernel drops the connection
+
+
+@dataclass(frozen=True, slots=True)
+class SendExpectStep:
+    action: Literal["send", "expect"]
+    data: bytes = b""  # send: the bytes; expect (string/hex): the bytes looked for
+    regex: str | None = None  # expect: a regular expression over the bytes read so far
+    timeout: float | None = None  # expect: per-step timeout, else the check timeout
+
+
+@dataclass(frozen=True, slots=True)
+class CheckConfig:
+    type: CheckType = "tcp"
+    interval: float = 2.0  # between checks of a server whose state is settled
+    rise: int = 2  # consecutive successes to mark a down server up
+    fall: int = 3  # consecutive failures to mark an up server down
+    fastinter: float | None = None  # interval while a transition is in progress
+    downinter: float | None = None  # interval while the server is down
+    timeout: float | None = None  # probe timeout; None means timeouts.check
+    port: int | None = None  # probe another port than the traffic port
+    # http
+    method: str = "GET"
+    path: str = "/"
+    host: str | None = None  # Host header; None means the server address
+    expect_status: tuple[int, ...] = (200,)
+    headers: tuple[tuple[str, str], ...] = ()
+    # galera / mysql / amqp credentials: the password itself never appears in
+    # repr(), logs or the status API; only where it is read from does.
+    user: str | None = None
+    password_env: str | None = None
+    password_file: str | None = None
+    # galera
+    available_when_donor: bool = False
+    available_when_readonly: bool = True
+    max_recv_queue: int | None = None
+    # amqp
+    level: Literal["header", "login"] = "header"
+    vhost: str = "/"
+    alarms: bool = False
+    # send-expect
+    preset: str | None = None
+    steps: tuple[SendExpectStep, ...] = ()
+
+    @property
+    def fast_interval(self) -> float:
+        return self.fastinter if self.fastinter is not None else self.interval
+
+    @property
+    def down_interval(self) -> float:
+        return self.downinter if self.downinter is not None else self.interval
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    name: str
+    address: Address
+    weight: int = 1  # 0-256; 0 means no new sessions from weighted algorithms
+    backup: bool = False  # used only when no non-backup server is up
+    maxconn: int | None = None  # per-server session limit (used by `first`)
+    check: bool = True  # False: never probed, always considered up
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    name: str
+    bind: tuple[Address, ...]
+    mode: Mode = "tcp"
+    balance: Balance = "roundrobin"
+    freebind: bool = False
+    maxconn: int = 4096
+    backlog: int = 1024
+    retries: int = 3  # further connect attempts after the first one fails
+    redispatch: bool = True  # retry on another server rather than the same one
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    check: CheckConfig | None = None  # None: servers are never probed
+    on_marked_down: OnMarkedDown = "none"
+    tcp_keepalive: TcpKeepalive | None = None
+    servers: tuple[ServerConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    bind: Address | None = field(default_factory=lambda: Address("127.0.0.1", 9100))
+    token_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalConfig:
+    grace: float = 10.0  # how long SIGTERM waits for sessions to finish
+    workers: int = 1  # data-path threads (native path)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    log_format: LogFormat = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    global_: GlobalConfig
+    listeners: tuple[ListenerConfig, ...]
+    source: str = "<string>"  # where it was read from, for messages
