@@ -14,7 +14,7 @@ usable backups share the load).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 
 from loadstone.server import ServerRuntime
 
@@ -43,10 +43,26 @@ class Balancer(ABC):
         """The server for a new session, or None when no candidate is left.
 
         `exclude` holds servers whose connect already failed for this session
-        (redispatch); an algorithm returns another candidate when it can.
+        (redispatch); an algorithm returns another candidate when it can, and
+        when every candidate is excluded it picks as if nothing were (so the
+        data path retries the same server, as HAProxy does with one server left)
+        rather than give up on a session that still has retries.
         """
 
     @property
     def active(self) -> ServerRuntime | None:
         """Only active-backup has a single active server."""
         return None
+
+
+def as_container(exclude: Iterable[ServerRuntime]) -> Container[ServerRuntime]:
+    """`exclude` in a form `in` can test repeatedly.
+
+    Callers pass a tuple, list or set in practice and those are used as they are;
+    any other iterable (a generator) is consumed once into a tuple, since it could
+    not be tested more than once. Balancers call this only when `exclude` is
+    truthy, so the common empty-tuple case costs nothing.
+    """
+    if isinstance(exclude, tuple | list | set | frozenset):
+        return exclude
+    return tuple(exclude)
