@@ -1,0 +1,42 @@
+"""Health checks: sans-IO probe dialogues, the I/O driver, the rise/fall state, the scheduler.
+
+What the runtime calls:
+
+    scheduler = CheckScheduler(pools)   # raises NotImplementedError / ValueError early
+    scheduler.start()                   # from the running loop; sets pool.on_connect_failure
+    ...
+    await scheduler.stop()
+
+Checkers write `ServerRuntime.check_*` and call `Pool.set_health`; nothing else
+here touches server state.
+"""
+
+from loadstone.checks.dialogue import Dialogue, Verdict
+from loadstone.checks.driver import (
+    PROBES,
+    CheckFailed,
+    DialogueProbe,
+    Probe,
+    ProbeFactory,
+    make_probe,
+    run_check,
+    run_probe,
+)
+from loadstone.checks.scheduler import CheckScheduler, ServerCheck
+from loadstone.checks.state import HealthCounter
+
+__all__ = [
+    "PROBES",
+    "CheckFailed",
+    "CheckScheduler",
+    "Dialogue",
+    "DialogueProbe",
+    "HealthCounter",
+    "Probe",
+    "ProbeFactory",
+    "ServerCheck",
+    "Verdict",
+    "make_probe",
+    "run_check",
+    "run_probe",
+]

@@ -1,0 +1,260 @@
+"""One scheduler runs every health check: a task per checked server.
+
+Each task loops: probe (bounded by the check timeout), count the result in the
+server's HealthCounter, publish it on the ServerRuntime, tell the pool when the
+health changed, then wait. The wait is chosen by the counter (interval when
+settled up, fastinter in transition, downinter when down) and measured from the
+end of a check, as HAProxy's `inter` is, so a server that times out is not
+probed back to back.
+
+The wait is cut short by `trigger(server)`: the data path calls it (through
+`Pool.on_connect_failure`) when a connect to the server failed, so a dead
+server is confirmed dead in fall x fastinter instead of waiting out a long
+interval while clients keep hitting it. Triggers are rate-limited per server.
+
+First checks are staggered over min(interval, 1 s) so a hundred servers are not
+probed in the same millisecond after a start or a reload, yet every server is
+probed within a second of the start, whatever its interval.
+
+Reload: build a new scheduler over the new pools and stop the old one. A
+counter starts from its server's current health, so a ServerRuntime carried
+over a reload keeps its state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+
+from loadstone.checks.driver import PROBES, Probe, ProbeFactory, make_probe, run_check
+from loadstone.checks.state import HealthCounter
+from loadstone.config.model import Address, CheckConfig
+from loadstone.server import Pool, ServerRuntime
+
+log = logging.getLogger("loadstone.checks")
+
+# The first checks of all servers are spread over at most this many seconds.
+MAX_FIRST_SPREAD = 1.0
+
+
+class ServerCheck:
+    """The check state of one server; the admin API may read `counter`."""
+
+    __slots__ = (
+        "config",
+        "counter",
+        "last_trigger",
+        "pool",
+        "probe",
+        "reported",
+        "server",
+        "task",
+        "timeout",
+        "wake",
+    )
+
+    def __init__(self, pool: Pool, server: ServerRuntime, config: CheckConfig, probe: Probe):
+        self.pool = pool
+        self.server = server
+        self.config = config
+        self.probe = probe
+        timeout = config.timeout
+        self.timeout = timeout if timeout is not None else pool.listener.timeouts.check
+        self.counter = HealthCounter(
+            config.rise,
+            config.fall,
+            healthy=server.healthy,
+            confirmed=server.check_status in ("ok", "failed"),
+        )
+        self.wake = asyncio.Event()  # set by trigger(): check now
+        self.last_trigger = float("-inf")  # loop time of the last trigger obeyed
+        self.reported = False  # the first result is always passed to the pool
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def triggered(self) -> bool:
+        """A trigger is pending: the next check will not wait for its interval."""
+        return self.wake.is_set()
+
+    @property
+    def label(self) -> str:
+        return f"{self.pool.name}/{self.server.name}"
+
+
+class CheckScheduler:
+    """Runs the health checks of the given pools.
+
+    Construction builds every probe and raises NotImplementedError (check type
+    without a probe) or ValueError (a configuration the probe cannot use), with
+    the listener named, before anything runs.
+    """
+
+    def __init__(
+        self,
+        pools: Iterable[Pool],
+        *,
+        probes: Mapping[str, ProbeFactory] = PROBES,
+        retrigger_interval: float = 0.1,
+    ) -> None:
+        self.pools = list(pools)
+        # At most one trigger-caused check per server in this many seconds: a down
+        # server refusing a burst of clients must not be probed once per client.
+        self.retrigger_interval = retrigger_interval
+        self.checks: dict[ServerRuntime, ServerCheck] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
+        for pool in self.pools:
+            config = pool.listener.check
+            if config is None:
+                continue
+            for server in pool.servers:
+                if not server.config.check:
+                    continue
+                port = config.port or server.address.port
+                # Probe what the data path connects to: the runtime may have
+                # resolved a name once at start-up (`connect_host`). The Host header
+                # still names the server as configured.
+                host = server.connect_host
+                probe_config = config
+                if config.host is None and host != server.address.host:
+                    probe_config = replace(config, host=str(Address(server.address.host, port)))
+                try:
+                    probe = make_probe(probe_config, host, port, probes)
+                except NotImplementedError as exc:
+                    raise NotImplementedError(f"listener {pool.name}: {exc}") from exc
+                except ValueError as exc:
+                    raise ValueError(f"listener {pool.name}: {exc}") from exc
+                self.checks[server] = ServerCheck(pool, server, config, probe)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start one task per checked server; call from the event loop."""
+        if self._loop is not None:
+            raise RuntimeError("CheckScheduler already started")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        for pool in self.pools:
+            if pool.listener.check is not None:
+                pool.on_connect_failure = self.trigger
+        n = len(self.checks)
+        for i, sc in enumerate(self.checks.values()):
+            delay = i * min(sc.config.interval, MAX_FIRST_SPREAD) / n
+            sc.task = self._loop.create_task(self._run(sc, delay), name=f"check {sc.label}")
+        log.info("health checks started for %d server(s)", n)
+
+    async def stop(self) -> None:
+        """Cancel the checks and close the probes; idempotent."""
+        tasks = [sc.task for sc in self.checks.values() if sc.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for pool in self.pools:
+            if pool.on_connect_failure == self.trigger:
+                pool.on_connect_failure = None
+        for sc in self.checks.values():
+            sc.task = None
+            try:
+                await sc.probe.close()
+            except Exception:
+                log.warning("closing the probe of %s failed", sc.label, exc_info=True)
+
+    # -- the data path's hint --------------------------------------------------------
+
+    def trigger(self, server: ServerRuntime) -> None:
+        """Check `server` now (rate-limited); safe to call from any thread."""
+        loop = self._loop
+        if loop is None:
+            return
+        if threading.get_ident() != self._thread:
+            # The native data path runs worker threads; asyncio.Event is not
+            # thread-safe, so hop to the loop.
+            with contextlib.suppress(RuntimeError):  # loop closed: shutting down
+                loop.call_soon_threadsafe(self._trigger, server)
+            return
+        self._trigger(server)
+
+    def _trigger(self, server: ServerRuntime) -> None:
+        sc = self.checks.get(server)
+        if sc is None or sc.task is None or self._loop is None:
+            return
+        now = self._loop.time()
+        if now - sc.last_trigger < self.retrigger_interval:
+            return
+        sc.last_trigger = now
+        log.debug("check %s triggered by a failed connect", sc.label)
+        sc.wake.set()
+
+    # -- the per-server task ---------------------------------------------------------
+
+    async def _run(self, sc: ServerCheck, first_delay: float) -> None:
+        await self._wait(sc, first_delay)
+        while True:
+            # Triggers that came before this check are answered by it; one that
+            # comes during it asks for another check right after.
+            sc.wake.clear()
+            try:
+                delay = await self._check_once(sc)
+            except Exception:
+                # Only a bug gets here (probe errors are verdicts); keep checking.
+                log.exception("health check of %s failed unexpectedly", sc.label)
+                delay = sc.config.interval
+            await self._wait(sc, delay)
+
+    async def _wait(self, sc: ServerCheck, delay: float) -> None:
+        if delay <= 0:
+            return
+        try:
+            async with asyncio.timeout(delay):
+                await sc.wake.wait()
+        except TimeoutError:
+            pass
+
+    async def _check_once(self, sc: ServerCheck) -> float:
+        """Probe, record, publish; return the delay before the next check."""
+        # perf_counter, not loop.time(): uvloop's clock ticks in milliseconds.
+        started = time.perf_counter()
+        verdict = await run_check(sc.probe, sc.timeout)
+        duration = time.perf_counter() - started
+
+        server = sc.server
+        previous_status = server.check_status
+        server.checks_total += 1
+        if not verdict.ok:
+            server.checks_failed += 1
+        server.check_status = "ok" if verdict.ok else "failed"
+        server.check_detail = verdict.detail
+        server.check_duration = duration
+        changed = sc.counter.record(verdict.ok)
+
+        log.debug(
+            "check %s: %s (%.1f ms, %s)",
+            sc.label,
+            verdict.detail,
+            duration * 1e3,
+            sc.counter.describe(),
+        )
+        if (
+            changed is None
+            and previous_status in ("ok", "failed")
+            and (previous_status != server.check_status)
+        ):
+            # A run that may end in a transition starts (or was cut short): worth
+            # a line, unlike every failure of a server that is down for good.
+            log.info(
+                "check %s %s: %s (%s)",
+                sc.label,
+                "passed" if verdict.ok else "failed",
+                verdict.detail,
+                sc.counter.describe(),
+            )
+        if changed is not None or not sc.reported:
+            # Pool.set_health logs the transition and tells balancers/subscribers.
+            sc.reported = True
+            sc.pool.set_health(server, sc.counter.healthy, verdict.detail)
+        return sc.counter.interval(sc.config)
