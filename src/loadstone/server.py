@@ -54,6 +54,7 @@ class ServerRuntime:
         "checks_total",
         "config",
         "connect_errors",
+        "connect_host",
         "healthy",
         "index",
         "last_change",
@@ -69,6 +70,9 @@ class ServerRuntime:
         self.index = index  # position in configuration order
         self.name = config.name
         self.address: Address = config.address
+        # What the data path connects to: the address's host, or the IP it resolved
+        # to at start-up when it is a name (so no lookup per connection).
+        self.connect_host = config.address.host
         self.backup = config.backup
         self.maxconn = config.maxconn
         self.weight = config.weight  # runtime weight; the admin API may change it
@@ -141,8 +145,11 @@ ChangeCallback = Callable[["Pool", ServerRuntime | None], None]
 class Pool:
     """The servers of one listener and the balancer that chooses among them."""
 
-    def __init__(self, listener: ListenerConfig, balancer_factory: Callable[
-            [list[ServerRuntime]], Balancer] | None = None) -> None:
+    def __init__(
+        self,
+        listener: ListenerConfig,
+        balancer_factory: Callable[[list[ServerRuntime]], Balancer] | None = None,
+    ) -> None:
         from loadstone.balance import make_balancer
 
         self.listener = listener
@@ -161,8 +168,9 @@ class Pool:
 
     # -- reading (data path, admin) ------------------------------------------------
 
-    def pick(self, client_ip: str | None, exclude: Iterable[ServerRuntime] = ()) -> (
-            ServerRuntime | None):
+    def pick(
+        self, client_ip: str | None, exclude: Iterable[ServerRuntime] = ()
+    ) -> ServerRuntime | None:
         return self.balancer.pick(client_ip, exclude)
 
     @property
@@ -186,8 +194,11 @@ class Pool:
         if changed:
             server.last_change = time.time()
             log.warning(
-                "server %s/%s is %s%s", self.name, server.name,
-                "UP" if healthy else "DOWN", f" ({detail})" if detail else "",
+                "server %s/%s is %s%s",
+                self.name,
+                server.name,
+                "UP" if healthy else "DOWN",
+                f" ({detail})" if detail else "",
             )
             self._changed(server)
             if not healthy and self.listener.on_marked_down == "shutdown-sessions":

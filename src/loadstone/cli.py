@@ -1,0 +1,173 @@
+"""Command line: `loadstone run | check | demo`.
+
+Exit status: 0 on success (and after a graceful stop), 2 for an invalid
+configuration (one line per problem on stderr, each starting with its YAML
+path), 1 when a valid configuration cannot start (address in use, a server
+name that does not resolve).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+import orjson
+
+from loadstone.config import ConfigError, load_config
+from loadstone.config.model import Config
+
+EXIT_CONFIG = 2
+EXIT_START = 1
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": record.created,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc).decode()
+
+
+def setup_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        formatter = logging.Formatter(
+            "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s",
+            datefmt="%Y-%m-%dT%H:%M:%S",
+        )
+        formatter.converter = time.gmtime
+        handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def run_loop(main: Coroutine[Any, Any, int], loop_name: str) -> int:
+    """Run on uvloop unless asked for asyncio (the pure path is tested on both)."""
+    if loop_name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            logging.getLogger("loadstone").warning("uvloop not installed; using asyncio")
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
+
+
+def report_config_error(err: ConfigError) -> int:
+    for problem in err.problems:
+        print(problem, file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _load(path: str) -> Config | int:
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        return report_config_error(err)
+
+
+async def _run(config: Config, log_format: str | None) -> int:
+    from loadstone.runtime import Runtime, StartError
+
+    runtime = Runtime(config, log_format)
+    try:
+        await runtime.start()
+    except StartError as exc:
+        for line in str(exc).splitlines():
+            print(f"loadstone: {line}", file=sys.stderr)
+        return EXIT_START
+    await runtime.serve()
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if isinstance(config, int):
+        return config
+    setup_logging(args.log_format or config.global_.log_format, args.log_level)
+    return run_loop(_run(config, args.log_format), args.loop)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if isinstance(config, int):
+        return config
+    servers = sum(len(listener.servers) for listener in config.listeners)
+    print(f"{args.config}: valid ({len(config.listeners)} listeners, {servers} servers)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from loadstone.demo import run_demo
+
+    setup_logging("text", args.log_level)
+    return run_loop(run_demo(), args.loop)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loadstone", description="L4/L7 load-balancing proxy for OpenStack controllers"
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--log-level",
+            default=os.environ.get("LOADSTONE_LOG_LEVEL", "info"),
+            choices=["debug", "info", "warning", "error"],
+        )
+        p.add_argument(
+            "--loop",
+            default=os.environ.get("LOADSTONE_LOOP", "uvloop"),
+            choices=["uvloop", "asyncio"],
+            help="event loop of the control plane and pure path",
+        )
+
+    run = sub.add_parser("run", help="run the proxy in the foreground")
+    run.add_argument("config")
+    run.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=None,
+        help="session and event log format (default: global.log_format)",
+    )
+    common(run)
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="validate a configuration file (exit 0 or 2)")
+    check.add_argument("config")
+    check.set_defaults(func=cmd_check)
+
+    demo = sub.add_parser("demo", help="run the embedded demo: three backends and a proxy")
+    common(demo)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _version() -> str:
+    import loadstone
+
+    return f"loadstone {loadstone.__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,500 @@
+"""The pure-Python TCP data path: accept, pick a server, connect, relay.
+
+Theory of operation
+-------------------
+One `TcpSession` per accepted client. Two thin `asyncio.Protocol` objects,
+`_ClientSide` and `_ServerSide`, forward their events to it; the session owns
+every decision. Its life:
+
+    accepted --(slot free)--> connecting --(connected)--> relaying --> closed
+        |                         |  ^                        |
+        +--(maxconn: queued)      +--+ connect failed: retry  +-- one side's FIN is
+                                       (redispatch to another      passed on; the other
+                                        server when allowed)       direction keeps flowing
+
+Bytes the client sends while the server connection is being set up are kept
+(bounded: reading pauses past PENDING_LIMIT) and written once it is up.
+
+Flow control is end to end: when one side's transport buffers more than its
+high-water mark, asyncio calls `pause_writing()` on that side's protocol and we
+stop reading from the *other* side until `resume_writing()`. Nothing is ever
+buffered without bound: a slow reader slows the fast writer.
+
+Idle timeouts: one timer per session, re-armed lazily. Every read records the
+loop time; when the timer fires it either finds recent activity and re-arms
+for the remainder, or ends the session. A transfer in either direction keeps
+both sides alive (HAProxy's tcp-mode behaviour); the session idles out after
+min(client, server) seconds of silence.
+
+The native data path (loadstone._fastpath) replaces this module for tcp
+listeners and keeps the same seams: `Pool.pick()` (through the server table the
+control plane publishes), `ServerRuntime.session_started/ended`,
+`Pool.connect_failed`, and the session log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from loadstone.config.model import ListenerConfig
+from loadstone.server import Pool, ServerRuntime
+
+if TYPE_CHECKING:
+    from loadstone.sessionlog import SessionLog
+
+log = logging.getLogger("loadstone.datapath")
+
+PENDING_LIMIT = 256 * 1024  # client bytes kept while connecting before reading pauses
+WRITE_HIGH_WATER = 256 * 1024  # per-transport write buffer before the peer is paused
+WRITE_LOW_WATER = 64 * 1024
+
+
+def apply_keepalive(sock: socket.socket | None, cfg: ListenerConfig) -> None:
+    ka = cfg.tcp_keepalive
+    if ka is None or sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(ka.idle)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(ka.interval)))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, ka.count)
+
+
+class _ClientSide(asyncio.Protocol):
+    __slots__ = ("session",)
+
+    def __init__(self, frontend: TcpFrontend) -> None:
+        self.session = TcpSession(frontend)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.session.client_made(transport)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        self.session.client_data(data)
+
+    def eof_received(self) -> bool:
+        return self.session.client_eof()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.client_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.session.client_congested(True)
+
+    def resume_writing(self) -> None:
+        self.session.client_congested(False)
+
+
+class _ServerSide(asyncio.Protocol):
+    __slots__ = ("session",)
+
+    def __init__(self, session: TcpSession) -> None:
+        self.session = session
+
+    def data_received(self, data: bytes) -> None:
+        self.session.server_data(data)
+
+    def eof_received(self) -> bool:
+        return self.session.server_eof()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.server_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.session.server_congested(True)
+
+    def resume_writing(self) -> None:
+        self.session.server_congested(False)
+
+
+class TcpSession:
+    """One client connection relayed to one server."""
+
+    __slots__ = (
+        "attempts",
+        "bytes_in",
+        "bytes_out",
+        "client",
+        "client_eof_seen",
+        "client_ip",
+        "client_peer",
+        "closed",
+        "connect_task",
+        "end_reason",
+        "failed",
+        "frontend",
+        "last_activity",
+        "loop",
+        "pending",
+        "pending_size",
+        "queue_timer",
+        "server",
+        "server_eof_seen",
+        "server_transport",
+        "started",
+        "timer",
+    )
+
+    def __init__(self, frontend: TcpFrontend) -> None:
+        self.frontend = frontend
+        self.loop = frontend.loop
+        self.client: asyncio.Transport | None = None
+        self.client_peer = "-"  # stays so when the client is gone before we ask
+        self.client_ip: str | None = None
+        self.server: ServerRuntime | None = None
+        self.server_transport: asyncio.Transport | None = None
+        self.pending: list[bytes] | None = []  # None once the server side is up
+        self.pending_size = 0
+        self.bytes_in = 0  # client -> server
+        self.bytes_out = 0  # server -> client
+        self.client_eof_seen = False
+        self.server_eof_seen = False
+        self.closed = False
+        self.end_reason = ""
+        self.attempts = 0
+        self.failed: list[ServerRuntime] = []
+        self.connect_task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.queue_timer: asyncio.TimerHandle | None = None
+        self.started = time.time()
+        self.last_activity = 0.0
+
+    # -- client side ---------------------------------------------------------------
+
+    def client_made(self, transport: asyncio.Transport) -> None:
+        self.client = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip = peer[0]
+            self.client_peer = (
+                f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+            )
+        self.frontend.admit(self)
+
+    def client_data(self, data: bytes) -> None:
+        self.last_activity = self.loop.time()
+        self.bytes_in += len(data)
+        server = self.server_transport
+        if server is not None:
+            server.write(data)
+            return
+        pending = self.pending
+        if pending is not None:
+            pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > PENDING_LIMIT and self.client is not None:
+                self.client.pause_reading()
+
+    def client_eof(self) -> bool:
+        self.client_eof_seen = True
+        if self.server_eof_seen:
+            self.finish("server-close")  # the server closed first
+        elif self.server_transport is not None:
+            self._write_eof(self.server_transport)
+        # else: still connecting or queued; _connected() passes the FIN on.
+        return True  # keep the transport open: the other direction may still flow
+
+    def client_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.finish("client-reset" if exc is not None else "client-close")
+
+    def client_congested(self, congested: bool) -> None:
+        # The client does not read as fast as the server sends: stop reading the server.
+        if self.server_transport is not None:
+            if congested:
+                self.server_transport.pause_reading()
+            else:
+                self.last_activity = self.loop.time()
+                self.server_transport.resume_reading()
+
+    # -- server side ---------------------------------------------------------------
+
+    def server_data(self, data: bytes) -> None:
+        self.last_activity = self.loop.time()
+        self.bytes_out += len(data)
+        assert self.client is not None
+        self.client.write(data)
+
+    def server_eof(self) -> bool:
+        self.server_eof_seen = True
+        if self.client_eof_seen:
+            self.finish("client-close")  # the client closed first
+        elif self.client is not None:
+            self._write_eof(self.client)
+        return True
+
+    def server_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.finish("server-reset" if exc is not None else "server-close")
+
+    def server_congested(self, congested: bool) -> None:
+        if self.client is not None:
+            if congested:
+                self.client.pause_reading()
+            else:
+                self.last_activity = self.loop.time()
+                self.client.resume_reading()
+
+    # -- connecting ----------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Pick a server and start connecting to it (called by the frontend)."""
+        frontend = self.frontend
+        pool = frontend.pool
+        exclude = self.failed if frontend.config.redispatch else ()
+        server = pool.pick(self.client_ip, exclude)
+        if server is None:
+            self.finish("no-server")
+            return
+        self.server = server
+        self.attempts += 1
+        server.session_started(self)
+        delay = 0.0
+        if server in self.failed:
+            # Retrying the same server (no other left, or no redispatch): back off a
+            # little so that a check has time to mark a dead server down and the
+            # balancer to choose another (active-backup's failover).
+            delay = min(0.05 * 2 ** len(self.failed), frontend.config.timeouts.connect)
+        self.connect_task = self.loop.create_task(self._connect(server, delay))
+
+    async def _connect(self, server: ServerRuntime, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        loop = self.loop
+        try:
+            async with asyncio.timeout(self.frontend.config.timeouts.connect):
+                transport, _ = await loop.create_connection(
+                    lambda: _ServerSide(self), server.connect_host, server.address.port
+                )
+        except asyncio.CancelledError:
+            if self.closed:
+                return
+            raise
+        except (OSError, TimeoutError) as exc:
+            self.connect_task = None
+            if self.closed:
+                return
+            self._connect_failed(server, exc)
+            return
+        self.connect_task = None
+        if self.closed:
+            transport.close()
+            return
+        self._connected(transport)
+
+    def _connect_failed(self, server: ServerRuntime, exc: BaseException) -> None:
+        server.session_ended(self)
+        self.server = None
+        self.frontend.pool.connect_failed(server)
+        self.failed.append(server)
+        why = "timeout" if isinstance(exc, TimeoutError) else _errno_text(exc)
+        log.info(
+            "%s: connect to %s (%s) failed: %s",
+            self.frontend.name,
+            server.name,
+            server.address,
+            why,
+        )
+        if self.attempts > self.frontend.config.retries:
+            self.end_reason = f"connect-failed ({why})"
+            self.finish(self.end_reason)
+        else:
+            self.connect()
+
+    def _connected(self, transport: asyncio.Transport) -> None:
+        self.server_transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        apply_keepalive(transport.get_extra_info("socket"), self.frontend.config)
+        pending = self.pending
+        self.pending = None
+        if pending:
+            transport.write(b"".join(pending))
+            if self.pending_size > PENDING_LIMIT and self.client is not None:
+                self.client.resume_reading()
+        if self.client_eof_seen:
+            self._write_eof(transport)
+        self.last_activity = self.loop.time()
+        self._arm_timer(self.frontend.idle_timeout)
+
+    # -- timers ----------------------------------------------------------------------
+
+    def _arm_timer(self, delay: float) -> None:
+        self.timer = self.loop.call_later(delay, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self.timer = None
+        if self.closed:
+            return
+        idle_for = self.loop.time() - self.last_activity
+        remaining = self.frontend.idle_timeout - idle_for
+        if remaining > 0.001:
+            self._arm_timer(remaining)
+            return
+        self.finish(self.frontend.idle_reason)
+
+    def queue_expired(self) -> None:
+        self.queue_timer = None
+        self.finish("queue-timeout")
+
+    # -- ending ----------------------------------------------------------------------
+
+    def shutdown(self, reason: str) -> None:
+        """Close both sides now (shutdown-sessions, maint, stop after grace)."""
+        if self.closed:
+            return
+        if self.server_transport is not None:
+            self.server_transport.abort()
+        self.finish(f"shutdown ({reason})")
+
+    @staticmethod
+    def _write_eof(transport: asyncio.Transport) -> None:
+        if transport.can_write_eof() and not transport.is_closing():
+            try:
+                transport.write_eof()
+            except OSError:
+                transport.close()
+
+    def finish(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.end_reason = reason
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.queue_timer is not None:
+            self.queue_timer.cancel()
+        if self.connect_task is not None:
+            self.connect_task.cancel()
+        if self.client is not None:
+            self.client.close()
+        if self.server_transport is not None:
+            self.server_transport.close()
+        if self.server is not None:
+            self.server.session_ended(self)
+        self.frontend.session_finished(self)
+
+
+def _errno_text(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__
+
+
+class TcpFrontend:
+    """Accepts on the listener's sockets and runs its sessions (pure path)."""
+
+    def __init__(
+        self,
+        config: ListenerConfig,
+        pool: Pool,
+        sessionlog: SessionLog,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.pool = pool
+        self.sessionlog = sessionlog
+        self.loop = loop or asyncio.get_running_loop()
+        t = config.timeouts
+        self.idle_timeout = min(t.client, t.server)
+        self.idle_reason = "client-timeout" if t.client <= t.server else "server-timeout"
+        self.active: set[TcpSession] = set()  # admitted: connecting or relaying
+        self.queued: collections.deque[TcpSession] = collections.deque()
+        self.sessions_total = 0
+        self.bytes_in_done = 0
+        self.bytes_out_done = 0
+        self.denied_total = 0  # sessions ended before reaching a server
+        self.servers: list[asyncio.AbstractServer] = []
+        self.idle_waiters: list[asyncio.Future[None]] = []
+
+    async def start(self, sockets: list[socket.socket]) -> None:
+        for sock in sockets:
+            server = await self.loop.create_server(
+                lambda: _ClientSide(self), sock=sock, backlog=self.config.backlog
+            )
+            self.servers.append(server)
+
+    def stop_accepting(self) -> None:
+        for server in self.servers:
+            server.close()
+        self.servers.clear()
+
+    # -- admission -------------------------------------------------------------------
+
+    def admit(self, session: TcpSession) -> None:
+        self.sessions_total += 1
+        apply_keepalive(
+            session.client.get_extra_info("socket") if session.client else None, self.config
+        )
+        if len(self.active) >= self.config.maxconn:
+            # Over maxconn: hold the client (not reading) until a slot frees, as
+            # HAProxy's queue does, bounded by timeouts.queue.
+            if session.client is not None:
+                session.client.pause_reading()
+            self.queued.append(session)
+            session.queue_timer = self.loop.call_later(
+                self.config.timeouts.queue, session.queue_expired
+            )
+            return
+        self.active.add(session)
+        session.connect()
+
+    def session_finished(self, session: TcpSession) -> None:
+        if session in self.active:
+            self.active.discard(session)
+            while self.queued and len(self.active) < self.config.maxconn:
+                waiting = self.queued.popleft()
+                if waiting.closed:
+                    continue
+                if waiting.queue_timer is not None:
+                    waiting.queue_timer.cancel()
+                    waiting.queue_timer = None
+                if waiting.client is not None:
+                    waiting.client.resume_reading()
+                self.active.add(waiting)
+                waiting.connect()
+        else:
+            with contextlib.suppress(ValueError):
+                self.queued.remove(session)
+        self.bytes_in_done += session.bytes_in
+        self.bytes_out_done += session.bytes_out
+        if session.server is None:
+            self.denied_total += 1
+        self.sessionlog.session(
+            client=session.client_peer,
+            listener=self.name,
+            server=session.server.name if session.server is not None else "-",
+            bytes_in=session.bytes_in,
+            bytes_out=session.bytes_out,
+            duration=time.time() - session.started,
+            end=session.end_reason,
+        )
+        if not self.active and not self.queued and self.idle_waiters:
+            for waiter in self.idle_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self.idle_waiters.clear()
+
+    # -- control ---------------------------------------------------------------------
+
+    @property
+    def current_sessions(self) -> int:
+        return len(self.active) + len(self.queued)
+
+    async def wait_idle(self) -> None:
+        if not self.active and not self.queued:
+            return
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self.idle_waiters.append(waiter)
+        await waiter
+
+    def shutdown_all(self, reason: str) -> None:
+        for session in list(self.active) + list(self.queued):
+            session.shutdown(reason)
