@@ -1,13 +1,22 @@
-"""The admin server (aiohttp, on global.admin.bind): status API and metrics.
+"""The admin server (aiohttp, on global.admin.bind): status API, metrics, the
+stats page, and the write API that changes the running data path.
 
-Everything here is read on demand from the runtime's live objects: no counter is
-pushed to Prometheus per packet or per session; a scrape walks the pools.
+Everything read here is read on demand from the runtime's live objects: no
+counter is pushed to Prometheus per packet or per session; a scrape walks the
+pools. Writes go through `Pool.set_*`, the same path the checks use, so they
+take effect on the next connection.
+
+Access: reads are open (the admin server binds to loopback by default). With
+global.admin.token_file set, every write needs `Authorization: Bearer <token>`:
+401 without one, 403 with a wrong one, compared in constant time.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -19,7 +28,7 @@ from prometheus_client.registry import Collector
 import loadstone
 from loadstone import datapath
 from loadstone.config.model import AdminConfig
-from loadstone.server import ServerRuntime
+from loadstone.server import Pool, ServerRuntime
 
 if TYPE_CHECKING:
     from loadstone.runtime import ListenerRuntime, Runtime
@@ -62,6 +71,10 @@ def listener_status(lr: ListenerRuntime) -> dict[str, Any]:
         active = lr.pool.active
         status["active"] = active.name if active is not None else None
     status["servers"] = {s.name: server_status(s) for s in lr.pool.servers}
+    draining = [s for s in lr.pool.removed if s.sessions]
+    if draining:
+        # Removed by a reload, still carrying sessions until they end.
+        status["removed_servers"] = {s.name: server_status(s) for s in draining}
     return status
 
 
@@ -70,6 +83,7 @@ def status_document(runtime: Runtime) -> dict[str, Any]:
         "version": loadstone.__version__,
         "datapath": datapath.IMPLEMENTATION,
         "uptime": round(time.time() - runtime.started_at, 3),
+        "reload": runtime.reload_report.as_dict(),
         "listeners": {name: listener_status(lr) for name, lr in runtime.listeners.items()},
     }
 
@@ -118,8 +132,8 @@ class RuntimeCollector(Collector):
             "loadstone_listener_bytes", "Bytes relayed", labels=[*ll, "direction"]
         )
         active = GaugeMetricFamily(
-            "loadstone_listener_active_server",
-            "1 for the server an active-backup listener sends to",
+            "loadstone_server_active_writer",
+            "1 for the server an active-backup listener sends to (the Galera writer)",
             labels=sl,
         )
         for name, lr in self.runtime.listeners.items():
@@ -128,10 +142,10 @@ class RuntimeCollector(Collector):
             l_total.add_metric([name], doc["sessions_total"])
             l_bytes.add_metric([name, "in"], doc["bytes_in"])
             l_bytes.add_metric([name, "out"], doc["bytes_out"])
-            if doc.get("active"):
-                active.add_metric([name, doc["active"]], 1)
             for s in lr.pool.servers:
                 labels = [name, s.name]
+                if lr.config.balance == "active-backup":
+                    active.add_metric(labels, 1 if doc["active"] == s.name else 0)
                 up.add_metric(labels, 1 if s.state == "up" else 0)
                 for st in ("up", "down", "drain", "maint"):
                     state.add_metric([*labels, st], 1 if s.state == st else 0)
@@ -147,7 +161,55 @@ class RuntimeCollector(Collector):
                 checks.add_metric(labels, s.checks_total)
                 check_fail.add_metric(labels, s.checks_failed)
         yield from (up, state, weight, cur, total, nbytes, conn_err, check_ok, check_dur)
-        yield from (checks, check_fail, l_cur, l_total, l_bytes, active)
+        reload_ok = GaugeMetricFamily(
+            "loadstone_config_last_reload_successful", "0 if the last reload was rejected"
+        )
+        reload_ok.add_metric([], 1 if self.runtime.reload_report.ok else 0)
+        generation = GaugeMetricFamily(
+            "loadstone_config_generation", "Configurations applied since start (0 = first)"
+        )
+        generation.add_metric([], self.runtime.reload_report.generation)
+        yield from (checks, check_fail, l_cur, l_total, l_bytes, active, reload_ok, generation)
+
+
+ADMIN_STATES = ("ready", "drain", "maint")
+
+
+@web.middleware
+async def require_token(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    runtime: Runtime = request.app[RUNTIME_KEY]
+    token = runtime.admin_token
+    if request.method not in ("GET", "HEAD", "OPTIONS") and token is not None:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return _error(
+                401,
+                "this endpoint needs 'Authorization: Bearer <token>'",
+                headers={"WWW-Authenticate": 'Bearer realm="loadstone"'},
+            )
+        if not hmac.compare_digest(header[7:].strip().encode(), token.encode()):
+            return _error(403, "wrong token")
+    return await handler(request)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error": message}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _json(doc: Any) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(doc, option=orjson.OPT_INDENT_2), content_type="application/json"
+    )
+
+
+RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
 
 
 class AdminServer:
@@ -156,9 +218,17 @@ class AdminServer:
         self.config = config
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(RuntimeCollector(runtime))
-        self.app = web.Application()
-        self.app.router.add_get("/api/v1/status", self.get_status)
-        self.app.router.add_get("/metrics", self.get_metrics)
+        self.app = web.Application(middlewares=[require_token])
+        self.app[RUNTIME_KEY] = runtime
+        r = self.app.router
+        r.add_get("/api/v1/status", self.get_status)
+        r.add_get("/metrics", self.get_metrics)
+        r.add_get("/stats", self.get_stats)
+        server_path = "/api/v1/listeners/{listener}/servers/{server}"
+        r.add_post(server_path + "/state", self.post_state)
+        r.add_post(server_path + "/weight", self.post_weight)
+        r.add_post(server_path + "/shutdown-sessions", self.post_shutdown_sessions)
+        r.add_post("/api/v1/reload", self.post_reload)
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -179,8 +249,68 @@ class AdminServer:
             self.runner = None
 
     async def get_status(self, request: web.Request) -> web.Response:
-        body = orjson.dumps(status_document(self.runtime), option=orjson.OPT_INDENT_2)
-        return web.Response(body=body, content_type="application/json")
+        return _json(status_document(self.runtime))
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        page = resources.files("loadstone").joinpath("static/stats.html").read_bytes()
+        return web.Response(body=page, content_type="text/html", charset="utf-8")
+
+    def _server(self, request: web.Request) -> tuple[Pool, ServerRuntime]:
+        lr = self.runtime.listeners.get(request.match_info["listener"])
+        if lr is None:
+            raise web.HTTPNotFound(
+                body=orjson.dumps({"error": "no such listener"}), content_type="application/json"
+            )
+        server = lr.pool.by_name.get(request.match_info["server"])
+        if server is None:
+            raise web.HTTPNotFound(
+                body=orjson.dumps({"error": "no such server"}), content_type="application/json"
+            )
+        return lr.pool, server
+
+    @staticmethod
+    async def _body(request: web.Request) -> dict[str, Any]:
+        try:
+            doc = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            raise web.HTTPBadRequest(
+                body=orjson.dumps({"error": "body must be JSON"}), content_type="application/json"
+            ) from None
+        if not isinstance(doc, dict):
+            raise web.HTTPBadRequest(
+                body=orjson.dumps({"error": "body must be a JSON object"}),
+                content_type="application/json",
+            )
+        return doc
+
+    async def post_state(self, request: web.Request) -> web.Response:
+        pool, server = self._server(request)
+        state = (await self._body(request)).get("state")
+        if state not in ADMIN_STATES:
+            return _error(400, f"state must be one of {', '.join(ADMIN_STATES)}, got {state!r}")
+        pool.set_admin(server, state)
+        return _json(server_status(server))
+
+    async def post_weight(self, request: web.Request) -> web.Response:
+        pool, server = self._server(request)
+        weight = (await self._body(request)).get("weight")
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 256:
+            return _error(400, f"weight must be an integer 0-256, got {weight!r}")
+        pool.set_weight(server, weight)
+        return _json(server_status(server))
+
+    async def post_shutdown_sessions(self, request: web.Request) -> web.Response:
+        _, server = self._server(request)
+        closed = server.shutdown_sessions("shut down by operator")
+        return _json({"closed": closed})
+
+    async def post_reload(self, request: web.Request) -> web.Response:
+        report = await self.runtime.reload()
+        return web.Response(
+            status=200 if report.ok else 422,
+            body=orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2),
+            content_type="application/json",
+        )
 
     async def get_metrics(self, request: web.Request) -> web.Response:
         return web.Response(

@@ -80,10 +80,10 @@ def _load(path: str) -> Config | int:
         return report_config_error(err)
 
 
-async def _run(config: Config, log_format: str | None) -> int:
+async def _run(config: Config, log_format: str | None, path: str) -> int:
     from loadstone.runtime import Runtime, StartError
 
-    runtime = Runtime(config, log_format)
+    runtime = Runtime(config, log_format, config_path=path)
     try:
         await runtime.start()
     except StartError as exc:
@@ -99,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if isinstance(config, int):
         return config
     setup_logging(args.log_format or config.global_.log_format, args.log_level)
-    return run_loop(_run(config, args.log_format), args.loop)
+    return run_loop(_run(config, args.log_format, args.config), args.loop)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a configuration file (exit 0 or 2)")
     check.add_argument("config")
     check.set_defaults(func=cmd_check)
+
+    ctl = sub.add_parser("ctl", help="talk to a running loadstone's admin API")
+    from loadstone import ctl as ctl_module
+
+    ctl_module.add_arguments(ctl)
+    ctl.set_defaults(func=ctl_module.run)
 
     demo = sub.add_parser("demo", help="run the embedded demo: three backends and a proxy")
     common(demo)

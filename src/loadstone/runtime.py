@@ -1,9 +1,20 @@
 """The running proxy: builds pools, frontends, checks and the admin server from a
-validated configuration, and owns their lifecycle and the process signals.
+validated configuration, and owns their lifecycle, the process signals and reload.
 
 Start-up order matters: everything that can fail on bad input (names that do not
 resolve, addresses already in use) is done before anything starts serving, so a
 failed start leaves nothing bound and nothing half-running.
+
+Reload (SIGHUP, or POST /api/v1/reload) follows the same rule: the new file is
+validated, its names resolved and its new addresses bound before anything
+changes; any failure leaves the running configuration untouched and is
+reported in the status API. Then, per listener:
+- listening sockets whose address stays are kept open (no refused connection);
+- servers that stay (same name and address) keep their health, admin state,
+  runtime weight, counters and sessions; an active-backup pool keeps its active
+  server; new servers start unconfirmed with a check; removed servers take no
+  new sessions and their open ones run to their end;
+- established sessions are never touched.
 """
 
 from __future__ import annotations
@@ -15,12 +26,19 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from loadstone.config.model import Config, ListenerConfig
+from loadstone import systemd
+from loadstone.checks.scheduler import CheckScheduler
+from loadstone.config import ConfigError, load_config
+from loadstone.config.model import Address, Config, ListenerConfig
 from loadstone.datapath import TcpFrontend
-from loadstone.listeners.binding import BindError, bind_listener
+from loadstone.listeners.binding import BindError, bind_address
 from loadstone.server import Pool
 from loadstone.sessionlog import SessionLog
+
+if TYPE_CHECKING:
+    from loadstone.admin import AdminServer
 
 log = logging.getLogger("loadstone.runtime")
 
@@ -33,16 +51,32 @@ class StartError(Exception):
 class ListenerRuntime:
     config: ListenerConfig
     pool: Pool
-    frontend: TcpFrontend
-    sockets: list[socket.socket] = field(default_factory=list)
+    frontend: Any  # a TcpFrontend of the chosen data path
+    sockets: dict[Address, socket.socket] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         return self.config.name
 
 
+@dataclass
+class ReloadReport:
+    generation: int = 0  # configurations loaded since start; 0 = the first one
+    time: float | None = None
+    ok: bool = True
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "time": self.time,
+            "ok": self.ok,
+            "errors": self.errors,
+        }
+
+
 def resolve_servers(config: Config) -> dict[tuple[str, str], str]:
-    """Resolve every server name once, at start-up, so a connection costs no lookup.
+    """Resolve every server name once, so a connection costs no lookup.
 
     Returns {(listener, server): ip}. An unresolvable name is a start-up error,
     as in HAProxy without `init-addr none`: a typo must not start a proxy that
@@ -72,53 +106,104 @@ def resolve_servers(config: Config) -> dict[tuple[str, str], str]:
     return resolved
 
 
+def read_token(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path) as f:
+            token = f.read().strip()
+    except OSError as exc:
+        raise StartError(f"global.admin.token_file: cannot read {path}: {exc.strerror}") from None
+    if not token:
+        raise StartError(f"global.admin.token_file: {path} is empty")
+    return token
+
+
 class Runtime:
-    def __init__(self, config: Config, log_format: str | None = None) -> None:
+    def __init__(
+        self, config: Config, log_format: str | None = None, config_path: str | None = None
+    ) -> None:
         self.config = config
+        self.config_path = config_path
         self.sessionlog = SessionLog(
             log_format or config.global_.log_format  # type: ignore[arg-type]
         )
         self.listeners: dict[str, ListenerRuntime] = {}
-        self.checks: object | None = None
-        self.admin: object | None = None
+        self.retired: list[Any] = []  # frontends of removed listeners, draining
+        self.checks: CheckScheduler | None = None
+        self.admin: AdminServer | None = None
+        self.admin_token: str | None = None
+        self.reload_report = ReloadReport()
         self.started_at = time.time()
         self.stopping = False
         self._stop_requested: asyncio.Event | None = None
+        self._reload_lock = asyncio.Lock()
 
-    # -- lifecycle -----------------------------------------------------------------
+    # -- building --------------------------------------------------------------------
 
-    async def start(self) -> None:
-        for listener in self.config.listeners:
+    @staticmethod
+    def _check_modes(config: Config) -> None:
+        for listener in config.listeners:
             if listener.mode != "tcp":
                 raise StartError(
                     f"listeners.{listener.name}.mode: mode {listener.mode!r} "
                     "is not available in this version (use tcp)"
                 )
-        resolved = resolve_servers(self.config)
-        bound: dict[str, list[socket.socket]] = {}
+
+    def _bind_new(self, config: Config) -> dict[str, dict[Address, socket.socket]]:
+        """Bind every address of `config` not already bound; all or nothing."""
+        bound: dict[str, dict[Address, socket.socket]] = {}
         try:
-            for listener in self.config.listeners:
-                bound[listener.name] = bind_listener(listener)
-        except BindError as exc:
+            for listener in config.listeners:
+                socks: dict[Address, socket.socket] = {}
+                bound[listener.name] = socks
+                running = self.listeners.get(listener.name)
+                held = running.sockets if running is not None else {}
+                for i, address in enumerate(listener.bind):
+                    if address in held:
+                        continue
+                    try:
+                        socks[address] = bind_address(address, listener)
+                    except BindError as exc:
+                        raise StartError(f"listeners.{listener.name}.bind[{i}]: {exc}") from None
+        except StartError:
             for socks in bound.values():
-                for sock in socks:
+                for sock in socks.values():
+                    sock.close()
+            raise
+        return bound
+
+    def _build_pools(self, config: Config, resolved: dict[tuple[str, str], str]) -> dict[str, Pool]:
+        pools = {}
+        for listener in config.listeners:
+            old = self.listeners.get(listener.name)
+            pool = Pool(listener, previous=old.pool if old is not None else None)
+            for server in pool.servers:
+                key = (listener.name, server.name)
+                server.connect_host = resolved.get(key, server.address.host)
+            pools[listener.name] = pool
+        return pools
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._check_modes(self.config)
+        resolved = resolve_servers(self.config)
+        self.admin_token = read_token(self.config.global_.admin.token_file)
+        bound = self._bind_new(self.config)
+        try:
+            pools = self._build_pools(self.config, resolved)
+            scheduler = CheckScheduler(pools.values())
+        except (NotImplementedError, ValueError) as exc:
+            for socks in bound.values():
+                for sock in socks.values():
                     sock.close()
             raise StartError(str(exc)) from None
-
         for listener in self.config.listeners:
-            pool = Pool(listener)
-            for server in pool.servers:
-                server.connect_host = resolved.get(
-                    (listener.name, server.name), server.address.host
-                )
-            frontend = TcpFrontend(listener, pool, self.sessionlog)
+            frontend = TcpFrontend(listener, pools[listener.name], self.sessionlog)
             self.listeners[listener.name] = ListenerRuntime(
-                listener, pool, frontend, bound[listener.name]
+                listener, pools[listener.name], frontend, bound[listener.name]
             )
-
-        from loadstone.checks.scheduler import CheckScheduler
-
-        scheduler = CheckScheduler([lr.pool for lr in self.listeners.values()])
         self.checks = scheduler
         scheduler.start()
 
@@ -130,29 +215,33 @@ class Runtime:
                 await admin.start()
             except OSError as exc:
                 for lr in self.listeners.values():
-                    for sock in lr.sockets:
+                    for sock in lr.sockets.values():
                         sock.close()
                 await scheduler.stop()
                 raise StartError(
                     f"global.admin.bind: cannot bind {self.config.global_.admin.bind}: "
-                    f"{exc.strerror or exc}"
+                    f"{(exc.strerror or str(exc)).lower()}"
                 ) from None
             self.admin = admin
 
         for lr in self.listeners.values():
-            await lr.frontend.start(lr.sockets)
-        for lr in self.listeners.values():
-            log.info(
-                "listener %s on %s (%s, %s, %d servers)",
-                lr.name,
-                ", ".join(str(a) for a in lr.config.bind),
-                lr.config.mode,
-                lr.config.balance,
-                len(lr.pool.servers),
-            )
+            await lr.frontend.start(list(lr.sockets.values()))
+            self._log_listener(lr)
+        systemd.notify("READY=1", f"STATUS=serving {len(self.listeners)} listener(s)")
+
+    @staticmethod
+    def _log_listener(lr: ListenerRuntime) -> None:
+        log.info(
+            "listener %s on %s (%s, %s, %d servers)",
+            lr.name,
+            ", ".join(str(a) for a in lr.config.bind),
+            lr.config.mode,
+            lr.config.balance,
+            len(lr.pool.servers),
+        )
 
     async def serve(self) -> None:
-        """Run until SIGTERM/SIGINT, then stop gracefully."""
+        """Run until SIGTERM/SIGINT, then stop gracefully. SIGHUP reloads."""
         loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -170,14 +259,121 @@ class Runtime:
             self._stop_requested.set()
 
     def _on_sighup(self) -> None:
-        log.warning("SIGHUP: configuration reload is not available in this version; ignored")
+        task = asyncio.get_running_loop().create_task(self.reload())
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    # -- reload ----------------------------------------------------------------------
+
+    async def reload(self) -> ReloadReport:
+        """Load the configuration file again and apply it, or change nothing."""
+        async with self._reload_lock:
+            systemd.notify("RELOADING=1", systemd.monotonic_usec())
+            try:
+                report = await self._reload()
+            finally:
+                systemd.notify("READY=1")
+            return report
+
+    async def _reload(self) -> ReloadReport:
+        report = ReloadReport(self.reload_report.generation, time.time())
+        if self.config_path is None:
+            return self._reload_failed(report, ["no configuration file to reload from"])
+        try:
+            config = load_config(self.config_path)
+            self._check_modes(config)
+            resolved = resolve_servers(config)
+            token = read_token(config.global_.admin.token_file)
+        except ConfigError as err:
+            return self._reload_failed(report, err.problems)
+        except StartError as err:
+            return self._reload_failed(report, str(err).splitlines())
+        if config.global_.admin.bind != self.config.global_.admin.bind:
+            log.warning(
+                "reload: global.admin.bind changes only at restart; keeping %s",
+                self.config.global_.admin.bind,
+            )
+        try:
+            bound = self._bind_new(config)
+        except StartError as err:
+            return self._reload_failed(report, str(err).splitlines())
+        try:
+            pools = self._build_pools(config, resolved)
+            scheduler = CheckScheduler(pools.values())
+        except (NotImplementedError, ValueError) as exc:
+            for socks in bound.values():
+                for sock in socks.values():
+                    sock.close()
+            return self._reload_failed(report, [str(exc)])
+
+        # Nothing can fail past this point: switch over.
+        old_checks = self.checks
+        old_listeners = self.listeners
+        self.listeners = {}
+        for listener in config.listeners:
+            pool = pools[listener.name]
+            kept = old_listeners.pop(listener.name, None)
+            if kept is None:
+                lr = ListenerRuntime(
+                    listener,
+                    pool,
+                    TcpFrontend(listener, pool, self.sessionlog),
+                    bound[listener.name],
+                )
+                await lr.frontend.start(list(lr.sockets.values()))
+                self._log_listener(lr)
+            else:
+                lr = kept
+                wanted = set(listener.bind)
+                for address in [a for a in lr.sockets if a not in wanted]:
+                    lr.frontend.unserve(lr.sockets.pop(address))
+                lr.config = listener
+                lr.pool = pool
+                lr.frontend.reconfigure(listener, pool)
+                new = bound[listener.name]
+                lr.sockets.update(new)
+                if new:
+                    await lr.frontend.start(list(new.values()))
+            self.listeners[listener.name] = lr
+        for gone in old_listeners.values():
+            log.info("reload: listener %s removed; its sessions run to their end", gone.name)
+            gone.frontend.stop_accepting()
+            self.retired.append(gone.frontend)
+        self.checks = scheduler
+        if old_checks is not None:
+            await old_checks.stop()
+        scheduler.start()
+        self.config = config
+        self.admin_token = token
+        report.generation += 1
+        self.reload_report = report
+        log.info(
+            "reload: configuration generation %d applied (%d listeners)",
+            report.generation,
+            len(self.listeners),
+        )
+        return report
+
+    def _reload_failed(self, report: ReloadReport, errors: list[str]) -> ReloadReport:
+        report.ok = False
+        report.errors = errors
+        for line in errors:
+            log.error("reload rejected: %s", line)
+        log.error("reload rejected: the running configuration is unchanged")
+        self.reload_report = report
+        return report
+
+    # -- stop ------------------------------------------------------------------------
+
+    def all_frontends(self) -> list[Any]:
+        return [lr.frontend for lr in self.listeners.values()] + self.retired
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, let sessions finish for `grace` seconds, close the rest."""
         if self.stopping:
             return
         self.stopping = True
-        frontends = [lr.frontend for lr in self.listeners.values()]
+        systemd.notify("STOPPING=1")
+        frontends = self.all_frontends()
         for frontend in frontends:
             frontend.stop_accepting()
         remaining = sum(f.current_sessions for f in frontends)
@@ -189,8 +385,8 @@ class Runtime:
         for frontend in frontends:
             frontend.shutdown_all("proxy stopping")
         if self.checks is not None:
-            await self.checks.stop()  # type: ignore[attr-defined]
+            await self.checks.stop()
         if self.admin is not None:
-            await self.admin.stop()  # type: ignore[attr-defined]
+            await self.admin.stop()
         self.sessionlog.flush()
         log.info("stopped")

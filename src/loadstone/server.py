@@ -63,6 +63,7 @@ class ServerRuntime:
         "name",
         "sessions_total",
         "weight",
+        "weight_overridden",
     )
 
     def __init__(self, config: ServerConfig, index: int, checked: bool) -> None:
@@ -76,6 +77,7 @@ class ServerRuntime:
         self.backup = config.backup
         self.maxconn = config.maxconn
         self.weight = config.weight  # runtime weight; the admin API may change it
+        self.weight_overridden = False  # set by the admin API: a reload keeps that weight
         self.admin: AdminState = "ready"
         # A checked server starts up but unconfirmed: its first failed check takes
         # it down at once (HAProxy's default init-state), so a dead server does not
@@ -135,6 +137,16 @@ class ServerRuntime:
             session.shutdown(reason)
         return len(sessions)
 
+    def reconfigure(self, config: ServerConfig, index: int) -> None:
+        """Take the settings of a reloaded configuration; keep health, admin
+        state, counters, live sessions and a weight the operator set at runtime."""
+        self.config = config
+        self.index = index
+        self.backup = config.backup
+        self.maxconn = config.maxconn
+        if not self.weight_overridden:
+            self.weight = config.weight
+
     def __repr__(self) -> str:
         return f"<ServerRuntime {self.name} {self.address} {self.state}>"
 
@@ -149,18 +161,38 @@ class Pool:
         self,
         listener: ListenerConfig,
         balancer_factory: Callable[[list[ServerRuntime]], Balancer] | None = None,
+        previous: Pool | None = None,
     ) -> None:
+        """`previous`: the pool this one replaces on a reload. Its servers that
+        remain (same name and address) are carried over with their state, and
+        an active-backup pool keeps its active server (no failback on reload)."""
         from loadstone.balance import make_balancer
 
         self.listener = listener
         self.name = listener.name
         checked = listener.check is not None
-        self.servers: list[ServerRuntime] = [
-            ServerRuntime(s, i, checked and s.check) for i, s in enumerate(listener.servers)
+        kept: dict[str, ServerRuntime] = previous.by_name if previous is not None else {}
+        self.servers: list[ServerRuntime] = []
+        for i, cfg in enumerate(listener.servers):
+            old = kept.get(cfg.name)
+            if old is not None and old.address == cfg.address and old.config.check == cfg.check:
+                old.reconfigure(cfg, i)
+                self.servers.append(old)
+            else:
+                self.servers.append(ServerRuntime(cfg, i, checked and cfg.check))
+        self.by_name: dict[str, ServerRuntime] = {s.name: s for s in self.servers}
+        # Servers of the previous pool that are gone: no new sessions reach them
+        # (they are not candidates here); their open sessions run to their end.
+        self.removed: list[ServerRuntime] = [
+            s
+            for s in (previous.servers if previous is not None else [])
+            if self.by_name.get(s.name) is not s
         ]
-        self.by_name = {s.name: s for s in self.servers}
         factory = balancer_factory or (lambda servers: make_balancer(listener.balance, servers))
         self.balancer: Balancer = factory(self.servers)
+        restore = getattr(self.balancer, "restore_active", None)
+        if previous is not None and previous.active is not None and restore is not None:
+            restore(previous.active.name)
         self._subscribers: list[ChangeCallback] = []
         # Called when the data path saw a connect to a server fail: the checker
         # re-checks at once instead of waiting for its next interval.
@@ -216,6 +248,8 @@ class Pool:
             server.shutdown_sessions("server in maintenance")
 
     def set_weight(self, server: ServerRuntime, weight: int) -> None:
+        """The operator's weight: it stays across reloads until the next restart."""
+        server.weight_overridden = True
         if server.weight == weight:
             return
         server.weight = weight

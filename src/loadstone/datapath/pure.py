@@ -402,29 +402,47 @@ class TcpFrontend:
         self.pool = pool
         self.sessionlog = sessionlog
         self.loop = loop or asyncio.get_running_loop()
-        t = config.timeouts
-        self.idle_timeout = min(t.client, t.server)
-        self.idle_reason = "client-timeout" if t.client <= t.server else "server-timeout"
+        self._apply_timeouts()
         self.active: set[TcpSession] = set()  # admitted: connecting or relaying
         self.queued: collections.deque[TcpSession] = collections.deque()
         self.sessions_total = 0
         self.bytes_in_done = 0
         self.bytes_out_done = 0
         self.denied_total = 0  # sessions ended before reaching a server
-        self.servers: list[asyncio.AbstractServer] = []
+        self.servers: dict[socket.socket, asyncio.AbstractServer] = {}
         self.idle_waiters: list[asyncio.Future[None]] = []
 
+    def _apply_timeouts(self) -> None:
+        t = self.config.timeouts
+        self.idle_timeout = min(t.client, t.server)
+        self.idle_reason = "client-timeout" if t.client <= t.server else "server-timeout"
+
     async def start(self, sockets: list[socket.socket]) -> None:
+        """Accept on these (already bound and listening) sockets too."""
         for sock in sockets:
-            server = await self.loop.create_server(
+            self.servers[sock] = await self.loop.create_server(
                 lambda: _ClientSide(self), sock=sock, backlog=self.config.backlog
             )
-            self.servers.append(server)
+
+    def unserve(self, sock: socket.socket) -> None:
+        """Stop accepting on one socket and close it (its address left the config)."""
+        server = self.servers.pop(sock, None)
+        if server is not None:
+            server.close()
+        sock.close()
 
     def stop_accepting(self) -> None:
-        for server in self.servers:
+        for server in self.servers.values():
             server.close()
         self.servers.clear()
+
+    def reconfigure(self, config: ListenerConfig, pool: Pool) -> None:
+        """A reload: new sessions use the new settings and pool; open ones run on."""
+        self.config = config
+        self.pool = pool
+        self._apply_timeouts()
+        while self.queued and len(self.active) < config.maxconn:
+            self._admit_queued()
 
     # -- admission -------------------------------------------------------------------
 
@@ -450,16 +468,7 @@ class TcpFrontend:
         if session in self.active:
             self.active.discard(session)
             while self.queued and len(self.active) < self.config.maxconn:
-                waiting = self.queued.popleft()
-                if waiting.closed:
-                    continue
-                if waiting.queue_timer is not None:
-                    waiting.queue_timer.cancel()
-                    waiting.queue_timer = None
-                if waiting.client is not None:
-                    waiting.client.resume_reading()
-                self.active.add(waiting)
-                waiting.connect()
+                self._admit_queued()
         else:
             with contextlib.suppress(ValueError):
                 self.queued.remove(session)
@@ -481,6 +490,18 @@ class TcpFrontend:
                 if not waiter.done():
                     waiter.set_result(None)
             self.idle_waiters.clear()
+
+    def _admit_queued(self) -> None:
+        waiting = self.queued.popleft()
+        if waiting.closed:
+            return
+        if waiting.queue_timer is not None:
+            waiting.queue_timer.cancel()
+            waiting.queue_timer = None
+        if waiting.client is not None:
+            waiting.client.resume_reading()
+        self.active.add(waiting)
+        waiting.connect()
 
     # -- control ---------------------------------------------------------------------
 
