@@ -66,8 +66,16 @@ def port_open(host: str, port: int) -> bool:
 
 
 class Backend:
-    def __init__(self, name: str, port: int, mode: str = "http", fail_file: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        mode: str = "http",
+        fail_file: str | None = None,
+        host: str = "127.0.0.1",
+    ):
         self.name = name
+        self.host = host
         self.port = port
         self.mode = mode
         self.fail_file = fail_file
@@ -75,7 +83,7 @@ class Backend:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def start(self) -> Backend:
         cmd = [
@@ -87,6 +95,8 @@ class Backend:
             str(self.port),
             "--mode",
             self.mode,
+            "--host",
+            self.host,
         ]
         if self.fail_file:
             cmd += ["--fail-file", self.fail_file]

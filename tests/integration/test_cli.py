@@ -103,3 +103,66 @@ def test_grafana_dashboard_uses_only_exported_metrics() -> None:
         re.findall(r"`(loadstone_[a-z_]+)", (ROOT / "docs" / "operations.md").read_text())
     )
     assert used and used <= documented
+
+
+def test_freebind_binds_an_address_not_on_this_host(tmp_path: Path) -> None:
+    # 198.51.100.0/24 is TEST-NET-2: never on this host. Binding sends no traffic.
+    vip = f"198.51.100.7:{free_port()}"
+    config = listener_config([Backend("a", free_port())])
+    config["listeners"]["web"]["bind"] = [vip]
+    config["global"]["admin"] = {"bind": f"127.0.0.1:{free_port()}"}
+    path = tmp_path / "vip.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run(path)
+    assert result.returncode == 1
+    assert "address not available on this host (set freebind: true for a VIP)" in result.stderr
+
+    config["listeners"]["web"]["freebind"] = True
+    path.write_text(yaml.safe_dump(config))
+    with subprocess.Popen(
+        [str(LOADSTONE), "run", str(path)], stderr=subprocess.PIPE, text=True
+    ) as proc:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "listener web on" in line:
+                break
+        else:
+            raise AssertionError("loadstone did not start")
+        listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+        proc.terminate()
+        assert proc.wait(10) == 0
+    assert vip in listening
+
+
+def test_demo_serves_round_robin_and_stops_on_ctrl_c() -> None:
+    import json
+    import signal
+    import urllib.request
+
+    from tests.integration.harness import wait_for
+
+    with subprocess.Popen(
+        [str(LOADSTONE), "demo"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            banner = [proc.stdout.readline() for _ in range(4)]
+            assert banner[0].startswith("proxy    http://127.0.0.1:8080/")
+            assert "http://127.0.0.1:9100/api/v1/status" in banner[1]
+
+            def all_up() -> bool:
+                with urllib.request.urlopen("http://127.0.0.1:9100/api/v1/status") as r:
+                    servers = json.loads(r.read())["listeners"]["demo"]["servers"]
+                return all(s["state"] == "up" for s in servers.values())
+
+            wait_for(all_up, timeout=10)
+            seen = []
+            for _ in range(4):
+                with urllib.request.urlopen("http://127.0.0.1:8080/") as r:
+                    seen.append(r.read().decode().split()[2])
+            assert sorted(seen) == ["web1", "web2", "web3", "web3"]  # web3 has weight 2
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()

@@ -369,3 +369,28 @@ def test_sigterm_exits_zero(backends: Backends, loadstone: Start) -> None:
     servers = backends(1)
     ls = loadstone(listener_config(servers))
     assert ls.stop() == 0
+
+
+def test_ipv6_listener_and_server(loadstone: Start) -> None:
+    backend = Backend("v6", free_port("::1"), mode="echo", host="::1").start()
+    try:
+        port = free_port("::1")
+        config = {
+            "listeners": {
+                "web": {
+                    "bind": [f"[::1]:{port}"],
+                    "servers": [{"name": "v6", "address": f"[::1]:{backend.port}"}],
+                }
+            }
+        }
+        ls = loadstone(config)
+        with socket.create_connection(("::1", port), timeout=5) as s:
+            s.sendall(b"over v6")
+            s.shutdown(socket.SHUT_WR)
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+        assert data.startswith(b"over v6\nEOF ")
+        wait_for(lambda: [e for e in ls.session_logs() if e["client"].startswith("[::1]:")])
+    finally:
+        backend.stop()
