@@ -285,7 +285,7 @@ def test_idle_client_times_out(backends: Backends, loadstone: Start) -> None:
         t0 = time.monotonic()
         assert s.recv(10) == b""
         took = time.monotonic() - t0
-    assert 0.4 < took < 2.0, took
+    assert 0.4 < took < 3.0, took  # generous upper bound: a loaded CI machine
     wait_for(lambda: any(e["end"] == "client-timeout" for e in ls.session_logs()), timeout=3)
 
 

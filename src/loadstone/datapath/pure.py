@@ -56,9 +56,12 @@ WRITE_HIGH_WATER = 256 * 1024  # per-transport write buffer before the peer is p
 WRITE_LOW_WATER = 64 * 1024
 
 
-def apply_keepalive(sock: socket.socket | None, cfg: ListenerConfig) -> None:
+def apply_keepalive(transport: asyncio.BaseTransport, cfg: ListenerConfig) -> None:
     ka = cfg.tcp_keepalive
-    if ka is None or sock is None:
+    if ka is None:
+        return  # the common case: do not even fetch the socket object
+    sock = transport.get_extra_info("socket")
+    if sock is None:
         return
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(ka.idle)))
@@ -268,21 +271,31 @@ class TcpSession:
         if delay:
             await asyncio.sleep(delay)
         loop = self.loop
+        # A plain timer that cancels this task costs less than asyncio.timeout()
+        # on a path taken once per connection.
+        task = self.connect_task
+        assert task is not None
+        timer = loop.call_later(self.frontend.config.timeouts.connect, task.cancel)
         try:
-            async with asyncio.timeout(self.frontend.config.timeouts.connect):
-                transport, _ = await loop.create_connection(
-                    lambda: _ServerSide(self), server.connect_host, server.address.port
-                )
+            transport, _ = await loop.create_connection(
+                lambda: _ServerSide(self), server.connect_host, server.address.port
+            )
         except asyncio.CancelledError:
-            if self.closed:
+            timer.cancel()
+            if self.closed:  # finish() cancelled us
                 return
-            raise
-        except (OSError, TimeoutError) as exc:
+            # Otherwise only the connect timer cancels this task.
+            self.connect_task = None
+            self._connect_failed(server, TimeoutError())
+            return
+        except OSError as exc:
+            timer.cancel()
             self.connect_task = None
             if self.closed:
                 return
             self._connect_failed(server, exc)
             return
+        timer.cancel()
         self.connect_task = None
         if self.closed:
             transport.close()
@@ -311,7 +324,7 @@ class TcpSession:
     def _connected(self, transport: asyncio.Transport) -> None:
         self.server_transport = transport
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
-        apply_keepalive(transport.get_extra_info("socket"), self.frontend.config)
+        apply_keepalive(transport, self.frontend.config)
         pending = self.pending
         self.pending = None
         if pending:
@@ -448,9 +461,8 @@ class TcpFrontend:
 
     def admit(self, session: TcpSession) -> None:
         self.sessions_total += 1
-        apply_keepalive(
-            session.client.get_extra_info("socket") if session.client else None, self.config
-        )
+        if session.client is not None:
+            apply_keepalive(session.client, self.config)
         if len(self.active) >= self.config.maxconn:
             # Over maxconn: hold the client (not reading) until a slot frees, as
             # HAProxy's queue does, bounded by timeouts.queue.

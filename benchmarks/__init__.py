@@ -1,0 +1,1 @@
+"""Benchmarks for loadstone: side-by-side comparisons with HAProxy (see README.md)."""

@@ -1,0 +1,165 @@
+"""Child processes we start and stop by pid, and their CPU/RSS as seen in /proc."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class ProcessDied(RuntimeError):
+    """A managed process exited while it was expected to keep running."""
+
+
+class ManagedProcess:
+    """A long-running child (nginx, haproxy, loadstone) with its output in a log file.
+
+    Each child gets its own session so that a Ctrl-C on the benchmark reaches only
+    the benchmark, which then stops its children in order instead of all of them
+    racing to exit.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        try:
+            self._popen = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
+        except BaseException:
+            self._log.close()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    def check_alive(self) -> None:
+        """Raise ProcessDied (with the tail of its log) if the process has exited."""
+        code = self._popen.poll()
+        if code is not None:
+            raise ProcessDied(
+                f"{self.name} (pid {self.pid}) exited with status {code}; "
+                f"last log lines:\n{self.log_tail()}"
+            )
+
+    def log_tail(self, lines: int = 20) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout` seconds; return the exit status."""
+        try:
+            if self._popen.poll() is None:
+                self._popen.send_signal(signal.SIGTERM)
+                try:
+                    self._popen.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self._popen.kill()
+                    self._popen.wait()
+            return self._popen.returncode
+        finally:
+            self._log.close()
+
+
+def _read_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name, or None if the process is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name is in parentheses and may itself contain spaces and ')'.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its live descendants.
+
+    A proxy may run its workers as child processes; their CPU time would only reach
+    the parent's counters once they are reaped, so the whole tree is summed instead.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        fields = _read_stat(int(entry.name))
+        if fields is not None:
+            # After the name: state (index 0), ppid (index 1).
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    return tree
+
+
+def cpu_seconds(*roots: int) -> float:
+    """User + system CPU seconds used so far by the process trees at `roots`.
+
+    From proc(5) utime and stime, which cover all threads of a process.
+    """
+    members = {member for root in roots for member in process_tree(root)}
+    ticks = 0
+    for member in members:
+        fields = _read_stat(member)
+        if fields is not None:
+            # utime and stime are fields 14 and 15 of the full line, 12 and 13 here.
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / _CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    """Sum of VmRSS over the tree rooted at `pid`.
+
+    Pages shared between a parent and forked workers are counted once per process,
+    so for multi-process proxies this is an upper bound.
+    """
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024  # reported in kB
+                    break
+    return total
+
+
+def host_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of all CPUs since boot, from the first line of /proc/stat.
+
+    Across a run, busy minus what the benchmark's own processes used is the load
+    other programs put on the machine meanwhile; on a shared 2-core machine that is
+    the main source of noise, so it is measured rather than assumed away.
+    """
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    # guest and guest_nice (9, 10) are already included in user and nice.
+    total = sum(values[:8])
+    return (total - idle) / _CLK_TCK, total / _CLK_TCK
