@@ -40,7 +40,7 @@ from benchmarks.harness.proxies import (
     Proxy,
     default_loadstone_binary,
 )
-from benchmarks.harness.scenarios import SCENARIOS, Scenario, select
+from benchmarks.harness.scenarios import DEFAULT, HTTP, SCENARIOS, Scenario, select
 from benchmarks.harness.wrk import WrkOutputError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,8 +70,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--scenarios",
-        default=",".join(SCENARIOS),
-        help=f"comma-separated list, default all ({scenario_help})",
+        default=",".join(DEFAULT),
+        help=f"comma-separated list; 'tcp' (the default: {','.join(DEFAULT)}), 'http' "
+        f"({','.join(HTTP)}) and 'all' name groups ({scenario_help})",
     )
     parser.add_argument(
         "--repeat",
@@ -171,14 +172,20 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def build_proxies(args: argparse.Namespace, workdir: Path, backends: NginxBackends) -> list[Proxy]:
+def build_proxies(
+    args: argparse.Namespace, workdir: Path, backends: NginxBackends, mode: str = "tcp"
+) -> list[Proxy]:
     proxies: list[Proxy] = []
+    if mode != "tcp":
+        workdir = workdir / mode  # each proxy keeps its files in workdir/<name>
+        workdir.mkdir()
     if args.only in (None, "haproxy"):
         proxies.append(
             HAProxy(
                 workdir,
                 backends.backends,
                 workers=args.workers,
+                mode=mode,
                 log_sessions=args.haproxy_log,
                 extra_global=args.haproxy_global,
                 extra_defaults=args.haproxy_defaults,
@@ -190,6 +197,7 @@ def build_proxies(args: argparse.Namespace, workdir: Path, backends: NginxBacken
                 workdir,
                 backends.backends,
                 workers=args.workers,
+                mode=mode,
                 binary=args.loadstone,
                 pure_python=args.pure_python,
             )
@@ -267,21 +275,29 @@ def collect(args: argparse.Namespace, raw_argv: Sequence[str]) -> tuple[dict[str
             backends = NginxBackends(workdir)
             stack.callback(backends.stop)
             progress(f"backends: {', '.join(b.address for b in backends.backends)}")
-            proxies = build_proxies(args, workdir, backends)
-            versions = {}
-            for proxy in proxies:
-                proxy.start()
-                stack.callback(stop_proxy, proxy)
-                versions[proxy.name] = proxy.version()
-                progress(
-                    f"{proxy.name}: {versions[proxy.name]}, pid {proxy.pid}, port {proxy.port}"
-                )
+            versions: dict[str, str] = {}
             meta = {
                 **report.machine_info(REPO),
                 "command": command_line(raw_argv),
                 "proxies": versions,
             }
+            # One pair of proxies per mode (tcp, http), started when the first
+            # scenario of that mode comes and kept for the rest of the run.
+            by_mode: dict[str, list[Proxy]] = {}
             for scenario in args.scenario_list:
+                proxies = by_mode.get(scenario.mode)
+                if proxies is None:
+                    proxies = by_mode[scenario.mode] = build_proxies(
+                        args, workdir, backends, scenario.mode
+                    )
+                    for proxy in proxies:
+                        proxy.start()
+                        stack.callback(stop_proxy, proxy)
+                        versions.setdefault(proxy.name, proxy.version())
+                        progress(
+                            f"{proxy.name} ({scenario.mode}): {versions[proxy.name]}, "
+                            f"pid {proxy.pid}, port {proxy.port}"
+                        )
                 runs += run_scenario(scenario, proxies, backends, args)
     finally:
         if args.keep_tmp:

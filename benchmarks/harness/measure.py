@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from benchmarks.harness import wrk
+from benchmarks.harness import hey, wrk
 from benchmarks.harness.net import LOOPBACK
 from benchmarks.harness.procs import cpu_seconds, host_cpu_seconds, rss_bytes
 from benchmarks.harness.proxies import Proxy
@@ -53,6 +53,14 @@ class Run:
 
 
 def wrk_argv(proxy: Proxy, scenario: Scenario, *, duration: int, threads: int) -> list[str]:
+    if scenario.rate:
+        return hey.build_argv(
+            f"http://{LOOPBACK}:{proxy.port}{scenario.path}",
+            rate=scenario.rate,
+            connections=scenario.connections,
+            duration=duration,
+            headers=scenario.headers,
+        )
     return wrk.build_argv(
         f"http://{LOOPBACK}:{proxy.port}{scenario.path}",
         connections=scenario.connections,
@@ -85,7 +93,7 @@ def measure(
     proxy_before = cpu_seconds(proxy.pid)
     backends_before = cpu_seconds(*backend_pids)
     idle_before = cpu_seconds(*idle_pids)
-    result, _ = wrk.run(argv, duration=duration)
+    result, _ = (hey if scenario.rate else wrk).run(argv, duration=duration)
     idle_used = cpu_seconds(*idle_pids) - idle_before
     backends_used = cpu_seconds(*backend_pids) - backends_before
     proxy_used = cpu_seconds(proxy.pid) - proxy_before

@@ -55,6 +55,23 @@ def server_status(server: ServerRuntime) -> dict[str, Any]:
     }
 
 
+def frontend_totals(frontend: Any) -> dict[str, int]:
+    """Queued sessions and bytes relayed (finished and live sessions), asked of
+    the frontend when it can tell (the native data path keeps them in its
+    engine, with no session object to walk), else counted from its sessions."""
+    if hasattr(frontend, "queued_count"):
+        return {
+            "queued": frontend.queued_count,
+            "bytes_in": frontend.bytes_in,
+            "bytes_out": frontend.bytes_out,
+        }
+    return {
+        "queued": len(frontend.queued),
+        "bytes_in": frontend.bytes_in_done + sum(s.bytes_in for s in frontend.active),
+        "bytes_out": frontend.bytes_out_done + sum(s.bytes_out for s in frontend.active),
+    }
+
+
 def listener_status(lr: ListenerRuntime) -> dict[str, Any]:
     frontend = lr.frontend
     status: dict[str, Any] = {
@@ -63,14 +80,15 @@ def listener_status(lr: ListenerRuntime) -> dict[str, Any]:
         "bind": [str(a) for a in lr.config.bind],
         "sessions": frontend.current_sessions,
         "sessions_total": frontend.sessions_total,
-        "queued": len(frontend.queued),
-        "bytes_in": frontend.bytes_in_done + sum(s.bytes_in for s in frontend.active),
-        "bytes_out": frontend.bytes_out_done + sum(s.bytes_out for s in frontend.active),
+        **frontend_totals(frontend),
     }
     if lr.config.balance == "active-backup":
         active = lr.pool.active
         status["active"] = active.name if active is not None else None
     status["servers"] = {s.name: server_status(s) for s in lr.pool.servers}
+    extra = getattr(frontend, "status_extra", None)
+    if extra is not None:  # mode http: request counters, routing pools
+        status.update(extra())
     draining = [s for s in lr.pool.removed if s.sessions]
     if draining:
         # Removed by a reload, still carrying sessions until they end.

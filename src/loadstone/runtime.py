@@ -33,6 +33,8 @@ from loadstone.checks.scheduler import CheckScheduler
 from loadstone.config import ConfigError, load_config
 from loadstone.config.model import Address, Config, ListenerConfig
 from loadstone.datapath import TcpFrontend
+from loadstone.datapath import configure as configure_datapath
+from loadstone.datapath.http import HttpFrontend
 from loadstone.listeners.binding import BindError, bind_address
 from loadstone.server import Pool
 from loadstone.sessionlog import SessionLog
@@ -51,7 +53,7 @@ class StartError(Exception):
 class ListenerRuntime:
     config: ListenerConfig
     pool: Pool
-    frontend: Any  # a TcpFrontend of the chosen data path
+    frontend: Any  # a TcpFrontend of the chosen data path, or an HttpFrontend
     sockets: dict[Address, socket.socket] = field(default_factory=dict)
 
     @property
@@ -141,14 +143,32 @@ class Runtime:
 
     # -- building --------------------------------------------------------------------
 
+    # -- mode dispatch: which frontend serves a listener ------------------------------
+
     @staticmethod
     def _check_modes(config: Config) -> None:
         for listener in config.listeners:
-            if listener.mode != "tcp":
+            if listener.mode not in ("tcp", "http"):
                 raise StartError(
                     f"listeners.{listener.name}.mode: mode {listener.mode!r} "
-                    "is not available in this version (use tcp)"
+                    "is not available in this version (use tcp or http)"
                 )
+
+    def _check_mode_changes(self, config: Config) -> None:
+        """A running listener keeps its mode: its frontend holds the sockets."""
+        for listener in config.listeners:
+            running = self.listeners.get(listener.name)
+            if running is not None and running.config.mode != listener.mode:
+                raise StartError(
+                    f"listeners.{listener.name}.mode: changing the mode of a running "
+                    f"listener ({running.config.mode} -> {listener.mode}) needs a restart"
+                )
+
+    @staticmethod
+    def _new_frontend(listener: ListenerConfig, pool: Pool, sessionlog: SessionLog) -> Any:
+        if listener.mode == "http":
+            return HttpFrontend(listener, pool, sessionlog)
+        return TcpFrontend(listener, pool, sessionlog)
 
     def _bind_new(self, config: Config) -> dict[str, dict[Address, socket.socket]]:
         """Bind every address of `config` not already bound; all or nothing."""
@@ -199,8 +219,9 @@ class Runtime:
                 for sock in socks.values():
                     sock.close()
             raise StartError(str(exc)) from None
+        configure_datapath(self.config.global_)
         for listener in self.config.listeners:
-            frontend = TcpFrontend(listener, pools[listener.name], self.sessionlog)
+            frontend = self._new_frontend(listener, pools[listener.name], self.sessionlog)
             self.listeners[listener.name] = ListenerRuntime(
                 listener, pools[listener.name], frontend, bound[listener.name]
             )
@@ -281,6 +302,7 @@ class Runtime:
         try:
             config = load_config(self.config_path)
             self._check_modes(config)
+            self._check_mode_changes(config)
             resolved = resolve_servers(config)
             token = read_token(config.global_.admin.token_file)
         except ConfigError as err:
@@ -316,7 +338,7 @@ class Runtime:
                 lr = ListenerRuntime(
                     listener,
                     pool,
-                    TcpFrontend(listener, pool, self.sessionlog),
+                    self._new_frontend(listener, pool, self.sessionlog),
                     bound[listener.name],
                 )
                 await lr.frontend.start(list(lr.sockets.values()))

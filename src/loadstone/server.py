@@ -38,6 +38,17 @@ class Session(Protocol):
     def shutdown(self, reason: str) -> None: ...
 
 
+class NativeServers(Protocol):
+    """The native data path, for the servers of its listener: it keeps their
+    sessions and counters in its engine rather than in `ServerRuntime.live`."""
+
+    def server_stats(self, server: ServerRuntime) -> tuple[int, int, int, int]:
+        """(live sessions, sessions total, bytes in, bytes out)"""
+        ...
+
+    def shutdown_server(self, server: ServerRuntime, reason: str) -> int: ...
+
+
 class ServerRuntime:
     """One server of one listener, with its live counters."""
 
@@ -61,7 +72,8 @@ class ServerRuntime:
         "live",
         "maxconn",
         "name",
-        "sessions_total",
+        "native",
+        "sessions_started",
         "weight",
         "weight_overridden",
     )
@@ -90,14 +102,24 @@ class ServerRuntime:
         self.checks_failed = 0
         self.last_change = time.time()
         self.live: set[Session] = set()  # sessions currently relayed to this server
-        self.sessions_total = 0
+        self.sessions_started = 0
+        # Set by the native data path: then the counters and sessions are its.
+        self.native: NativeServers | None = None
         self.bytes_in_done = 0  # bytes of finished sessions
         self.bytes_out_done = 0
         self.connect_errors = 0
 
     @property
     def sessions(self) -> int:
+        if self.native is not None:
+            return self.native.server_stats(self)[0]
         return len(self.live)
+
+    @property
+    def sessions_total(self) -> int:
+        if self.native is not None:
+            return self.native.server_stats(self)[1]
+        return self.sessions_started
 
     @property
     def usable(self) -> bool:
@@ -116,15 +138,19 @@ class ServerRuntime:
 
     @property
     def bytes_in(self) -> int:
+        if self.native is not None:
+            return self.native.server_stats(self)[2]
         return self.bytes_in_done + sum(s.bytes_in for s in self.live)
 
     @property
     def bytes_out(self) -> int:
+        if self.native is not None:
+            return self.native.server_stats(self)[3]
         return self.bytes_out_done + sum(s.bytes_out for s in self.live)
 
     def session_started(self, session: Session) -> None:
         self.live.add(session)
-        self.sessions_total += 1
+        self.sessions_started += 1
 
     def session_ended(self, session: Session) -> None:
         self.live.discard(session)
@@ -132,6 +158,8 @@ class ServerRuntime:
         self.bytes_out_done += session.bytes_out
 
     def shutdown_sessions(self, reason: str) -> int:
+        if self.native is not None:
+            return self.native.shutdown_server(self, reason)
         sessions = list(self.live)
         for session in sessions:
             session.shutdown(reason)
@@ -171,6 +199,7 @@ class Pool:
         self.listener = listener
         self.name = listener.name
         checked = listener.check is not None
+        galera = listener.check is not None and listener.check.type == "galera"
         kept: dict[str, ServerRuntime] = previous.by_name if previous is not None else {}
         self.servers: list[ServerRuntime] = []
         for i, cfg in enumerate(listener.servers):
@@ -179,7 +208,23 @@ class Pool:
                 old.reconfigure(cfg, i)
                 self.servers.append(old)
             else:
-                self.servers.append(ServerRuntime(cfg, i, checked and cfg.check))
+                server = ServerRuntime(cfg, i, checked and cfg.check)
+                if galera and cfg.check:
+                    # A Galera node takes no traffic before a check has read that
+                    # it is Synced: writes sent to a joiner or a non-Primary node
+                    # fail or hang, and an active-backup listener must not pick
+                    # whichever node answers first (see ActiveBackup). Down and
+                    # unchecked, its first passing check takes it up at once
+                    # (HealthCounter).
+                    server.healthy = False
+                self.servers.append(server)
+        # The Galera writer policy closes the sessions of a writer marked down
+        # even when on_marked_down is not set: a client left on a node that is no
+        # longer the writer either hangs on a dead node or keeps writing beside
+        # the new writer, which is what active-backup is there to prevent.
+        self.shutdown_on_down = listener.on_marked_down == "shutdown-sessions" or (
+            galera and listener.balance == "active-backup"
+        )
         self.by_name: dict[str, ServerRuntime] = {s.name: s for s in self.servers}
         # Servers of the previous pool that are gone: no new sessions reach them
         # (they are not candidates here); their open sessions run to their end.
@@ -233,10 +278,14 @@ class Pool:
                 f" ({detail})" if detail else "",
             )
             self._changed(server)
-            if not healthy and self.listener.on_marked_down == "shutdown-sessions":
+            if not healthy and self.shutdown_on_down:
                 n = server.shutdown_sessions("server marked down")
                 if n:
                     log.warning("closed %d session(s) of %s/%s", n, self.name, server.name)
+        elif self.balancer.awaiting_checks:
+            # A first verdict that leaves the health as it was (an unchecked down
+            # server confirmed down) may still settle a choice that waited for it.
+            self._changed(server)
 
     def set_admin(self, server: ServerRuntime, admin: AdminState) -> None:
         if server.admin == admin:

@@ -70,6 +70,66 @@ class SessionLog:
                 return
             self._flush_handle = loop.call_later(FLUSH_INTERVAL, self.flush)
 
+    def request(
+        self,
+        client: str,
+        listener: str,
+        server: str,
+        method: str,
+        target: str,
+        status: int,
+        bytes_in: int,
+        bytes_out: int,
+        timings: tuple[float, float, float, float, float],
+        end: str,
+    ) -> None:
+        """One HTTP request (mode http), with HAProxy's httplog timings in seconds,
+        -1 for a phase not reached: TR receive the request head, Tw wait in the
+        queue, Tc connect to the server (0 on a reused connection), Tr wait for the
+        response head after sending the request, Ta total from the first byte of
+        the request to the last byte of the response."""
+        now = time.time()
+        t_req, t_wait, t_conn, t_resp, t_all = timings
+        if self.format == "json":
+            line = orjson.dumps(
+                {
+                    "time": now,
+                    "event": "http",
+                    "client": client,
+                    "listener": listener,
+                    "server": server,
+                    "method": method,
+                    "target": target,
+                    "status": status,
+                    "bytes_in": bytes_in,
+                    "bytes_out": bytes_out,
+                    "t_request": t_req,
+                    "t_queue": t_wait,
+                    "t_connect": t_conn,
+                    "t_response": t_resp,
+                    "t_total": t_all,
+                    "end": end,
+                }
+            ).decode()
+        else:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+            ms = "/".join("-1" if t < 0 else f"{t * 1000:.3f}" for t in timings)
+            line = (
+                f"{stamp}.{int(now % 1 * 1000):03d}Z http {client} {listener}/{server} "
+                f"{status} {ms}ms in={bytes_in} out={bytes_out} "
+                f'"{method} {target}" end={end}'
+            )
+        self.lines.append(line)
+        if len(self.lines) >= BATCH_LINES:
+            self.flush()
+        elif self._flush_handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._flush_handle = loop.call_later(FLUSH_INTERVAL, self.flush)
+
     def flush(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import resource
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,14 +42,35 @@ def event_loop_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+NATIVE_BUILT = importlib.util.find_spec("loadstone._fastpath.relay") is not None
+
+
+@pytest.fixture(params=["native", "pure"])
+def datapath(request: pytest.FixtureRequest) -> str:
+    """The tcp-mode suite runs on both data paths; a test module opts in with
+    `pytest.mark.usefixtures("datapath")` and the `loadstone` fixture then starts
+    the proxy on that path (LOADSTONE_NO_EXTENSIONS in its environment)."""
+    if request.param == "native" and not NATIVE_BUILT:
+        pytest.skip("the native data path is not built here")
+    return str(request.param)
+
+
 @pytest.fixture
-def loadstone(tmp_path: Path) -> Iterator[Callable[..., Loadstone]]:
+def loadstone(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., Loadstone]]:
     started: list[Loadstone] = []
+    path = request.getfixturevalue("datapath") if "datapath" in request.fixturenames else None
 
     def start(config: dict[str, Any], wait: bool = True, **kw: Any) -> Loadstone:
+        if path is not None:
+            env = dict(kw.pop("env", None) or {})
+            env["LOADSTONE_NO_EXTENSIONS"] = "1" if path == "pure" else "0"
+            kw["env"] = env
         ls = Loadstone(tmp_path, config, **kw)
         started.append(ls)
-        return ls.start(wait=wait)
+        ls.start(wait=wait)
+        if wait and path is not None:
+            assert ls.status()["datapath"] == path
+        return ls
 
     yield start
     for ls in started:

@@ -4,7 +4,13 @@
 
 http: GET / answers "<name>\\n"; GET /health answers 200 (503 once the file
       given by --fail-file exists); GET /download?size=N streams N bytes of a
-      deterministic pattern.
+      deterministic pattern. For HTTP mode: /echo (JSON: method, target, headers,
+      body length and sha256, the proxy's source port), /upload (streams the
+      body in, answers its length and sha256), /chunked?n=K (a chunked answer),
+      /redirect (302 to an http:// Location), /status?code=N, /slow?delay=S,
+      /close (answers with Connection: close), /ws (WebSocket echo). With
+      --record FILE every request is appended there as a JSON line as soon as its
+      head arrives, so a test can prove what never reached the server.
 echo: raw TCP; everything received is sent back; on the client's FIN the server
       sends "\\nEOF <sha256 of all it received> <name>\\n" and closes. This
       checks integrity and that a half-close is passed on while the other
@@ -17,12 +23,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import os
 import resource
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 PATTERN = bytes(range(256)) * 256  # 64 KiB
 
@@ -63,9 +71,88 @@ class Echo(asyncio.Protocol):
         return True
 
 
-def http_app(name: str, fail_file: str | None) -> web.Application:
+def http_app(name: str, fail_file: str | None, record: str | None = None) -> web.Application:
+    connections: set[int] = set()
+
+    @web.middleware
+    async def recorder(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if peer:
+            connections.add(peer[1])
+        if record:
+            line = {
+                "server": name,
+                "method": request.method,
+                "target": request.path_qs,
+                "headers": [[k, v] for k, v in request.headers.items()],
+            }
+            with open(record, "a") as f:
+                f.write(json.dumps(line) + "\n")
+        return await handler(request)
+
     async def index(request: web.Request) -> web.Response:
         return web.Response(text=f"{name}\n")
+
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        doc = {
+            "server": name,
+            "method": request.method,
+            "target": request.path_qs,
+            "version": f"{request.version.major}.{request.version.minor}",
+            "headers": [[k, v] for k, v in request.headers.items()],
+            "body_length": len(body),
+            "body_sha256": hashlib.sha256(body).hexdigest(),
+            "peer_port": peer[1] if peer else None,
+            "connections": len(connections),
+        }
+        return web.json_response(doc)
+
+    async def upload(request: web.Request) -> web.Response:
+        digest = hashlib.sha256()
+        size = 0
+        async for data in request.content.iter_any():
+            digest.update(data)
+            size += len(data)
+        return web.json_response({"server": name, "length": size, "sha256": digest.hexdigest()})
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for i in range(int(request.query.get("n", "3"))):
+            await response.write(f"chunk {i} from {name}\n".encode())
+        await response.write_eof()
+        return response
+
+    async def redirect(request: web.Request) -> web.Response:
+        host = request.headers.get("Host", "localhost")
+        return web.Response(status=302, headers={"Location": f"http://{host}/landed"})
+
+    async def status(request: web.Request) -> web.Response:
+        return web.Response(status=int(request.query["code"]), text=f"{name}\n")
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query.get("delay", "1")))
+        return web.Response(text=f"{name}\n")
+
+    async def close(request: web.Request) -> web.Response:
+        response = web.Response(text=f"{name}\n")
+        response.force_close()
+        return response
+
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        async for msg in sock:
+            if msg.type == WSMsgType.TEXT:
+                await sock.send_str(f"{name}: {msg.data}")
+            elif msg.type == WSMsgType.BINARY:
+                await sock.send_bytes(msg.data)
+        return sock
 
     async def health(request: web.Request) -> web.Response:
         if fail_file and os.path.exists(fail_file):
@@ -77,6 +164,8 @@ def http_app(name: str, fail_file: str | None) -> web.Application:
         response = web.StreamResponse()
         response.content_length = size
         await response.prepare(request)
+        if request.method == "HEAD":
+            return response  # aiohttp would send the body of a HEAD response as written
         sent = 0
         while sent < size:
             chunk = PATTERN[: min(len(PATTERN), size - sent)]
@@ -85,8 +174,17 @@ def http_app(name: str, fail_file: str | None) -> web.Application:
         await response.write_eof()
         return response
 
-    app = web.Application()
+    app = web.Application(middlewares=[recorder], client_max_size=2**40)
     app.router.add_get("/", index)
+    app.router.add_route("*", "/echo", echo)
+    app.router.add_route("*", "/upload", upload)
+    app.router.add_get("/chunked", chunked)
+    app.router.add_get("/redirect", redirect)
+    app.router.add_route("*", "/status", status)
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/close", close)
+    app.router.add_get("/ws", ws)
+    app.router.add_get("/{tail:.*}", index)  # any other path: the name, for routing tests
     app.router.add_get("/health", health)
     app.router.add_get("/download", download)
     return app
@@ -99,6 +197,7 @@ async def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", choices=["http", "echo"], default="http")
     parser.add_argument("--fail-file")
+    parser.add_argument("--record")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -115,7 +214,7 @@ async def main() -> None:
         await stop.wait()
         server.close()
     else:
-        runner = web.AppRunner(http_app(args.name, args.fail_file), access_log=None)
+        runner = web.AppRunner(http_app(args.name, args.fail_file, args.record), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, args.host, args.port, backlog=4096).start()
         print("ready", flush=True)

@@ -1064,13 +1064,24 @@ def test_openstack_controller_config() -> None:
     assert galera.balance == "active-backup"
     assert galera.on_marked_down == "shutdown-sessions"
     assert galera.check is not None
-    assert (galera.check.type, galera.check.port) == ("http", 9200)
+    assert (galera.check.type, galera.check.user) == ("galera", "monitor")
+    assert galera.check.password_env == "GALERA_MONITOR_PASSWORD"
+    readers = by_name["galera_readers"]
+    assert readers.balance in ("roundrobin", "leastconn")
+    assert readers.check is not None and readers.check.type == "galera"
+    assert readers.bind[0].port == 3307
     assert galera.timeouts.client == galera.timeouts.server == 5400.0
     assert by_name["glance_api"].timeouts.client == 6 * 3600.0
     assert by_name["neutron_server"].timeouts.server == 600.0
-    assert by_name["horizon"].balance == "source"
+    horizon = by_name["horizon"]
+    assert horizon.cookie is not None and horizon.cookie.name == "SERVERID"
+    assert horizon.cookie.indirect and horizon.cookie.nocache
+    http = {"keystone_public", "nova_api", "placement_api", "glance_api", "neutron_server"}
+    http |= {"cinder_api", "horizon"}
     for listener in config.listeners:
         assert listener.freebind
-        assert listener.mode == "tcp"
+        assert listener.mode == ("http" if listener.name in http else "tcp")
+        if listener.mode == "http":
+            assert listener.forwardfor is not None and listener.forwarded_port
         assert listener.bind[0].host == "192.0.2.10"
         assert [s.address.host for s in listener.servers] == ["10.0.0.11", "10.0.0.12", "10.0.0.13"]

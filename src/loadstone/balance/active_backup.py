@@ -9,6 +9,19 @@ under load was a known source of deadlocks and errors in HAProxy deployments.
 The choice is made in refresh(), not lazily in pick(), so that it is a function
 of the state history alone (two instances that saw the same history agree) and
 so that the status API shows the server traffic will go to, before any goes.
+
+A fresh start must pick the first eligible server in order, not the first one
+to pass a check. With a Galera check, servers start down and unchecked (Pool);
+their first checks are staggered and take different times, so had db2's check
+answered before db1's, db2 would be chosen and, with no failback, kept, while
+another instance that heard db1 first would write to db1. So a server is chosen
+only once every server before it in order has had a first verdict: while an
+earlier server is down and unchecked there is no active server yet, and new
+sessions are refused for that moment. The wait needs no timer of its own: a
+first check ends within the check timeout of its start (a timeout is a
+verdict), and first checks start within ~1 s of start-up (the scheduler's
+stagger). Servers that start up and unchecked (other check types: HAProxy's
+init-state) are usable, so they are chosen at once, as before.
 """
 
 from __future__ import annotations
@@ -24,16 +37,32 @@ class ActiveBackup(Balancer):
 
     def __init__(self, servers: Sequence[ServerRuntime]) -> None:
         self._active: ServerRuntime | None = None  # before super(): its __init__ refreshes
+        self._waiting = False  # no active server because an earlier one is unchecked
+        # Non-backup servers first, each group in configuration order (sorted is stable).
+        self._in_order = tuple(sorted(servers, key=lambda s: s.backup))
         super().__init__(servers)
 
     def rebuild(self) -> None:
         current = self._active
         if current is not None and current.usable:
             return
-        # `candidates` is the usable non-backup servers in configuration order,
-        # or the usable backup servers when there is none, so its head is the
-        # first usable server with non-backup servers first. Weight plays no part.
-        self._active = self.candidates[0] if self.candidates else None
+        self._active = None
+        self._waiting = False
+        # The first usable server, non-backup servers first, each group in
+        # configuration order (the head of `candidates`); weight plays no part.
+        # A server that is down only because its first check has not answered
+        # yet stops the search: it may be the first eligible one (docstring).
+        for server in self._in_order:
+            if server.usable:
+                self._active = server
+                return
+            if _unchecked(server):
+                self._waiting = True
+                return
+
+    @property
+    def awaiting_checks(self) -> bool:
+        return self._waiting
 
     def restore_active(self, name: str | None) -> ServerRuntime | None:
         """Carry the active server over a reload; returns the active server.
@@ -45,6 +74,7 @@ class ActiveBackup(Balancer):
         for server in self.servers:
             if server.name == name and server.usable:
                 self._active = server
+                self._waiting = False
                 return server
         self.rebuild()
         return self._active
@@ -61,3 +91,8 @@ class ActiveBackup(Balancer):
     @property
     def active(self) -> ServerRuntime | None:
         return self._active
+
+
+def _unchecked(server: ServerRuntime) -> bool:
+    """Down only because no check has answered yet, and usable if one passes."""
+    return not server.healthy and server.check_status == "unchecked" and server.admin == "ready"

@@ -54,6 +54,12 @@ class Balancer(ABC):
         """Only active-backup has a single active server."""
         return None
 
+    @property
+    def awaiting_checks(self) -> bool:
+        """The choice waits for first check results: refresh() after each one,
+        even one that changes no health (Pool.set_health)."""
+        return False
+
 
 def as_container(exclude: Iterable[ServerRuntime]) -> Container[ServerRuntime]:
     """`exclude` in a form `in` can test repeatedly.

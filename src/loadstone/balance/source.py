@@ -108,6 +108,12 @@ class SourceHash(Balancer):
             ring = self._rings[backup] = _Ring(group)
         self._ring = ring
 
+    @property
+    def ring(self) -> _Ring | None:
+        """The ring lookups walk now (None: no candidate); the native data path
+        publishes it to its workers instead of building its own."""
+        return self._ring
+
     def pick(
         self, client_ip: str | None, exclude: Iterable[ServerRuntime] = ()
     ) -> ServerRuntime | None:

@@ -15,7 +15,16 @@ The driver's contract with a dialogue:
    as Galera's clustercheck answer at accept and close without reading the
    request, so what the server said matters more than whether it heard us.
 A dialogue must set a verdict in `receive_eof()` if it had none; connection
-errors and timeouts before a verdict are turned into details by the driver.
+errors before a verdict are turned into details by the driver.
+
+Time, which a dialogue cannot read:
+5. a dialogue whose steps have their own timeouts (send-expect) says through
+   `step_timeout()` which step it waits in and for how long; the driver starts a
+   timer whenever that step changes and calls `receive_timeout()` if it expires;
+6. when the check's own timeout cuts a dialogue short, the driver also calls
+   `receive_timeout()`, so the detail can say where it was stuck.
+Bytes in `data_to_send()` when the verdict is reached (a script ending with a
+`QUIT`) are written once, best effort, just before the connection is closed.
 """
 
 from __future__ import annotations
@@ -30,6 +39,11 @@ class Verdict:
 
     ok: bool
     detail: str  # short, human, shown in the status API and logs: "HTTP 200", "timeout"
+    # A failure the server itself stated (connection refused, access denied, a
+    # Galera state that forbids traffic): it takes an up server down at once
+    # instead of after `fall` failures, as ProxySQL acts on real errors at once.
+    # Timeouts are never definitive: a slow answer may be load, not death.
+    definitive: bool = False
 
 
 class Dialogue(ABC):
@@ -52,6 +66,16 @@ class Dialogue(ABC):
     def data_to_send(self) -> bytes:
         """Bytes to send now in answer to what was received; drained by the call."""
         return b""
+
+    def step_timeout(self) -> tuple[int, float] | None:
+        """(step number, seconds) of the wait in progress when that step has its
+        own timeout; None when only the check's timeout applies."""
+        return None
+
+    def receive_timeout(self) -> None:
+        """A step's timeout or the check's expired before a verdict; must leave
+        one, naming where the dialogue was stuck when that helps."""
+        self.verdict = Verdict(False, "timeout")
 
 
 def printable(data: bytes, limit: int = 60) -> str:

@@ -30,6 +30,7 @@ from typing import Any, cast
 
 from loadstone.checks.dialogue import Dialogue, Verdict
 from loadstone.checks.http import HttpCheckDialogue, build_request
+from loadstone.checks.sendexpect import SendExpectDialogue, compile_steps
 from loadstone.config.model import Address, CheckConfig
 
 log = logging.getLogger("loadstone.checks")
@@ -48,6 +49,10 @@ class CheckFailed(Exception):
 class Probe(ABC):
     """Checks one server; `check` is never called concurrently on one probe."""
 
+    # Set by the scheduler: call it to have the server checked now (rate-limited),
+    # e.g. when a connection kept open between checks is closed by the server.
+    wake: Callable[[], None] | None = None
+
     @abstractmethod
     async def check(self) -> Verdict:
         """One check. May raise (CheckFailed, OSError, ...): `run_check` turns
@@ -55,6 +60,11 @@ class Probe(ABC):
 
     async def close(self) -> None:  # noqa: B027 - most probes hold nothing between checks
         """Release what the probe keeps between checks."""
+
+    def timed_out(self) -> Verdict:
+        """The verdict of a check the check timeout cut short, called after the
+        cancellation: "timeout", or where the probe was stuck."""
+        return Verdict(False, "timeout")
 
 
 ProbeFactory = Callable[[CheckConfig, str, int], Probe]
@@ -99,7 +109,11 @@ async def run_check(probe: Probe, timeout: float) -> Verdict:
             return await probe.check()
     except TimeoutError as exc:
         if deadline.expired():
-            return Verdict(False, "timeout")
+            try:
+                return probe.timed_out()
+            except Exception:
+                log.debug("probe %r failed to describe its timeout", probe, exc_info=True)
+                return Verdict(False, "timeout")
         return Verdict(False, describe_error(exc))
     except Exception as exc:
         # A probe bug must not stop the server's checks; the detail shows it.
@@ -168,12 +182,18 @@ class _DialogueProtocol(asyncio.Protocol):
         self.done = done
         self.unsent = unsent  # the part of initial() the socket did not take
         self.transport: asyncio.WriteTransport | None = None
+        self.timer: asyncio.TimerHandle | None = None  # the step timeout, see _arm_timer
+        self.timer_step: int | None = None  # the step `timer` was started for
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not inherit from asyncio's classes: no isinstance.
         self.transport = cast(asyncio.WriteTransport, transport)
         if self.unsent:
             self.transport.write(self.unsent)
+        if self.dialogue.verdict is None:
+            self._arm_timer()
+        elif not self.done.done():  # a script of sends only: judged once sent
+            self.done.set_result(self.dialogue.verdict)
 
     def data_received(self, data: bytes) -> None:
         if not self.done.done():
@@ -185,6 +205,7 @@ class _DialogueProtocol(asyncio.Protocol):
         return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
         if self.done.done():
             return
         # A verdict already reached wins over the error that ended the connection:
@@ -206,6 +227,33 @@ class _DialogueProtocol(asyncio.Protocol):
             self.dialogue.verdict = Verdict(False, "connection closed")
         return b""
 
+    def _receive_timeout(self) -> bytes:
+        self.dialogue.receive_timeout()
+        if self.dialogue.verdict is None:  # a dialogue that broke its contract
+            self.dialogue.verdict = Verdict(False, "timeout")
+        return b""
+
+    def _arm_timer(self) -> None:
+        """(Re)start the step timer when the dialogue entered another timed step."""
+        wait = self.dialogue.step_timeout()
+        step = None if wait is None else wait[0]
+        if step == self.timer_step:
+            return  # the same step is still waiting: its timer runs on
+        self._cancel_timer()
+        self.timer_step = step
+        if wait is not None:
+            self.timer = self.done.get_loop().call_later(wait[1], self._expire)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _expire(self) -> None:
+        self.timer = None
+        if not self.done.done():
+            self._step(self._receive_timeout)
+
     def _step(self, step: Callable[[], bytes]) -> None:
         """Run one dialogue step; send what it produced unless it concluded.
 
@@ -213,14 +261,21 @@ class _DialogueProtocol(asyncio.Protocol):
         try:
             out = step()
         except Exception as exc:
+            self._cancel_timer()
             self.done.set_exception(exc)  # run_check turns it into a failed verdict
             return
-        if self.dialogue.verdict is not None:
-            self.done.set_result(self.dialogue.verdict)
-        elif out and self.transport is not None:
+        if out and self.transport is not None:
             # A failed write ends in connection_lost(exc); bytes already read have
-            # been fed to the dialogue by then.
+            # been fed to the dialogue by then. Bytes that come with a verdict (a
+            # closing QUIT) are written too: on an idle socket they leave at once,
+            # ahead of the close that follows; if they cannot, nothing that
+            # matters is lost.
             self.transport.write(out)
+        if self.dialogue.verdict is not None:
+            self._cancel_timer()
+            self.done.set_result(self.dialogue.verdict)
+        else:
+            self._arm_timer()
 
 
 def _send_now(sock: socket.socket, data: bytes) -> bytes:
@@ -252,8 +307,10 @@ class DialogueProbe(Probe):
         self.host = host
         self.port = port
         self.dialogue_factory = dialogue_factory
+        self.dialogue: Dialogue | None = None  # the last check's, for timed_out()
 
     async def check(self) -> Verdict:
+        self.dialogue = None
         try:
             sock = await connect(self.host, self.port)
         except OSError as exc:
@@ -261,7 +318,15 @@ class DialogueProbe(Probe):
         if self.dialogue_factory is None:
             sock.close()
             return Verdict(True, "connected")
-        return await self._converse(sock, self.dialogue_factory())
+        self.dialogue = self.dialogue_factory()
+        return await self._converse(sock, self.dialogue)
+
+    def timed_out(self) -> Verdict:
+        dialogue, self.dialogue = self.dialogue, None
+        if dialogue is None or dialogue.verdict is not None:
+            return Verdict(False, "timeout")  # still connecting, or judged too late
+        dialogue.receive_timeout()
+        return dialogue.verdict or Verdict(False, "timeout")
 
     async def _converse(self, sock: socket.socket, dialogue: Dialogue) -> Verdict:
         loop = asyncio.get_running_loop()
@@ -299,9 +364,39 @@ def _http_probe(config: CheckConfig, host: str, port: int) -> Probe:
     return DialogueProbe(host, port, partial(HttpCheckDialogue, config, host_header))
 
 
+def _galera_probe(config: CheckConfig, host: str, port: int) -> Probe:
+    # Imported here: aiomysql is loaded only by configurations that check MySQL.
+    from loadstone.checks.galera import GaleraProbe
+
+    return GaleraProbe(config, host, port)
+
+
+def _mysql_probe(config: CheckConfig, host: str, port: int) -> Probe:
+    from loadstone.checks.mysql import MysqlProbe
+
+    return MysqlProbe(config, host, port)
+
+
+def _amqp_probe(config: CheckConfig, host: str, port: int) -> Probe:
+    # Imported here: it builds on this module, and aiormq is loaded only by
+    # configurations that check AMQP.
+    from loadstone.checks.amqp_probe import AmqpProbe
+
+    return AmqpProbe(config, host, port)
+
+
+def _send_expect_probe(config: CheckConfig, host: str, port: int) -> Probe:
+    script = compile_steps(config.steps)  # once per server, not per check
+    return DialogueProbe(host, port, partial(SendExpectDialogue, script))
+
+
 PROBES: dict[str, ProbeFactory] = {
     "tcp": _tcp_probe,
     "http": _http_probe,
+    "galera": _galera_probe,
+    "mysql": _mysql_probe,
+    "amqp": _amqp_probe,
+    "send-expect": _send_expect_probe,
 }
 
 

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from functools import partial
 
 from loadstone.checks.driver import PROBES, Probe, ProbeFactory, make_probe, run_check
 from loadstone.checks.state import HealthCounter
@@ -129,6 +130,9 @@ class CheckScheduler:
                     raise NotImplementedError(f"listener {pool.name}: {exc}") from exc
                 except ValueError as exc:
                     raise ValueError(f"listener {pool.name}: {exc}") from exc
+                # A probe that learns between checks that its server changed (the
+                # Galera probe's kept-open connection dropped) asks for a check now.
+                probe.wake = partial(self.trigger, server)
                 self.checks[server] = ServerCheck(pool, server, config, probe)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -230,7 +234,7 @@ class CheckScheduler:
         server.check_status = "ok" if verdict.ok else "failed"
         server.check_detail = verdict.detail
         server.check_duration = duration
-        changed = sc.counter.record(verdict.ok)
+        changed = sc.counter.record(verdict.ok, verdict.definitive)
 
         log.debug(
             "check %s: %s (%.1f ms, %s)",

@@ -16,7 +16,15 @@ The machine starts "up, unconfirmed", HAProxy's default init-state: a server is
 trusted at start so traffic flows at once, but its first failed check takes it
 down immediately rather than after `fall` failures, so a dead server does not
 receive traffic for `fall` intervals after every start or reload. The first
-result, whatever it is, confirms the state.
+result, whatever it is, confirms the state. A server that must not take traffic
+before a check has vouched for it (a Galera node: writing to a node that is not
+Synced loses the write or hangs) starts "down, unconfirmed" instead, and its
+first success takes it up at once rather than after `rise` successes.
+
+A definitive failure (the server said no: refused, denied, a forbidden state)
+takes an up server down at once whatever `fall` says; `fall` is there to ride
+out timeouts and lost packets, not to keep sending traffic to a node that
+answered that it cannot take it.
 
 "In transition" means a run has started that would change the state (failures
 while up, successes while down). The scheduler checks faster then (`fastinter`)
@@ -43,18 +51,20 @@ class HealthCounter:
         self.successes = 0  # current run of consecutive successes
         self.failures = 0  # current run of consecutive failures
 
-    def record(self, ok: bool) -> bool | None:
-        """Count one check result; return the new health if it changed, else None."""
+    def record(self, ok: bool, definitive: bool = False) -> bool | None:
+        """Count one check result; return the new health if it changed, else None.
+
+        `definitive` (failures only): the server itself refused; down at once."""
         changed: bool | None = None
         if ok:
             self.successes += 1
             self.failures = 0
-            if not self.healthy and self.successes >= self.rise:
+            if not self.healthy and (not self.confirmed or self.successes >= self.rise):
                 self.healthy = changed = True
         else:
             self.failures += 1
             self.successes = 0
-            if self.healthy and (not self.confirmed or self.failures >= self.fall):
+            if self.healthy and (definitive or not self.confirmed or self.failures >= self.fall):
                 self.healthy = changed = False
         self.confirmed = True
         return changed

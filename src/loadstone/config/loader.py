@@ -21,6 +21,7 @@ recorded) and the walk goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import ipaddress
 import os
@@ -41,13 +42,21 @@ from loadstone.config.model import (
     CheckConfig,
     CheckType,
     Config,
+    CookiePersistence,
+    ForwardedProto,
+    ForwardFor,
     GlobalConfig,
+    HeaderRule,
     ListenerConfig,
+    LocationRewrite,
     LogFormat,
     Mode,
     OnMarkedDown,
+    PoolConfig,
+    RouteConfig,
     SendExpectStep,
     ServerConfig,
+    Splice,
     TcpKeepalive,
     Timeouts,
 )
@@ -71,13 +80,16 @@ SEND_EXPECT_PRESETS: Final[Mapping[str, tuple[SendExpectStep, ...]]] = MappingPr
     {
         # HAProxy's documented Redis check (tcp-check send PING / expect +PONG /
         # send info replication / expect role:master / send QUIT / expect +OK),
-        # as puppet-tripleo deploys it: only the master takes traffic.
+        # as puppet-tripleo deploys it: only the master takes traffic. QUIT goes
+        # out with INFO: Redis answers both in order and then closes, so on a
+        # replica the expect of role:master fails at once on that close, where
+        # HAProxy's order waits for the check timeout on every check.
         "redis-master": (
             SendExpectStep("send", b"PING\r\n"),
             SendExpectStep("expect", b"+PONG"),
             SendExpectStep("send", b"INFO replication\r\n"),
-            SendExpectStep("expect", regex="role:master"),
             SendExpectStep("send", b"QUIT\r\n"),
+            SendExpectStep("expect", regex="role:master"),
             SendExpectStep("expect", b"+OK"),
         ),
         # The text protocol's cheapest command; the answer is "VERSION 1.6.21\r\n".
@@ -477,6 +489,7 @@ _SERVER_FIELDS: Final[Mapping[str, _Parser]] = {
     "backup": _bool,
     "maxconn": lambda ctx, node: _int(ctx, node, 1),
     "check": _bool,
+    "cookie": lambda ctx, node: _cookie_token(ctx, node),
 }
 
 
@@ -675,6 +688,7 @@ _CHECK_FIELDS: Final[Mapping[str, _Parser]] = {
     "level": lambda ctx, node: _choice(ctx, node, ("header", "login")),
     "vhost": _str,
     "alarms": _bool,
+    "management_port": _port,
     "preset": _preset,
     "steps": _steps,
 }
@@ -696,6 +710,7 @@ _CHECK_KEY_TYPES: Final[Mapping[str, tuple[str, ...]]] = {
     "level": ("amqp",),
     "vhost": ("amqp",),
     "alarms": ("amqp",),
+    "management_port": ("amqp",),
     "preset": ("send-expect",),
     "steps": ("send-expect",),
 }
@@ -749,6 +764,9 @@ def _check(ctx: _Ctx, node: object, inherited: Mapping[str, Any]) -> CheckConfig
         ctx.key("user").error(f"required for type {kind}")
     if kind == "amqp" and merged.get("level") == "login" and "user" not in merged:
         ctx.key("user").error("required for type amqp with level login")
+    elif kind == "amqp" and merged.get("alarms") is True and "user" not in merged:
+        # The management API has no anonymous access.
+        ctx.key("user").error("required for type amqp with alarms: true")
     for secret in ("password_env", "password_file"):
         if secret in merged and "user" not in merged:
             inherited_note = "" if secret in own else " (inherited from defaults.check)"
@@ -763,6 +781,376 @@ def _check(ctx: _Ctx, node: object, inherited: Mapping[str, Any]) -> CheckConfig
 
 
 # --------------------------------------------------------------------------
+# HTTP mode: header rules, forwardfor, cookie persistence, routing pools
+
+
+def _cookie_token(ctx: _Ctx, node: object) -> str | None:
+    # RFC 6265 cookie-octets are wider, but a token is what HAProxy's `cookie`
+    # takes and it never needs quoting.
+    text = _str(ctx, node)
+    if text is not None and not _TOKEN.fullmatch(text):
+        ctx.error(f"invalid cookie value {text!r}: use letters, digits and !#$%&'*+.^_`|~-")
+        return None
+    return text
+
+
+def _header_name(ctx: _Ctx, node: object) -> str | None:
+    name = _str(ctx, node)
+    if name is not None and not _TOKEN.fullmatch(name):
+        ctx.error(f"invalid header name {name!r}")
+        return None
+    return name
+
+
+def _header_value(ctx: _Ctx, node: object) -> str | None:
+    if not isinstance(node, str):
+        ctx.error(f"expected a string (quote it in YAML), {_got(node)}")
+        return None
+    if re.search(r"[\r\n\x00]", node):
+        ctx.error("must not contain CR, LF or NUL")
+        return None
+    try:
+        node.encode("latin-1")
+    except UnicodeEncodeError:
+        ctx.error("must be Latin-1 text (percent-encode other characters)")
+        return None
+    return node
+
+
+# Headers that carry the message framing or the connection's own state: the data
+# path writes them itself, so a rule that changed them could desynchronise the
+# two sides (request smuggling by configuration).
+_MANAGED_HEADERS: Final = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te"}
+)
+
+
+def _header_rule(ctx: _Ctx, node: object) -> HeaderRule | None:
+    raw = _mapping(ctx, node, ("set", "add", "delete", "value"))
+    if raw is None:
+        return None
+    actions = [key for key in ("set", "add", "delete") if key in raw]
+    if len(actions) != 1:
+        ctx.error("a rule needs exactly one of set, add, delete (the header name)")
+        return None
+    action = actions[0]
+    name = _header_name(ctx.key(action), raw[action])
+    if name is None:
+        return None
+    if name.lower() in _MANAGED_HEADERS:
+        ctx.key(action).error(f"{name} is managed by the proxy and cannot be changed by a rule")
+        return None
+    if action == "delete":
+        if "value" in raw:
+            ctx.key("value").error("not used by delete")
+            return None
+        return HeaderRule("delete", name)
+    if "value" not in raw:
+        ctx.key("value").error(f"required for {action}")
+        return None
+    value = _header_value(ctx.key("value"), raw["value"])
+    return None if value is None else HeaderRule("set" if action == "set" else "add", name, value)
+
+
+def _header_rules(ctx: _Ctx, node: object) -> tuple[HeaderRule, ...] | None:
+    if not isinstance(node, list):
+        ctx.error(f"expected a list of rules like {{set: X-Name, value: text}}, {_got(node)}")
+        return None
+    rules = [_header_rule(ctx.index(i), item) for i, item in enumerate(node)]
+    return None if None in rules else tuple(r for r in rules if r is not None)
+
+
+def _network(ctx: _Ctx, node: object) -> str | None:
+    text = _str(ctx, node)
+    if text is None:
+        return None
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        ctx.error(f"invalid network {text!r}: expected an address or CIDR, e.g. 127.0.0.0/8")
+        return None
+
+
+def _forwardfor(ctx: _Ctx, node: object) -> ForwardFor | bool | None:
+    """`true`, `false`, or {except: [networks], header: name}. False means off."""
+    if node is None or node is False:
+        return False
+    if node is True:
+        return ForwardFor()
+    raw = _mapping(ctx, node, ("except", "header"))
+    if raw is None:
+        return None
+    values: dict[str, Any] = {}
+    if "header" in raw:
+        values["header"] = _or_invalid(_header_name(ctx.key("header"), raw["header"]))
+    if "except" in raw:
+        at = ctx.key("except")
+        items = raw["except"] if isinstance(raw["except"], list) else [raw["except"]]
+        nets = [_network(at.index(i), item) for i, item in enumerate(items)]
+        values["except_nets"] = (
+            _INVALID if None in nets else tuple(n for n in nets if n is not None)
+        )
+    return _build(ForwardFor, values)
+
+
+def _rewrite_location(ctx: _Ctx, node: object) -> LocationRewrite | bool | None:
+    """`https` (http:// -> https://), or {from: prefix, to: replacement}; false: off."""
+    if node is None or node is False:
+        return False
+    if node == "https":
+        return LocationRewrite()
+    if isinstance(node, str):
+        ctx.error(f"expected 'https' or a mapping {{from: ..., to: ...}}, got {node!r}")
+        return None
+    raw = _mapping(ctx, node, ("from", "to"))
+    if raw is None:
+        return None
+    for key in ("from", "to"):
+        if key not in raw:
+            ctx.key(key).error("required")
+            return None
+    prefix = _header_value(ctx.key("from"), raw["from"])
+    replacement = _header_value(ctx.key("to"), raw["to"])
+    if prefix is None or replacement is None:
+        return None
+    if not prefix:
+        ctx.key("from").error("must not be empty")
+        return None
+    return LocationRewrite(prefix, replacement)
+
+
+_COOKIE_FIELDS: Final[Mapping[str, _Parser]] = {
+    "name": _cookie_token,
+    "mode": lambda ctx, node: _choice(ctx, node, ("insert",)),
+    "indirect": _bool,
+    "nocache": _bool,
+    "httponly": _bool,
+    "secure": _bool,
+}
+
+
+def _cookie(ctx: _Ctx, node: object) -> CookiePersistence | bool | None:
+    if node is None or node is False:
+        return False
+    raw = _mapping(ctx, node, _COOKIE_FIELDS)
+    if raw is None:
+        return None
+    return _build(CookiePersistence, _parse_fields(ctx, raw, _COOKIE_FIELDS))
+
+
+def _size(low: int, high: int) -> _Parser:
+    return lambda ctx, node: _int(ctx, node, low, high)
+
+
+_HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]")
+
+
+def _route_hosts(ctx: _Ctx, node: object) -> tuple[str, ...] | None:
+    items = node if isinstance(node, list) else [node]
+    if not items:
+        ctx.error("must not be empty")
+        return None
+    hosts: list[str] = []
+    for i, item in enumerate(items):
+        at = ctx.index(i) if isinstance(node, list) else ctx
+        text = _str(at, item)
+        if text is None:
+            return None
+        host = text.lower().removesuffix(".")
+        if not _HOST_PATTERN.fullmatch(host):
+            at.error(f"invalid host {text!r}: a name without port, or *.domain")
+            return None
+        hosts.append(host)
+    return tuple(hosts)
+
+
+def _route_path(ctx: _Ctx, node: object) -> str | None:
+    path = _str(ctx, node)
+    if path is not None and not path.startswith("/"):
+        ctx.error(f"must start with '/', got {path!r}")
+        return None
+    return path
+
+
+def _route_regex(ctx: _Ctx, node: object) -> str | None:
+    text = _str(ctx, node)
+    if text is None:
+        return None
+    try:
+        re.compile(text)
+    except re.error as err:
+        ctx.error(f"invalid regular expression: {err}")
+        return None
+    return text
+
+
+_ROUTE_FIELDS: Final[Mapping[str, _Parser]] = {
+    "host": _route_hosts,
+    "path_prefix": _route_path,
+    "path_exact": _route_path,
+    "path_regex": _route_regex,
+    "pool": _name,
+}
+
+
+def _routes(ctx: _Ctx, node: object) -> tuple[RouteConfig, ...] | None:
+    if not isinstance(node, list):
+        ctx.error(f"expected a list of routes like {{path_prefix: /v2, pool: name}}, {_got(node)}")
+        return None
+    routes: list[RouteConfig] = []
+    ok = True
+    for i, item in enumerate(node):
+        at = ctx.index(i)
+        raw = _mapping(at, item, _ROUTE_FIELDS)
+        if raw is None:
+            ok = False
+            continue
+        values = _parse_fields(at, raw, _ROUTE_FIELDS)
+        paths = [key for key in ("path_prefix", "path_exact", "path_regex") if key in raw]
+        if len(paths) > 1:
+            at.key(paths[1]).error(f"cannot be combined with {paths[0]!r}")
+            ok = False
+        if "host" not in raw and not paths:
+            at.error("a route needs a host, a path_prefix, a path_exact or a path_regex")
+            ok = False
+        if "pool" not in raw:
+            at.key("pool").error("required")
+            ok = False
+        if "host" in values:
+            values["hosts"] = values.pop("host")
+        route = _build(RouteConfig, values) if ok else None
+        if route is None:
+            ok = False
+        else:
+            routes.append(route)
+    return tuple(routes) if ok else None
+
+
+def _pools(
+    ctx: _Ctx, node: object, balance: object
+) -> tuple[tuple[PoolConfig, ...], tuple[ServerConfig, ...]] | None:
+    """`pools: {name: {balance: ..., servers: [...]}}` -> pool configs and their servers."""
+    if not isinstance(node, dict) or not node:
+        ctx.error(f"expected a mapping of pool names to pools, {_got(node)}")
+        return None
+    pools: list[PoolConfig] = []
+    servers: list[ServerConfig] = []
+    ok = True
+    for name, body in node.items():
+        at = ctx.key(_yaml_text(name))
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            at.error("invalid pool name: use letters, digits, '_', '.' and '-'")
+            ok = False
+            continue
+        if name == "default":
+            at.error("'default' is the pool of the listener-level servers; choose another name")
+            ok = False
+            continue
+        raw = _mapping(at, body, ("balance", "servers"))
+        if raw is None:
+            ok = False
+            continue
+        pool_balance = balance if isinstance(balance, str) else "roundrobin"
+        if "balance" in raw:
+            parsed = _literal(Balance)(at.key("balance"), raw["balance"])
+            if parsed is None:
+                ok = False
+                continue
+            pool_balance = parsed
+        if "servers" not in raw:
+            at.key("servers").error("required: a list of servers")
+            ok = False
+            continue
+        members = _servers(at.key("servers"), raw["servers"])
+        if members is None:
+            ok = False
+            continue
+        pools.append(PoolConfig(name, pool_balance))  # type: ignore[arg-type]
+        servers += [dataclasses.replace(s, pool=name) for s in members]
+    return (tuple(pools), tuple(servers)) if ok else None
+
+
+# Listener keys of mode http only. Those also in _HTTP_TUNABLE_FIELDS may be set
+# in `defaults` (they then apply to the http listeners, and tcp ones ignore them).
+_HTTP_TUNABLE_FIELDS: Final[Mapping[str, _Parser]] = {
+    "forwardfor": _forwardfor,
+    "forwarded_proto": _literal(ForwardedProto),
+    "forwarded_port": _bool,
+    "request_headers": _header_rules,
+    "response_headers": _header_rules,
+    "rewrite_location": _rewrite_location,
+    "max_head_size": _size(1024, 1024 * 1024),
+    "max_headers": _size(1, 1000),
+}
+_HTTP_LISTENER_FIELDS: Final = (
+    *_HTTP_TUNABLE_FIELDS,
+    "cookie",
+    "pools",
+    "routes",
+    "default_pool",
+)
+
+
+def _http_listener(
+    ctx: _Ctx, raw: Mapping[str, Any], values: dict[str, Any], inherited: Mapping[str, Any]
+) -> None:
+    """Parse the http-only keys of a listener into `values` (mode is known valid)."""
+    mode = values.get("mode", "tcp")
+    own = [key for key in _HTTP_LISTENER_FIELDS if key in raw]
+    if mode != "http":
+        for key in own:
+            ctx.key(key).error(f"only valid for mode http (this listener is mode {mode})")
+        return
+    values.update(inherited)
+    values.update(_parse_fields(ctx, raw, _HTTP_TUNABLE_FIELDS))
+    for key in ("forwardfor", "rewrite_location"):
+        if values.get(key) is False:
+            values[key] = None
+    if "cookie" in raw:
+        cookie = _cookie(ctx.key("cookie"), raw["cookie"])
+        values["cookie"] = None if cookie is False else _or_invalid(cookie)
+    pool_names = {"default"}
+    if "pools" in raw:
+        parsed = _pools(ctx.key("pools"), raw["pools"], values.get("balance", "roundrobin"))
+        if parsed is None:
+            values["pools"] = _INVALID
+        else:
+            values["pools"], pool_servers = parsed
+            pool_names |= {p.name for p in values["pools"]}
+            servers = values.get("servers")
+            if isinstance(servers, tuple):
+                seen = {s.name for s in servers}
+                for server in pool_servers:
+                    if server.name in seen:
+                        ctx.key("pools").key(server.pool).error(
+                            f"duplicate server name {server.name!r}: server names are "
+                            "unique across a listener and its pools"
+                        )
+                        values["servers"] = _INVALID
+                    seen.add(server.name)
+                if values["servers"] is not _INVALID:
+                    values["servers"] = servers + pool_servers
+    if "routes" in raw:
+        routes = _routes(ctx.key("routes"), raw["routes"])
+        values["routes"] = _or_invalid(routes)
+        if routes is not None and values.get("pools") is not _INVALID:
+            for i, route in enumerate(routes):
+                if route.pool not in pool_names:
+                    ctx.key("routes").index(i).key("pool").error(
+                        f"unknown pool {route.pool!r}; known: {', '.join(sorted(pool_names))}"
+                    )
+                    values["routes"] = _INVALID
+    if "default_pool" in raw:
+        name = _name(ctx.key("default_pool"), raw["default_pool"])
+        if name is not None and name not in pool_names and values.get("pools") is not _INVALID:
+            ctx.key("default_pool").error(
+                f"unknown pool {name!r}; known: {', '.join(sorted(pool_names))}"
+            )
+            name = None
+        values["default_pool"] = _or_invalid(name)
+
+
+# --------------------------------------------------------------------------
 # Sections
 
 
@@ -773,12 +1161,21 @@ class _Defaults:
     tunables: Mapping[str, Any]
     timeouts: Mapping[str, Any]
     check: Mapping[str, Any]
+    http: Mapping[str, Any]  # http-only keys, for the http listeners
 
 
-_GLOBAL_KEYS: Final = ("grace", "workers", "admin", "log_format")
+_GLOBAL_KEYS: Final = ("grace", "workers", "splice", "admin", "log_format")
 _ADMIN_KEYS: Final = ("bind", "token_file")
-_DEFAULTS_KEYS: Final = ("timeouts", "check", *_TUNABLE_FIELDS)
-_LISTENER_KEYS: Final = ("bind", "freebind", "timeouts", "check", "servers", *_TUNABLE_FIELDS)
+_DEFAULTS_KEYS: Final = ("timeouts", "check", *_TUNABLE_FIELDS, *_HTTP_TUNABLE_FIELDS)
+_LISTENER_KEYS: Final = (
+    "bind",
+    "freebind",
+    "timeouts",
+    "check",
+    "servers",
+    *_TUNABLE_FIELDS,
+    *_HTTP_LISTENER_FIELDS,
+)
 
 
 def _config(ctx: _Ctx, document: object, source: str) -> Config | None:
@@ -797,6 +1194,15 @@ def _config(ctx: _Ctx, document: object, source: str) -> Config | None:
     return Config(global_=global_, listeners=listeners, source=source)
 
 
+def _splice(ctx: _Ctx, node: object) -> str | None:
+    # YAML 1.1 reads a bare on/off as a boolean: take both spellings.
+    if node is True:
+        return "on"
+    if node is False:
+        return "off"
+    return _choice(ctx, node, get_args(Splice))
+
+
 def _global(ctx: _Ctx, node: object, binds: list[tuple[Address, str]]) -> GlobalConfig | None:
     raw = _mapping(ctx, {} if node is None else node, _GLOBAL_KEYS)
     if raw is None:
@@ -808,6 +1214,7 @@ def _global(ctx: _Ctx, node: object, binds: list[tuple[Address, str]]) -> Global
             # Zero is allowed: stop at once, closing sessions.
             "grace": lambda c, n: _duration(c, n, allow_zero=True),
             "workers": lambda c, n: _int(c, n, 1, 64),
+            "splice": _splice,
             "log_format": _literal(LogFormat),
         },
     )
@@ -845,7 +1252,12 @@ def _defaults(ctx: _Ctx, node: object) -> _Defaults:
     check: Mapping[str, Any] = {}
     if raw.get("check") is not None:
         check = _check_fields(ctx.key("check"), raw["check"]) or {}
-    return _Defaults(_parse_fields(ctx, raw, _TUNABLE_FIELDS), timeouts, check)
+    return _Defaults(
+        _parse_fields(ctx, raw, _TUNABLE_FIELDS),
+        timeouts,
+        check,
+        _parse_fields(ctx, raw, _HTTP_TUNABLE_FIELDS),
+    )
 
 
 def _timeouts(ctx: _Ctx, node: object) -> dict[str, Any]:
@@ -915,9 +1327,13 @@ def _listener(
 
     if "servers" in raw:
         values["servers"] = _or_invalid(_servers(ctx.key("servers"), raw["servers"]))
+    elif "pools" in raw and raw.get("default_pool", "default") != "default":
+        values["servers"] = ()  # every server is in a named pool
     else:
         ctx.key("servers").error("required: a list of servers")
         values["servers"] = _INVALID
+    if values.get("mode", "tcp") is not _INVALID:
+        _http_listener(ctx, raw, values, defaults.http)
     return _build(ListenerConfig, {"name": name, **values})
 
 

@@ -19,6 +19,9 @@ Balance = Literal["roundrobin", "leastconn", "source", "first", "active-backup"]
 CheckType = Literal["tcp", "http", "galera", "amqp", "send-expect", "mysql"]
 OnMarkedDown = Literal["none", "shutdown-sessions"]
 LogFormat = Literal["text", "json"]
+Splice = Literal["auto", "on", "off"]
+HeaderAction = Literal["set", "add", "delete"]
+ForwardedProto = Literal["http", "https"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,7 @@ class Timeouts:
     queue: float = 30.0  # how long a connection may wait for a free slot at maxconn
     tunnel: float = 3600.0  # inactivity of an upgraded (WebSocket) HTTP connection
     http_request: float = 10.0  # time to receive a whole HTTP request head
+    http_keep_alive: float = 10.0  # idle time allowed between two requests of one connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,7 @@ class CheckConfig:
     level: Literal["header", "login"] = "header"
     vhost: str = "/"
     alarms: bool = False
+    management_port: int = 15672  # alarms: the node's RabbitMQ management API (HTTP)
     # send-expect
     preset: str | None = None
     steps: tuple[SendExpectStep, ...] = ()
@@ -106,6 +111,68 @@ class ServerConfig:
     backup: bool = False  # used only when no non-backup server is up
     maxconn: int | None = None  # per-server session limit (used by `first`)
     check: bool = True  # False: never probed, always considered up
+    # http mode
+    cookie: str | None = None  # value of the persistence cookie; None means the name
+    pool: str = "default"  # the routing pool this server belongs to (http mode)
+
+    @property
+    def cookie_value(self) -> str:
+        return self.cookie if self.cookie is not None else self.name
+
+
+# -- http mode -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRule:
+    """One request or response header rule; rules apply in the order written."""
+
+    action: HeaderAction
+    name: str
+    value: str = ""  # set/add only
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardFor:
+    header: str = "X-Forwarded-For"
+    except_nets: tuple[str, ...] = ()  # clients in these networks get no header
+
+
+@dataclass(frozen=True, slots=True)
+class CookiePersistence:
+    name: str = "SERVERID"
+    mode: Literal["insert"] = "insert"
+    indirect: bool = False  # strip the cookie before the server sees it
+    nocache: bool = False  # mark responses that set it `Cache-Control: private`
+    httponly: bool = False
+    secure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LocationRewrite:
+    prefix: str = "http://"  # a Location (and Content-Location) starting with this...
+    replacement: str = "https://"  # ...starts with this instead
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """A routing pool; its servers are those with `ServerConfig.pool == name`.
+
+    The listener-level `servers` form the pool named "default"."""
+
+    name: str
+    balance: Balance = "roundrobin"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """Send matching requests to `pool`. Every condition given must match."""
+
+    pool: str  # a name in ListenerConfig.pools, or "default" (the listener-level servers)
+    hosts: tuple[str, ...] = ()  # lower case, no port; "*.example.com" matches subdomains
+    path_prefix: str | None = None
+    path_exact: str | None = None
+    path_regex: str | None = None  # searched from the start of the path (re.match)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +190,21 @@ class ListenerConfig:
     check: CheckConfig | None = None  # None: servers are never probed
     on_marked_down: OnMarkedDown = "none"
     tcp_keepalive: TcpKeepalive | None = None
+    # Every server of the listener; in http mode with `pools`, each names its pool.
     servers: tuple[ServerConfig, ...] = ()
+    # -- http mode only ------------------------------------------------------------
+    forwardfor: ForwardFor | None = None
+    forwarded_proto: ForwardedProto | None = None  # set X-Forwarded-Proto to this
+    forwarded_port: bool = False  # set X-Forwarded-Port to the port the client reached
+    request_headers: tuple[HeaderRule, ...] = ()
+    response_headers: tuple[HeaderRule, ...] = ()
+    rewrite_location: LocationRewrite | None = None
+    cookie: CookiePersistence | None = None
+    pools: tuple[PoolConfig, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()
+    default_pool: str = "default"  # pool of requests no route matches
+    max_head_size: int = 65536  # bytes of request (or response) line plus headers
+    max_headers: int = 100  # header fields in one request or response
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +217,9 @@ class AdminConfig:
 class GlobalConfig:
     grace: float = 10.0  # how long SIGTERM waits for sessions to finish
     workers: int = 1  # data-path threads (native path)
+    # native path: relay with splice(2) (on), recv/send through a buffer (off),
+    # or recv/send switching to splice once a transfer fills the buffer (auto)
+    splice: Splice = "auto"
     admin: AdminConfig = field(default_factory=AdminConfig)
     log_format: LogFormat = "text"
 

@@ -350,6 +350,11 @@ class TcpSession:
         if remaining > 0.001:
             self._arm_timer(remaining)
             return
+        # Abort, not close: close() would wait to flush what a peer that stopped
+        # reading never takes, and hold the descriptor for ever.
+        for transport in (self.client, self.server_transport):
+            if transport is not None:
+                transport.abort()
         self.finish(self.frontend.idle_reason)
 
     def queue_expired(self) -> None:
@@ -520,6 +525,19 @@ class TcpFrontend:
     @property
     def current_sessions(self) -> int:
         return len(self.active) + len(self.queued)
+
+    @property
+    def queued_count(self) -> int:
+        return len(self.queued)
+
+    @property
+    def bytes_in(self) -> int:
+        """Client -> server bytes, finished sessions and live ones."""
+        return self.bytes_in_done + sum(s.bytes_in for s in self.active)
+
+    @property
+    def bytes_out(self) -> int:
+        return self.bytes_out_done + sum(s.bytes_out for s in self.active)
 
     async def wait_idle(self) -> None:
         if not self.active and not self.queued:

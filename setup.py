@@ -1,0 +1,124 @@
+"""Build of the native data path (loadstone._fastpath.relay), optional by design.
+
+Everything else about the package is in pyproject.toml. This file only adds the
+Cython extension, and makes its absence harmless: on a platform without epoll
+and splice (anything but Linux), without a C compiler, or with
+LOADSTONE_NO_EXTENSIONS=1 set at build time, the package installs without it
+and loadstone runs its pure-Python data path. The build says which variant it
+made, on stderr (`pip install -v` shows it) and in
+`loadstone._fastpath.relay.BUILD`.
+
+LOADSTONE_DEBUG_BUILD=1 builds for profiling: no optimisation, debug symbols,
+Cython line tracing (also in nogil code) and an annotated HTML view of the
+generated C next to the source (src/_fastpath/relay.html):
+
+    LOADSTONE_DEBUG_BUILD=1 .venv/bin/pip install -e .
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FASTPATH = os.path.join("src", "_fastpath")
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
+
+
+def _say(message: str) -> None:
+    print(f"loadstone build: {message}", file=sys.stderr, flush=True)
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that falls back to no extension instead of failing the install."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # any failure means "no extension"
+            self._skipped(exc)
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            self._skipped(exc)
+        else:
+            debug = _flag("LOADSTONE_DEBUG_BUILD")
+            variant = "debug (annotated, line tracing)" if debug else "release"
+            _say(f"built the native data path {ext.name}, {variant} variant")
+
+    @staticmethod
+    def _skipped(exc: BaseException) -> None:
+        _say(
+            f"the native data path was not built ({type(exc).__name__}: {exc}); "
+            "installing the pure-Python data path only"
+        )
+
+
+def extensions() -> list[Extension]:
+    if _flag("LOADSTONE_NO_EXTENSIONS"):
+        _say("LOADSTONE_NO_EXTENSIONS is set: pure-Python data path only")
+        return []
+    if not sys.platform.startswith("linux"):
+        _say(f"no epoll/splice on {sys.platform}: pure-Python data path only")
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        _say("Cython is not available: pure-Python data path only")
+        return []
+
+    debug = _flag("LOADSTONE_DEBUG_BUILD")
+    macros = [("LS_BUILD_VARIANT", '"debug"' if debug else '"release"')]
+    directives = {"language_level": 3, "embedsignature": True}
+    if debug:
+        macros += [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")]
+        directives.update(linetrace=True, binding=True, profile=True)
+        cflags = ["-O0", "-g3", "-fno-omit-frame-pointer"]
+    else:
+        cflags = ["-O2", "-g", "-fno-strict-aliasing"]
+    # Cythonized under its short name so that Cython pairs relay.pyx with the
+    # relay.pxd beside it (under the dotted name it would look for the .pxd in a
+    # loadstone/_fastpath/ tree that src/_fastpath is not); built under the full
+    # name, which only has to end in the same PyInit_relay.
+    ext = Extension(
+        "relay",
+        sources=[
+            os.path.join(FASTPATH, "relay.pyx"),
+            os.path.join(FASTPATH, "includes", "engine.c"),
+        ],
+        include_dirs=[os.path.join(FASTPATH, "includes"), FASTPATH],
+        define_macros=macros,
+        extra_compile_args=[*cflags, "-Wall", "-Wno-unused-function"],
+        depends=[
+            os.path.join(FASTPATH, "includes", name)
+            for name in ("engine.h", "blake2b.h", "engine.pxd")
+        ]
+        + [os.path.join(FASTPATH, "relay.pxd")],
+    )
+    try:
+        _say("building the native data path, {} variant".format("debug" if debug else "release"))
+        built = cythonize(
+            [ext],
+            include_path=[FASTPATH],
+            compiler_directives=directives,
+            annotate=debug,
+            force=debug,
+            quiet=True,
+        )
+        for module in built:
+            module.name = "loadstone._fastpath." + module.name
+        return list(built)
+    except Exception as exc:  # a Cython error must not fail the install
+        _say(f"Cython failed ({exc}): pure-Python data path only")
+        return []
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

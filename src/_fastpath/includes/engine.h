@@ -1,0 +1,137 @@
+/* loadstone native data plane: public interface of the C engine.
+ *
+ * The engine is a set of worker threads, each with its own epoll loop, that
+ * accept, pick a server, connect and relay TCP sessions without ever touching
+ * the Python interpreter. The Python control plane (loadstone.datapath.native,
+ * through the Cython module relay.pyx) drives it with the calls below; every
+ * one of them is safe to call from the control-plane thread while the workers
+ * run. See docs/architecture.md for the whole picture.
+ */
+#ifndef LS_ENGINE_H
+#define LS_ENGINE_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#define LS_MAX_WORKERS 64
+
+/* Balancing algorithms of a published table. */
+enum {
+    LS_ALG_ROUNDROBIN = 0,
+    LS_ALG_LEASTCONN = 1,
+    LS_ALG_SOURCE = 2,
+    LS_ALG_FIRST = 3,
+    LS_ALG_ACTIVE_BACKUP = 4,
+};
+
+/* How a direction of a session moves its bytes. */
+enum {
+    LS_SPLICE_OFF = 0,  /* recv/send through the worker's buffer */
+    LS_SPLICE_ON = 1,   /* splice(2) through a pipe from the first byte */
+    LS_SPLICE_AUTO = 2, /* recv/send until a read fills the buffer, then splice */
+};
+
+/* Why a session ended; relay.pyx maps these to the pure path's words. */
+enum {
+    LS_END_CLIENT_CLOSE = 1,
+    LS_END_SERVER_CLOSE,
+    LS_END_CLIENT_RESET,
+    LS_END_SERVER_RESET,
+    LS_END_CLIENT_TIMEOUT,
+    LS_END_SERVER_TIMEOUT,
+    LS_END_QUEUE_TIMEOUT,
+    LS_END_NO_SERVER,
+    LS_END_CONNECT_FAILED, /* arg: errno, or -1 for a connect timeout */
+    LS_END_SHUTDOWN,       /* arg: the reason id given to ls_shutdown */
+};
+
+/* Records handed to the control plane in batches. */
+enum {
+    LS_REC_SESSION = 1,        /* a session ended */
+    LS_REC_CONNECT_FAILED = 2, /* a connect attempt failed (arg: errno or -1) */
+};
+
+typedef struct ls_record {
+    uint8_t type;
+    uint8_t reason; /* LS_END_* for LS_REC_SESSION */
+    uint16_t _pad;
+    int32_t listener;
+    int32_t slot; /* server slot, -1 when the session reached none */
+    int32_t arg;
+    uint64_t bytes_in;  /* client -> server */
+    uint64_t bytes_out; /* server -> client */
+    double duration;    /* seconds */
+    char client[56];    /* "ip:port" or "[ip6]:port" */
+} ls_record;
+
+/* One server of a published table. */
+typedef struct ls_tserver {
+    int32_t slot;
+    int32_t weight;
+    int32_t maxconn; /* -1: no limit */
+    socklen_t addrlen;
+    struct sockaddr_in6 addr; /* large enough for sockaddr_in too */
+} ls_tserver;
+
+/* Listener settings; copied in whole by ls_listener_configure. */
+typedef struct ls_lconfig {
+    int32_t maxconn;
+    int32_t retries;
+    int32_t redispatch;
+    int64_t connect_ms;
+    int64_t idle_ms;     /* min(client, server) timeout */
+    int32_t idle_reason; /* LS_END_CLIENT_TIMEOUT or LS_END_SERVER_TIMEOUT */
+    int64_t queue_ms;
+    int32_t keepalive; /* 0: off; else the three values below apply */
+    int32_t ka_idle, ka_intvl, ka_cnt;
+} ls_lconfig;
+
+typedef struct ls_engine ls_engine;
+
+/* Engine life. ls_engine_new returns NULL and sets errno on failure. */
+ls_engine *ls_engine_new(int workers, int splice_mode, int pipe_size, int bufsize);
+int ls_engine_start(ls_engine *e);
+void ls_engine_free(ls_engine *e); /* stops and joins the workers first */
+int ls_engine_record_fd(ls_engine *e);
+
+/* Listeners. Ids are small integers, never reused. */
+int ls_listener_new(ls_engine *e);
+void ls_listener_configure(ls_engine *e, int lid, const ls_lconfig *cfg);
+int ls_listener_add_socket(ls_engine *e, int lid, int fd);    /* 0 or -errno */
+int ls_listener_remove_socket(ls_engine *e, int lid, int fd); /* waits for every worker */
+int ls_listener_new_slot(ls_engine *e, int lid);              /* -1 when full */
+/* Publish a new server table: copies everything it is given. ring_owner[i] is
+ * an index into servers, or -1 for a point whose server takes no sessions. */
+int ls_listener_publish(ls_engine *e, int lid, int alg, const ls_tserver *servers, int n,
+                        const uint64_t *ring_pos, const int32_t *ring_owner, int nring);
+
+/* Counters, summed over the workers. */
+typedef struct ls_lstats {
+    int64_t current; /* admitted + queued */
+    int64_t queued;
+    uint64_t sessions_total;
+    uint64_t bytes_in, bytes_out;
+    uint64_t denied;
+} ls_lstats;
+typedef struct ls_sstats {
+    int64_t live;
+    uint64_t sessions_total;
+    uint64_t bytes_in, bytes_out;
+} ls_sstats;
+void ls_listener_stats(ls_engine *e, int lid, ls_lstats *out);
+void ls_server_stats(ls_engine *e, int lid, int slot, ls_sstats *out);
+
+/* Close the sessions of a listener (slot -1) or of one of its servers, now;
+ * returns how many were closed. Waits for every worker. */
+int ls_shutdown(ls_engine *e, int lid, int slot, int reason_id);
+
+/* Take the records queued so far: returns a malloc'ed array (caller frees)
+ * and its length in *n, or NULL with *n = 0. */
+ls_record *ls_take_records(ls_engine *e, int *n);
+
+/* Hash used by the `source` algorithm: the first 8 bytes of BLAKE2b-64 of the
+ * key, big-endian, as loadstone.balance.source._position computes it. */
+uint64_t ls_blake2b64(const void *data, size_t len);
+
+#endif

@@ -1,0 +1,81 @@
+# cython: language_level=3
+# C declarations of the native engine (engine.h), for relay.pyx.
+
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint64_t
+
+cdef extern from "netinet/in.h":
+    ctypedef unsigned int socklen_t
+    cdef struct sockaddr_in6:
+        pass
+
+cdef extern from "engine.h" nogil:
+    int LS_MAX_WORKERS
+    int LS_SPLICE_OFF, LS_SPLICE_ON, LS_SPLICE_AUTO
+    int LS_REC_SESSION, LS_REC_CONNECT_FAILED
+
+    ctypedef struct ls_record:
+        uint8_t type
+        uint8_t reason
+        int32_t listener
+        int32_t slot
+        int32_t arg
+        uint64_t bytes_in
+        uint64_t bytes_out
+        double duration
+        char client[56]
+
+    ctypedef struct ls_tserver:
+        int32_t slot
+        int32_t weight
+        int32_t maxconn
+        socklen_t addrlen
+        sockaddr_in6 addr
+
+    ctypedef struct ls_lconfig:
+        int32_t maxconn
+        int32_t retries
+        int32_t redispatch
+        int64_t connect_ms
+        int64_t idle_ms
+        int32_t idle_reason
+        int64_t queue_ms
+        int32_t keepalive
+        int32_t ka_idle
+        int32_t ka_intvl
+        int32_t ka_cnt
+
+    ctypedef struct ls_lstats:
+        int64_t current
+        int64_t queued
+        uint64_t sessions_total
+        uint64_t bytes_in
+        uint64_t bytes_out
+        uint64_t denied
+
+    ctypedef struct ls_sstats:
+        int64_t live
+        uint64_t sessions_total
+        uint64_t bytes_in
+        uint64_t bytes_out
+
+    ctypedef struct ls_engine:
+        pass
+
+    ls_engine *ls_engine_new(int workers, int splice_mode, int pipe_size, int bufsize)
+    int ls_engine_start(ls_engine *e)
+    void ls_engine_free(ls_engine *e)
+    int ls_engine_record_fd(ls_engine *e)
+
+    int ls_listener_new(ls_engine *e)
+    void ls_listener_configure(ls_engine *e, int lid, const ls_lconfig *cfg)
+    int ls_listener_add_socket(ls_engine *e, int lid, int fd)
+    int ls_listener_remove_socket(ls_engine *e, int lid, int fd)
+    int ls_listener_new_slot(ls_engine *e, int lid)
+    int ls_listener_publish(ls_engine *e, int lid, int alg, const ls_tserver *servers, int n,
+                            const uint64_t *ring_pos, const int32_t *ring_owner, int nring)
+
+    void ls_listener_stats(ls_engine *e, int lid, ls_lstats *out)
+    void ls_server_stats(ls_engine *e, int lid, int slot, ls_sstats *out)
+    int ls_shutdown(ls_engine *e, int lid, int slot, int reason_id)
+    ls_record *ls_take_records(ls_engine *e, int *n)
+    uint64_t ls_blake2b64(const void *data, size_t len)

@@ -1,0 +1,12 @@
+# cython: language_level=3
+from includes.engine cimport ls_engine
+
+
+cdef class Engine:
+    cdef ls_engine *engine
+    cdef readonly int workers
+    cdef readonly str splice
+    cdef readonly int pipe_size
+    cdef readonly int bufsize
+
+    cdef int _check(self) except -1

@@ -1,0 +1,301 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The native data plane's Python face: an `Engine` owning the worker threads.
+
+The engine itself (includes/engine.c) is C that never takes the GIL: worker
+threads with their own epoll loops accept, pick a server from the published
+table, connect and relay. This module is the thin, typed boundary the control
+plane (loadstone.datapath.native) calls: it converts Python values into the C
+structures the engine copies, and the engine's records back into tuples.
+Every call that waits for the workers (removing a socket, shutting sessions)
+releases the GIL while it waits.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.errno cimport errno
+from libc.stdint cimport int32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset, strlen
+
+from includes.engine cimport *
+
+cdef extern from *:
+    """
+    #ifndef LS_BUILD_VARIANT
+    #define LS_BUILD_VARIANT "release"
+    #endif
+    """
+    const char *LS_BUILD_VARIANT
+
+cdef extern from "arpa/inet.h" nogil:
+    int inet_pton(int af, const char *src, void *dst)
+    unsigned short htons(unsigned short v)
+
+cdef extern from "sys/socket.h":
+    int AF_INET
+    int AF_INET6
+
+cdef extern from "netinet/in.h":
+    cdef struct in_addr:
+        pass
+    cdef struct in6_addr:
+        pass
+    cdef struct sockaddr_in:
+        unsigned short sin_family
+        unsigned short sin_port
+        in_addr sin_addr
+    cdef struct sockaddr_in6_full "sockaddr_in6":
+        unsigned short sin6_family
+        unsigned short sin6_port
+        in6_addr sin6_addr
+
+BUILD = LS_BUILD_VARIANT.decode()
+
+ALGORITHMS = {
+    "roundrobin": 0,
+    "leastconn": 1,
+    "source": 2,
+    "first": 3,
+    "active-backup": 4,
+}
+SPLICE_MODES = {"off": LS_SPLICE_OFF, "on": LS_SPLICE_ON, "auto": LS_SPLICE_AUTO}
+
+# The pure path's words for why a session ended (LS_END_* in engine.h).
+END_CLIENT_TIMEOUT = 5
+END_SERVER_TIMEOUT = 6
+END_CONNECT_FAILED = 9
+END_SHUTDOWN = 10
+END_WORDS = (
+    "",
+    "client-close",
+    "server-close",
+    "client-reset",
+    "server-reset",
+    "client-timeout",
+    "server-timeout",
+    "queue-timeout",
+    "no-server",
+    "connect-failed",
+    "shutdown",
+)
+REC_SESSION = LS_REC_SESSION
+REC_CONNECT_FAILED = LS_REC_CONNECT_FAILED
+
+
+def blake2b64(bytes data):
+    """The `source` balancer's ring position of a key, computed by the engine."""
+    return ls_blake2b64(<const char *>data, len(data))
+
+
+cdef int _fill_address(ls_tserver *t, str host, int port) except -1:
+    cdef bytes raw = host.encode()
+    cdef sockaddr_in *a4 = <sockaddr_in *>&t.addr
+    cdef sockaddr_in6_full *a6 = <sockaddr_in6_full *>&t.addr
+    memset(&t.addr, 0, sizeof(t.addr))
+    if ":" in host:
+        if inet_pton(AF_INET6, raw, &a6.sin6_addr) != 1:
+            raise ValueError(f"not an IPv6 address: {host!r}")
+        a6.sin6_family = AF_INET6
+        a6.sin6_port = htons(port)
+        t.addrlen = sizeof(sockaddr_in6_full)
+    else:
+        if inet_pton(AF_INET, raw, &a4.sin_addr) != 1:
+            raise ValueError(f"not an IPv4 address: {host!r}")
+        a4.sin_family = AF_INET
+        a4.sin_port = htons(port)
+        t.addrlen = sizeof(sockaddr_in)
+    return 0
+
+
+cdef class Engine:
+    """The worker threads and everything they share."""
+
+    def __cinit__(self, int workers=1, str splice="auto", int pipe_size=0, int bufsize=0):
+        self.engine = NULL
+        if splice not in SPLICE_MODES:
+            raise ValueError(f"splice must be one of {', '.join(SPLICE_MODES)}, got {splice!r}")
+        self.workers = workers
+        self.splice = splice
+        self.pipe_size = pipe_size if pipe_size > 0 else 256 * 1024
+        self.bufsize = bufsize if bufsize > 0 else 64 * 1024
+        self.engine = ls_engine_new(workers, SPLICE_MODES[splice], self.pipe_size, self.bufsize)
+        if self.engine == NULL:
+            raise OSError(errno, "cannot create the native engine")
+        cdef int err = ls_engine_start(self.engine)
+        if err < 0:
+            ls_engine_free(self.engine)
+            self.engine = NULL
+            raise OSError(-err, "cannot start the native workers")
+
+    def __dealloc__(self):
+        self.close()
+
+    cdef int _check(self) except -1:
+        if self.engine == NULL:
+            raise RuntimeError("the native engine is closed")
+        return 0
+
+    def close(self):
+        """Stop and join the workers, close every descriptor they hold."""
+        cdef ls_engine *e = self.engine
+        self.engine = NULL
+        if e != NULL:
+            with nogil:
+                ls_engine_free(e)
+
+    @property
+    def closed(self):
+        return self.engine == NULL
+
+    def record_fd(self):
+        self._check()
+        return ls_engine_record_fd(self.engine)
+
+    # -- listeners -------------------------------------------------------------------
+
+    def new_listener(self):
+        self._check()
+        cdef int lid = ls_listener_new(self.engine)
+        if lid < 0:
+            raise RuntimeError("too many listeners")
+        return lid
+
+    def configure(
+        self,
+        int lid,
+        *,
+        int maxconn,
+        int retries,
+        bint redispatch,
+        double connect,
+        double idle,
+        bint idle_is_client,
+        double queue,
+        keepalive=None,
+    ):
+        """Timeouts in seconds; keepalive: None or (idle, interval, count)."""
+        self._check()
+        cdef ls_lconfig cfg
+        memset(&cfg, 0, sizeof(cfg))
+        cfg.maxconn = maxconn
+        cfg.retries = retries
+        cfg.redispatch = redispatch
+        cfg.connect_ms = max(1, <long long>(connect * 1000))
+        cfg.idle_ms = max(1, <long long>(idle * 1000))
+        cfg.idle_reason = END_CLIENT_TIMEOUT if idle_is_client else END_SERVER_TIMEOUT
+        cfg.queue_ms = max(1, <long long>(queue * 1000))
+        if keepalive is not None:
+            cfg.keepalive = 1
+            cfg.ka_idle, cfg.ka_intvl, cfg.ka_cnt = keepalive
+        ls_listener_configure(self.engine, lid, &cfg)
+
+    def add_socket(self, int lid, int fd):
+        self._check()
+        cdef int err = ls_listener_add_socket(self.engine, lid, fd)
+        if err < 0:
+            raise OSError(-err, "cannot watch the listening socket")
+
+    def remove_socket(self, int lid, int fd):
+        """Stop accepting on fd; returns once no worker can touch it any more."""
+        self._check()
+        with nogil:
+            ls_listener_remove_socket(self.engine, lid, fd)
+
+    def new_slot(self, int lid):
+        """A counter slot for one server of the listener (stable across tables)."""
+        self._check()
+        cdef int slot = ls_listener_new_slot(self.engine, lid)
+        if slot < 0:
+            raise RuntimeError("too many servers in one listener")
+        return slot
+
+    def publish(self, int lid, str algorithm, list servers, ring_pos=(), ring_owner=()):
+        """Swap in a new server table.
+
+        servers: [(slot, weight, maxconn or -1, ip, port)], in the order the
+        algorithm walks them. ring_pos / ring_owner: the `source` ring, its
+        owners as indexes into servers (-1 for a point of a server that takes
+        no session now).
+        """
+        self._check()
+        cdef int n = len(servers)
+        cdef int nring = len(ring_pos)
+        if len(ring_owner) != nring:
+            raise ValueError("ring_pos and ring_owner differ in length")
+        cdef ls_tserver *table = <ls_tserver *>malloc((n if n else 1) * sizeof(ls_tserver))
+        cdef uint64_t *pos = <uint64_t *>malloc((nring if nring else 1) * sizeof(uint64_t))
+        cdef int32_t *owner = <int32_t *>malloc((nring if nring else 1) * sizeof(int32_t))
+        cdef int i, err
+        try:
+            if table == NULL or pos == NULL or owner == NULL:
+                raise MemoryError()
+            for i in range(n):
+                slot, weight, maxconn, host, port = servers[i]
+                memset(&table[i], 0, sizeof(ls_tserver))
+                table[i].slot = slot
+                table[i].weight = weight
+                table[i].maxconn = maxconn
+                _fill_address(&table[i], host, port)
+            for i in range(nring):
+                pos[i] = ring_pos[i]
+                owner[i] = ring_owner[i]
+            err = ls_listener_publish(
+                self.engine, lid, ALGORITHMS[algorithm], table, n, pos, owner, nring
+            )
+            if err < 0:
+                raise OSError(-err, "cannot publish the server table")
+        finally:
+            free(table)
+            free(pos)
+            free(owner)
+
+    # -- counters and control --------------------------------------------------------
+
+    def listener_stats(self, int lid):
+        """(current, queued, sessions_total, bytes_in, bytes_out, denied)"""
+        self._check()
+        cdef ls_lstats st
+        ls_listener_stats(self.engine, lid, &st)
+        return (st.current, st.queued, st.sessions_total, st.bytes_in, st.bytes_out, st.denied)
+
+    def server_stats(self, int lid, int slot):
+        """(live, sessions_total, bytes_in, bytes_out)"""
+        self._check()
+        cdef ls_sstats st
+        ls_server_stats(self.engine, lid, slot, &st)
+        return (st.live, st.sessions_total, st.bytes_in, st.bytes_out)
+
+    def shutdown(self, int lid, int slot, int reason_id):
+        """Close the listener's sessions (slot -1) or one server's; returns how many."""
+        self._check()
+        cdef int n
+        with nogil:
+            n = ls_shutdown(self.engine, lid, slot, reason_id)
+        return n
+
+    def take_records(self):
+        """The records the workers queued: a list of
+        (type, listener, slot, reason, arg, client, bytes_in, bytes_out, duration)."""
+        self._check()
+        cdef int n = 0, i
+        cdef ls_record *recs = ls_take_records(self.engine, &n)
+        cdef ls_record *r
+        out = []
+        try:
+            for i in range(n):
+                r = &recs[i]
+                out.append(
+                    (
+                        r.type,
+                        r.listener,
+                        r.slot,
+                        r.reason,
+                        r.arg,
+                        r.client[: strlen(r.client)].decode("ascii"),
+                        r.bytes_in,
+                        r.bytes_out,
+                        r.duration,
+                    )
+                )
+        finally:
+            free(recs)
+        return out

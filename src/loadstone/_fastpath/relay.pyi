@@ -1,0 +1,58 @@
+# Typing of the compiled module built from src/_fastpath/relay.pyx.
+
+BUILD: str
+ALGORITHMS: dict[str, int]
+SPLICE_MODES: dict[str, int]
+END_WORDS: tuple[str, ...]
+END_CLIENT_TIMEOUT: int
+END_SERVER_TIMEOUT: int
+END_CONNECT_FAILED: int
+END_SHUTDOWN: int
+REC_SESSION: int
+REC_CONNECT_FAILED: int
+
+Record = tuple[int, int, int, int, int, str, int, int, float]
+
+def blake2b64(data: bytes) -> int: ...
+
+class Engine:
+    workers: int
+    splice: str
+    pipe_size: int
+    bufsize: int
+    def __init__(
+        self, workers: int = 1, splice: str = "auto", pipe_size: int = 0, bufsize: int = 0
+    ) -> None: ...
+    def close(self) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    def record_fd(self) -> int: ...
+    def new_listener(self) -> int: ...
+    def configure(
+        self,
+        lid: int,
+        *,
+        maxconn: int,
+        retries: int,
+        redispatch: bool,
+        connect: float,
+        idle: float,
+        idle_is_client: bool,
+        queue: float,
+        keepalive: tuple[int, int, int] | None = None,
+    ) -> None: ...
+    def add_socket(self, lid: int, fd: int) -> None: ...
+    def remove_socket(self, lid: int, fd: int) -> None: ...
+    def new_slot(self, lid: int) -> int: ...
+    def publish(
+        self,
+        lid: int,
+        algorithm: str,
+        servers: list[tuple[int, int, int, str, int]],
+        ring_pos: list[int] | tuple[int, ...] = (),
+        ring_owner: list[int] | tuple[int, ...] = (),
+    ) -> None: ...
+    def listener_stats(self, lid: int) -> tuple[int, int, int, int, int, int]: ...
+    def server_stats(self, lid: int, slot: int) -> tuple[int, int, int, int]: ...
+    def shutdown(self, lid: int, slot: int, reason_id: int) -> int: ...
+    def take_records(self) -> list[Record]: ...

@@ -1,0 +1,404 @@
+"""The native data path's control plane: `TcpFrontend` over the C engine.
+
+Theory of operation
+-------------------
+One `relay.Engine` per process holds the worker threads (global.workers); each
+listener is a numbered entry in it. Python never sees a connection: workers
+accept, pick, connect and relay on their own (src/_fastpath/includes/engine.c).
+What stays in Python, and when it runs:
+
+- the server table: on every pool change (health, admin state, weight; Pool
+  calls the subscribers after the balancer's refresh) `_publish()` sends the
+  servers that may take new sessions, in the order the algorithm walks them,
+  with their weights, maxconn and addresses, and for `source` the ring the
+  Python balancer built. The C picker then makes the choices the Python
+  balancer would (active-backup: the table holds only the active server, so
+  the no-failback rule stays in Python alone);
+- counters: read from the engine when the admin API asks (`ServerRuntime.native`
+  points here, so `server.sessions` and friends are the engine's figures);
+- records: the workers queue one per finished session and one per failed
+  connect; an eventfd wakes the asyncio loop, which drains them in a batch:
+  session log lines, and `Pool.connect_failed` (an immediate re-check);
+- commands: stop accepting, shut a server's or the listener's sessions; each
+  waits (without the GIL) until every worker has carried it out.
+
+`configure()` sets the engine's shape from the global configuration before the
+first listener is made; the workers, buffer and splice mode are fixed for the
+process's life after that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import os
+import resource
+import socket
+from typing import TYPE_CHECKING, Any
+
+from loadstone._fastpath import relay
+from loadstone.config.model import GlobalConfig, ListenerConfig
+from loadstone.server import Pool, ServerRuntime
+
+if TYPE_CHECKING:
+    from loadstone.sessionlog import SessionLog
+
+log = logging.getLogger("loadstone.datapath")
+
+BUILD: str = relay.BUILD
+
+_settings: dict[str, Any] = {"workers": 1, "splice": "auto"}
+_engine: Any = None  # relay.Engine, made by the first listener
+_reader_loop: asyncio.AbstractEventLoop | None = None
+_frontends: dict[int, TcpFrontend] = {}
+
+
+def configure(global_config: GlobalConfig) -> None:
+    """Take the engine's shape from the configuration (before the first listener)."""
+    wanted = {"workers": global_config.workers, "splice": _splice(global_config.splice)}
+    if _engine is not None and not _engine.closed:
+        if wanted != _settings:
+            log.warning(
+                "global.workers and global.splice change only at restart; keeping %s",
+                ", ".join(f"{k}={v}" for k, v in _settings.items()),
+            )
+        return
+    _settings.update(wanted)
+
+
+def _splice(configured: str) -> str:
+    # LOADSTONE_SPLICE=auto|on|off overrides global.splice: a switch for
+    # benchmarks and tests that run loadstone with a generated configuration.
+    override = os.environ.get("LOADSTONE_SPLICE", "")
+    return override if override in ("auto", "on", "off") else configured
+
+
+def _raise_fd_limit() -> None:
+    # Two descriptors per session, and a pipe pair per splicing direction: the
+    # usual soft limit of 1024 would cap the proxy at a few hundred sessions.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):  # a locked-down host
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def engine(loop: asyncio.AbstractEventLoop) -> Any:
+    """The process's engine, made on first use; its records are read on `loop`."""
+    global _engine, _reader_loop
+    if _engine is None or _engine.closed:
+        _raise_fd_limit()
+        _engine = relay.Engine(_settings["workers"], _splice(_settings["splice"]))
+        log.info(
+            "native data path: %d worker thread(s), splice %s (%s build)",
+            _settings["workers"],
+            _engine.splice,
+            BUILD,
+        )
+        atexit.register(_close)
+    if _reader_loop is not loop:
+        if _reader_loop is not None and not _reader_loop.is_closed():
+            _reader_loop.remove_reader(_engine.record_fd())
+        loop.add_reader(_engine.record_fd(), _records_ready)
+        _reader_loop = loop
+    return _engine
+
+
+# Records are drained at most this often: between two drains the workers keep
+# appending to the engine's queue without writing its eventfd again, so a burst
+# of short sessions costs a few wake-ups of each side, not one per session. It
+# delays a log line or a failed connect's re-check by at most this much.
+DRAIN_INTERVAL = 0.02
+
+
+def _records_ready() -> None:
+    loop = _reader_loop
+    if _engine is None or _engine.closed or loop is None:
+        return
+    drain_records()
+    fd = _engine.record_fd()
+    loop.remove_reader(fd)
+    loop.call_later(DRAIN_INTERVAL, _watch_records, loop, fd)
+
+
+def _watch_records(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    if _engine is not None and not _engine.closed and _reader_loop is loop:
+        loop.add_reader(fd, _records_ready)
+
+
+def _close() -> None:
+    global _engine
+    if _engine is not None:
+        _engine.close()
+        _engine = None
+
+
+def drain_records() -> None:
+    """Hand the workers' records to their frontends (one batch per wake-up)."""
+    if _engine is None or _engine.closed:
+        return
+    touched: set[TcpFrontend] = set()
+    for record in _engine.take_records():
+        frontend = _frontends.get(record[1])
+        if frontend is not None:
+            frontend.record(record)
+            touched.add(frontend)
+    for frontend in touched:
+        frontend.check_idle()
+
+
+class TcpFrontend:
+    """A tcp listener served by the native engine (same surface as the pure one)."""
+
+    def __init__(
+        self,
+        config: ListenerConfig,
+        pool: Pool,
+        sessionlog: SessionLog,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.loop = loop or asyncio.get_running_loop()
+        self.engine = engine(self.loop)
+        self.lid: int = self.engine.new_listener()
+        _frontends[self.lid] = self
+        self.config = config
+        self.name = config.name
+        self.sessionlog = sessionlog
+        self.pool = pool
+        self.sockets: dict[int, socket.socket] = {}  # by descriptor
+        self.idle_waiters: list[asyncio.Future[None]] = []
+        self._slots: dict[ServerRuntime, int] = {}
+        self._by_slot: list[ServerRuntime] = []
+        self._reasons: list[str] = []
+        self._strerror: dict[int, str] = {}
+        self._configure()
+        self._attach(pool)
+
+    # -- configuration and the server table ------------------------------------------
+
+    def _configure(self) -> None:
+        c = self.config
+        t = c.timeouts
+        ka = c.tcp_keepalive
+        self.engine.configure(
+            self.lid,
+            maxconn=c.maxconn,
+            retries=c.retries,
+            redispatch=c.redispatch,
+            connect=t.connect,
+            idle=min(t.client, t.server),
+            idle_is_client=t.client <= t.server,
+            queue=t.queue,
+            keepalive=None
+            if ka is None
+            else (max(1, int(ka.idle)), max(1, int(ka.interval)), ka.count),
+        )
+
+    def _slot(self, server: ServerRuntime) -> int:
+        slot = self._slots.get(server)
+        if slot is None:
+            slot = self._slots[server] = self.engine.new_slot(self.lid)
+            self._by_slot.append(server)
+        return slot
+
+    def _attach(self, pool: Pool) -> None:
+        for server in pool.servers:
+            self._slot(server)
+            server.native = self
+        pool.subscribe(self._pool_changed)
+        self._publish()
+
+    def _pool_changed(self, pool: Pool, server: ServerRuntime | None) -> None:
+        if pool is self.pool:
+            self._publish()
+
+    def _publish(self) -> None:
+        """Send the engine the servers that take new sessions now."""
+        pool = self.pool
+        balancer = pool.balancer
+        balance = self.config.balance
+        if balance == "active-backup":
+            servers = [pool.active] if pool.active is not None else []
+        elif balance == "first":
+            servers = list(balancer.candidates)  # weight plays no part
+        else:  # weighted: weight 0 means no new sessions
+            servers = [s for s in balancer.candidates if s.weight > 0]
+        rows = [
+            (
+                self._slot(s),
+                s.weight,
+                -1 if s.maxconn is None else s.maxconn,
+                s.connect_host,
+                s.address.port,
+            )
+            for s in servers
+        ]
+        ring_pos: list[int] = []
+        ring_owner: list[int] = []
+        ring = getattr(balancer, "ring", None)
+        if balance == "source" and ring is not None:
+            # The ring covers the whole group, down servers included; a point
+            # whose server is not in the table is skipped by the C lookup.
+            position = {s: i for i, s in enumerate(servers)}
+            ring_pos = ring.positions
+            ring_owner = [position.get(owner, -1) for owner in ring.owners]
+        self.engine.publish(self.lid, balance, rows, ring_pos, ring_owner)
+
+    def reconfigure(self, config: ListenerConfig, pool: Pool) -> None:
+        """A reload: new sessions use the new settings and pool; open ones run on."""
+        self.config = config
+        self.pool = pool
+        self._configure()
+        self._attach(pool)
+
+    # -- accepting -------------------------------------------------------------------
+
+    async def start(self, sockets: list[socket.socket]) -> None:
+        """Accept on these (already bound and listening) sockets too."""
+        for sock in sockets:
+            sock.setblocking(False)
+            # Accepted sockets inherit it: one setsockopt per listener, not per
+            # connection. The relay writes whole reads at once; Nagle would only
+            # hold back the tail of a response.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.engine.add_socket(self.lid, sock.fileno())
+            self.sockets[sock.fileno()] = sock
+
+    def unserve(self, sock: socket.socket) -> None:
+        """Stop accepting on one socket and close it (its address left the config)."""
+        fd = sock.fileno()
+        if self.sockets.pop(fd, None) is not None:
+            self.engine.remove_socket(self.lid, fd)
+        sock.close()
+
+    def stop_accepting(self) -> None:
+        for fd, sock in list(self.sockets.items()):
+            self.engine.remove_socket(self.lid, fd)
+            sock.close()
+        self.sockets.clear()
+
+    # -- counters --------------------------------------------------------------------
+
+    def _stats(self, drain: bool = True) -> tuple[int, int, int, int, int, int]:
+        # Whoever reads counters also sees the records behind them (the failed
+        # connects counted on the servers, the log lines) rather than wait for
+        # the next drain.
+        if drain:
+            drain_records()
+        stats: tuple[int, int, int, int, int, int] = self.engine.listener_stats(self.lid)
+        return stats
+
+    @property
+    def current_sessions(self) -> int:
+        return self._stats()[0]
+
+    @property
+    def queued_count(self) -> int:
+        return self._stats()[1]
+
+    @property
+    def sessions_total(self) -> int:
+        return self._stats()[2]
+
+    @property
+    def bytes_in(self) -> int:
+        return self._stats()[3]
+
+    @property
+    def bytes_out(self) -> int:
+        return self._stats()[4]
+
+    # The engine counts bytes as they move: there is no separate in-flight part.
+    bytes_in_done = bytes_in
+    bytes_out_done = bytes_out
+
+    @property
+    def denied_total(self) -> int:
+        return self._stats()[5]
+
+    def server_stats(self, server: ServerRuntime) -> tuple[int, int, int, int]:
+        """(live sessions, sessions total, bytes in, bytes out) of one server."""
+        slot = self._slots.get(server)
+        if slot is None:
+            return (0, 0, 0, 0)
+        drain_records()
+        stats: tuple[int, int, int, int] = self.engine.server_stats(self.lid, slot)
+        return stats
+
+    # -- records ---------------------------------------------------------------------
+
+    def _reason_id(self, reason: str) -> int:
+        try:
+            return self._reasons.index(reason)
+        except ValueError:
+            self._reasons.append(reason)
+            return len(self._reasons) - 1
+
+    def _why(self, err: int) -> str:
+        if err < 0:
+            return "timeout"
+        text = self._strerror.get(err)
+        if text is None:
+            text = self._strerror[err] = os.strerror(err).lower()
+        return text
+
+    def record(self, rec: tuple[Any, ...]) -> None:
+        kind, _lid, slot, reason, arg, client, bytes_in, bytes_out, duration = rec
+        server = self._by_slot[slot] if 0 <= slot < len(self._by_slot) else None
+        if kind == relay.REC_CONNECT_FAILED:
+            if server is None:
+                return
+            log.info(
+                "%s: connect to %s (%s) failed: %s",
+                self.name,
+                server.name,
+                server.address,
+                self._why(arg),
+            )
+            self.pool.connect_failed(server)
+            return
+        if reason == relay.END_CONNECT_FAILED:
+            end = f"connect-failed ({self._why(arg)})"
+        elif reason == relay.END_SHUTDOWN:
+            end = f"shutdown ({self._reasons[arg] if 0 <= arg < len(self._reasons) else '?'})"
+        else:
+            end = relay.END_WORDS[reason]
+        self.sessionlog.session(
+            client=client,
+            listener=self.name,
+            server=server.name if server is not None else "-",
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            duration=duration,
+            end=end,
+        )
+
+    def check_idle(self) -> None:
+        if self.idle_waiters and self._stats(drain=False)[0] == 0:
+            for waiter in self.idle_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self.idle_waiters.clear()
+
+    # -- control ---------------------------------------------------------------------
+
+    async def wait_idle(self) -> None:
+        if self.current_sessions == 0:
+            return
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self.idle_waiters.append(waiter)
+        await waiter
+
+    def shutdown_server(self, server: ServerRuntime, reason: str) -> int:
+        """Close one server's sessions now (shutdown-sessions, maint)."""
+        slot = self._slots.get(server)
+        if slot is None:
+            return 0
+        closed: int = self.engine.shutdown(self.lid, slot, self._reason_id(reason))
+        drain_records()
+        return closed
+
+    def shutdown_all(self, reason: str) -> None:
+        self.engine.shutdown(self.lid, -1, self._reason_id(reason))
+        drain_records()
