@@ -29,8 +29,8 @@ from loadstone.checks.amqp_probe import (
     _ProbeConnection,
     close_detail,
     describe_login_error,
-    read_password,
 )
+from loadstone.checks.credentials import read_password
 from loadstone.checks.dialogue import Verdict
 from loadstone.checks.driver import PROBES, run_check
 from loadstone.config import ConfigError, parse_config

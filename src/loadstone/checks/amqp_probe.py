@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import os
 from typing import Literal
 
 import aiohttp
@@ -48,6 +47,7 @@ from loadstone.checks.amqp import (
     alarm_verdict,
     describe_broker,
 )
+from loadstone.checks.credentials import read_password
 from loadstone.checks.dialogue import Verdict, printable
 from loadstone.checks.driver import CheckFailed, DialogueProbe, Probe, describe_error
 from loadstone.config.model import CheckConfig
@@ -60,28 +60,6 @@ log = logging.getLogger("loadstone.checks")
 logging.getLogger("aiormq").setLevel(logging.CRITICAL)
 
 CONNECTION_NAME = "loadstone check"  # shown by rabbitmqctl list_connections / the UI
-
-
-def read_password(config: CheckConfig) -> str:
-    """The check's password, read once when the probe is built (start or reload).
-
-    ValueError when it cannot be read: a start or reload must fail loudly rather
-    than check with a wrong password forever. A file's trailing newline (as
-    `echo secret > file` writes it) is not part of the password."""
-    if config.password_env is not None:
-        value = os.environ.get(config.password_env)
-        if value is None:
-            raise ValueError(f"password_env: environment variable {config.password_env} is not set")
-        return value
-    if config.password_file is not None:
-        try:
-            with open(config.password_file, encoding="utf-8") as stream:
-                text = stream.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else str(exc)
-            raise ValueError(f"password_file: cannot read {config.password_file}: {why}") from None
-        return text.removesuffix("\n").removesuffix("\r")
-    return ""
 
 
 def basic_auth(user: str, password: str) -> str:

@@ -36,6 +36,7 @@ import asyncio
 import logging
 from typing import Any
 
+from loadstone.checks.credentials import read_password
 from loadstone.checks.dialogue import Verdict
 from loadstone.checks.driver import Probe
 from loadstone.checks.galera_rules import (
@@ -48,7 +49,6 @@ from loadstone.checks.galera_rules import (
 from loadstone.checks.mysql import (
     is_connection_lost,
     open_connection,
-    read_password,
     verdict_for_error,
 )
 from loadstone.config.model import Address, CheckConfig

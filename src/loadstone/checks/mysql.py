@@ -18,12 +18,12 @@ blocks the proxy's address for every client (error 1129, "Host blocked").
 from __future__ import annotations
 
 import errno
-import os
 from typing import Any
 
 import aiomysql
 import pymysql
 
+from loadstone.checks.credentials import read_password
 from loadstone.checks.dialogue import Verdict
 from loadstone.checks.driver import Probe, describe_error
 from loadstone.config.model import Address, CheckConfig
@@ -50,33 +50,6 @@ _SERVER_ERRORS: dict[int, tuple[str, bool]] = {
 
 # Kernel answers that mean nobody can serve at that address right now.
 _DEFINITIVE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
-
-
-def read_password(config: CheckConfig) -> str:
-    """The check's password, from its environment variable or file ("" if neither).
-
-    Read when the probe is built (start-up, reload); ValueError when it cannot
-    be read, so that a missing secret stops the start instead of showing every
-    server down with "access denied". The message names the source, never the value."""
-    if config.password_env is not None:
-        value = os.environ.get(config.password_env)
-        if value is None:
-            raise ValueError(
-                f"check password_env: environment variable {config.password_env} is not set"
-            )
-        return value
-    if config.password_file is not None:
-        try:
-            with open(config.password_file, encoding="utf-8") as f:
-                value = f.read()
-        except OSError as exc:
-            raise ValueError(
-                f"check password_file: cannot read {config.password_file}: {exc.strerror or exc}"
-            ) from None
-        # Files written by editors and `echo` end in a newline that is not part
-        # of the password.
-        return value.removesuffix("\n").removesuffix("\r")
-    return ""
 
 
 def error_code(exc: BaseException) -> int | None:
