@@ -17,6 +17,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from loadstone.config import ConfigError, load_config
@@ -135,6 +136,26 @@ def format_status(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# action -> (endpoint under /listeners/{l}/servers/{s}, request body, what to print)
+ServerAction = Callable[[argparse.Namespace], tuple[str, Any, Callable[[dict[str, Any]], str]]]
+SERVER_ACTIONS: dict[str, ServerAction] = {
+    **{
+        state: lambda a: (
+            "state",
+            {"state": a.action},
+            lambda s: f"{s['state']} (admin {s['admin']})",
+        )
+        for state in ("ready", "drain", "maint")
+    },
+    "weight": lambda a: ("weight", {"weight": a.weight}, lambda s: f"weight {s['weight']}"),
+    "shutdown-sessions": lambda a: (
+        "shutdown-sessions",
+        None,
+        lambda r: f"closed {r['closed']} session(s)",
+    ),
+}
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         url, token = _target(args)
@@ -142,29 +163,10 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "status":
             doc = request(f"{api}/status", token)
             print(json.dumps(doc, indent=2) if args.json else format_status(doc))
-        elif args.action in ("ready", "drain", "maint"):
-            s = request(
-                f"{api}/listeners/{args.listener}/servers/{args.server}/state",
-                token,
-                "POST",
-                {"state": args.action},
-            )
-            print(f"{args.listener}/{args.server}: {s['state']} (admin {s['admin']})")
-        elif args.action == "weight":
-            s = request(
-                f"{api}/listeners/{args.listener}/servers/{args.server}/weight",
-                token,
-                "POST",
-                {"weight": args.weight},
-            )
-            print(f"{args.listener}/{args.server}: weight {s['weight']}")
-        elif args.action == "shutdown-sessions":
-            r = request(
-                f"{api}/listeners/{args.listener}/servers/{args.server}/shutdown-sessions",
-                token,
-                "POST",
-            )
-            print(f"{args.listener}/{args.server}: closed {r['closed']} session(s)")
+        elif args.action in SERVER_ACTIONS:
+            endpoint, body, show = SERVER_ACTIONS[args.action](args)
+            path = f"{api}/listeners/{args.listener}/servers/{args.server}/{endpoint}"
+            print(f"{args.listener}/{args.server}: {show(request(path, token, 'POST', body))}")
         elif args.action == "reload":
             r = request(f"{api}/reload", token, "POST")
             print(f"reloaded: configuration generation {r['generation']}")

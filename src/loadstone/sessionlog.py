@@ -54,21 +54,12 @@ class SessionLog:
                 }
             ).decode()
         else:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+            stamp = _stamp(now)
             line = (
-                f"{stamp}.{int(now % 1 * 1000):03d}Z session {client} {listener}/{server} "
+                f"{stamp} session {client} {listener}/{server} "
                 f"in={bytes_in} out={bytes_out} duration={duration:.3f}s end={end}"
             )
-        self.lines.append(line)
-        if len(self.lines) >= BATCH_LINES:
-            self.flush()
-        elif self._flush_handle is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.flush()
-                return
-            self._flush_handle = loop.call_later(FLUSH_INTERVAL, self.flush)
+        self._append(line)
 
     def request(
         self,
@@ -112,13 +103,17 @@ class SessionLog:
                 }
             ).decode()
         else:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+            stamp = _stamp(now)
             ms = "/".join("-1" if t < 0 else f"{t * 1000:.3f}" for t in timings)
             line = (
-                f"{stamp}.{int(now % 1 * 1000):03d}Z http {client} {listener}/{server} "
+                f"{stamp} http {client} {listener}/{server} "
                 f"{status} {ms}ms in={bytes_in} out={bytes_out} "
                 f'"{method} {target}" end={end}'
             )
+        self._append(line)
+
+    def _append(self, line: str) -> None:
+        """Queue a line; written at BATCH_LINES or after FLUSH_INTERVAL."""
         self.lines.append(line)
         if len(self.lines) >= BATCH_LINES:
             self.flush()
@@ -139,3 +134,8 @@ class SessionLog:
             self.stream.write("\n".join(self.lines))
             self.stream.flush()
             self.lines.clear()
+
+
+def _stamp(now: float) -> str:
+    """UTC with milliseconds, as ISO 8601: 2026-11-23T18:36:08.841Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
