@@ -25,13 +25,13 @@ import logging
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from loadstone import systemd
 from loadstone.checks.scheduler import CheckScheduler
 from loadstone.config import ConfigError, load_config
-from loadstone.config.model import Address, Config, ListenerConfig
+from loadstone.config.model import Address, Config, GlobalConfig, ListenerConfig
 from loadstone.datapath import TcpFrontend
 from loadstone.datapath import configure as configure_datapath
 from loadstone.datapath.http import HttpFrontend
@@ -119,6 +119,32 @@ def read_token(path: str | None) -> str | None:
     if not token:
         raise StartError(f"global.admin.token_file: {path} is empty")
     return token
+
+
+def _restart_only_changes(
+    running: GlobalConfig, new: GlobalConfig
+) -> list[tuple[str, object, object]]:
+    """Global settings a reload cannot apply: the admin socket is bound once, and the
+    native engine's worker threads and relay mode are fixed when it starts. Each is
+    (YAML path, value kept, value asked for)."""
+    restart_only = (
+        ("global.admin.bind", running.admin.bind, new.admin.bind),
+        ("global.workers", running.workers, new.workers),
+        ("global.splice", running.splice, new.splice),
+    )
+    return [change for change in restart_only if change[1] != change[2]]
+
+
+def _keep_restart_only(running: GlobalConfig, config: Config) -> Config:
+    """`config` with the running values of the restart-only settings, so that what
+    the process reports (and the next reload compares with) is what it runs."""
+    kept = replace(
+        config.global_,
+        admin=replace(config.global_.admin, bind=running.admin.bind),
+        workers=running.workers,
+        splice=running.splice,
+    )
+    return replace(config, global_=kept)
 
 
 class Runtime:
@@ -309,11 +335,16 @@ class Runtime:
             return self._reload_failed(report, err.problems)
         except StartError as err:
             return self._reload_failed(report, str(err).splitlines())
-        if config.global_.admin.bind != self.config.global_.admin.bind:
+        for key, kept_value, new_value in _restart_only_changes(
+            self.config.global_, config.global_
+        ):
             log.warning(
-                "reload: global.admin.bind changes only at restart; keeping %s",
-                self.config.global_.admin.bind,
+                "reload: %s changes only at restart; keeping %s (not %s)",
+                key,
+                kept_value,
+                new_value,
             )
+        config = _keep_restart_only(self.config.global_, config)
         try:
             bound = self._bind_new(config)
         except StartError as err:
