@@ -587,6 +587,39 @@ def test_the_brief_example_line_is_exact() -> None:
     ]
 
 
+def test_a_key_given_twice_is_reported_at_its_path() -> None:
+    text = """
+listeners:
+  web:
+    bind: ["127.0.0.1:8080"]
+    servers: [{name: a, address: "10.0.0.1:80"}]
+  web:
+    bind: ["127.0.0.1:8081"]
+    balance: first
+    balance: leastconn
+    servers: [{name: b, address: "10.0.0.2:80", weight: 1, weight: 2}]
+"""
+    assert problems_of(text) == [
+        "listeners.web: duplicate key (lines 3 and 6); YAML would keep only the last",
+        "listeners.web.balance: duplicate key (lines 8 and 9); YAML would keep only the last",
+        "listeners.web.servers[0].weight: duplicate key (lines 10 and 10); "
+        "YAML would keep only the last",
+    ]
+
+
+def test_yaml_merge_keys_may_repeat_what_they_merge() -> None:
+    text = """
+x-common: &common {balance: first, servers: [{name: a, address: "10.0.0.1:80"}]}
+listeners:
+  web:
+    <<: *common
+    bind: ["127.0.0.1:8080"]
+    balance: leastconn
+"""
+    problems = problems_of(text)
+    assert not any("duplicate key" in p for p in problems), problems
+
+
 def test_all_problems_are_reported_in_one_pass() -> None:
     text = """
 global: {workers: 0, log_format: xml}

@@ -116,15 +116,50 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 def parse_config(text: str, source: str = "<string>") -> Config:
     """Validate configuration YAML; raise `ConfigError` listing every problem found."""
+    problems: list[str] = []
     try:
-        document = yaml.safe_load(text)
+        document = _load_yaml(text, _Ctx("", problems))
     except yaml.YAMLError as err:
         raise ConfigError([_yaml_problem(err, source)]) from err
-    problems: list[str] = []
     config = _config(_Ctx("", problems), document, source)
     if problems or config is None:
         raise ConfigError(problems or ["(top level): invalid configuration"])
     return config
+
+
+def _load_yaml(text: str, at: _Ctx) -> Any:
+    """`yaml.safe_load`, but a key given twice in one mapping is a problem at its
+    path: PyYAML silently keeps the last one, so a second listener pasted under an
+    existing name would replace the first without a word."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _report_duplicate_keys(node, at)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _report_duplicate_keys(node: yaml.Node, at: _Ctx) -> None:
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _report_duplicate_keys(item, at.index(i))
+    elif isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` merges may repeat keys by design
+            line = key.start_mark.line + 1
+            if key.value in first_line:
+                at.key(key.value).error(
+                    f"duplicate key (lines {first_line[key.value]} and {line}); "
+                    "YAML would keep only the last"
+                )
+            else:
+                first_line[key.value] = line
+            _report_duplicate_keys(value, at.key(key.value))
 
 
 def _yaml_problem(err: yaml.YAMLError, source: str) -> str:
