@@ -112,6 +112,11 @@ class SessionLog:
             )
         self._append(line)
 
+    def lines_formatted(self, text: str) -> None:
+        """Session lines the native data path formatted itself (the same fields
+        and format as `session`), joined by newlines."""
+        self._append(text)
+
     def _append(self, line: str) -> None:
         """Queue a line; written at BATCH_LINES or after FLUSH_INTERVAL."""
         self.lines.append(line)

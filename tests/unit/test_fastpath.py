@@ -4,12 +4,18 @@ hash against hashlib, the engine's life cycle, and the `splice` option."""
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
+import re
+import select
+import socket
 
 import pytest
 
 from loadstone import datapath
 from loadstone.config import ConfigError, parse_config
+from loadstone.sessionlog import SessionLog
 
 relay = pytest.importorskip("loadstone._fastpath.relay", reason="native data path not built")
 
@@ -38,7 +44,7 @@ def test_engine_starts_and_stops_without_leaking_descriptors() -> None:
     assert engine.listener_stats(lid) == (0, 0, 0, 0, 0, 0)
     assert engine.server_stats(lid, slot) == (0, 0, 0, 0)
     assert engine.shutdown(lid, -1, 0) == 0
-    assert engine.take_records() == []
+    assert engine.take_records() == ({}, [])
     engine.close()
     assert engine.closed
     assert len(os.listdir("/proc/self/fd")) == before
@@ -82,3 +88,75 @@ def test_datapath_choice_reports_the_build() -> None:
     else:
         assert datapath.IMPLEMENTATION == "native"
         assert datapath.BUILD in ("release", "debug")
+
+
+def _one_session(engine: object, front: socket.socket, backend: socket.socket) -> int:
+    """Relay one short session (4 bytes up, 5 down, the client closes first);
+    returns the client's port."""
+    client = socket.create_connection(front.getsockname()[:2], timeout=5)
+    peer, _ = backend.accept()
+    with client, peer:
+        peer.settimeout(5)
+        client.sendall(b"ping")
+        assert peer.recv(16) == b"ping"
+        peer.sendall(b"pong!")
+        assert client.recv(16) == b"pong!"
+        port: int = client.getsockname()[1]
+        client.shutdown(socket.SHUT_WR)
+        assert peer.recv(16) == b""  # the client's end reached the server
+    return port
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_session_lines_formatted_natively_match_the_session_log(fmt: str) -> None:
+    backend = socket.create_server(("127.0.0.1", 0))
+    front = socket.create_server(("127.0.0.1", 0))
+    front.setblocking(False)
+    engine = relay.Engine(1, "auto")
+    try:
+        lid = engine.new_listener()
+        engine.configure(
+            lid, maxconn=10, retries=0, redispatch=False, connect=2.0, idle=5.0,
+            idle_is_client=True, queue=1.0,
+        )  # fmt: skip
+        slot = engine.new_slot(lid)
+        engine.publish(lid, "roundrobin", [(slot, 1, -1, "127.0.0.1", backend.getsockname()[1])])
+        engine.add_socket(lid, front.fileno())
+        port = _one_session(engine, front, backend)
+        lines: dict[int, str] = {}
+        while not lines:  # each wait ends with a record queued (or times out)
+            assert select.select([engine.record_fd()], [], [], 5)[0], "no record"
+            lines, others = engine.take_records({lid: (fmt == "json", b"web", [b"a"])})
+            assert others == []
+        native_line = lines[lid]
+    finally:
+        engine.close()
+        front.close()
+        backend.close()
+
+    stream = io.StringIO()
+    log = SessionLog(fmt, stream)  # type: ignore[arg-type]
+    if fmt == "json":
+        fields = json.loads(native_line)
+        duration = fields["duration"]
+    else:
+        match = re.fullmatch(
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (session .* duration=(\d+\.\d{3})s .*)",
+            native_line,
+        )
+        assert match, native_line
+        duration = float(match[2])
+    log.session(
+        client=f"127.0.0.1:{port}", listener="web", server="a", bytes_in=4, bytes_out=5,
+        duration=duration, end="client-close",
+    )  # fmt: skip
+    log.flush()
+    python_line = stream.getvalue().rstrip("\n")
+    if fmt == "json":
+        expected = json.loads(python_line)
+        assert list(fields) == list(expected)  # same keys, same order
+        assert abs(fields.pop("time") - expected.pop("time")) < 60
+        assert fields == expected
+    else:
+        assert match is not None
+        assert match[1] == python_line.split(" ", 1)[1]

@@ -12,6 +12,7 @@ cdef extern from "engine.h" nogil:
     int LS_MAX_WORKERS
     int LS_SPLICE_OFF, LS_SPLICE_ON, LS_SPLICE_AUTO
     int LS_REC_SESSION, LS_REC_CONNECT_FAILED
+    int LS_END_CONNECT_FAILED
 
     ctypedef struct ls_record:
         uint8_t type

@@ -38,6 +38,8 @@ import resource
 import socket
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from loadstone._fastpath import relay
 from loadstone.config.model import GlobalConfig, ListenerConfig
 from loadstone.server import Pool, ServerRuntime
@@ -138,12 +140,18 @@ def drain_records() -> None:
     """Hand the workers' records to their frontends (one batch per wake-up)."""
     if _engine is None or _engine.closed:
         return
+    log_names = {lid: frontend.log_names() for lid, frontend in _frontends.items()}
+    lines, others = _engine.take_records(log_names)
     touched: set[TcpFrontend] = set()
-    for record in _engine.take_records():
-        frontend = _frontends.get(record[1])
-        if frontend is not None:
-            frontend.record(record)
-            touched.add(frontend)
+    for lid, text in lines.items():
+        frontend = _frontends[lid]
+        frontend.sessionlog.lines_formatted(text)
+        touched.add(frontend)
+    for record in others:
+        owner = _frontends.get(record[1])
+        if owner is not None:
+            owner.record(record)
+            touched.add(owner)
     for frontend in touched:
         frontend.check_idle()
 
@@ -172,6 +180,7 @@ class TcpFrontend:
         self._by_slot: list[ServerRuntime] = []
         self._reasons: list[str] = []
         self._strerror: dict[int, str] = {}
+        self._log_names: tuple[bool, bytes, list[bytes]] | None = None
         self._configure()
         self._attach(pool)
 
@@ -200,7 +209,20 @@ class TcpFrontend:
         if slot is None:
             slot = self._slots[server] = self.engine.new_slot(self.lid)
             self._by_slot.append(server)
+            self._log_names = None
         return slot
+
+    def log_names(self) -> tuple[bool, bytes, list[bytes]]:
+        """What relay.Engine.take_records needs to write this listener's session
+        lines itself: the format, and the names as they appear in a line."""
+        if self._log_names is None:
+            as_json = self.sessionlog.format == "json"
+
+            def shown(name: str) -> bytes:
+                return orjson.dumps(name)[1:-1] if as_json else name.encode()
+
+            self._log_names = (as_json, shown(self.name), [shown(s.name) for s in self._by_slot])
+        return self._log_names
 
     def _attach(self, pool: Pool) -> None:
         for server in pool.servers:
