@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from benchmarks.harness import hey, wrk
+from benchmarks.harness import h2load, wrk
 from benchmarks.harness.net import LOOPBACK
 from benchmarks.harness.procs import cpu_seconds, host_cpu_seconds, rss_bytes
 from benchmarks.harness.proxies import Proxy
@@ -54,11 +54,12 @@ class Run:
 
 def wrk_argv(proxy: Proxy, scenario: Scenario, *, duration: int, threads: int) -> list[str]:
     if scenario.rate:
-        return hey.build_argv(
+        return h2load.build_argv(
             f"http://{LOOPBACK}:{proxy.port}{scenario.path}",
             rate=scenario.rate,
             connections=scenario.connections,
             duration=duration,
+            log_file=proxy.workdir / "h2load.log",
             headers=scenario.headers,
         )
     return wrk.build_argv(
@@ -93,7 +94,7 @@ def measure(
     proxy_before = cpu_seconds(proxy.pid)
     backends_before = cpu_seconds(*backend_pids)
     idle_before = cpu_seconds(*idle_pids)
-    result, _ = (hey if scenario.rate else wrk).run(argv, duration=duration)
+    result, _ = (h2load if scenario.rate else wrk).run(argv, duration=duration)
     idle_used = cpu_seconds(*idle_pids) - idle_before
     backends_used = cpu_seconds(*backend_pids) - backends_before
     proxy_used = cpu_seconds(proxy.pid) - proxy_before

@@ -15,7 +15,7 @@ class Scenario:
     connections: int  # wrk -c: concurrent client connections
     headers: tuple[str, ...] = ()  # extra request headers, wrk -H
     mode: str = "tcp"  # the proxies' mode: tcp, or http (HAProxy with option forwardfor)
-    rate: int = 0  # >0: a fixed request rate driven by hey instead of wrk's flat out
+    rate: int = 0  # >0: a fixed request rate driven by h2load instead of wrk's flat out
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -64,10 +64,10 @@ SCENARIOS: dict[str, Scenario] = {
             headers=("Connection: close",),
             mode="http",
         ),
-        # Latency when not saturated: a fixed 5,000 req/s (hey -q), 50 connections.
+        # Latency when not saturated: a fixed 5,000 req/s (h2load --rps), 50 connections.
         Scenario(
             "http-p99",
-            "http mode, fixed 5,000 req/s (hey), 50 keep-alive connections: p99 latency",
+            "http mode, fixed 5,000 req/s (h2load), 50 keep-alive connections: p99 latency",
             SMALL_PATH,
             connections=50,
             mode="http",
