@@ -26,7 +26,7 @@ from tests.integration.conftest import listener_config
 from tests.integration.harness import BACKEND, Backend, Loadstone, free_port, wait_for
 from tests.peers.backend import pattern_bytes
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("datapath")]
 
 Backends = Callable[..., list[Backend]]
 Start = Callable[..., Loadstone]

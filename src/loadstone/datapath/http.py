@@ -1326,6 +1326,8 @@ class HttpFrontend:
     server's "session" while one of its requests is in flight to that server.
     """
 
+    data_path = "pure"
+
     def __init__(
         self,
         config: ListenerConfig,
@@ -1333,6 +1335,8 @@ class HttpFrontend:
         sessionlog: SessionLog,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        # Why the native HTTP path does not serve this listener (the status API).
+        self.data_path_reason: str | None = None
         self.name = config.name
         self.sessionlog = sessionlog
         self.loop = loop or asyncio.get_running_loop()
@@ -1570,6 +1574,8 @@ class HttpFrontend:
         """HTTP counters and the routing pools, for the status API."""
         counts = self.status_counts
         return {
+            "data_path": self.data_path,
+            "data_path_reason": self.data_path_reason,
             "http": {
                 "requests_total": self.requests_total,
                 "responses": {
