@@ -183,13 +183,14 @@ class Runtime:
 
     async def _switch_frontend(self, lr: ListenerRuntime, listener: ListenerConfig) -> None:
         """Serve a kept listener's sockets by a new frontend of the other HTTP path;
-        the old one keeps its connections until they end. The listening sockets
-        are duplicated first, so no connection waiting in the backlog is lost."""
+        the old one serves the connections it has (keep-alive ones included, as a
+        reload keeps established connections) until they end. The listening
+        sockets are duplicated first, so no connection waiting in the backlog is
+        lost."""
         old = lr.frontend
         kept = {a: sock.dup() for a, sock in lr.sockets.items()}
         for sock in lr.sockets.values():
             old.unserve(sock)
-        old.stop_accepting()
         self.retired.append(old)
         lr.sockets = kept
         for server in lr.pool.servers:

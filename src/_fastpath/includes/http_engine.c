@@ -88,7 +88,7 @@ enum { LL_OK = 0, LL_PAUSED = 21, LL_PAUSED_UPGRADE = 22 };
 enum { LL_REQUEST = 1, LL_RESPONSE = 2 };
 enum { LL_HEAD = 2, LL_CONNECT = 5 };
 
-static struct {
+typedef struct ll_api {
     void (*init)(ll_parser *, int, const ll_settings *);
     void (*settings_init)(ll_settings *);
     int (*execute)(ll_parser *, const char *, size_t);
@@ -105,7 +105,9 @@ static struct {
     uint8_t (*get_upgrade)(ll_parser *);
     const char *(*method_name)(int);
     volatile int loaded;
-} ll;
+} ll_api;
+
+static ll_api ll; /* set once, by the first ls_http_load that passes the self-test */
 
 static ll_settings req_settings, resp_settings;
 
@@ -581,7 +583,7 @@ static int st_complete(ll_parser *p) { ((selftest *)p->data)->completes++; retur
 
 /* Parse a known request and response through the resolved functions and check
  * every callback, getter and field this file relies on; NULL or what failed. */
-static const char *http_selftest(void)
+static const char *http_selftest(const ll_api *a)
 {
     static const char req[] = "POST /a?b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                               "Connection: keep-alive\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
@@ -591,7 +593,7 @@ static const char *http_selftest(void)
     static const char bad[] = "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
                               "Transfer-Encoding: chunked\r\n\r\n";
     ll_settings st;
-    ll.settings_init(&st);
+    a->settings_init(&st);
     st.on_message_begin = st_begin;
     st.on_url = st_url;
     st.on_header_field = st_field;
@@ -602,55 +604,55 @@ static const char *http_selftest(void)
     ll_parser p;
     selftest t;
     memset(&t, 0, sizeof t);
-    ll.init(&p, LL_REQUEST, &st);
+    a->init(&p, LL_REQUEST, &st);
     p.data = &t;
-    int err = ll.execute(&p, req, sizeof req - 1);
+    int err = a->execute(&p, req, sizeof req - 1);
     if (err != LL_PAUSED)
         return "a request did not pause at its end";
-    const char *pos = ll.get_error_pos(&p);
+    const char *pos = a->get_error_pos(&p);
     if (!pos || pos < req || pos > req + sizeof req - 1)
         return "llhttp_get_error_pos out of the input";
     if (t.begins != 1 || t.headers != 1 || t.completes != 1 || t.fields != 3 || t.values != 3 ||
         t.body_len != 3 || t.url_len != 4 || memcmp(t.url, "/a?b", 4) != 0)
         return "request callbacks";
-    if (strcmp(ll.method_name(ll.get_method(&p)), "POST") != 0 || ll.get_http_major(&p) != 1 ||
-        ll.get_http_minor(&p) != 1 || !ll.should_keep_alive(&p) || ll.get_upgrade(&p))
+    if (strcmp(a->method_name(a->get_method(&p)), "POST") != 0 || a->get_http_major(&p) != 1 ||
+        a->get_http_minor(&p) != 1 || !a->should_keep_alive(&p) || a->get_upgrade(&p))
         return "request getters";
     if (p.data != &t)
         return "llhttp_t layout (data)";
-    ll.resume(&p);
+    a->resume(&p);
     size_t rest = (size_t)(req + sizeof req - 1 - pos);
-    err = ll.execute(&p, pos, rest);
-    if (err != LL_PAUSED || t.completes != 2 || ll.get_http_minor(&p) != 0 ||
-        ll.get_method(&p) != LL_HEAD || ll.should_keep_alive(&p))
+    err = a->execute(&p, pos, rest);
+    if (err != LL_PAUSED || t.completes != 2 || a->get_http_minor(&p) != 0 ||
+        a->get_method(&p) != LL_HEAD || a->should_keep_alive(&p))
         return "a resumed request";
     memset(&t, 0, sizeof t);
-    ll.init(&p, LL_RESPONSE, &st);
+    a->init(&p, LL_RESPONSE, &st);
     p.data = &t;
-    err = ll.execute(&p, resp, sizeof resp - 1);
-    if (err != LL_PAUSED || t.body_len != 2 || ll.get_status_code(&p) != 200 ||
-        !ll.should_keep_alive(&p) || ll.message_needs_eof(&p))
+    err = a->execute(&p, resp, sizeof resp - 1);
+    if (err != LL_PAUSED || t.body_len != 2 || a->get_status_code(&p) != 200 ||
+        !a->should_keep_alive(&p) || a->message_needs_eof(&p))
         return "a response";
-    pos = ll.get_error_pos(&p);
-    ll.resume(&p);
-    err = ll.execute(&p, pos, (size_t)(resp + sizeof resp - 1 - pos));
-    if (err != LL_PAUSED || ll.get_status_code(&p) != 204 || t.completes != 2)
+    pos = a->get_error_pos(&p);
+    a->resume(&p);
+    err = a->execute(&p, pos, (size_t)(resp + sizeof resp - 1 - pos));
+    if (err != LL_PAUSED || a->get_status_code(&p) != 204 || t.completes != 2)
         return "a second response";
     memset(&t, 0, sizeof t);
-    ll.init(&p, LL_REQUEST, &st);
+    a->init(&p, LL_REQUEST, &st);
     p.data = &t;
-    err = ll.execute(&p, bad, sizeof bad - 1);
+    err = a->execute(&p, bad, sizeof bad - 1);
     if (err == LL_OK || err == LL_PAUSED || t.headers != 0)
         return "Content-Length with Transfer-Encoding was not refused (lenient llhttp?)";
-    if (!ll.get_error_reason(&p))
+    if (!a->get_error_reason(&p))
         return "llhttp_get_error_reason";
     return NULL;
 }
 
 int ls_http_load(const char *path, char *errbuf, int errlen)
 {
-    if (ll.loaded)
-        return 0;
+    ll_api cand;
+    memset(&cand, 0, sizeof cand);
     void *so = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!so) {
         snprintf(errbuf, (size_t)errlen, "dlopen: %s", dlerror());
@@ -658,9 +660,10 @@ int ls_http_load(const char *path, char *errbuf, int errlen)
     }
 #define RESOLVE(field, name)                                                            \
     do {                                                                                \
-        *(void **)&ll.field = dlsym(so, name);                                          \
-        if (!ll.field) {                                                                \
+        *(void **)&cand.field = dlsym(so, name);                                        \
+        if (!cand.field) {                                                              \
             snprintf(errbuf, (size_t)errlen, "%s not found in %s", name, path);         \
+            dlclose(so);                                                                \
             return -1;                                                                  \
         }                                                                               \
     } while (0)
@@ -680,12 +683,16 @@ int ls_http_load(const char *path, char *errbuf, int errlen)
     RESOLVE(get_upgrade, "llhttp_get_upgrade");
     RESOLVE(method_name, "llhttp_method_name");
 #undef RESOLVE
-    /* the handle stays open: the functions are used for the process's life */
-    const char *failed = http_selftest();
+    const char *failed = http_selftest(&cand);
     if (failed) {
         snprintf(errbuf, (size_t)errlen, "llhttp self-test failed: %s", failed);
+        dlclose(so);
         return -1;
     }
+    if (ll.loaded)
+        return 0; /* the first good one stays: workers may be using it */
+    /* the handle stays open: the functions are used for the process's life */
+    ll = cand;
     ll.settings_init(&req_settings);
     req_settings.on_message_begin = req_message_begin;
     req_settings.on_url = req_url;
@@ -1192,6 +1199,15 @@ static void server_lost(ls_worker *W, ls_session *s, int reset)
 /* ---------------------------------------------------------------------------------- */
 /* moving bytes                                                                        */
 
+/* The client connection broke (a reset, a send error). */
+static void client_failed(ls_worker *W, ls_session *s)
+{
+    if (s->http->exchange)
+        http_abort(W, s, LS_HEND_CLIENT_RESET);
+    else
+        finish(W, s, LS_END_CLIENT_RESET, 0);
+}
+
 static int flush_client(ls_worker *W, ls_session *s)
 {
     ls_http *h = s->http;
@@ -1205,10 +1221,7 @@ static int flush_client(ls_worker *W, ls_session *s)
         }
         if (errno == EINTR)
             return 1;
-        if (h->exchange)
-            http_abort(W, s, LS_HEND_CLIENT_RESET);
-        else
-            finish(W, s, LS_END_CLIENT_RESET, 0);
+        client_failed(W, s);
         return 1;
     }
     buf_consume(&h->cout, (size_t)n);
@@ -1327,6 +1340,23 @@ static int read_server(ls_worker *W, ls_session *s)
     return 1;
 }
 
+/* An exchange for a request that never got a complete head (answered 400 or
+ * 408 by us): it is counted and logged like any other. */
+static void own_exchange(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    h->requests++;
+    h->exchange = 1;
+    h->logged = 0;
+    h->response_started = 0;
+    if (!h->parsing) {
+        h->t_begin = W->now_us;
+        h->t_head = -1;
+    }
+    h->t_connect = -1;
+    h->t_sent = h->t_response = -1;
+}
+
 static void parse_failed(ls_worker *W, ls_session *s)
 {
     ls_http *h = s->http;
@@ -1344,16 +1374,7 @@ static void parse_failed(ls_worker *W, ls_session *s)
         }
         return;
     }
-    h->requests++;
-    h->exchange = 1;
-    h->logged = 0;
-    h->response_started = 0;
-    if (!h->parsing) {
-        h->t_begin = W->now_us;
-        h->t_head = -1;
-    }
-    h->t_connect = -1;
-    h->t_sent = h->t_response = -1;
+    own_exchange(W, s);
     http_answer(W, s, status, LS_HEND_BAD_REQUEST, 0);
 }
 
@@ -1400,10 +1421,7 @@ static int read_client(ls_worker *W, ls_session *s)
             }
             if (errno == EINTR)
                 return 1;
-            if (h->exchange)
-                http_abort(W, s, LS_HEND_CLIENT_RESET);
-            else
-                finish(W, s, LS_END_CLIENT_RESET, 0);
+            client_failed(W, s);
             return 1;
         }
         if (n == 0) {
@@ -1539,10 +1557,7 @@ static void http_event(ls_worker *W, ls_session *s, int side, uint32_t ev)
     ls_http *h = s->http;
     if (ev & EPOLLERR) {
         if (side == 0) {
-            if (h->exchange)
-                http_abort(W, s, LS_HEND_CLIENT_RESET);
-            else
-                finish(W, s, LS_END_CLIENT_RESET, 0);
+            client_failed(W, s);
             return;
         }
         if (!h->connected)
@@ -1575,16 +1590,7 @@ static void http_timeout(ls_worker *W, ls_session *s)
         /* fall through: a head started */
     case T_HEAD:
         if (!h->exchange) {
-            h->requests++;
-            h->exchange = 1;
-            h->logged = 0;
-            h->response_started = 0;
-            if (!h->parsing) {
-                h->t_begin = W->now_us;
-                h->t_head = -1;
-            }
-            h->t_connect = -1;
-            h->t_sent = h->t_response = -1;
+            own_exchange(W, s);
             http_answer(W, s, 408, LS_HEND_REQUEST_TIMEOUT, 0);
         } else {
             http_abort(W, s, LS_HEND_REQUEST_TIMEOUT);

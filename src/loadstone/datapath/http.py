@@ -1578,14 +1578,7 @@ class HttpFrontend:
             "data_path_reason": self.data_path_reason,
             "http": {
                 "requests_total": self.requests_total,
-                "responses": {
-                    "1xx": counts[1],
-                    "2xx": counts[2],
-                    "3xx": counts[3],
-                    "4xx": counts[4],
-                    "5xx": counts[5],
-                    "other": counts[0],
-                },
+                "responses": responses_by_class(counts),
                 "idle_server_connections": sum(len(v) for v in self.idle.values()),
             },
             "pools": {
@@ -1610,6 +1603,18 @@ class HttpFrontend:
         if self.idle_sweeper is not None:
             self.idle_sweeper.cancel()
             self.idle_sweeper = None
+
+
+def responses_by_class(counts: list[int]) -> dict[str, int]:
+    """The status API's response counters from [other, 1xx, 2xx, 3xx, 4xx, 5xx]."""
+    return {
+        "1xx": counts[1],
+        "2xx": counts[2],
+        "3xx": counts[3],
+        "4xx": counts[4],
+        "5xx": counts[5],
+        "other": counts[0],
+    }
 
 
 def _balance_name(route: _RoutePool) -> str:
