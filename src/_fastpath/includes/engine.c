@@ -249,7 +249,8 @@ struct ls_worker {
     int nrecs, caprecs;
     int64_t now_us;
     volatile int stop;
-    ls_session *http_pool; /* mode http: idle server connections */
+    ls_session *http_pool;  /* mode http: idle server connections */
+    ls_session *http_flush; /* mode http: sessions with bytes to write this round */
 };
 
 struct ls_engine {
@@ -695,6 +696,7 @@ static void http_free(ls_http *h);
 static void pool_drop(ls_worker *W, ls_session *p);
 static void http_pool_shutdown(ls_worker *W, ls_listener *L, int slot);
 static int http_stop_idle(ls_worker *W, ls_listener *L);
+static void http_flush_round(ls_worker *W);
 
 static void ready_push(ls_worker *W, ls_session *s)
 {
@@ -1493,7 +1495,7 @@ static void *worker_main(void *arg)
     struct epoll_event events[LS_EVENTS];
     while (!W->stop) {
         int timeout = -1;
-        if (W->ready || W->admit) {
+        if (W->ready || W->admit || W->http_flush) {
             timeout = 0;
         } else if (W->heap_len) {
             int64_t wait = W->heap[0]->deadline_us - now_us();
@@ -1520,6 +1522,7 @@ static void *worker_main(void *arg)
                 break;
             }
         }
+        http_flush_round(W); /* mode http: the round's writes, together */
         /* sessions that used up their share of the round, then new admissions */
         ls_session *ready = W->ready;
         W->ready = NULL;

@@ -122,6 +122,7 @@ static struct {
 
 #define PENDING_LIMIT (256 * 1024) /* request bytes kept for the server (pure path's) */
 #define IN_LIMIT (64 * 1024)       /* pipelined bytes read ahead, unparsed */
+#define DIRECT_SEND_MIN (16 * 1024) /* a bulk read is written at once, not at the round's end */
 
 enum { H_CHUNKED = 1, H_HAS_BODY = 2 };
 /* what the session's timer is for */
@@ -163,6 +164,8 @@ struct ls_http {
     uint8_t exchange, connected, head_written, req_sent, response_started, reused;
     uint8_t resp_head, resp_done, interim, resp_first, resp_keep, resp_eof, keep_client;
     uint8_t backend_reusable, tunnel, logged;
+    uint8_t in_flush; /* on the worker's list of sessions with bytes to write */
+    ls_session *flush_prev, *flush_next;
     int status;
     int log_slot;
     int backend_requests;
@@ -228,6 +231,38 @@ static void http_free(struct ls_http *h)
 }
 
 static int http_in_exchange(const ls_session *s) { return s->http->exchange; }
+
+/* Writes wait for the end of the worker's event round (http_flush_round), as
+ * HAProxy sends after its event pass: on loopback a send wakes the peer,
+ * which then preempts the worker once per write; at the end of the round the
+ * peers woken first are still running for the later writes. */
+static void flush_later(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    if (h->in_flush)
+        return;
+    h->in_flush = 1;
+    h->flush_prev = NULL;
+    h->flush_next = W->http_flush;
+    if (W->http_flush)
+        W->http_flush->http->flush_prev = s;
+    W->http_flush = s;
+}
+
+static void flush_cancel(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    if (!h->in_flush)
+        return;
+    if (h->flush_prev)
+        h->flush_prev->http->flush_next = h->flush_next;
+    else
+        W->http_flush = h->flush_next;
+    if (h->flush_next)
+        h->flush_next->http->flush_prev = h->flush_prev;
+    h->flush_prev = h->flush_next = NULL;
+    h->in_flush = 0;
+}
 
 static inline ls_http *H(ll_parser *p) { return ((ls_session *)p->data)->http; }
 
@@ -860,6 +895,7 @@ static void close_after_write(ls_worker *W, ls_session *s)
         finish(W, s, LS_END_CLIENT_CLOSE, 0);
         return;
     }
+    flush_later(W, s);
     timer_set(W, s, W->now_us + s->L->hcfg.client_ms * 1000);
 }
 
@@ -1094,7 +1130,7 @@ static void to_client(ls_worker *W, ls_session *s, const char *data, size_t n)
     h->response_started = 1;
     h->bytes_out += n;
     count(W, s, 1, (ssize_t)n);
-    if (!h->cout.len && s->wr[0]) {
+    if (n >= DIRECT_SEND_MIN && !h->cout.len && s->wr[0]) {
         ssize_t m = send(s->fd[0], data, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (m < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -1109,8 +1145,13 @@ static void to_client(ls_worker *W, ls_session *s, const char *data, size_t n)
         data += m;
         n -= (size_t)m;
     }
-    if (n && buf_append(&h->cout, data, n) < 0)
+    if (!n)
+        return;
+    if (buf_append(&h->cout, data, n) < 0) {
         finish(W, s, LS_END_CLIENT_RESET, 0);
+        return;
+    }
+    flush_later(W, s);
 }
 
 /* Will the client connection stay open after the response in flight? */
@@ -1471,34 +1512,58 @@ static int read_client(ls_worker *W, ls_session *s)
     return moved;
 }
 
-/* Everything that can progress, until nothing does (or the session ends). */
+/* Everything that can progress, until nothing does (or the session ends);
+ * what is to be written waits for the end of the round (flush_later). */
 static void http_progress(ls_worker *W, ls_session *s)
 {
-    for (int round = 0; round < LS_ROUNDS; round++) {
+    ls_http *h = s->http;
+    int round = 0;
+    for (; round < LS_ROUNDS; round++) {
         if (s->state == ST_CLOSED || s->state == ST_RELAY)
             return;
-        int moved = flush_client(W, s);
-        if (s->state == ST_CLOSED)
-            return;
+        int moved = 0;
         if (s->state == ST_HTTP) {
-            moved |= flush_server(W, s);
-            if (s->state != ST_HTTP)
-                continue;
             moved |= read_server(W, s);
             if (s->state == ST_CLOSED || s->state == ST_RELAY)
                 return;
         }
         moved |= read_client(W, s);
         if (!moved)
-            return;
+            break;
     }
-    ready_push(W, s); /* let the other sessions of this round go first */
+    if (s->state == ST_CLOSED || s->state == ST_RELAY)
+        return;
+    if (h->cout.len || (h->connected && (h->out.len || (h->req_complete && !h->req_sent))))
+        flush_later(W, s);
+    if (round == LS_ROUNDS)
+        ready_push(W, s); /* let the other sessions of this round go first */
+}
+
+/* The end of an event round: write what the round produced. A session that
+ * moved bytes is looked at again in this round's ready pass (the client may
+ * have taken what held the server's next read back). */
+static void http_flush_round(ls_worker *W)
+{
+    while (W->http_flush) {
+        ls_session *s = W->http_flush;
+        flush_cancel(W, s);
+        if (s->state == ST_CLOSED)
+            continue;
+        int moved = flush_client(W, s);
+        if (s->state == ST_CLOSED)
+            continue;
+        if (s->state == ST_HTTP)
+            moved |= flush_server(W, s);
+        if (moved && s->state == ST_HTTP)
+            ready_push(W, s);
+    }
 }
 
 /* 101 Switching Protocols: from here on an engine TCP relay. */
 static void start_tunnel(ls_worker *W, ls_session *s, const char *resp, size_t n)
 {
     ls_http *h = s->http;
+    flush_cancel(W, s); /* the relay's buffers take what is pending */
     h->tunnel = 1;
     h->response_started = 1;
     h->bytes_out += n;
@@ -1621,6 +1686,7 @@ static void http_finish(ls_worker *W, ls_session *s, int reason, int arg)
 {
     ls_http *h = s->http;
     ls_listener *L = s->L;
+    flush_cancel(W, s);
     if (reason == LS_END_QUEUE_TIMEOUT && answers[503].data) {
         ssize_t r = send(s->fd[0], answers[503].data, (size_t)answers[503].len,
                          MSG_NOSIGNAL | MSG_DONTWAIT);
