@@ -214,6 +214,7 @@ struct ls_session {
     ls_session *aprev, *anext;       /* worker's sessions */
     ls_session *rnext;               /* ready list / dead list / admit list */
     ls_http *http;                   /* mode http, else NULL */
+    ls_session *owner;               /* mode http: a server connection object's user */
 };
 
 enum { CMD_SHUTDOWN = 1, CMD_BARRIER, CMD_ADMIT, CMD_STOP, CMD_HTTP_STOP };
@@ -678,6 +679,7 @@ static int pick_source(ls_table *T, const ls_session *s, int exclude)
 /* sessions                                                                           */
 
 static void pump(ls_worker *W, ls_session *s, int d);
+static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev);
 static void sess_connect(ls_worker *W, ls_session *s);
 static void finish(ls_worker *W, ls_session *s, int reason, int arg);
 
@@ -694,6 +696,7 @@ static void http_timeout(ls_worker *W, ls_session *s);
 static void http_finish(ls_worker *W, ls_session *s, int reason, int arg);
 static void http_free(ls_http *h);
 static void pool_drop(ls_worker *W, ls_session *p);
+static void conn_event(ls_worker *W, ls_session *p, uint32_t ev);
 static void http_pool_shutdown(ls_worker *W, ls_listener *L, int slot);
 static int http_stop_idle(ls_worker *W, ls_listener *L);
 static void http_flush_round(ls_worker *W);
@@ -1214,7 +1217,7 @@ static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
     if (s->state == ST_CLOSED)
         return;
     if (s->state == ST_POOLED) {
-        pool_drop(W, s); /* an idle server connection closed or spoke unasked */
+        conn_event(W, s, ev); /* mode http: a server connection object */
         return;
     }
     if (side == 1 && s->state == ST_CONNECTING) {
@@ -1467,7 +1470,8 @@ static void run_timers(ls_worker *W)
             http_timeout(W, s);
             break;
         case ST_POOLED:
-            pool_drop(W, s);
+            timer_del(W, s);
+            pool_drop(W, s); /* idle for http_keep_alive */
             break;
         case ST_RELAY: {
             /* an HTTP session relays only after an upgrade: timeouts.tunnel */
