@@ -501,6 +501,16 @@ static int build_head(ls_session *s, ls_http *h)
     return 0;
 }
 
+/* strlcpy: snprintf's formatting showed in the profile of every request */
+static void copy_str(char *dst, size_t size, const char *src)
+{
+    size_t n = strlen(src);
+    if (n >= size)
+        n = size - 1;
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
 static int req_headers_complete(ll_parser *p)
 {
     ls_session *s = p->data;
@@ -508,7 +518,7 @@ static int req_headers_complete(ll_parser *p)
     h->t_head = s->W->now_us;
     h->head_done = 1;
     const char *m = ll.method_name(ll.get_method(p));
-    snprintf(h->method, sizeof h->method, "%s", m ? m : "");
+    copy_str(h->method, sizeof h->method, m ? m : "");
     int major = ll.get_http_major(p), minor = ll.get_http_minor(p);
     h->keep_alive = ll.should_keep_alive(p) ? 1 : 0;
     h->upgrade = ll.get_upgrade(p) ? 1 : 0;
@@ -869,7 +879,7 @@ static void http_log(ls_worker *W, ls_session *s, int end, int arg)
     r->t_queue = h->t_wait;
     r->t_connect = h->t_connect;
     r->t_response = h->t_response >= 0 && h->t_sent >= 0 ? secs(h->t_response - h->t_sent) : -1.0;
-    snprintf(r->method, sizeof r->method, "%s", h->method);
+    copy_str(r->method, sizeof r->method, h->method);
     uint32_t n = h->url_len < LS_HTTP_TARGET_MAX ? h->url_len : LS_HTTP_TARGET_MAX;
     if (h->head.p && n <= h->head.len)
         memcpy(r->target, h->head.p + h->head.off, n);
