@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -143,3 +144,35 @@ def test_server_connections_pooled_by_the_engine(backends: Backends, loadstone: 
     assert web["http"]["requests_total"] == 5
     assert web["servers"]["s1"]["sessions_total"] == 5
     assert web["servers"]["s1"]["bytes_in"] > 0
+
+
+def test_two_workers_serve_keep_alive_clients(backends: Backends, loadstone: Start) -> None:
+    servers = backends(2)
+    config = listener_config(servers, mode="http", forwardfor=True)
+    config["global"]["workers"] = 2
+    ls = loadstone(config)
+    port = int(config["listeners"]["web"]["bind"][0].rsplit(":", 1)[1])
+    seen: list[bytes] = []
+
+    def client() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            for _ in range(25):
+                s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                data = b""
+                while not data.endswith(b"\n") or b"\r\n\r\n" not in data:
+                    chunk = s.recv(65536)
+                    assert chunk, "connection closed"
+                    data += chunk
+                assert data.startswith(b"HTTP/1.1 200")
+                seen.append(data.rsplit(b"\r\n\r\n", 1)[1].strip())
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 200 and set(seen) == {b"s1", b"s2"}
+    web = ls.status()["listeners"]["web"]
+    assert web["http"]["requests_total"] == 200
+    # the clients are gone: nothing is left counted in either worker
+    wait_for(lambda: ls.status()["listeners"]["web"]["sessions"] == 0, what="no session left")
