@@ -96,10 +96,11 @@ def extensions() -> list[Extension]:
         ],
         include_dirs=[os.path.join(FASTPATH, "includes"), FASTPATH],
         define_macros=macros,
+        libraries=["dl"],  # http_engine.c resolves llhttp from httptools at run time
         extra_compile_args=[*cflags, "-Wall", "-Wno-unused-function"],
         depends=[
             os.path.join(FASTPATH, "includes", name)
-            for name in ("engine.h", "blake2b.h", "engine.pxd")
+            for name in ("engine.h", "http_engine.c", "blake2b.h", "engine.pxd")
         ]
         + [os.path.join(FASTPATH, "relay.pxd")],
     )

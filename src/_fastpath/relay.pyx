@@ -14,7 +14,7 @@ from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.errno cimport errno
 from libc.stdint cimport int32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memset, strlen
+from libc.string cimport memcpy, memset, strlen
 from libc.stdio cimport snprintf
 from libc.time cimport gmtime_r, strftime, tm
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
@@ -82,6 +82,46 @@ END_WORDS = (
 )
 REC_SESSION = LS_REC_SESSION
 REC_CONNECT_FAILED = LS_REC_CONNECT_FAILED
+REC_HTTP = LS_REC_HTTP
+
+# mode http: how an exchange ended (LS_HEND_* in engine.h), in the words of the
+# pure path's access log (loadstone/datapath/http.py).
+HTTP_END_CONNECT_FAILED = 5
+HTTP_END_SHUTDOWN = 16
+HTTP_END_WORDS = (
+    "",
+    "ok",
+    "bad-request",
+    "bad-request-body",
+    "no-server",
+    "connect-failed",
+    "request-timeout",
+    "client-timeout",
+    "server-timeout",
+    "tunnel-timeout",
+    "server-error",
+    "server-close",
+    "server-reset",
+    "server-abort",
+    "client-close",
+    "client-reset",
+    "shutdown",
+)
+
+
+def load_llhttp(str path):
+    """Resolve llhttp's functions from httptools' compiled parser at `path` and
+    run the engine's self-test of them. Raises RuntimeError saying what failed."""
+    cdef char err[256]
+    err[0] = 0
+    cdef bytes raw = path.encode()
+    if ls_http_load(raw, err, sizeof(err)) < 0:
+        raise RuntimeError(err.decode(errors="replace"))
+
+
+def set_http_answer(int status, bytes data):
+    """The bytes the engine sends when it answers `status` itself."""
+    ls_http_set_answer(status, data, len(data))
 
 
 def blake2b64(bytes data):
@@ -191,6 +231,64 @@ cdef class Engine:
             cfg.ka_idle, cfg.ka_intvl, cfg.ka_cnt = keepalive
         ls_listener_configure(self.engine, lid, &cfg)
 
+    def configure_http(
+        self,
+        int lid,
+        *,
+        double request,
+        double keep_alive,
+        double client,
+        double server,
+        double tunnel,
+        int max_head_size,
+        int max_headers,
+        bint forwarded_port,
+        str forwardfor,
+        str proto_line,
+        list except_nets,
+    ):
+        """Serve the listener in mode http (load_llhttp first). Timeouts in seconds;
+        except_nets: [(4 or 6, packed address bytes, prefix length)]."""
+        self._check()
+        cdef ls_hconfig cfg
+        memset(&cfg, 0, sizeof(cfg))
+        cdef bytes ff = forwardfor.encode("ascii")
+        cdef bytes proto = proto_line.encode("ascii")
+        if len(ff) >= 64 or len(proto) >= 96 or len(except_nets) > LS_HTTP_MAX_EXCEPT:
+            raise ValueError("forwardfor name, proto line or except list too long")
+        cfg.enabled = 1
+        cfg.request_ms = max(1, <long long>(request * 1000))
+        cfg.keep_alive_ms = max(1, <long long>(keep_alive * 1000))
+        cfg.client_ms = max(1, <long long>(client * 1000))
+        cfg.server_ms = max(1, <long long>(server * 1000))
+        cfg.tunnel_ms = max(1, <long long>(tunnel * 1000))
+        cfg.max_head_size = max_head_size
+        cfg.max_headers = max_headers
+        cfg.forwarded_port = forwarded_port
+        memcpy(cfg.forwardfor, <const char *>ff, len(ff))
+        memcpy(cfg.proto_line, <const char *>proto, len(proto))
+        cdef int i
+        cdef bytes packed
+        for i in range(len(except_nets)):
+            version, packed, prefix = except_nets[i]
+            cfg.except_[i].family = AF_INET if version == 4 else AF_INET6
+            cfg.except_[i].prefix = prefix
+            memcpy(cfg.except_[i].addr, <const char *>packed, len(packed))
+        cfg.nexcept = len(except_nets)
+        ls_listener_configure_http(self.engine, lid, &cfg)
+
+    def http_stop(self, int lid):
+        """Soft stop of an HTTP listener: its idle keep-alive connections close now."""
+        self._check()
+        cdef int n
+        with nogil:
+            n = ls_http_stop(self.engine, lid)
+        return n
+
+    def http_idle_server_conns(self, int lid):
+        self._check()
+        return ls_http_idle_server_conns(self.engine, lid)
+
     def add_socket(self, int lid, int fd):
         self._check()
         cdef int err = ls_listener_add_socket(self.engine, lid, fd)
@@ -284,7 +382,7 @@ cdef class Engine:
         joined by newlines. Every other record (a failed connect, a session whose
         end needs words from Python, a listener not in `log_names`) is in `others`
         as (type, listener, slot, reason, arg, client, bytes_in, bytes_out,
-        duration). Formatting in C keeps a Python call and a dict per session off
+        duration), REC_HTTP ones followed by (status, method, target, timings). Formatting in C keeps a Python call and a dict per session off
         the control plane: at thousands of short sessions a second it was the
         largest part of the process's Python time."""
         self._check()
@@ -314,6 +412,25 @@ cdef class Engine:
                     if buf is None:
                         buf = buffers[r.listener] = _LineBuffer()
                     _format_session(buf, r, log_names[r.listener], now, stamp)
+                    continue
+                if r.type == LS_REC_HTTP:
+                    out.append(
+                        (
+                            r.type,
+                            r.listener,
+                            r.slot,
+                            r.reason,
+                            r.arg,
+                            r.client[: strlen(r.client)].decode("ascii"),
+                            r.bytes_in,
+                            r.bytes_out,
+                            r.duration,
+                            r.status,
+                            r.method[: strlen(r.method)].decode("latin-1"),
+                            r.target[: r.target_len].decode("latin-1"),
+                            (r.t_request, r.t_queue, r.t_connect, r.t_response, r.duration),
+                        )
+                    )
                     continue
                 out.append(
                     (

@@ -32,9 +32,8 @@ from loadstone import systemd
 from loadstone.checks.scheduler import CheckScheduler
 from loadstone.config import ConfigError, load_config
 from loadstone.config.model import Address, Config, GlobalConfig, ListenerConfig
-from loadstone.datapath import TcpFrontend
+from loadstone.datapath import TcpFrontend, http_frontend
 from loadstone.datapath import configure as configure_datapath
-from loadstone.datapath.http import HttpFrontend
 from loadstone.listeners.binding import BindError, bind_address
 from loadstone.server import Pool
 from loadstone.sessionlog import SessionLog
@@ -193,8 +192,37 @@ class Runtime:
     @staticmethod
     def _new_frontend(listener: ListenerConfig, pool: Pool, sessionlog: SessionLog) -> Any:
         if listener.mode == "http":
-            return HttpFrontend(listener, pool, sessionlog)
+            cls, path, why = http_frontend(listener)
+            log.info("listener %s: %s HTTP path%s", listener.name, path, f" ({why})" if why else "")
+            frontend = cls(listener, pool, sessionlog)
+            if why is not None:
+                frontend.data_path_reason = why
+            return frontend
         return TcpFrontend(listener, pool, sessionlog)
+
+    @staticmethod
+    def _http_path_changes(lr: ListenerRuntime, listener: ListenerConfig) -> bool:
+        """Does a reload move this http listener to the other HTTP path?"""
+        if listener.mode != "http":
+            return False
+        return http_frontend(listener)[1] != getattr(lr.frontend, "data_path", None)
+
+    async def _switch_frontend(self, lr: ListenerRuntime, listener: ListenerConfig) -> None:
+        """Serve a kept listener's sockets by a new frontend of the other HTTP path;
+        the old one serves the connections it has (keep-alive ones included, as a
+        reload keeps established connections) until they end. The listening
+        sockets are duplicated first, so no connection waiting in the backlog is
+        lost."""
+        old = lr.frontend
+        kept = {a: sock.dup() for a, sock in lr.sockets.items()}
+        for sock in lr.sockets.values():
+            old.unserve(sock)
+        self.retired.append(old)
+        lr.sockets = kept
+        for server in lr.pool.servers:
+            server.native = None  # counters: the new frontend's (native sets it again)
+        lr.frontend = self._new_frontend(listener, lr.pool, self.sessionlog)
+        await lr.frontend.start(list(kept.values()))
 
     def _bind_new(self, config: Config) -> dict[str, dict[Address, socket.socket]]:
         """Bind every address of `config` not already bound; all or nothing."""
@@ -381,7 +409,10 @@ class Runtime:
                     lr.frontend.unserve(lr.sockets.pop(address))
                 lr.config = listener
                 lr.pool = pool
-                lr.frontend.reconfigure(listener, pool)
+                if self._http_path_changes(lr, listener):
+                    await self._switch_frontend(lr, listener)
+                else:
+                    lr.frontend.reconfigure(listener, pool)
                 new = bound[listener.name]
                 lr.sockets.update(new)
                 if new:

@@ -47,7 +47,7 @@ NATIVE_BUILT = importlib.util.find_spec("loadstone._fastpath.relay") is not None
 
 @pytest.fixture(params=["native", "pure"])
 def datapath(request: pytest.FixtureRequest) -> str:
-    """The tcp-mode suite runs on both data paths; a test module opts in with
+    """The tcp- and http-mode suites run on both data paths; a test module opts in with
     `pytest.mark.usefixtures("datapath")` and the `loadstone` fixture then starts
     the proxy on that path (LOADSTONE_NO_EXTENSIONS in its environment)."""
     if request.param == "native" and not NATIVE_BUILT:
@@ -69,7 +69,16 @@ def loadstone(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callab
         started.append(ls)
         ls.start(wait=wait)
         if wait and path is not None:
-            assert ls.status()["datapath"] == path
+            status = ls.status()
+            assert status["datapath"] == path
+            for listener in status["listeners"].values():
+                if listener["mode"] == "http":
+                    # An http listener is native unless it uses what only the pure
+                    # HTTP path implements (cookies, routing, header rules...).
+                    native = path == "native" and "not implemented" not in str(
+                        listener.get("data_path_reason")
+                    )
+                    assert listener["data_path"] == ("native" if native else "pure"), listener
         return ls
 
     yield start

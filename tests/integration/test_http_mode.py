@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from tests.integration.conftest import listener_config
 from tests.integration.harness import BACKEND, Backend, Loadstone, free_port, wait_for
 from tests.peers.backend import pattern_bytes
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("datapath")]
 
 Backends = Callable[..., list[Backend]]
 Start = Callable[..., Loadstone]
@@ -577,6 +578,51 @@ def test_408_when_the_head_is_too_slow(backends: Backends, loadstone: Start) -> 
     assert 0.4 < took < 3
     # The listener itself is not held: others are served meanwhile.
     assert get(port_of(ls)).status == 200
+
+
+def test_503_when_the_maxconn_queue_times_out(
+    backends: Backends, loadstone: Start, datapath: str
+) -> None:
+    if datapath == "pure":
+        # Known pure-path bug, left for its owner: HttpFrontend.admit pauses a
+        # queued connection inside connection_made, and uvloop starts reading
+        # after that returns, so the queued request is served at once.
+        pytest.xfail("pure HTTP path serves connections queued at maxconn")
+    servers = backends(1)
+    config = http_config(servers, maxconn=1)
+    config["defaults"]["timeouts"]["queue"] = "300ms"
+    ls = loadstone(config)
+    port = port_of(ls)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as holder:
+        holder.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # keep-alive: holds the slot
+        assert holder.recv(65536).startswith(b"HTTP/1.1 200")
+        wait_for(lambda: ls.status()["listeners"]["web"]["sessions"] == 1, what="the slot")
+        t0 = time.monotonic()
+        queued = get(port)
+        assert queued.status == 503 and b"No server is available" in queued.body
+        assert 0.2 < time.monotonic() - t0 < 3
+    # the slot is free again once the holder is gone
+    wait_for(lambda: ls.status()["listeners"]["web"]["sessions"] == 0, what="the free slot")
+    assert get(port).status == 200
+
+
+def test_maint_closes_a_request_in_flight(backends: Backends, loadstone: Start) -> None:
+    servers = backends(1)
+    ls = loadstone(http_config(servers))
+    with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+        s.sendall(b"GET /slow?delay=30 HTTP/1.1\r\nHost: t\r\n\r\n")
+        wait_for(lambda: ls.server("web", "s1")["sessions"] == 1, what="the request in flight")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{ls.admin_port}/api/v1/listeners/web/servers/s1/state",
+            data=json.dumps({"state": "maint"}).encode(),
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+        assert s.recv(65536) == b""  # closed, nothing answered
+    line = log_lines(ls, 1)[0]
+    assert (line["server"], line["status"]) == ("s1", 0)
+    assert line["end"].startswith("shutdown (")
 
 
 def test_502_when_the_server_breaks_before_answering(backends: Backends, loadstone: Start) -> None:

@@ -125,6 +125,7 @@ typedef struct ls_lwstats {
 
 typedef struct ls_session ls_session;
 typedef struct ls_worker ls_worker;
+typedef struct ls_http ls_http; /* mode http: http_engine.c */
 typedef struct ls_listener ls_listener;
 
 typedef struct ls_lsock {
@@ -149,6 +150,10 @@ struct ls_listener {
     int nslots;
     ls_chunk *chunks[LS_MAX_CHUNKS];
     ls_lwstats *wstats; /* [workers] */
+    /* mode http (http_engine.c) */
+    ls_hconfig hcfg;
+    volatile int http_stopping;
+    int64_t http_pooled; /* idle server connections, all workers (atomic) */
 };
 
 /* QUEUED: waiting for a maxconn slot (not counted as active). ADMITTING: taken
@@ -163,7 +168,9 @@ enum {
     ST_DELAY,
     ST_CONNECTING,
     ST_RELAY,
-    ST_CLOSED
+    ST_CLOSED,
+    ST_HTTP,   /* mode http: driven by http_engine.c */
+    ST_POOLED, /* mode http: an idle server connection in a worker's pool */
 };
 
 typedef struct ls_dir {
@@ -206,9 +213,11 @@ struct ls_session {
     ls_session *qprev, *qnext;       /* listener queue */
     ls_session *aprev, *anext;       /* worker's sessions */
     ls_session *rnext;               /* ready list / dead list / admit list */
+    ls_http *http;                   /* mode http, else NULL */
+    ls_session *owner;               /* mode http: a server connection object's user */
 };
 
-enum { CMD_SHUTDOWN = 1, CMD_BARRIER, CMD_ADMIT, CMD_STOP };
+enum { CMD_SHUTDOWN = 1, CMD_BARRIER, CMD_ADMIT, CMD_STOP, CMD_HTTP_STOP };
 
 typedef struct ls_cmd {
     int type;
@@ -241,6 +250,8 @@ struct ls_worker {
     int nrecs, caprecs;
     int64_t now_us;
     volatile int stop;
+    ls_session *http_pool;  /* mode http: idle server connections */
+    ls_session *http_flush; /* mode http: sessions with bytes to write this round */
 };
 
 struct ls_engine {
@@ -668,8 +679,27 @@ static int pick_source(ls_table *T, const ls_session *s, int exclude)
 /* sessions                                                                           */
 
 static void pump(ls_worker *W, ls_session *s, int d);
+static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev);
 static void sess_connect(ls_worker *W, ls_session *s);
 static void finish(ls_worker *W, ls_session *s, int reason, int arg);
+
+/* mode http hooks (http_engine.c, included below) */
+static int http_accepted(ls_session *s);
+static int http_in_exchange(const ls_session *s);
+static void http_admitted(ls_worker *W, ls_session *s);
+static int http_take_pooled(ls_worker *W, ls_session *s);
+static void http_connected(ls_worker *W, ls_session *s);
+static void http_answer(ls_worker *W, ls_session *s, int status, int end, int arg);
+static void http_event(ls_worker *W, ls_session *s, int side, uint32_t ev);
+static void http_progress(ls_worker *W, ls_session *s);
+static void http_timeout(ls_worker *W, ls_session *s);
+static void http_finish(ls_worker *W, ls_session *s, int reason, int arg);
+static void http_free(ls_http *h);
+static void pool_drop(ls_worker *W, ls_session *p);
+static void conn_event(ls_worker *W, ls_session *p, uint32_t ev);
+static void http_pool_shutdown(ls_worker *W, ls_listener *L, int slot);
+static int http_stop_idle(ls_worker *W, ls_listener *L);
+static void http_flush_round(ls_worker *W);
 
 static void ready_push(ls_worker *W, ls_session *s)
 {
@@ -780,6 +810,8 @@ static void finish(ls_worker *W, ls_session *s, int reason, int arg)
         pthread_mutex_unlock(&L->lock);
         dispatch_admitted(W, next);
     }
+    if (s->http)
+        http_finish(W, s, reason, arg); /* before the descriptors close */
     for (int i = 0; i < 2; i++) {
         if (s->fd[i] >= 0) {
             close(s->fd[i]);
@@ -787,12 +819,14 @@ static void finish(ls_worker *W, ls_session *s, int reason, int arg)
         }
         dir_release(W, &s->dir[i]);
     }
-    if (s->slot >= 0) {
+    if (s->http) {
+        /* mode http: one record per request, written by http_engine.c */
+    } else if (s->slot >= 0) {
         __atomic_fetch_sub(&slot_shared(L, s->slot)->live, 1, __ATOMIC_RELAXED);
     } else {
         L->wstats[W->id].denied++;
     }
-    ls_record *r = new_record(W);
+    ls_record *r = s->http ? NULL : new_record(W);
     if (r) {
         r->type = LS_REC_SESSION;
         r->reason = (uint8_t)reason;
@@ -822,6 +856,7 @@ static void finish(ls_worker *W, ls_session *s, int reason, int arg)
 
 static void sess_free(ls_session *s)
 {
+    http_free(s->http);
     free(s->failed);
     free(s);
 }
@@ -856,7 +891,10 @@ static void connect_failed(ls_worker *W, ls_session *s, int err)
     }
     s->failed[s->nfailed++] = slot;
     if (s->attempts > L->cfg.retries) {
-        finish(W, s, LS_END_CONNECT_FAILED, err);
+        if (s->http)
+            http_answer(W, s, 503, LS_HEND_CONNECT_FAILED, err);
+        else
+            finish(W, s, LS_END_CONNECT_FAILED, err);
         return;
     }
     sess_connect(W, s);
@@ -864,6 +902,10 @@ static void connect_failed(ls_worker *W, ls_session *s, int err)
 
 static void connected(ls_worker *W, ls_session *s)
 {
+    if (s->http) {
+        http_connected(W, s);
+        return;
+    }
     s->state = ST_RELAY;
     s->last_us = W->now_us;
     timer_set(W, s, W->now_us + s->L->cfg.idle_ms * 1000);
@@ -910,6 +952,10 @@ static void do_connect(ls_worker *W, ls_session *s)
 static void sess_connect(ls_worker *W, ls_session *s)
 {
     ls_listener *L = s->L;
+    if (s->http && !http_in_exchange(s)) {
+        http_admitted(W, s); /* admitted: a server is picked per request */
+        return;
+    }
     if (!s->hashed && L->alg == LS_ALG_SOURCE) {
         s->hashpos = client_hash(&s->client);
         s->hashed = 1;
@@ -952,7 +998,10 @@ static void sess_connect(ls_worker *W, ls_session *s)
     }
     pthread_mutex_unlock(&L->lock);
     if (slot < 0) {
-        finish(W, s, LS_END_NO_SERVER, 0);
+        if (s->http)
+            http_answer(W, s, 503, LS_HEND_NO_SERVER, 0);
+        else
+            finish(W, s, LS_END_NO_SERVER, 0);
         return;
     }
     s->slot = slot;
@@ -970,6 +1019,8 @@ static void sess_connect(ls_worker *W, ls_session *s)
         timer_set(W, s, W->now_us + delay);
         return;
     }
+    if (s->http && http_take_pooled(W, s))
+        return;
     do_connect(W, s);
 }
 
@@ -1165,6 +1216,10 @@ static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
 {
     if (s->state == ST_CLOSED)
         return;
+    if (s->state == ST_POOLED) {
+        conn_event(W, s, ev); /* mode http: a server connection object */
+        return;
+    }
     if (side == 1 && s->state == ST_CONNECTING) {
         if (ev & (EPOLLERR | EPOLLHUP)) {
             int err = sock_error(s->fd[1]);
@@ -1181,6 +1236,10 @@ static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
                 s->rdhup[1] = s->rd[1] = 1;
             connected(W, s);
         }
+        return;
+    }
+    if (s->http && s->state != ST_RELAY && s->state != ST_QUEUED && s->state != ST_ADMITTING) {
+        http_event(W, s, side, ev);
         return;
     }
     if (ev & EPOLLERR) {
@@ -1289,6 +1348,11 @@ static void on_accept(ls_worker *W, ls_lsock *ls)
         L->wstats[W->id].sessions_total++;
         /* TCP_NODELAY comes from the listening socket (Linux copies it) */
         set_keepalive(fd, &L->cfg);
+        if (L->hcfg.enabled && http_accepted(s) < 0) {
+            close(fd);
+            free(s);
+            continue;
+        }
         struct epoll_event ev;
         ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
         ev.data.u64 = (uint64_t)(uintptr_t)s | TAG_CLIENT;
@@ -1304,6 +1368,8 @@ static void on_accept(ls_worker *W, ls_lsock *ls)
         admit(W, s);
     }
 }
+
+#include "http_engine.c"
 
 /* ---------------------------------------------------------------------------------- */
 /* the worker loop                                                                    */
@@ -1331,8 +1397,12 @@ static void run_commands(ls_worker *W)
                 }
                 s = n;
             }
+            http_pool_shutdown(W, c->L, c->slot);
             break;
         }
+        case CMD_HTTP_STOP:
+            c->result = http_stop_idle(W, c->L);
+            break;
         case CMD_ADMIT: {
             ls_session *s = c->s;
             if (s->admit_pending) {
@@ -1396,8 +1466,17 @@ static void run_timers(ls_worker *W)
             timer_del(W, s);
             connect_failed(W, s, -1);
             break;
+        case ST_HTTP:
+            http_timeout(W, s);
+            break;
+        case ST_POOLED:
+            timer_del(W, s);
+            pool_drop(W, s); /* idle for http_keep_alive */
+            break;
         case ST_RELAY: {
-            int64_t real = s->last_us + L->cfg.idle_ms * 1000;
+            /* an HTTP session relays only after an upgrade: timeouts.tunnel */
+            int64_t idle_ms = s->http ? L->hcfg.tunnel_ms : L->cfg.idle_ms;
+            int64_t real = s->last_us + idle_ms * 1000;
             if (real > W->now_us)
                 timer_set(W, s, real);
             else
@@ -1420,7 +1499,7 @@ static void *worker_main(void *arg)
     struct epoll_event events[LS_EVENTS];
     while (!W->stop) {
         int timeout = -1;
-        if (W->ready || W->admit) {
+        if (W->ready || W->admit || W->http_flush) {
             timeout = 0;
         } else if (W->heap_len) {
             int64_t wait = W->heap[0]->deadline_us - now_us();
@@ -1447,6 +1526,7 @@ static void *worker_main(void *arg)
                 break;
             }
         }
+        http_flush_round(W); /* mode http: the round's writes, together */
         /* sessions that used up their share of the round, then new admissions */
         ls_session *ready = W->ready;
         W->ready = NULL;
@@ -1457,6 +1537,10 @@ static void *worker_main(void *arg)
             if (s->state == ST_CLOSED) {
                 if (!s->admit_pending)
                     sess_free(s);
+                continue;
+            }
+            if (s->http && s->state != ST_RELAY) {
+                http_progress(W, s);
                 continue;
             }
             pump(W, s, 0);
@@ -1583,6 +1667,12 @@ void ls_engine_free(ls_engine *e)
                 }
                 sess_free(s);
                 s = n;
+            }
+            http_pool_shutdown(W, NULL, -1);
+            while (W->dead) {
+                ls_session *d = W->dead;
+                W->dead = d->rnext;
+                sess_free(d);
             }
             pipes_trim(W);
             if (W->epfd >= 0)

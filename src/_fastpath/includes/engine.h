@@ -50,7 +50,31 @@ enum {
 enum {
     LS_REC_SESSION = 1,        /* a session ended */
     LS_REC_CONNECT_FAILED = 2, /* a connect attempt failed (arg: errno or -1) */
+    LS_REC_HTTP = 3,           /* mode http: a request ended (the access log line) */
 };
+
+/* How an HTTP exchange ended (LS_REC_HTTP's reason); relay.pyx maps these to
+ * the words of the pure path's access log (loadstone/datapath/http.py). */
+enum {
+    LS_HEND_OK = 1,
+    LS_HEND_BAD_REQUEST,
+    LS_HEND_BAD_REQUEST_BODY,
+    LS_HEND_NO_SERVER,
+    LS_HEND_CONNECT_FAILED, /* arg: errno, or -1 for a connect timeout */
+    LS_HEND_REQUEST_TIMEOUT,
+    LS_HEND_CLIENT_TIMEOUT,
+    LS_HEND_SERVER_TIMEOUT,
+    LS_HEND_TUNNEL_TIMEOUT,
+    LS_HEND_SERVER_ERROR,
+    LS_HEND_SERVER_CLOSE,
+    LS_HEND_SERVER_RESET,
+    LS_HEND_SERVER_ABORT,
+    LS_HEND_CLIENT_CLOSE,
+    LS_HEND_CLIENT_RESET,
+    LS_HEND_SHUTDOWN, /* arg: the reason id given to ls_shutdown */
+};
+
+#define LS_HTTP_TARGET_MAX 1024 /* bytes of the request target kept for the log */
 
 typedef struct ls_record {
     uint8_t type;
@@ -63,6 +87,12 @@ typedef struct ls_record {
     uint64_t bytes_out; /* server -> client */
     double duration;    /* seconds */
     char client[56];    /* "ip:port" or "[ip6]:port" */
+    /* LS_REC_HTTP only; duration above is the total time (Ta) */
+    int32_t status;
+    double t_request, t_queue, t_connect, t_response; /* seconds, -1: not reached */
+    char method[24];
+    uint16_t target_len;
+    char target[LS_HTTP_TARGET_MAX];
 } ls_record;
 
 /* One server of a published table. */
@@ -86,6 +116,26 @@ typedef struct ls_lconfig {
     int32_t keepalive; /* 0: off; else the three values below apply */
     int32_t ka_idle, ka_intvl, ka_cnt;
 } ls_lconfig;
+
+/* mode http: what the native HTTP path does besides the TCP settings above
+ * (loadstone/datapath/native_http.py fills it from the listener). */
+#define LS_HTTP_MAX_EXCEPT 32
+typedef struct ls_hnet {
+    int32_t family; /* AF_INET or AF_INET6 */
+    int32_t prefix;
+    uint8_t addr[16];
+} ls_hnet;
+
+typedef struct ls_hconfig {
+    int32_t enabled;
+    int64_t request_ms, keep_alive_ms, client_ms, server_ms, tunnel_ms;
+    int32_t max_head_size, max_headers;
+    int32_t forwarded_port;     /* add X-Forwarded-Port */
+    char forwardfor[64];        /* header name, "" when forwardfor is off */
+    char proto_line[96];        /* "X-Forwarded-Proto: https\r\n", or "" */
+    int32_t nexcept;            /* forwardfor's `except` networks */
+    ls_hnet except[LS_HTTP_MAX_EXCEPT];
+} ls_hconfig;
 
 typedef struct ls_engine ls_engine;
 
@@ -133,5 +183,16 @@ ls_record *ls_take_records(ls_engine *e, int *n);
 /* Hash used by the `source` algorithm: the first 8 bytes of BLAKE2b-64 of the
  * key, big-endian, as loadstone.balance.source._position computes it. */
 uint64_t ls_blake2b64(const void *data, size_t len);
+
+/* mode http (http_engine.c). ls_http_load resolves llhttp's functions from the
+ * shared object at `path` (httptools' parser module) and runs the self-test;
+ * 0, or -1 with a reason in err. Until it succeeds no listener can be HTTP. */
+int ls_http_load(const char *path, char *err, int errlen);
+void ls_http_set_answer(int status, const char *data, int len);
+void ls_listener_configure_http(ls_engine *e, int lid, const ls_hconfig *cfg);
+/* Soft stop: idle keep-alive connections close now, the others after their
+ * response in flight. Waits for every worker. */
+int ls_http_stop(ls_engine *e, int lid);
+int64_t ls_http_idle_server_conns(ls_engine *e, int lid);
 
 #endif

@@ -11,8 +11,9 @@ cdef extern from "netinet/in.h":
 cdef extern from "engine.h" nogil:
     int LS_MAX_WORKERS
     int LS_SPLICE_OFF, LS_SPLICE_ON, LS_SPLICE_AUTO
-    int LS_REC_SESSION, LS_REC_CONNECT_FAILED
+    int LS_REC_SESSION, LS_REC_CONNECT_FAILED, LS_REC_HTTP
     int LS_END_CONNECT_FAILED
+    int LS_HTTP_MAX_EXCEPT
 
     ctypedef struct ls_record:
         uint8_t type
@@ -24,6 +25,11 @@ cdef extern from "engine.h" nogil:
         uint64_t bytes_out
         double duration
         char client[56]
+        int32_t status
+        double t_request, t_queue, t_connect, t_response
+        char method[24]
+        uint16_t target_len
+        char *target
 
     ctypedef struct ls_tserver:
         int32_t slot
@@ -44,6 +50,21 @@ cdef extern from "engine.h" nogil:
         int32_t ka_idle
         int32_t ka_intvl
         int32_t ka_cnt
+
+    ctypedef struct ls_hnet:
+        int32_t family
+        int32_t prefix
+        uint8_t addr[16]
+
+    ctypedef struct ls_hconfig:
+        int32_t enabled
+        int64_t request_ms, keep_alive_ms, client_ms, server_ms, tunnel_ms
+        int32_t max_head_size, max_headers
+        int32_t forwarded_port
+        char forwardfor[64]
+        char proto_line[96]
+        int32_t nexcept
+        ls_hnet *except_ "except"
 
     ctypedef struct ls_lstats:
         int64_t current
@@ -80,3 +101,9 @@ cdef extern from "engine.h" nogil:
     int ls_shutdown(ls_engine *e, int lid, int slot, int reason_id)
     ls_record *ls_take_records(ls_engine *e, int *n)
     uint64_t ls_blake2b64(const void *data, size_t len)
+
+    int ls_http_load(const char *path, char *err, int errlen)
+    void ls_http_set_answer(int status, const char *data, int len)
+    void ls_listener_configure_http(ls_engine *e, int lid, const ls_hconfig *cfg)
+    int ls_http_stop(ls_engine *e, int lid)
+    int64_t ls_http_idle_server_conns(ls_engine *e, int lid)

@@ -1,5 +1,7 @@
 # Typing of the compiled module built from src/_fastpath/relay.pyx.
 
+from typing import Any
+
 BUILD: str
 ALGORITHMS: dict[str, int]
 SPLICE_MODES: dict[str, int]
@@ -10,10 +12,18 @@ END_CONNECT_FAILED: int
 END_SHUTDOWN: int
 REC_SESSION: int
 REC_CONNECT_FAILED: int
+REC_HTTP: int
+HTTP_END_WORDS: tuple[str, ...]
+HTTP_END_CONNECT_FAILED: int
+HTTP_END_SHUTDOWN: int
 
-Record = tuple[int, int, int, int, int, str, int, int, float]
+# (type, listener, slot, reason, arg, client, bytes_in, bytes_out, duration), and for
+# REC_HTTP then (status, method, target, (t_request, t_queue, t_connect, t_response, t_total))
+Record = tuple[Any, ...]
 
 def blake2b64(data: bytes) -> int: ...
+def load_llhttp(path: str) -> None: ...
+def set_http_answer(status: int, data: bytes) -> None: ...
 
 class Engine:
     workers: int
@@ -41,6 +51,24 @@ class Engine:
         queue: float,
         keepalive: tuple[int, int, int] | None = None,
     ) -> None: ...
+    def configure_http(
+        self,
+        lid: int,
+        *,
+        request: float,
+        keep_alive: float,
+        client: float,
+        server: float,
+        tunnel: float,
+        max_head_size: int,
+        max_headers: int,
+        forwarded_port: bool,
+        forwardfor: str,
+        proto_line: str,
+        except_nets: list[tuple[int, bytes, int]],
+    ) -> None: ...
+    def http_stop(self, lid: int) -> int: ...
+    def http_idle_server_conns(self, lid: int) -> int: ...
     def add_socket(self, lid: int, fd: int) -> None: ...
     def remove_socket(self, lid: int, fd: int) -> None: ...
     def new_slot(self, lid: int) -> int: ...

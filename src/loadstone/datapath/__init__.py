@@ -3,6 +3,10 @@
 The choice is made once, at import time, as aiohttp does for its parser:
 LOADSTONE_NO_EXTENSIONS=1 forces the pure-Python path, and so does a build
 without the extension (no compiler, not Linux: no epoll/splice).
+
+Mode http is chosen per listener on top of that (`http_frontend`): the native
+HTTP path serves a listener whose configuration uses only what it implements
+(loadstone.datapath.native_http.refusal), the pure one the others.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from loadstone.config.model import GlobalConfig
+from loadstone.config.model import GlobalConfig, ListenerConfig
+from loadstone.datapath.http import HttpFrontend as PureHttpFrontend
 from loadstone.datapath.pure import TcpFrontend as PureTcpFrontend
 
 NO_EXTENSIONS = os.environ.get("LOADSTONE_NO_EXTENSIONS", "") not in ("", "0")
@@ -30,10 +35,24 @@ if not NO_EXTENSIONS:
         BUILD = native.BUILD
 
 
+def http_frontend(config: ListenerConfig) -> tuple[Any, str, str | None]:
+    """The frontend class for an http listener, its path ("native" | "pure") and,
+    for the pure one, why the native path does not serve it."""
+    if IMPLEMENTATION != "native":
+        why = "LOADSTONE_NO_EXTENSIONS=1" if NO_EXTENSIONS else "native data path not built"
+        return PureHttpFrontend, "pure", why
+    from loadstone.datapath import native_http
+
+    refused = native_http.refusal(config)
+    if refused is not None:
+        return PureHttpFrontend, "pure", refused
+    return native_http.HttpFrontend, "native", None
+
+
 def configure(global_config: GlobalConfig) -> None:
     """Settings of the data path as a whole (workers, splice), before any listener."""
     if IMPLEMENTATION == "native":
         native.configure(global_config)
 
 
-__all__ = ["BUILD", "IMPLEMENTATION", "NO_EXTENSIONS", "TcpFrontend", "configure"]
+__all__ = ["BUILD", "IMPLEMENTATION", "NO_EXTENSIONS", "TcpFrontend", "configure", "http_frontend"]

@@ -1326,6 +1326,8 @@ class HttpFrontend:
     server's "session" while one of its requests is in flight to that server.
     """
 
+    data_path = "pure"
+
     def __init__(
         self,
         config: ListenerConfig,
@@ -1333,6 +1335,8 @@ class HttpFrontend:
         sessionlog: SessionLog,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        # Why the native HTTP path does not serve this listener (the status API).
+        self.data_path_reason: str | None = None
         self.name = config.name
         self.sessionlog = sessionlog
         self.loop = loop or asyncio.get_running_loop()
@@ -1570,16 +1574,11 @@ class HttpFrontend:
         """HTTP counters and the routing pools, for the status API."""
         counts = self.status_counts
         return {
+            "data_path": self.data_path,
+            "data_path_reason": self.data_path_reason,
             "http": {
                 "requests_total": self.requests_total,
-                "responses": {
-                    "1xx": counts[1],
-                    "2xx": counts[2],
-                    "3xx": counts[3],
-                    "4xx": counts[4],
-                    "5xx": counts[5],
-                    "other": counts[0],
-                },
+                "responses": responses_by_class(counts),
                 "idle_server_connections": sum(len(v) for v in self.idle.values()),
             },
             "pools": {
@@ -1604,6 +1603,18 @@ class HttpFrontend:
         if self.idle_sweeper is not None:
             self.idle_sweeper.cancel()
             self.idle_sweeper = None
+
+
+def responses_by_class(counts: list[int]) -> dict[str, int]:
+    """The status API's response counters from [other, 1xx, 2xx, 3xx, 4xx, 5xx]."""
+    return {
+        "1xx": counts[1],
+        "2xx": counts[2],
+        "3xx": counts[3],
+        "4xx": counts[4],
+        "5xx": counts[5],
+        "other": counts[0],
+    }
 
 
 def _balance_name(route: _RoutePool) -> str:

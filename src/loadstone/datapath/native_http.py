@@ -1,0 +1,182 @@
+"""The native HTTP path's control plane: mode http listeners served by the C engine.
+
+Theory of operation
+-------------------
+The per-request work of an HTTP listener (parse, check and rebuild the head,
+pick a server, reuse or open a server connection, relay, answer 400/408/502/
+503/504 itself) runs in the engine's workers (src/_fastpath/includes/
+http_engine.c), next to the TCP relay, on the same server table, picking,
+counters and timers. Parsing is llhttp's, the parser inside httptools: the
+engine resolves its functions from httptools' compiled module at run time and
+checks them with a self-test (`llhttp_status`); if that fails, every HTTP
+listener stays on the pure path (loadstone.datapath.http) with one log line.
+
+A listener is served natively when its configuration uses only what the engine
+implements (`refusal` says why not otherwise: cookie persistence, routing,
+header rules, Location rewriting stay in Python). The choice is made per
+listener at start and on every reload, logged, and shown in the status API
+(`data_path`, `data_path_reason`).
+
+Python sees one record per request (the access-log line, built here from the
+engine's batched records exactly as the pure path writes it) and one per
+failed connect, as the TCP path does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from loadstone._fastpath import relay
+from loadstone.config.model import ListenerConfig
+from loadstone.datapath import native
+from loadstone.datapath.http import responses_by_class
+from loadstone.http import message
+from loadstone.server import Pool
+
+if TYPE_CHECKING:
+    from loadstone.sessionlog import SessionLog
+
+log = logging.getLogger("loadstone.datapath")
+
+# Listener options the engine does not implement: any of them keeps the
+# listener on the pure path.
+_PURE_ONLY = (
+    ("cookie", "cookie persistence"),
+    ("routes", "routing rules"),
+    ("pools", "routing pools"),
+    ("request_headers", "request header rules"),
+    ("response_headers", "response header rules"),
+    ("rewrite_location", "Location rewriting"),
+)
+MAX_EXCEPT = 32  # LS_HTTP_MAX_EXCEPT
+
+_llhttp: dict[str, str | None] = {}  # "error": None once loaded and self-tested
+
+
+def llhttp_status() -> str | None:
+    """None when the engine's llhttp is loaded and passed its self-test, else why not."""
+    if "error" not in _llhttp:
+        try:
+            import httptools.parser.parser as compiled
+
+            # LOADSTONE_LLHTTP_SO: another shared object exporting llhttp's API
+            # (an operator's escape hatch, and how tests make the self-test fail).
+            relay.load_llhttp(os.environ.get("LOADSTONE_LLHTTP_SO") or compiled.__file__)
+        except (ImportError, AttributeError, RuntimeError) as exc:
+            _llhttp["error"] = f"llhttp from httptools unusable: {exc}"
+            log.warning("native HTTP path off, HTTP listeners run on the pure path: %s", exc)
+        else:
+            _llhttp["error"] = None
+            for status, data in message.ANSWERS.items():
+                relay.set_http_answer(status, data)
+    return _llhttp["error"]
+
+
+def refusal(config: ListenerConfig) -> str | None:
+    """Why `config` cannot be served by the native HTTP path, or None if it can."""
+    if os.environ.get("LOADSTONE_HTTP_PATH", "") == "pure":
+        return "LOADSTONE_HTTP_PATH=pure"
+    for field, what in _PURE_ONLY:
+        if getattr(config, field):
+            return f"{what} (native HTTP path: not implemented)"
+    ff = config.forwardfor
+    if ff is not None:
+        if len(ff.except_nets) > MAX_EXCEPT:
+            return f"forwardfor.except has more than {MAX_EXCEPT} networks"
+        if len(ff.header.encode()) >= 64:
+            return "forwardfor.header name longer than 63 bytes"
+    return llhttp_status()
+
+
+class HttpFrontend(native.TcpFrontend):
+    """An http listener served by the native engine (same surface as the pure one)."""
+
+    data_path = "native"
+
+    def __init__(
+        self,
+        config: ListenerConfig,
+        pool: Pool,
+        sessionlog: SessionLog,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.requests_total = 0
+        self.status_counts = [0] * 6  # by class: [other, 1xx, 2xx, 3xx, 4xx, 5xx]
+        super().__init__(config, pool, sessionlog, loop)
+
+    def _configure(self) -> None:
+        super()._configure()
+        c = self.config
+        t = c.timeouts
+        ff = c.forwardfor
+        nets = [ipaddress.ip_network(n) for n in ff.except_nets] if ff is not None else []
+        proto = c.forwarded_proto
+        self.engine.configure_http(
+            self.lid,
+            request=t.http_request,
+            keep_alive=t.http_keep_alive,
+            client=t.client,
+            server=t.server,
+            tunnel=t.tunnel,
+            max_head_size=c.max_head_size,
+            max_headers=c.max_headers,
+            forwarded_port=c.forwarded_port,
+            forwardfor=ff.header if ff is not None else "",
+            proto_line=f"X-Forwarded-Proto: {proto}\r\n" if proto is not None else "",
+            except_nets=[(n.version, n.network_address.packed, n.prefixlen) for n in nets],
+        )
+
+    def record(self, rec: tuple[Any, ...]) -> None:
+        if rec[0] != relay.REC_HTTP:
+            super().record(rec)  # a failed connect
+            return
+        (_, _, slot, end, arg, client, bytes_in, bytes_out, _, status, method, target, timings) = (
+            rec
+        )
+        server = self._by_slot[slot] if 0 <= slot < len(self._by_slot) else None
+        self.requests_total += 1
+        self.status_counts[status // 100 if 100 <= status < 600 else 0] += 1
+        if end == relay.HTTP_END_CONNECT_FAILED:
+            word = f"connect-failed ({self._why(arg)})"
+        elif end == relay.HTTP_END_SHUTDOWN:
+            word = f"shutdown ({self._reasons[arg] if 0 <= arg < len(self._reasons) else '?'})"
+        else:
+            word = relay.HTTP_END_WORDS[end]
+        self.sessionlog.request(
+            client,
+            self.name,
+            server.name if server is not None else "-",
+            method,
+            target,
+            status,
+            bytes_in,
+            bytes_out,
+            timings,
+            word,
+        )
+
+    def stop_accepting(self) -> None:
+        """Soft stop: idle keep-alive connections close now, the others after the
+        response in flight (which says Connection: close)."""
+        super().stop_accepting()
+        self.engine.http_stop(self.lid)
+        native.drain_records()
+
+    def status_extra(self) -> dict[str, Any]:
+        """HTTP counters for the status API, the pure HttpFrontend's shape."""
+        native.drain_records()
+        counts = self.status_counts
+        servers = [s.name for s in self.pool.servers]
+        return {
+            "data_path": self.data_path,
+            "http": {
+                "requests_total": self.requests_total,
+                "responses": responses_by_class(counts),
+                "idle_server_connections": self.engine.http_idle_server_conns(self.lid),
+            },
+            "pools": {"default": {"balance": self.config.balance, "servers": servers}},
+        }

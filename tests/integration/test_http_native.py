@@ -1,0 +1,178 @@
+"""The native HTTP path: which listeners it serves, the fallback to the pure one,
+and what only a native run can show (server connections pooled in the engine)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.conftest import NATIVE_BUILT, listener_config
+from tests.integration.harness import Backend, Loadstone, free_port, wait_for
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not NATIVE_BUILT, reason="the native data path is not built here"),
+]
+
+Backends = Callable[..., list[Backend]]
+Start = Callable[..., Loadstone]
+
+COOKIE = {"name": "SERVERID", "mode": "insert", "indirect": True, "nocache": True}
+
+
+def two_listeners(servers: list[Backend], web_port: int, horizon_port: int) -> dict[str, Any]:
+    """An OpenStack-API-like listener (native) and a horizon-like one with cookie
+    persistence (pure)."""
+    config = listener_config(
+        servers,
+        port=web_port,
+        mode="http",
+        forwardfor={"except": ["10.0.0.0/8"]},
+        forwarded_proto="https",
+        forwarded_port=True,
+    )
+    config["listeners"]["horizon"] = {
+        "bind": [f"127.0.0.1:{horizon_port}"],
+        "mode": "http",
+        "cookie": COOKIE,
+        "servers": [{"name": b.name, "address": b.address} for b in servers],
+    }
+    return config
+
+
+def get(port: int, path: str = "/echo") -> tuple[int, bytes]:
+    """One HTTP/1.1 request on a new connection; (status, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def echoed_headers(port: int) -> dict[str, str]:
+    status, body = get(port)
+    assert status == 200
+    return {k.lower(): v for k, v in json.loads(body)["headers"]}
+
+
+def test_each_listener_on_the_path_its_options_allow(backends: Backends, loadstone: Start) -> None:
+    servers = backends(2)
+    web, horizon = free_port(), free_port()
+    ls = loadstone(two_listeners(servers, web, horizon))
+    status = ls.status()["listeners"]
+    assert status["web"]["data_path"] == "native"
+    assert status["horizon"]["data_path"] == "pure"
+    assert "cookie persistence" in status["horizon"]["data_path_reason"]
+    assert "listener web: native HTTP path" in ls.stderr()
+    assert "listener horizon: pure HTTP path (cookie persistence" in ls.stderr()
+    # the native listener adds what the OpenStack API listeners need
+    headers = echoed_headers(web)
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["x-forwarded-proto"] == "https"
+    assert headers["x-forwarded-port"] == str(web)
+    assert get(horizon, "/")[0] == 200
+
+
+def test_reload_moves_a_listener_between_paths(backends: Backends, loadstone: Start) -> None:
+    servers = backends(2)
+    port = free_port()
+    config = listener_config(servers, port=port, mode="http", forwardfor=True)
+    ls = loadstone(config)
+    assert ls.status()["listeners"]["web"]["data_path"] == "native"
+
+    def reload(new: dict[str, Any], generation: int) -> dict[str, Any]:
+        ls.path.write_text(yaml.safe_dump(new))
+        assert ls.proc is not None
+        ls.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: ls.status()["reload"]["generation"] == generation, what="the reload")
+        assert ls.status()["reload"]["ok"]
+        web: dict[str, Any] = ls.status()["listeners"]["web"]
+        return web
+
+    # a keep-alive client of the native path, connected before the reload
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as before:
+        before.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert before.recv(65536).startswith(b"HTTP/1.1 200")
+
+        config["listeners"]["web"]["cookie"] = COOKIE
+        web = reload(config, 1)
+        assert (web["data_path"], "cookie" in web["data_path_reason"]) == ("pure", True)
+        assert get(port, "/")[0] == 200
+        # the connection accepted by the native path is still served by it
+        before.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert before.recv(65536).startswith(b"HTTP/1.1 200")
+
+    del config["listeners"]["web"]["cookie"]
+    assert reload(config, 2)["data_path"] == "native"
+    assert get(port, "/")[0] == 200
+
+
+def test_llhttp_that_fails_its_self_test_leaves_http_on_the_pure_path(
+    backends: Backends, loadstone: Start
+) -> None:
+    servers = backends(1)
+    config = listener_config(servers, mode="http", forwardfor=True)
+    # A shared object without llhttp's functions: resolution fails, no listener
+    # may be native, and the proxy still serves.
+    ls = loadstone(config, env={"LOADSTONE_LLHTTP_SO": "libc.so.6"})
+    web = ls.status()["listeners"]["web"]
+    assert web["data_path"] == "pure"
+    assert "llhttp" in web["data_path_reason"]
+    assert "native HTTP path off" in ls.stderr()
+    port = int(config["listeners"]["web"]["bind"][0].rsplit(":", 1)[1])
+    assert get(port, "/")[0] == 200
+
+
+def test_server_connections_pooled_by_the_engine(backends: Backends, loadstone: Start) -> None:
+    servers = backends(1)
+    config = listener_config(servers, mode="http")
+    ls = loadstone(config)
+    port = int(config["listeners"]["web"]["bind"][0].rsplit(":", 1)[1])
+    for _ in range(5):  # one client connection per request
+        assert get(port, "/")[0] == 200
+    web = ls.status()["listeners"]["web"]
+    assert web["http"]["idle_server_connections"] == 1  # one connection, reused
+    assert web["http"]["requests_total"] == 5
+    assert web["servers"]["s1"]["sessions_total"] == 5
+    assert web["servers"]["s1"]["bytes_in"] > 0
+
+
+def test_two_workers_serve_keep_alive_clients(backends: Backends, loadstone: Start) -> None:
+    servers = backends(2)
+    config = listener_config(servers, mode="http", forwardfor=True)
+    config["global"]["workers"] = 2
+    ls = loadstone(config)
+    port = int(config["listeners"]["web"]["bind"][0].rsplit(":", 1)[1])
+    seen: list[bytes] = []
+
+    def client() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            for _ in range(25):
+                s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                data = b""
+                while not data.endswith(b"\n") or b"\r\n\r\n" not in data:
+                    chunk = s.recv(65536)
+                    assert chunk, "connection closed"
+                    data += chunk
+                assert data.startswith(b"HTTP/1.1 200")
+                seen.append(data.rsplit(b"\r\n\r\n", 1)[1].strip())
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 200 and set(seen) == {b"s1", b"s2"}
+    web = ls.status()["listeners"]["web"]
+    assert web["http"]["requests_total"] == 200
+    # the clients are gone: nothing is left counted in either worker
+    wait_for(lambda: ls.status()["listeners"]["web"]["sessions"] == 0, what="no session left")
