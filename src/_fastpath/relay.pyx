@@ -382,7 +382,11 @@ cdef class Engine:
         joined by newlines. Every other record (a failed connect, a session whose
         end needs words from Python, a listener not in `log_names`) is in `others`
         as (type, listener, slot, reason, arg, client, bytes_in, bytes_out,
-        duration), REC_HTTP ones followed by (status, method, target, timings). Formatting in C keeps a Python call and a dict per session off
+        duration), REC_HTTP ones followed by (status, method, target, timings).
+        HTTP requests (mode http) are formatted the same way, as SessionLog.request
+        writes them, and counted: http_counts[lid] is the number of requests
+        formatted here by status class [other, 1xx, 2xx, 3xx, 4xx, 5xx]. Returns
+        (lines, others, http_counts). Formatting in C keeps a Python call and a dict per session off
         the control plane: at thousands of short sessions a second it was the
         largest part of the process's Python time."""
         self._check()
@@ -396,6 +400,7 @@ cdef class Engine:
         out = []
         lines = {}
         buffers = {}
+        http_counts = {}
         try:
             for i in range(n):
                 r = &recs[i]
@@ -412,6 +417,25 @@ cdef class Engine:
                     if buf is None:
                         buf = buffers[r.listener] = _LineBuffer()
                     _format_session(buf, r, log_names[r.listener], now, stamp)
+                    continue
+                if (
+                    log_names is not None
+                    and r.type == LS_REC_HTTP
+                    and 0 < r.reason < LS_HEND_SHUTDOWN
+                    and r.reason != LS_HEND_CONNECT_FAILED
+                    and r.listener in log_names
+                ):
+                    if not have_now:
+                        now = _wall_clock(stamp)
+                        have_now = 1
+                    buf = buffers.get(r.listener)
+                    if buf is None:
+                        buf = buffers[r.listener] = _LineBuffer()
+                    _format_http(buf, r, log_names[r.listener], now, stamp)
+                    counts = http_counts.get(r.listener)
+                    if counts is None:
+                        counts = http_counts[r.listener] = [0, 0, 0, 0, 0, 0]
+                    counts[r.status // 100 if 100 <= r.status < 600 else 0] += 1
                     continue
                 if r.type == LS_REC_HTTP:
                     out.append(
@@ -449,7 +473,7 @@ cdef class Engine:
             free(recs)
         for lid, buf in buffers.items():
             lines[lid] = buf.text()
-        return lines, out
+        return lines, out, http_counts
 
 
 cdef double _wall_clock(char *stamp):
@@ -486,7 +510,9 @@ cdef class _LineBuffer:
         return 0
 
     cdef str text(self):
-        return self.data[: self.length].decode("utf-8", "replace")
+        # latin-1: a request target's bytes become the characters the pure path
+        # makes of them (it decodes targets as latin-1); the rest is ASCII.
+        return self.data[: self.length].decode("latin-1")
 
 
 cdef extern from *:
@@ -497,8 +523,20 @@ cdef extern from *:
         "", "client-close", "server-close", "client-reset", "server-reset",
         "client-timeout", "server-timeout", "queue-timeout", "no-server",
     };
+    /* LS_HEND_* -> the access log's words (relay.HTTP_END_WORDS), for the ends
+     * take_records formats in C (all but connect-failed and shutdown). */
+    static const char *const ls_http_end_words[] = {
+        "", "ok", "bad-request", "bad-request-body", "no-server", "connect-failed",
+        "request-timeout", "client-timeout", "server-timeout", "tunnel-timeout",
+        "server-error", "server-close", "server-reset", "server-abort",
+        "client-close", "client-reset", "shutdown",
+    };
     """
     const char *const *ls_end_words
+    const char *const *ls_http_end_words
+
+cdef const char *ls_timing_keys[5]
+ls_timing_keys[:] = [b"t_request", b"t_queue", b"t_connect", b"t_response", b"t_total"]
 
 
 cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, double now,
@@ -539,4 +577,111 @@ cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, double now,
             <unsigned long long>r.bytes_in, <unsigned long long>r.bytes_out, r.duration, end,
         )
     buf.length += (buf.length != 0) + <size_t>k
+    return 0
+
+
+cdef size_t _json_escaped(char *out, const char *s, size_t n):
+    """`s` as the inside of a JSON string, as orjson writes it ("  \\  and control
+    characters escaped, other bytes as they are); `out` has room for 6 * n."""
+    cdef size_t i, k = 0
+    cdef unsigned char c
+    for i in range(n):
+        c = <unsigned char>s[i]
+        if c == b'"' or c == b"\\":
+            out[k] = b"\\"
+            out[k + 1] = <char>c
+            k += 2
+        elif c < 0x20:
+            if c == b"\n":
+                out[k] = b"\\"
+                out[k + 1] = b"n"
+                k += 2
+            elif c == b"\r":
+                out[k] = b"\\"
+                out[k + 1] = b"r"
+                k += 2
+            elif c == b"\t":
+                out[k] = b"\\"
+                out[k + 1] = b"t"
+                k += 2
+            else:
+                k += snprintf(out + k, 7, "\\u%04x", c)
+        else:
+            out[k] = <char>c
+            k += 1
+    return k
+
+
+cdef int _json_seconds(char *out, size_t room, double t):
+    """A duration in seconds to the microsecond, trailing zeros dropped (-1: not reached)."""
+    cdef int k = snprintf(out, room, "%.6f", t)
+    while k > 1 and out[k - 1] == b"0" and out[k - 2] != b".":
+        k -= 1
+    return k
+
+
+cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, double now,
+                      const char *stamp) except -1:
+    cdef bint as_json = names[0]
+    cdef bytes listener = names[1]
+    cdef list servers = names[2]
+    cdef bytes server = b"-"
+    if 0 <= r.slot < len(servers):
+        server = servers[r.slot]
+    cdef const char *end = ls_http_end_words[r.reason]
+    cdef double timings[5]
+    timings[0] = r.t_request
+    timings[1] = r.t_queue
+    timings[2] = r.t_connect
+    timings[3] = r.t_response
+    timings[4] = r.duration
+    cdef size_t method_len = strlen(r.method)
+    buf.reserve(len(listener) + len(server) + 6 * (method_len + r.target_len) + 512)
+    cdef char *start = buf.data + buf.length
+    cdef char *at = start
+    cdef size_t room = buf.capacity - buf.length
+    cdef int i
+    if buf.length:
+        at[0] = b"\n"
+        at += 1
+    if as_json:
+        # The keys and order of SessionLog.request's JSON; the timings to the
+        # microsecond (orjson writes the shortest exact repr of the double).
+        at += snprintf(
+            at, room - (at - start),
+            '{"time":%.6f,"event":"http","client":"%s","listener":"%s","server":"%s","method":"',
+            now, r.client, <const char *>listener, <const char *>server,
+        )
+        at += _json_escaped(at, r.method, method_len)
+        at += snprintf(at, room - (at - start), '","target":"')
+        at += _json_escaped(at, r.target, r.target_len)
+        at += snprintf(
+            at, room - (at - start), '","status":%d,"bytes_in":%llu,"bytes_out":%llu',
+            r.status, <unsigned long long>r.bytes_in, <unsigned long long>r.bytes_out,
+        )
+        for i in range(5):
+            at += snprintf(at, room - (at - start), ',"%s":', ls_timing_keys[i])
+            at += _json_seconds(at, room - (at - start), timings[i])
+        at += snprintf(at, room - (at - start), ',"end":"%s"}', end)
+    else:
+        at += snprintf(
+            at, room - (at - start), "%s http %s %s/%s %d ",
+            stamp, r.client, <const char *>listener, <const char *>server, r.status,
+        )
+        for i in range(5):
+            if i:
+                at[0] = b"/"
+                at += 1
+            if timings[i] < 0:
+                at += snprintf(at, room - (at - start), "-1")
+            else:
+                at += snprintf(at, room - (at - start), "%.3f", timings[i] * 1000)
+        at += snprintf(
+            at, room - (at - start), 'ms in=%llu out=%llu "%s ',
+            <unsigned long long>r.bytes_in, <unsigned long long>r.bytes_out, r.method,
+        )
+        memcpy(at, r.target, r.target_len)
+        at += r.target_len
+        at += snprintf(at, room - (at - start), '" end=%s', end)
+    buf.length += <size_t>(at - start)
     return 0

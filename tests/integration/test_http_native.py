@@ -4,6 +4,7 @@ and what only a native run can show (server connections pooled in the engine).""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import threading
@@ -176,3 +177,56 @@ def test_two_workers_serve_keep_alive_clients(backends: Backends, loadstone: Sta
     assert web["http"]["requests_total"] == 200
     # the clients are gone: nothing is left counted in either worker
     wait_for(lambda: ls.status()["listeners"]["web"]["sessions"] == 0, what="no session left")
+
+
+def access_line(ls: Loadstone) -> str:
+    """The first access-log line of `ls` (either format)."""
+    found: list[str] = []
+
+    def logged() -> bool:
+        found[:] = [
+            line
+            for line in ls.stdout_path.read_text().splitlines()
+            if " http " in line or '"http"' in line
+        ]
+        return bool(found)
+
+    wait_for(logged, what="an access-log line")
+    return found[0]
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_access_lines_the_engine_formats_match_the_pure_paths(
+    backends: Backends, loadstone: Start, fmt: str
+) -> None:
+    servers = backends(1)
+    target = '/echo?q="a\\b"&r=%41'  # a quote and a backslash: escaped in JSON
+    lines = {}
+    for path, env in (("native", {}), ("pure", {"LOADSTONE_HTTP_PATH": "pure"})):
+        port = free_port()
+        ls = loadstone(listener_config(servers, port=port, mode="http"), env=env, log_format=fmt)
+        assert ls.status()["listeners"]["web"]["data_path"] == path
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+            while s.recv(65536):
+                pass
+        lines[path] = access_line(ls)
+    if fmt == "json":
+        native, pure = (json.loads(lines[p]) for p in ("native", "pure"))
+        assert list(native) == list(pure)  # same keys in the same order
+        varying = {"time", "client", "bytes_out", "t_request", "t_queue", "t_connect"}
+        varying |= {"t_response", "t_total"}
+        assert {k: v for k, v in native.items() if k not in varying} == {
+            k: v for k, v in pure.items() if k not in varying
+        }
+        assert native["target"] == target and native["status"] == 200
+        assert all(isinstance(native[k], float) for k in varying - {"client", "bytes_out"})
+    else:
+        shape = re.compile(
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z http 127\.0\.0\.1:\d+ (web/s1 200) "
+            r"((?:-1|\d+\.\d{3})(?:/(?:-1|\d+\.\d{3})){4})ms in=(\d+) out=\d+ (\".*\" end=ok)"
+        )
+        native_m, pure_m = (shape.fullmatch(lines[p]) for p in ("native", "pure"))
+        assert native_m and pure_m, lines
+        assert native_m.group(1, 3, 4) == pure_m.group(1, 3, 4)
+        assert native_m[4] == f'"GET {target}" end=ok'

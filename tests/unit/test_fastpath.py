@@ -44,7 +44,7 @@ def test_engine_starts_and_stops_without_leaking_descriptors() -> None:
     assert engine.listener_stats(lid) == (0, 0, 0, 0, 0, 0)
     assert engine.server_stats(lid, slot) == (0, 0, 0, 0)
     assert engine.shutdown(lid, -1, 0) == 0
-    assert engine.take_records() == ({}, [])
+    assert engine.take_records() == ({}, [], {})
     engine.close()
     assert engine.closed
     assert len(os.listdir("/proc/self/fd")) == before
@@ -126,8 +126,8 @@ def test_session_lines_formatted_natively_match_the_session_log(fmt: str) -> Non
         lines: dict[int, str] = {}
         while not lines:  # each wait ends with a record queued (or times out)
             assert select.select([engine.record_fd()], [], [], 5)[0], "no record"
-            lines, others = engine.take_records({lid: (fmt == "json", b"web", [b"a"])})
-            assert others == []
+            lines, others, counts = engine.take_records({lid: (fmt == "json", b"web", [b"a"])})
+            assert (others, counts) == ([], {})
         native_line = lines[lid]
     finally:
         engine.close()

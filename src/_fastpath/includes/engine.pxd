@@ -13,6 +13,7 @@ cdef extern from "engine.h" nogil:
     int LS_SPLICE_OFF, LS_SPLICE_ON, LS_SPLICE_AUTO
     int LS_REC_SESSION, LS_REC_CONNECT_FAILED, LS_REC_HTTP
     int LS_END_CONNECT_FAILED
+    int LS_HEND_CONNECT_FAILED, LS_HEND_SHUTDOWN
     int LS_HTTP_MAX_EXCEPT
 
     ctypedef struct ls_record:

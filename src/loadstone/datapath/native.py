@@ -141,12 +141,14 @@ def drain_records() -> None:
     if _engine is None or _engine.closed:
         return
     log_names = {lid: frontend.log_names() for lid, frontend in _frontends.items()}
-    lines, others = _engine.take_records(log_names)
+    lines, others, http_counts = _engine.take_records(log_names)
     touched: set[TcpFrontend] = set()
     for lid, text in lines.items():
         frontend = _frontends[lid]
         frontend.sessionlog.lines_formatted(text)
         touched.add(frontend)
+    for lid, counts in http_counts.items():
+        _frontends[lid].count_requests(counts)
     for record in others:
         owner = _frontends.get(record[1])
         if owner is not None:
@@ -211,6 +213,9 @@ class TcpFrontend:
             self._by_slot.append(server)
             self._log_names = None
         return slot
+
+    def count_requests(self, by_class: list[int]) -> None:
+        """HTTP requests whose log lines the engine formatted (mode http only)."""
 
     def log_names(self) -> tuple[bool, bytes, list[bytes]]:
         """What relay.Engine.take_records needs to write this listener's session

@@ -130,6 +130,11 @@ class HttpFrontend(native.TcpFrontend):
             except_nets=[(n.version, n.network_address.packed, n.prefixlen) for n in nets],
         )
 
+    def count_requests(self, by_class: list[int]) -> None:
+        self.requests_total += sum(by_class)
+        for i, n in enumerate(by_class):
+            self.status_counts[i] += n
+
     def record(self, rec: tuple[Any, ...]) -> None:
         if rec[0] != relay.REC_HTTP:
             super().record(rec)  # a failed connect
