@@ -583,11 +583,6 @@ def test_408_when_the_head_is_too_slow(backends: Backends, loadstone: Start) -> 
 def test_503_when_the_maxconn_queue_times_out(
     backends: Backends, loadstone: Start, datapath: str
 ) -> None:
-    if datapath == "pure":
-        # Known pure-path bug, left for its owner: HttpFrontend.admit pauses a
-        # queued connection inside connection_made, and uvloop starts reading
-        # after that returns, so the queued request is served at once.
-        pytest.xfail("pure HTTP path serves connections queued at maxconn")
     servers = backends(1)
     config = http_config(servers, maxconn=1)
     config["defaults"]["timeouts"]["queue"] = "300ms"
@@ -604,6 +599,30 @@ def test_503_when_the_maxconn_queue_times_out(
     # the slot is free again once the holder is gone
     wait_for(lambda: ls.status()["listeners"]["web"]["sessions"] == 0, what="the free slot")
     assert get(port).status == 200
+
+
+def test_a_queued_request_is_served_when_a_slot_frees(backends: Backends, loadstone: Start) -> None:
+    servers = backends(1)
+    config = http_config(servers, maxconn=1)
+    config["defaults"]["timeouts"]["queue"] = "10s"
+    ls = loadstone(config)
+    port = port_of(ls)
+    holder = socket.create_connection(("127.0.0.1", port), timeout=5)
+    holder.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # keep-alive: holds the slot
+    assert holder.recv(65536).startswith(b"HTTP/1.1 200")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as queued:
+        queued.sendall(b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        wait_for(lambda: ls.status()["listeners"]["web"]["queued"] == 1, what="the queued client")
+        queued.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            queued.recv(1)  # not served while the slot is held
+        holder.close()
+        queued.settimeout(5)
+        answer = b""
+        while chunk := queued.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200")  # the request read while queued, not lost
+    assert b'"/echo"' in answer
 
 
 def test_maint_closes_a_request_in_flight(backends: Backends, loadstone: Start) -> None:

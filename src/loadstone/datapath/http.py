@@ -499,6 +499,7 @@ class _Client(asyncio.Protocol):
         "pipeline",
         "queue_timer",
         "queued_at",
+        "queued_data",
         "queued_for",
         "req",
         "requests",
@@ -538,6 +539,7 @@ class _Client(asyncio.Protocol):
         self.queued_at = -1.0
         self.queued_for = 0.0  # time the connection waited in the maxconn queue
         self.queue_timer: asyncio.TimerHandle | None = None
+        self.queued_data: list[bytes] = []  # read while queued at maxconn
         self.feeding = False  # inside parser.feed_data: writes to the server wait
         self.head_bytes = 0  # of a request head spread over several reads
         self.head_written = False  # some of the request in flight reached the server
@@ -582,6 +584,14 @@ class _Client(asyncio.Protocol):
         frontend.admit(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.queue_timer is not None:
+            # Queued at maxconn. uvloop starts reading a new connection after
+            # connection_made returns, undoing the pause made there: keep what
+            # arrives for the admission, and pause again.
+            self.queued_data.append(data)
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
         if self.tunnel:
             self._tunnel_data_from_client(data)
             return
@@ -1460,6 +1470,11 @@ class HttpFrontend:
         waiting.queued_for = _now() - waiting.queued_at
         waiting.set_deadline(_T_HEAD, self.t_http_request)
         waiting.resume_client_reading()
+        pending, waiting.queued_data = waiting.queued_data, []
+        for data in pending:
+            if waiting.closed:
+                break
+            waiting.data_received(data)
 
     def connection_finished(self, conn: _Client) -> None:
         if conn in self.active:
