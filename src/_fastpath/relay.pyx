@@ -374,29 +374,28 @@ cdef class Engine:
         return n
 
     def take_records(self, dict log_names=None):
-        """The records the workers queued: (lines, others).
+        """The records the workers queued, as (lines, others, http_counts).
 
-        Session lines are formatted here, in C, for the listeners in `log_names`
-        (lid -> (json, listener name, [server name by slot])), the names as they
-        appear in a line (JSON-escaped for json): lines[lid] is a str of lines
-        joined by newlines. Every other record (a failed connect, a session whose
-        end needs words from Python, a listener not in `log_names`) is in `others`
-        as (type, listener, slot, reason, arg, client, bytes_in, bytes_out,
-        duration), REC_HTTP ones followed by (status, method, target, timings).
-        HTTP requests (mode http) are formatted the same way, as SessionLog.request
-        writes them, and counted: http_counts[lid] is the number of requests
-        formatted here by status class [other, 1xx, 2xx, 3xx, 4xx, 5xx]. Returns
-        (lines, others, http_counts). Formatting in C keeps a Python call and a dict per session off
-        the control plane: at thousands of short sessions a second it was the
-        largest part of the process's Python time."""
+        Log lines are formatted here, in C, for the listeners in `log_names`
+        (lid -> (json, listener name, [server name by slot]), the names as they
+        appear in a line: JSON-escaped for json): the same text or JSON as
+        SessionLog.session (a TCP session) and SessionLog.request (an HTTP
+        request) write. lines[lid] is a str of that listener's lines joined by
+        newlines; http_counts[lid] counts the HTTP requests among them by status
+        class [other, 1xx, 2xx, 3xx, 4xx, 5xx]. Every other record (a failed
+        connect, an end whose words need Python, a listener not in `log_names`)
+        is in `others` as (type, listener, slot, reason, arg, client, bytes_in,
+        bytes_out, duration), REC_HTTP ones followed by (status, method, target,
+        timings). Formatting in C keeps a Python call, a tuple and a dict per
+        session or request off the control plane: at thousands of them a second
+        it was most of the process's Python time."""
         self._check()
         cdef int n = 0, i
         cdef ls_record *recs = ls_take_records(self.engine, &n)
         cdef ls_record *r
         cdef _LineBuffer buf
         cdef char stamp[40]
-        cdef double now = 0.0
-        cdef int have_now = 0
+        cdef double now = _wall_clock(stamp) if n else 0.0
         out = []
         lines = {}
         buffers = {}
@@ -404,76 +403,54 @@ cdef class Engine:
         try:
             for i in range(n):
                 r = &recs[i]
-                if (
-                    log_names is not None
-                    and r.type == LS_REC_SESSION
-                    and 0 < r.reason < LS_END_CONNECT_FAILED
-                    and r.listener in log_names
-                ):
-                    if not have_now:
-                        now = _wall_clock(stamp)
-                        have_now = 1
+                if log_names is not None and _formatted_here(r) and r.listener in log_names:
                     buf = buffers.get(r.listener)
                     if buf is None:
                         buf = buffers[r.listener] = _LineBuffer()
-                    _format_session(buf, r, log_names[r.listener], now, stamp)
-                    continue
-                if (
-                    log_names is not None
-                    and r.type == LS_REC_HTTP
-                    and 0 < r.reason < LS_HEND_SHUTDOWN
-                    and r.reason != LS_HEND_CONNECT_FAILED
-                    and r.listener in log_names
-                ):
-                    if not have_now:
-                        now = _wall_clock(stamp)
-                        have_now = 1
-                    buf = buffers.get(r.listener)
-                    if buf is None:
-                        buf = buffers[r.listener] = _LineBuffer()
+                    if r.type == LS_REC_SESSION:
+                        _format_session(buf, r, log_names[r.listener], now, stamp)
+                        continue
                     _format_http(buf, r, log_names[r.listener], now, stamp)
                     counts = http_counts.get(r.listener)
                     if counts is None:
                         counts = http_counts[r.listener] = [0, 0, 0, 0, 0, 0]
                     counts[r.status // 100 if 100 <= r.status < 600 else 0] += 1
                     continue
-                if r.type == LS_REC_HTTP:
-                    out.append(
-                        (
-                            r.type,
-                            r.listener,
-                            r.slot,
-                            r.reason,
-                            r.arg,
-                            r.client[: strlen(r.client)].decode("ascii"),
-                            r.bytes_in,
-                            r.bytes_out,
-                            r.duration,
-                            r.status,
-                            r.method[: strlen(r.method)].decode("latin-1"),
-                            r.target[: r.target_len].decode("latin-1"),
-                            (r.t_request, r.t_queue, r.t_connect, r.t_response, r.duration),
-                        )
-                    )
-                    continue
-                out.append(
-                    (
-                        r.type,
-                        r.listener,
-                        r.slot,
-                        r.reason,
-                        r.arg,
-                        r.client[: strlen(r.client)].decode("ascii"),
-                        r.bytes_in,
-                        r.bytes_out,
-                        r.duration,
-                    )
+                record = (
+                    r.type,
+                    r.listener,
+                    r.slot,
+                    r.reason,
+                    r.arg,
+                    r.client[: strlen(r.client)].decode("ascii"),
+                    r.bytes_in,
+                    r.bytes_out,
+                    r.duration,
                 )
+                if r.type == LS_REC_HTTP:
+                    record += (
+                        r.status,
+                        r.method[: strlen(r.method)].decode("latin-1"),
+                        r.target[: r.target_len].decode("latin-1"),
+                        (r.t_request, r.t_queue, r.t_connect, r.t_response, r.duration),
+                    )
+                out.append(record)
         finally:
             free(recs)
         for lid, buf in buffers.items():
             lines[lid] = buf.text()
         return lines, out, http_counts
+
+
+cdef inline bint _formatted_here(ls_record *r):
+    """Whether take_records writes this record's log line itself: every session
+    and request end but those that need words from Python (a failed connect's
+    errno text, a shutdown's reason)."""
+    if r.type == LS_REC_SESSION:
+        return 0 < r.reason < LS_END_CONNECT_FAILED
+    if r.type == LS_REC_HTTP:
+        return 0 < r.reason < LS_HEND_SHUTDOWN and r.reason != LS_HEND_CONNECT_FAILED
+    return False
 
 
 cdef double _wall_clock(char *stamp):
