@@ -81,6 +81,8 @@
 #define LS_MAX_CHUNKS 1024
 #define LS_EVENTS 256
 #define LS_ROUNDS 32        /* reads per direction before yielding to others */
+#define LS_OUTBOX_BYTES (256 * 1024)
+#define LS_OUTBOX_ENTRIES 1024
 #define LS_ACCEPT_BATCH 64  /* accepts per wake-up */
 #define LS_PIPE_POOL 64     /* idle pipes a worker keeps */
 
@@ -179,6 +181,7 @@ typedef struct ls_dir {
     int pr, pw;    /* pipe (splice mode); -1: none */
     uint32_t plen; /* bytes in the pipe */
     uint8_t eof, shut, splice;
+    uint8_t held; /* bytes wait in the worker's outbox (see flush_outbox) */
 } ls_dir;
 
 typedef union ls_addr {
@@ -196,6 +199,7 @@ struct ls_session {
     uint8_t first_eof;     /* 0, 1 client, 2 server */
     uint8_t admit_pending; /* closed while an ADMIT was on its way */
     uint8_t in_ready;
+    uint8_t in_outbox;
     uint8_t hashed;
     int32_t slot;
     int32_t attempts;
@@ -230,6 +234,12 @@ typedef struct ls_cmd {
     struct ls_cmd *next;
 } ls_cmd;
 
+typedef struct ls_outbox_entry {
+    ls_session *s;
+    uint32_t off, len;
+    int d;
+} ls_outbox_entry;
+
 struct ls_worker {
     ls_engine *e;
     int id;
@@ -244,6 +254,11 @@ struct ls_worker {
     ls_session *all;
     int64_t nsessions;
     char *buf;
+    /* Small messages read in one pass of the loop, sent together at its end. */
+    char *obuf;
+    uint32_t olen;
+    ls_outbox_entry *oents;
+    int on;
     int (*pipes)[2];
     int npipes;
     ls_record *recs;
@@ -1056,6 +1071,8 @@ static void pump(ls_worker *W, ls_session *s, int d)
     int rounds = 0;
     for (;;) {
         int sfd = s->fd[src], dfd = s->fd[dst];
+        if (D->held)
+            return; /* flush_outbox sends those bytes first, then pumps again */
         if (D->len) {
             if (!s->wr[dst])
                 return;
@@ -1155,6 +1172,29 @@ static void pump(ls_worker *W, ls_session *s, int d)
                         s->first_eof = (uint8_t)(src + 1);
                 }
                 ssize_t m = 0;
+                if (s->wr[dst] && !D->eof && n < W->e->bufsize &&
+                    W->olen + (uint32_t)n <= LS_OUTBOX_BYTES && W->on < LS_OUTBOX_ENTRIES) {
+                    /* A small message: held for the end of this pass of the loop
+                     * (flush_outbox). Sent now, it would wake its receiver (nginx,
+                     * the client), which on two busy cores often preempts this
+                     * thread mid-pass; sent with the pass's other messages, the
+                     * wake-ups come when the worker is about to sleep anyway. The
+                     * copy is one memcpy of a small message; a read that fills
+                     * the buffer (bulk) is sent at once as before. Measured in
+                     * benchmarks/README.md: ~6% more keep-alive req/s, ~4% less
+                     * CPU per request (the pure HTTP path's and the native HTTP
+                     * path's round-end writes are the same idea). */
+                    ls_outbox_entry *o = &W->oents[W->on++];
+                    o->s = s;
+                    o->d = d;
+                    o->off = W->olen;
+                    o->len = (uint32_t)n;
+                    memcpy(W->obuf + W->olen, W->buf, (size_t)n);
+                    W->olen += (uint32_t)n;
+                    D->held = 1;
+                    s->in_outbox = 1;
+                    return;
+                }
                 if (s->wr[dst]) {
                     /* Last bytes before a FIN: MSG_MORE holds them back until
                      * the shutdown()/close() just after, so that data and FIN
@@ -1203,6 +1243,49 @@ static void pump(ls_worker *W, ls_session *s, int d)
     }
 }
 
+/* Send what pump() held back during this pass, in the order it was read. A
+ * session closed meanwhile keeps its memory until the dead list is freed, which
+ * comes after the last flush of the pass (finish() and the ready list leave a
+ * session with in_outbox set to the dead list). */
+static void flush_outbox(ls_worker *W)
+{
+    for (int i = 0; i < W->on; i++) { /* pump() below may append: W->on grows */
+        ls_outbox_entry *o = &W->oents[i];
+        ls_session *s = o->s;
+        ls_dir *D = &s->dir[o->d];
+        int dst = 1 - o->d;
+        D->held = 0;
+        s->in_outbox = 0;
+        if (s->state != ST_RELAY)
+            continue;
+        const char *data = W->obuf + o->off;
+        ssize_t m = send(s->fd[dst], data, o->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (m < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                fail_side(W, s, dst);
+                continue;
+            }
+            m = 0;
+            s->wr[dst] = 0;
+        } else {
+            s->last_us = W->now_us;
+        }
+        if ((uint32_t)m < o->len) {
+            D->buf = malloc(o->len - (size_t)m);
+            if (!D->buf) {
+                fail_side(W, s, dst);
+                continue;
+            }
+            memcpy(D->buf, data + m, o->len - (size_t)m);
+            D->off = 0;
+            D->len = o->len - (uint32_t)m;
+        }
+        pump(W, s, o->d); /* what arrived meanwhile, or the end of the stream */
+    }
+    W->on = 0;
+    W->olen = 0;
+}
+
 static int sock_error(int fd)
 {
     int err = 0;
@@ -1247,6 +1330,8 @@ static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
          * them (or, before the server is reached, count them, as the pure path
          * does with what it buffered), then end the session. */
         if (s->state == ST_RELAY) {
+            if (s->in_outbox)
+                flush_outbox(W); /* what was read before the reset goes first */
             s->rd[side] = s->wr[side] = s->rdhup[side] = 1;
             pump(W, s, side);
             if (s->state == ST_RELAY)
@@ -1527,6 +1612,7 @@ static void *worker_main(void *arg)
             }
         }
         http_flush_round(W); /* mode http: the round's writes, together */
+        flush_outbox(W);      /* mode tcp: likewise */
         /* sessions that used up their share of the round, then new admissions */
         ls_session *ready = W->ready;
         W->ready = NULL;
@@ -1535,8 +1621,12 @@ static void *worker_main(void *arg)
             ready = s->rnext;
             s->in_ready = 0;
             if (s->state == ST_CLOSED) {
-                if (!s->admit_pending)
+                if (s->in_outbox) {
+                    s->rnext = W->dead; /* flush_outbox still looks at it */
+                    W->dead = s;
+                } else if (!s->admit_pending) {
                     sess_free(s);
+                }
                 continue;
             }
             if (s->http && s->state != ST_RELAY) {
@@ -1561,6 +1651,7 @@ static void *worker_main(void *arg)
         }
         run_timers(W);
         run_commands(W);
+        flush_outbox(W);
         while (W->dead) {
             ls_session *s = W->dead;
             W->dead = s->rnext;
@@ -1607,6 +1698,8 @@ ls_engine *ls_engine_new(int workers, int splice_mode, int pipe_size, int bufsiz
         W->cmdfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         W->sparefd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         W->buf = malloc((size_t)e->bufsize);
+        W->obuf = malloc(LS_OUTBOX_BYTES);
+        W->oents = calloc(LS_OUTBOX_ENTRIES, sizeof *W->oents);
         W->pipes = calloc(LS_PIPE_POOL, sizeof *W->pipes);
         if (W->epfd < 0 || W->cmdfd < 0 || !W->buf || !W->pipes)
             goto fail;
@@ -1682,6 +1775,8 @@ void ls_engine_free(ls_engine *e)
             if (W->sparefd >= 0)
                 close(W->sparefd);
             free(W->buf);
+            free(W->obuf);
+            free(W->oents);
             free(W->pipes);
             free(W->heap);
             free(W->recs);
