@@ -60,9 +60,30 @@ class OptionalBuildExt(build_ext):
             f"the native data path was not built ({type(exc).__name__}: {exc}); "
             "installing the pure-Python data path only"
         )
+        _drop_stale_inplace_build()
+
+
+def _drop_stale_inplace_build() -> None:
+    """An editable install imports the extension from src/loadstone/_fastpath/: a
+    build that makes none must not leave an older one there to be imported, or a
+    failed rebuild would silently keep running the previous engine."""
+    folder = os.path.join(HERE, "src", "loadstone", "_fastpath")
+    if not os.path.isdir(folder):
+        return
+    for name in os.listdir(folder):
+        if name.startswith("relay.") and name.endswith(".so"):
+            os.remove(os.path.join(folder, name))
+            _say(f"removed the earlier build {name} (it would be imported instead)")
 
 
 def extensions() -> list[Extension]:
+    built = _extensions()
+    if not built:
+        _drop_stale_inplace_build()
+    return built
+
+
+def _extensions() -> list[Extension]:
     if _flag("LOADSTONE_NO_EXTENSIONS"):
         _say("LOADSTONE_NO_EXTENSIONS is set: pure-Python data path only")
         return []
