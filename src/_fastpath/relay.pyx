@@ -539,12 +539,11 @@ cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, double now,
         k = snprintf(
             at, room,
             '{"time":%.6f,"event":"session","client":"%s","listener":"%s","server":"%s",'
-            '"bytes_in":%llu,"bytes_out":%llu,"duration":%.6f',
+            '"bytes_in":%llu,"bytes_out":%llu,"duration":',
             now, r.client, <const char *>listener, <const char *>server,
-            <unsigned long long>r.bytes_in, <unsigned long long>r.bytes_out, r.duration,
+            <unsigned long long>r.bytes_in, <unsigned long long>r.bytes_out,
         )
-        while k > 1 and at[k - 1] == b"0" and at[k - 2] != b".":
-            k -= 1
+        k += _json_seconds(at + k, room - k, r.duration)
         k += snprintf(at + k, room - k, ',"end":"%s"}', end)
     else:
         k = snprintf(

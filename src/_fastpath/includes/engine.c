@@ -1064,6 +1064,20 @@ static inline void count(ls_worker *W, ls_session *s, int d, ssize_t n)
 /* Move bytes in direction d (0: client -> server, 1: server -> client) for as
  * long as the source is readable and the destination writable. May end the
  * session (state ST_CLOSED on return). */
+/* The part of a message the receiver did not take: kept in the direction's
+ * own buffer until it is writable again (the worker's buffers are reused at
+ * once). -1 when out of memory. */
+static int keep_unsent(ls_dir *D, const char *data, size_t len)
+{
+    D->buf = malloc(len);
+    if (!D->buf)
+        return -1;
+    memcpy(D->buf, data, len);
+    D->off = 0;
+    D->len = (uint32_t)len;
+    return 0;
+}
+
 static void pump(ls_worker *W, ls_session *s, int d)
 {
     ls_dir *D = &s->dir[d];
@@ -1210,15 +1224,9 @@ static void pump(ls_worker *W, ls_session *s, int d)
                         s->wr[dst] = 0;
                     }
                 }
-                if (m < n) {
-                    D->buf = malloc((size_t)(n - m));
-                    if (!D->buf) {
-                        fail_side(W, s, dst);
-                        return;
-                    }
-                    memcpy(D->buf, W->buf + m, (size_t)(n - m));
-                    D->off = 0;
-                    D->len = (uint32_t)(n - m);
+                if (m < n && keep_unsent(D, W->buf + m, (size_t)(n - m)) < 0) {
+                    fail_side(W, s, dst);
+                    return;
                 }
                 continue;
             }
@@ -1270,15 +1278,9 @@ static void flush_outbox(ls_worker *W)
         } else {
             s->last_us = W->now_us;
         }
-        if ((uint32_t)m < o->len) {
-            D->buf = malloc(o->len - (size_t)m);
-            if (!D->buf) {
-                fail_side(W, s, dst);
-                continue;
-            }
-            memcpy(D->buf, data + m, o->len - (size_t)m);
-            D->off = 0;
-            D->len = o->len - (uint32_t)m;
+        if ((uint32_t)m < o->len && keep_unsent(D, data + m, o->len - (size_t)m) < 0) {
+            fail_side(W, s, dst);
+            continue;
         }
         pump(W, s, o->d); /* what arrived meanwhile, or the end of the stream */
     }
