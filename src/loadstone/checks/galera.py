@@ -28,6 +28,16 @@ The connection's life:
   connection and calls `wake()`, and the scheduler checks the server now
   instead of at the next interval. The check's login is refused and the node
   is out within milliseconds of its death.
+- A dying server closes its sockets one by one, in descriptor order, and a
+  client connection often has a lower descriptor than the listening socket
+  (descriptors freed at start-up are reused). So the kept connection can end
+  while the server still listens: a login in that gap is accepted by the
+  kernel and then reset, "connection reset", a failure that is not
+  definitive and would leave the node in for fall x interval. After a kept
+  connection ended, a login dropped like that is tried again after a short
+  pause (`RELOGIN_PAUSE`, at most `RELOGIN_ATTEMPTS` logins, within the
+  check's timeout) until the server refuses it, answers it, or keeps
+  dropping it.
 """
 
 from __future__ import annotations
@@ -59,6 +69,11 @@ log = logging.getLogger("loadstone.checks")
 # the server does not count an aborted client).
 CLOSE_TIMEOUT = 1.0
 
+# Logins after a kept connection ended, while they are accepted and then
+# dropped (the server is half-way through dying; see the module docstring).
+RELOGIN_ATTEMPTS = 5
+RELOGIN_PAUSE = 0.05
+
 
 class GaleraProbe(Probe):
     def __init__(self, config: CheckConfig, host: str, port: int) -> None:
@@ -71,6 +86,7 @@ class GaleraProbe(Probe):
         self.policy = WsrepPolicy.from_check(config)
         self._conn: Any = None  # the kept aiomysql connection, between checks only
         self._watch: asyncio.Task[None] | None = None
+        self._ended = False  # the server ended the kept connection; its next login may race
         self.logins = 0  # logins made, for tests and debugging: a kept connection is reused
 
     # -- one check -------------------------------------------------------------------
@@ -89,8 +105,10 @@ class GaleraProbe(Probe):
                     log.debug("%r: kept connection lost (%s), logging in again", self, exc)
                     conn.close()
                     conn = None
+                    self._ended = True
             if conn is None:
-                conn = await self._login()
+                ended, self._ended = self._ended, False
+                conn = await (self._login_after_end() if ended else self._login())
                 rows = await self._read_status(conn)
         except asyncio.CancelledError:
             # The check timed out (or the scheduler stops): a connection that
@@ -115,6 +133,18 @@ class GaleraProbe(Probe):
             conn.close()
             raise
         return conn
+
+    async def _login_after_end(self) -> Any:
+        """A login, tried again while the server accepts and drops it."""
+        for attempt in range(1, RELOGIN_ATTEMPTS + 1):
+            try:
+                return await self._login()
+            except Exception as exc:
+                if attempt == RELOGIN_ATTEMPTS or not _dropped(exc):
+                    raise
+                log.debug("%r: login %d dropped (%s), trying again", self, attempt, exc)
+            await asyncio.sleep(RELOGIN_PAUSE)
+        raise AssertionError("unreachable")
 
     @staticmethod
     async def _read_status(conn: Any) -> list[tuple[object, object]]:
@@ -163,6 +193,7 @@ class GaleraProbe(Probe):
             return  # taken by a check meanwhile
         self._conn = None
         self._watch = None
+        self._ended = True
         conn.close()
         log.info("%r: monitor connection %s; checking now", self, why)
         if self.wake is not None:
@@ -184,3 +215,13 @@ class GaleraProbe(Probe):
     def __repr__(self) -> str:
         # No password here: reprs end up in debug logs.
         return f"<GaleraProbe {Address(self.host, self.port)} user={self.user}>"
+
+
+def _dropped(exc: BaseException) -> bool:
+    """A login the server took and then dropped (reset, closed) rather than
+    refused or answered: aiomysql reports it as error 2003 caused by the loss."""
+    if verdict_for_error(exc).definitive:
+        return False  # refused, access denied, ...: the server's answer
+    return is_connection_lost(exc) or (
+        exc.__cause__ is not None and is_connection_lost(exc.__cause__)
+    )
