@@ -184,6 +184,10 @@ def test_roundrobin_spread_and_backend_connection_reuse(
     assert status["http"]["requests_total"] == 26
     assert status["http"]["responses"]["2xx"] == 26
     assert set(status["servers"]) == {"s1", "s2"}
+    # Both paths show the same fields: the pool's balancer, and why a listener
+    # is on the path it is on.
+    assert status["pools"] == {"default": {"balance": "roundrobin", "servers": ["s1", "s2"]}}
+    assert "data_path_reason" in status
     lines = log_lines(ls, 26)
     first = lines[0]
     assert first["status"] == 200 and first["method"] == "GET" and first["target"] == "/echo"

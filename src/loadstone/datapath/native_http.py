@@ -178,10 +178,12 @@ class HttpFrontend(native.TcpFrontend):
         servers = [s.name for s in self.pool.servers]
         return {
             "data_path": self.data_path,
+            "data_path_reason": None,  # the pure path's field: why a listener is not here
             "http": {
                 "requests_total": self.requests_total,
                 "responses": responses_by_class(counts),
                 "idle_server_connections": self.engine.http_idle_server_conns(self.lid),
             },
-            "pools": {"default": {"balance": self.config.balance, "servers": servers}},
+            # The pool's balancer, as the pure path shows it.
+            "pools": {"default": {"balance": self.pool.balancer.name, "servers": servers}},
         }
