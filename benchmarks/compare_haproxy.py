@@ -319,11 +319,16 @@ def publish(args: argparse.Namespace, meta: dict[str, Any], runs: list[Run]) -> 
         f"wrk -t{args.wrk_threads}\n"
     )
     print(report.text_table(summaries))
+    pairs = report.paired(runs)
+    if pairs:
+        print("\nratio per repeat (median, range):\n" + "\n".join(p.describe() for p in pairs))
     notes = report.warnings(summaries, max_foreign=args.max_foreign)
     if notes:
         print("\n" + "\n".join(f"note: {n}" for n in notes))
     if args.markdown:
         print("\n" + report.markdown_header(meta) + "\n\n" + report.markdown_table(summaries))
+        if pairs:
+            print("\nRatio per repeat (median, range): " + "; ".join(p.describe() for p in pairs))
         if notes:
             print("\n" + "\n".join(f"Note: {n}" for n in notes))
     if args.json:
@@ -333,6 +338,7 @@ def publish(args: argparse.Namespace, meta: dict[str, Any], runs: list[Run]) -> 
             "meta": meta,
             "options": options,
             "summary": [dataclasses.asdict(s) for s in summaries],
+            "paired": [dataclasses.asdict(p) for p in pairs],
             "runs": [r.as_dict() for r in runs],
         }
         args.json.write_text(json.dumps(document, indent=2) + "\n")

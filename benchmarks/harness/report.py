@@ -6,13 +6,14 @@ import datetime
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness.measure import Summary
+from benchmarks.harness.measure import Run, Summary
 
 BASELINE = "haproxy"
 CANDIDATE = "loadstone"
@@ -99,6 +100,51 @@ def markdown_header(meta: dict[str, Any]) -> str:
             f"{proxies}; {meta['nginx']}; {meta['wrk'].split(' Copyright')[0]}",
         ]
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Paired:
+    """loadstone/HAProxy of each repeat's two runs of one scenario, which ran back
+    to back: steadier than the ratio of the medians when the machine's own speed
+    drifts during an invocation (a shared VM's can move by a quarter)."""
+
+    scenario: str
+    pairs: int
+    rps_ratios: tuple[float, ...]
+    cpu_ratios: tuple[float, ...]
+
+    def describe(self) -> str:
+        def spread(values: tuple[float, ...]) -> str:
+            return (
+                f"{statistics.median(values):.2f}x ({min(values):.2f}-{max(values):.2f})"
+                if values
+                else "-"
+            )
+
+        return (
+            f"{self.scenario}: req/s {spread(self.rps_ratios)}, cpu us/req "
+            f"{spread(self.cpu_ratios)} over {self.pairs} back-to-back pair(s)"
+        )
+
+
+def paired(runs: Sequence[Run]) -> list[Paired]:
+    """Per scenario (in the order run), the ratios of the runs that share a repeat."""
+    by_key = {(r.scenario, r.repeat, r.proxy): r for r in runs}
+    result = []
+    for scenario in dict.fromkeys(r.scenario for r in runs):
+        rps, cpu = [], []
+        for repeat in sorted({r.repeat for r in runs if r.scenario == scenario}):
+            base = by_key.get((scenario, repeat, BASELINE))
+            cand = by_key.get((scenario, repeat, CANDIDATE))
+            if base is None or cand is None:
+                continue
+            if base.wrk.requests_per_second:
+                rps.append(cand.wrk.requests_per_second / base.wrk.requests_per_second)
+            if base.cpu_us_per_request:
+                cpu.append(cand.cpu_us_per_request / base.cpu_us_per_request)
+        if rps or cpu:
+            result.append(Paired(scenario, max(len(rps), len(cpu)), tuple(rps), tuple(cpu)))
+    return result
 
 
 def warnings(summaries: Sequence[Summary], *, max_foreign: float) -> list[str]:

@@ -10,9 +10,9 @@ import os
 import pytest
 
 from benchmarks.harness import wrk
-from benchmarks.harness.measure import Summary
+from benchmarks.harness.measure import Run, Summary
 from benchmarks.harness.procs import cpu_seconds, process_tree, rss_bytes
-from benchmarks.harness.report import markdown_table, rows, warnings
+from benchmarks.harness.report import markdown_table, paired, rows, warnings
 from benchmarks.harness.scenarios import SCENARIOS, select
 
 CLEAN = """\
@@ -132,3 +132,33 @@ def test_warnings_name_errors_and_disturbed_runs() -> None:
     )
     assert any("keepalive/haproxy" in n and "FLAGGED" in n for n in notes)
     assert any("keepalive/loadstone" in n and "DISTURBED" in n for n in notes)
+
+
+def _run(proxy: str, scenario: str, repeat: int, rps: float, cpu_seconds: float) -> Run:
+    result = wrk.WrkResult(
+        requests=int(rps * 10), duration=10.0, bytes_read=0.0,
+        requests_per_second=rps, bytes_per_second=0.0,
+    )  # fmt: skip
+    return Run(proxy, scenario, repeat, result, cpu_seconds, 0, 0.0, 0.0, 20.0, 1, ["wrk"])
+
+
+def test_paired_ratios_follow_each_repeat_not_the_medians() -> None:
+    # The machine's speed moves between repeats: each repeat's two runs are
+    # compared with each other (median 1.10x), not the medians of each proxy
+    # (7,600 / 7,000 = 1.09x).
+    runs = [
+        _run("haproxy", "close", 0, 8000, 10.0),
+        _run("loadstone", "close", 0, 7600, 7.6),
+        _run("loadstone", "close", 1, 6900, 6.9),
+        _run("haproxy", "close", 1, 6000, 7.5),
+        _run("haproxy", "close", 2, 7000, 8.0),
+        _run("loadstone", "close", 2, 7700, 7.7),
+        _run("loadstone", "keepalive", 0, 40000, 6.0),  # no HAProxy run to pair with
+    ]
+    (close,) = paired(runs)
+    assert close.scenario == "close" and close.pairs == 3
+    assert close.rps_ratios == pytest.approx((0.95, 1.15, 1.1), abs=1e-3)
+    assert close.cpu_ratios == pytest.approx((0.8, 0.8, 0.875), abs=1e-3)
+    assert close.describe() == (
+        "close: req/s 1.10x (0.95-1.15), cpu us/req 0.80x (0.80-0.88) over 3 back-to-back pair(s)"
+    )
