@@ -96,14 +96,21 @@ async def relay(cluster: GaleraCluster) -> AsyncIterator[DyingRelay]:
     await relay.stop()
 
 
+def monitor_probe(port: int, monkeypatch: pytest.MonkeyPatch) -> tuple[GaleraProbe, asyncio.Event]:
+    """A Galera probe of 127.0.0.1:port as the monitor user, and the event its
+    watcher sets when the kept connection ends (the scheduler's wake())."""
+    monkeypatch.setenv(PASSWORD_ENV, MONITOR_PASSWORD)
+    config = CheckConfig(type="galera", user=MONITOR_USER, password_env=PASSWORD_ENV)
+    probe = GaleraProbe(config, "127.0.0.1", port)
+    woken = asyncio.Event()
+    probe.wake = woken.set
+    return probe, woken
+
+
 async def test_login_dropped_by_a_dying_node_is_retried_until_refused(
     relay: DyingRelay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(PASSWORD_ENV, MONITOR_PASSWORD)
-    config = CheckConfig(type="galera", user=MONITOR_USER, password_env=PASSWORD_ENV)
-    probe = GaleraProbe(config, "127.0.0.1", relay.port)
-    woken = asyncio.Event()
-    probe.wake = woken.set
+    probe, woken = monitor_probe(relay.port, monkeypatch)
     try:
         first = await probe.check()
         assert (first.ok, first.detail, probe.logins) == (True, "synced", 1)
@@ -131,11 +138,7 @@ async def test_login_after_the_node_ended_the_connection_is_not_retried_when_ans
 ) -> None:
     # The node ends the kept connection but stays up (KILL, wait_timeout): the
     # next check logs in again once and reports the node's state.
-    monkeypatch.setenv(PASSWORD_ENV, MONITOR_PASSWORD)
-    config = CheckConfig(type="galera", user=MONITOR_USER, password_env=PASSWORD_ENV)
-    probe = GaleraProbe(config, "127.0.0.1", cluster["db1"].port)
-    woken = asyncio.Event()
-    probe.wake = woken.set
+    probe, woken = monitor_probe(cluster["db1"].port, monkeypatch)
     try:
         assert (await probe.check()).ok
         ids = cluster["db1"].query(
