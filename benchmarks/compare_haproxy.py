@@ -116,6 +116,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="make HAProxy log every session to a file too (option tcplog), as loadstone does",
     )
     parser.add_argument(
+        "--loadstone-log",
+        choices=("all", "errors", "none"),
+        default="all",
+        help="the benchmark listener's `log` (default all: a line per session or request; "
+        "none does the work of a HAProxy without --haproxy-log)",
+    )
+    parser.add_argument(
         "--haproxy-global",
         action="append",
         default=[],
@@ -200,6 +207,7 @@ def build_proxies(
                 mode=mode,
                 binary=args.loadstone,
                 pure_python=args.pure_python,
+                log=args.loadstone_log,
             )
         )
     return proxies

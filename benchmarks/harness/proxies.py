@@ -233,8 +233,10 @@ class Loadstone(Proxy):
         mode: str = "tcp",
         binary: Path | None = None,
         pure_python: bool = False,
+        log: str = "all",
     ) -> None:
         self.binary = binary or default_loadstone_binary()
+        self.log = log  # the listener's `log`: all, errors or none
         if not self.binary.exists():
             raise FileNotFoundError(
                 f"{self.binary} not found (pip install -e . in the repository's venv)"
@@ -264,6 +266,7 @@ class Loadstone(Proxy):
             + ("    forwardfor: true\n" if self.mode == "http" else "")
             + "    balance: roundrobin\n"
             f"    maxconn: {MAXCONN}\n"
+            f"    log: {self.log}\n"
             "    servers:\n"
             f"{servers}"
         )

@@ -213,9 +213,11 @@ cdef class Engine:
         double idle,
         bint idle_is_client,
         double queue,
+        int log_mode=0,
         keepalive=None,
     ):
-        """Timeouts in seconds; keepalive: None or (idle, interval, count)."""
+        """Timeouts in seconds; keepalive: None or (idle, interval, count);
+        log_mode: 0 every TCP session, 1 those not closed by a peer, 2 none."""
         self._check()
         cdef ls_lconfig cfg
         memset(&cfg, 0, sizeof(cfg))
@@ -226,6 +228,7 @@ cdef class Engine:
         cfg.idle_ms = max(1, <long long>(idle * 1000))
         cfg.idle_reason = END_CLIENT_TIMEOUT if idle_is_client else END_SERVER_TIMEOUT
         cfg.queue_ms = max(1, <long long>(queue * 1000))
+        cfg.log_mode = log_mode
         if keepalive is not None:
             cfg.keepalive = 1
             cfg.ka_idle, cfg.ka_intvl, cfg.ka_cnt = keepalive
@@ -404,17 +407,22 @@ cdef class Engine:
             for i in range(n):
                 r = &recs[i]
                 if log_names is not None and _formatted_here(r) and r.listener in log_names:
+                    names = log_names[r.listener]
+                    if r.type == LS_REC_HTTP:
+                        counts = http_counts.get(r.listener)
+                        if counts is None:
+                            counts = http_counts[r.listener] = [0, 0, 0, 0, 0, 0]
+                        counts[r.status // 100 if 100 <= r.status < 600 else 0] += 1
+                        if not _http_logged(names[3], r):
+                            continue
                     buf = buffers.get(r.listener)
                     if buf is None:
                         buf = buffers[r.listener] = _LineBuffer()
                     if r.type == LS_REC_SESSION:
-                        _format_session(buf, r, log_names[r.listener], now, stamp)
-                        continue
-                    _format_http(buf, r, log_names[r.listener], now, stamp)
-                    counts = http_counts.get(r.listener)
-                    if counts is None:
-                        counts = http_counts[r.listener] = [0, 0, 0, 0, 0, 0]
-                    counts[r.status // 100 if 100 <= r.status < 600 else 0] += 1
+                        # The engine made this record only if `log` wants it.
+                        _format_session(buf, r, names, now, stamp)
+                    else:
+                        _format_http(buf, r, names, now, stamp)
                     continue
                 record = (
                     r.type,
@@ -451,6 +459,16 @@ cdef inline bint _formatted_here(ls_record *r):
     if r.type == LS_REC_HTTP:
         return 0 < r.reason < LS_HEND_SHUTDOWN and r.reason != LS_HEND_CONNECT_FAILED
     return False
+
+
+cdef inline bint _http_logged(int log_mode, ls_record *r):
+    """sessionlog.logged for a request the engine ended (log_mode as in
+    native.LOG_MODES): `errors` keeps one that did not end ok or got a 5xx."""
+    if log_mode == 0:
+        return True
+    if log_mode == 2:
+        return False
+    return r.reason != LS_HEND_OK or r.status >= 500
 
 
 cdef double _wall_clock(char *stamp):

@@ -1,5 +1,8 @@
 """One log line per finished session, on standard output.
 
+A listener's `log` says which: `all`, `errors` (only what did not end the
+normal way, `logged` below) or `none`.
+
 Lines are collected and written in batches (at most every FLUSH_INTERVAL, or at
 BATCH_LINES lines): a proxy handling tens of thousands of short sessions a
 second must not pay a write(2) per session. `flush()` is called on stop.
@@ -14,10 +17,27 @@ from typing import TextIO
 
 import orjson
 
-from loadstone.config.model import LogFormat
+from loadstone.config.model import LogFormat, SessionLogging
 
 FLUSH_INTERVAL = 0.25
 BATCH_LINES = 512
+
+# How a TCP session normally ends: one side closed its half, the other followed.
+NORMAL_SESSION_ENDS = frozenset({"client-close", "server-close"})
+
+
+def logged(mode: SessionLogging, end: str, status: int | None = None) -> bool:
+    """Does a listener with `log: mode` log this TCP session (status None) or
+    HTTP request? `errors` keeps what did not end normally: a TCP session not
+    closed by a peer; a request that did not end `ok` or got a 5xx. The native
+    engine applies the same rule (engine.c finish, relay.pyx take_records)."""
+    if mode == "all":
+        return True
+    if mode == "none":
+        return False
+    if status is None:
+        return end not in NORMAL_SESSION_ENDS
+    return end != "ok" or status >= 500
 
 
 class SessionLog:

@@ -196,6 +196,24 @@ def test_roundrobin_spread_and_backend_connection_reuse(
     assert first["bytes_out"] > 0 and first["bytes_in"] == len(request)
 
 
+def test_log_errors_keeps_5xx_and_failed_requests_only(
+    backends: Backends, loadstone: Start
+) -> None:
+    servers = backends(1)
+    ls = loadstone(http_config(servers, log="errors"))
+    port = port_of(ls)
+    assert get(port, "/echo").status == 200
+    assert get(port, "/status?code=404").status == 404  # the server's answer, not an error
+    assert get(port, "/status?code=503").status == 503
+    lines = log_lines(ls, 1)
+    assert [(e["status"], e["target"], e["end"]) for e in lines] == [
+        (503, "/status?code=503", "ok")
+    ]
+    status = ls.status()["listeners"]["web"]["http"]
+    assert status["requests_total"] == 3  # counted all the same
+    assert status["responses"]["2xx"] == 1 and status["responses"]["5xx"] == 1
+
+
 def test_text_access_log(backends: Backends, loadstone: Start) -> None:
     servers = backends(1)
     ls = loadstone(http_config(servers), log_format="text")

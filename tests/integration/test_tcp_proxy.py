@@ -356,6 +356,34 @@ def test_session_log_and_metrics(backends: Backends, loadstone: Start) -> None:
     assert status["listeners"]["web"]["servers"]["s1"]["address"] == servers[0].address
 
 
+def test_log_errors_and_none(backends: Backends, loadstone: Start) -> None:
+    # `log: errors` (here from defaults) keeps a session that did not end by a
+    # peer's close; `log: none` keeps nothing. Sessions are counted either way.
+    servers = backends(1)
+    config = listener_config(servers)
+    config["defaults"]["log"] = "errors"
+    dead = Backend("dead", free_port())  # never started: connection refused
+    for name, log in (("quiet", "none"), ("failing", "errors")):
+        config["listeners"][name] = {
+            "bind": [f"127.0.0.1:{free_port()}"],
+            "retries": 0,
+            "log": log,
+            "servers": [{"name": dead.name, "address": dead.address}],
+        }
+    ls = loadstone(config)
+    for _ in range(3):
+        assert who(proxy_port(ls)) == "s1"  # normal ends: not logged
+    for name in ("quiet", "failing"):  # in this order: the last line written is failing's
+        with socket.create_connection(("127.0.0.1", proxy_port(ls, name)), timeout=5) as s:
+            assert s.recv(10) == b""
+    entries = wait_for(lambda: ls.session_logs() or None)
+    assert [(e["listener"], e["server"], e["end"]) for e in entries] == [
+        ("failing", "-", "connect-failed (connection refused)")
+    ]
+    metrics = ls.get("/metrics").decode()
+    assert 'loadstone_server_sessions_total{listener="web",server="s1"} 3.0' in metrics
+
+
 def test_text_log_format(backends: Backends, loadstone: Start) -> None:
     servers = backends(1)
     ls = loadstone(listener_config(servers), log_format="text")

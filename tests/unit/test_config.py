@@ -199,6 +199,12 @@ BAD = [
         id="on-marked-down",
     ),
     pytest.param(
+        doc(listener={"log": "normal"}),
+        f"{WEB}.log",
+        "must be one of all, errors, none; got 'normal'",
+        id="log",
+    ),
+    pytest.param(
         doc(listener={"tcp_keepalive": {"count": 0}}),
         f"{WEB}.tcp_keepalive.count",
         "must be 1-127, got 0",
@@ -702,6 +708,7 @@ defaults:
   balance: leastconn
   on_marked_down: shutdown-sessions
   tcp_keepalive: true
+  log: errors
 listeners:
   plain:
     bind: ["127.0.0.1:7001"]
@@ -718,6 +725,7 @@ listeners:
     bind: ["127.0.0.1:7003"]
     check: {}
     tcp_keepalive: false
+    log: none
     servers: [{name: a, address: "10.0.0.1:80"}]
   all_defaults:
     bind: ["127.0.0.1:7004"]
@@ -734,6 +742,7 @@ def test_defaults_are_inherited_and_overridden() -> None:
     assert plain.balance == "leastconn"
     assert plain.on_marked_down == "shutdown-sessions"
     assert plain.tcp_keepalive == TcpKeepalive()
+    assert (plain.log, tcpcheck.log) == ("errors", "none")
     # No `check` key: never probed, even though defaults.check exists.
     assert plain.check is None
 

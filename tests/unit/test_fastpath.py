@@ -10,14 +10,17 @@ import os
 import re
 import select
 import socket
+import time
+from typing import Any
 
 import pytest
 
 from loadstone import datapath
 from loadstone.config import ConfigError, parse_config
-from loadstone.sessionlog import SessionLog
+from loadstone.sessionlog import SessionLog, logged
 
 relay = pytest.importorskip("loadstone._fastpath.relay", reason="native data path not built")
+native = pytest.importorskip("loadstone.datapath.native")
 
 BASE = """
 listeners:
@@ -107,6 +110,22 @@ def _one_session(engine: object, front: socket.socket, backend: socket.socket) -
     return port
 
 
+def _relaying(
+    engine: Any, front: socket.socket, server_port: int, log_mode: int = 0
+) -> tuple[int, int]:
+    """A listener of `engine` accepting on `front`, relaying to one server (no
+    retries); returns (listener id, server slot)."""
+    lid = engine.new_listener()
+    engine.configure(
+        lid, maxconn=10, retries=0, redispatch=False, connect=2.0, idle=5.0,
+        idle_is_client=True, queue=1.0, log_mode=log_mode,
+    )  # fmt: skip
+    slot = engine.new_slot(lid)
+    engine.publish(lid, "roundrobin", [(slot, 1, -1, "127.0.0.1", server_port)])
+    engine.add_socket(lid, front.fileno())
+    return lid, slot
+
+
 @pytest.mark.parametrize("fmt", ["json", "text"])
 def test_session_lines_formatted_natively_match_the_session_log(fmt: str) -> None:
     backend = socket.create_server(("127.0.0.1", 0))
@@ -114,14 +133,7 @@ def test_session_lines_formatted_natively_match_the_session_log(fmt: str) -> Non
     front.setblocking(False)
     engine = relay.Engine(1, "auto")
     try:
-        lid = engine.new_listener()
-        engine.configure(
-            lid, maxconn=10, retries=0, redispatch=False, connect=2.0, idle=5.0,
-            idle_is_client=True, queue=1.0,
-        )  # fmt: skip
-        slot = engine.new_slot(lid)
-        engine.publish(lid, "roundrobin", [(slot, 1, -1, "127.0.0.1", backend.getsockname()[1])])
-        engine.add_socket(lid, front.fileno())
+        lid, _ = _relaying(engine, front, backend.getsockname()[1])
         port = _one_session(engine, front, backend)
         lines: dict[int, str] = {}
         while not lines:  # each wait ends with a record queued (or times out)
@@ -160,3 +172,65 @@ def test_session_lines_formatted_natively_match_the_session_log(fmt: str) -> Non
     else:
         assert match is not None
         assert match[1] == python_line.split(" ", 1)[1]
+
+
+@pytest.mark.parametrize(("log", "mode"), [("all", 0), ("errors", 1), ("none", 2)])
+def test_log_mode_decides_which_sessions_make_a_record(log: str, mode: int) -> None:
+    # A session closed by its peers is the normal end: with `log: errors` or
+    # `none` the engine makes no record of it (no line, no wake-up of Python);
+    # one whose server refuses is an error, kept by `errors`.
+    backend = socket.create_server(("127.0.0.1", 0))
+    dead = socket.create_server(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]
+    dead.close()  # nobody listens there now: connection refused
+    front = socket.create_server(("127.0.0.1", 0))
+    front.setblocking(False)
+    engine = relay.Engine(1, "auto")
+    try:
+        assert native.LOG_MODES[log] == mode
+        lid, slot = _relaying(engine, front, backend.getsockname()[1], mode)
+
+        def ended() -> list[int]:
+            """Why the sessions recorded since the last call ended."""
+            deadline = time.monotonic() + 5
+            while engine.listener_stats(lid)[0]:  # until the session has ended
+                assert time.monotonic() < deadline, "session still open"
+                select.select([engine.record_fd()], [], [], 0.01)
+            # A synchronous command is a barrier: the worker has flushed its
+            # records when it returns (here it closes nothing).
+            assert engine.shutdown(lid, slot, 0) == 0
+            return [r[3] for r in engine.take_records()[1] if r[0] == relay.REC_SESSION]
+
+        _one_session(engine, front, backend)
+        assert ended() == ([relay.END_WORDS.index("client-close")] if log == "all" else [])
+
+        engine.publish(lid, "roundrobin", [(slot, 1, -1, "127.0.0.1", dead_port)])
+        with socket.create_connection(front.getsockname()[:2], timeout=5) as client:
+            assert client.recv(16) == b""  # refused behind the proxy: closed
+        assert ended() == ([] if log == "none" else [relay.END_CONNECT_FAILED])
+    finally:
+        engine.close()
+        front.close()
+        backend.close()
+
+
+@pytest.mark.parametrize(
+    ("mode", "end", "status", "expected"),
+    [
+        ("all", "client-close", None, True),
+        ("none", "connect-failed (connection refused)", None, False),
+        ("errors", "client-close", None, False),
+        ("errors", "server-close", None, False),
+        ("errors", "client-reset", None, True),
+        ("errors", "client-timeout", None, True),
+        ("errors", "ok", 200, False),
+        ("errors", "ok", 404, False),
+        ("errors", "ok", 503, True),
+        ("errors", "server-timeout", 504, True),
+        ("errors", "client-close", 200, True),
+    ],
+)
+def test_which_sessions_and_requests_a_listener_logs(
+    mode: str, end: str, status: int | None, expected: bool
+) -> None:
+    assert logged(mode, end, status) is expected  # type: ignore[arg-type]

@@ -841,7 +841,10 @@ static void finish(ls_worker *W, ls_session *s, int reason, int arg)
     } else {
         L->wstats[W->id].denied++;
     }
-    ls_record *r = s->http ? NULL : new_record(W);
+    int quiet = L->cfg.log_mode == LS_LOG_NONE ||
+                (L->cfg.log_mode == LS_LOG_ERRORS &&
+                 (reason == LS_END_CLIENT_CLOSE || reason == LS_END_SERVER_CLOSE));
+    ls_record *r = s->http || quiet ? NULL : new_record(W);
     if (r) {
         r->type = LS_REC_SESSION;
         r->reason = (uint8_t)reason;

@@ -115,7 +115,11 @@ typedef struct ls_lconfig {
     int64_t queue_ms;
     int32_t keepalive; /* 0: off; else the three values below apply */
     int32_t ka_idle, ka_intvl, ka_cnt;
+    int32_t log_mode; /* LS_LOG_*: which TCP sessions get a record (and a line) */
 } ls_lconfig;
+
+/* A listener's `log` (loadstone/sessionlog.py `logged`). */
+enum { LS_LOG_ALL = 0, LS_LOG_ERRORS = 1, LS_LOG_NONE = 2 };
 
 /* mode http: what the native HTTP path does besides the TCP settings above
  * (loadstone/datapath/native_http.py fills it from the listener). */

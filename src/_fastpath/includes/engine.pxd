@@ -13,7 +13,7 @@ cdef extern from "engine.h" nogil:
     int LS_SPLICE_OFF, LS_SPLICE_ON, LS_SPLICE_AUTO
     int LS_REC_SESSION, LS_REC_CONNECT_FAILED, LS_REC_HTTP
     int LS_END_CONNECT_FAILED
-    int LS_HEND_CONNECT_FAILED, LS_HEND_SHUTDOWN
+    int LS_HEND_OK, LS_HEND_CONNECT_FAILED, LS_HEND_SHUTDOWN
     int LS_HTTP_MAX_EXCEPT
 
     ctypedef struct ls_record:
@@ -51,6 +51,7 @@ cdef extern from "engine.h" nogil:
         int32_t ka_idle
         int32_t ka_intvl
         int32_t ka_cnt
+        int32_t log_mode
 
     ctypedef struct ls_hnet:
         int32_t family

@@ -49,6 +49,7 @@ class Engine:
         idle: float,
         idle_is_client: bool,
         queue: float,
+        log_mode: int = 0,
         keepalive: tuple[int, int, int] | None = None,
     ) -> None: ...
     def configure_http(
@@ -84,5 +85,5 @@ class Engine:
     def server_stats(self, lid: int, slot: int) -> tuple[int, int, int, int]: ...
     def shutdown(self, lid: int, slot: int, reason_id: int) -> int: ...
     def take_records(
-        self, log_names: dict[int, tuple[bool, bytes, list[bytes]]] | None = None
+        self, log_names: dict[int, tuple[bool, bytes, list[bytes], int]] | None = None
     ) -> tuple[dict[int, str], list[Record], dict[int, list[int]]]: ...

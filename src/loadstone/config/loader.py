@@ -56,6 +56,7 @@ from loadstone.config.model import (
     RouteConfig,
     SendExpectStep,
     ServerConfig,
+    SessionLogging,
     Splice,
     TcpKeepalive,
     Timeouts,
@@ -515,6 +516,7 @@ _TUNABLE_FIELDS: Final[Mapping[str, _Parser]] = {
     "redispatch": _bool,
     "on_marked_down": _literal(OnMarkedDown),
     "tcp_keepalive": _keepalive,
+    "log": _literal(SessionLogging),
 }
 
 _SERVER_FIELDS: Final[Mapping[str, _Parser]] = {

@@ -19,6 +19,9 @@ Balance = Literal["roundrobin", "leastconn", "source", "first", "active-backup"]
 CheckType = Literal["tcp", "http", "galera", "amqp", "send-expect", "mysql"]
 OnMarkedDown = Literal["none", "shutdown-sessions"]
 LogFormat = Literal["text", "json"]
+# Which sessions (tcp) or requests (http) a listener logs: all, only those that
+# did not end normally, or none (HAProxy: default, `option dontlog-normal`, `no log`).
+SessionLogging = Literal["all", "errors", "none"]
 Splice = Literal["auto", "on", "off"]
 HeaderAction = Literal["set", "add", "delete"]
 ForwardedProto = Literal["http", "https"]
@@ -190,6 +193,7 @@ class ListenerConfig:
     check: CheckConfig | None = None  # None: servers are never probed
     on_marked_down: OnMarkedDown = "none"
     tcp_keepalive: TcpKeepalive | None = None
+    log: SessionLogging = "all"
     # Every server of the listener; in http mode with `pools`, each names its pool.
     servers: tuple[ServerConfig, ...] = ()
     # -- http mode only ------------------------------------------------------------

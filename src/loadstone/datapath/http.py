@@ -81,6 +81,7 @@ from loadstone.http.response import (
 )
 from loadstone.http.routing import Router
 from loadstone.server import Pool, ServerRuntime
+from loadstone.sessionlog import logged
 
 if TYPE_CHECKING:
     from loadstone.balance.base import Balancer
@@ -1026,26 +1027,27 @@ class _Client(asyncio.Protocol):
             return
         status = self.status
         frontend.status_counts[status // 100 if 100 <= status < 600 else 0] += 1
-        now = _now()
-        t_sent = self.t_sent
-        frontend.sessionlog.request(
-            self.peer,
-            frontend.name,
-            server.name if server is not None else "-",
-            _METHODS.get(req.method) or req.method.decode("latin-1"),
-            req.target[:1024].decode("latin-1"),
-            status,
-            self.bytes_in,
-            self.bytes_out,
-            (
-                req.t_head - req.t_begin if req.t_head >= 0 else -1.0,
-                self.t_wait,
-                self.t_connect,
-                self.t_response - t_sent if self.t_response >= 0 and t_sent >= 0 else -1.0,
-                now - req.t_begin,
-            ),
-            end,
-        )
+        if logged(frontend.config.log, end, status):
+            now = _now()
+            t_sent = self.t_sent
+            frontend.sessionlog.request(
+                self.peer,
+                frontend.name,
+                server.name if server is not None else "-",
+                _METHODS.get(req.method) or req.method.decode("latin-1"),
+                req.target[:1024].decode("latin-1"),
+                status,
+                self.bytes_in,
+                self.bytes_out,
+                (
+                    req.t_head - req.t_begin if req.t_head >= 0 else -1.0,
+                    self.t_wait,
+                    self.t_connect,
+                    self.t_response - t_sent if self.t_response >= 0 and t_sent >= 0 else -1.0,
+                    now - req.t_begin,
+                ),
+                end,
+            )
         self.bytes_in = 0
         self.bytes_out = 0
 

@@ -43,6 +43,7 @@ import orjson
 from loadstone._fastpath import relay
 from loadstone.config.model import GlobalConfig, ListenerConfig
 from loadstone.server import Pool, ServerRuntime
+from loadstone.sessionlog import logged
 
 if TYPE_CHECKING:
     from loadstone.sessionlog import SessionLog
@@ -113,6 +114,12 @@ def engine(loop: asyncio.AbstractEventLoop) -> Any:
 # delays a log line or a failed connect's re-check by at most this much.
 DRAIN_INTERVAL = 0.02
 
+# A listener's `log` as the engine and relay.Engine.take_records take it: with
+# `errors` the engine makes no record of a TCP session closed by a peer, with
+# `none` of no TCP session at all (HTTP requests are still counted).
+LOG_MODES: dict[str, int] = {"all": 0, "errors": 1, "none": 2}
+IDLE_POLL = 0.05
+
 
 def _records_ready() -> None:
     loop = _reader_loop
@@ -182,7 +189,7 @@ class TcpFrontend:
         self._by_slot: list[ServerRuntime] = []
         self._reasons: list[str] = []
         self._strerror: dict[int, str] = {}
-        self._log_names: tuple[bool, bytes, list[bytes]] | None = None
+        self._log_names: tuple[bool, bytes, list[bytes], int] | None = None
         self._configure()
         self._attach(pool)
 
@@ -201,6 +208,7 @@ class TcpFrontend:
             idle=min(t.client, t.server),
             idle_is_client=t.client <= t.server,
             queue=t.queue,
+            log_mode=LOG_MODES[c.log],
             keepalive=None
             if ka is None
             else (max(1, int(ka.idle)), max(1, int(ka.interval)), ka.count),
@@ -217,16 +225,22 @@ class TcpFrontend:
     def count_requests(self, by_class: list[int]) -> None:
         """HTTP requests whose log lines the engine formatted (mode http only)."""
 
-    def log_names(self) -> tuple[bool, bytes, list[bytes]]:
+    def log_names(self) -> tuple[bool, bytes, list[bytes], int]:
         """What relay.Engine.take_records needs to write this listener's session
-        lines itself: the format, and the names as they appear in a line."""
+        lines itself: the format, the names as they appear in a line, and which
+        lines to write (LOG_MODES)."""
         if self._log_names is None:
             as_json = self.sessionlog.format == "json"
 
             def shown(name: str) -> bytes:
                 return orjson.dumps(name)[1:-1] if as_json else name.encode()
 
-            self._log_names = (as_json, shown(self.name), [shown(s.name) for s in self._by_slot])
+            self._log_names = (
+                as_json,
+                shown(self.name),
+                [shown(s.name) for s in self._by_slot],
+                LOG_MODES[self.config.log],
+            )
         return self._log_names
 
     def _attach(self, pool: Pool) -> None:
@@ -276,6 +290,7 @@ class TcpFrontend:
         """A reload: new sessions use the new settings and pool; open ones run on."""
         self.config = config
         self.pool = pool
+        self._log_names = None  # `log` may have changed
         self._configure()
         self._attach(pool)
 
@@ -391,6 +406,8 @@ class TcpFrontend:
             end = f"shutdown ({self._reasons[arg] if 0 <= arg < len(self._reasons) else '?'})"
         else:
             end = relay.END_WORDS[reason]
+        if not logged(self.config.log, end):
+            return
         self.sessionlog.session(
             client=client,
             listener=self.name,
@@ -415,6 +432,12 @@ class TcpFrontend:
             return
         waiter: asyncio.Future[None] = self.loop.create_future()
         self.idle_waiters.append(waiter)
+        if self.config.log != "all":
+            # Session records wake the waiter (check_idle), and with `log:
+            # errors` or `none` most ends make none: look every IDLE_POLL too.
+            while not waiter.done():
+                await asyncio.wait([waiter], timeout=IDLE_POLL)
+                self.check_idle()
         await waiter
 
     def shutdown_server(self, server: ServerRuntime, reason: str) -> int:

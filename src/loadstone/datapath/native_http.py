@@ -36,6 +36,7 @@ from loadstone.datapath import native
 from loadstone.datapath.http import responses_by_class
 from loadstone.http import message
 from loadstone.server import Pool
+from loadstone.sessionlog import logged
 
 if TYPE_CHECKING:
     from loadstone.sessionlog import SessionLog
@@ -151,6 +152,8 @@ class HttpFrontend(native.TcpFrontend):
             word = f"shutdown ({self._reasons[arg] if 0 <= arg < len(self._reasons) else '?'})"
         else:
             word = relay.HTTP_END_WORDS[end]
+        if not logged(self.config.log, word, status):
+            return
         self.sessionlog.request(
             client,
             self.name,

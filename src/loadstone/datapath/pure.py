@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING
 
 from loadstone.config.model import ListenerConfig
 from loadstone.server import Pool, ServerRuntime
+from loadstone.sessionlog import logged
 
 if TYPE_CHECKING:
     from loadstone.sessionlog import SessionLog
@@ -493,15 +494,16 @@ class TcpFrontend:
         self.bytes_out_done += session.bytes_out
         if session.server is None:
             self.denied_total += 1
-        self.sessionlog.session(
-            client=session.client_peer,
-            listener=self.name,
-            server=session.server.name if session.server is not None else "-",
-            bytes_in=session.bytes_in,
-            bytes_out=session.bytes_out,
-            duration=time.time() - session.started,
-            end=session.end_reason,
-        )
+        if logged(self.config.log, session.end_reason):
+            self.sessionlog.session(
+                client=session.client_peer,
+                listener=self.name,
+                server=session.server.name if session.server is not None else "-",
+                bytes_in=session.bytes_in,
+                bytes_out=session.bytes_out,
+                duration=time.time() - session.started,
+                end=session.end_reason,
+            )
         if not self.active and not self.queued and self.idle_waiters:
             for waiter in self.idle_waiters:
                 if not waiter.done():
