@@ -534,14 +534,17 @@ cdef const char *ls_timing_keys[5]
 ls_timing_keys[:] = [b"t_request", b"t_queue", b"t_connect", b"t_response", b"t_total"]
 
 
+cdef bytes _server_name(tuple names, int slot):
+    """The server's name as a line shows it (log_names' list), "-" for none."""
+    cdef list servers = names[2]
+    return servers[slot] if 0 <= slot < len(servers) else b"-"
+
+
 cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, double now,
                          const char *stamp) except -1:
     cdef bint as_json = names[0]
     cdef bytes listener = names[1]
-    cdef list servers = names[2]
-    cdef bytes server = b"-"
-    if 0 <= r.slot < len(servers):
-        server = servers[r.slot]
+    cdef bytes server = _server_name(names, r.slot)
     cdef const char *end = ls_end_words[r.reason]
     buf.reserve(len(listener) + len(server) + 320)
     cdef char *at = buf.data + buf.length
@@ -618,10 +621,7 @@ cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, double now,
                       const char *stamp) except -1:
     cdef bint as_json = names[0]
     cdef bytes listener = names[1]
-    cdef list servers = names[2]
-    cdef bytes server = b"-"
-    if 0 <= r.slot < len(servers):
-        server = servers[r.slot]
+    cdef bytes server = _server_name(names, r.slot)
     cdef const char *end = ls_http_end_words[r.reason]
     cdef double timings[5]
     timings[0] = r.t_request

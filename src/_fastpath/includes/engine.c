@@ -918,18 +918,31 @@ static void connect_failed(ls_worker *W, ls_session *s, int err)
     sess_connect(W, s);
 }
 
+/* Both directions of a relaying session, `first` first. */
+static void pump_both(ls_worker *W, ls_session *s, int first)
+{
+    pump(W, s, first);
+    if (s->state == ST_RELAY)
+        pump(W, s, 1 - first);
+}
+
+/* Relay bytes both ways from now on (a connected tcp session, an HTTP tunnel),
+ * ended after `idle_ms` without traffic. */
+static void relay_start(ls_worker *W, ls_session *s, int64_t idle_ms)
+{
+    s->state = ST_RELAY;
+    s->last_us = W->now_us;
+    timer_set(W, s, W->now_us + idle_ms * 1000);
+    pump_both(W, s, 0);
+}
+
 static void connected(ls_worker *W, ls_session *s)
 {
     if (s->http) {
         http_connected(W, s);
         return;
     }
-    s->state = ST_RELAY;
-    s->last_us = W->now_us;
-    timer_set(W, s, W->now_us + s->L->cfg.idle_ms * 1000);
-    pump(W, s, 0);
-    if (s->state == ST_RELAY)
-        pump(W, s, 1);
+    relay_start(W, s, s->L->cfg.idle_ms);
 }
 
 static void do_connect(ls_worker *W, ls_session *s)
@@ -1081,6 +1094,29 @@ static int keep_unsent(ls_dir *D, const char *data, size_t len)
     return 0;
 }
 
+/* Send to side `dst` of a relaying session. Returns the bytes the socket took
+ * (0 when it is full: wr[dst] is cleared and its EPOLLOUT edge brings the
+ * rest), or -1 when the send failed and the session was ended. */
+static ssize_t relay_send(ls_worker *W, ls_session *s, int dst, const char *data, size_t len,
+                          int flags)
+{
+    for (;;) {
+        ssize_t n = send(s->fd[dst], data, len, MSG_NOSIGNAL | MSG_DONTWAIT | flags);
+        if (n >= 0) {
+            s->last_us = W->now_us;
+            return n;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            s->wr[dst] = 0;
+            return 0;
+        }
+        fail_side(W, s, dst);
+        return -1;
+    }
+}
+
 static void pump(ls_worker *W, ls_session *s, int d)
 {
     ls_dir *D = &s->dir[d];
@@ -1093,18 +1129,9 @@ static void pump(ls_worker *W, ls_session *s, int d)
         if (D->len) {
             if (!s->wr[dst])
                 return;
-            ssize_t n = send(dfd, D->buf + D->off, D->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                    s->wr[dst] = 0;
-                    return;
-                }
-                if (errno == EINTR)
-                    continue;
-                fail_side(W, s, dst);
-                return;
-            }
-            s->last_us = W->now_us;
+            ssize_t n = relay_send(W, s, dst, D->buf + D->off, D->len, 0);
+            if (n <= 0)
+                return; /* full (wait for EPOLLOUT) or ended */
             D->off += (uint32_t)n;
             D->len -= (uint32_t)n;
             if (D->len)
@@ -1216,16 +1243,9 @@ static void pump(ls_worker *W, ls_session *s, int d)
                     /* Last bytes before a FIN: MSG_MORE holds them back until
                      * the shutdown()/close() just after, so that data and FIN
                      * leave in one segment (one wake-up of the peer, not two). */
-                    int more = D->eof ? MSG_MORE : 0;
-                    m = send(dfd, W->buf, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT | more);
-                    if (m < 0) {
-                        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                            fail_side(W, s, dst);
-                            return;
-                        }
-                        m = 0;
-                        s->wr[dst] = 0;
-                    }
+                    m = relay_send(W, s, dst, W->buf, (size_t)n, D->eof ? MSG_MORE : 0);
+                    if (m < 0)
+                        return;
                 }
                 if (m < n && keep_unsent(D, W->buf + m, (size_t)(n - m)) < 0) {
                     fail_side(W, s, dst);
@@ -1270,17 +1290,9 @@ static void flush_outbox(ls_worker *W)
         if (s->state != ST_RELAY)
             continue;
         const char *data = W->obuf + o->off;
-        ssize_t m = send(s->fd[dst], data, o->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (m < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                fail_side(W, s, dst);
-                continue;
-            }
-            m = 0;
-            s->wr[dst] = 0;
-        } else {
-            s->last_us = W->now_us;
-        }
+        ssize_t m = relay_send(W, s, dst, data, o->len, 0);
+        if (m < 0)
+            continue;
         if ((uint32_t)m < o->len && keep_unsent(D, data + m, o->len - (size_t)m) < 0) {
             fail_side(W, s, dst);
             continue;
@@ -1338,9 +1350,7 @@ static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
             if (s->in_outbox)
                 flush_outbox(W); /* what was read before the reset goes first */
             s->rd[side] = s->wr[side] = s->rdhup[side] = 1;
-            pump(W, s, side);
-            if (s->state == ST_RELAY)
-                pump(W, s, 1 - side);
+            pump_both(W, s, side);
         } else if (side == 0) {
             ssize_t n;
             while ((n = recv(s->fd[0], W->buf, (size_t)W->e->bufsize, 0)) > 0)
@@ -1363,9 +1373,7 @@ static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
             finish(W, s, LS_END_CLIENT_RESET, 0);
         return;
     }
-    pump(W, s, side);
-    if (s->state == ST_RELAY)
-        pump(W, s, 1 - side);
+    pump_both(W, s, side);
 }
 
 static void admit(ls_worker *W, ls_session *s)
@@ -1638,9 +1646,7 @@ static void *worker_main(void *arg)
                 http_progress(W, s);
                 continue;
             }
-            pump(W, s, 0);
-            if (s->state == ST_RELAY)
-                pump(W, s, 1);
+            pump_both(W, s, 0);
         }
         while (W->admit) {
             ls_session *s = W->admit;

@@ -1658,13 +1658,8 @@ static void start_tunnel(ls_worker *W, ls_session *s, const char *resp, size_t n
     h->connected = 0;
     h->exchange = 1;
     s->bytes[0] = s->bytes[1] = 0;
-    s->state = ST_RELAY;
-    s->last_us = W->now_us;
     s->rd[0] = s->rd[1] = 1;
-    timer_set(W, s, W->now_us + s->L->hcfg.tunnel_ms * 1000);
-    pump(W, s, 0);
-    if (s->state == ST_RELAY)
-        pump(W, s, 1);
+    relay_start(W, s, s->L->hcfg.tunnel_ms);
 }
 
 /* ---------------------------------------------------------------------------------- */
