@@ -1026,7 +1026,7 @@ class _Client(asyncio.Protocol):
         if req is None:
             return
         status = self.status
-        frontend.status_counts[status // 100 if 100 <= status < 600 else 0] += 1
+        frontend.status_counts[status_class(status)] += 1
         if logged(frontend.config.log, end, status):
             now = _now()
             t_sent = self.t_sent
@@ -1620,6 +1620,11 @@ class HttpFrontend:
         if self.idle_sweeper is not None:
             self.idle_sweeper.cancel()
             self.idle_sweeper = None
+
+
+def status_class(status: int) -> int:
+    """Index of a status in the [other, 1xx, 2xx, 3xx, 4xx, 5xx] counters."""
+    return status // 100 if 100 <= status < 600 else 0
 
 
 def responses_by_class(counts: list[int]) -> dict[str, int]:

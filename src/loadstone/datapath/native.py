@@ -43,7 +43,6 @@ import orjson
 from loadstone._fastpath import relay
 from loadstone.config.model import GlobalConfig, ListenerConfig
 from loadstone.server import Pool, ServerRuntime
-from loadstone.sessionlog import logged
 
 if TYPE_CHECKING:
     from loadstone.sessionlog import SessionLog
@@ -406,8 +405,7 @@ class TcpFrontend:
             end = f"shutdown ({self._reasons[arg] if 0 <= arg < len(self._reasons) else '?'})"
         else:
             end = relay.END_WORDS[reason]
-        if not logged(self.config.log, end):
-            return
+        # No `log` check: the engine made this record only if the line is wanted.
         self.sessionlog.session(
             client=client,
             listener=self.name,

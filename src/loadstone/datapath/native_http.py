@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from loadstone._fastpath import relay
 from loadstone.config.model import ListenerConfig
 from loadstone.datapath import native
-from loadstone.datapath.http import responses_by_class
+from loadstone.datapath.http import responses_by_class, status_class
 from loadstone.http import message
 from loadstone.server import Pool
 from loadstone.sessionlog import logged
@@ -145,7 +145,7 @@ class HttpFrontend(native.TcpFrontend):
         )
         server = self._by_slot[slot] if 0 <= slot < len(self._by_slot) else None
         self.requests_total += 1
-        self.status_counts[status // 100 if 100 <= status < 600 else 0] += 1
+        self.status_counts[status_class(status)] += 1
         if end == relay.HTTP_END_CONNECT_FAILED:
             word = f"connect-failed ({self._why(arg)})"
         elif end == relay.HTTP_END_SHUTDOWN:
