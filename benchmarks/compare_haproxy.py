@@ -110,17 +110,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=2,
         help="times a disturbed run is measured again before being kept, flagged (default 2)",
     )
+    # Both proxies log every session by default, as HAProxy does in OpenStack
+    # deployments (option tcplog/httplog): a comparison is of equal work.
     parser.add_argument(
         "--haproxy-log",
-        action="store_true",
-        help="make HAProxy log every session to a file too (option tcplog), as loadstone does",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="HAProxy logs every session or request to a file (option tcplog/httplog), "
+        "as loadstone's default `log: all` does (default on; --no-haproxy-log: off)",
     )
     parser.add_argument(
         "--loadstone-log",
         choices=("all", "errors", "none"),
         default="all",
         help="the benchmark listener's `log` (default all: a line per session or request; "
-        "none does the work of a HAProxy without --haproxy-log)",
+        "none does the work of --no-haproxy-log)",
     )
     parser.add_argument(
         "--haproxy-global",
@@ -287,6 +291,7 @@ def collect(args: argparse.Namespace, raw_argv: Sequence[str]) -> tuple[dict[str
             meta = {
                 **report.machine_info(REPO),
                 "command": command_line(raw_argv),
+                "session_logs": logging_line(args),
                 "proxies": versions,
             }
             # One pair of proxies per mode (tcp, http), started when the first
@@ -315,6 +320,18 @@ def collect(args: argparse.Namespace, raw_argv: Sequence[str]) -> tuple[dict[str
     return meta, runs
 
 
+def logging_line(args: argparse.Namespace) -> str:
+    haproxy = "all" if args.haproxy_log else "none"
+    return f"session logs: haproxy {haproxy}, loadstone {args.loadstone_log}"
+
+
+def equal_logging(args: argparse.Namespace) -> bool:
+    """Whether both proxies log the same sessions (errors-only has no HAProxy twin
+    in the harness, so it never counts as equal)."""
+    haproxy = "all" if args.haproxy_log else "none"
+    return bool(args.loadstone_log == haproxy)
+
+
 def publish(args: argparse.Namespace, meta: dict[str, Any], runs: list[Run]) -> int:
     """Print the table (and Markdown, JSON if asked); return the exit status."""
     summaries = [
@@ -324,13 +341,15 @@ def publish(args: argparse.Namespace, meta: dict[str, Any], runs: list[Run]) -> 
     print(
         f"\n{meta['date']}  {meta['nproc']} x {meta['cpu_model']}  "
         f"workers={args.workers}  duration={args.duration}s  repeat={args.repeat}  "
-        f"wrk -t{args.wrk_threads}\n"
+        f"wrk -t{args.wrk_threads}  {logging_line(args)}\n"
     )
     print(report.text_table(summaries))
     pairs = report.paired(runs)
     if pairs:
         print("\nratio per repeat (median, range):\n" + "\n".join(p.describe() for p in pairs))
     notes = report.warnings(summaries, max_foreign=args.max_foreign)
+    if not equal_logging(args):
+        notes.append(f"unequal work: {logging_line(args)}")
     if notes:
         print("\n" + "\n".join(f"note: {n}" for n in notes))
     if args.markdown:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -405,6 +406,10 @@ class Round:
     errors: int  # client errors between the kill and that first commit + 1 s
 
 
+def grew(acks: list[tuple[float, float, str]], count: int) -> bool:
+    return len(acks) > count
+
+
 def run_proxy(proxy: Proxy, cluster: GaleraCluster, rounds: int) -> list[Round]:
     proxy.start()
     load = Load(proxy.port, cluster["db3"].port)
@@ -414,7 +419,7 @@ def run_proxy(proxy: Proxy, cluster: GaleraCluster, rounds: int) -> list[Round]:
         wait_until(lambda: len(load.acks) > 200, 30, "steady load")
         for i in range(rounds):
             before = len(load.acks)
-            wait_until(lambda b=before: len(load.acks) > b + 100, 30, "load before the kill")
+            wait_until(functools.partial(grew, load.acks, before + 100), 30, "load before the kill")
             # The node the load is on. Not "where a new connection goes": after
             # HAProxy fails back to db1, new connections go to db1 while the
             # pooled ones stay on db2 (two writers, the reason for no failback).
@@ -433,7 +438,9 @@ def run_proxy(proxy: Proxy, cluster: GaleraCluster, rounds: int) -> list[Round]:
             )
             victim.start()
             victim.wait_synced(120)
-            wait_until(lambda v=victim.name: proxy.sees_up(v), 60, f"{proxy.name} sees it up")
+            wait_until(
+                functools.partial(proxy.sees_up, victim.name), 60, f"{proxy.name} sees it up"
+            )
             # Every node synced again before the next kill (db3 donated to it).
             for node in cluster.nodes:
                 node.wait_synced(60)

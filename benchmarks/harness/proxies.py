@@ -153,9 +153,9 @@ class HAProxy(Proxy):
         self.binary = found
         self.extra_global = list(extra_global)
         self.extra_defaults = list(extra_defaults)
-        # HAProxy in OpenStack deployments logs one line per session; off by default
-        # to match the reference figures, on to give it the per-session logging cost
-        # loadstone always pays.
+        # HAProxy in OpenStack deployments logs one line per session (option
+        # tcplog/httplog); compare_haproxy turns this on whenever loadstone logs
+        # every session too, so that both proxies do the same work.
         if log_sessions:
             self.extra_global.append("log stdout format raw local0")
             self.extra_defaults += ["log global", f"option {mode}log"]

@@ -97,7 +97,8 @@ def markdown_header(meta: dict[str, Any]) -> str:
             f"**{meta['date']}**, {meta['nproc']} x {meta['cpu_model']}, "
             f"Linux {meta['kernel']}, git {meta['git_revision']}  ",
             f"`{meta['command']}`  ",
-            f"{proxies}; {meta['nginx']}; {meta['wrk'].split(' Copyright')[0]}",
+            f"{proxies}; {meta['nginx']}; {meta['wrk'].split(' Copyright')[0]}"
+            + (f"; {meta['session_logs']}" if "session_logs" in meta else ""),
         ]
     )
 

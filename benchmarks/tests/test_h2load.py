@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.harness import h2load
+from benchmarks.harness import h2load, wrk
 from benchmarks.harness.scenarios import DEFAULT, HTTP, select
 
 # nghttp2 1.52's h2load --h1 against nginx; the progress lines left out.
@@ -48,7 +48,7 @@ def test_percentiles_are_nearest_rank() -> None:
 
 
 def test_parse_refuses_garbage() -> None:
-    with pytest.raises(h2load.WrkOutputError):
+    with pytest.raises(wrk.WrkOutputError):
         h2load.parse("Error: something\n", "")
 
 

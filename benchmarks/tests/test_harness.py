@@ -162,3 +162,19 @@ def test_paired_ratios_follow_each_repeat_not_the_medians() -> None:
     assert close.describe() == (
         "close: req/s 1.10x (0.95-1.15), cpu us/req 0.80x (0.80-0.88) over 3 back-to-back pair(s)"
     )
+
+
+def test_both_proxies_log_every_session_unless_told_otherwise() -> None:
+    from benchmarks import compare_haproxy
+
+    default = compare_haproxy.parse_args([])
+    assert (default.haproxy_log, default.loadstone_log) == (True, "all")
+    assert compare_haproxy.equal_logging(default)
+    neither = compare_haproxy.parse_args(["--no-haproxy-log", "--loadstone-log", "none"])
+    assert compare_haproxy.equal_logging(neither)
+    assert compare_haproxy.logging_line(neither) == "session logs: haproxy none, loadstone none"
+    # The old default, loadstone logging and HAProxy not, is flagged as unequal work.
+    assert not compare_haproxy.equal_logging(compare_haproxy.parse_args(["--no-haproxy-log"]))
+    assert not compare_haproxy.equal_logging(
+        compare_haproxy.parse_args(["--loadstone-log", "errors"])
+    )
