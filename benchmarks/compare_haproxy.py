@@ -320,16 +320,19 @@ def collect(args: argparse.Namespace, raw_argv: Sequence[str]) -> tuple[dict[str
     return meta, runs
 
 
+def haproxy_logging(args: argparse.Namespace) -> str:
+    """HAProxy's logging in the terms of loadstone's `log` option."""
+    return "all" if args.haproxy_log else "none"
+
+
 def logging_line(args: argparse.Namespace) -> str:
-    haproxy = "all" if args.haproxy_log else "none"
-    return f"session logs: haproxy {haproxy}, loadstone {args.loadstone_log}"
+    return f"session logs: haproxy {haproxy_logging(args)}, loadstone {args.loadstone_log}"
 
 
 def equal_logging(args: argparse.Namespace) -> bool:
     """Whether both proxies log the same sessions (errors-only has no HAProxy twin
     in the harness, so it never counts as equal)."""
-    haproxy = "all" if args.haproxy_log else "none"
-    return bool(args.loadstone_log == haproxy)
+    return bool(args.loadstone_log == haproxy_logging(args))
 
 
 def publish(args: argparse.Namespace, meta: dict[str, Any], runs: list[Run]) -> int:

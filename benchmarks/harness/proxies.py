@@ -154,8 +154,8 @@ class HAProxy(Proxy):
         self.extra_global = list(extra_global)
         self.extra_defaults = list(extra_defaults)
         # HAProxy in OpenStack deployments logs one line per session (option
-        # tcplog/httplog); compare_haproxy turns this on whenever loadstone logs
-        # every session too, so that both proxies do the same work.
+        # tcplog/httplog). compare_haproxy turns it on by default, as loadstone's
+        # benchmark listener logs every session by default: both do the same work.
         if log_sessions:
             self.extra_global.append("log stdout format raw local0")
             self.extra_defaults += ["log global", f"option {mode}log"]
