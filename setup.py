@@ -121,7 +121,7 @@ def _extensions() -> list[Extension]:
         extra_compile_args=[*cflags, "-Wall", "-Wno-unused-function"],
         depends=[
             os.path.join(FASTPATH, "includes", name)
-            for name in ("engine.h", "http_engine.c", "blake2b.h", "engine.pxd")
+            for name in ("engine.h", "http_engine.c", "blake2b.h", "uring.h", "engine.pxd")
         ]
         + [os.path.join(FASTPATH, "relay.pxd")],
     )

@@ -8,5 +8,6 @@ cdef class Engine:
     cdef readonly str splice
     cdef readonly int pipe_size
     cdef readonly int bufsize
+    cdef readonly int io_uring_workers
 
     cdef int _check(self) except -1

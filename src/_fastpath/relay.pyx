@@ -152,17 +152,23 @@ cdef int _fill_address(ls_tserver *t, str host, int port) except -1:
 cdef class Engine:
     """The worker threads and everything they share."""
 
-    def __cinit__(self, int workers=1, str splice="auto", int pipe_size=0, int bufsize=0):
+    def __cinit__(self, int workers=1, str splice="auto", int pipe_size=0, int bufsize=0,
+                  str io_uring="auto"):
         self.engine = NULL
         if splice not in SPLICE_MODES:
             raise ValueError(f"splice must be one of {', '.join(SPLICE_MODES)}, got {splice!r}")
+        if io_uring not in ("auto", "off"):
+            raise ValueError(f"io_uring must be auto or off, got {io_uring!r}")
         self.workers = workers
         self.splice = splice
         self.pipe_size = pipe_size if pipe_size > 0 else 256 * 1024
         self.bufsize = bufsize if bufsize > 0 else 64 * 1024
-        self.engine = ls_engine_new(workers, SPLICE_MODES[splice], self.pipe_size, self.bufsize)
+        self.engine = ls_engine_new(workers, SPLICE_MODES[splice], self.pipe_size, self.bufsize,
+                                    io_uring == "auto")
         if self.engine == NULL:
             raise OSError(errno, "cannot create the native engine")
+        # Workers whose io_uring the kernel granted (the others send one by one).
+        self.io_uring_workers = ls_engine_uring_workers(self.engine)
         cdef int err = ls_engine_start(self.engine)
         if err < 0:
             ls_engine_free(self.engine)

@@ -130,6 +130,7 @@ def _restart_only_changes(
         ("global.admin.bind", running.admin.bind, new.admin.bind),
         ("global.workers", running.workers, new.workers),
         ("global.splice", running.splice, new.splice),
+        ("global.io_uring", running.io_uring, new.io_uring),
     )
     return [change for change in restart_only if change[1] != change[2]]
 
@@ -142,6 +143,7 @@ def _keep_restart_only(running: GlobalConfig, config: Config) -> Config:
         admin=replace(config.global_.admin, bind=running.admin.bind),
         workers=running.workers,
         splice=running.splice,
+        io_uring=running.io_uring,
     )
     return replace(config, global_=kept)
 

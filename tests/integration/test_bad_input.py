@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("datapath")]
 Backends = Callable[..., list[Backend]]
 Start = Callable[..., Loadstone]
 
+MEGABYTE = 1024 * 1024
 RST = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # SO_LINGER on, 0 s: close() sends a RST
 
 
@@ -141,6 +142,60 @@ def test_half_closed_client_that_never_reads(backends: Backends, loadstone: Star
         assert sent > 0
     finally:
         s.close()
+    back_to(ls, baseline)
+
+
+@pytest.mark.parametrize("io_uring", ["auto", "off"])
+def test_small_messages_to_clients_that_never_read(
+    backends: Backends, loadstone: Start, io_uring: str
+) -> None:
+    """Small reads wait in the native worker's outbox and leave together at the end
+    of a pass, by one io_uring_enter() where the kernel has io_uring (global.io_uring)
+    or one send() each. A client whose receive buffer is full must get its bytes
+    held back, never a worker waiting for room: the other clients go on."""
+    servers = backends(1, mode="echo")
+    config = listener_config(servers)
+    config.setdefault("global", {})["io_uring"] = io_uring
+    # The client timeout ends the stuck sessions; long enough not to fire while
+    # the buffers are still filling.
+    config["listeners"]["web"]["timeouts"] = {"client": "3s", "server": "5s"}
+    ls = loadstone(config)
+    baseline = settle_fds(ls)
+    port = proxy_port(ls)
+    stuck = []
+    for _ in range(2):  # two, so that a pass has several small messages to send
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.setblocking(False)
+        stuck.append(s)
+    sent = [0, 0]
+    stuck_since = time.monotonic()
+    try:
+        # 1 MB each in 100-byte messages (or until nothing more fits): the echoes
+        # fill the clients' 4 KB receive buffers within the first few dozen, and
+        # back up into the proxy from there.
+        while time.monotonic() - stuck_since < 0.3 and min(sent) < MEGABYTE:
+            moved = False
+            for i, s in enumerate(stuck):
+                if sent[i] >= MEGABYTE:
+                    continue
+                with contextlib.suppress(BlockingIOError):
+                    sent[i] += s.send(b"m" * 100)
+                    moved = True
+            if moved:
+                stuck_since = time.monotonic()
+            else:
+                time.sleep(0.01)
+        t0 = time.monotonic()
+        for _ in range(5):
+            assert echo_ok(port)
+        assert time.monotonic() - t0 < 5
+        assert min(sent) > 100_000  # far more than the 4 KB receive buffers took
+        assert sorted(ends(ls, 7)) == ["client-close"] * 5 + ["client-timeout"] * 2
+    finally:
+        for s in stuck:
+            s.close()
     back_to(ls, baseline)
 
 

@@ -253,12 +253,14 @@ def test_reload_warns_about_settings_only_a_restart_changes(
     config = yaml.safe_load(ls.path.read_text())
     config["global"]["workers"] = 2
     config["global"]["splice"] = "off"
+    config["global"]["io_uring"] = "off"
     ls.path.write_text(yaml.safe_dump(config))
     for attempt in (1, 2):  # the running values stay what the next reload compares with
         assert post(ls, "/api/v1/reload")[0] == 200
         # logged before the reload is answered
         assert ls.stderr().count("global.workers changes only at restart") == attempt
         assert ls.stderr().count("global.splice changes only at restart") == attempt
+        assert ls.stderr().count("global.io_uring changes only at restart") == attempt
     assert "keeping 1 (not 2)" in ls.stderr()
     assert {who(proxy_port(ls)) for _ in range(4)} == {"s1", "s2"}
 

@@ -18,6 +18,7 @@ import pytest
 from loadstone import datapath
 from loadstone.config import ConfigError, parse_config
 from loadstone.sessionlog import SessionLog, logged
+from tests.unit.test_uring import io_uring_allowed
 
 relay = pytest.importorskip("loadstone._fastpath.relay", reason="native data path not built")
 native = pytest.importorskip("loadstone.datapath.native")
@@ -53,9 +54,26 @@ def test_engine_starts_and_stops_without_leaking_descriptors() -> None:
     assert len(os.listdir("/proc/self/fd")) == before
 
 
+def test_engine_takes_io_uring_where_the_kernel_allows_it_and_never_when_off() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    engine = relay.Engine(2, "auto")
+    try:
+        assert engine.io_uring_workers == (2 if io_uring_allowed() else 0)
+    finally:
+        engine.close()
+    engine = relay.Engine(2, "auto", io_uring="off")
+    try:
+        assert engine.io_uring_workers == 0
+    finally:
+        engine.close()
+    assert len(os.listdir("/proc/self/fd")) == before  # the rings' descriptors too
+
+
 def test_engine_rejects_bad_input() -> None:
     with pytest.raises(ValueError):
         relay.Engine(1, "sometimes")
+    with pytest.raises(ValueError):
+        relay.Engine(1, io_uring="on")
     with pytest.raises(OSError):
         relay.Engine(0)
     engine = relay.Engine(1)
@@ -83,6 +101,21 @@ def test_splice_option_rejects_other_words() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config(f"global:\n  splice: always\n{BASE}")
     assert err.value.problems[0].startswith("global.splice: must be one of auto, on, off")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("", "auto"), ("io_uring: auto", "auto"), ("io_uring: off", "off")]
+)
+def test_io_uring_option(text: str, expected: str) -> None:
+    config = parse_config(f"global:\n  {text or 'workers: 1'}\n{BASE}")
+    assert config.global_.io_uring == expected
+
+
+@pytest.mark.parametrize("word", ["on", "always", "1"])
+def test_io_uring_option_rejects_other_words(word: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"global:\n  io_uring: {word}\n{BASE}")
+    assert err.value.problems[0].startswith("global.io_uring: must be one of auto, off")
 
 
 def test_datapath_choice_reports_the_build() -> None:

@@ -56,6 +56,7 @@
 #define _GNU_SOURCE
 #include "engine.h"
 #include "blake2b.h"
+#include "uring.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -238,6 +239,7 @@ typedef struct ls_outbox_entry {
     ls_session *s;
     uint32_t off, len;
     int d;
+    int32_t res; /* the send's result when the batch went through io_uring */
 } ls_outbox_entry;
 
 struct ls_worker {
@@ -259,6 +261,7 @@ struct ls_worker {
     uint32_t olen;
     ls_outbox_entry *oents;
     int on;
+    ls_uring uring; /* fd -1: no io_uring, the outbox is sent one send() at a time */
     int (*pipes)[2];
     int npipes;
     ls_record *recs;
@@ -1278,9 +1281,55 @@ static void pump(ls_worker *W, ls_session *s, int d)
  * session closed meanwhile keeps its memory until the dead list is freed, which
  * comes after the last flush of the pass (finish() and the ready list leave a
  * session with in_outbox set to the dead list). */
+static void outbox_sent(void *ctx, uint64_t tag, int32_t res)
+{
+    ((ls_outbox_entry *)ctx)[tag].res = res;
+}
+
+/* Send entries [from, to) of the outbox with one io_uring_enter(); each entry's
+ * res then holds its send's result. */
+static void outbox_send_batch(ls_worker *W, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        ls_outbox_entry *o = &W->oents[i];
+        o->res = LS_URING_UNKNOWN;
+        if (o->s->state != ST_RELAY) {
+            o->res = LS_URING_NOT_SENT; /* skipped below anyway */
+            continue;
+        }
+        ls_uring_send(&W->uring, o->s->fd[1 - o->d], W->obuf + o->off, o->len, MSG_NOSIGNAL,
+                      (uint64_t)i);
+    }
+    if (ls_uring_run(&W->uring, outbox_sent, W->oents))
+        ls_uring_free(&W->uring); /* a broken ring: one send() at a time from now on */
+}
+
+/* The result of a batched send, as relay_send() would have returned it. */
+static ssize_t batched_result(ls_worker *W, ls_session *s, int dst, const char *data, size_t len,
+                              int32_t res)
+{
+    if (res >= 0) {
+        s->last_us = W->now_us;
+        return res;
+    }
+    if (res == LS_URING_NOT_SENT || res == -EINTR)
+        return relay_send(W, s, dst, data, len, 0);
+    if (res == -EAGAIN || res == -EWOULDBLOCK) {
+        s->wr[dst] = 0;
+        return 0;
+    }
+    fail_side(W, s, dst); /* an error, or a result lost with a broken ring */
+    return -1;
+}
+
 static void flush_outbox(ls_worker *W)
 {
+    int batch_end = 0;
     for (int i = 0; i < W->on; i++) { /* pump() below may append: W->on grows */
+        if (i >= batch_end && W->uring.fd >= 0 && W->on - i >= 2) {
+            batch_end = W->on;
+            outbox_send_batch(W, i, batch_end);
+        }
         ls_outbox_entry *o = &W->oents[i];
         ls_session *s = o->s;
         ls_dir *D = &s->dir[o->d];
@@ -1290,7 +1339,8 @@ static void flush_outbox(ls_worker *W)
         if (s->state != ST_RELAY)
             continue;
         const char *data = W->obuf + o->off;
-        ssize_t m = relay_send(W, s, dst, data, o->len, 0);
+        ssize_t m = i < batch_end ? batched_result(W, s, dst, data, o->len, o->res)
+                                  : relay_send(W, s, dst, data, o->len, 0);
         if (m < 0)
             continue;
         if ((uint32_t)m < o->len && keep_unsent(D, data + m, o->len - (size_t)m) < 0) {
@@ -1689,7 +1739,8 @@ static void *worker_main(void *arg)
 /* ---------------------------------------------------------------------------------- */
 /* the control plane's side                                                           */
 
-ls_engine *ls_engine_new(int workers, int splice_mode, int pipe_size, int bufsize)
+ls_engine *ls_engine_new(int workers, int splice_mode, int pipe_size, int bufsize,
+                         int use_uring)
 {
     if (workers < 1 || workers > LS_MAX_WORKERS) {
         errno = EINVAL;
@@ -1715,6 +1766,7 @@ ls_engine *ls_engine_new(int workers, int splice_mode, int pipe_size, int bufsiz
         W->e = e;
         W->id = i;
         W->epfd = W->cmdfd = W->sparefd = -1;
+        W->uring.fd = -1;
         pthread_mutex_init(&W->cmd_lock, NULL);
         W->epfd = epoll_create1(EPOLL_CLOEXEC);
         W->cmdfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1725,6 +1777,8 @@ ls_engine *ls_engine_new(int workers, int splice_mode, int pipe_size, int bufsiz
         W->pipes = calloc(LS_PIPE_POOL, sizeof *W->pipes);
         if (W->epfd < 0 || W->cmdfd < 0 || !W->buf || !W->pipes)
             goto fail;
+        if (use_uring)
+            (void)ls_uring_init(&W->uring, LS_OUTBOX_ENTRIES); /* fd stays -1 without it */
         struct epoll_event ev;
         ev.events = EPOLLIN;
         ev.data.u64 = TAG_CMD;
@@ -1755,6 +1809,14 @@ int ls_engine_start(ls_engine *e)
 }
 
 int ls_engine_record_fd(ls_engine *e) { return e->recfd; }
+
+int ls_engine_uring_workers(ls_engine *e)
+{
+    int n = 0;
+    for (int i = 0; i < e->nworkers; i++)
+        n += e->workers[i].uring.fd >= 0;
+    return n;
+}
 
 void ls_engine_free(ls_engine *e)
 {
@@ -1796,6 +1858,7 @@ void ls_engine_free(ls_engine *e)
                 close(W->cmdfd);
             if (W->sparefd >= 0)
                 close(W->sparefd);
+            ls_uring_free(&W->uring);
             free(W->buf);
             free(W->obuf);
             free(W->oents);

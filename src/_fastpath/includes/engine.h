@@ -144,7 +144,11 @@ typedef struct ls_hconfig {
 typedef struct ls_engine ls_engine;
 
 /* Engine life. ls_engine_new returns NULL and sets errno on failure. */
-ls_engine *ls_engine_new(int workers, int splice_mode, int pipe_size, int bufsize);
+/* use_uring: give each worker an io_uring for its batched sends where the kernel
+ * allows one (ls_engine_uring_workers says how many got it). */
+ls_engine *ls_engine_new(int workers, int splice_mode, int pipe_size, int bufsize,
+                         int use_uring);
+int ls_engine_uring_workers(ls_engine *e);
 int ls_engine_start(ls_engine *e);
 void ls_engine_free(ls_engine *e); /* stops and joins the workers first */
 int ls_engine_record_fd(ls_engine *e);

@@ -85,7 +85,9 @@ cdef extern from "engine.h" nogil:
     ctypedef struct ls_engine:
         pass
 
-    ls_engine *ls_engine_new(int workers, int splice_mode, int pipe_size, int bufsize)
+    ls_engine *ls_engine_new(int workers, int splice_mode, int pipe_size, int bufsize,
+                             int use_uring)
+    int ls_engine_uring_workers(ls_engine *e)
     int ls_engine_start(ls_engine *e)
     void ls_engine_free(ls_engine *e)
     int ls_engine_record_fd(ls_engine *e)

@@ -30,8 +30,14 @@ class Engine:
     splice: str
     pipe_size: int
     bufsize: int
+    io_uring_workers: int
     def __init__(
-        self, workers: int = 1, splice: str = "auto", pipe_size: int = 0, bufsize: int = 0
+        self,
+        workers: int = 1,
+        splice: str = "auto",
+        pipe_size: int = 0,
+        bufsize: int = 0,
+        io_uring: str = "auto",
     ) -> None: ...
     def close(self) -> None: ...
     @property

@@ -47,6 +47,7 @@ from loadstone.config.model import (
     ForwardFor,
     GlobalConfig,
     HeaderRule,
+    IoUring,
     ListenerConfig,
     LocationRewrite,
     LogFormat,
@@ -1201,7 +1202,7 @@ class _Defaults:
     http: Mapping[str, Any]  # http-only keys, for the http listeners
 
 
-_GLOBAL_KEYS: Final = ("grace", "workers", "splice", "admin", "log_format")
+_GLOBAL_KEYS: Final = ("grace", "workers", "splice", "io_uring", "admin", "log_format")
 _ADMIN_KEYS: Final = ("bind", "token_file")
 _DEFAULTS_KEYS: Final = ("timeouts", "check", *_TUNABLE_FIELDS, *_HTTP_TUNABLE_FIELDS)
 _LISTENER_KEYS: Final = (
@@ -1240,6 +1241,12 @@ def _splice(ctx: _Ctx, node: object) -> str | None:
     return _choice(ctx, node, get_args(Splice))
 
 
+def _io_uring(ctx: _Ctx, node: object) -> str | None:
+    if node is False:  # a bare `off` in YAML 1.1
+        return "off"
+    return _choice(ctx, node, get_args(IoUring))
+
+
 def _global(ctx: _Ctx, node: object, binds: list[tuple[Address, str]]) -> GlobalConfig | None:
     raw = _mapping(ctx, {} if node is None else node, _GLOBAL_KEYS)
     if raw is None:
@@ -1252,6 +1259,7 @@ def _global(ctx: _Ctx, node: object, binds: list[tuple[Address, str]]) -> Global
             "grace": lambda c, n: _duration(c, n, allow_zero=True),
             "workers": lambda c, n: _int(c, n, 1, 64),
             "splice": _splice,
+            "io_uring": _io_uring,
             "log_format": _literal(LogFormat),
         },
     )

@@ -23,6 +23,7 @@ LogFormat = Literal["text", "json"]
 # did not end normally, or none (HAProxy: default, `option dontlog-normal`, `no log`).
 SessionLogging = Literal["all", "errors", "none"]
 Splice = Literal["auto", "on", "off"]
+IoUring = Literal["auto", "off"]
 HeaderAction = Literal["set", "add", "delete"]
 ForwardedProto = Literal["http", "https"]
 
@@ -224,6 +225,9 @@ class GlobalConfig:
     # native path: relay with splice(2) (on), recv/send through a buffer (off),
     # or recv/send switching to splice once a transfer fills the buffer (auto)
     splice: Splice = "auto"
+    # native path: send the messages a worker holds back in a pass with one
+    # io_uring_enter() where the kernel allows io_uring (auto), or one send() each
+    io_uring: IoUring = "auto"
     admin: AdminConfig = field(default_factory=AdminConfig)
     log_format: LogFormat = "text"
 

@@ -51,7 +51,7 @@ log = logging.getLogger("loadstone.datapath")
 
 BUILD: str = relay.BUILD
 
-_settings: dict[str, Any] = {"workers": 1, "splice": "auto"}
+_settings: dict[str, Any] = {"workers": 1, "splice": "auto", "io_uring": "auto"}
 _engine: Any = None  # relay.Engine, made by the first listener
 _reader_loop: asyncio.AbstractEventLoop | None = None
 _frontends: dict[int, TcpFrontend] = {}
@@ -59,11 +59,16 @@ _frontends: dict[int, TcpFrontend] = {}
 
 def configure(global_config: GlobalConfig) -> None:
     """Take the engine's shape from the configuration (before the first listener)."""
-    wanted = {"workers": global_config.workers, "splice": _splice(global_config.splice)}
+    wanted = {
+        "workers": global_config.workers,
+        "splice": _splice(global_config.splice),
+        "io_uring": _io_uring(global_config.io_uring),
+    }
     if _engine is not None and not _engine.closed:
         if wanted != _settings:
             log.warning(
-                "global.workers and global.splice change only at restart; keeping %s",
+                "global.workers, global.splice and global.io_uring change only at restart; "
+                "keeping %s",
                 ", ".join(f"{k}={v}" for k, v in _settings.items()),
             )
         return
@@ -77,6 +82,12 @@ def _splice(configured: str) -> str:
     return override if override in ("auto", "on", "off") else configured
 
 
+def _io_uring(configured: str) -> str:
+    # LOADSTONE_IO_URING=auto|off overrides global.io_uring, as LOADSTONE_SPLICE does.
+    override = os.environ.get("LOADSTONE_IO_URING", "")
+    return override if override in ("auto", "off") else configured
+
+
 def _raise_fd_limit() -> None:
     # Two descriptors per session, and a pipe pair per splicing direction: the
     # usual soft limit of 1024 would cap the proxy at a few hundred sessions.
@@ -86,16 +97,29 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _io_uring_state(engine: Any) -> str:
+    if engine.io_uring_workers == engine.workers:
+        return "on"
+    if _io_uring(_settings["io_uring"]) == "off":
+        return "off"
+    return "off (the kernel refused it)" if engine.io_uring_workers == 0 else "partly"
+
+
 def engine(loop: asyncio.AbstractEventLoop) -> Any:
     """The process's engine, made on first use; its records are read on `loop`."""
     global _engine, _reader_loop
     if _engine is None or _engine.closed:
         _raise_fd_limit()
-        _engine = relay.Engine(_settings["workers"], _splice(_settings["splice"]))
+        _engine = relay.Engine(
+            _settings["workers"],
+            _splice(_settings["splice"]),
+            io_uring=_io_uring(_settings["io_uring"]),
+        )
         log.info(
-            "native data path: %d worker thread(s), splice %s (%s build)",
+            "native data path: %d worker thread(s), splice %s, io_uring %s (%s build)",
             _settings["workers"],
             _engine.splice,
+            _io_uring_state(_engine),
             BUILD,
         )
         atexit.register(_close)
