@@ -34,7 +34,7 @@ typedef struct ls_uring {
     struct io_uring_cqe *cqes;
     void *ring;
     size_t ring_size, sqes_size;
-    unsigned entries, queued;
+    unsigned queued; /* sends written to the SQ, not yet made visible to the kernel */
 } ls_uring;
 
 static int ls_uring_init(ls_uring *u, unsigned entries)
@@ -77,7 +77,6 @@ static int ls_uring_init(ls_uring *u, unsigned entries)
     u->cq_tail = (unsigned *)(r + p.cq_off.tail);
     u->cq_mask = (unsigned *)(r + p.cq_off.ring_mask);
     u->cqes = (struct io_uring_cqe *)(r + p.cq_off.cqes);
-    u->entries = p.sq_entries;
     u->fd = fd;
     return 0;
 }
@@ -93,7 +92,7 @@ static void ls_uring_free(ls_uring *u)
 }
 
 /* Queue send(fd, data, len, flags | MSG_DONTWAIT); its result comes back with
- * tag. At most `entries` sends are queued before ls_uring_run(). */
+ * tag. At most the ring's size (ls_uring_init) before ls_uring_run(). */
 static void ls_uring_send(ls_uring *u, int fd, const void *data, unsigned len, int flags,
                           uint64_t tag)
 {
