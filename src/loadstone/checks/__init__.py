@@ -12,16 +12,9 @@ here touches server state.
 """
 
 from loadstone.checks.dialogue import Dialogue, Verdict
-from loadstone.checks.driver import (
-    PROBES,
-    CheckFailed,
-    DialogueProbe,
-    Probe,
-    ProbeFactory,
-    make_probe,
-    run_check,
-    run_probe,
-)
+from loadstone.checks.driver import DialogueProbe, run_check
+from loadstone.checks.probe import CheckFailed, Probe, ProbeFactory
+from loadstone.checks.registry import PROBES, make_probe, run_probe
 from loadstone.checks.scheduler import CheckScheduler, ServerCheck
 from loadstone.checks.state import HealthCounter
 
