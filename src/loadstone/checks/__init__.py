@@ -1,4 +1,5 @@
-"""Health checks: sans-IO probe dialogues, the I/O driver, the rise/fall state, the scheduler.
+"""Health checks: sans-IO probe dialogues, the probes and their registry (check type
+-> probe), the I/O driver, the rise/fall state, the scheduler.
 
 What the runtime calls:
 
