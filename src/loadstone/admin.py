@@ -17,7 +17,7 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -28,10 +28,8 @@ from prometheus_client.registry import Collector
 import loadstone
 from loadstone import datapath
 from loadstone.config.model import AdminConfig
+from loadstone.runtime_view import ListenerView, RuntimeView
 from loadstone.server import Pool, ServerRuntime
-
-if TYPE_CHECKING:
-    from loadstone.runtime import ListenerRuntime, Runtime
 
 
 def server_status(server: ServerRuntime) -> dict[str, Any]:
@@ -72,7 +70,7 @@ def frontend_totals(frontend: Any) -> dict[str, int]:
     }
 
 
-def listener_status(lr: ListenerRuntime) -> dict[str, Any]:
+def listener_status(lr: ListenerView) -> dict[str, Any]:
     frontend = lr.frontend
     status: dict[str, Any] = {
         "mode": lr.config.mode,
@@ -96,7 +94,7 @@ def listener_status(lr: ListenerRuntime) -> dict[str, Any]:
     return status
 
 
-def status_document(runtime: Runtime) -> dict[str, Any]:
+def status_document(runtime: RuntimeView) -> dict[str, Any]:
     return {
         "version": loadstone.__version__,
         "datapath": datapath.IMPLEMENTATION,
@@ -109,7 +107,7 @@ def status_document(runtime: Runtime) -> dict[str, Any]:
 class RuntimeCollector(Collector):
     """Prometheus metrics computed from the runtime at scrape time."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: RuntimeView) -> None:
         self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
@@ -197,7 +195,7 @@ ADMIN_STATES = ("ready", "drain", "maint")
 async def require_token(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    runtime: Runtime = request.app[RUNTIME_KEY]
+    runtime = request.app[RUNTIME_KEY]
     token = runtime.admin_token
     if request.method not in ("GET", "HEAD", "OPTIONS") and token is not None:
         header = request.headers.get("Authorization", "")
@@ -227,11 +225,11 @@ def _json(doc: Any) -> web.Response:
     )
 
 
-RUNTIME_KEY: web.AppKey[Runtime] = web.AppKey("runtime")
+RUNTIME_KEY: web.AppKey[RuntimeView] = web.AppKey("runtime")
 
 
 class AdminServer:
-    def __init__(self, runtime: Runtime, config: AdminConfig) -> None:
+    def __init__(self, runtime: RuntimeView, config: AdminConfig) -> None:
         self.runtime = runtime
         self.config = config
         self.registry = CollectorRegistry(auto_describe=False)

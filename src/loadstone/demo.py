@@ -14,6 +14,7 @@ from aiohttp import web
 
 from loadstone.config import ConfigError, parse_config
 from loadstone.config.model import Config, ServerConfig
+from loadstone.runtime import Runtime, StartError
 
 
 def demo_config() -> Config:
@@ -41,8 +42,6 @@ def backend_app(server: ServerConfig) -> web.Application:
 
 
 async def run_demo() -> int:
-    from loadstone.runtime import Runtime, StartError
-
     try:
         config = demo_config()
     except ConfigError as err:  # only if the packaged file were broken

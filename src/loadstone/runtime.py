@@ -26,9 +26,10 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from loadstone import systemd
+from loadstone.admin import AdminServer
 from loadstone.checks.scheduler import CheckScheduler
 from loadstone.config import ConfigError, load_config
 from loadstone.config.model import Address, Config, GlobalConfig, ListenerConfig
@@ -37,9 +38,6 @@ from loadstone.datapath import configure as configure_datapath
 from loadstone.listeners.binding import BindError, bind_address
 from loadstone.server import Pool
 from loadstone.sessionlog import SessionLog
-
-if TYPE_CHECKING:
-    from loadstone.admin import AdminServer
 
 log = logging.getLogger("loadstone.runtime")
 
@@ -285,8 +283,6 @@ class Runtime:
         scheduler.start()
 
         if self.config.global_.admin.bind is not None:
-            from loadstone.admin import AdminServer
-
             admin = AdminServer(self, self.config.global_.admin)
             try:
                 await admin.start()

@@ -10,17 +10,18 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from typing import get_args
 
 import pytest
 
-from loadstone.balance import make_balancer
+from loadstone.balance import BALANCERS, make_balancer
 from loadstone.balance.active_backup import ActiveBackup
 from loadstone.balance.base import Balancer
 from loadstone.balance.first import First
 from loadstone.balance.leastconn import LeastConn
 from loadstone.balance.roundrobin import RoundRobin
 from loadstone.balance.source import SourceHash
-from loadstone.config.model import Address, ListenerConfig, ServerConfig
+from loadstone.config.model import Address, Balance, ListenerConfig, ServerConfig
 from loadstone.server import Pool, ServerRuntime
 
 NAMES = "abcdefghij"
@@ -128,6 +129,10 @@ def test_make_balancer(balance: str, cls: type[Balancer]) -> None:
     assert type(p.balancer) is cls
     assert p.balancer.name == balance
     assert type(make_balancer(balance, p.servers)) is cls
+
+
+def test_every_configurable_balance_has_a_balancer() -> None:
+    assert set(BALANCERS) == set(get_args(Balance))
 
 
 ALL = ["roundrobin", "leastconn", "source", "first", "active-backup"]

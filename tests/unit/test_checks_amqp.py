@@ -32,7 +32,8 @@ from loadstone.checks.amqp_probe import (
 )
 from loadstone.checks.credentials import read_password
 from loadstone.checks.dialogue import Verdict
-from loadstone.checks.driver import PROBES, run_check
+from loadstone.checks.driver import run_check
+from loadstone.checks.registry import PROBES
 from loadstone.config import ConfigError, parse_config
 from loadstone.config.model import CheckConfig
 

@@ -12,17 +12,10 @@ import pytest
 
 import loadstone.checks
 from loadstone.checks.dialogue import Dialogue, Verdict, printable
-from loadstone.checks.driver import (
-    PROBES,
-    CheckFailed,
-    DialogueProbe,
-    Probe,
-    _DialogueProtocol,
-    describe_error,
-    make_probe,
-    run_check,
-)
+from loadstone.checks.driver import DialogueProbe, _DialogueProtocol, run_check
 from loadstone.checks.http import HttpCheckDialogue
+from loadstone.checks.probe import CheckFailed, Probe, describe_error
+from loadstone.checks.registry import PROBES, make_probe
 from loadstone.config.model import CheckConfig
 
 CHECKS_DIR = Path(loadstone.checks.__file__).parent

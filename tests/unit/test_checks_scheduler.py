@@ -13,7 +13,7 @@ import pytest
 
 from loadstone.balance.base import Balancer
 from loadstone.checks.dialogue import Verdict
-from loadstone.checks.driver import Probe, ProbeFactory
+from loadstone.checks.probe import Probe, ProbeFactory
 from loadstone.checks.scheduler import CheckScheduler
 from loadstone.config.model import Address, CheckConfig, ListenerConfig, ServerConfig, Timeouts
 from loadstone.server import Pool, ServerRuntime

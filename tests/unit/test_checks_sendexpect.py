@@ -13,7 +13,8 @@ import pytest
 
 import loadstone.checks
 from loadstone.checks.dialogue import Verdict
-from loadstone.checks.driver import PROBES, DialogueProbe, _DialogueProtocol, run_check
+from loadstone.checks.driver import DialogueProbe, _DialogueProtocol, run_check
+from loadstone.checks.registry import PROBES
 from loadstone.checks.sendexpect import MAX_WINDOW, SendExpectDialogue, Step, compile_steps
 from loadstone.config import SEND_EXPECT_PRESETS, parse_config
 from loadstone.config.model import CheckConfig, SendExpectStep

@@ -13,9 +13,10 @@ import pytest
 
 from loadstone.checks.credentials import read_password
 from loadstone.checks.dialogue import Verdict
-from loadstone.checks.driver import PROBES, Probe, make_probe
 from loadstone.checks.galera import GaleraProbe
 from loadstone.checks.mysql import MysqlProbe, verdict_for_error
+from loadstone.checks.probe import Probe
+from loadstone.checks.registry import PROBES, make_probe
 from loadstone.checks.scheduler import CheckScheduler
 from loadstone.checks.state import HealthCounter
 from loadstone.config.model import Address, CheckConfig, ListenerConfig, ServerConfig

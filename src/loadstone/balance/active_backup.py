@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from loadstone.balance.base import Balancer
-from loadstone.server import ServerRuntime
+from loadstone.server_state import ServerRuntime
 
 
 class ActiveBackup(Balancer):

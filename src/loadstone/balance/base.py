@@ -1,6 +1,9 @@
-"""The interface every balancing algorithm implements.
+"""The interface every balancing algorithm implements, and the pool calls.
 
-A balancer owns no server state. It reads `ServerRuntime.usable`, `.weight`,
+Like HAProxy's lb_ops, it is a few hooks: `refresh()` on any change of health,
+admin state or weight, `pick()` for a new session, `restore_active()` when a
+reload replaces the pool, and the `active` and `awaiting_checks` the pool
+reports. A balancer owns no server state. It reads `ServerRuntime.usable`, `.weight`,
 `.backup`, `.sessions` and `.maxconn`, and is told by `refresh()` whenever any
 of them may have changed (health, admin state, weight). `pick()` is on the
 data path's hot path: keep it O(1) or O(servers) with no allocation where
@@ -16,7 +19,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Container, Iterable, Sequence
 
-from loadstone.server import ServerRuntime
+from loadstone.server_state import ServerRuntime
 
 
 class Balancer(ABC):
@@ -53,6 +56,11 @@ class Balancer(ABC):
     def active(self) -> ServerRuntime | None:
         """Only active-backup has a single active server."""
         return None
+
+    def restore_active(self, name: str | None) -> ServerRuntime | None:
+        """Carry the active server of the pool a reload replaces (by name) over to
+        this one; returns the active server. Only active-backup has one to carry."""
+        return self.active
 
     @property
     def awaiting_checks(self) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from loadstone.balance.base import Balancer, as_container
-from loadstone.server import ServerRuntime
+from loadstone.server_state import ServerRuntime
 
 
 class SmoothWeighted:

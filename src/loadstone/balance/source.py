@@ -25,7 +25,7 @@ from operator import itemgetter
 
 from loadstone.balance.base import Balancer, as_container
 from loadstone.balance.roundrobin import SmoothWeighted
-from loadstone.server import ServerRuntime
+from loadstone.server_state import ServerRuntime
 
 # Points per unit of weight. A server's share of the ring is the sum of its arcs,
 # whose relative spread shrinks as 1/sqrt(points). Measured over farms of 2 to 12

@@ -1,4 +1,5 @@
-"""Health checks: sans-IO probe dialogues, the I/O driver, the rise/fall state, the scheduler.
+"""Health checks: sans-IO probe dialogues, the probes and their registry (check type
+-> probe), the I/O driver, the rise/fall state, the scheduler.
 
 What the runtime calls:
 
@@ -12,16 +13,9 @@ here touches server state.
 """
 
 from loadstone.checks.dialogue import Dialogue, Verdict
-from loadstone.checks.driver import (
-    PROBES,
-    CheckFailed,
-    DialogueProbe,
-    Probe,
-    ProbeFactory,
-    make_probe,
-    run_check,
-    run_probe,
-)
+from loadstone.checks.driver import DialogueProbe, run_check
+from loadstone.checks.probe import CheckFailed, Probe, ProbeFactory
+from loadstone.checks.registry import PROBES, make_probe, run_probe
 from loadstone.checks.scheduler import CheckScheduler, ServerCheck
 from loadstone.checks.state import HealthCounter
 

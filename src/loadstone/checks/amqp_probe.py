@@ -49,7 +49,8 @@ from loadstone.checks.amqp import (
 )
 from loadstone.checks.credentials import read_password
 from loadstone.checks.dialogue import Verdict, printable
-from loadstone.checks.driver import CheckFailed, DialogueProbe, Probe, describe_error
+from loadstone.checks.driver import DialogueProbe
+from loadstone.checks.probe import CheckFailed, Probe, describe_error
 from loadstone.config.model import CheckConfig
 
 log = logging.getLogger("loadstone.checks")

@@ -1,104 +1,28 @@
 """The I/O half of health checks: resolve, connect, drive a dialogue, time out.
 
-A `Probe` checks one server again and again (one instance per checked server).
-Most probes connect for each check and run a sans-IO dialogue over the
-connection (`DialogueProbe`: tcp, http); a probe may instead keep a connection
-open between checks (the Galera probe keeps one MySQL session per server, so a
-check costs one query and not a login that the server counts against
-max_connect_errors). Probes are registered per check type in `PROBES`.
-
-Timeouts are not the probe's business: `run_check` bounds a whole check
-(resolution and connect included) with the check timeout and cancels the probe
-when it expires, so a probe must leave itself reusable when cancelled (close
-what it was using).
-
-Failure details are short and stable, for operators reading the status API:
-"connection refused", "timeout", "cannot resolve db1: Name or service not known".
+`run_check` runs one check of any probe (loadstone.checks.probe) bounded by the
+check timeout; `DialogueProbe` is the probe that connects for each check and
+runs a sans-IO dialogue over the connection (tcp, http, send-expect, and the
+AMQP header). Which probe checks which check type is the registry's business
+(loadstone.checks.registry); this module knows no check type.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import logging
 import socket
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from functools import partial
+from collections.abc import Callable
 from typing import Any, cast
 
 from loadstone.checks.dialogue import Dialogue, Verdict
-from loadstone.checks.http import HttpCheckDialogue, build_request
-from loadstone.checks.sendexpect import SendExpectDialogue, compile_steps
-from loadstone.config.model import Address, CheckConfig
+from loadstone.checks.probe import CheckFailed, Probe, describe_error
+from loadstone.config.model import Address
 
 log = logging.getLogger("loadstone.checks")
 
 SockAddr = tuple[Any, ...]  # what socket.connect takes for AF_INET / AF_INET6
-
-
-class CheckFailed(Exception):
-    """A probe's way to end a check with a failed verdict from deep inside."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
-
-
-class Probe(ABC):
-    """Checks one server; `check` is never called concurrently on one probe."""
-
-    # Set by the scheduler: call it to have the server checked now (rate-limited),
-    # e.g. when a connection kept open between checks is closed by the server.
-    wake: Callable[[], None] | None = None
-
-    @abstractmethod
-    async def check(self) -> Verdict:
-        """One check. May raise (CheckFailed, OSError, ...): `run_check` turns
-        exceptions into failed verdicts. May be cancelled at any await."""
-
-    async def close(self) -> None:  # noqa: B027 - most probes hold nothing between checks
-        """Release what the probe keeps between checks."""
-
-    def timed_out(self) -> Verdict:
-        """The verdict of a check the check timeout cut short, called after the
-        cancellation: "timeout", or where the probe was stuck."""
-        return Verdict(False, "timeout")
-
-
-ProbeFactory = Callable[[CheckConfig, str, int], Probe]
-"""Builds the probe of one server: (check config, host, port) -> Probe.
-
-Raises ValueError when the configuration cannot make a valid probe."""
-
-
-_ERRNO_DETAILS = {
-    errno.ECONNREFUSED: "connection refused",
-    errno.ECONNRESET: "connection reset",
-    errno.ECONNABORTED: "connection aborted",
-    errno.EPIPE: "broken pipe",
-    errno.EHOSTUNREACH: "no route to host",
-    errno.ENETUNREACH: "network unreachable",
-    errno.EHOSTDOWN: "host is down",
-    errno.ETIMEDOUT: "connection timed out",  # the kernel's, not our check timeout
-    errno.EADDRNOTAVAIL: "address not available",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",  # a local firewall rule
-}
-
-
-def describe_error(exc: BaseException) -> str:
-    """A short detail for an error raised while checking."""
-    if isinstance(exc, CheckFailed):
-        return exc.detail
-    if isinstance(exc, OSError):
-        if exc.errno in _ERRNO_DETAILS:
-            return _ERRNO_DETAILS[exc.errno]
-        if exc.strerror:
-            return exc.strerror.lower()
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 async def run_check(probe: Probe, timeout: float) -> Verdict:
@@ -349,74 +273,3 @@ class DialogueProbe(Probe):
     def __repr__(self) -> str:
         kind = "connect" if self.dialogue_factory is None else "dialogue"
         return f"<DialogueProbe {kind} {Address(self.host, self.port)}>"
-
-
-# -- registry -------------------------------------------------------------------
-
-
-def _tcp_probe(config: CheckConfig, host: str, port: int) -> Probe:
-    return DialogueProbe(host, port, None)
-
-
-def _http_probe(config: CheckConfig, host: str, port: int) -> Probe:
-    host_header = config.host or str(Address(host, port))
-    build_request(config, host_header)  # raise ValueError now, not at every check
-    return DialogueProbe(host, port, partial(HttpCheckDialogue, config, host_header))
-
-
-def _galera_probe(config: CheckConfig, host: str, port: int) -> Probe:
-    # Imported here: aiomysql is loaded only by configurations that check MySQL.
-    from loadstone.checks.galera import GaleraProbe
-
-    return GaleraProbe(config, host, port)
-
-
-def _mysql_probe(config: CheckConfig, host: str, port: int) -> Probe:
-    from loadstone.checks.mysql import MysqlProbe
-
-    return MysqlProbe(config, host, port)
-
-
-def _amqp_probe(config: CheckConfig, host: str, port: int) -> Probe:
-    # Imported here: it builds on this module, and aiormq is loaded only by
-    # configurations that check AMQP.
-    from loadstone.checks.amqp_probe import AmqpProbe
-
-    return AmqpProbe(config, host, port)
-
-
-def _send_expect_probe(config: CheckConfig, host: str, port: int) -> Probe:
-    script = compile_steps(config.steps)  # once per server, not per check
-    return DialogueProbe(host, port, partial(SendExpectDialogue, script))
-
-
-PROBES: dict[str, ProbeFactory] = {
-    "tcp": _tcp_probe,
-    "http": _http_probe,
-    "galera": _galera_probe,
-    "mysql": _mysql_probe,
-    "amqp": _amqp_probe,
-    "send-expect": _send_expect_probe,
-}
-
-
-def make_probe(
-    config: CheckConfig, host: str, port: int, registry: Mapping[str, ProbeFactory] = PROBES
-) -> Probe:
-    """The probe for one server. NotImplementedError for a type with no probe yet."""
-    factory = registry.get(config.type)
-    if factory is None:
-        raise NotImplementedError(
-            f"check type {config.type!r} is not implemented yet "
-            f"(available: {', '.join(sorted(registry))})"
-        )
-    return factory(config, host, port)
-
-
-async def run_probe(config: CheckConfig, host: str, port: int, timeout: float) -> Verdict:
-    """One check with a throw-away probe (tools, tests; the scheduler keeps probes)."""
-    probe = make_probe(config, host, port)
-    try:
-        return await run_check(probe, timeout)
-    finally:
-        await probe.close()

@@ -48,7 +48,6 @@ from typing import Any
 
 from loadstone.checks.credentials import read_password
 from loadstone.checks.dialogue import Verdict
-from loadstone.checks.driver import Probe
 from loadstone.checks.galera_rules import (
     SESSION_SETUP,
     STATUS_QUERY,
@@ -61,6 +60,7 @@ from loadstone.checks.mysql import (
     open_connection,
     verdict_for_error,
 )
+from loadstone.checks.probe import Probe
 from loadstone.config.model import Address, CheckConfig
 
 log = logging.getLogger("loadstone.checks")

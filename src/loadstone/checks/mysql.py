@@ -25,7 +25,7 @@ import pymysql
 
 from loadstone.checks.credentials import read_password
 from loadstone.checks.dialogue import Verdict
-from loadstone.checks.driver import Probe, describe_error
+from loadstone.checks.probe import Probe, describe_error
 from loadstone.config.model import Address, CheckConfig
 
 # Client-side error codes (PyMySQL's CR): the driver could not reach or lost the server.

@@ -32,7 +32,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from functools import partial
 
-from loadstone.checks.driver import PROBES, Probe, ProbeFactory, make_probe, run_check
+from loadstone.checks.driver import run_check
+from loadstone.checks.probe import Probe, ProbeFactory
+from loadstone.checks.registry import PROBES, make_probe
 from loadstone.checks.state import HealthCounter
 from loadstone.config.model import Address, CheckConfig
 from loadstone.server import Pool, ServerRuntime
