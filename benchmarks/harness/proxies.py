@@ -48,10 +48,14 @@ class Proxy:
     name: str
     # How the proxy may exit when stopped with SIGTERM without that being a fault.
     clean_exit_statuses: frozenset[int] = frozenset({0})
+    # The modes (tcp, http) this proxy can be configured for.
+    modes: frozenset[str] = frozenset({"tcp", "http"})
 
     def __init__(
         self, workdir: Path, backends: Sequence[Backend], *, workers: int, mode: str = "tcp"
     ) -> None:
+        if mode not in self.modes:
+            raise ValueError(f"{self.name} has no {mode} mode")
         self.workdir = workdir / self.name
         self.workdir.mkdir(parents=True)
         self.backends = list(backends)
@@ -234,7 +238,10 @@ class Loadstone(Proxy):
         binary: Path | None = None,
         pure_python: bool = False,
         log: str = "all",
+        name: str = "loadstone",
     ) -> None:
+        # Two builds measured in one run (before and after a change) need two names.
+        self.name = name
         self.binary = binary or default_loadstone_binary()
         self.log = log  # the listener's `log`: all, errors or none
         if not self.binary.exists():
