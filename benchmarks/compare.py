@@ -236,7 +236,7 @@ def build_peer(
     raise ValueError(f"unknown peer {name}")
 
 
-PEER_MODES = {"haproxy": HAProxy.modes, "nginx": NginxProxy.modes, "caddy": Caddy.modes}
+PEER_CLASSES: dict[str, type[Proxy]] = {"haproxy": HAProxy, "nginx": NginxProxy, "caddy": Caddy}
 
 
 def build_proxies(
@@ -267,11 +267,9 @@ def build_proxies(
                 )
                 for build in args.builds
             ]
-        elif mode not in PEER_MODES[name]:
-            notes.append(
-                f"{name}: no {mode} mode (Debian's caddy proxies HTTP only), "
-                f"left out of the {mode} scenarios"
-            )
+        elif mode not in PEER_CLASSES[name].modes:
+            why = PEER_CLASSES[name].modes_note
+            notes.append(f"{name}: no {mode} mode ({why}), left out of the {mode} scenarios")
         else:
             try:
                 proxies.append(build_peer(name, args, workdir, backends, mode))

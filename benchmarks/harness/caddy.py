@@ -29,6 +29,7 @@ class Caddy(Proxy):
 
     name = "caddy"
     modes = frozenset({"http"})
+    modes_note = "Debian's caddy proxies HTTP only"
 
     def __init__(
         self,

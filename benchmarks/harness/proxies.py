@@ -48,8 +48,9 @@ class Proxy:
     name: str
     # How the proxy may exit when stopped with SIGTERM without that being a fault.
     clean_exit_statuses: frozenset[int] = frozenset({0})
-    # The modes (tcp, http) this proxy can be configured for.
+    # The modes (tcp, http) this proxy can be configured for, and why not the others.
     modes: frozenset[str] = frozenset({"tcp", "http"})
+    modes_note = ""
 
     def __init__(
         self, workdir: Path, backends: Sequence[Backend], *, workers: int, mode: str = "tcp"
@@ -242,7 +243,9 @@ class Loadstone(Proxy):
     ) -> None:
         # Two builds measured in one run (before and after a change) need two names.
         self.name = name
-        self.binary = binary or default_loadstone_binary()
+        # Absolute: the proxy runs in its own directory, a relative path would not
+        # resolve there (not resolved further: the venv's symlinks must stay).
+        self.binary = (binary or default_loadstone_binary()).absolute()
         self.log = log  # the listener's `log`: all, errors or none
         if not self.binary.exists():
             raise FileNotFoundError(

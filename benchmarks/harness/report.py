@@ -145,15 +145,15 @@ def tables(summaries: Sequence[Summary], candidates: Sequence[str], *, markdown:
 
 def markdown_header(meta: dict[str, Any]) -> str:
     """Provenance lines to go above a table of figures."""
-    proxies = "; ".join(meta.get("proxies", {}).values())
-    extras = [meta[key] for key in ("backends", "session_logs") if key in meta]
+    # The backends' nginx is the nginx peer's binary too: named once.
+    tools = [*meta.get("proxies", {}).values(), meta["nginx"], meta["wrk"].split(" Copyright")[0]]
+    tools += [meta[key] for key in ("backends", "session_logs") if key in meta]
     return "\n".join(
         [
             f"**{meta['date']}**, {meta['nproc']} x {meta['cpu_model']}, "
             f"Linux {meta['kernel']}, git {meta['git_revision']}  ",
             f"`{meta['command']}`  ",
-            f"{proxies}; {meta['nginx']}; {meta['wrk'].split(' Copyright')[0]}"
-            + "".join(f"; {extra}" for extra in extras),
+            "; ".join(dict.fromkeys(tools)),
         ]
     )
 
