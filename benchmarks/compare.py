@@ -309,7 +309,7 @@ def run_scenario(
         for proxy in proxies:
             warm = run_once(proxy, args.warmup, repeat=-1)
             progress(
-                f"  {scenario.name:<10} {proxy.name:<10} warm-up  "
+                f"  {scenario.name:<14} {proxy.name:<16} warm-up  "
                 f"{warm.wrk.requests_per_second:>10,.0f} req/s"
             )
     runs = []
@@ -329,7 +329,7 @@ def run_scenario(
                 flags = f"  ERRORS {run.wrk.errors}" if run.wrk.error_count else ""
                 flags += f"  other load {run.foreign_cores:.2f} cores" if noisy else ""
                 progress(
-                    f"  {scenario.name:<10} {proxy.name:<10} run {repeat + 1:<4}"
+                    f"  {scenario.name:<14} {proxy.name:<16} run {repeat + 1:<4}"
                     f"{run.wrk.requests_per_second:>10,.0f} req/s "
                     f"{run.wrk.bytes_per_second / 2**20:>9,.1f} MB/s "
                     f"{run.cpu_us_per_request:>9,.1f} cpu us/req{flags}"
