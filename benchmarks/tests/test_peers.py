@@ -8,6 +8,7 @@ configurations to Debian's nginx and caddy, whose own checkers must accept them
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -18,9 +19,10 @@ from benchmarks.harness import nginx, report
 from benchmarks.harness.backends import SHAPES, Backend
 from benchmarks.harness.caddy import Caddy
 from benchmarks.harness.lineup import Build, parse_build, parse_builds, parse_proxies
-from benchmarks.harness.measure import Summary
+from benchmarks.harness.measure import Run, Summary
 from benchmarks.harness.nginx_proxy import NginxProxy
 from benchmarks.harness.proxies import Loadstone
+from benchmarks.harness.wrk import WrkResult
 
 BACKENDS = [Backend("s0", 4001), Backend("s1", 4002)]
 DYNAMIC_STREAM = (
@@ -153,6 +155,11 @@ def test_build_proxies_leaves_out_caddy_in_tcp(tmp_path: Path) -> None:
     assert isinstance(proxies[0], Loadstone)
 
 
+def _run(proxy: str, scenario: str, repeat: int, rps: float, cpu_us: float) -> Run:
+    result = WrkResult(int(rps * 10), 10.0, 0.0, rps, 0.0)
+    return Run(proxy, scenario, repeat, result, cpu_us * rps * 10 / 1e6, 0, 0.0, 0.0, 20.0, 1, [])
+
+
 def _summary(proxy: str, rps: float, cpu: float) -> Summary:
     return Summary(proxy, "keepalive", 1, rps, 1.0, cpu, 20.0, 1.0, 0.5, 5.0, 0.0, 0)
 
@@ -193,3 +200,41 @@ def test_generated_configs_pass_nginx_and_caddy_checkers(tmp_path: Path) -> None
         caddy.check_argv(config), capture_output=True, text=True, env=caddy.environment()
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_publish_prints_every_proxy_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run.json"
+    args = compare.parse_args(
+        [
+            *("--loadstone", "a=/x/loadstone", "--loadstone", "b=/y/loadstone"),
+            *("--json", str(out), "--backends", "one-multi", "--markdown"),
+        ]
+    )
+    runs = [
+        _run(name, "keepalive", 0, rps, cpu)
+        for name, rps, cpu in (
+            ("loadstone-a", 900, 9.0),
+            ("loadstone-b", 1000, 8.0),
+            ("haproxy", 1000, 10.0),
+            ("nginx", 800, 10.0),
+            ("caddy", 500, 20.0),
+        )
+    ]
+    meta = {
+        "date": "d", "nproc": 2, "cpu_model": "c", "kernel": "k", "git_revision": "g",
+        "command": "python benchmarks/compare.py", "nginx": "nginx/1.22.1", "wrk": "wrk 4.1",
+        "backends": "backends: one-multi (1 x nginx, 2 workers on one port)", "proxies": {},
+    }  # fmt: skip
+    assert compare.publish(args, meta, runs, ["a note"]) == 0
+    printed = capsys.readouterr().out
+    assert "backends: one-multi" in printed and "note: a note" in printed
+    assert "keepalive loadstone-b/loadstone-a: req/s 1.11x" in printed
+    assert "| keepalive | loadstone-a | haproxy | 0.90x |" in printed
+    document = json.loads(out.read_text())
+    assert document["options"]["builds"][1] == {"name": "loadstone-b", "binary": "/y/loadstone"}
+    assert document["options"]["backend_shape"]["workers"] == 2
+    assert {p["baseline"] for p in document["paired"]} == {
+        "haproxy", "nginx", "caddy", "loadstone-a"
+    }  # fmt: skip
