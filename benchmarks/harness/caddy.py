@@ -14,39 +14,21 @@ and adds X-Forwarded-For by default. The `log` directive turns on its access log
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.harness.backends import Backend
 from benchmarks.harness.net import LOOPBACK
-from benchmarks.harness.proxies import TIMEOUT_CONNECT, Proxy
+from benchmarks.harness.proxies import TIMEOUT_CONNECT, Peer
 
 
-class Caddy(Proxy):
+class Caddy(Peer):
     """`caddy run` with a generated Caddyfile, GOMAXPROCS = workers, admin API off."""
 
     name = "caddy"
     modes = frozenset({"http"})
     modes_note = "Debian's caddy proxies HTTP only"
 
-    def __init__(
-        self,
-        workdir: Path,
-        backends: Sequence[Backend],
-        *,
-        workers: int,
-        mode: str = "http",
-        log_sessions: bool = False,
-        binary: str = "caddy",
-    ) -> None:
-        found = shutil.which(binary)
-        if found is None:
-            raise FileNotFoundError(f"{binary} not found (apt-get install -y caddy)")
-        self.binary = found
-        self.log_sessions = log_sessions
-        super().__init__(workdir, backends, workers=workers, mode=mode)
+    install_hint = "apt-get install -y caddy"
 
     def write_config(self) -> Path:
         upstreams = " ".join(b.address for b in self.backends)

@@ -9,13 +9,11 @@ default), and in http mode `keepalive` idle connections to the servers, which ne
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.harness import nginx
-from benchmarks.harness.backends import Backend
 from benchmarks.harness.net import LOOPBACK
-from benchmarks.harness.proxies import MAXCONN, TIMEOUT_CONNECT, TIMEOUT_IDLE, Proxy
+from benchmarks.harness.proxies import MAXCONN, TIMEOUT_CONNECT, TIMEOUT_IDLE, Peer
 
 # One line per session, the fields of HAProxy's `option tcplog`: client, time,
 # server, connect time and duration, bytes each way, status.
@@ -38,36 +36,23 @@ UPSTREAM_KEEPALIVE = 64
 KEEPALIVE_REQUESTS = 10_000_000
 
 
-class NginxProxy(Proxy):
+class NginxProxy(Peer):
     """Debian's nginx with `worker_processes` = workers, its own prefix, in the foreground."""
 
     name = "nginx"
+    install_hint = nginx.INSTALL_HINT
 
-    def __init__(
-        self,
-        workdir: Path,
-        backends: Sequence[Backend],
-        *,
-        workers: int,
-        mode: str = "tcp",
-        log_sessions: bool = False,
-        binary: str = "nginx",
-    ) -> None:
-        self.binary = nginx.find_binary(binary)
-        # Checked before anything is written: a missing stream module is a setup error.
+    def check_installed(self, mode: str) -> None:
+        # Debian's stream module is a package of its own (libnginx-mod-stream).
         self.load_module = nginx.stream_module_line(self.binary) if mode == "tcp" else ""
-        self.log_sessions = log_sessions
-        super().__init__(workdir, backends, workers=workers, mode=mode)
-        (self.workdir / "tmp").mkdir()
 
     def _access_log(self, log_format: str) -> str:
         # Unbuffered, as HAProxy writes each line to its log file and loadstone each
         # session's line: one write per line for every proxy.
         if not self.log_sessions:
             return "    access_log off;\n"
-        return (
-            f"    log_format bench {log_format};\n    access_log {self.workdir}/access.log bench;\n"
-        )
+        log = self.workdir / "access.log"
+        return f"    log_format bench {log_format};\n    access_log {log} bench;\n"
 
     def _servers(self) -> str:
         return "".join(f"        server {b.address};\n" for b in self.backends)
@@ -120,6 +105,7 @@ class NginxProxy(Proxy):
         )
 
     def write_config(self) -> Path:
+        (self.workdir / "tmp").mkdir(exist_ok=True)  # the http temp paths' parent
         # A worker's connections count both sides of a session: client and server.
         connections = 2 * MAXCONN
         text = (

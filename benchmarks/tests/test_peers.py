@@ -85,7 +85,7 @@ def test_stream_module_built_in_missing_or_absent(
 
 
 def test_caddy_config_and_environment(tmp_path: Path) -> None:
-    caddy = Caddy(tmp_path, BACKENDS, workers=2, log_sessions=True, binary="true")
+    caddy = Caddy(tmp_path, BACKENDS, workers=2, mode="http", log_sessions=True, binary="true")
     text = caddy.write_config().read_text()
     assert "admin off" in text and "auto_https off" in text
     assert f"http://127.0.0.1:{caddy.port} {{" in text
@@ -94,7 +94,7 @@ def test_caddy_config_and_environment(tmp_path: Path) -> None:
     assert "output file" in text
     env = caddy.environment()
     assert env is not None and env["GOMAXPROCS"] == "2"
-    quiet = Caddy(tmp_path / "quiet", BACKENDS, workers=1, log_sessions=False, binary="true")
+    quiet = Caddy(tmp_path / "quiet", BACKENDS, workers=1, mode="http", binary="true")
     assert "log {" not in quiet.write_config().read_text()
     with pytest.raises(ValueError, match="no tcp mode"):
         Caddy(tmp_path / "tcp", BACKENDS, workers=1, mode="tcp", binary="true")
@@ -194,7 +194,7 @@ def test_generated_configs_pass_nginx_and_caddy_checkers(tmp_path: Path) -> None
         config = proxy.write_config()
         done = subprocess.run(proxy.check_argv(config), capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
-    caddy = Caddy(tmp_path / "caddy", BACKENDS, workers=1, log_sessions=True)
+    caddy = Caddy(tmp_path / "caddy", BACKENDS, workers=1, mode="http", log_sessions=True)
     config = caddy.write_config()
     done = subprocess.run(
         caddy.check_argv(config), capture_output=True, text=True, env=caddy.environment()
