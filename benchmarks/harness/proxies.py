@@ -48,10 +48,15 @@ class Proxy:
     name: str
     # How the proxy may exit when stopped with SIGTERM without that being a fault.
     clean_exit_statuses: frozenset[int] = frozenset({0})
+    # The modes (tcp, http) this proxy can be configured for, and why not the others.
+    modes: frozenset[str] = frozenset({"tcp", "http"})
+    modes_note = ""
 
     def __init__(
         self, workdir: Path, backends: Sequence[Backend], *, workers: int, mode: str = "tcp"
     ) -> None:
+        if mode not in self.modes:
+            raise ValueError(f"{self.name} has no {mode} mode")
         self.workdir = workdir / self.name
         self.workdir.mkdir(parents=True)
         self.backends = list(backends)
@@ -128,10 +133,43 @@ class Proxy:
         return self._proc.log_tail(lines) if self._proc is not None else "(not running)"
 
 
-class HAProxy(Proxy):
+class Peer(Proxy):
+    """A proxy loadstone is compared with: a program found on the PATH, which logs
+    every session or request when `log_sessions` (one switch for all peers: in
+    OpenStack deployments HAProxy logs each one, and so does loadstone's benchmark
+    listener by default, so that all do the same work)."""
+
+    install_hint: str  # how to get the program on Debian
+
+    def __init__(
+        self,
+        workdir: Path,
+        backends: Sequence[Backend],
+        *,
+        workers: int,
+        mode: str = "tcp",
+        log_sessions: bool = False,
+        binary: str | None = None,
+    ) -> None:
+        program = binary or self.name
+        found = shutil.which(program)
+        if found is None:
+            raise FileNotFoundError(f"{program} not found ({self.install_hint})")
+        self.binary = found
+        self.log_sessions = log_sessions
+        self.check_installed(mode)
+        super().__init__(workdir, backends, workers=workers, mode=mode)
+
+    def check_installed(self, mode: str) -> None:
+        """Raise FileNotFoundError when something more this peer needs for `mode` is
+        missing: found before anything starts, so a default run can leave it out."""
+
+
+class HAProxy(Peer):
     """Debian's haproxy, one process with `nbthread` = workers, started with -db."""
 
     name = "haproxy"
+    install_hint = "apt-get install -y haproxy"
     # SIGTERM is HAProxy's hard stop: it dies by the signal rather than exiting 0.
     clean_exit_statuses = frozenset({0, -signal.SIGTERM})
 
@@ -142,24 +180,21 @@ class HAProxy(Proxy):
         *,
         workers: int,
         mode: str = "tcp",
-        binary: str = "haproxy",
         log_sessions: bool = False,
+        binary: str | None = None,
         extra_global: Sequence[str] = (),
         extra_defaults: Sequence[str] = (),
     ) -> None:
-        found = shutil.which(binary)
-        if found is None:
-            raise FileNotFoundError(f"{binary} not found (apt-get install -y haproxy)")
-        self.binary = found
+        super().__init__(
+            workdir, backends, workers=workers, mode=mode, log_sessions=log_sessions, binary=binary
+        )
         self.extra_global = list(extra_global)
         self.extra_defaults = list(extra_defaults)
-        # HAProxy in OpenStack deployments logs one line per session (option
-        # tcplog/httplog). compare_haproxy turns it on by default, as loadstone's
-        # benchmark listener logs every session by default: both do the same work.
-        if log_sessions:
+        # HAProxy in OpenStack deployments logs one line per session: option
+        # tcplog/httplog.
+        if self.log_sessions:
             self.extra_global.append("log stdout format raw local0")
-            self.extra_defaults += ["log global", f"option {mode}log"]
-        super().__init__(workdir, backends, workers=workers, mode=mode)
+            self.extra_defaults += ["log global", f"option {self.mode}log"]
 
     def write_config(self) -> Path:
         # Extra lines (tuning experiments such as tune.bufsize or option splice-auto)
@@ -234,8 +269,13 @@ class Loadstone(Proxy):
         binary: Path | None = None,
         pure_python: bool = False,
         log: str = "all",
+        name: str = "loadstone",
     ) -> None:
-        self.binary = binary or default_loadstone_binary()
+        # Two builds measured in one run (before and after a change) need two names.
+        self.name = name
+        # Absolute: the proxy runs in its own directory, a relative path would not
+        # resolve there (not resolved further: the venv's symlinks must stay).
+        self.binary = (binary or default_loadstone_binary()).absolute()
         self.log = log  # the listener's `log`: all, errors or none
         if not self.binary.exists():
             raise FileNotFoundError(

@@ -1,4 +1,4 @@
-"""Turning summaries into the comparison table (text or Markdown) and describing the machine."""
+"""Figures and ratio tables (text or Markdown) from summaries, and the machine they ran on."""
 
 from __future__ import annotations
 
@@ -15,9 +15,6 @@ from typing import Any
 
 from benchmarks.harness.measure import Run, Summary
 
-BASELINE = "haproxy"
-CANDIDATE = "loadstone"
-
 
 @dataclass(frozen=True, slots=True)
 class Metric:
@@ -25,57 +22,102 @@ class Metric:
     value: Callable[[Summary], float]
     fmt: str
     ratio: bool = True  # a ratio of error counts means nothing
+    higher_is_better: bool = False  # which peer is the best one on this metric
 
 
 METRICS = (
-    Metric("req/s", lambda s: s.requests_per_second, "{:,.0f}"),
-    Metric("MB/s", lambda s: s.mib_per_second, "{:,.1f}"),
+    Metric("req/s", lambda s: s.requests_per_second, "{:,.0f}", higher_is_better=True),
+    Metric("MB/s", lambda s: s.mib_per_second, "{:,.1f}", higher_is_better=True),
     Metric("cpu us/req", lambda s: s.cpu_us_per_request, "{:,.1f}"),
     Metric("p99 latency ms", lambda s: s.latency_p99_ms, "{:,.2f}"),
     Metric("rss MB", lambda s: s.rss_mib, "{:,.1f}"),
     Metric("errors", lambda s: s.errors, "{:,.0f}", ratio=False),
 )
+RATIO_METRICS = tuple(m for m in METRICS if m.ratio)
 
-HEADER = ("scenario", "metric", BASELINE, CANDIDATE, f"ratio {CANDIDATE}/{BASELINE}")
+FIGURES_HEADER = ("scenario", "proxy", *(m.label for m in METRICS))
+RATIOS_HEADER = ("scenario", "loadstone", "ratio to", *(m.label for m in RATIO_METRICS))
+BEST_PEER = "best peer"
+
+Row = tuple[str, ...]
 
 
-def rows(summaries: Sequence[Summary]) -> list[tuple[str, str, str, str, str]]:
-    """One row per (scenario, metric); scenarios in the order they were run."""
-    by_key = {(s.scenario, s.proxy): s for s in summaries}
-    scenarios = list(dict.fromkeys(s.scenario for s in summaries))
+def _scenarios(summaries: Sequence[Summary]) -> list[str]:
+    return list(dict.fromkeys(s.scenario for s in summaries))
+
+
+def figure_rows(summaries: Sequence[Summary]) -> list[Row]:
+    """One row per (scenario, proxy), proxies in the order they were run."""
     table = []
-    for scenario in scenarios:
-        base, cand = by_key.get((scenario, BASELINE)), by_key.get((scenario, CANDIDATE))
-        for i, metric in enumerate(METRICS):
+    for scenario in _scenarios(summaries):
+        for i, summary in enumerate(s for s in summaries if s.scenario == scenario):
             cells = []
-            for summary in (base, cand):
-                if summary is None:
-                    cells.append("-")
-                    continue
+            for metric in METRICS:
                 cell = metric.fmt.format(metric.value(summary))
                 # A run with errors must not pass for a clean one.
                 if metric.label == "errors" and summary.errors:
                     cell += " !"
                 cells.append(cell)
-            ratio = "-"
-            if metric.ratio and base is not None and cand is not None and metric.value(base):
-                ratio = f"{metric.value(cand) / metric.value(base):.2f}x"
-            table.append((scenario if i == 0 else "", metric.label, cells[0], cells[1], ratio))
+            table.append((scenario if i == 0 else "", summary.proxy, *cells))
     return table
 
 
-def text_table(summaries: Sequence[Summary]) -> str:
-    body = rows(summaries)
-    widths = [max(len(r[i]) for r in [HEADER, *body]) for i in range(len(HEADER))]
+def _ratio(candidate: float, baseline: float) -> str:
+    return f"{candidate / baseline:.2f}x" if baseline else "-"
 
-    def line(row: Sequence[str]) -> str:
-        # Names left-aligned, figures right-aligned so digits line up.
+
+def _ratios(candidate: Summary, baseline: Summary) -> list[str]:
+    return [_ratio(m.value(candidate), m.value(baseline)) for m in RATIO_METRICS]
+
+
+def _best_peer_ratios(candidate: Summary, peers: Sequence[Summary]) -> list[str]:
+    """Per metric, the ratio to whichever peer did best on it, and that peer's name."""
+    cells = []
+    for metric in RATIO_METRICS:
+        pick = max if metric.higher_is_better else min
+        best = pick(peers, key=metric.value)
+        cells.append(f"{_ratio(metric.value(candidate), metric.value(best))} {best.proxy}")
+    return cells
+
+
+def ratio_rows(summaries: Sequence[Summary], candidates: Sequence[str]) -> list[Row]:
+    """Per scenario and loadstone build: its ratio to each peer, to the best peer on
+    each metric (when there are several peers) and to the first build (when there
+    are several builds). Above 1 is better for req/s and MB/s, below 1 for the rest."""
+    table: list[Row] = []
+    for scenario in _scenarios(summaries):
+        here = [s for s in summaries if s.scenario == scenario]
+        peers = [s for s in here if s.proxy not in candidates]
+        builds = sorted(
+            (s for s in here if s.proxy in candidates), key=lambda s: candidates.index(s.proxy)
+        )
+        first_row = len(table)
+        for build in builds:
+            lines = [(peer.proxy, _ratios(build, peer)) for peer in peers]
+            if len(peers) > 1:
+                lines.append((BEST_PEER, _best_peer_ratios(build, peers)))
+            if build is not builds[0]:
+                lines.append((builds[0].proxy, _ratios(build, builds[0])))
+            for i, (to, cells) in enumerate(lines):
+                table.append(("", build.proxy if i == 0 else "", to, *cells))
+        if len(table) > first_row:
+            table[first_row] = (scenario, *table[first_row][1:])
+    return table
+
+
+def text_table(header: Row, body: Sequence[Row], *, names: int = 2) -> str:
+    """Aligned columns, the first `names` left-aligned and the figures right-aligned
+    so digits line up; a blank line between scenarios."""
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+    def line(row: Row) -> str:
         cells = [
-            cell.ljust(widths[i]) if i < 2 else cell.rjust(widths[i]) for i, cell in enumerate(row)
+            cell.ljust(widths[i]) if i < names else cell.rjust(widths[i])
+            for i, cell in enumerate(row)
         ]
         return "  ".join(cells).rstrip()
 
-    out = [line(HEADER), "  ".join("-" * w for w in widths)]
+    out = [line(header), "  ".join("-" * w for w in widths)]
     for row in body:
         if row[0] and len(out) > 2:
             out.append("")
@@ -83,33 +125,48 @@ def text_table(summaries: Sequence[Summary]) -> str:
     return "\n".join(out)
 
 
-def markdown_table(summaries: Sequence[Summary]) -> str:
-    out = ["| " + " | ".join(HEADER) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 3) + "|"]
-    out += ["| " + " | ".join(row) + " |" for row in rows(summaries)]
+def markdown_table(header: Row, body: Sequence[Row], *, names: int = 2) -> str:
+    align = ["---"] * names + ["---:"] * (len(header) - names)
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    out += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(out)
+
+
+def tables(summaries: Sequence[Summary], candidates: Sequence[str], *, markdown: bool) -> str:
+    """Every proxy's figures, then loadstone's ratios (when there is something to
+    compare it with)."""
+    render = markdown_table if markdown else text_table
+    out = render(FIGURES_HEADER, figure_rows(summaries))
+    ratios = ratio_rows(summaries, candidates)
+    if any(row[2] for row in ratios):
+        out += "\n\n" + render(RATIOS_HEADER, ratios, names=3)
+    return out
 
 
 def markdown_header(meta: dict[str, Any]) -> str:
     """Provenance lines to go above a table of figures."""
-    proxies = "; ".join(meta.get("proxies", {}).values())
+    # The backends' nginx is the nginx peer's binary too: named once.
+    tools = [*meta.get("proxies", {}).values(), meta["nginx"], meta["wrk"].split(" Copyright")[0]]
+    tools += [meta[key] for key in ("backends", "session_logs") if key in meta]
     return "\n".join(
         [
             f"**{meta['date']}**, {meta['nproc']} x {meta['cpu_model']}, "
             f"Linux {meta['kernel']}, git {meta['git_revision']}  ",
             f"`{meta['command']}`  ",
-            f"{proxies}; {meta['nginx']}; {meta['wrk'].split(' Copyright')[0]}"
-            + (f"; {meta['session_logs']}" if "session_logs" in meta else ""),
+            "; ".join(dict.fromkeys(tools)),
         ]
     )
 
 
 @dataclass(frozen=True, slots=True)
 class Paired:
-    """loadstone/HAProxy of each repeat's two runs of one scenario, which ran back
-    to back: steadier than the ratio of the medians when the machine's own speed
-    drifts during an invocation (a shared VM's can move by a quarter)."""
+    """candidate/baseline of the runs of one scenario that share a repeat, which ran
+    in the same round: steadier than the ratio of the medians when the machine's own
+    speed drifts during an invocation (a shared VM's can move by a quarter)."""
 
     scenario: str
+    candidate: str  # a loadstone build
+    baseline: str  # a peer, or the first loadstone build
     pairs: int
     rps_ratios: tuple[float, ...]
     cpu_ratios: tuple[float, ...]
@@ -123,28 +180,42 @@ class Paired:
             )
 
         return (
-            f"{self.scenario}: req/s {spread(self.rps_ratios)}, cpu us/req "
-            f"{spread(self.cpu_ratios)} over {self.pairs} back-to-back pair(s)"
+            f"{self.scenario} {self.candidate}/{self.baseline}: req/s "
+            f"{spread(self.rps_ratios)}, cpu us/req {spread(self.cpu_ratios)} "
+            f"over {self.pairs} repeat(s)"
         )
 
 
-def paired(runs: Sequence[Run]) -> list[Paired]:
-    """Per scenario (in the order run), the ratios of the runs that share a repeat."""
-    by_key = {(r.scenario, r.repeat, r.proxy): r for r in runs}
+def _pair(runs: Sequence[Run], scenario: str, candidate: str, baseline: str) -> Paired | None:
+    by_key = {(r.repeat, r.proxy): r for r in runs if r.scenario == scenario}
+    rps, cpu = [], []
+    for repeat in sorted({repeat for repeat, _ in by_key}):
+        base, cand = by_key.get((repeat, baseline)), by_key.get((repeat, candidate))
+        if base is None or cand is None:
+            continue
+        if base.wrk.requests_per_second:
+            rps.append(cand.wrk.requests_per_second / base.wrk.requests_per_second)
+        if base.cpu_us_per_request:
+            cpu.append(cand.cpu_us_per_request / base.cpu_us_per_request)
+    if not (rps or cpu):
+        return None
+    return Paired(scenario, candidate, baseline, max(len(rps), len(cpu)), tuple(rps), tuple(cpu))
+
+
+def paired(runs: Sequence[Run], candidates: Sequence[str]) -> list[Paired]:
+    """Per scenario (in the order run) and loadstone build, its ratios to each peer
+    and to the first build, repeat by repeat."""
     result = []
     for scenario in dict.fromkeys(r.scenario for r in runs):
-        rps, cpu = [], []
-        for repeat in sorted({r.repeat for r in runs if r.scenario == scenario}):
-            base = by_key.get((scenario, repeat, BASELINE))
-            cand = by_key.get((scenario, repeat, CANDIDATE))
-            if base is None or cand is None:
-                continue
-            if base.wrk.requests_per_second:
-                rps.append(cand.wrk.requests_per_second / base.wrk.requests_per_second)
-            if base.cpu_us_per_request:
-                cpu.append(cand.cpu_us_per_request / base.cpu_us_per_request)
-        if rps or cpu:
-            result.append(Paired(scenario, max(len(rps), len(cpu)), tuple(rps), tuple(cpu)))
+        present = list(dict.fromkeys(r.proxy for r in runs if r.scenario == scenario))
+        peers = [p for p in present if p not in candidates]
+        builds = [c for c in candidates if c in present]
+        for build in builds:
+            baselines = peers + ([builds[0]] if build != builds[0] else [])
+            for baseline in baselines:
+                pair = _pair(runs, scenario, build, baseline)
+                if pair is not None:
+                    result.append(pair)
     return result
 
 

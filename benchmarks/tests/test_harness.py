@@ -12,7 +12,13 @@ import pytest
 from benchmarks.harness import wrk
 from benchmarks.harness.measure import Run, Summary
 from benchmarks.harness.procs import cpu_seconds, process_tree, rss_bytes
-from benchmarks.harness.report import markdown_table, paired, rows, warnings
+from benchmarks.harness.report import (
+    figure_rows,
+    paired,
+    ratio_rows,
+    tables,
+    warnings,
+)
 from benchmarks.harness.scenarios import SCENARIOS, select
 
 CLEAN = """\
@@ -111,18 +117,26 @@ def _summary(proxy: str, rps: float, errors: int = 0, foreign: float = 0.0) -> S
 
 
 def test_rows_give_ratio_candidate_over_baseline_and_flag_errors() -> None:
-    table = rows([_summary("haproxy", 1000.0), _summary("loadstone", 850.0, errors=3)])
-    by_metric = {row[1]: row for row in table}
-    assert by_metric["req/s"] == ("keepalive", "req/s", "1,000", "850", "0.85x")
-    assert by_metric["errors"] == ("", "errors", "0", "3 !", "-")
-    assert "| keepalive | req/s | 1,000 | 850 | 0.85x |" in markdown_table(
-        [_summary("haproxy", 1000.0), _summary("loadstone", 850.0)]
+    summaries = [_summary("haproxy", 1000.0), _summary("loadstone", 850.0, errors=3)]
+    # figures: scenario, proxy, req/s, MB/s, cpu us/req, p99, rss, errors
+    assert figure_rows(summaries) == [
+        ("keepalive", "haproxy", "1,000", "1.0", "10.0", "1.00", "20.0", "0"),
+        ("", "loadstone", "850", "1.0", "10.0", "1.00", "20.0", "3 !"),
+    ]
+    # ratios: scenario, build, to, req/s, MB/s, cpu us/req, p99, rss (no errors column)
+    assert ratio_rows(summaries, ["loadstone"]) == [
+        ("keepalive", "loadstone", "haproxy", "0.85x", "1.00x", "1.00x", "1.00x", "1.00x")
+    ]
+    assert "| keepalive | loadstone | haproxy | 0.85x | 1.00x |" in tables(
+        [_summary("haproxy", 1000.0), _summary("loadstone", 850.0)], ["loadstone"], markdown=True
     )
 
 
 def test_rows_with_one_proxy_have_no_ratio() -> None:
-    table = rows([_summary("haproxy", 1000.0)])
-    assert table[0] == ("keepalive", "req/s", "1,000", "-", "-")
+    only = [_summary("haproxy", 1000.0)]
+    assert figure_rows(only)[0][:3] == ("keepalive", "haproxy", "1,000")
+    assert ratio_rows(only, ["loadstone"]) == []
+    assert "ratio to" not in tables(only, ["loadstone"], markdown=False)
 
 
 def test_warnings_name_errors_and_disturbed_runs() -> None:
@@ -155,12 +169,14 @@ def test_paired_ratios_follow_each_repeat_not_the_medians() -> None:
         _run("loadstone", "close", 2, 7700, 7.7),
         _run("loadstone", "keepalive", 0, 40000, 6.0),  # no HAProxy run to pair with
     ]
-    (close,) = paired(runs)
+    (close,) = paired(runs, ["loadstone"])
     assert close.scenario == "close" and close.pairs == 3
+    assert (close.candidate, close.baseline) == ("loadstone", "haproxy")
     assert close.rps_ratios == pytest.approx((0.95, 1.15, 1.1), abs=1e-3)
     assert close.cpu_ratios == pytest.approx((0.8, 0.8, 0.875), abs=1e-3)
     assert close.describe() == (
-        "close: req/s 1.10x (0.95-1.15), cpu us/req 0.80x (0.80-0.88) over 3 back-to-back pair(s)"
+        "close loadstone/haproxy: req/s 1.10x (0.95-1.15), cpu us/req 0.80x (0.80-0.88) "
+        "over 3 repeat(s)"
     )
 
 
@@ -168,11 +184,12 @@ def test_both_proxies_log_every_session_unless_told_otherwise() -> None:
     from benchmarks import compare_haproxy
 
     default = compare_haproxy.parse_args([])
-    assert (default.haproxy_log, default.loadstone_log) == (True, "all")
+    assert (default.peer_log, default.loadstone_log) == (True, "all")
     assert compare_haproxy.equal_logging(default)
     neither = compare_haproxy.parse_args(["--no-haproxy-log", "--loadstone-log", "none"])
     assert compare_haproxy.equal_logging(neither)
-    assert compare_haproxy.logging_line(neither) == "session logs: haproxy none, loadstone none"
+    assert compare_haproxy.logging_line(neither) == "session logs: peers none, loadstone none"
+    assert compare_haproxy.parse_args(["--no-peer-log"]).peer_log is False
     # The old default, loadstone logging and HAProxy not, is flagged as unequal work.
     assert not compare_haproxy.equal_logging(compare_haproxy.parse_args(["--no-haproxy-log"]))
     assert not compare_haproxy.equal_logging(
