@@ -130,9 +130,7 @@ GLOBAL_KEYWORDS: dict[str, Entry] = {
     "log": _not_needed(_LOGGING),
     "log-send-hostname": _not_needed(_LOGGING),
     "log-tag": _not_needed(_LOGGING),
-    "maxconn": _unsupported(
-        "no process-wide connection limit in loadstone (listeners have maxconn)"
-    ),
+    "maxconn": T,  # the default of every frontend's maxconn
     "stats": _not_yet("HAProxy's runtime socket; the admin HTTP API serves these commands"),
     "cpu-map": _unsupported("no CPU pinning of workers in loadstone"),
     "spread-checks": _unsupported("loadstone spreads checks on its own; no setting"),

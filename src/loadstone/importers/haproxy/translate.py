@@ -91,6 +91,7 @@ class _ProxyState:
     mode: str = "tcp"
     balance: str | None = None
     timeouts_ms: dict[str, float] = field(default_factory=dict)
+    zero_timeouts: set[str] = field(default_factory=set)  # `timeout X 0`: no limit
     maxconn: int | None = None
     backlog: int | None = None
     retries: int | None = None
@@ -120,11 +121,13 @@ class _ProxyState:
     default_server: dict[str, str] = field(default_factory=dict)
     binds: list[str] = field(default_factory=list)
     freebind: bool = False
+    tls_binds: int = 0  # bind lines left out because they terminate TLS
     servers: list[_Server] = field(default_factory=list)
     default_backend: tuple[str, Location] | None = None
     use_backends: list[Directive] = field(default_factory=list)
     acls: dict[str, list[Directive]] = field(default_factory=dict)
     used_acls: set[str] = field(default_factory=set)
+    stats_page: bool = False  # HAProxy's stats page is served here
 
     def inherit(self, kind: str, name: str, location: Location) -> _ProxyState:
         child = copy.deepcopy(self)
@@ -147,7 +150,9 @@ class _Translator:
         self.proxies: dict[str, _ProxyState] = {}
         self.order: list[_ProxyState] = []
         self.galera_backends: set[str] = set()
+        self.used_backends: set[str] = set()
         self.files: list[str] = []
+        self.global_maxconn: int | None = None
 
     # -- reporting ---------------------------------------------------------------------
 
@@ -170,7 +175,10 @@ class _Translator:
                 for directive in section.directives:
                     self.global_directive(directive)
             elif section.kind == "defaults":
-                base = self._from(section, defaults, named_defaults)
+                # A defaults section starts afresh (HAProxy resets every setting),
+                # unless it says `from` another one.
+                fresh = _ProxyState("defaults", "", section.location)
+                base = self._from(section, fresh, named_defaults)
                 state = base.inherit("defaults", section.name, section.location)
                 self.apply_all(state, section)
                 defaults = state
@@ -216,6 +224,10 @@ class _Translator:
 
     def global_directive(self, directive: Directive) -> None:
         key, entry = keywords.lookup(keywords.GLOBAL_KEYWORDS, directive.words)
+        if entry.kind is Kind.UNKNOWN and not directive.indented:
+            raise TranslationError(
+                directive.location, f"unknown section or keyword '{directive.keyword}'"
+            )
         if entry.kind is not Kind.TRANSLATED:
             self.note(directive, entry)
             return
@@ -234,6 +246,17 @@ class _Translator:
                     + ("translated as global.workers" if n > 1 else "1 is the default"),
                 ),
             )
+        elif key == "maxconn":
+            # HAProxy's default for a frontend's maxconn is the process's.
+            self.global_maxconn = self._int(directive, args, 1, 10_000_000)
+            self.note(
+                directive,
+                Entry(
+                    Kind.NOTE,
+                    "no process-wide limit in loadstone; every "
+                    "listener without its own maxconn gets this one",
+                ),
+            )
         elif key == "hard-stop-after":
             ms = self._time(directive, args)
             self.global_["grace"] = format_duration(ms)
@@ -246,6 +269,8 @@ class _Translator:
 
     def apply(self, state: _ProxyState, directive: Directive) -> None:
         key, entry = keywords.lookup(keywords.PROXY_KEYWORDS, directive.words)
+        if key == "stats":
+            state.stats_page = True
         if entry.kind is not Kind.TRANSLATED:
             if entry.kind is Kind.UNKNOWN and not directive.indented:
                 raise TranslationError(
@@ -277,18 +302,14 @@ class _Translator:
 
     def build_listeners(self) -> dict[str, Any]:
         listeners: dict[str, Any] = {}
-        used_backends: set[str] = set()
         for state in self.order:
             if state.kind == "backend":
                 continue
-            if state.kind == "frontend":
-                backend_names = self._frontend_backends(state)
-                used_backends.update(backend_names)
             listener = self.listener(state)
             if listener is not None:
                 listeners[_listener_name(state.name)] = listener
         for state in self.order:
-            if state.kind == "backend" and state.name not in used_backends:
+            if state.kind == "backend" and state.name not in self.used_backends:
                 self.report.append(
                     ReportLine(
                         state.location,
@@ -304,22 +325,26 @@ class _Translator:
             )
         return listeners
 
-    def _frontend_backends(self, fe: _ProxyState) -> list[str]:
-        names = [fe.default_backend[0]] if fe.default_backend else []
-        for d in fe.use_backends:
-            names.append(d.args[0])
-        return names
-
     def _backend(self, name: str, where: Directive | Location) -> _ProxyState:
         state = self.proxies.get(name)
         location = where.location if isinstance(where, Directive) else where
         if state is None or state.kind == "frontend":
             raise TranslationError(location, f"no backend named '{name}'")
+        self.used_backends.add(name)
         return state
 
     def listener(self, fe: _ProxyState) -> dict[str, Any] | None:
         """A `listen` or a `frontend` (with its backends) -> a loadstone listener, or None."""
         where = Directive((fe.kind, fe.name), fe.location, False)
+        if not fe.binds and fe.tls_binds:
+            self.note(
+                where,
+                Entry(
+                    Kind.TLS,
+                    "every bind is TLS, not yet supported by loadstone: no listener is made",
+                ),
+            )
+            return None
         if not fe.binds:
             self.note(where, Entry(Kind.NO_EFFECT, "no bind line: HAProxy accepts no traffic here"))
             return None
@@ -344,6 +369,9 @@ class _Translator:
                     f"frontend '{fe.name}' is mode {fe.mode} but backend '{be.name}' is mode "
                     f"{be.mode} (HAProxy refuses this)",
                 )
+        if not be.servers and be.stats_page:
+            self.note(where, keywords.PROXY_KEYWORDS["stats"])
+            return None
         if not be.servers:
             self.note(
                 Directive((be.kind, be.name), be.location, False),
@@ -360,8 +388,9 @@ class _Translator:
         out["mode"] = fe.mode
         galera = self._is_galera(be)
         out["balance"] = "active-backup" if galera else self._balance(be)
-        if fe.maxconn is not None:
-            out["maxconn"] = fe.maxconn
+        maxconn = fe.maxconn if fe.maxconn is not None else self.global_maxconn
+        if maxconn is not None:
+            out["maxconn"] = maxconn
         if fe.backlog is not None:
             out["backlog"] = fe.backlog
         if be.retries is not None:
@@ -451,13 +480,13 @@ class _Translator:
                 new_routes, map_default = self._map_routes(fe, d)
                 if new_routes is None:
                     continue
+                if map_default and default is None:
+                    default = self._backend(map_default, d)
                 for route in new_routes:
                     pool_be = self._backend(route["pool"], d)
                     if default is None or pool_be.name != default.name:
                         pools[pool_be.name] = pool_be
                     routes.append(route)
-                if map_default and default is None:
-                    default = self._backend(map_default, d)
                 continue
             backend = self._backend(target, d)
             if not cond:
@@ -478,10 +507,18 @@ class _Translator:
             if default is None or backend.name != default.name:
                 pools[backend.name] = backend
         if default is None:
-            first = fe.use_backends[0] if fe.use_backends else None
-            raise TranslationError(
-                first.location if first else fe.location,
-                f"frontend '{fe.name}': no backend to send unmatched traffic to",
+            if not pools:
+                raise TranslationError(fe.location, f"frontend '{fe.name}': no usable backend")
+            # HAProxy answers 503 to what no rule matches; loadstone needs a default pool.
+            default = pools.pop(next(iter(pools)))
+            self.report.append(
+                ReportLine(
+                    fe.use_backends[0].location,
+                    f"frontend {fe.name}",
+                    Kind.UNSUPPORTED,
+                    f"no default_backend: HAProxy answers 503 to requests no rule matches; "
+                    f"loadstone sends them to backend {default.name}",
+                )
             )
         # Route pools that are the default backend are the listener's own servers.
         for route in routes:
@@ -625,7 +662,12 @@ class _Translator:
                         where.location,
                         f"{where.kind} {where.name}",
                         Kind.UNSUPPORTED,
-                        f"no 'timeout {key}': HAProxy waits forever; loadstone's default applies",
+                        (
+                            f"'timeout {key} 0'"
+                            if key in where.zero_timeouts
+                            else f"no 'timeout {key}'"
+                        )
+                        + ": HAProxy waits forever; loadstone's default applies",
                     )
                 )
         if fe.mode != "http":
@@ -866,6 +908,13 @@ def _bind(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
     if s.kind in ("defaults", "backend"):
         raise TranslationError(d.location, f"'bind' is not allowed in a {s.kind} section")
     _need(d, 1)
+    if "ssl" in d.args[1:]:
+        # Serving plaintext where HAProxy terminated TLS would be wrong: leave it out.
+        t.note(
+            d, Entry(Kind.TLS, "not yet supported by loadstone (TLS); this address is not bound")
+        )
+        s.tls_binds += 1
+        return
     for spec in d.args[0].split(","):
         address = _bind_address(spec)
         if address is None:
@@ -1053,6 +1102,12 @@ def _timeout(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> Non
         t.note(d, Entry(Kind.NO_EFFECT, f"removed from HAProxy 2.1; translated as timeout {name}"))
     else:
         name, args = d.args[0], d.args[1:]
+    if args and parse_haproxy_time(args[0]) == 0:
+        # 0 means "no timeout" to HAProxy; loadstone always has one.
+        s.timeouts_ms.pop(name, None)
+        s.zero_timeouts.add(name)
+        return
+    s.zero_timeouts.discard(name)
     s.timeouts_ms[name] = t._time(d, args)
 
 
