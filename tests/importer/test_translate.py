@@ -387,3 +387,23 @@ def test_unknown_indented_keywords_and_options_are_reported_not_dropped() -> Non
 def test_every_translated_keyword_has_a_handler_and_back() -> None:
     translated = {k for k, e in keywords.PROXY_KEYWORDS.items() if e.kind is Kind.TRANSLATED}
     assert translated == set(_HANDLERS)
+
+
+def test_option_forwardfor_without_arguments_on_either_side() -> None:
+    text = """
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 1s
+  timeout server 1s
+frontend f
+  bind :80
+  {fe}
+  default_backend b
+backend b
+  {be}
+  server s 198.18.0.11:80
+"""
+    for fe, be in (("option forwardfor", ""), ("", "option forwardfor")):
+        config, _ = imp(text.format(fe=fe, be=be))
+        assert listener(config, "f")["forwardfor"] is True

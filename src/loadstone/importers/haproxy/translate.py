@@ -47,6 +47,8 @@ HAPROXY_INTER_MS = 2000
 HAPROXY_RISE = 2
 HAPROXY_FALL = 3
 CLUSTERCHECK_PORTS = frozenset({9200, 4569, 49000})
+# A backend named for the database is a database, whatever its ports.
+_DATABASE_NAME = re.compile(r"galera|mysql|mariadb|percona", re.IGNORECASE)
 GALERA_MONITOR_USER = "monitor"
 GALERA_PASSWORD_ENV = "GALERA_MONITOR_PASSWORD"
 
@@ -806,6 +808,7 @@ class _Translator:
             be.check_type == "mysql"
             or bool(ports & CLUSTERCHECK_PORTS)
             or all(s.port == 3306 for s in be.servers)
+            or _DATABASE_NAME.search(be.name) is not None
         )
 
     def _galera_notes(self, be: _ProxyState) -> None:
@@ -836,7 +839,8 @@ class _Translator:
     # -- http --------------------------------------------------------------------------
 
     def _http_keys(self, out: dict[str, Any], fe: _ProxyState, be: _ProxyState) -> None:
-        forwardfor = fe.forwardfor or be.forwardfor
+        # Either side may ask for the header (the backend's options win, as in HAProxy).
+        forwardfor = be.forwardfor if be.forwardfor is not None else fe.forwardfor
         if forwardfor is not None:
             out["forwardfor"] = forwardfor or True
         if fe.forwarded_port or be.forwarded_port:

@@ -1,0 +1,256 @@
+"""HAProxy with a deployer's configuration and loadstone with its import, side by side.
+
+The kolla-ansible corpus files (an http frontend/backend pair, keystone, and the
+tcp Galera load balancer, mariadb) are rewritten to loopback: controllers
+198.18.0.1N become 127.0.0.1N (each backend listens on the same port on its
+own address, so `check port` keeps its meaning), the VIP becomes 127.0.0.10
+for HAProxy and 127.0.0.20 for loadstone, and each service port a free one.
+Both proxies then run against the same backends: the same requests must reach
+the same servers with the same answers, and a killed server must go down and
+come back in both. The one intended difference, failback, is asserted too.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import socket
+import subprocess
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from loadstone.importers.haproxy import import_haproxy
+from tests.integration.harness import Backend, Loadstone, port_open, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CORPUS = Path(__file__).parent / "corpus" / "kolla-ansible"
+CONTROLLERS = {"ctl1": "11", "ctl2": "12", "ctl3": "13"}
+HAPROXY = shutil.which("haproxy")
+
+
+def free_port_on(hosts: list[str]) -> int:
+    """A port free on every one of these loopback addresses."""
+    while True:
+        with socket.socket() as s:
+            s.bind((hosts[0], 0))
+            port = int(s.getsockname()[1])
+        try:
+            for host in hosts[1:]:
+                with socket.socket() as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        return port
+
+
+def loopback_config(vip: str, fronts: dict[int, int], servers: dict[int, int]) -> str:
+    """The defaults of kolla's haproxy.cfg plus its keystone and mariadb services, on loopback:
+    service port P is bound at vip:fronts[P], and served by 127.0.0.1N:servers[P]."""
+    main = (CORPUS / "haproxy.cfg").read_text()
+    defaults = main[main.index("defaults") : main.index("listen stats")]
+    services = "\n".join(
+        (CORPUS / "services.d" / name).read_text() for name in ("keystone.cfg", "mariadb.cfg")
+    )
+    # Only the internal keystone pair: the external one binds another VIP.
+    services = (
+        services[: services.index("frontend keystone_external_front")]
+        + services[services.index("frontend mariadb_external_lb_front") :]
+    )
+    text = defaults + services
+    for service_port in fronts:
+        text = text.replace(f"198.18.0.10:{service_port}", f"{vip}:{fronts[service_port]}")
+        for n in CONTROLLERS.values():
+            text = text.replace(
+                f"198.18.0.{n}:{service_port}", f"127.0.0.{n}:{servers[service_port]}"
+            )
+        text = text.replace(f"port {service_port} ", f"port {servers[service_port]} ")
+    assert "198.18." not in text
+    return text
+
+
+class HAProxy:
+    def __init__(self, tmp: Path, text: str) -> None:
+        self.socket = tmp / "haproxy.sock"
+        self.path = tmp / "haproxy.cfg"
+        self.path.write_text(f"global\n    stats socket {self.socket} level admin\n\n{text}")
+        assert HAPROXY is not None
+        self.stderr = open(tmp / "haproxy.err", "wb")  # noqa: SIM115 - closed by stop()
+        self.proc = subprocess.Popen(
+            [HAPROXY, "-db", "-f", str(self.path)], stdout=subprocess.DEVNULL, stderr=self.stderr
+        )
+        wait_for(self.socket.exists, what="haproxy stats socket")
+
+    def command(self, line: str) -> str:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.socket))
+            s.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+    def states(self, backend: str) -> dict[str, str]:
+        """Server -> UP/DOWN as `show stat` says (a transition in progress shows its target)."""
+        rows = csv.DictReader(io.StringIO(self.command("show stat").lstrip("# ")))
+        return {
+            row["svname"]: row["status"].split()[0]
+            for row in rows
+            if row["pxname"] == backend and row["svname"] not in ("FRONTEND", "BACKEND")
+        }
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.stderr.close()
+
+
+def loadstone_states(ls: Loadstone, listener: str) -> dict[str, str]:
+    servers = ls.status()["listeners"][listener]["servers"]
+    return {name: s["state"].upper() for name, s in servers.items()}
+
+
+def http_get(address: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"http://{address}{path}", headers=headers or {})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status, response.read()
+
+
+def tcp_who(host: str, port: int) -> str:
+    """Which echo backend a TCP session reached (it names itself after our FIN)."""
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(b"hello")
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    assert data.startswith(b"hello\nEOF ")
+    return data.decode().split()[-1]
+
+
+@pytest.fixture
+def side_by_side(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    if HAPROXY is None:
+        pytest.fail("haproxy is not installed (scripts/test installs it)")
+    hosts = [f"127.0.0.{n}" for n in CONTROLLERS.values()]
+    http_port, tcp_port = free_port_on(hosts), free_port_on(hosts)
+    fronts = {5000: free_port_on(["127.0.0.10", "127.0.0.20"]),
+              3306: free_port_on(["127.0.0.10", "127.0.0.20"])}  # fmt: skip
+    backends: list[Backend] = []
+    for name, n in CONTROLLERS.items():
+        backends.append(Backend(name, http_port, "http", host=f"127.0.0.{n}").start())
+        backends.append(Backend(name, tcp_port, "echo", host=f"127.0.0.{n}").start())
+    servers = {5000: http_port, 3306: tcp_port}
+    (tmp_path / "ls").mkdir()
+    import_src = tmp_path / "ls" / "haproxy.cfg"
+    import_src.write_text(loopback_config("127.0.0.20", fronts, servers))
+    result = import_haproxy([str(import_src)], "http", env={})
+    haproxy_text = loopback_config("127.0.0.10", fronts, servers)
+    haproxy = HAProxy(tmp_path, haproxy_text)
+    ls = Loadstone(tmp_path, yaml.safe_load(result.yaml)).start()
+    try:
+        wait_for(lambda: port_open("127.0.0.10", fronts[5000]), what="haproxy bound")
+        yield {
+            "haproxy": haproxy,
+            "loadstone": ls,
+            "backends": backends,
+            "http": (f"127.0.0.10:{fronts[5000]}", f"127.0.0.20:{fronts[5000]}"),
+            "tcp": (fronts[3306],),
+            "report": [str(line) for line in result.report],
+        }
+    finally:
+        ls.stop()
+        haproxy.stop()
+        for backend in backends:
+            backend.stop()
+
+
+def both_up(ctx: dict[str, Any]) -> bool:
+    ha, ls = ctx["haproxy"], ctx["loadstone"]
+    return (
+        set(ha.states("keystone_internal_back").values()) == {"UP"}
+        and set(ha.states("mariadb_external_lb_back").values()) == {"UP"}
+        and set(loadstone_states(ls, "keystone_internal_front").values()) == {"UP"}
+        and set(loadstone_states(ls, "mariadb_external_lb_front").values()) == {"UP"}
+    )
+
+
+def test_same_requests_reach_the_same_servers_with_the_same_answers(
+    side_by_side: dict[str, Any],
+) -> None:
+    ctx = side_by_side
+    wait_for(lambda: both_up(ctx), timeout=20, what="every server up in both proxies")
+    ha_http, ls_http = ctx["http"]
+    # Round robin over three servers: six requests, two each, in both.
+    counts = []
+    for address in (ha_http, ls_http):
+        names = [http_get(address, "/")[1].decode().strip() for _ in range(6)]
+        counts.append(Counter(names))
+    assert counts[0] == counts[1] == Counter({"ctl1": 2, "ctl2": 2, "ctl3": 2})
+    # The same answer to the same request, and the same changes to its head:
+    # X-Forwarded-For added (option forwardfor), X-Forwarded-Proto from the
+    # client removed (http-request del-header).
+    answers = []
+    for address in (ha_http, ls_http):
+        status, body = http_get(address, "/echo?x=1", {"X-Forwarded-Proto": "https"})
+        doc = json.loads(body)
+        headers = {k.lower(): v for k, v in doc["headers"]}
+        answers.append(
+            (status, doc["method"], doc["target"], headers.get("x-forwarded-for"),
+             "x-forwarded-proto" in headers)
+        )  # fmt: skip
+    assert answers[0] == answers[1] == (200, "GET", "/echo?x=1", "127.0.0.1", False)
+    # TCP: the single writer takes every session in both.
+    (tcp_port,) = ctx["tcp"]
+    assert {tcp_who("127.0.0.10", tcp_port) for _ in range(4)} == {"ctl1"}
+    assert {tcp_who("127.0.0.20", tcp_port) for _ in range(4)} == {"ctl1"}
+
+
+def test_health_transitions_match_and_only_failback_differs(side_by_side: dict[str, Any]) -> None:
+    ctx = side_by_side
+    ha, ls = ctx["haproxy"], ctx["loadstone"]
+    wait_for(lambda: both_up(ctx), timeout=20, what="every server up in both proxies")
+    by_key = {(b.name, b.mode): b for b in ctx["backends"]}
+    http_ctl2, tcp_ctl1 = by_key[("ctl2", "http")], by_key[("ctl1", "echo")]
+    http_ctl2.kill()
+    tcp_ctl1.kill()
+
+    def down_in_both() -> bool:
+        return (
+            ha.states("keystone_internal_back")["ctl2"] == "DOWN"
+            and loadstone_states(ls, "keystone_internal_front")["ctl2"] == "DOWN"
+            and ha.states("mariadb_external_lb_back")["ctl1"] == "DOWN"
+            and loadstone_states(ls, "mariadb_external_lb_front")["ctl1"] == "DOWN"
+        )
+
+    # inter 2000 fall 5: about ten seconds in both
+    wait_for(down_in_both, timeout=30, what="the killed servers down in both")
+    ha_http, ls_http = ctx["http"]
+    for address in (ha_http, ls_http):
+        names = {http_get(address, "/")[1].decode().strip() for _ in range(6)}
+        assert names == {"ctl1", "ctl3"}
+    (tcp_port,) = ctx["tcp"]
+    assert tcp_who("127.0.0.10", tcp_port) == tcp_who("127.0.0.20", tcp_port) == "ctl2"
+
+    for backend in (http_ctl2, tcp_ctl1):
+        assert backend.proc is not None and backend.proc.stdout is not None
+        backend.proc.stdout.close()  # the killed process's pipe; start() opens a new one
+        backend.start()
+    wait_for(lambda: both_up(ctx), timeout=30, what="the servers back up in both")
+    for address in (ha_http, ls_http):
+        names = {http_get(address, "/")[1].decode().strip() for _ in range(6)}
+        assert names == {"ctl1", "ctl2", "ctl3"}
+    # The difference the import reports: HAProxy fails back to ctl1, loadstone's
+    # active-backup keeps the writer it moved to.
+    assert any("no failback" in line for line in ctx["report"])
+    assert tcp_who("127.0.0.10", tcp_port) == "ctl1"
+    assert tcp_who("127.0.0.20", tcp_port) == "ctl2"
