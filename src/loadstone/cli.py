@@ -21,6 +21,7 @@ import orjson
 
 from loadstone.config import ConfigError, load_config
 from loadstone.config.model import Config
+from loadstone.importers.haproxy import command as import_command
 
 EXIT_CONFIG = 2
 EXIT_START = 1
@@ -160,8 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.set_defaults(func=ctl_module.run)
 
     importer = sub.add_parser("import", help="translate another proxy's configuration")
-    from loadstone.importers.haproxy import command as import_command
-
     import_command.add_arguments(importer)
 
     demo = sub.add_parser("demo", help="run the embedded demo: three backends and a proxy")
