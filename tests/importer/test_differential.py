@@ -28,28 +28,13 @@ import pytest
 import yaml
 
 from loadstone.importers.haproxy import import_haproxy
-from tests.integration.harness import Backend, Loadstone, port_open, wait_for
+from tests.integration.harness import Backend, Loadstone, free_port_on, port_open, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CORPUS = Path(__file__).parent / "corpus" / "kolla-ansible"
 CONTROLLERS = {"ctl1": "11", "ctl2": "12", "ctl3": "13"}
 HAPROXY = shutil.which("haproxy")
-
-
-def free_port_on(hosts: list[str]) -> int:
-    """A port free on every one of these loopback addresses."""
-    while True:
-        with socket.socket() as s:
-            s.bind((hosts[0], 0))
-            port = int(s.getsockname()[1])
-        try:
-            for host in hosts[1:]:
-                with socket.socket() as s:
-                    s.bind((host, port))
-        except OSError:
-            continue
-        return port
 
 
 def loopback_config(vip: str, fronts: dict[int, int], servers: dict[int, int]) -> str:
@@ -142,9 +127,9 @@ def side_by_side(tmp_path: Path) -> Iterator[dict[str, Any]]:
     if HAPROXY is None:
         pytest.fail("haproxy is not installed (scripts/test installs it)")
     hosts = [f"127.0.0.{n}" for n in CONTROLLERS.values()]
-    http_port, tcp_port = free_port_on(hosts), free_port_on(hosts)
-    fronts = {5000: free_port_on(["127.0.0.10", "127.0.0.20"]),
-              3306: free_port_on(["127.0.0.10", "127.0.0.20"])}  # fmt: skip
+    http_port, tcp_port = free_port_on(*hosts), free_port_on(*hosts)
+    fronts = {5000: free_port_on("127.0.0.10", "127.0.0.20"),
+              3306: free_port_on("127.0.0.10", "127.0.0.20")}  # fmt: skip
     backends: list[Backend] = []
     for name, n in CONTROLLERS.items():
         backends.append(Backend(name, http_port, "http", host=f"127.0.0.{n}").start())

@@ -36,6 +36,10 @@ def listener(config: dict[str, Any], name: str) -> dict[str, Any]:
     return out
 
 
+# Timeouts set, so that the report holds only what a test is about.
+TCP_DEFAULTS = "defaults\n  timeout connect 1s\n  timeout client 1s\n  timeout server 1s\n"
+HTTP_DEFAULTS = TCP_DEFAULTS.replace("defaults\n", "defaults\n  mode http\n")
+
 GALERA_CLUSTERCHECK = """
 defaults
   timeout connect 10s
@@ -106,11 +110,8 @@ listen api
 
 def test_a_later_defaults_section_applies_only_to_what_follows() -> None:
     config, _ = imp(
-        """
-defaults
-  timeout connect 1s
-  timeout client 1s
-  timeout server 1s
+        TCP_DEFAULTS
+        + """
   balance leastconn
 listen one
   bind :1
@@ -199,11 +200,9 @@ def test_galera_single_writer_native_check() -> None:
 
 
 def test_galera_all_backups_with_stick_on_dst_and_mysql_check() -> None:
-    text = """
-defaults
-  timeout connect 1s
-  timeout client 1s
-  timeout server 1s
+    text = (
+        TCP_DEFAULTS
+        + """
 listen mysql
   bind 198.18.0.10:3306
   option mysql-check user haproxy_check
@@ -212,6 +211,7 @@ listen mysql
   server db1 198.18.0.11:3306 backup check
   server db2 198.18.0.12:3306 backup check
 """
+    )
     config, report = imp(text)
     mysql = listener(config, "mysql")
     assert mysql["balance"] == "active-backup"
@@ -286,12 +286,9 @@ def test_strict_blocking_kinds() -> None:
 
 
 def test_map_dom_and_map_reg_become_routes() -> None:
-    text = """
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 1s
-  timeout server 1s
+    text = (
+        HTTP_DEFAULTS
+        + """
 frontend ext
   bind :80
   use_backend %[req.hdr(host),lower,map_dom(/etc/haproxy/hosts.map,web_back)]
@@ -304,6 +301,7 @@ backend web_back
 backend api_back
   server a 198.18.0.12:5000
 """
+    )
     maps = {
         "/etc/haproxy/hosts.map": "# hosts\napi.example.com api_back\nwww.example.com web_back\n",
         "/etc/haproxy/paths.map": "^/api/ api_back\n/static web_back\n",
@@ -329,12 +327,8 @@ backend api_back
 
 def test_use_backend_with_a_path_acl_becomes_a_route() -> None:
     config, _ = imp(
-        """
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 1s
-  timeout server 1s
+        HTTP_DEFAULTS
+        + """
 frontend f
   bind :80
   acl is_image path_beg /image/ /v2/images
@@ -390,12 +384,9 @@ def test_every_translated_keyword_has_a_handler_and_back() -> None:
 
 
 def test_option_forwardfor_without_arguments_on_either_side() -> None:
-    text = """
-defaults
-  mode http
-  timeout connect 1s
-  timeout client 1s
-  timeout server 1s
+    text = (
+        HTTP_DEFAULTS
+        + """
 frontend f
   bind :80
   {fe}
@@ -404,6 +395,7 @@ backend b
   {be}
   server s 198.18.0.11:80
 """
+    )
     for fe, be in (("option forwardfor", ""), ("", "option forwardfor")):
         config, _ = imp(text.format(fe=fe, be=be))
         assert listener(config, "f")["forwardfor"] is True

@@ -356,6 +356,83 @@ OTHER_SECTIONS: dict[str, Entry] = {
     "acme": _tls(),
 }
 
+
+def _tls_options(flags: tuple[str, ...], valued: tuple[str, ...]) -> dict[str, Option]:
+    """The TLS options of server or bind lines: all wait for loadstone's TLS."""
+    return {name: Option(0, _tls()) for name in flags} | {
+        name: Option(1, _tls()) for name in valued
+    }
+
+
+# TLS keywords of server and bind lines: flags, then those taking a value.
+_SERVER_TLS_FLAGS = (
+    "ssl",
+    "check-ssl",
+    "no-ssl",
+    "no-sslv3",
+    "no-tlsv10",
+    "no-tlsv11",
+    "no-tlsv12",
+    "no-tlsv13",
+    "force-tlsv12",
+    "force-tlsv13",
+    "no-tls-tickets",
+    "ssl-reuse",
+    "no-ssl-reuse",
+)
+_SERVER_TLS_VALUED = (
+    "verify",
+    "ca-file",
+    "crl-file",
+    "crt",
+    "sni",
+    "check-sni",
+    "alpn",
+    "check-alpn",
+    "npn",
+    "ciphers",
+    "ciphersuites",
+    "ssl-min-ver",
+    "ssl-max-ver",
+    "verifyhost",
+    "curves",
+    "sigalgs",
+)
+_BIND_TLS_FLAGS = (
+    "ssl",
+    "no-sslv3",
+    "no-tlsv10",
+    "no-tlsv11",
+    "no-tlsv12",
+    "no-tlsv13",
+    "no-tls-tickets",
+    "prefer-client-ciphers",
+    "strict-sni",
+    "force-tlsv12",
+    "force-tlsv13",
+    "generate-certificates",
+    "allow-0rtt",
+    "no-ca-names",
+)
+_BIND_TLS_VALUED = (
+    "crt",
+    "crt-list",
+    "ca-file",
+    "crl-file",
+    "verify",
+    "alpn",
+    "npn",
+    "ciphers",
+    "ciphersuites",
+    "ssl-min-ver",
+    "ssl-max-ver",
+    "curves",
+    "ecdhe",
+    "ca-sign-file",
+    "ca-sign-pass",
+    "sigalgs",
+)
+
 _CHECK_PARAMS = {"inter", "fastinter", "downinter", "rise", "fall", "port"}
 
 SERVER_OPTIONS: dict[str, Option] = {
@@ -408,45 +485,7 @@ SERVER_OPTIONS: dict[str, Option] = {
     ),
     "pool-low-conn": Option(1, _unsupported("loadstone sizes its idle pool itself")),
     "max-reuse": Option(1, _unsupported("loadstone sizes its idle pool itself")),
-    **{
-        name: Option(0, _tls())
-        for name in (
-            "ssl",
-            "check-ssl",
-            "no-ssl",
-            "no-sslv3",
-            "no-tlsv10",
-            "no-tlsv11",
-            "no-tlsv12",
-            "no-tlsv13",
-            "force-tlsv12",
-            "force-tlsv13",
-            "no-tls-tickets",
-            "ssl-reuse",
-            "no-ssl-reuse",
-        )
-    },
-    **{
-        name: Option(1, _tls())
-        for name in (
-            "verify",
-            "ca-file",
-            "crl-file",
-            "crt",
-            "sni",
-            "check-sni",
-            "alpn",
-            "check-alpn",
-            "npn",
-            "ciphers",
-            "ciphersuites",
-            "ssl-min-ver",
-            "ssl-max-ver",
-            "verifyhost",
-            "curves",
-            "sigalgs",
-        )
-    },
+    **_tls_options(_SERVER_TLS_FLAGS, _SERVER_TLS_VALUED),
 }
 
 BIND_OPTIONS: dict[str, Option] = {
@@ -473,46 +512,7 @@ BIND_OPTIONS: dict[str, Option] = {
     "group": Option(1, _unsupported("unix socket permissions; loadstone binds TCP only")),
     "level": Option(1, _not_yet("HAProxy's runtime socket")),
     "expose-fd": Option(1, _unsupported("no socket passing in loadstone (reloads keep sockets)")),
-    **{
-        name: Option(0, _tls())
-        for name in (
-            "ssl",
-            "no-sslv3",
-            "no-tlsv10",
-            "no-tlsv11",
-            "no-tlsv12",
-            "no-tlsv13",
-            "no-tls-tickets",
-            "prefer-client-ciphers",
-            "strict-sni",
-            "force-tlsv12",
-            "force-tlsv13",
-            "generate-certificates",
-            "allow-0rtt",
-            "no-ca-names",
-        )
-    },
-    **{
-        name: Option(1, _tls())
-        for name in (
-            "crt",
-            "crt-list",
-            "ca-file",
-            "crl-file",
-            "verify",
-            "alpn",
-            "npn",
-            "ciphers",
-            "ciphersuites",
-            "ssl-min-ver",
-            "ssl-max-ver",
-            "curves",
-            "ecdhe",
-            "ca-sign-file",
-            "ca-sign-pass",
-            "sigalgs",
-        )
-    },
+    **_tls_options(_BIND_TLS_FLAGS, _BIND_TLS_VALUED),
 }
 
 

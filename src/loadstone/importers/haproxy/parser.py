@@ -129,8 +129,10 @@ def split_words(line: str, location: Location, env: Mapping[str, str]) -> list[s
     i, n = 0, len(line)
     while i < n:
         c = line[i]
-        if quote == "'":
-            if c == "'":
+        # Inside quotes a character stands for itself, except escapes and
+        # variables inside double quotes (handled below, as outside quotes).
+        if quote == "'" or (quote == '"' and c not in "\\$"):
+            if c == quote:
                 quote = ""
             else:
                 word.append(c)
@@ -161,14 +163,7 @@ def split_words(line: str, location: Location, env: Mapping[str, str]) -> list[s
                 i = m.end() + (1 if braced else 0)
                 in_word = True
                 continue
-        if quote == '"':
-            if c == '"':
-                quote = ""
-            else:
-                word.append(c)
-            i += 1
-            continue
-        if c in "'\"":
+        if c in "'\"" and not quote:
             quote = c
             in_word = True
             i += 1
