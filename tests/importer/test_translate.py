@@ -399,3 +399,39 @@ backend b
     for fe, be in (("option forwardfor", ""), ("", "option forwardfor")):
         config, _ = imp(text.format(fe=fe, be=be))
         assert listener(config, "f")["forwardfor"] is True
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("server s 198.18.0.1:2 weight heavy", "h.cfg:7: 'weight heavy': expects an integer"),
+        ("server s 198.18.0.1:2 check inter 0", "h.cfg:7: 'inter 0': expects a time"),
+        ("server s 198.18.0.1:2 check port 70000", "h.cfg:7: 'port 70000': expects an integer"),
+    ],
+)
+def test_bad_server_option_values_are_errors(line: str, message: str) -> None:
+    with pytest.raises(TranslationError, match=f"^{message}"):
+        imp(TCP_DEFAULTS + f"listen l\n  bind :1\n  {line}\n")
+
+
+def test_no_forms_only_where_translated() -> None:
+    config, report = imp(
+        TCP_DEFAULTS + "  option redispatch\nlisten l\n  bind :1\n  no option redispatch\n"
+        "  no option httpchk\n  server s 198.18.0.1:2\n"
+    )
+    assert listener(config, "l")["redispatch"] is False
+    assert report == ["h.cfg:9: no option httpchk: the 'no' form of this keyword is not translated"]
+
+
+def test_conditional_use_backend_in_tcp_mode_is_reported() -> None:
+    _, report = imp(
+        TCP_DEFAULTS + "frontend f\n  bind :1\n  acl net dst 10.0.0.0/8\n"
+        "  use_backend other if net\n  default_backend main\n"
+        "backend main\n  server a 198.18.0.1:1\nbackend other\n  server b 198.18.0.2:1\n"
+    )
+    assert report == [
+        "h.cfg:7: acl net dst 10.0.0.0/8: only used by rules reported on their own lines (or by"
+        " none)",
+        "h.cfg:8: use_backend other if net: loadstone routes http requests only; in tcp mode every"
+        " connection goes to the default backend",
+    ]

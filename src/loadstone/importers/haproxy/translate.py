@@ -281,7 +281,13 @@ class _Translator:
             self.note(directive, entry)
             return
         handler = _HANDLERS[key]
-        negated = directive.words[0] == "no"
+        negated = directive.words[0] == "no" and key != "no log"
+        if negated and key not in _NEGATABLE:
+            self.unsupported(directive, "the 'no' form of this keyword is not translated")
+            return
+        if directive.words[0] == "default":
+            self.unsupported(directive, "the 'default' form of this keyword is not translated")
+            return
         handler(self, state, directive, negated)
 
     # Argument helpers: a bad value is a file HAProxy refuses.
@@ -309,7 +315,13 @@ class _Translator:
                 continue
             listener = self.listener(state)
             if listener is not None:
-                listeners[_listener_name(state.name)] = listener
+                name = _listener_name(state.name)
+                if name in listeners:
+                    raise TranslationError(
+                        state.location,
+                        f"'{state.name}' and another proxy both become listener '{name}'",
+                    )
+                listeners[name] = listener
         for state in self.order:
             if state.kind == "backend" and state.name not in self.used_backends:
                 self.report.append(
@@ -353,6 +365,20 @@ class _Translator:
         be = fe
         routes: list[dict[str, Any]] = []
         pools: dict[str, _ProxyState] = {}
+        if fe.kind == "listen":
+            for d in fe.use_backends:
+                self.unsupported(
+                    d,
+                    "use_backend in a listen section is not translated; its "
+                    "own servers take every connection",
+                )
+            if fe.default_backend is not None and not fe.servers:
+                self.unsupported(
+                    Directive(
+                        ("default_backend", fe.default_backend[0]), fe.default_backend[1], True
+                    ),
+                    "default_backend in a listen section is not translated",
+                )
         if fe.kind == "frontend":
             if fe.default_backend is None and not fe.use_backends:
                 self.note(
@@ -501,7 +527,14 @@ class _Translator:
                 # charm-helpers: `use_backend X if net_X` beside `default_backend X`
                 self._mark_acls(fe, cond)
                 continue
-            conditions = self._route_conditions(fe, d) if fe.mode == "http" else None
+            if fe.mode != "http":
+                self.unsupported(
+                    d,
+                    "loadstone routes http requests only; in tcp mode every "
+                    "connection goes to the default backend",
+                )
+                continue
+            conditions = self._route_conditions(fe, d)
             if conditions is None:
                 continue
             for condition in conditions:
@@ -872,6 +905,19 @@ def _handles(*keys: str) -> Callable[[Handler], Handler]:
     return register
 
 
+# Keywords whose `no` form the handlers understand (`no option redispatch`).
+_NEGATABLE = frozenset(
+    {
+        "option redispatch",
+        "option tcpka",
+        "option clitcpka",
+        "option srvtcpka",
+        "option forwardfor",
+        "option dontlog-normal",
+    }
+)
+
+
 def _need(d: Directive, n: int) -> None:
     if len(d.args) < n:
         raise TranslationError(d.location, f"'{d.text}': missing argument")
@@ -965,6 +1011,22 @@ def _bind_address(spec: str) -> str | None:
     return f"{host}:{port}"
 
 
+_SERVER_INTEGERS = {"weight": (0, 256), "maxconn": (1, 10_000_000), "rise": (1, 1000),
+                    "fall": (1, 1000), "port": (1, 65535)}  # fmt: skip
+
+
+def _check_option_value(d: Directive, name: str, value: str) -> None:
+    """Values HAProxy would refuse are errors here too (and never reach int() later)."""
+    if name in ("inter", "fastinter", "downinter"):
+        ms = parse_haproxy_time(value)
+        if ms is None or ms <= 0:
+            raise TranslationError(d.location, f"'{name} {value}': expects a time")
+    elif name in _SERVER_INTEGERS:
+        lo, hi = _SERVER_INTEGERS[name]
+        if not value.isdigit() or not lo <= int(value) <= hi:
+            raise TranslationError(d.location, f"'{name} {value}': expects an integer {lo}-{hi}")
+
+
 def _server_options(t: _Translator, d: Directive, args: tuple[str, ...]) -> dict[str, str]:
     options: dict[str, str] = {}
     i = 0
@@ -987,8 +1049,7 @@ def _server_options(t: _Translator, d: Directive, args: tuple[str, ...]) -> dict
                 t.unsupported(d, "only shutdown-sessions", what=f"on-marked-down {value[0]}")
             else:
                 options[name] = value[0] if value else ""
-            if name in ("inter", "fastinter", "downinter") and parse_haproxy_time(value[0]) is None:
-                raise TranslationError(d.location, f"'{name} {value[0]}': expects a time")
+            _check_option_value(d, name, value[0] if value else "")
         else:
             t.note(d, option.entry, what=" ".join((f"{d.keyword} ...", name, *value)))
         i += 1 + option.nargs
