@@ -12,14 +12,9 @@ from loadstone.importers.haproxy import keywords
 from loadstone.importers.haproxy.files import to_yaml
 from loadstone.importers.haproxy.keywords import Kind
 from loadstone.importers.haproxy.parser import parse_files
+from loadstone.importers.haproxy.proxy import HANDLERS, format_duration, parse_haproxy_time
 from loadstone.importers.haproxy.report import TranslationError
-from loadstone.importers.haproxy.translate import (
-    _HANDLERS,
-    GaleraCheck,
-    format_duration,
-    parse_haproxy_time,
-    translate,
-)
+from loadstone.importers.haproxy.translate import GaleraCheck, translate
 
 
 def imp(
@@ -380,7 +375,7 @@ def test_unknown_indented_keywords_and_options_are_reported_not_dropped() -> Non
 
 def test_every_translated_keyword_has_a_handler_and_back() -> None:
     translated = {k for k, e in keywords.PROXY_KEYWORDS.items() if e.kind is Kind.TRANSLATED}
-    assert translated == set(_HANDLERS)
+    assert translated == set(HANDLERS)
 
 
 def test_option_forwardfor_without_arguments_on_either_side() -> None:

@@ -3,14 +3,14 @@
 Theory of operation
 -------------------
 HAProxy builds each proxy by copying the last `defaults` section and applying
-the proxy's own directives over it; where both are silent its built-in
-defaults hold (balance roundrobin, checks `inter 2s rise 2 fall 3`, `timeout
-check` = `inter`, `timeout queue` = `timeout connect`, `timeout http-request`
-= `timeout client`, ...). `_ProxyState` is that copy: one mutable record per
-proxy that the handlers (one per TRANSLATED entry of `keywords`) write into.
+the proxy's own directives over it (`proxy.ProxyState`, `proxy.apply_directive`);
+where both are silent its built-in defaults hold (balance roundrobin, checks
+`inter 2s rise 2 fall 3`, `timeout check` = `inter`, `timeout queue` =
+`timeout connect`, `timeout http-request` = `timeout client`, ...), which is
+applied here, when the listeners are made.
 
-Then every `listen`, and every `frontend` with the backends it names, becomes
-a loadstone listener (`_Listener`): the frontend gives the binds and
+Every `listen`, and every `frontend` with the backends it names, becomes
+a loadstone listener: the frontend gives the binds and
 client-side settings, the backend the servers, the check and the server-side
 settings, as HAProxy splits them. A backend no frontend uses carries no
 traffic in HAProxy and is reported, not translated.
@@ -26,16 +26,24 @@ Sans-IO: map files are read through the `read_file` callable the caller passes.
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from loadstone.importers.haproxy import keywords
 from loadstone.importers.haproxy.keywords import Entry, Kind
 from loadstone.importers.haproxy.parser import Directive, Location, Section
-from loadstone.importers.haproxy.report import ReportLine, TranslationError
+from loadstone.importers.haproxy.proxy import (
+    ProxyState,
+    Server,
+    apply_directive,
+    format_duration,
+    parse_haproxy_time,
+    parse_int,
+    parse_time,
+)
+from loadstone.importers.haproxy.report import Report, ReportLine, TranslationError
 
 __all__ = ["GaleraCheck", "Translation", "format_duration", "parse_haproxy_time", "translate"]
 
@@ -52,90 +60,6 @@ _DATABASE_NAME = re.compile(r"galera|mysql|mariadb|percona", re.IGNORECASE)
 GALERA_MONITOR_USER = "monitor"
 GALERA_PASSWORD_ENV = "GALERA_MONITOR_PASSWORD"
 
-_TIME = re.compile(r"(\d+(?:\.\d+)?)(us|ms|s|m|h|d)?")
-_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0, "d": 86400000.0}
-
-
-def parse_haproxy_time(text: str) -> float | None:
-    """HAProxy's time format (milliseconds unless a unit is given) -> milliseconds."""
-    m = _TIME.fullmatch(text)
-    if not m:
-        return None
-    return float(m.group(1)) * _UNIT_MS[m.group(2) or "ms"]
-
-
-def format_duration(ms: float) -> str:
-    """Milliseconds -> loadstone's duration string, in the largest whole unit."""
-    for unit, size in (("h", 3600000), ("m", 60000), ("s", 1000)):
-        if ms >= size and ms % size == 0:
-            return f"{int(ms // size)}{unit}"
-    if ms == int(ms):
-        return f"{int(ms)}ms"
-    return f"{round(ms * 1000)}us"
-
-
-@dataclass
-class _Server:
-    name: str
-    host: str
-    port: int
-    location: Location
-    options: dict[str, str]  # server option -> its argument ("" for flags), default-server first
-
-
-@dataclass
-class _ProxyState:
-    """One HAProxy proxy (or defaults section) after inheritance; written by the handlers."""
-
-    kind: str
-    name: str
-    location: Location
-    mode: str = "tcp"
-    balance: str | None = None
-    timeouts_ms: dict[str, float] = field(default_factory=dict)
-    zero_timeouts: set[str] = field(default_factory=set)  # `timeout X 0`: no limit
-    maxconn: int | None = None
-    backlog: int | None = None
-    retries: int | None = None
-    redispatch: bool | None = None
-    tcpka: bool = False
-    tcpka_params: dict[str, str] = field(default_factory=dict)
-    check_type: str | None = None  # httpchk | mysql | tcp-check | redis
-    check_location: Location | None = None
-    http_method: str = "OPTIONS"  # HAProxy's httpchk default request is OPTIONS /
-    http_path: str = "/"
-    http_host: str | None = None
-    http_headers: dict[str, str] = field(default_factory=dict)
-    http_check_rules: list[Directive] = field(default_factory=list)
-    expect_status: list[int] | None = None
-    mysql_user: str | None = None
-    tcp_steps: list[dict[str, str]] = field(default_factory=list)
-    tcp_check_port: int | None = None
-    forwardfor: dict[str, Any] | None = None
-    forwarded_port: bool = False
-    log: str | None = None
-    cookie: dict[str, Any] | None = None
-    stick_on_dst: bool = False
-    stick_directives: list[Directive] = field(default_factory=list)
-    request_headers: list[dict[str, str]] = field(default_factory=list)
-    response_headers: list[dict[str, str]] = field(default_factory=list)
-    rewrite_location: bool = False
-    default_server: dict[str, str] = field(default_factory=dict)
-    binds: list[str] = field(default_factory=list)
-    freebind: bool = False
-    tls_binds: int = 0  # bind lines left out because they terminate TLS
-    servers: list[_Server] = field(default_factory=list)
-    default_backend: tuple[str, Location] | None = None
-    use_backends: list[Directive] = field(default_factory=list)
-    acls: dict[str, list[Directive]] = field(default_factory=dict)
-    used_acls: set[str] = field(default_factory=set)
-    stats_page: bool = False  # HAProxy's stats page is served here
-
-    def inherit(self, kind: str, name: str, location: Location) -> _ProxyState:
-        child = copy.deepcopy(self)
-        child.kind, child.name, child.location = kind, name, location
-        return child
-
 
 @dataclass
 class Translation:
@@ -147,31 +71,21 @@ class _Translator:
     def __init__(self, galera_check: GaleraCheck, read_file: ReadFile) -> None:
         self.galera_check = galera_check
         self.read_file = read_file
-        self.report: list[ReportLine] = []
+        self.report = Report()
         self.global_: dict[str, Any] = {}
-        self.proxies: dict[str, _ProxyState] = {}
-        self.order: list[_ProxyState] = []
+        self.proxies: dict[str, ProxyState] = {}
+        self.order: list[ProxyState] = []
         self.galera_backends: set[str] = set()
         self.used_backends: set[str] = set()
         self.files: list[str] = []
         self.global_maxconn: int | None = None
 
-    # -- reporting ---------------------------------------------------------------------
-
-    def note(self, directive: Directive, entry: Entry, what: str | None = None) -> None:
-        self.report.append(
-            ReportLine(directive.location, what or directive.text, entry.kind, entry.reason)
-        )
-
-    def unsupported(self, directive: Directive, reason: str, what: str | None = None) -> None:
-        self.note(directive, Entry(Kind.UNSUPPORTED, reason), what)
-
     # -- sections ----------------------------------------------------------------------
 
-    def run(self, sections: list[Section]) -> Translation:
+    def run(self, sections: list[Section]) -> dict[str, Any]:
         self.files = list(dict.fromkeys(section.location.file for section in sections))
-        defaults = _ProxyState("defaults", "", Location("<haproxy>", 0))
-        named_defaults: dict[str, _ProxyState] = {}
+        defaults = ProxyState("defaults", "", Location("<haproxy>", 0))
+        named_defaults: dict[str, ProxyState] = {}
         for section in sections:
             if section.kind == "global":
                 for directive in section.directives:
@@ -179,7 +93,7 @@ class _Translator:
             elif section.kind == "defaults":
                 # A defaults section starts afresh (HAProxy resets every setting),
                 # unless it says `from` another one.
-                fresh = _ProxyState("defaults", "", section.location)
+                fresh = ProxyState("defaults", "", section.location)
                 base = self._from(section, fresh, named_defaults)
                 state = base.inherit("defaults", section.name, section.location)
                 self.apply_all(state, section)
@@ -192,7 +106,7 @@ class _Translator:
                 if section.kind == "listen" and section.args and section.args[0] != "from":
                     # `listen NAME ADDR:PORT`: the old form of a bind line
                     header = Directive(("bind", *section.args), section.location, False)
-                    self.apply(state, header)
+                    apply_directive(self.report, state, header)
                 self.apply_all(state, section)
                 if section.name in self.proxies:
                     raise TranslationError(
@@ -203,17 +117,17 @@ class _Translator:
             else:
                 entry = keywords.OTHER_SECTIONS[section.kind]
                 header = Directive((section.kind, section.name), section.location, False)
-                self.note(header, entry)
+                self.report.note(header, entry)
         listeners = self.build_listeners()
         config: dict[str, Any] = {}
         if self.global_:
             config["global"] = self.global_
         config["listeners"] = listeners
-        return Translation(config, self.report)
+        return config
 
     def _from(
-        self, section: Section, defaults: _ProxyState, named: dict[str, _ProxyState]
-    ) -> _ProxyState:
+        self, section: Section, defaults: ProxyState, named: dict[str, ProxyState]
+    ) -> ProxyState:
         args = section.args
         if "from" in args:
             i = args.index("from")
@@ -231,16 +145,16 @@ class _Translator:
                 directive.location, f"unknown section or keyword '{directive.keyword}'"
             )
         if entry.kind is not Kind.TRANSLATED:
-            self.note(directive, entry)
+            self.report.note(directive, entry)
             return
         args = directive.args
         if key == "nbthread":
-            self.global_["workers"] = self._int(directive, args, 1, 64)
+            self.global_["workers"] = parse_int(directive, args, 1, 64)
         elif key == "nbproc":
-            n = self._int(directive, args, 1, 64)
+            n = parse_int(directive, args, 1, 64)
             if n > 1 and "workers" not in self.global_:
                 self.global_["workers"] = n
-            self.note(
+            self.report.note(
                 directive,
                 Entry(
                     Kind.NO_EFFECT,
@@ -250,8 +164,8 @@ class _Translator:
             )
         elif key == "maxconn":
             # HAProxy's default for a frontend's maxconn is the process's.
-            self.global_maxconn = self._int(directive, args, 1, 10_000_000)
-            self.note(
+            self.global_maxconn = parse_int(directive, args, 1, 10_000_000)
+            self.report.note(
                 directive,
                 Entry(
                     Kind.NOTE,
@@ -260,51 +174,14 @@ class _Translator:
                 ),
             )
         elif key == "hard-stop-after":
-            ms = self._time(directive, args)
+            ms = parse_time(directive, args)
             self.global_["grace"] = format_duration(ms)
 
     # -- proxy directives --------------------------------------------------------------
 
-    def apply_all(self, state: _ProxyState, section: Section) -> None:
+    def apply_all(self, state: ProxyState, section: Section) -> None:
         for directive in section.directives:
-            self.apply(state, directive)
-
-    def apply(self, state: _ProxyState, directive: Directive) -> None:
-        key, entry = keywords.lookup(keywords.PROXY_KEYWORDS, directive.words)
-        if key == "stats":
-            state.stats_page = True
-        if entry.kind is not Kind.TRANSLATED:
-            if entry.kind is Kind.UNKNOWN and not directive.indented:
-                raise TranslationError(
-                    directive.location, f"unknown section or keyword '{directive.keyword}'"
-                )
-            self.note(directive, entry)
-            return
-        handler = _HANDLERS[key]
-        negated = directive.words[0] == "no" and key != "no log"
-        if negated and key not in _NEGATABLE:
-            self.unsupported(directive, "the 'no' form of this keyword is not translated")
-            return
-        if directive.words[0] == "default":
-            self.unsupported(directive, "the 'default' form of this keyword is not translated")
-            return
-        handler(self, state, directive, negated)
-
-    # Argument helpers: a bad value is a file HAProxy refuses.
-    def _int(self, d: Directive, args: tuple[str, ...], lo: int, hi: int, i: int = 0) -> int:
-        try:
-            value = int(args[i])
-        except (IndexError, ValueError):
-            raise TranslationError(d.location, f"'{d.keyword}' expects an integer") from None
-        if not lo <= value <= hi:
-            raise TranslationError(d.location, f"'{d.keyword}' must be {lo}-{hi}, got {value}")
-        return value
-
-    def _time(self, d: Directive, args: tuple[str, ...], i: int = 0) -> float:
-        ms = parse_haproxy_time(args[i]) if len(args) > i else None
-        if ms is None or ms <= 0:
-            raise TranslationError(d.location, f"'{d.text}': expects a time")
-        return ms
+            apply_directive(self.report, state, directive)
 
     # -- listeners ---------------------------------------------------------------------
 
@@ -324,13 +201,11 @@ class _Translator:
                 listeners[name] = listener
         for state in self.order:
             if state.kind == "backend" and state.name not in self.used_backends:
-                self.report.append(
-                    ReportLine(
-                        state.location,
-                        f"backend {state.name}",
-                        Kind.NO_EFFECT,
-                        "no frontend uses this backend, so HAProxy sends it no traffic",
-                    )
+                self.report.add(
+                    state.location,
+                    f"backend {state.name}",
+                    Kind.NO_EFFECT,
+                    "no frontend uses this backend, so HAProxy sends it no traffic",
                 )
         if not listeners:
             raise TranslationError(
@@ -339,7 +214,7 @@ class _Translator:
             )
         return listeners
 
-    def _backend(self, name: str, where: Directive | Location) -> _ProxyState:
+    def _backend(self, name: str, where: Directive | Location) -> ProxyState:
         state = self.proxies.get(name)
         location = where.location if isinstance(where, Directive) else where
         if state is None or state.kind == "frontend":
@@ -347,11 +222,11 @@ class _Translator:
         self.used_backends.add(name)
         return state
 
-    def listener(self, fe: _ProxyState) -> dict[str, Any] | None:
+    def listener(self, fe: ProxyState) -> dict[str, Any] | None:
         """A `listen` or a `frontend` (with its backends) -> a loadstone listener, or None."""
         where = Directive((fe.kind, fe.name), fe.location, False)
         if not fe.binds and fe.tls_binds:
-            self.note(
+            self.report.note(
                 where,
                 Entry(
                     Kind.TLS,
@@ -360,20 +235,22 @@ class _Translator:
             )
             return None
         if not fe.binds:
-            self.note(where, Entry(Kind.NO_EFFECT, "no bind line: HAProxy accepts no traffic here"))
+            self.report.note(
+                where, Entry(Kind.NO_EFFECT, "no bind line: HAProxy accepts no traffic here")
+            )
             return None
         be = fe
         routes: list[dict[str, Any]] = []
-        pools: dict[str, _ProxyState] = {}
+        pools: dict[str, ProxyState] = {}
         if fe.kind == "listen":
             for d in fe.use_backends:
-                self.unsupported(
+                self.report.unsupported(
                     d,
                     "use_backend in a listen section is not translated; its "
                     "own servers take every connection",
                 )
             if fe.default_backend is not None and not fe.servers:
-                self.unsupported(
+                self.report.unsupported(
                     Directive(
                         ("default_backend", fe.default_backend[0]), fe.default_backend[1], True
                     ),
@@ -381,7 +258,7 @@ class _Translator:
                 )
         if fe.kind == "frontend":
             if fe.default_backend is None and not fe.use_backends:
-                self.note(
+                self.report.note(
                     where,
                     Entry(
                         Kind.NOT_YET,
@@ -398,10 +275,10 @@ class _Translator:
                     f"{be.mode} (HAProxy refuses this)",
                 )
         if not be.servers and be.stats_page:
-            self.note(where, keywords.PROXY_KEYWORDS["stats"])
+            self.report.note(where, keywords.PROXY_KEYWORDS["stats"])
             return None
         if not be.servers:
-            self.note(
+            self.report.note(
                 Directive((be.kind, be.name), be.location, False),
                 Entry(
                     Kind.UNSUPPORTED,
@@ -458,12 +335,12 @@ class _Translator:
         for state in self.order:
             for d in state.stick_directives:
                 if state.name not in self.galera_backends or d.args[:2] != ("type", "ip"):
-                    self.unsupported(
+                    self.report.unsupported(
                         d, "stick tables are only translated in the Galera writer pattern"
                     )
             if state.check_type != "httpchk":
                 for d in state.http_check_rules:
-                    self.note(
+                    self.report.note(
                         d,
                         Entry(
                             Kind.NO_EFFECT,
@@ -473,29 +350,22 @@ class _Translator:
             for name, lines in state.acls.items():
                 if name not in state.used_acls:
                     for d in lines:
-                        self.note(
+                        self.report.note(
                             d,
                             Entry(
                                 Kind.NO_EFFECT,
                                 "only used by rules reported on their own lines (or by none)",
                             ),
                         )
-        unique: dict[tuple[str, str, str], ReportLine] = {}
-        for line in self.report:
-            unique.setdefault((str(line.location), line.directive, line.reason), line)
-        order = {name: i for i, name in enumerate(self.files)}
-        self.report[:] = sorted(
-            unique.values(), key=lambda r: (order.get(r.location.file, -1), r.location.line)
-        )
 
     # -- routing -----------------------------------------------------------------------
 
     def _routing(
-        self, fe: _ProxyState
-    ) -> tuple[_ProxyState, list[dict[str, Any]], dict[str, _ProxyState]]:
+        self, fe: ProxyState
+    ) -> tuple[ProxyState, list[dict[str, Any]], dict[str, ProxyState]]:
         """The default backend, the routes, and the other backends as pools."""
         routes: list[dict[str, Any]] = []
-        pools: dict[str, _ProxyState] = {}
+        pools: dict[str, ProxyState] = {}
         default = (
             self._backend(fe.default_backend[0], fe.default_backend[1])
             if fe.default_backend
@@ -521,14 +391,16 @@ class _Translator:
                 if default is None:
                     default = backend
                 else:
-                    self.note(d, Entry(Kind.NO_EFFECT, "an earlier rule or default_backend wins"))
+                    self.report.note(
+                        d, Entry(Kind.NO_EFFECT, "an earlier rule or default_backend wins")
+                    )
                 continue
             if default is not None and backend.name == default.name and fe.mode == "tcp":
                 # charm-helpers: `use_backend X if net_X` beside `default_backend X`
                 self._mark_acls(fe, cond)
                 continue
             if fe.mode != "http":
-                self.unsupported(
+                self.report.unsupported(
                     d,
                     "loadstone routes http requests only; in tcp mode every "
                     "connection goes to the default backend",
@@ -546,14 +418,12 @@ class _Translator:
                 raise TranslationError(fe.location, f"frontend '{fe.name}': no usable backend")
             # HAProxy answers 503 to what no rule matches; loadstone needs a default pool.
             default = pools.pop(next(iter(pools)))
-            self.report.append(
-                ReportLine(
-                    fe.use_backends[0].location,
-                    f"frontend {fe.name}",
-                    Kind.UNSUPPORTED,
-                    f"no default_backend: HAProxy answers 503 to requests no rule matches; "
-                    f"loadstone sends them to backend {default.name}",
-                )
+            self.report.add(
+                fe.use_backends[0].location,
+                f"frontend {fe.name}",
+                Kind.UNSUPPORTED,
+                f"no default_backend: HAProxy answers 503 to requests no rule matches; "
+                f"loadstone sends them to backend {default.name}",
             )
         # Route pools that are the default backend are the listener's own servers.
         for route in routes:
@@ -565,7 +435,7 @@ class _Translator:
             self._pool_check_note(default, pool)
         return default, routes, pools
 
-    def _mark_acls(self, fe: _ProxyState, cond: tuple[str, ...]) -> None:
+    def _mark_acls(self, fe: ProxyState, cond: tuple[str, ...]) -> None:
         for word in cond:
             fe.used_acls.add(word.lstrip("!"))
 
@@ -576,11 +446,11 @@ class _Translator:
     )
 
     def _map_routes(
-        self, fe: _ProxyState, d: Directive
+        self, fe: ProxyState, d: Directive
     ) -> tuple[list[dict[str, Any]] | None, str | None]:
         m = self._MAP_EXPR.fullmatch(d.args[0])
         if m is None or len(d.args) > 1 or fe.mode != "http":
-            self.unsupported(d, "loadstone routes on a Host or path map only, in mode http")
+            self.report.unsupported(d, "loadstone routes on a Host or path map only, in mode http")
             return None, None
         text = self.read_file(m["file"])
         if text is None:
@@ -607,15 +477,15 @@ class _Translator:
                 regex = key if key.startswith("^") else f".*{key}"
                 routes.append({"path_regex": regex, "pool": backend})
             else:
-                self.unsupported(d, f"{kind} on {fetch} has no loadstone route equivalent")
+                self.report.unsupported(d, f"{kind} on {fetch} has no loadstone route equivalent")
                 return None, None
         return routes, m["default"] or None
 
-    def _route_conditions(self, fe: _ProxyState, d: Directive) -> list[dict[str, Any]] | None:
+    def _route_conditions(self, fe: ProxyState, d: Directive) -> list[dict[str, Any]] | None:
         """`use_backend B if ACL` with one Host or path ACL -> route conditions (ORed)."""
         cond = d.args[1:]
         if len(cond) != 2 or cond[0] != "if":
-            self.unsupported(d, "loadstone routes on one Host or path condition only")
+            self.report.unsupported(d, "loadstone routes on one Host or path condition only")
             return None
         name = cond[1]
         acl_lines = fe.acls.get(name)
@@ -641,32 +511,30 @@ class _Translator:
                         v = f".*{v}"
                     conditions.append({key[criterion]: v})
             else:
-                self.unsupported(acl, "loadstone routes on Host and path conditions only")
+                self.report.unsupported(acl, "loadstone routes on Host and path conditions only")
                 return None
         return conditions
 
-    def _pool_check_note(self, default: _ProxyState, pool: _ProxyState) -> None:
-        def shape(p: _ProxyState) -> tuple[Any, ...]:
+    def _pool_check_note(self, default: ProxyState, pool: ProxyState) -> None:
+        def shape(p: ProxyState) -> tuple[Any, ...]:
             return (p.check_type, p.http_method, p.http_path, p.expect_status, p.balance)
 
         if shape(default)[:4] != shape(pool)[:4]:
-            self.report.append(
-                ReportLine(
-                    pool.location,
-                    f"backend {pool.name}",
-                    Kind.UNSUPPORTED,
-                    f"its check differs from backend {default.name}'s; loadstone checks every "
-                    "pool of a listener with the listener's check",
-                )
+            self.report.add(
+                pool.location,
+                f"backend {pool.name}",
+                Kind.UNSUPPORTED,
+                f"its check differs from backend {default.name}'s; loadstone checks every "
+                "pool of a listener with the listener's check",
             )
 
     # -- settings ----------------------------------------------------------------------
 
-    def _balance(self, be: _ProxyState) -> str:
+    def _balance(self, be: ProxyState) -> str:
         return be.balance or "roundrobin"
 
     def _timeouts(
-        self, fe: _ProxyState, be: _ProxyState, check_interval_ms: float | None
+        self, fe: ProxyState, be: ProxyState, check_interval_ms: float | None
     ) -> dict[str, str]:
         # Client-side timeouts come from the frontend, server-side ones from the backend.
         t = {
@@ -692,24 +560,18 @@ class _Translator:
             t["tunnel"] = max(t["client"], t["server"])
         for key, where in (("connect", be), ("client", fe), ("server", be)):
             if t[key] is None:
-                self.report.append(
-                    ReportLine(
-                        where.location,
-                        f"{where.kind} {where.name}",
-                        Kind.UNSUPPORTED,
-                        (
-                            f"'timeout {key} 0'"
-                            if key in where.zero_timeouts
-                            else f"no 'timeout {key}'"
-                        )
-                        + ": HAProxy waits forever; loadstone's default applies",
-                    )
+                self.report.add(
+                    where.location,
+                    f"{where.kind} {where.name}",
+                    Kind.UNSUPPORTED,
+                    (f"'timeout {key} 0'" if key in where.zero_timeouts else f"no 'timeout {key}'")
+                    + ": HAProxy waits forever; loadstone's default applies",
                 )
         if fe.mode != "http":
             t["http_request"] = t["http_keep_alive"] = t["tunnel"] = None
         return {k: format_duration(v) for k, v in t.items() if v is not None}
 
-    def _keepalive(self, fe: _ProxyState, be: _ProxyState) -> bool | dict[str, Any]:
+    def _keepalive(self, fe: ProxyState, be: ProxyState) -> bool | dict[str, Any]:
         params = {**be.tcpka_params, **fe.tcpka_params}
         if not params:
             return True
@@ -724,10 +586,10 @@ class _Translator:
             out["count"] = int(cnt)
         return out
 
-    def _on_marked_down(self, be: _ProxyState) -> bool:
+    def _on_marked_down(self, be: ProxyState) -> bool:
         return any(s.options.get("on-marked-down") == "shutdown-sessions" for s in be.servers)
 
-    def _server(self, s: _Server, be: _ProxyState, prefix: str | None = None) -> dict[str, Any]:
+    def _server(self, s: Server, be: ProxyState, prefix: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {
             "name": f"{prefix}.{s.name}" if prefix else s.name,
             "address": f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}",
@@ -746,17 +608,15 @@ class _Translator:
 
     # -- checks ------------------------------------------------------------------------
 
-    def _check(self, be: _ProxyState, galera: bool) -> tuple[dict[str, Any] | None, float | None]:
+    def _check(self, be: ProxyState, galera: bool) -> tuple[dict[str, Any] | None, float | None]:
         checked = [s for s in be.servers if "check" in s.options]
         if not checked:
             if be.check_type is not None and be.check_location is not None:
-                self.report.append(
-                    ReportLine(
-                        be.check_location,
-                        f"option {be.check_type}",
-                        Kind.NO_EFFECT,
-                        "no server has 'check', so HAProxy never probes them",
-                    )
+                self.report.add(
+                    be.check_location,
+                    f"option {be.check_type}",
+                    Kind.NO_EFFECT,
+                    "no server has 'check', so HAProxy never probes them",
                 )
             return None, None
         first = next((s for s in checked if "backup" not in s.options), checked[0])
@@ -779,14 +639,12 @@ class _Translator:
                 for k in ("inter", "rise", "fall", "fastinter", "downinter", "port")
             )
             if not same:
-                self.report.append(
-                    ReportLine(
-                        s.location,
-                        f"server {s.name} check parameters",
-                        Kind.UNSUPPORTED,
-                        f"differ from server {first.name}'s; loadstone checks every server of "
-                        f"a listener alike (took {first.name}'s)",
-                    )
+                self.report.add(
+                    s.location,
+                    f"server {s.name} check parameters",
+                    Kind.UNSUPPORTED,
+                    f"differ from server {first.name}'s; loadstone checks every server of "
+                    f"a listener alike (took {first.name}'s)",
                 )
         if galera and self.galera_check == "native":
             check = {
@@ -811,14 +669,12 @@ class _Translator:
                 check = {"type": "mysql", "user": be.mysql_user}
             else:
                 assert be.check_location is not None
-                self.report.append(
-                    ReportLine(
-                        be.check_location,
-                        "option mysql-check",
-                        Kind.UNSUPPORTED,
-                        "without a user HAProxy only reads the server's handshake; translated "
-                        "as a tcp check (loadstone's mysql check logs in and needs a user)",
-                    )
+                self.report.add(
+                    be.check_location,
+                    "option mysql-check",
+                    Kind.UNSUPPORTED,
+                    "without a user HAProxy only reads the server's handshake; translated "
+                    "as a tcp check (loadstone's mysql check logs in and needs a user)",
                 )
         elif be.check_type in ("tcp-check", "redis") and be.tcp_steps:
             check = {"type": "send-expect", "steps": list(be.tcp_steps)}
@@ -827,7 +683,7 @@ class _Translator:
             check["port"] = int(port)
         return check, inter
 
-    def _is_galera(self, be: _ProxyState) -> bool:
+    def _is_galera(self, be: ProxyState) -> bool:
         """HAProxy's single-writer Galera pattern (see the module docstring)."""
         if be.mode != "tcp" or len(be.servers) < 2:
             return False
@@ -844,7 +700,7 @@ class _Translator:
             or _DATABASE_NAME.search(be.name) is not None
         )
 
-    def _galera_notes(self, be: _ProxyState) -> None:
+    def _galera_notes(self, be: ProxyState) -> None:
         location = be.servers[0].location
         if self.galera_check == "native":
             reason = (
@@ -857,21 +713,19 @@ class _Translator:
                 "single-writer Galera pattern -> balance active-backup, HAProxy's check kept "
                 "(--galera-check native reads wsrep status instead)"
             )
-        self.report.append(ReportLine(location, f"backend {be.name}", Kind.NOTE, reason))
+        self.report.add(location, f"backend {be.name}", Kind.NOTE, reason)
         if not be.stick_on_dst:
-            self.report.append(
-                ReportLine(
-                    location,
-                    f"backend {be.name}",
-                    Kind.NOTE,
-                    "HAProxy fails back to the first server when it returns; loadstone keeps "
-                    "the current writer (no failback, as 'stick on dst' did)",
-                )
+            self.report.add(
+                location,
+                f"backend {be.name}",
+                Kind.NOTE,
+                "HAProxy fails back to the first server when it returns; loadstone keeps "
+                "the current writer (no failback, as 'stick on dst' did)",
             )
 
     # -- http --------------------------------------------------------------------------
 
-    def _http_keys(self, out: dict[str, Any], fe: _ProxyState, be: _ProxyState) -> None:
+    def _http_keys(self, out: dict[str, Any], fe: ProxyState, be: ProxyState) -> None:
         # Either side may ask for the header (the backend's options win, as in HAProxy).
         forwardfor = be.forwardfor if be.forwardfor is not None else fe.forwardfor
         if forwardfor is not None:
@@ -890,584 +744,6 @@ class _Translator:
             out["cookie"] = be.cookie
 
 
-# -- handlers: one per TRANSLATED entry of keywords.PROXY_KEYWORDS ----------------------
-
-Handler = Callable[[_Translator, _ProxyState, Directive, bool], None]
-_HANDLERS: dict[str, Handler] = {}
-
-
-def _handles(*keys: str) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        for key in keys:
-            _HANDLERS[key] = fn
-        return fn
-
-    return register
-
-
-# Keywords whose `no` form the handlers understand (`no option redispatch`).
-_NEGATABLE = frozenset(
-    {
-        "option redispatch",
-        "option tcpka",
-        "option clitcpka",
-        "option srvtcpka",
-        "option forwardfor",
-        "option dontlog-normal",
-    }
-)
-
-
-def _need(d: Directive, n: int) -> None:
-    if len(d.args) < n:
-        raise TranslationError(d.location, f"'{d.text}': missing argument")
-
-
-@_handles("mode")
-def _mode(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    _need(d, 1)
-    if d.args[0] not in ("tcp", "http"):
-        t.unsupported(d, f"mode {d.args[0]}: loadstone has tcp and http")
-        return
-    s.mode = d.args[0]
-
-
-_BALANCE = {
-    "roundrobin": "roundrobin",
-    "static-rr": "roundrobin",
-    "leastconn": "leastconn",
-    "source": "source",
-    "first": "first",
-}
-
-
-@_handles("balance")
-def _balance(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    _need(d, 1)
-    algo = d.args[0]
-    if algo in _BALANCE:
-        s.balance = _BALANCE[algo]
-        if algo == "static-rr":
-            t.note(d, Entry(Kind.NO_EFFECT, "translated as roundrobin (weights apply the same)"))
-    else:
-        t.unsupported(d, f"balance {algo} has no loadstone equivalent; roundrobin is used")
-
-
-@_handles("bind")
-def _bind(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    if s.kind in ("defaults", "backend"):
-        raise TranslationError(d.location, f"'bind' is not allowed in a {s.kind} section")
-    _need(d, 1)
-    if "ssl" in d.args[1:]:
-        # Serving plaintext where HAProxy terminated TLS would be wrong: leave it out.
-        t.note(
-            d, Entry(Kind.TLS, "not yet supported by loadstone (TLS); this address is not bound")
-        )
-        s.tls_binds += 1
-        return
-    for spec in d.args[0].split(","):
-        address = _bind_address(spec)
-        if address is None:
-            t.unsupported(
-                d,
-                f"bind address '{spec}' (unix sockets, port ranges) not supported",
-                what=f"bind {spec}",
-            )
-            continue
-        s.binds.append(address)
-    i = 1
-    while i < len(d.args):
-        name = d.args[i]
-        option = keywords.BIND_OPTIONS.get(name)
-        if option is None:
-            t.note(d, Entry(Kind.UNKNOWN, "unknown bind option"), what=f"bind ... {name}")
-            i += 1
-            continue
-        value = d.args[i + 1 : i + 1 + option.nargs]
-        what = " ".join(("bind ...", name, *value))
-        if option.entry.kind is Kind.TRANSLATED:
-            s.freebind = True
-        else:
-            t.note(d, option.entry, what=what)
-        i += 1 + option.nargs
-
-
-def _bind_address(spec: str) -> str | None:
-    for prefix in ("ipv4@", "ipv6@", "tcp@", "tcp4@", "tcp6@"):
-        if spec.startswith(prefix):
-            spec = spec[len(prefix) :]
-    if spec.startswith("[") and "]:" in spec:
-        host, port = spec[1:].split("]:", 1)
-    elif ":" in spec:
-        host, port = spec.rsplit(":", 1)
-    else:
-        return None
-    if not port.isdigit():
-        return None
-    if host in ("", "*", "0.0.0.0"):
-        return f"*:{port}"
-    if ":" in host:
-        return f"[{host}]:{port}" if host != "::" else f"[::]:{port}"
-    return f"{host}:{port}"
-
-
-_SERVER_INTEGERS = {"weight": (0, 256), "maxconn": (1, 10_000_000), "rise": (1, 1000),
-                    "fall": (1, 1000), "port": (1, 65535)}  # fmt: skip
-
-
-def _check_option_value(d: Directive, name: str, value: str) -> None:
-    """Values HAProxy would refuse are errors here too (and never reach int() later)."""
-    if name in ("inter", "fastinter", "downinter"):
-        ms = parse_haproxy_time(value)
-        if ms is None or ms <= 0:
-            raise TranslationError(d.location, f"'{name} {value}': expects a time")
-    elif name in _SERVER_INTEGERS:
-        lo, hi = _SERVER_INTEGERS[name]
-        if not value.isdigit() or not lo <= int(value) <= hi:
-            raise TranslationError(d.location, f"'{name} {value}': expects an integer {lo}-{hi}")
-
-
-def _server_options(t: _Translator, d: Directive, args: tuple[str, ...]) -> dict[str, str]:
-    options: dict[str, str] = {}
-    i = 0
-    while i < len(args):
-        name = args[i]
-        option = keywords.SERVER_OPTIONS.get(name)
-        if option is None:
-            t.note(d, Entry(Kind.UNKNOWN, "unknown server option"), what=f"{d.keyword} ... {name}")
-            i += 1
-            continue
-        value = args[i + 1 : i + 1 + option.nargs]
-        if len(value) < option.nargs:
-            raise TranslationError(d.location, f"server option '{name}' expects a value")
-        if option.entry.kind is Kind.TRANSLATED:
-            if name == "no-check":
-                options.pop("check", None)
-            elif name == "no-backup":
-                options.pop("backup", None)
-            elif name == "on-marked-down" and value[0] != "shutdown-sessions":
-                t.unsupported(d, "only shutdown-sessions", what=f"on-marked-down {value[0]}")
-            else:
-                options[name] = value[0] if value else ""
-            _check_option_value(d, name, value[0] if value else "")
-        else:
-            t.note(d, option.entry, what=" ".join((f"{d.keyword} ...", name, *value)))
-        i += 1 + option.nargs
-    return options
-
-
-@_handles("default-server")
-def _default_server(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    s.default_server.update(_server_options(t, d, d.args))
-
-
-@_handles("server")
-def _server(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    if s.kind in ("defaults", "frontend"):
-        raise TranslationError(d.location, f"'server' is not allowed in a {s.kind} section")
-    if len(d.args) < 2:
-        raise TranslationError(d.location, "server without an address")
-    name, spec = d.args[0], d.args[1]
-    hostport = _server_address(spec)
-    if hostport is None:
-        raise TranslationError(d.location, f"server {name}: cannot use address '{spec}'")
-    host, port = hostport
-    if port is None:
-        t.unsupported(
-            d,
-            "a server without a port takes the client's port in HAProxy; "
-            "loadstone needs a port (the bind port is used)",
-            what=f"server {name} {spec}",
-        )
-        port = int(s.binds[0].rsplit(":", 1)[1]) if s.binds else 0
-        if not port:
-            raise TranslationError(d.location, f"server {name}: no port")
-    options = {**s.default_server, **_server_options(t, d, d.args[2:])}
-    if any(x.name == name for x in s.servers):
-        raise TranslationError(d.location, f"server {name} defined twice in {s.name}")
-    s.servers.append(_Server(name, host, port, d.location, options))
-
-
-def _server_address(spec: str) -> tuple[str, int | None] | None:
-    for prefix in ("ipv4@", "ipv6@"):
-        if spec.startswith(prefix):
-            spec = spec[len(prefix) :]
-    if "@" in spec or spec.startswith("/"):
-        return None
-    if spec.startswith("["):
-        host, _, rest = spec[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif spec.count(":") > 1:
-        host, _, port = spec.rpartition(":")
-    elif ":" in spec:
-        host, _, port = spec.partition(":")
-    else:
-        host, port = spec, ""
-    if not host:
-        return None
-    if not port:
-        return host, None
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
-        return None
-    return host, int(port)
-
-
-@_handles("default_backend")
-def _default_backend(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    _need(d, 1)
-    s.default_backend = (d.args[0], d.location)
-
-
-@_handles("use_backend")
-def _use_backend(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    _need(d, 1)
-    s.use_backends.append(d)
-
-
-@_handles("acl")
-def _acl(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    _need(d, 2)
-    s.acls.setdefault(d.args[0], []).append(d)
-
-
-@_handles("maxconn", "backlog", "retries")
-def _number(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    hi = 100 if d.keyword == "retries" else 10_000_000
-    lo = 0 if d.keyword == "retries" else 1
-    setattr(s, d.keyword, t._int(d, d.args, lo, hi))
-
-
-@_handles("option redispatch", "redispatch")
-def _redispatch(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    s.redispatch = not negated
-
-
-_TIMEOUT_ALIASES = {"contimeout": "connect", "clitimeout": "client", "srvtimeout": "server"}
-
-
-@_handles(
-    *(
-        f"timeout {k}"
-        for k in (
-            "connect",
-            "client",
-            "server",
-            "check",
-            "queue",
-            "tunnel",
-            "http-request",
-            "http-keep-alive",
-        )
-    ),
-    *_TIMEOUT_ALIASES,
-)
-def _timeout(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    if d.keyword in _TIMEOUT_ALIASES:
-        name, args = _TIMEOUT_ALIASES[d.keyword], d.args
-        t.note(d, Entry(Kind.NO_EFFECT, f"removed from HAProxy 2.1; translated as timeout {name}"))
-    else:
-        name, args = d.args[0], d.args[1:]
-    if args and parse_haproxy_time(args[0]) == 0:
-        # 0 means "no timeout" to HAProxy; loadstone always has one.
-        s.timeouts_ms.pop(name, None)
-        s.zero_timeouts.add(name)
-        return
-    s.zero_timeouts.discard(name)
-    s.timeouts_ms[name] = t._time(d, args)
-
-
-@_handles("option tcpka", "option clitcpka", "option srvtcpka")
-def _tcpka(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    s.tcpka = not negated
-
-
-@_handles(*(f"{side}tcpka-{p}" for side in ("cli", "srv") for p in ("idle", "intvl", "cnt")))
-def _tcpka_param(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    _need(d, 1)
-    s.tcpka_params[d.keyword] = d.args[0]
-
-
-_HTTP_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"})
-
-
-@_handles("option httpchk")
-def _httpchk(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    s.check_type, s.check_location = "httpchk", d.location
-    args = d.args[1:]
-    if len(args) == 1:  # `option httpchk <uri>`
-        s.http_method, s.http_path = "OPTIONS", args[0]
-    elif len(args) >= 2:
-        s.http_method, s.http_path = args[0], args[1]
-        if len(args) > 2:
-            # `HTTP/1.0\r\nHost:\ name`: the old way of sending a Host header
-            version = args[2]
-            m = re.search(r"\r\nHost:\s*(\S+)", version, re.IGNORECASE)
-            if m:
-                s.http_host = m.group(1)
-    if s.http_method not in _HTTP_METHODS:
-        t.unsupported(d, f"check method {s.http_method}: loadstone's http check sends GET instead")
-        s.http_method = "GET"
-
-
-@_handles("http-check send")
-def _http_check_send(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    s.http_check_rules.append(d)
-    args = list(d.args[1:])
-    while args:
-        word = args.pop(0)
-        if word == "meth" and args:
-            s.http_method = args.pop(0)
-        elif word == "uri" and args:
-            s.http_path = args.pop(0)
-        elif word == "hdr" and len(args) >= 2:
-            name, value = args.pop(0), args.pop(0)
-            if name.lower() == "host":
-                s.http_host = value
-            else:
-                s.http_headers[name] = value
-        elif word == "ver" and args:
-            args.pop(0)
-        else:
-            t.unsupported(
-                d, f"http-check send {word}: not translated", what=f"http-check send {word}"
-            )
-            return
-
-
-@_handles("http-check expect")
-def _http_check_expect(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    s.http_check_rules.append(d)
-    args = [a for a in d.args[1:] if a != "!"]
-    if len(args) >= 2 and args[0] == "status":
-        statuses: list[int] = []
-        for part in args[1].split(","):
-            lo, _, hi = part.partition("-")
-            if not lo.isdigit() or (hi and not hi.isdigit()):
-                t.unsupported(d, "status list not understood")
-                return
-            statuses.extend(range(int(lo), int(hi or lo) + 1))
-        s.expect_status = statuses
-    elif (
-        len(args) >= 2 and args[0] == "rstatus" and re.fullmatch(r"\^?\(?([0-9|]+)\)?\$?", args[1])
-    ):
-        digits = re.findall(r"\d{3}", args[1])
-        s.expect_status = [int(x) for x in digits]
-    else:
-        t.unsupported(d, "loadstone's http check looks at the status code only")
-
-
-@_handles("option mysql-check")
-def _mysql_check(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    s.check_type, s.check_location = "mysql", d.location
-    args = d.args[1:]
-    s.mysql_user = args[1] if len(args) >= 2 and args[0] == "user" else None
-
-
-@_handles("option tcp-check")
-def _tcp_check(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    s.check_type, s.check_location = "tcp-check", d.location
-    s.tcp_steps = []
-
-
-@_handles("option redis-check")
-def _redis_check(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    s.check_type, s.check_location = "redis", d.location
-    s.tcp_steps = [{"send": "PING\r\n"}, {"expect": "+PONG"}]
-
-
-@_handles("tcp-check send", "tcp-check send-binary", "tcp-check expect", "tcp-check connect")
-def _tcp_check_step(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    action, args = d.args[0], d.args[1:]
-    if action == "connect":
-        if len(args) == 2 and args[0] == "port" and args[1].isdigit() and not s.tcp_steps:
-            s.tcp_check_port = int(args[1])
-        elif args:
-            t.unsupported(d, "only 'tcp-check connect [port N]' as the first rule")
-        return
-    if action == "send" and args:
-        s.tcp_steps.append({"send": args[0]})
-    elif action == "send-binary" and args:
-        s.tcp_steps.append({"send_hex": args[0]})
-    elif action == "expect" and len(args) >= 2 and args[0] in ("string", "rstring", "binary"):
-        key = {"string": "expect", "rstring": "expect_regex", "binary": "expect_hex"}[args[0]]
-        s.tcp_steps.append({key: args[1]})
-    else:
-        t.unsupported(
-            d, "loadstone's send-expect steps: send, send-binary, expect string/rstring/binary"
-        )
-
-
-@_handles("option forwardfor")
-def _forwardfor(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    if negated:
-        s.forwardfor = None
-        return
-    value: dict[str, Any] = {}
-    args = list(d.args[1:])
-    while args:
-        word = args.pop(0)
-        if word == "except" and args:
-            value["except"] = [args.pop(0)]
-        elif word == "header" and args:
-            value["header"] = args.pop(0)
-        elif word == "if-none":
-            t.unsupported(d, "loadstone always adds the header", what="option forwardfor if-none")
-        else:
-            t.unsupported(d, f"option forwardfor {word}: not understood")
-    s.forwardfor = value
-
-
-@_handles("option dontlog-normal")
-def _dontlog_normal(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    s.log = "all" if negated else "errors"
-
-
-@_handles("no log")
-def _no_log(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    s.log = "none"
-
-
-_HEADER_ACTIONS = {"set-header": "set", "add-header": "add", "del-header": "delete"}
-
-
-def _header_rule(
-    t: _Translator, d: Directive, action: str, args: tuple[str, ...]
-) -> dict[str, str] | None:
-    """An unconditional, constant header rule, or None (reported)."""
-    if any(word in ("if", "unless") for word in args):
-        if "ssl_fc" in " ".join(args):
-            t.note(d, keywords.Entry(Kind.TLS, "not yet supported by loadstone (TLS)"))
-        else:
-            t.note(
-                d,
-                keywords.Entry(
-                    Kind.NOT_YET, "not yet supported by loadstone (conditional http-request rules)"
-                ),
-            )
-        return None
-    rule_action = _HEADER_ACTIONS[action]
-    if rule_action == "delete":
-        _need(d, 2)
-        return {"delete": args[0]}
-    if len(args) < 2 or "%[" in args[1]:
-        t.note(
-            d,
-            keywords.Entry(
-                Kind.NOT_YET, "not yet supported by loadstone (header values computed from samples)"
-            ),
-        )
-        return None
-    return {rule_action: args[0], "value": args[1]}
-
-
-@_handles("http-request set-header", "http-request add-header", "http-request del-header")
-def _request_header(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    action, args = d.args[0], d.args[1:]
-    if (
-        action == "set-header"
-        and args[:2] == ("X-Forwarded-Port", "%[dst_port]")
-        and len(args) == 2
-    ):
-        s.forwarded_port = True
-        return
-    rule = _header_rule(t, d, action, args)
-    if rule is not None:
-        s.request_headers.append(rule)
-
-
-@_handles("http-response set-header", "http-response add-header", "http-response del-header")
-def _response_header(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    rule = _header_rule(t, d, d.args[0], d.args[1:])
-    if rule is not None:
-        s.response_headers.append(rule)
-
-
-@_handles("reqadd", "rspadd")
-def _removed_add(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    _need(d, 1)
-    name, sep, value = d.args[0].partition(":")
-    family = "http-request" if d.keyword == "reqadd" else "http-response"
-    if not sep or len(d.args) > 1:
-        t.note(
-            d,
-            Entry(
-                Kind.REMOVED,
-                f"removed from HAProxy 2.1 ({family} add-header); "
-                "the condition is not yet supported by loadstone",
-            ),
-        )
-        return
-    rule = {"add": name.strip(), "value": value.strip()}
-    (s.request_headers if d.keyword == "reqadd" else s.response_headers).append(rule)
-    t.note(d, Entry(Kind.NO_EFFECT, f"removed from HAProxy 2.1; translated as {family} add-header"))
-
-
-_LOCATION_REWRITE = re.compile(r"\^Location:(\\ |\\s\*|\\s\+| )http://\(\.\*\)")
-
-
-@_handles("rspirep", "rsprep")
-def _removed_rsprep(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    if len(d.args) == 2 and _LOCATION_REWRITE.match(d.args[0]) and "https://\\1" in d.args[1]:
-        s.rewrite_location = True
-        t.note(d, Entry(Kind.NO_EFFECT, "removed from HAProxy 2.1; translated as rewrite_location"))
-        return
-    t.note(
-        d,
-        Entry(
-            Kind.REMOVED,
-            "removed from HAProxy 2.1 (http-response replace-header); "
-            "only the Location http:// -> https:// rewrite has a loadstone equivalent",
-        ),
-    )
-
-
-@_handles("reqdel", "reqidel", "rspdel", "rspidel")
-def _removed_del(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    _need(d, 1)
-    m = re.fullmatch(r"\^([A-Za-z0-9-]+):(\.\*)?", d.args[0])
-    if m is None or len(d.args) > 1:
-        t.note(
-            d,
-            Entry(
-                Kind.REMOVED,
-                "removed from HAProxy 2.1; only deleting a header by name "
-                "has a loadstone equivalent",
-            ),
-        )
-        return
-    rule = {"delete": m.group(1)}
-    (s.request_headers if d.keyword.startswith("req") else s.response_headers).append(rule)
-    t.note(d, Entry(Kind.NO_EFFECT, "removed from HAProxy 2.1; translated as a del-header rule"))
-
-
-@_handles("cookie")
-def _cookie(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    _need(d, 1)
-    flags = set(d.args[1:])
-    known = {"insert", "indirect", "nocache", "httponly", "secure"}
-    if "insert" not in flags or not flags <= known:
-        t.unsupported(
-            d, "loadstone's cookie persistence is 'insert' with indirect, nocache, httponly, secure"
-        )
-        return
-    s.cookie = {"name": d.args[0], "mode": "insert"}
-    for flag in sorted(flags - {"insert"}):
-        s.cookie[flag] = True
-
-
-@_handles("stick-table")
-def _stick_table(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    s.stick_directives.append(d)
-
-
-@_handles("stick on")
-def _stick_on(t: _Translator, s: _ProxyState, d: Directive, negated: bool) -> None:
-    if d.args[1:] == ("dst",):
-        s.stick_on_dst = True
-    else:
-        t.unsupported(d, "stickiness other than the Galera writer pattern ('stick on dst')")
-
-
 def translate(
     sections: list[Section],
     galera_check: GaleraCheck = "http",
@@ -1475,9 +751,9 @@ def translate(
 ) -> Translation:
     """Translate parsed sections; raises TranslationError for a file HAProxy would refuse."""
     translator = _Translator(galera_check, read_file)
-    result = translator.run(sections)
+    config = translator.run(sections)
     translator.report_unused()
-    return result
+    return Translation(config, translator.report.in_file_order(translator.files))
 
 
 def _listener_name(name: str) -> str:
