@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     blocking = [line for line in result.report if line.kind.blocks_strict]
     if args.strict and blocking:
         print(
-            f"loadstone import: --strict: {len(blocking)} directives not translated",
+            f"loadstone import: --strict: {len(blocking)} directive"
+            f"{'' if len(blocking) == 1 else 's'} not translated (listed above)",
             file=sys.stderr,
         )
         return EXIT_INVALID
