@@ -12,13 +12,7 @@ come back in both. The one intended difference, failback, is asserted too.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import shutil
-import socket
-import subprocess
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,13 +22,19 @@ import pytest
 import yaml
 
 from loadstone.importers.haproxy import import_haproxy
+from tests.importer.sidebyside import (
+    HAPROXY,
+    HAProxy,
+    http_get,
+    loadstone_states,
+    tcp_who,
+)
 from tests.integration.harness import Backend, Loadstone, free_port_on, port_open, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CORPUS = Path(__file__).parent / "corpus" / "kolla-ansible"
 CONTROLLERS = {"ctl1": "11", "ctl2": "12", "ctl3": "13"}
-HAPROXY = shutil.which("haproxy")
 
 
 def loopback_config(vip: str, fronts: dict[int, int], servers: dict[int, int]) -> str:
@@ -60,66 +60,6 @@ def loopback_config(vip: str, fronts: dict[int, int], servers: dict[int, int]) -
         text = text.replace(f"port {service_port} ", f"port {servers[service_port]} ")
     assert "198.18." not in text
     return text
-
-
-class HAProxy:
-    def __init__(self, tmp: Path, text: str) -> None:
-        self.socket = tmp / "haproxy.sock"
-        self.path = tmp / "haproxy.cfg"
-        self.path.write_text(f"global\n    stats socket {self.socket} level admin\n\n{text}")
-        assert HAPROXY is not None
-        self.stderr = open(tmp / "haproxy.err", "wb")  # noqa: SIM115 - closed by stop()
-        self.proc = subprocess.Popen(
-            [HAPROXY, "-db", "-f", str(self.path)], stdout=subprocess.DEVNULL, stderr=self.stderr
-        )
-        wait_for(self.socket.exists, what="haproxy stats socket")
-
-    def command(self, line: str) -> str:
-        with socket.socket(socket.AF_UNIX) as s:
-            s.connect(str(self.socket))
-            s.sendall(line.encode() + b"\n")
-            chunks = []
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode()
-
-    def states(self, backend: str) -> dict[str, str]:
-        """Server -> UP/DOWN as `show stat` says (a transition in progress shows its target)."""
-        rows = csv.DictReader(io.StringIO(self.command("show stat").lstrip("# ")))
-        return {
-            row["svname"]: row["status"].split()[0]
-            for row in rows
-            if row["pxname"] == backend and row["svname"] not in ("FRONTEND", "BACKEND")
-        }
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.stderr.close()
-
-
-def loadstone_states(ls: Loadstone, listener: str) -> dict[str, str]:
-    servers = ls.status()["listeners"][listener]["servers"]
-    return {name: s["state"].upper() for name, s in servers.items()}
-
-
-def http_get(address: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(f"http://{address}{path}", headers=headers or {})
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return response.status, response.read()
-
-
-def tcp_who(host: str, port: int) -> str:
-    """Which echo backend a TCP session reached (it names itself after our FIN)."""
-    with socket.create_connection((host, port), timeout=5) as s:
-        s.sendall(b"hello")
-        s.shutdown(socket.SHUT_WR)
-        data = b""
-        while chunk := s.recv(4096):
-            data += chunk
-    assert data.startswith(b"hello\nEOF ")
-    return data.decode().split()[-1]
 
 
 @pytest.fixture
