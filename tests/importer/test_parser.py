@@ -126,3 +126,30 @@ def test_parser_and_translation_do_no_io() -> None:
     for name in ("parser.py", "proxy.py", "translate.py", "keywords.py", "report.py"):
         source = (root / name).read_text()
         assert "import asyncio" not in source and "open(" not in source, name
+
+
+def test_conditional_blocks() -> None:
+    text = (
+        "global\n"
+        ".if defined(PROD)\n  maxconn 1\n.elif streq(${SITE},a)\n  maxconn 2\n"
+        ".else\n  maxconn 3\n.endif\n"
+        ".if 0\n  .alert never read\n.endif\n"
+        ".if !defined(PROD)\n  .notice a message\n  nbthread 4\n.endif\n"
+    )
+    for env, expected in (({"PROD": ""}, ["1"]), ({"SITE": "a"}, ["2", "4"]), ({}, ["3", "4"])):
+        _, sections = parse_text(text, "c.cfg", env)
+        assert [d.args[0] for d in sections[0].directives] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (".if version_atleast(2.4)\n.endif\n", "c.cfg:2: cannot evaluate"),
+        (".if 1\n", "c.cfg:2: '.if' without '.endif'"),
+        (".endif\n", "c.cfg:2: '.endif' without '.if'"),
+        (".if 1\n.alert stop here\n.endif\n", "c.cfg:3: the file stops HAProxy: stop here"),
+    ],
+)
+def test_conditional_block_errors(text: str, message: str) -> None:
+    with pytest.raises(ParseError, match=f"^{message}"):
+        parse_text("global\n" + text, "c.cfg")

@@ -201,10 +201,11 @@ def parse_text(
             kind, name, args, loc = header
             sections.append(Section(kind, name, args, loc, tuple(body)))
 
+    blocks = _ConditionalBlocks(env)
     for number, raw in enumerate(text.splitlines(), start=1):
         location = Location(filename, number)
         words = split_words(raw, location, env)
-        if not words:
+        if not words or blocks.consume(words, location):
             continue
         if words[0] in SECTION_KEYWORDS:
             close()
@@ -214,7 +215,79 @@ def parse_text(
         directive = Directive(tuple(words), location, indented=raw[:1] in (" ", "\t"))
         (body if header is not None else leading).append(directive)
     close()
+    blocks.finish(Location(filename, len(text.splitlines())))
     return leading, sections
+
+
+class _ConditionalBlocks:
+    """HAProxy 2.4+'s `.if COND` / `.elif COND` / `.else` / `.endif` and the
+    `.diag/.notice/.warning/.alert` messages inside them.
+
+    Conditions understood: a number (non-zero is true), `defined(NAME)`,
+    `streq(a,b)`, `strneq(a,b)`, each optionally negated with `!`. Others
+    (`feature()`, `version_atleast()`, ...) depend on the HAProxy binary and are
+    errors: the importer cannot know which branch the operator's HAProxy takes."""
+
+    _CALL = re.compile(r"(!?)(defined|streq|strneq)\((.*)\)")
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        # per open block: (this branch is read, some branch was taken, where it opened)
+        self.stack: list[tuple[bool, bool, Location]] = []
+
+    @property
+    def active(self) -> bool:
+        return all(reading for reading, _, _ in self.stack)
+
+    def consume(self, words: list[str], location: Location) -> bool:
+        """True when the line is a directive of the blocks, or inside a branch not read."""
+        keyword = words[0]
+        if keyword == ".if":
+            outer = self.active
+            value = outer and self._condition(words[1:], location)
+            self.stack.append((value, value or not outer, location))
+        elif keyword in (".elif", ".else"):
+            if not self.stack:
+                raise ParseError(location, f"'{keyword}' without '.if'")
+            _, taken, opened = self.stack.pop()
+            outer = self.active
+            value = not taken and outer
+            if keyword == ".elif" and value:
+                value = self._condition(words[1:], location)
+            self.stack.append((value, taken or value, opened))
+        elif keyword == ".endif":
+            if not self.stack:
+                raise ParseError(location, "'.endif' without '.if'")
+            self.stack.pop()
+        elif keyword in (".diag", ".notice", ".warning"):
+            pass  # messages HAProxy prints while it reads the file
+        elif keyword == ".alert":
+            if self.active:
+                raise ParseError(location, f"the file stops HAProxy: {' '.join(words[1:])}")
+        else:
+            return not self.active
+        return True
+
+    def _condition(self, words: list[str], location: Location) -> bool:
+        text = " ".join(words)
+        if re.fullmatch(r"!?-?\d+", text):
+            return (int(text.lstrip("!")) != 0) != text.startswith("!")
+        m = self._CALL.fullmatch(text)
+        if m is None:
+            raise ParseError(location, f"cannot evaluate '.if {text}' outside HAProxy")
+        negate, function, argument = m.groups()
+        if function == "defined":
+            value = argument in self.env
+        else:
+            left, sep, right = argument.partition(",")
+            if not sep:
+                raise ParseError(location, f"'{function}' takes two arguments")
+            value = (left == right) == (function == "streq")
+        return value != bool(negate)
+
+    def finish(self, location: Location) -> None:
+        if self.stack:
+            raise ParseError(self.stack[-1][2], "'.if' without '.endif'")
 
 
 def _section_header(
