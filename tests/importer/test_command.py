@@ -46,6 +46,7 @@ def test_writes_yaml_and_reports_on_stderr(
         f"{src}:7: option tcplog: loadstone logs to standard output (the journal); see"
         " global.log_format (one line per session)\n"
     )
+    assert f"  # listen web ({src}:5)\n  web:\n" in out.read_text()  # where it came from
     web = yaml.safe_load(out.read_text())["listeners"]["web"]
     assert web["servers"] == [{"name": "a", "address": "127.0.0.1:9001"}]
     # without -o the YAML goes to standard output

@@ -65,6 +65,8 @@ GALERA_PASSWORD_ENV = "GALERA_MONITOR_PASSWORD"
 class Translation:
     config: dict[str, Any]  # the loadstone configuration, ready for YAML
     report: list[ReportLine]
+    # listener -> the HAProxy proxies it was made from ("frontend f, backend b at file:line")
+    origins: dict[str, str]
 
 
 class _Translator:
@@ -77,6 +79,8 @@ class _Translator:
         self.order: list[ProxyState] = []
         self.galera_backends: set[str] = set()
         self.used_backends: set[str] = set()
+        self.origins: dict[str, str] = {}
+        self.frontend_backends: dict[str, list[str]] = {}  # the default first, then the pools
         self.files: list[str] = []
         self.global_maxconn: int | None = None
 
@@ -199,6 +203,7 @@ class _Translator:
                         f"'{state.name}' and another proxy both become listener '{name}'",
                     )
                 listeners[name] = listener
+                self.origins[name] = self._origin(state)
         for state in self.order:
             if state.kind == "backend" and state.name not in self.used_backends:
                 self.report.add(
@@ -213,6 +218,13 @@ class _Translator:
                 "no proxy with servers and a bind: nothing to translate",
             )
         return listeners
+
+    def _origin(self, state: ProxyState) -> str:
+        """Which HAProxy proxies a listener comes from, for a comment in the YAML."""
+        names = [f"{state.kind} {state.name} ({state.location})"]
+        for backend in self.frontend_backends.get(state.name, []):
+            names.append(f"backend {backend} ({self.proxies[backend].location})")
+        return ", ".join(names)
 
     def _backend(self, name: str, where: Directive | Location) -> ProxyState:
         state = self.proxies.get(name)
@@ -268,6 +280,7 @@ class _Translator:
                 )
                 return None
             be, routes, pools = self._routing(fe)
+            self.frontend_backends[fe.name] = [be.name, *pools]
             if be.mode != fe.mode:
                 raise TranslationError(
                     fe.location,
@@ -753,7 +766,8 @@ def translate(
     translator = _Translator(galera_check, read_file)
     config = translator.run(sections)
     translator.report_unused()
-    return Translation(config, translator.report.in_file_order(translator.files))
+    report = translator.report.in_file_order(translator.files)
+    return Translation(config, report, translator.origins)
 
 
 def _listener_name(name: str) -> str:
