@@ -1,4 +1,4 @@
-"""Command line: `loadstone run | check | demo`.
+"""Command line: `loadstone run | check | ctl | import | demo`.
 
 Exit status: 0 on success (and after a graceful stop), 2 for an invalid
 configuration (one line per problem on stderr, each starting with its YAML
@@ -21,6 +21,7 @@ import orjson
 
 from loadstone.config import ConfigError, load_config
 from loadstone.config.model import Config
+from loadstone.importers.haproxy import command as import_command
 
 EXIT_CONFIG = 2
 EXIT_START = 1
@@ -158,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ctl_module.add_arguments(ctl)
     ctl.set_defaults(func=ctl_module.run)
+
+    importer = sub.add_parser("import", help="translate another proxy's configuration")
+    import_command.add_arguments(importer)
 
     demo = sub.add_parser("demo", help="run the embedded demo: three backends and a proxy")
     common(demo)

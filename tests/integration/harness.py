@@ -37,6 +37,20 @@ def free_port(host: str = "127.0.0.1") -> int:
             return port
 
 
+def free_port_on(*hosts: str) -> int:
+    """A port free on every one of `hosts` (loopback addresses), for peers that listen
+    on the same port on several addresses."""
+    while True:
+        port = free_port(hosts[0])
+        try:
+            for host in hosts[1:]:
+                with socket.socket() as s:
+                    s.bind((host, port))
+        except OSError:
+            continue
+        return port
+
+
 def wait_for(
     predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
 ) -> T:

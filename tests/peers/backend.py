@@ -8,7 +8,8 @@ http: GET / answers "<name>\\n"; GET /health answers 200 (503 once the file
       body length and sha256, the proxy's source port), /upload (streams the
       body in, answers its length and sha256), /chunked?n=K (a chunked answer),
       /redirect (302 to an http:// Location), /status?code=N, /slow?delay=S,
-      /close (answers with Connection: close), /ws (WebSocket echo). With
+      /close (answers with Connection: close), /ws (WebSocket echo); OPTIONS on
+      any path answers like GET (HAProxy's default health check). With
       --record FILE every request is appended there as a JSON line as soon as its
       head arrives, so a test can prove what never reached the server.
 echo: raw TCP; everything received is sent back; on the client's FIN the server
@@ -185,6 +186,8 @@ def http_app(name: str, fail_file: str | None, record: str | None = None) -> web
     app.router.add_get("/close", close)
     app.router.add_get("/ws", ws)
     app.router.add_get("/{tail:.*}", index)  # any other path: the name, for routing tests
+    # HAProxy's `option httpchk` without a method sends OPTIONS / (deployers' configs do)
+    app.router.add_route("OPTIONS", "/{tail:.*}", index)
     app.router.add_get("/health", health)
     app.router.add_get("/download", download)
     return app

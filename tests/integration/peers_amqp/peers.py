@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.integration.harness import free_port, port_open, wait_for
+from tests.integration.harness import free_port, free_port_on, port_open, wait_for
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 RABBITMQ_SERVER = RABBIT_BIN / "rabbitmq-server"
@@ -228,7 +228,7 @@ class RabbitCluster:
             timeout=10,
             what="epmd",
         )
-        mgmt_port = _port_free_on("127.0.0.1", "127.0.0.2")
+        mgmt_port = free_port_on("127.0.0.1", "127.0.0.2")
         tag = str(mgmt_port)  # node names unique to this run, for clear logs
         self.nodes = [
             RabbitNode(
@@ -283,19 +283,6 @@ class RabbitCluster:
         for node in self.nodes:
             node.stop()
         _stop(self.epmd)
-
-
-def _port_free_on(*hosts: str) -> int:
-    """A port free on every one of `hosts`."""
-    while True:
-        port = free_port(hosts[0])
-        try:
-            for host in hosts[1:]:
-                with socket.socket() as s:
-                    s.bind((host, port))
-        except OSError:
-            continue
-        return port
 
 
 # -- Redis ------------------------------------------------------------------------------
