@@ -12,15 +12,15 @@ HTTP path serves a listener whose configuration uses only what it implements
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from loadstone.config.model import GlobalConfig, ListenerConfig
 from loadstone.datapath.http import HttpFrontend as PureHttpFrontend
 from loadstone.datapath.pure import TcpFrontend as PureTcpFrontend
+from loadstone.datapath.seam import Frontend, FrontendFactory
 
 NO_EXTENSIONS = os.environ.get("LOADSTONE_NO_EXTENSIONS", "") not in ("", "0")
 
-TcpFrontend: Any = PureTcpFrontend
+TcpFrontend: FrontendFactory = PureTcpFrontend
 IMPLEMENTATION = "pure"
 BUILD = "none"  # the native build's variant: release | debug; none without it
 
@@ -35,7 +35,7 @@ if not NO_EXTENSIONS:
         BUILD = native.BUILD
 
 
-def http_frontend(config: ListenerConfig) -> tuple[Any, str, str | None]:
+def http_frontend(config: ListenerConfig) -> tuple[FrontendFactory, str, str | None]:
     """The frontend class for an http listener, its path ("native" | "pure") and,
     for the pure one, why the native path does not serve it."""
     if IMPLEMENTATION != "native":
@@ -55,4 +55,13 @@ def configure(global_config: GlobalConfig) -> None:
         native.configure(global_config)
 
 
-__all__ = ["BUILD", "IMPLEMENTATION", "NO_EXTENSIONS", "TcpFrontend", "configure", "http_frontend"]
+__all__ = [
+    "BUILD",
+    "IMPLEMENTATION",
+    "NO_EXTENSIONS",
+    "Frontend",
+    "FrontendFactory",
+    "TcpFrontend",
+    "configure",
+    "http_frontend",
+]

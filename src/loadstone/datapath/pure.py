@@ -409,6 +409,8 @@ def _errno_text(exc: BaseException) -> str:
 class TcpFrontend:
     """Accepts on the listener's sockets and runs its sessions (pure path)."""
 
+    data_path = "pure"
+
     def __init__(
         self,
         config: ListenerConfig,
@@ -416,6 +418,7 @@ class TcpFrontend:
         sessionlog: SessionLog,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        self.data_path_reason: str | None = None
         self.config = config
         self.name = config.name
         self.pool = pool
@@ -540,6 +543,9 @@ class TcpFrontend:
     @property
     def bytes_out(self) -> int:
         return self.bytes_out_done + sum(s.bytes_out for s in self.active)
+
+    def status_extra(self) -> dict[str, object]:
+        return {}  # mode tcp adds nothing to a listener's status
 
     async def wait_idle(self) -> None:
         if not self.active and not self.queued:
