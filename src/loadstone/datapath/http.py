@@ -55,7 +55,6 @@ import collections
 import contextlib
 import logging
 import os
-import socket
 import time
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -63,6 +62,7 @@ import httptools
 
 from loadstone.balance import make_balancer
 from loadstone.config.model import ListenerConfig
+from loadstone.datapath.accept import AcceptingFrontend
 from loadstone.datapath.pure import WRITE_HIGH_WATER, WRITE_LOW_WATER, apply_keepalive
 from loadstone.http import message
 from loadstone.http.request import (
@@ -582,6 +582,7 @@ class _Client(asyncio.Protocol):
         local = transport.get_extra_info("sockname") if policy.port_header else None
         self.extra = policy.connection_lines(self.client_ip, local[1] if local else None)
         self.set_deadline(_T_HEAD, frontend.t_http_request)
+        apply_keepalive(tr, frontend.config)
         frontend.admit(self)
 
     def data_received(self, data: bytes) -> None:
@@ -1268,6 +1269,27 @@ class _Client(asyncio.Protocol):
             self._abort_exchange("tunnel-timeout")
             self._close("tunnel-timeout")
 
+    # -- the maxconn queue (datapath.accept) ------------------------------------------------
+
+    def hold(self) -> None:
+        self.pause_client_reading()
+        if self.timer is not None:  # the queue has its own timeout
+            self.timer.cancel()
+            self.timer = None
+        self.queued_at = _now()
+
+    def admitted(self, waited: bool) -> None:
+        if not waited:
+            return  # the request timer runs since connection_made
+        self.queued_for = _now() - self.queued_at
+        self.set_deadline(_T_HEAD, self.frontend.t_http_request)
+        self.resume_client_reading()
+        pending, self.queued_data = self.queued_data, []
+        for data in pending:
+            if self.closed:
+                break
+            self.data_received(data)
+
     def queue_expired(self) -> None:
         self.queue_timer = None
         if self.closed:
@@ -1330,15 +1352,12 @@ def _errno_text(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-class HttpFrontend:
+class HttpFrontend(AcceptingFrontend[_Client]):
     """Accepts on the listener's sockets and serves HTTP (pure Python + httptools).
 
-    The public surface is TcpFrontend's, so the runtime and the admin API drive
-    both alike; `active`/`queued` hold client connections, and a connection is a
-    server's "session" while one of its requests is in flight to that server.
+    `active`/`queued` hold client connections, and a connection is a server's
+    "session" while one of its requests is in flight to that server.
     """
-
-    data_path = "pure"
 
     def __init__(
         self,
@@ -1347,22 +1366,9 @@ class HttpFrontend:
         sessionlog: SessionLog,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        # Why the native HTTP path does not serve this listener (the status API).
-        self.data_path_reason: str | None = None
-        self.name = config.name
-        self.sessionlog = sessionlog
-        self.loop = loop or asyncio.get_running_loop()
-        self.active: set[_Client] = set()
-        self.queued: collections.deque[_Client] = collections.deque()
-        self.sessions_total = 0
         self.requests_total = 0
         self.status_counts = [0] * 6  # by class: [other, 1xx, 2xx, 3xx, 4xx, 5xx]
-        self.bytes_in_done = 0
-        self.bytes_out_done = 0
-        self.denied_total = 0
         self.stopping = False
-        self.servers: dict[socket.socket, asyncio.AbstractServer] = {}
-        self.idle_waiters: list[asyncio.Future[None]] = []
         self.idle: dict[ServerRuntime, list[_Backend]] = {}
         # Writes of this loop iteration, as (transport, data) pairs, made together
         # once every read of the iteration is handled (as HAProxy sends after its
@@ -1371,12 +1377,15 @@ class HttpFrontend:
         self.writes: list[Any] = []
         self.flush_pending = False
         self.idle_sweeper: asyncio.TimerHandle | None = None
-        self.reconfigure(config, pool)
+        super().__init__(config, pool, sessionlog, loop)
 
-    def reconfigure(self, config: ListenerConfig, pool: Pool) -> None:
+    def _accepted(self) -> asyncio.Protocol:
+        return _Client(self)
+
+    def _configured(self) -> None:
         """(Re)compile the listener's policies; requests in flight keep theirs."""
-        self.config = config
-        self.pool = pool
+        config = self.config
+        pool = self.pool
         t = config.timeouts
         # How often a connection's timer fires at most: deadlines then move by
         # plain stores on the hot path, and no timer is ever re-armed earlier.
@@ -1410,8 +1419,6 @@ class HttpFrontend:
         pool.subscribe(self._pool_changed)
         for old in [s for s in self.idle if pool.by_name.get(s.name) is not s]:
             self._close_idle(old)
-        while self.queued and len(self.active) < config.maxconn:
-            self._admit_queued()
 
     def _pool_changed(self, pool: Pool, server: ServerRuntime | None) -> None:
         if pool is not self.pool:
@@ -1423,83 +1430,24 @@ class HttpFrontend:
 
     # -- accepting ---------------------------------------------------------------------
 
-    async def start(self, sockets: list[socket.socket]) -> None:
-        for sock in sockets:
-            self.servers[sock] = await self.loop.create_server(
-                lambda: _Client(self), sock=sock, backlog=self.config.backlog
-            )
-
-    def unserve(self, sock: socket.socket) -> None:
-        server = self.servers.pop(sock, None)
-        if server is not None:
-            server.close()
-        sock.close()
-
     def stop_accepting(self) -> None:
         """Soft stop: no new connections; idle keep-alive ones close now, the others
         after the response in flight (which says Connection: close)."""
         self.stopping = True
-        for server in self.servers.values():
-            server.close()
-        self.servers.clear()
+        super().stop_accepting()
         for conn in list(self.active):
             conn.close_if_idle()
         self._check_idle()
 
-    def admit(self, conn: _Client) -> None:
-        self.sessions_total += 1
-        if conn.transport is not None:
-            apply_keepalive(conn.transport, self.config)
-        if len(self.active) >= self.config.maxconn:
-            conn.pause_client_reading()
-            if conn.timer is not None:  # the queue has its own timeout
-                conn.timer.cancel()
-                conn.timer = None
-            conn.queued_at = _now()
-            self.queued.append(conn)
-            conn.queue_timer = self.loop.call_later(self.config.timeouts.queue, conn.queue_expired)
-            return
-        self.active.add(conn)
-
-    def _admit_queued(self) -> None:
-        waiting = self.queued.popleft()
-        if waiting.closed:
-            return
-        if waiting.queue_timer is not None:
-            waiting.queue_timer.cancel()
-            waiting.queue_timer = None
-        self.active.add(waiting)
-        waiting.queued_for = _now() - waiting.queued_at
-        waiting.set_deadline(_T_HEAD, self.t_http_request)
-        waiting.resume_client_reading()
-        pending, waiting.queued_data = waiting.queued_data, []
-        for data in pending:
-            if waiting.closed:
-                break
-            waiting.data_received(data)
-
-    def connection_finished(self, conn: _Client) -> None:
-        if conn in self.active:
-            self.active.discard(conn)
-            while self.queued and len(self.active) < self.config.maxconn:
-                self._admit_queued()
-        else:
-            with contextlib.suppress(ValueError):
-                self.queued.remove(conn)
+    def _account(self, conn: _Client) -> None:
         if conn.requests == 0:
             self.denied_total += 1
-        self._check_idle()
 
     def _check_idle(self) -> None:
-        if not self.active and not self.queued:
-            if self.idle_waiters:
-                for waiter in self.idle_waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
-                self.idle_waiters.clear()
-            if self.stopping:
-                for server in list(self.idle):
-                    self._close_idle(server)
+        super()._check_idle()
+        if self.stopping and not self.active and not self.queued:
+            for server in list(self.idle):
+                self._close_idle(server)
 
     def flush_writes(self) -> None:
         self.flush_pending = False
@@ -1570,23 +1518,6 @@ class HttpFrontend:
 
     # -- control ---------------------------------------------------------------------------
 
-    @property
-    def current_sessions(self) -> int:
-        return len(self.active) + len(self.queued)
-
-    @property
-    def queued_count(self) -> int:
-        return len(self.queued)
-
-    @property
-    def bytes_in(self) -> int:
-        """Client -> server bytes, finished requests and those in flight."""
-        return self.bytes_in_done + sum(c.bytes_in for c in self.active)
-
-    @property
-    def bytes_out(self) -> int:
-        return self.bytes_out_done + sum(c.bytes_out for c in self.active)
-
     def status_extra(self) -> dict[str, Any]:
         """HTTP counters and the routing pools, for the status API."""
         counts = self.status_counts
@@ -1605,16 +1536,8 @@ class HttpFrontend:
             },
         }
 
-    async def wait_idle(self) -> None:
-        if not self.active and not self.queued:
-            return
-        waiter: asyncio.Future[None] = self.loop.create_future()
-        self.idle_waiters.append(waiter)
-        await waiter
-
     def shutdown_all(self, reason: str) -> None:
-        for conn in list(self.active) + list(self.queued):
-            conn.shutdown(reason)
+        super().shutdown_all(reason)
         for server in list(self.idle):
             self._close_idle(server)
         if self.idle_sweeper is not None:

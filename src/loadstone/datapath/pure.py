@@ -35,20 +35,15 @@ control plane publishes), `ServerRuntime.session_started/ended`,
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING
 
 from loadstone.config.model import ListenerConfig
-from loadstone.server import Pool, ServerRuntime
+from loadstone.datapath.accept import AcceptingFrontend
+from loadstone.server import ServerRuntime
 from loadstone.sessionlog import logged
-
-if TYPE_CHECKING:
-    from loadstone.sessionlog import SessionLog
 
 log = logging.getLogger("loadstone.datapath")
 
@@ -180,6 +175,7 @@ class TcpSession:
             self.client_peer = (
                 f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
             )
+        apply_keepalive(transport, self.frontend.config)
         self.frontend.admit(self)
 
     def client_data(self, data: bytes) -> None:
@@ -358,6 +354,17 @@ class TcpSession:
                 transport.abort()
         self.finish(self.frontend.idle_reason)
 
+    # -- the maxconn queue (datapath.accept) ------------------------------------------
+
+    def hold(self) -> None:
+        if self.client is not None:
+            self.client.pause_reading()
+
+    def admitted(self, waited: bool) -> None:
+        if waited and self.client is not None:
+            self.client.resume_reading()
+        self.connect()
+
     def queue_expired(self) -> None:
         self.queue_timer = None
         self.finish("queue-timeout")
@@ -397,7 +404,7 @@ class TcpSession:
             self.server_transport.close()
         if self.server is not None:
             self.server.session_ended(self)
-        self.frontend.session_finished(self)
+        self.frontend.connection_finished(self)
 
 
 def _errno_text(exc: BaseException) -> str:
@@ -406,93 +413,18 @@ def _errno_text(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-class TcpFrontend:
+class TcpFrontend(AcceptingFrontend[TcpSession]):
     """Accepts on the listener's sockets and runs its sessions (pure path)."""
 
-    data_path = "pure"
+    def _accepted(self) -> asyncio.Protocol:
+        return _ClientSide(self)
 
-    def __init__(
-        self,
-        config: ListenerConfig,
-        pool: Pool,
-        sessionlog: SessionLog,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        self.data_path_reason: str | None = None
-        self.config = config
-        self.name = config.name
-        self.pool = pool
-        self.sessionlog = sessionlog
-        self.loop = loop or asyncio.get_running_loop()
-        self._apply_timeouts()
-        self.active: set[TcpSession] = set()  # admitted: connecting or relaying
-        self.queued: collections.deque[TcpSession] = collections.deque()
-        self.sessions_total = 0
-        self.bytes_in_done = 0
-        self.bytes_out_done = 0
-        self.denied_total = 0  # sessions ended before reaching a server
-        self.servers: dict[socket.socket, asyncio.AbstractServer] = {}
-        self.idle_waiters: list[asyncio.Future[None]] = []
-
-    def _apply_timeouts(self) -> None:
+    def _configured(self) -> None:
         t = self.config.timeouts
         self.idle_timeout = min(t.client, t.server)
         self.idle_reason = "client-timeout" if t.client <= t.server else "server-timeout"
 
-    async def start(self, sockets: list[socket.socket]) -> None:
-        """Accept on these (already bound and listening) sockets too."""
-        for sock in sockets:
-            self.servers[sock] = await self.loop.create_server(
-                lambda: _ClientSide(self), sock=sock, backlog=self.config.backlog
-            )
-
-    def unserve(self, sock: socket.socket) -> None:
-        """Stop accepting on one socket and close it (its address left the config)."""
-        server = self.servers.pop(sock, None)
-        if server is not None:
-            server.close()
-        sock.close()
-
-    def stop_accepting(self) -> None:
-        for server in self.servers.values():
-            server.close()
-        self.servers.clear()
-
-    def reconfigure(self, config: ListenerConfig, pool: Pool) -> None:
-        """A reload: new sessions use the new settings and pool; open ones run on."""
-        self.config = config
-        self.pool = pool
-        self._apply_timeouts()
-        while self.queued and len(self.active) < config.maxconn:
-            self._admit_queued()
-
-    # -- admission -------------------------------------------------------------------
-
-    def admit(self, session: TcpSession) -> None:
-        self.sessions_total += 1
-        if session.client is not None:
-            apply_keepalive(session.client, self.config)
-        if len(self.active) >= self.config.maxconn:
-            # Over maxconn: hold the client (not reading) until a slot frees, as
-            # HAProxy's queue does, bounded by timeouts.queue.
-            if session.client is not None:
-                session.client.pause_reading()
-            self.queued.append(session)
-            session.queue_timer = self.loop.call_later(
-                self.config.timeouts.queue, session.queue_expired
-            )
-            return
-        self.active.add(session)
-        session.connect()
-
-    def session_finished(self, session: TcpSession) -> None:
-        if session in self.active:
-            self.active.discard(session)
-            while self.queued and len(self.active) < self.config.maxconn:
-                self._admit_queued()
-        else:
-            with contextlib.suppress(ValueError):
-                self.queued.remove(session)
+    def _account(self, session: TcpSession) -> None:
         self.bytes_in_done += session.bytes_in
         self.bytes_out_done += session.bytes_out
         if session.server is None:
@@ -507,53 +439,3 @@ class TcpFrontend:
                 duration=time.time() - session.started,
                 end=session.end_reason,
             )
-        if not self.active and not self.queued and self.idle_waiters:
-            for waiter in self.idle_waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self.idle_waiters.clear()
-
-    def _admit_queued(self) -> None:
-        waiting = self.queued.popleft()
-        if waiting.closed:
-            return
-        if waiting.queue_timer is not None:
-            waiting.queue_timer.cancel()
-            waiting.queue_timer = None
-        if waiting.client is not None:
-            waiting.client.resume_reading()
-        self.active.add(waiting)
-        waiting.connect()
-
-    # -- control ---------------------------------------------------------------------
-
-    @property
-    def current_sessions(self) -> int:
-        return len(self.active) + len(self.queued)
-
-    @property
-    def queued_count(self) -> int:
-        return len(self.queued)
-
-    @property
-    def bytes_in(self) -> int:
-        """Client -> server bytes, finished sessions and live ones."""
-        return self.bytes_in_done + sum(s.bytes_in for s in self.active)
-
-    @property
-    def bytes_out(self) -> int:
-        return self.bytes_out_done + sum(s.bytes_out for s in self.active)
-
-    def status_extra(self) -> dict[str, object]:
-        return {}  # mode tcp adds nothing to a listener's status
-
-    async def wait_idle(self) -> None:
-        if not self.active and not self.queued:
-            return
-        waiter: asyncio.Future[None] = self.loop.create_future()
-        self.idle_waiters.append(waiter)
-        await waiter
-
-    def shutdown_all(self, reason: str) -> None:
-        for session in list(self.active) + list(self.queued):
-            session.shutdown(reason)
