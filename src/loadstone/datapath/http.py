@@ -54,7 +54,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import os
 import time
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -63,6 +62,7 @@ import httptools
 from loadstone.balance import make_balancer
 from loadstone.config.model import ListenerConfig
 from loadstone.datapath.accept import AcceptingFrontend
+from loadstone.datapath.connect import Connector
 from loadstone.datapath.pure import WRITE_HIGH_WATER, WRITE_LOW_WATER, apply_keepalive
 from loadstone.http import message
 from loadstone.http.request import (
@@ -468,13 +468,12 @@ class _RewritingBackend(_Backend):
         self.done = True
 
 
-class _Client(asyncio.Protocol):
+class _Client(asyncio.Protocol, Connector[_Backend]):
     """One client connection: the Protocol, the request parser's target, and the
     exchange in flight (one at a time)."""
 
     # Per connection, then per exchange: see __init__.
     __slots__ = (
-        "attempts",
         "backend",
         "backend_reusable",
         "bytes_in",
@@ -482,10 +481,8 @@ class _Client(asyncio.Protocol):
         "client_eof",
         "client_ip",
         "closed",
-        "connect_task",
         "deadline",
         "extra",
-        "failed",
         "feeding",
         "frontend",
         "head_bytes",
@@ -505,7 +502,6 @@ class _Client(asyncio.Protocol):
         "req",
         "requests",
         "response_started",
-        "server",
         "set_cookie",
         "status",
         "t_connect",
@@ -519,6 +515,8 @@ class _Client(asyncio.Protocol):
         "tunnel",
         "tunnel_buf",
     )
+    log = log
+    frontend: HttpFrontend
 
     def __init__(self, frontend: HttpFrontend) -> None:
         self.frontend = frontend
@@ -551,13 +549,10 @@ class _Client(asyncio.Protocol):
         self.pipeline: collections.deque[_Request] = collections.deque()
         self.req: _Request | None = None  # the request being answered
         self.to_server: list[bytes] = []
-        self.server: ServerRuntime | None = None
+        self._connector_init()
         self.backend: _Backend | None = None
         self.backend_reusable = True
         self.keep_client = True  # the client connection stays after this response
-        self.connect_task: asyncio.Task[None] | None = None
-        self.attempts = 0
-        self.failed: list[ServerRuntime] = []
         self.response_started = False
         self.set_cookie: bytes | None = None
         self.status = 0
@@ -809,9 +804,7 @@ class _Client(asyncio.Protocol):
                 return
             if frontend.cookies:
                 self.set_cookie = server.config.cookie_value.encode()
-        self.server = server
-        self.attempts += 1
-        server.session_started(self)
+        self._take(server)
         idle = frontend.idle.get(server)
         while idle:
             backend = idle.pop()
@@ -819,57 +812,20 @@ class _Client(asyncio.Protocol):
                 self.t_connect = 0.0
                 self._attach(backend, reused=True)
                 return
-        delay = 0.0
-        if server in self.failed:
-            delay = min(0.05 * 2 ** len(self.failed), frontend.config.timeouts.connect)
-        self.connect_task = self.loop.create_task(self._connect(server, delay))
+        self._open(server)
 
-    async def _connect(self, server: ServerRuntime, delay: float) -> None:
-        if delay:
-            await asyncio.sleep(delay)
-        frontend = self.frontend
-        started = _now()
-        try:
-            async with asyncio.timeout(frontend.config.timeouts.connect):
-                transport, backend = await self.loop.create_connection(
-                    lambda: frontend.backend_class(frontend, server),
-                    server.connect_host,
-                    server.address.port,
-                )
-        except asyncio.CancelledError:
-            if self.closed:
-                return
-            raise
-        except (OSError, TimeoutError) as exc:
-            self.connect_task = None
-            if not self.closed:
-                self._connect_failed(server, exc)
-            return
-        self.connect_task = None
-        if self.closed or self.server is not server:
-            transport.close()
-            return
-        apply_keepalive(transport, frontend.config)
-        self.t_connect = _now() - started
-        self._attach(backend, reused=False)
+    _redispatch = _dispatch
 
-    def _connect_failed(self, server: ServerRuntime, exc: BaseException) -> None:
-        server.session_ended(self)
-        self.server = None
-        self.frontend.pool.connect_failed(server)
-        self.failed.append(server)
-        why = "timeout" if isinstance(exc, TimeoutError) else _errno_text(exc)
-        log.info(
-            "%s: connect to %s (%s) failed: %s",
-            self.frontend.name,
-            server.name,
-            server.address,
-            why,
-        )
-        if self.attempts > self.frontend.config.retries:
-            self._answer(503, f"connect-failed ({why})")
-        else:
-            self._dispatch()
+    def _upstream(self, server: ServerRuntime) -> _Backend:
+        return self.frontend.backend_class(self.frontend, server)
+
+    def _connected(self, transport: asyncio.Transport, upstream: _Backend, took: float) -> None:
+        apply_keepalive(transport, self.frontend.config)
+        self.t_connect = took
+        self._attach(upstream, reused=False)
+
+    def _give_up(self, why: str) -> None:
+        self._answer(503, f"connect-failed ({why})")
 
     def _attach(self, backend: _Backend, reused: bool) -> None:
         req = self.req
@@ -1158,20 +1114,13 @@ class _Client(asyncio.Protocol):
                 server = self.server
                 assert server is not None
                 server.session_ended(self)
-                self.server = None
-                self.attempts += 1
-                self.reconnect(server)
+                self._take(server)
+                self._open(server, delay=0.0)
                 return
             self._answer(502, "server-reset" if exc is not None else "server-close")
             return
         self._abort_exchange("server-abort")
         self._close("server-abort")
-
-    def reconnect(self, server: ServerRuntime) -> None:
-        """Send the request in flight to `server` again, on a new connection."""
-        self.server = server
-        server.session_started(self)
-        self.connect_task = self.loop.create_task(self._connect(server, 0.0))
 
     def _abort_exchange(self, end: str) -> None:
         backend = self.backend
@@ -1344,12 +1293,6 @@ class _Client(asyncio.Protocol):
             self.transport.close()
         self.pipeline.clear()
         self.frontend.connection_finished(self)
-
-
-def _errno_text(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return os.strerror(exc.errno).lower()
-    return str(exc) or type(exc).__name__
 
 
 class HttpFrontend(AcceptingFrontend[_Client]):

@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import time
 
 from loadstone.config.model import ListenerConfig
 from loadstone.datapath.accept import AcceptingFrontend
+from loadstone.datapath.connect import Connector
 from loadstone.server import ServerRuntime
 from loadstone.sessionlog import logged
 
@@ -112,11 +112,10 @@ class _ServerSide(asyncio.Protocol):
         self.session.server_congested(False)
 
 
-class TcpSession:
+class TcpSession(Connector[_ServerSide]):
     """One client connection relayed to one server."""
 
     __slots__ = (
-        "attempts",
         "bytes_in",
         "bytes_out",
         "client",
@@ -124,21 +123,20 @@ class TcpSession:
         "client_ip",
         "client_peer",
         "closed",
-        "connect_task",
         "end_reason",
-        "failed",
         "frontend",
         "last_activity",
         "loop",
         "pending",
         "pending_size",
         "queue_timer",
-        "server",
         "server_eof_seen",
         "server_transport",
         "started",
         "timer",
     )
+    log = log
+    frontend: TcpFrontend
 
     def __init__(self, frontend: TcpFrontend) -> None:
         self.frontend = frontend
@@ -146,7 +144,7 @@ class TcpSession:
         self.client: asyncio.Transport | None = None
         self.client_peer = "-"  # stays so when the client is gone before we ask
         self.client_ip: str | None = None
-        self.server: ServerRuntime | None = None
+        self._connector_init()
         self.server_transport: asyncio.Transport | None = None
         self.pending: list[bytes] | None = []  # None once the server side is up
         self.pending_size = 0
@@ -156,9 +154,6 @@ class TcpSession:
         self.server_eof_seen = False
         self.closed = False
         self.end_reason = ""
-        self.attempts = 0
-        self.failed: list[ServerRuntime] = []
-        self.connect_task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.queue_timer: asyncio.TimerHandle | None = None
         self.started = time.time()
@@ -245,80 +240,26 @@ class TcpSession:
     # -- connecting ----------------------------------------------------------------
 
     def connect(self) -> None:
-        """Pick a server and start connecting to it (called by the frontend)."""
+        """Pick a server and start connecting to it (datapath.connect's loop)."""
         frontend = self.frontend
-        pool = frontend.pool
         exclude = self.failed if frontend.config.redispatch else ()
-        server = pool.pick(self.client_ip, exclude)
+        server = frontend.pool.pick(self.client_ip, exclude)
         if server is None:
             self.finish("no-server")
             return
-        self.server = server
-        self.attempts += 1
-        server.session_started(self)
-        delay = 0.0
-        if server in self.failed:
-            # Retrying the same server (no other left, or no redispatch): back off a
-            # little so that a check has time to mark a dead server down and the
-            # balancer to choose another (active-backup's failover).
-            delay = min(0.05 * 2 ** len(self.failed), frontend.config.timeouts.connect)
-        self.connect_task = self.loop.create_task(self._connect(server, delay))
+        self._take(server)
+        self._open(server)
 
-    async def _connect(self, server: ServerRuntime, delay: float) -> None:
-        if delay:
-            await asyncio.sleep(delay)
-        loop = self.loop
-        # A plain timer that cancels this task costs less than asyncio.timeout()
-        # on a path taken once per connection.
-        task = self.connect_task
-        assert task is not None
-        timer = loop.call_later(self.frontend.config.timeouts.connect, task.cancel)
-        try:
-            transport, _ = await loop.create_connection(
-                lambda: _ServerSide(self), server.connect_host, server.address.port
-            )
-        except asyncio.CancelledError:
-            timer.cancel()
-            if self.closed:  # finish() cancelled us
-                return
-            # Otherwise only the connect timer cancels this task.
-            self.connect_task = None
-            self._connect_failed(server, TimeoutError())
-            return
-        except OSError as exc:
-            timer.cancel()
-            self.connect_task = None
-            if self.closed:
-                return
-            self._connect_failed(server, exc)
-            return
-        timer.cancel()
-        self.connect_task = None
-        if self.closed:
-            transport.close()
-            return
-        self._connected(transport)
+    _redispatch = connect
 
-    def _connect_failed(self, server: ServerRuntime, exc: BaseException) -> None:
-        server.session_ended(self)
-        self.server = None
-        self.frontend.pool.connect_failed(server)
-        self.failed.append(server)
-        why = "timeout" if isinstance(exc, TimeoutError) else _errno_text(exc)
-        log.info(
-            "%s: connect to %s (%s) failed: %s",
-            self.frontend.name,
-            server.name,
-            server.address,
-            why,
-        )
-        if self.attempts > self.frontend.config.retries:
-            self.end_reason = f"connect-failed ({why})"
-            self.finish(self.end_reason)
-        else:
-            self.connect()
+    def _upstream(self, server: ServerRuntime) -> _ServerSide:
+        return _ServerSide(self)
 
-    def _connected(self, transport: asyncio.Transport) -> None:
+    def _give_up(self, why: str) -> None:
+        self.end_reason = f"connect-failed ({why})"
+        self.finish(self.end_reason)
+
+    def _connected(self, transport: asyncio.Transport, upstream: _ServerSide, took: float) -> None:
         self.server_transport = transport
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         apply_keepalive(transport, self.frontend.config)
@@ -405,12 +346,6 @@ class TcpSession:
         if self.server is not None:
             self.server.session_ended(self)
         self.frontend.connection_finished(self)
-
-
-def _errno_text(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return os.strerror(exc.errno).lower()
-    return str(exc) or type(exc).__name__
 
 
 class TcpFrontend(AcceptingFrontend[TcpSession]):
