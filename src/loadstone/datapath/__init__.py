@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 
 from loadstone.config.model import GlobalConfig, ListenerConfig
-from loadstone.datapath.http import HttpFrontend as PureHttpFrontend
-from loadstone.datapath.pure import TcpFrontend as PureTcpFrontend
+from loadstone.datapath.http_pure import HttpFrontend as PureHttpFrontend
 from loadstone.datapath.seam import Frontend, FrontendFactory
+from loadstone.datapath.tcp_pure import TcpFrontend as PureTcpFrontend
 
 NO_EXTENSIONS = os.environ.get("LOADSTONE_NO_EXTENSIONS", "") not in ("", "0")
 
@@ -26,13 +26,13 @@ BUILD = "none"  # the native build's variant: release | debug; none without it
 
 if not NO_EXTENSIONS:
     try:
-        from loadstone.datapath import native
+        from loadstone.datapath import tcp_native
     except ImportError:
         pass
     else:
-        TcpFrontend = native.TcpFrontend
+        TcpFrontend = tcp_native.TcpFrontend
         IMPLEMENTATION = "native"
-        BUILD = native.BUILD
+        BUILD = tcp_native.BUILD
 
 
 def http_frontend(config: ListenerConfig) -> tuple[FrontendFactory, str, str | None]:
@@ -52,7 +52,7 @@ def http_frontend(config: ListenerConfig) -> tuple[FrontendFactory, str, str | N
 def configure(global_config: GlobalConfig) -> None:
     """Settings of the data path as a whole (workers, splice), before any listener."""
     if IMPLEMENTATION == "native":
-        native.configure(global_config)
+        tcp_native.configure(global_config)
 
 
 __all__ = [

@@ -78,7 +78,11 @@ class AcceptingFrontend(Generic[C]):
         self.denied_total = 0  # sessions ended before reaching a server
         self.servers: dict[socket.socket, asyncio.AbstractServer] = {}
         self.idle_waiters: list[asyncio.Future[None]] = []
+        self._prepare()
         self.reconfigure(config, pool)
+
+    def _prepare(self) -> None:
+        """Make the state a subclass keeps across reloads (before the first configure)."""
 
     def _accepted(self) -> asyncio.Protocol:
         """The protocol object of a newly accepted client connection."""

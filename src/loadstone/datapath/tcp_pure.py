@@ -36,33 +36,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 
-from loadstone.config.model import ListenerConfig
 from loadstone.datapath.accept import AcceptingFrontend
 from loadstone.datapath.connect import Connector
+from loadstone.datapath.transport import WRITE_HIGH_WATER, WRITE_LOW_WATER, apply_keepalive
 from loadstone.server import ServerRuntime
 from loadstone.sessionlog import logged
 
 log = logging.getLogger("loadstone.datapath")
 
 PENDING_LIMIT = 256 * 1024  # client bytes kept while connecting before reading pauses
-WRITE_HIGH_WATER = 256 * 1024  # per-transport write buffer before the peer is paused
-WRITE_LOW_WATER = 64 * 1024
-
-
-def apply_keepalive(transport: asyncio.BaseTransport, cfg: ListenerConfig) -> None:
-    ka = cfg.tcp_keepalive
-    if ka is None:
-        return  # the common case: do not even fetch the socket object
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(ka.idle)))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(ka.interval)))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, ka.count)
 
 
 class _ClientSide(asyncio.Protocol):

@@ -60,10 +60,10 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import httptools
 
 from loadstone.balance import make_balancer
-from loadstone.config.model import ListenerConfig
 from loadstone.datapath.accept import AcceptingFrontend
 from loadstone.datapath.connect import Connector
-from loadstone.datapath.pure import WRITE_HIGH_WATER, WRITE_LOW_WATER, apply_keepalive
+from loadstone.datapath.http_counts import responses_by_class, status_class
+from loadstone.datapath.transport import WRITE_HIGH_WATER, WRITE_LOW_WATER, apply_keepalive
 from loadstone.http import message
 from loadstone.http.request import (
     CHUNKED,
@@ -85,7 +85,6 @@ from loadstone.sessionlog import logged
 
 if TYPE_CHECKING:
     from loadstone.balance.base import Balancer
-    from loadstone.sessionlog import SessionLog
 
 log = logging.getLogger("loadstone.datapath.http")
 
@@ -1302,13 +1301,7 @@ class HttpFrontend(AcceptingFrontend[_Client]):
     "session" while one of its requests is in flight to that server.
     """
 
-    def __init__(
-        self,
-        config: ListenerConfig,
-        pool: Pool,
-        sessionlog: SessionLog,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
+    def _prepare(self) -> None:
         self.requests_total = 0
         self.status_counts = [0] * 6  # by class: [other, 1xx, 2xx, 3xx, 4xx, 5xx]
         self.stopping = False
@@ -1320,7 +1313,6 @@ class HttpFrontend(AcceptingFrontend[_Client]):
         self.writes: list[Any] = []
         self.flush_pending = False
         self.idle_sweeper: asyncio.TimerHandle | None = None
-        super().__init__(config, pool, sessionlog, loop)
 
     def _accepted(self) -> asyncio.Protocol:
         return _Client(self)
@@ -1486,23 +1478,6 @@ class HttpFrontend(AcceptingFrontend[_Client]):
         if self.idle_sweeper is not None:
             self.idle_sweeper.cancel()
             self.idle_sweeper = None
-
-
-def status_class(status: int) -> int:
-    """Index of a status in the [other, 1xx, 2xx, 3xx, 4xx, 5xx] counters."""
-    return status // 100 if 100 <= status < 600 else 0
-
-
-def responses_by_class(counts: list[int]) -> dict[str, int]:
-    """The status API's response counters from [other, 1xx, 2xx, 3xx, 4xx, 5xx]."""
-    return {
-        "1xx": counts[1],
-        "2xx": counts[2],
-        "3xx": counts[3],
-        "4xx": counts[4],
-        "5xx": counts[5],
-        "other": counts[0],
-    }
 
 
 def _balance_name(route: _RoutePool) -> str:
