@@ -63,6 +63,7 @@ from loadstone.balance import make_balancer
 from loadstone.datapath.accept import AcceptingFrontend
 from loadstone.datapath.connect import Connector
 from loadstone.datapath.http_counts import responses_by_class, status_class
+from loadstone.datapath.http_pure.framing import chunk, end_of_body, last_chunk
 from loadstone.datapath.transport import WRITE_HIGH_WATER, WRITE_LOW_WATER, apply_keepalive
 from loadstone.http import message
 from loadstone.http.request import (
@@ -102,7 +103,6 @@ _T_QUEUE: Final = 5
 
 _HttpParserError = httptools.HttpParserError
 _HttpParserUpgrade = httptools.HttpParserUpgrade
-_chunk_size = b"%x\r\n".__mod__
 _METHODS: Final = {m: m.decode() for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"PATCH")}
 # Request timings: the loop's clock is only millisecond-grained under uvloop.
 _now = time.monotonic
@@ -446,7 +446,7 @@ class _RewritingBackend(_Backend):
 
     def on_body(self, data: bytes) -> None:
         if self.rechunk:
-            self.out += (_chunk_size(len(data)), data, b"\r\n")
+            self.out += chunk(data)
         else:
             self.out.append(data)
 
@@ -455,15 +455,7 @@ class _RewritingBackend(_Backend):
             self.interim = False
             return
         if self.rechunk:
-            trailers = self.trailers
-            if trailers:
-                parts = [b"0\r\n"]
-                for name, value in trailers:
-                    parts += (name, b": ", value, b"\r\n")
-                parts.append(b"\r\n")
-                self.out.append(b"".join(parts))
-            else:
-                self.out.append(message.LAST_CHUNK)
+            self.out.append(last_chunk(self.trailers))
         self.done = True
 
 
@@ -715,10 +707,7 @@ class _Client(asyncio.Protocol, Connector[_Backend]):
     def on_body(self, data: bytes) -> None:
         req = self.parsing
         assert req is not None
-        if req.flags & CHUNKED:
-            pieces: tuple[bytes, ...] = (_chunk_size(len(data)), data, b"\r\n")
-        else:
-            pieces = (data,)
+        pieces = chunk(data) if req.flags & CHUNKED else (data,)
         if req is self.req and self.backend is not None:
             self.to_server += pieces
             if self.timeout_kind == _T_CLIENT:
@@ -734,7 +723,7 @@ class _Client(asyncio.Protocol, Connector[_Backend]):
         assert req is not None
         self.parsing = None
         req.complete = True
-        end = message.LAST_CHUNK if req.flags & CHUNKED else b""
+        end = end_of_body(req.flags & CHUNKED != 0)
         if req is self.req:
             if self.backend is not None:
                 if end:
