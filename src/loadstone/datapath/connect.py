@@ -56,7 +56,6 @@ class Connector(Generic[P]):
     # Provided by the owner, which is the servers' Session (loadstone.server).
     frontend: _Frontend
     loop: asyncio.AbstractEventLoop
-    closed: bool
     log: logging.Logger  # the data path's logger, for the failed-connect line
     bytes_in: int
     bytes_out: int
@@ -69,6 +68,10 @@ class Connector(Generic[P]):
         self.connect_timed_out = False
 
     # -- the owner's hooks -------------------------------------------------------------
+
+    def _ended(self) -> bool:
+        """Is the owner closed (no attempt is wanted any more)?"""
+        raise NotImplementedError
 
     def _upstream(self, server: ServerRuntime) -> P:
         """A new protocol object for a connection to `server`."""
@@ -124,7 +127,7 @@ class Connector(Generic[P]):
             )
         except asyncio.CancelledError:
             timer.cancel()
-            if self.closed or not self.connect_timed_out:
+            if self._ended() or not self.connect_timed_out:
                 return  # cancelled by the owner (closed, answered itself)
             self.connect_task = None
             self._connect_failed(server, TimeoutError())
@@ -132,12 +135,12 @@ class Connector(Generic[P]):
         except OSError as exc:
             timer.cancel()
             self.connect_task = None
-            if not self.closed:
+            if not self._ended():
                 self._connect_failed(server, exc)
             return
         timer.cancel()
         self.connect_task = None
-        if self.closed or self.server is not server:
+        if self._ended() or self.server is not server:
             transport.close()
             return
         self._connected(transport, upstream, _now() - started)

@@ -236,6 +236,9 @@ class TcpSession(Connector[_ServerSide]):
 
     _redispatch = connect
 
+    def _ended(self) -> bool:
+        return self.closed
+
     def _upstream(self, server: ServerRuntime) -> _ServerSide:
         return _ServerSide(self)
 
