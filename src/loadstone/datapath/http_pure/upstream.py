@@ -156,6 +156,10 @@ class Backend(asyncio.Protocol):
             client.tunnel_data_from_server(data)
             return
         client.server_progress()
+        self._response_data(client, data)
+
+    def _response_data(self, client: Downstream, data: bytes) -> None:
+        """Bytes of a response: parsed (where it ends), relayed as they came."""
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade:
@@ -277,15 +281,8 @@ class RewritingBackend(Backend):
         self.trailers = None
         self.rechunk = False
 
-    def data_received(self, data: bytes) -> None:
-        client = self.client
-        if client is None:
-            self.pool.drop(self)
-            return
-        if self.tunnel:
-            client.tunnel_data_from_server(data)
-            return
-        client.server_progress()
+    def _response_data(self, client: Downstream, data: bytes) -> None:
+        """Bytes of a response: parsed, its head rebuilt and its body re-framed."""
         out = self.out
         try:
             self.parser.feed_data(data)
