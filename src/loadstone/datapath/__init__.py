@@ -7,6 +7,9 @@ without the extension (no compiler, not Linux: no epoll/splice).
 Mode http is chosen per listener on top of that (`http_frontend`): the native
 HTTP path serves a listener whose configuration uses only what it implements
 (loadstone.datapath.native_http.refusal), the pure one the others.
+
+The four frontends (tcp_pure, http_pure, tcp_native, http_native) all answer to
+`seam.Frontend`, which is all the runtime and the admin API know of them.
 """
 
 from __future__ import annotations
