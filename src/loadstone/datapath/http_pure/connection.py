@@ -12,7 +12,7 @@ and are answered in order; the request in flight is the connection's
 Writes are batched twice: everything one `data_received` produces for the other
 side is joined into one write, so a small request or response costs one
 send(2); and the writes of one event-loop pass are made together at its end
-(`HttpFrontend.flush_writes`), as HAProxy sends after its event pass.
+(`HttpListener.flush_writes`), as HAProxy sends after its event pass.
 
 Flow control is end to end: a transport over its high-water mark pauses reading
 on the other side (`pause_writing` here pauses the server connection; the
@@ -33,12 +33,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import httptools
 
 from loadstone.datapath.http_pure.exchange import Exchange
 from loadstone.datapath.http_pure.framing import chunk, end_of_body
+from loadstone.datapath.http_pure.frontend import HttpListener
 from loadstone.datapath.http_pure.state import (
     PENDING_LIMIT,
     ST_CLOSED,
@@ -57,9 +58,6 @@ from loadstone.datapath.http_pure.upstream import HttpParserError, HttpParserUpg
 from loadstone.datapath.transport import WRITE_HIGH_WATER, WRITE_LOW_WATER, apply_keepalive
 from loadstone.http import message
 from loadstone.http.request import CHUNKED, HAS_BODY, BadRequest
-
-if TYPE_CHECKING:
-    from loadstone.datapath.http_pure.frontend import HttpFrontend
 
 log = logging.getLogger("loadstone.datapath.http")
 
@@ -96,7 +94,7 @@ class ClientConnection(asyncio.Protocol, Exchange):
         "tunnel_buf",
     )
 
-    def __init__(self, frontend: HttpFrontend) -> None:
+    def __init__(self, frontend: HttpListener) -> None:
         self.frontend = frontend
         self.loop = frontend.loop
         self.state = ST_HTTP  # until the frontend holds it in its queue

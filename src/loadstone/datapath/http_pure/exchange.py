@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from loadstone.datapath.connect import Connector
 from loadstone.datapath.http_counts import status_class
+from loadstone.datapath.http_pure.frontend import HttpListener
 from loadstone.datapath.http_pure.state import (
     PENDING_LIMIT,
     ST_RELAY,
@@ -40,9 +41,6 @@ from loadstone.http.request import HAS_BODY, IDEMPOTENT
 from loadstone.http.response import BODY_CLOSE
 from loadstone.server import ServerRuntime
 from loadstone.sessionlog import logged
-
-if TYPE_CHECKING:
-    from loadstone.datapath.http_pure.frontend import HttpFrontend
 
 log = logging.getLogger("loadstone.datapath.http")
 
@@ -73,7 +71,7 @@ class Exchange(Connector[Backend]):
     log = log
 
     # The connection's, which the exchange reads (datapath.http_pure.connection).
-    frontend: HttpFrontend
+    frontend: HttpListener
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport | None
     state: State

@@ -5,6 +5,7 @@ Its parts, by lifetime (uvicorn splits a connection from its request cycle alike
 
     frontend.py    the listener: policies compiled from the configuration, the
                    routing pools, the server connection pool, the batched writes
+                   (HttpFrontend, in __init__.py, adds the connections' class)
     connection.py  a client connection: parser callbacks, pipelining, timers, tunnel
     exchange.py    a request in flight: routing, persistence, pick, connect,
                    response head, access-log line
@@ -18,13 +19,11 @@ connect loop (retries, redispatch, back-off) is datapath.connect's.
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from loadstone.balance import make_balancer
-from loadstone.datapath.accept import AcceptingFrontend
+from loadstone.datapath.accept import AcceptingFrontend, Admitted
 from loadstone.datapath.http_counts import responses_by_class
-from loadstone.datapath.http_pure.connection import ClientConnection
 from loadstone.datapath.http_pure.upstream import Backend, IdlePool, RewritingBackend
 from loadstone.http.request import RequestPolicy
 from loadstone.http.response import ResponsePolicy
@@ -53,11 +52,22 @@ class RoutePool:
         return self.balancer.pick(client_ip, exclude)
 
 
-class HttpFrontend(AcceptingFrontend[ClientConnection]):
+class HttpConnection(Admitted, Protocol):
+    """A client connection, as the listener sees it (connection.ClientConnection)."""
+
+    requests: int  # requests read on it so far
+
+    def close_if_idle(self) -> bool:
+        """Close it now if it waits between requests (soft stop)."""
+
+
+class HttpListener(AcceptingFrontend[HttpConnection]):
     """Accepts on the listener's sockets and serves HTTP (pure Python + httptools).
 
     `active`/`queued` hold client connections, and a connection is a server's
-    "session" while one of its requests is in flight to that server.
+    "session" while one of its requests is in flight to that server. The client
+    connections read their settings here; `HttpFrontend` (the package's) makes
+    them, so that this module need not import theirs.
     """
 
     def _prepare(self) -> None:
@@ -71,9 +81,6 @@ class HttpFrontend(AcceptingFrontend[ClientConnection]):
         # next ones, instead of each write waking it (and preempting us) anew.
         self.writes: list[Any] = []
         self.flush_pending = False
-
-    def _accepted(self) -> asyncio.Protocol:
-        return ClientConnection(self)
 
     def _configured(self) -> None:
         """(Re)compile the listener's policies; requests in flight keep theirs."""
@@ -134,7 +141,7 @@ class HttpFrontend(AcceptingFrontend[ClientConnection]):
             conn.close_if_idle()
         self._check_idle()
 
-    def _account(self, conn: ClientConnection) -> None:
+    def _account(self, conn: HttpConnection) -> None:
         if conn.requests == 0:
             self.denied_total += 1
 
