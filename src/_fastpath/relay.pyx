@@ -4,7 +4,7 @@
 The engine itself (includes/engine.c) is C that never takes the GIL: worker
 threads with their own epoll loops accept, pick a server from the published
 table, connect and relay. This module is the thin, typed boundary the control
-plane (loadstone.datapath.native) calls: it converts Python values into the C
+plane (loadstone.datapath.tcp_native) calls: it converts Python values into the C
 structures the engine copies, and the engine's records back into tuples.
 Every call that waits for the workers (removing a socket, shutting sessions)
 releases the GIL while it waits.

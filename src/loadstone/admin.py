@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 import loadstone
 from loadstone import datapath
 from loadstone.config.model import AdminConfig
+from loadstone.datapath.seam import Frontend
 from loadstone.runtime_view import ListenerView, RuntimeView
 from loadstone.server import Pool, ServerRuntime
 
@@ -53,20 +54,13 @@ def server_status(server: ServerRuntime) -> dict[str, Any]:
     }
 
 
-def frontend_totals(frontend: Any) -> dict[str, int]:
-    """Queued sessions and bytes relayed (finished and live sessions), asked of
-    the frontend when it can tell (the native data path keeps them in its
-    engine, with no session object to walk), else counted from its sessions."""
-    if hasattr(frontend, "queued_count"):
-        return {
-            "queued": frontend.queued_count,
-            "bytes_in": frontend.bytes_in,
-            "bytes_out": frontend.bytes_out,
-        }
+def frontend_totals(frontend: Frontend) -> dict[str, int]:
+    """Queued sessions and bytes relayed (finished and live sessions), as the
+    frontend counts them (the native data path keeps them in its engine)."""
     return {
-        "queued": len(frontend.queued),
-        "bytes_in": frontend.bytes_in_done + sum(s.bytes_in for s in frontend.active),
-        "bytes_out": frontend.bytes_out_done + sum(s.bytes_out for s in frontend.active),
+        "queued": frontend.queued_count,
+        "bytes_in": frontend.bytes_in,
+        "bytes_out": frontend.bytes_out,
     }
 
 
@@ -84,9 +78,7 @@ def listener_status(lr: ListenerView) -> dict[str, Any]:
         active = lr.pool.active
         status["active"] = active.name if active is not None else None
     status["servers"] = {s.name: server_status(s) for s in lr.pool.servers}
-    extra = getattr(frontend, "status_extra", None)
-    if extra is not None:  # mode http: request counters, routing pools
-        status.update(extra())
+    status.update(frontend.status_extra())  # mode http: request counters, routing pools
     draining = [s for s in lr.pool.removed if s.sessions]
     if draining:
         # Removed by a reload, still carrying sessions until they end.

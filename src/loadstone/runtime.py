@@ -35,6 +35,7 @@ from loadstone.config import ConfigError, load_config
 from loadstone.config.model import Address, Config, GlobalConfig, ListenerConfig
 from loadstone.datapath import TcpFrontend, http_frontend
 from loadstone.datapath import configure as configure_datapath
+from loadstone.datapath.seam import Frontend
 from loadstone.listeners.binding import BindError, bind_address
 from loadstone.server import Pool
 from loadstone.sessionlog import SessionLog
@@ -50,7 +51,7 @@ class StartError(Exception):
 class ListenerRuntime:
     config: ListenerConfig
     pool: Pool
-    frontend: Any  # a TcpFrontend of the chosen data path, or an HttpFrontend
+    frontend: Frontend  # one of the four: tcp|http x pure|native (datapath.seam)
     sockets: dict[Address, socket.socket] = field(default_factory=dict)
 
     @property
@@ -156,7 +157,7 @@ class Runtime:
             log_format or config.global_.log_format  # type: ignore[arg-type]
         )
         self.listeners: dict[str, ListenerRuntime] = {}
-        self.retired: list[Any] = []  # frontends of removed listeners, draining
+        self.retired: list[Frontend] = []  # of removed listeners or switched paths, draining
         self.checks: CheckScheduler | None = None
         self.admin: AdminServer | None = None
         self.admin_token: str | None = None
@@ -190,7 +191,7 @@ class Runtime:
                 )
 
     @staticmethod
-    def _new_frontend(listener: ListenerConfig, pool: Pool, sessionlog: SessionLog) -> Any:
+    def _new_frontend(listener: ListenerConfig, pool: Pool, sessionlog: SessionLog) -> Frontend:
         if listener.mode == "http":
             cls, path, why = http_frontend(listener)
             log.info("listener %s: %s HTTP path%s", listener.name, path, f" ({why})" if why else "")
@@ -205,7 +206,7 @@ class Runtime:
         """Does a reload move this http listener to the other HTTP path?"""
         if listener.mode != "http":
             return False
-        return http_frontend(listener)[1] != getattr(lr.frontend, "data_path", None)
+        return http_frontend(listener)[1] != lr.frontend.data_path
 
     async def _switch_frontend(self, lr: ListenerRuntime, listener: ListenerConfig) -> None:
         """Serve a kept listener's sockets by a new frontend of the other HTTP path;
@@ -446,7 +447,7 @@ class Runtime:
 
     # -- stop ------------------------------------------------------------------------
 
-    def all_frontends(self) -> list[Any]:
+    def all_frontends(self) -> list[Frontend]:
         return [lr.frontend for lr in self.listeners.values()] + self.retired
 
     async def stop(self, grace: float) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from loadstone.config.model import ListenerConfig
+from loadstone.datapath.seam import Frontend
 from loadstone.server import Pool
 
 
@@ -28,7 +29,7 @@ class ListenerView(Protocol):
     def pool(self) -> Pool: ...
 
     @property
-    def frontend(self) -> Any: ...  # the data-path seam: loadstone.datapath.seam.Frontend
+    def frontend(self) -> Frontend: ...
 
 
 class ReloadState(Protocol):

@@ -21,7 +21,7 @@ from loadstone.sessionlog import SessionLog, logged
 from tests.unit.test_uring import io_uring_allowed
 
 relay = pytest.importorskip("loadstone._fastpath.relay", reason="native data path not built")
-native = pytest.importorskip("loadstone.datapath.native")
+native = pytest.importorskip("loadstone.datapath.tcp_native")
 
 BASE = """
 listeners:

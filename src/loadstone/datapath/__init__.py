@@ -7,35 +7,38 @@ without the extension (no compiler, not Linux: no epoll/splice).
 Mode http is chosen per listener on top of that (`http_frontend`): the native
 HTTP path serves a listener whose configuration uses only what it implements
 (loadstone.datapath.native_http.refusal), the pure one the others.
+
+The four frontends (tcp_pure, http_pure, tcp_native, http_native) all answer to
+`seam.Frontend`, which is all the runtime and the admin API know of them.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from loadstone.config.model import GlobalConfig, ListenerConfig
-from loadstone.datapath.http import HttpFrontend as PureHttpFrontend
-from loadstone.datapath.pure import TcpFrontend as PureTcpFrontend
+from loadstone.datapath.http_pure import HttpFrontend as PureHttpFrontend
+from loadstone.datapath.seam import Frontend, FrontendFactory
+from loadstone.datapath.tcp_pure import TcpFrontend as PureTcpFrontend
 
 NO_EXTENSIONS = os.environ.get("LOADSTONE_NO_EXTENSIONS", "") not in ("", "0")
 
-TcpFrontend: Any = PureTcpFrontend
+TcpFrontend: FrontendFactory = PureTcpFrontend
 IMPLEMENTATION = "pure"
 BUILD = "none"  # the native build's variant: release | debug; none without it
 
 if not NO_EXTENSIONS:
     try:
-        from loadstone.datapath import native
+        from loadstone.datapath import tcp_native
     except ImportError:
         pass
     else:
-        TcpFrontend = native.TcpFrontend
+        TcpFrontend = tcp_native.TcpFrontend
         IMPLEMENTATION = "native"
-        BUILD = native.BUILD
+        BUILD = tcp_native.BUILD
 
 
-def http_frontend(config: ListenerConfig) -> tuple[Any, str, str | None]:
+def http_frontend(config: ListenerConfig) -> tuple[FrontendFactory, str, str | None]:
     """The frontend class for an http listener, its path ("native" | "pure") and,
     for the pure one, why the native path does not serve it."""
     if IMPLEMENTATION != "native":
@@ -52,7 +55,16 @@ def http_frontend(config: ListenerConfig) -> tuple[Any, str, str | None]:
 def configure(global_config: GlobalConfig) -> None:
     """Settings of the data path as a whole (workers, splice), before any listener."""
     if IMPLEMENTATION == "native":
-        native.configure(global_config)
+        tcp_native.configure(global_config)
 
 
-__all__ = ["BUILD", "IMPLEMENTATION", "NO_EXTENSIONS", "TcpFrontend", "configure", "http_frontend"]
+__all__ = [
+    "BUILD",
+    "IMPLEMENTATION",
+    "NO_EXTENSIONS",
+    "Frontend",
+    "FrontendFactory",
+    "TcpFrontend",
+    "configure",
+    "http_frontend",
+]

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from loadstone._fastpath import relay
 from loadstone.config.model import ListenerConfig
-from loadstone.datapath import native
-from loadstone.datapath.http import responses_by_class, status_class
+from loadstone.datapath import tcp_native as native
+from loadstone.datapath.http_counts import responses_by_class, status_class
 from loadstone.http import message
 from loadstone.server import Pool
 from loadstone.sessionlog import logged

@@ -36,7 +36,7 @@ import logging
 import os
 import resource
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypedDict
 
 import orjson
 
@@ -51,15 +51,22 @@ log = logging.getLogger("loadstone.datapath")
 
 BUILD: str = relay.BUILD
 
-_settings: dict[str, Any] = {"workers": 1, "splice": "auto", "io_uring": "auto"}
-_engine: Any = None  # relay.Engine, made by the first listener
+
+class _EngineSettings(TypedDict):
+    workers: int
+    splice: str
+    io_uring: str
+
+
+_settings: _EngineSettings = {"workers": 1, "splice": "auto", "io_uring": "auto"}
+_engine: relay.Engine | None = None  # made by the first listener
 _reader_loop: asyncio.AbstractEventLoop | None = None
 _frontends: dict[int, TcpFrontend] = {}
 
 
 def configure(global_config: GlobalConfig) -> None:
     """Take the engine's shape from the configuration (before the first listener)."""
-    wanted = {
+    wanted: _EngineSettings = {
         "workers": global_config.workers,
         "splice": _splice(global_config.splice),
         "io_uring": _io_uring(global_config.io_uring),
@@ -97,7 +104,7 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _io_uring_state(engine: Any) -> str:
+def _io_uring_state(engine: relay.Engine) -> str:
     if engine.io_uring_workers == engine.workers:
         return "on"
     if _io_uring(_settings["io_uring"]) == "off":
@@ -105,7 +112,7 @@ def _io_uring_state(engine: Any) -> str:
     return "off (the kernel refused it)" if engine.io_uring_workers == 0 else "partly"
 
 
-def engine(loop: asyncio.AbstractEventLoop) -> Any:
+def engine(loop: asyncio.AbstractEventLoop) -> relay.Engine:
     """The process's engine, made on first use; its records are read on `loop`."""
     global _engine, _reader_loop
     if _engine is None or _engine.closed:
@@ -191,6 +198,8 @@ def drain_records() -> None:
 class TcpFrontend:
     """A tcp listener served by the native engine (same surface as the pure one)."""
 
+    data_path = "native"
+
     def __init__(
         self,
         config: ListenerConfig,
@@ -198,6 +207,7 @@ class TcpFrontend:
         sessionlog: SessionLog,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        self.data_path_reason: str | None = None
         self.loop = loop or asyncio.get_running_loop()
         self.engine = engine(self.loop)
         self.lid: int = self.engine.new_listener()
@@ -408,7 +418,7 @@ class TcpFrontend:
             text = self._strerror[err] = os.strerror(err).lower()
         return text
 
-    def record(self, rec: tuple[Any, ...]) -> None:
+    def record(self, rec: relay.Record) -> None:
         kind, _lid, slot, reason, arg, client, bytes_in, bytes_out, duration = rec
         server = self._by_slot[slot] if 0 <= slot < len(self._by_slot) else None
         if kind == relay.REC_CONNECT_FAILED:
@@ -448,6 +458,9 @@ class TcpFrontend:
             self.idle_waiters.clear()
 
     # -- control ---------------------------------------------------------------------
+
+    def status_extra(self) -> dict[str, object]:
+        return {}  # mode tcp adds nothing to a listener's status
 
     async def wait_idle(self) -> None:
         if self.current_sessions == 0:

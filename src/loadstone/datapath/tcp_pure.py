@@ -35,39 +35,18 @@ control plane publishes), `ServerRuntime.session_started/ended`,
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import logging
-import os
-import socket
 import time
-from typing import TYPE_CHECKING
 
-from loadstone.config.model import ListenerConfig
-from loadstone.server import Pool, ServerRuntime
+from loadstone.datapath.accept import AcceptingFrontend
+from loadstone.datapath.connect import Connector
+from loadstone.datapath.transport import WRITE_HIGH_WATER, WRITE_LOW_WATER, apply_keepalive
+from loadstone.server import ServerRuntime
 from loadstone.sessionlog import logged
-
-if TYPE_CHECKING:
-    from loadstone.sessionlog import SessionLog
 
 log = logging.getLogger("loadstone.datapath")
 
 PENDING_LIMIT = 256 * 1024  # client bytes kept while connecting before reading pauses
-WRITE_HIGH_WATER = 256 * 1024  # per-transport write buffer before the peer is paused
-WRITE_LOW_WATER = 64 * 1024
-
-
-def apply_keepalive(transport: asyncio.BaseTransport, cfg: ListenerConfig) -> None:
-    ka = cfg.tcp_keepalive
-    if ka is None:
-        return  # the common case: do not even fetch the socket object
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(ka.idle)))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(ka.interval)))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, ka.count)
 
 
 class _ClientSide(asyncio.Protocol):
@@ -117,11 +96,10 @@ class _ServerSide(asyncio.Protocol):
         self.session.server_congested(False)
 
 
-class TcpSession:
+class TcpSession(Connector[_ServerSide]):
     """One client connection relayed to one server."""
 
     __slots__ = (
-        "attempts",
         "bytes_in",
         "bytes_out",
         "client",
@@ -129,21 +107,20 @@ class TcpSession:
         "client_ip",
         "client_peer",
         "closed",
-        "connect_task",
         "end_reason",
-        "failed",
         "frontend",
         "last_activity",
         "loop",
         "pending",
         "pending_size",
         "queue_timer",
-        "server",
         "server_eof_seen",
         "server_transport",
         "started",
         "timer",
     )
+    log = log
+    frontend: TcpFrontend
 
     def __init__(self, frontend: TcpFrontend) -> None:
         self.frontend = frontend
@@ -151,7 +128,7 @@ class TcpSession:
         self.client: asyncio.Transport | None = None
         self.client_peer = "-"  # stays so when the client is gone before we ask
         self.client_ip: str | None = None
-        self.server: ServerRuntime | None = None
+        self._connector_init()
         self.server_transport: asyncio.Transport | None = None
         self.pending: list[bytes] | None = []  # None once the server side is up
         self.pending_size = 0
@@ -161,9 +138,6 @@ class TcpSession:
         self.server_eof_seen = False
         self.closed = False
         self.end_reason = ""
-        self.attempts = 0
-        self.failed: list[ServerRuntime] = []
-        self.connect_task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.queue_timer: asyncio.TimerHandle | None = None
         self.started = time.time()
@@ -180,6 +154,7 @@ class TcpSession:
             self.client_peer = (
                 f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
             )
+        apply_keepalive(transport, self.frontend.config)
         self.frontend.admit(self)
 
     def client_data(self, data: bytes) -> None:
@@ -249,80 +224,29 @@ class TcpSession:
     # -- connecting ----------------------------------------------------------------
 
     def connect(self) -> None:
-        """Pick a server and start connecting to it (called by the frontend)."""
+        """Pick a server and start connecting to it (datapath.connect's loop)."""
         frontend = self.frontend
-        pool = frontend.pool
         exclude = self.failed if frontend.config.redispatch else ()
-        server = pool.pick(self.client_ip, exclude)
+        server = frontend.pool.pick(self.client_ip, exclude)
         if server is None:
             self.finish("no-server")
             return
-        self.server = server
-        self.attempts += 1
-        server.session_started(self)
-        delay = 0.0
-        if server in self.failed:
-            # Retrying the same server (no other left, or no redispatch): back off a
-            # little so that a check has time to mark a dead server down and the
-            # balancer to choose another (active-backup's failover).
-            delay = min(0.05 * 2 ** len(self.failed), frontend.config.timeouts.connect)
-        self.connect_task = self.loop.create_task(self._connect(server, delay))
+        self._take(server)
+        self._open(server)
 
-    async def _connect(self, server: ServerRuntime, delay: float) -> None:
-        if delay:
-            await asyncio.sleep(delay)
-        loop = self.loop
-        # A plain timer that cancels this task costs less than asyncio.timeout()
-        # on a path taken once per connection.
-        task = self.connect_task
-        assert task is not None
-        timer = loop.call_later(self.frontend.config.timeouts.connect, task.cancel)
-        try:
-            transport, _ = await loop.create_connection(
-                lambda: _ServerSide(self), server.connect_host, server.address.port
-            )
-        except asyncio.CancelledError:
-            timer.cancel()
-            if self.closed:  # finish() cancelled us
-                return
-            # Otherwise only the connect timer cancels this task.
-            self.connect_task = None
-            self._connect_failed(server, TimeoutError())
-            return
-        except OSError as exc:
-            timer.cancel()
-            self.connect_task = None
-            if self.closed:
-                return
-            self._connect_failed(server, exc)
-            return
-        timer.cancel()
-        self.connect_task = None
-        if self.closed:
-            transport.close()
-            return
-        self._connected(transport)
+    _redispatch = connect
 
-    def _connect_failed(self, server: ServerRuntime, exc: BaseException) -> None:
-        server.session_ended(self)
-        self.server = None
-        self.frontend.pool.connect_failed(server)
-        self.failed.append(server)
-        why = "timeout" if isinstance(exc, TimeoutError) else _errno_text(exc)
-        log.info(
-            "%s: connect to %s (%s) failed: %s",
-            self.frontend.name,
-            server.name,
-            server.address,
-            why,
-        )
-        if self.attempts > self.frontend.config.retries:
-            self.end_reason = f"connect-failed ({why})"
-            self.finish(self.end_reason)
-        else:
-            self.connect()
+    def _ended(self) -> bool:
+        return self.closed
 
-    def _connected(self, transport: asyncio.Transport) -> None:
+    def _upstream(self, server: ServerRuntime) -> _ServerSide:
+        return _ServerSide(self)
+
+    def _give_up(self, why: str) -> None:
+        self.end_reason = f"connect-failed ({why})"
+        self.finish(self.end_reason)
+
+    def _connected(self, transport: asyncio.Transport, upstream: _ServerSide, took: float) -> None:
         self.server_transport = transport
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         apply_keepalive(transport, self.frontend.config)
@@ -357,6 +281,17 @@ class TcpSession:
             if transport is not None:
                 transport.abort()
         self.finish(self.frontend.idle_reason)
+
+    # -- the maxconn queue (datapath.accept) ------------------------------------------
+
+    def hold(self) -> None:
+        if self.client is not None:
+            self.client.pause_reading()
+
+    def admitted(self, waited: bool) -> None:
+        if waited and self.client is not None:
+            self.client.resume_reading()
+        self.connect()
 
     def queue_expired(self) -> None:
         self.queue_timer = None
@@ -397,99 +332,21 @@ class TcpSession:
             self.server_transport.close()
         if self.server is not None:
             self.server.session_ended(self)
-        self.frontend.session_finished(self)
+        self.frontend.connection_finished(self)
 
 
-def _errno_text(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.errno is not None:
-        return os.strerror(exc.errno).lower()
-    return str(exc) or type(exc).__name__
-
-
-class TcpFrontend:
+class TcpFrontend(AcceptingFrontend[TcpSession]):
     """Accepts on the listener's sockets and runs its sessions (pure path)."""
 
-    def __init__(
-        self,
-        config: ListenerConfig,
-        pool: Pool,
-        sessionlog: SessionLog,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        self.config = config
-        self.name = config.name
-        self.pool = pool
-        self.sessionlog = sessionlog
-        self.loop = loop or asyncio.get_running_loop()
-        self._apply_timeouts()
-        self.active: set[TcpSession] = set()  # admitted: connecting or relaying
-        self.queued: collections.deque[TcpSession] = collections.deque()
-        self.sessions_total = 0
-        self.bytes_in_done = 0
-        self.bytes_out_done = 0
-        self.denied_total = 0  # sessions ended before reaching a server
-        self.servers: dict[socket.socket, asyncio.AbstractServer] = {}
-        self.idle_waiters: list[asyncio.Future[None]] = []
+    def _accepted(self) -> asyncio.Protocol:
+        return _ClientSide(self)
 
-    def _apply_timeouts(self) -> None:
+    def _configured(self) -> None:
         t = self.config.timeouts
         self.idle_timeout = min(t.client, t.server)
         self.idle_reason = "client-timeout" if t.client <= t.server else "server-timeout"
 
-    async def start(self, sockets: list[socket.socket]) -> None:
-        """Accept on these (already bound and listening) sockets too."""
-        for sock in sockets:
-            self.servers[sock] = await self.loop.create_server(
-                lambda: _ClientSide(self), sock=sock, backlog=self.config.backlog
-            )
-
-    def unserve(self, sock: socket.socket) -> None:
-        """Stop accepting on one socket and close it (its address left the config)."""
-        server = self.servers.pop(sock, None)
-        if server is not None:
-            server.close()
-        sock.close()
-
-    def stop_accepting(self) -> None:
-        for server in self.servers.values():
-            server.close()
-        self.servers.clear()
-
-    def reconfigure(self, config: ListenerConfig, pool: Pool) -> None:
-        """A reload: new sessions use the new settings and pool; open ones run on."""
-        self.config = config
-        self.pool = pool
-        self._apply_timeouts()
-        while self.queued and len(self.active) < config.maxconn:
-            self._admit_queued()
-
-    # -- admission -------------------------------------------------------------------
-
-    def admit(self, session: TcpSession) -> None:
-        self.sessions_total += 1
-        if session.client is not None:
-            apply_keepalive(session.client, self.config)
-        if len(self.active) >= self.config.maxconn:
-            # Over maxconn: hold the client (not reading) until a slot frees, as
-            # HAProxy's queue does, bounded by timeouts.queue.
-            if session.client is not None:
-                session.client.pause_reading()
-            self.queued.append(session)
-            session.queue_timer = self.loop.call_later(
-                self.config.timeouts.queue, session.queue_expired
-            )
-            return
-        self.active.add(session)
-        session.connect()
-
-    def session_finished(self, session: TcpSession) -> None:
-        if session in self.active:
-            self.active.discard(session)
-            while self.queued and len(self.active) < self.config.maxconn:
-                self._admit_queued()
-        else:
-            with contextlib.suppress(ValueError):
-                self.queued.remove(session)
+    def _account(self, session: TcpSession) -> None:
         self.bytes_in_done += session.bytes_in
         self.bytes_out_done += session.bytes_out
         if session.server is None:
@@ -504,50 +361,3 @@ class TcpFrontend:
                 duration=time.time() - session.started,
                 end=session.end_reason,
             )
-        if not self.active and not self.queued and self.idle_waiters:
-            for waiter in self.idle_waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-            self.idle_waiters.clear()
-
-    def _admit_queued(self) -> None:
-        waiting = self.queued.popleft()
-        if waiting.closed:
-            return
-        if waiting.queue_timer is not None:
-            waiting.queue_timer.cancel()
-            waiting.queue_timer = None
-        if waiting.client is not None:
-            waiting.client.resume_reading()
-        self.active.add(waiting)
-        waiting.connect()
-
-    # -- control ---------------------------------------------------------------------
-
-    @property
-    def current_sessions(self) -> int:
-        return len(self.active) + len(self.queued)
-
-    @property
-    def queued_count(self) -> int:
-        return len(self.queued)
-
-    @property
-    def bytes_in(self) -> int:
-        """Client -> server bytes, finished sessions and live ones."""
-        return self.bytes_in_done + sum(s.bytes_in for s in self.active)
-
-    @property
-    def bytes_out(self) -> int:
-        return self.bytes_out_done + sum(s.bytes_out for s in self.active)
-
-    async def wait_idle(self) -> None:
-        if not self.active and not self.queued:
-            return
-        waiter: asyncio.Future[None] = self.loop.create_future()
-        self.idle_waiters.append(waiter)
-        await waiter
-
-    def shutdown_all(self, reason: str) -> None:
-        for session in list(self.active) + list(self.queued):
-            session.shutdown(reason)

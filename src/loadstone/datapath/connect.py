@@ -1,0 +1,166 @@
+"""The pure data path's connect loop: one attempt after another until a server
+connection is up, shared by a tcp session and an http exchange.
+
+    pick --> take (server's session count +1) --> [back-off] --> connect --> connected
+     ^                                                              |
+     +-- redispatch: pick again, failed servers excluded -----------+ failed / timed out
+                                                                    |  (count, log)
+                                               attempts > retries --+--> give up
+
+Picking is the owner's (a tcp session asks the pool's balancer; an http
+exchange routes, honours its persistence cookie and may reuse an idle server
+connection), and so is what "connected" and "give up" mean. What is shared is
+everything between: the attempt count, the server's session accounting, the
+back-off before trying a server that already failed, the connect timeout, the
+log line and the pool's re-check of a failed server (Pool.connect_failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Generic, Protocol, TypeVar
+
+from loadstone.config.model import ListenerConfig
+from loadstone.server import Pool, ServerRuntime
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+# Request timings: the loop's clock is only millisecond-grained under uvloop.
+_now = time.monotonic
+
+
+def errno_text(exc: BaseException) -> str:
+    """A failed connect's reason as a log line says it ("connection refused")."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__
+
+
+class _Frontend(Protocol):
+    """What the connect loop reads of its frontend."""
+
+    name: str
+    config: ListenerConfig
+    pool: Pool
+
+
+class Connector(Generic[P]):
+    """Mixin of an object that connects to servers: a tcp session, an http client
+    connection. `P` is the protocol of its server connections."""
+
+    __slots__ = ("attempts", "connect_task", "connect_timed_out", "failed", "server")
+
+    # Provided by the owner, which is the servers' Session (loadstone.server).
+    frontend: _Frontend
+    loop: asyncio.AbstractEventLoop
+    log: logging.Logger  # the data path's logger, for the failed-connect line
+    bytes_in: int
+    bytes_out: int
+
+    def _connector_init(self) -> None:
+        self.server: ServerRuntime | None = None  # the one of the attempt in flight
+        self.attempts = 0
+        self.failed: list[ServerRuntime] = []  # of this session/exchange, in order
+        self.connect_task: asyncio.Task[None] | None = None
+        self.connect_timed_out = False
+
+    # -- the owner's hooks -------------------------------------------------------------
+
+    def _ended(self) -> bool:
+        """Is the owner closed (no attempt is wanted any more)?"""
+        raise NotImplementedError
+
+    def _upstream(self, server: ServerRuntime) -> P:
+        """A new protocol object for a connection to `server`."""
+        raise NotImplementedError
+
+    def _connected(self, transport: asyncio.Transport, upstream: P, took: float) -> None:
+        """The connection is up (`took` seconds after the connect began)."""
+        raise NotImplementedError
+
+    def _redispatch(self) -> None:
+        """Pick a server again after a failed attempt (failed ones are in self.failed)."""
+        raise NotImplementedError
+
+    def _give_up(self, why: str) -> None:
+        """Out of retries; `why` is the last failure."""
+        raise NotImplementedError
+
+    def shutdown(self, reason: str) -> None:
+        """Close now (Session.shutdown: shutdown-sessions, maint, stop after grace)."""
+        raise NotImplementedError
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def _take(self, server: ServerRuntime) -> None:
+        """`server` is picked for this attempt: it counts the session from now."""
+        self.server = server
+        self.attempts += 1
+        server.session_started(self)
+
+    def _open(self, server: ServerRuntime, delay: float | None = None) -> None:
+        """Start connecting to `server`, taken for this attempt."""
+        if delay is None:
+            delay = 0.0
+            if server in self.failed:
+                # Retrying the same server (no other left, or no redispatch): back off
+                # a little so that a check has time to mark a dead server down and the
+                # balancer to choose another (active-backup's failover).
+                delay = min(0.05 * 2 ** len(self.failed), self.frontend.config.timeouts.connect)
+        self.connect_task = self.loop.create_task(self._connect(server, delay))
+
+    async def _connect(self, server: ServerRuntime, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        loop = self.loop
+        self.connect_timed_out = False
+        started = _now()
+        # A plain timer that cancels this task costs less than asyncio.timeout()
+        # on a path taken once per connection.
+        timer = loop.call_later(self.frontend.config.timeouts.connect, self._connect_expired)
+        try:
+            transport, upstream = await loop.create_connection(
+                lambda: self._upstream(server), server.connect_host, server.address.port
+            )
+        except asyncio.CancelledError:
+            timer.cancel()
+            if self._ended() or not self.connect_timed_out:
+                return  # cancelled by the owner (closed, answered itself)
+            self.connect_task = None
+            self._connect_failed(server, TimeoutError())
+            return
+        except OSError as exc:
+            timer.cancel()
+            self.connect_task = None
+            if not self._ended():
+                self._connect_failed(server, exc)
+            return
+        timer.cancel()
+        self.connect_task = None
+        if self._ended() or self.server is not server:
+            transport.close()
+            return
+        self._connected(transport, upstream, _now() - started)
+
+    def _connect_expired(self) -> None:
+        if self.connect_task is not None:
+            self.connect_timed_out = True
+            self.connect_task.cancel()
+
+    def _connect_failed(self, server: ServerRuntime, exc: BaseException) -> None:
+        server.session_ended(self)
+        self.server = None
+        frontend = self.frontend
+        frontend.pool.connect_failed(server)
+        self.failed.append(server)
+        why = "timeout" if isinstance(exc, TimeoutError) else errno_text(exc)
+        self.log.info(
+            "%s: connect to %s (%s) failed: %s", frontend.name, server.name, server.address, why
+        )
+        if self.attempts > frontend.config.retries:
+            self._give_up(why)
+        else:
+            self._redispatch()
