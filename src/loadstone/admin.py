@@ -100,6 +100,7 @@ def status_document(runtime: RuntimeView) -> dict[str, Any]:
         "datapath": datapath.IMPLEMENTATION,
         "uptime": round(time.time() - runtime.started_at, 3),
         "reload": runtime.reload_report.as_dict(),
+        "logs": runtime.log_status(),
         "listeners": {name: listener_status(lr) for name, lr in runtime.listeners.items()},
     }
 
@@ -245,6 +246,7 @@ class AdminServer:
         r.add_post(server_path + "/weight", self.post_weight)
         r.add_post(server_path + "/shutdown-sessions", self.post_shutdown_sessions)
         r.add_post("/api/v1/reload", self.post_reload)
+        r.add_post("/api/v1/reopen-logs", self.post_reopen_logs)
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -325,6 +327,14 @@ class AdminServer:
         return web.Response(
             status=200 if report.ok else 422,
             body=orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2),
+            content_type="application/json",
+        )
+
+    async def post_reopen_logs(self, request: web.Request) -> web.Response:
+        errors = await self.runtime.reopen_logs()
+        return web.Response(
+            status=500 if errors else 200,
+            body=orjson.dumps({"ok": not errors, "errors": errors}),
             content_type="application/json",
         )
 

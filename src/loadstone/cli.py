@@ -13,43 +13,21 @@ import asyncio
 import logging
 import os
 import sys
-import time
 from collections.abc import Coroutine, Sequence
-from typing import Any
-
-import orjson
+from typing import Any, cast
 
 from loadstone.config import ConfigError, load_config
-from loadstone.config.model import Config
+from loadstone.config.model import Config, LogFormat
+from loadstone.logtargets.outputs import LogOutputs, LogSetupError, event_formatter
 
 EXIT_CONFIG = 2
 EXIT_START = 1
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "time": record.created,
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(doc).decode()
-
-
-def setup_logging(fmt: str, level: str) -> None:
+def setup_logging(fmt: LogFormat, level: str) -> None:
+    """Events to stderr, written in the caller's thread (check, demo)."""
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        formatter = logging.Formatter(
-            "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s",
-            datefmt="%Y-%m-%dT%H:%M:%S",
-        )
-        formatter.converter = time.gmtime
-        handler.setFormatter(formatter)
+    handler.setFormatter(event_formatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -80,10 +58,10 @@ def _load(path: str) -> Config | int:
         return report_config_error(err)
 
 
-async def _run(config: Config, log_format: str | None, path: str) -> int:
+async def _run(config: Config, outputs: LogOutputs, path: str) -> int:
     from loadstone.runtime import Runtime, StartError
 
-    runtime = Runtime(config, log_format, config_path=path)
+    runtime = Runtime(config, config_path=path, log_outputs=outputs)
     try:
         await runtime.start()
     except StartError as exc:
@@ -98,8 +76,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if isinstance(config, int):
         return config
-    setup_logging(args.log_format or config.global_.log_format, args.log_level)
-    return run_loop(_run(config, args.log_format, args.config), args.loop)
+    try:
+        outputs = LogOutputs.open(
+            config.global_.log, config.global_.log_format, cast(LogFormat | None, args.log_format)
+        )
+    except LogSetupError as exc:
+        print(f"loadstone: {exc}", file=sys.stderr)
+        return EXIT_START
+    outputs.install(args.log_level)
+    try:
+        return run_loop(_run(config, outputs, args.config), args.loop)
+    finally:
+        outputs.close()
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -52,6 +52,14 @@ DROP_REPORT_INTERVAL: Final = 10.0
 MAX_DATAGRAM: Final = 65_507
 
 
+class _Request:
+    __slots__ = ("done", "reopen")
+
+    def __init__(self, reopen: bool) -> None:
+        self.reopen = reopen
+        self.done: Future[str | None] = Future()
+
+
 class Sink:
     """A destination with a writer thread; subclasses say how a batch is delivered."""
 
@@ -60,9 +68,9 @@ class Sink:
         self.capacity = capacity
         self.dropped = 0  # lines
         self.written = 0  # lines delivered
-        # Lines as (text, severity); a reopen request is a Future in the line, so
-        # it takes effect after the lines written before it and before the rest.
-        self._queue: deque[tuple[str, int] | Future[str | None]] = deque()
+        # Lines as (text, severity); a request (reopen, delivered) waits in the
+        # line, so it takes effect after the lines written before it.
+        self._queue: deque[tuple[str, int] | _Request] = deque()
         self._queued = 0  # characters in _queue
         self._cond = threading.Condition()
         self._closing = False
@@ -86,11 +94,19 @@ class Sink:
     def reopen(self) -> Future[str | None]:
         """Ask the writer to reopen the destination; the future gives None, or
         the error that kept the old one."""
-        done: Future[str | None] = Future()
+        return self._request(reopen=True)
+
+    def delivered(self) -> Future[str | None]:
+        """A future done once the lines written so far have been delivered
+        (or dropped); its result is always None."""
+        return self._request(reopen=False)
+
+    def _request(self, reopen: bool) -> Future[str | None]:
+        request = _Request(reopen)
         with self._cond:
-            self._queue.append(done)
+            self._queue.append(request)
             self._cond.notify()
-        return done
+        return request.done
 
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued (for at most `timeout` seconds), then stop."""
@@ -120,10 +136,10 @@ class Sink:
                 return
             lines: list[tuple[str, int]] = []
             for item in queue:
-                if isinstance(item, Future):
+                if isinstance(item, _Request):
                     self._deliver(lines)
                     lines = []
-                    item.set_result(self._reopen_destination())
+                    item.done.set_result(self._reopen_destination() if item.reopen else None)
                 else:
                     lines.append(item)
             self._deliver(lines)
