@@ -110,7 +110,7 @@ def read_token(path: str | None) -> str | None:
     if path is None:
         return None
     try:
-        with open(path) as f:
+        with open(systemd.credential_path(path)) as f:
             token = f.read().strip()
     except OSError as exc:
         raise StartError(f"global.admin.token_file: cannot read {path}: {exc.strerror}") from None
@@ -333,9 +333,12 @@ class Runtime:
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         loop.add_signal_handler(signal.SIGUSR1, self._on_sigusr1)
+        watchdog = systemd.start_watchdog(loop)
         try:
             await self._stop_requested.wait()
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
         await self.stop(self.config.global_.grace)
