@@ -17,7 +17,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, cast
 
 from loadstone.config import ConfigError, load_config
-from loadstone.config.model import Config, LogFormat
+from loadstone.config.model import DEFAULT_ADMIN_PORT, Config, LogFormat
 from loadstone.logtargets.outputs import LogOutputs, LogSetupError, event_formatter
 
 EXIT_CONFIG = 2
@@ -103,7 +103,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from loadstone.demo import run_demo
 
     setup_logging("text", args.log_level)
-    return run_loop(run_demo(), args.loop)
+    return run_loop(run_demo(args.port, args.admin_port), args.loop)
+
+
+def port_number(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535 - 3:
+        raise argparse.ArgumentTypeError(f"must be 1-65532, got {port}")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.set_defaults(func=ctl_module.run)
 
     demo = sub.add_parser("demo", help="run the embedded demo: three backends and a proxy")
+    demo.add_argument(
+        "--port",
+        type=port_number,
+        help="the proxy's port (default 8080); the backends take the next three",
+    )
+    demo.add_argument(
+        "--admin-port",
+        type=port_number,
+        help=f"the admin server's port (default {DEFAULT_ADMIN_PORT})",
+    )
     common(demo)
     demo.set_defaults(func=cmd_demo)
     return parser

@@ -28,9 +28,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from loadstone.config import ConfigError, load_config
+from loadstone.config.model import DEFAULT_ADMIN_PORT
 from loadstone.systemd import credential_path
 
-DEFAULT_URL = "http://127.0.0.1:9100"
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}"
 DEFAULT_CONFIG = "/etc/loadstone/loadstone.yaml"
 # How often --wait and --watch read the status.
 POLL_INTERVAL = 0.5

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import time
@@ -304,7 +305,8 @@ class Runtime:
                 await scheduler.stop()
                 raise StartError(
                     f"global.admin.bind: cannot bind {self.config.global_.admin.bind}: "
-                    f"{(exc.strerror or str(exc)).lower()}"
+                    f"{(os.strerror(exc.errno) if exc.errno else str(exc)).lower()} "
+                    "(set global.admin.bind to a free address, or null for no admin server)"
                 ) from None
             self.admin = admin
 

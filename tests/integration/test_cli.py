@@ -148,10 +148,10 @@ def test_demo_serves_round_robin_and_stops_on_ctrl_c() -> None:
             assert proc.stdout is not None
             banner = [proc.stdout.readline() for _ in range(4)]
             assert banner[0].startswith("proxy    http://127.0.0.1:8080/")
-            assert "http://127.0.0.1:9100/api/v1/status" in banner[1]
+            assert "http://127.0.0.1:6956/api/v1/status" in banner[1]
 
             def all_up() -> bool:
-                with urllib.request.urlopen("http://127.0.0.1:9100/api/v1/status") as r:
+                with urllib.request.urlopen("http://127.0.0.1:6956/api/v1/status") as r:
                     servers = json.loads(r.read())["listeners"]["demo"]["servers"]
                 return all(s["state"] == "up" for s in servers.values())
 
@@ -166,3 +166,73 @@ def test_demo_serves_round_robin_and_stops_on_ctrl_c() -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_demo_on_other_ports(tmp_path: Path) -> None:
+    import json
+    import signal
+    import urllib.request
+
+    from tests.integration.harness import wait_for
+
+    def bindable(port: int) -> bool:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
+    # The proxy's port and the three after it (the backends), all free.
+    while True:
+        port = free_port()
+        if port < 65530 and all(bindable(port + i) for i in (1, 2, 3)):
+            break
+    admin = free_port()
+    errors = tmp_path / "demo.err"
+    with (
+        errors.open("w") as err,
+        subprocess.Popen(
+            [str(LOADSTONE), "demo", "--port", str(port), "--admin-port", str(admin)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        ) as proc,
+    ):
+        try:
+            assert proc.stdout is not None
+            banner = [proc.stdout.readline() for _ in range(4)]
+            assert banner[0].startswith(f"proxy    http://127.0.0.1:{port}/"), errors.read_text()
+            assert f"http://127.0.0.1:{admin}/api/v1/status" in banner[1]
+
+            def all_up() -> bool:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/api/v1/status") as r:
+                    servers = json.loads(r.read())["listeners"]["demo"]["servers"]
+                return all(s["state"] == "up" for s in servers.values())
+
+            wait_for(all_up, timeout=10)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as r:
+                assert r.read().startswith(b"Hello from web")
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(10) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+def test_admin_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        config = listener_config([Backend("a", free_port())])
+        config["global"]["admin"] = {"bind": f"127.0.0.1:{taken}"}
+        path = tmp_path / "admin-in-use.yaml"
+        path.write_text(yaml.safe_dump(config))
+        result = run(path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith("loadstone:")] == [
+        f"loadstone: global.admin.bind: cannot bind 127.0.0.1:{taken}: address already in use "
+        "(set global.admin.bind to a free address, or null for no admin server)"
+    ]

@@ -218,9 +218,15 @@ class ListenerConfig:
     max_headers: int = 100  # header fields in one request or response
 
 
+# Not 9100: that is node_exporter's port, which most monitored controllers run
+# (kolla deploys it), nor 8404, HAProxy's stats port during a migration; no
+# Prometheus exporter allocation or OpenStack service uses 6956.
+DEFAULT_ADMIN_PORT = 6956
+
+
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
-    bind: Address | None = field(default_factory=lambda: Address("127.0.0.1", 9100))
+    bind: Address | None = field(default_factory=lambda: Address("127.0.0.1", DEFAULT_ADMIN_PORT))
     token_file: str | None = None
 
 
