@@ -47,6 +47,16 @@ def ctl(
     )
 
 
+def ctl_running(ls: Loadstone, *args: str) -> subprocess.Popen[str]:
+    """ctl started against `ls`, not waited for; its output in pipes."""
+    return subprocess.Popen(
+        [str(LOADSTONE), "ctl", "-c", str(ls.path), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 1, result
     lines = result.stderr.splitlines()
@@ -65,12 +75,7 @@ def test_drain_node_waits_until_its_sessions_end(backends: Backends, loadstone: 
         ),
         what="one session on each server",
     )
-    with subprocess.Popen(
-        [str(LOADSTONE), "ctl", "-c", str(ls.path), "drain-node", "ctl1", "--wait"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
+    with ctl_running(ls, "drain-node", "ctl1", "--wait") as proc:
         wait_for(
             lambda: (
                 ls.server("web", "ctl1")["state"] == ls.server("db", "ctl1")["state"] == "drain"
@@ -108,12 +113,7 @@ def test_drain_node_wait_gives_up_after_its_timeout(backends: Backends, loadston
 
 def test_status_watch_repeats_until_interrupted(backends: Backends, loadstone: Start) -> None:
     ls = loadstone(listener_config(backends(1)))
-    with subprocess.Popen(
-        [str(LOADSTONE), "ctl", "-c", str(ls.path), "status", "--watch", "0.2"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
+    with ctl_running(ls, "status", "--watch", "0.2") as proc:
         assert proc.stdout is not None
         frames = 0
         while frames < 3:
