@@ -1208,7 +1208,7 @@ class _Defaults:
 
 
 _GLOBAL_KEYS: Final = ("grace", "workers", "splice", "io_uring", "admin", "log_format", "log")
-_ADMIN_KEYS: Final = ("bind", "token_file")
+_ADMIN_KEYS: Final = ("bind", "token_file", "socket")
 _LOG_KEYS: Final = ("events", "sessions")
 _DEFAULTS_KEYS: Final = ("timeouts", "check", *_TUNABLE_FIELDS, *_HTTP_TUNABLE_FIELDS)
 _LISTENER_KEYS: Final = (
@@ -1353,7 +1353,23 @@ def _admin(ctx: _Ctx, node: object) -> AdminConfig | None:
         )
     if raw.get("token_file") is not None:
         values["token_file"] = _or_invalid(_str(ctx.key("token_file"), raw["token_file"]))
+    if raw.get("socket") is not None:
+        values["socket"] = _or_invalid(_socket_path(ctx.key("socket"), raw["socket"]))
     return _build(AdminConfig, values)
+
+
+def _socket_path(ctx: _Ctx, node: object) -> str | None:
+    path = _str(ctx, node)
+    if path is None:
+        return None
+    if not path.startswith("/"):
+        ctx.error(f"expected an absolute path, got {path!r}")
+        return None
+    # sun_path holds 108 bytes, the terminating NUL included (unix(7)).
+    if len(os.fsencode(path)) > 107:
+        ctx.error("a unix socket path is at most 107 bytes long")
+        return None
+    return path
 
 
 def _defaults(ctx: _Ctx, node: object) -> _Defaults:

@@ -228,6 +228,9 @@ DEFAULT_ADMIN_PORT = 6956
 class AdminConfig:
     bind: Address | None = field(default_factory=lambda: Address("127.0.0.1", DEFAULT_ADMIN_PORT))
     token_file: str | None = None
+    # The same API on a unix socket too (e.g. /run/loadstone/admin.sock), which
+    # `loadstone ctl` prefers: file permissions guard it, no port is needed.
+    socket: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""global.log: where events and session lines go."""
+"""global.log (where events and session lines go) and global.admin.socket."""
 
 from __future__ import annotations
 
@@ -60,3 +60,18 @@ def test_a_mapping_without_target_keeps_the_default_stream() -> None:
 def test_bad_log_settings_name_their_path(log: dict[str, object], problem: str) -> None:
     problems = problems_of(doc(**{"global": {"log": log}}))
     assert len(problems) == 1 and problems[0].startswith(problem), problems
+
+
+def test_admin_socket_is_an_absolute_path() -> None:
+    admin = parse_config(
+        doc(**{"global": {"admin": {"socket": "/run/loadstone/admin.sock"}}})
+    ).global_.admin
+    assert admin.socket == "/run/loadstone/admin.sock"
+    assert parse_config(doc()).global_.admin.socket is None
+    assert problems_of(doc(**{"global": {"admin": {"socket": "admin.sock"}}})) == [
+        "global.admin.socket: expected an absolute path, got 'admin.sock'"
+    ]
+    long = "/run/" + "x" * 110
+    assert problems_of(doc(**{"global": {"admin": {"socket": long}}})) == [
+        "global.admin.socket: a unix socket path is at most 107 bytes long"
+    ]
