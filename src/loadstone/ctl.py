@@ -10,16 +10,19 @@
     loadstone ctl reopen-logs                  # after logrotate moved the log files
 
 The admin address and token come from --url/--token-file, else from the
-configuration file (global.admin.bind and token_file): the one given with -c,
-else $LOADSTONE_CONFIG, else /etc/loadstone/loadstone.yaml when it exists.
+configuration file (global.admin.socket or bind, and token_file): the one given
+with -c, else $LOADSTONE_CONFIG, else /etc/loadstone/loadstone.yaml when it
+exists. With global.admin.socket set, ctl talks HTTP over that unix socket.
 Every failure is one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
+import socket
 import sys
 import time
 import urllib.error
@@ -105,22 +108,113 @@ def config_path(given: str | None) -> str | None:
     return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str | None]:
-    url, token_file = args.url, args.token_file
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix stream socket: the admin server's global.admin.socket."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class UnixHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.socket_path = path
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        def connect(_host: str, timeout: float = 30.0, **_: Any) -> UnixHTTPConnection:
+            return UnixHTTPConnection(self.socket_path, timeout)
+
+        return self.do_open(connect, req)
+
+
+class AdminClient:
+    """The admin API of one running loadstone, over TCP or its unix socket."""
+
+    def __init__(self, url: str, token: str | None, socket_path: str | None = None) -> None:
+        self.token = token
+        if socket_path is not None:
+            self.base = "http://localhost/api/v1"
+            self.where = f"unix:{socket_path}"
+            self.opener = urllib.request.build_opener(UnixHTTPHandler(socket_path))
+        else:
+            self.base = f"{url.rstrip('/')}/api/v1"
+            self.where = self.base.removesuffix("/api/v1")
+            self.opener = urllib.request.build_opener()
+
+    def get(self, route: str) -> Any:
+        return self.request(route)
+
+    def post(self, route: str, body: Any = None) -> Any:
+        return self.request(route, "POST", body)
+
+    def request(self, route: str, method: str = "GET", body: Any = None) -> Any:
+        url = f"{self.base}{route}"
+        shown = f"{self.where}/api/v1{route}"
+        data = (
+            json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+        )
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with self.opener.open(req, timeout=30) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise CtlError(f"{method} {shown}: HTTP {exc.code}: {_refusal(exc)}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CtlError(f"cannot reach the admin server at {shown}: {reason}") from None
+
+
+def _refusal(exc: urllib.error.HTTPError) -> str:
+    """What the admin server said when it refused a request."""
+    try:
+        doc = json.loads(exc.read())
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and "errors" in doc:
+        message = "; ".join(doc["errors"]) or "rejected"
+    elif isinstance(doc, dict) and "error" in doc:
+        message = str(doc["error"])
+    else:
+        message = str(exc.reason)
+    if exc.code in (401, 403):
+        message += " (the token comes from --token-file or global.admin.token_file)"
+    return message
+
+
+def client(args: argparse.Namespace) -> AdminClient:
+    """The admin server to talk to: --url, else the configuration's unix socket,
+    else its TCP address, else the default; the token likewise."""
+    url, token_file, socket_path = args.url, args.token_file, None
     path = config_path(args.config)
     if path is not None:
         try:
             config = load_config(path)
         except ConfigError as err:
             raise CtlError("; ".join(err.problems)) from None
-        bind = config.global_.admin.bind
-        if bind is None and url is None:
+        admin = config.global_.admin
+        if url is None and admin.socket is not None:
+            socket_path = admin.socket
+        elif url is None and admin.bind is None:
             raise CtlError(f"{path}: global.admin.bind is null: no admin server")
-        if bind is not None:
-            host = "127.0.0.1" if bind.host in ("0.0.0.0", "*", "") else bind.host
+        elif admin.bind is not None:
+            host = "127.0.0.1" if admin.bind.host in ("0.0.0.0", "*", "") else admin.bind.host
             host = f"[{host}]" if ":" in host else host
-            url = url or f"http://{host}:{bind.port}"
-        token_file = token_file or config.global_.admin.token_file
+            url = url or f"http://{host}:{admin.bind.port}"
+        token_file = token_file or admin.token_file
     token = None
     if token_file:
         try:
@@ -128,35 +222,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str | None]:
                 token = f.read().strip()
         except OSError as exc:
             raise CtlError(f"cannot read token file {token_file}: {exc.strerror}") from None
-    return (url or DEFAULT_URL).rstrip("/"), token
-
-
-def request(url: str, token: str | None, method: str = "GET", body: Any = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
-    req = urllib.request.Request(url, data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as response:
-            return json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        try:
-            doc = json.loads(exc.read())
-        except ValueError:
-            doc = None
-        if isinstance(doc, dict) and "errors" in doc:
-            message = "; ".join(doc["errors"]) or "rejected"
-        elif isinstance(doc, dict) and "error" in doc:
-            message = doc["error"]
-        else:
-            message = exc.reason
-        if exc.code in (401, 403):
-            message += " (the token comes from --token-file or global.admin.token_file)"
-        raise CtlError(f"{method} {url}: HTTP {exc.code}: {message}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise CtlError(f"cannot reach the admin server at {url}: {reason}") from None
+    return AdminClient(url or DEFAULT_URL, token, socket_path)
 
 
 def format_status(doc: dict[str, Any]) -> str:
@@ -248,22 +314,19 @@ def node_servers(doc: dict[str, Any], node: str) -> list[tuple[str, str]]:
     return found
 
 
-def set_node_state(api: str, token: str | None, node: str, state: str) -> list[tuple[str, str]]:
-    servers = node_servers(request(f"{api}/status", token), node)
+def set_node_state(admin: AdminClient, node: str, state: str) -> list[tuple[str, str]]:
+    servers = node_servers(admin.get("/status"), node)
     for lname, sname in servers:
-        path = f"{api}/listeners/{lname}/servers/{sname}/state"
-        request(path, token, "POST", {"state": state})
+        admin.post(f"/listeners/{lname}/servers/{sname}/state", {"state": state})
         print(f"{lname}/{sname}: {state}")
     return servers
 
 
-def wait_drained(
-    api: str, token: str | None, servers: list[tuple[str, str]], timeout: float
-) -> None:
+def wait_drained(admin: AdminClient, servers: list[tuple[str, str]], timeout: float) -> None:
     """Until the servers carry no session, or raise CtlError after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
-        listeners = request(f"{api}/status", token)["listeners"]
+        listeners = admin.get("/status")["listeners"]
         left = {
             f"{lname}/{sname}": listeners[lname]["servers"][sname]["sessions"]
             for lname, sname in servers
@@ -278,9 +341,9 @@ def wait_drained(
         time.sleep(POLL_INTERVAL)
 
 
-def watch_status(api: str, token: str | None, every: float) -> None:
+def watch_status(admin: AdminClient, every: float) -> None:
     while True:
-        table = format_status(request(f"{api}/status", token))
+        table = format_status(admin.get("/status"))
         stamp = time.strftime("%H:%M:%S")
         # Clear the screen and home the cursor (ANSI), as watch(1) does.
         sys.stdout.write(f"\x1b[H\x1b[2J{stamp}  every {every:g}s, Ctrl-C to stop\n{table}\n")
@@ -290,28 +353,27 @@ def watch_status(api: str, token: str | None, every: float) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        url, token = _target(args)
-        api = f"{url}/api/v1"
+        admin = client(args)
         if args.action == "status":
             if args.watch:
-                watch_status(api, token, args.watch)
-            doc = request(f"{api}/status", token)
+                watch_status(admin, args.watch)
+            doc = admin.get("/status")
             print(json.dumps(doc, indent=2) if args.json else format_status(doc))
         elif args.action in SERVER_ACTIONS:
-            check_server(request(f"{api}/status", token), args.listener, args.server)
+            check_server(admin.get("/status"), args.listener, args.server)
             endpoint, body, show = SERVER_ACTIONS[args.action](args)
-            path = f"{api}/listeners/{args.listener}/servers/{args.server}/{endpoint}"
-            print(f"{args.listener}/{args.server}: {show(request(path, token, 'POST', body))}")
+            route = f"/listeners/{args.listener}/servers/{args.server}/{endpoint}"
+            print(f"{args.listener}/{args.server}: {show(admin.post(route, body))}")
         elif args.action in ("drain-node", "ready-node"):
             state = "drain" if args.action == "drain-node" else "ready"
-            servers = set_node_state(api, token, args.node, state)
+            servers = set_node_state(admin, args.node, state)
             if state == "drain" and args.wait:
-                wait_drained(api, token, servers, args.timeout)
+                wait_drained(admin, servers, args.timeout)
         elif args.action == "reload":
-            r = request(f"{api}/reload", token, "POST")
+            r = admin.post("/reload")
             print(f"reloaded: configuration generation {r['generation']}")
         elif args.action == "reopen-logs":
-            request(f"{api}/reopen-logs", token, "POST")
+            admin.post("/reopen-logs")
             print("log files reopened")
     except CtlError as exc:
         print(f"loadstone ctl: {exc}", file=sys.stderr)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 import time
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loadstone import systemd
-from loadstone.admin import AdminServer
+from loadstone.admin import AdminBindError, AdminServer
 from loadstone.checks.scheduler import CheckScheduler
 from loadstone.config import ConfigError, load_config
 from loadstone.config.model import Address, Config, GlobalConfig, ListenerConfig
@@ -128,6 +127,7 @@ def _restart_only_changes(
     (YAML path, value kept, value asked for)."""
     restart_only = (
         ("global.admin.bind", running.admin.bind, new.admin.bind),
+        ("global.admin.socket", running.admin.socket, new.admin.socket),
         ("global.workers", running.workers, new.workers),
         ("global.splice", running.splice, new.splice),
         ("global.io_uring", running.io_uring, new.io_uring),
@@ -141,7 +141,7 @@ def _keep_restart_only(running: GlobalConfig, config: Config) -> Config:
     the process reports (and the next reload compares with) is what it runs."""
     kept = replace(
         config.global_,
-        admin=replace(config.global_.admin, bind=running.admin.bind),
+        admin=replace(config.global_.admin, bind=running.admin.bind, socket=running.admin.socket),
         workers=running.workers,
         splice=running.splice,
         io_uring=running.io_uring,
@@ -294,20 +294,17 @@ class Runtime:
         self.checks = scheduler
         scheduler.start()
 
-        if self.config.global_.admin.bind is not None:
-            admin = AdminServer(self, self.config.global_.admin)
+        admin_config = self.config.global_.admin
+        if admin_config.bind is not None or admin_config.socket is not None:
+            admin = AdminServer(self, admin_config)
             try:
                 await admin.start()
-            except OSError as exc:
+            except AdminBindError as exc:
                 for lr in self.listeners.values():
                     for sock in lr.sockets.values():
                         sock.close()
                 await scheduler.stop()
-                raise StartError(
-                    f"global.admin.bind: cannot bind {self.config.global_.admin.bind}: "
-                    f"{(os.strerror(exc.errno) if exc.errno else str(exc)).lower()} "
-                    "(set global.admin.bind to a free address, or null for no admin server)"
-                ) from None
+                raise StartError(str(exc)) from None
             self.admin = admin
 
         for lr in self.listeners.values():

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.conftest import listener_config
 from tests.integration.harness import LOADSTONE, Backend, Loadstone, free_port, wait_for
@@ -168,3 +169,40 @@ def test_each_failure_is_one_clear_line(
 
     line = one_line_error(ctl("status", config=tmp_path / "missing.yaml"))
     assert "missing.yaml: cannot read" in line
+
+
+def test_ctl_talks_over_the_admin_unix_socket(
+    tmp_path: Path, backends: Backends, loadstone: Start
+) -> None:
+    path = tmp_path / "admin.sock"
+    # A socket file left by a process that is gone does not stop the start.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
+        stale.bind(str(path))
+    config = listener_config(backends(1))
+    config["global"]["admin"] = {"socket": str(path)}
+    ls = loadstone(config)
+    # The file ctl reads names the socket and a TCP address nobody listens on:
+    # ctl takes the socket.
+    other = yaml.safe_load(ls.path.read_text())
+    other["global"]["admin"]["bind"] = f"127.0.0.1:{free_port()}"
+    other_path = tmp_path / "via-socket.yaml"
+    other_path.write_text(yaml.safe_dump(other))
+    result = ctl("drain", "web", "s1", config=other_path)
+    assert result.returncode == 0, result.stderr
+    assert ls.server("web", "s1")["state"] == "drain"
+
+    # A second loadstone cannot take a socket the first one accepts on.
+    second = tmp_path / "second.yaml"
+    other["listeners"]["web"]["bind"] = [f"127.0.0.1:{free_port()}"]
+    second.write_text(yaml.safe_dump(other))
+    result = subprocess.run(
+        [str(LOADSTONE), "run", str(second)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 1
+    assert f"loadstone: global.admin.socket: cannot bind {path}: address already in use" in (
+        result.stderr.splitlines()
+    )
+    assert ls.stop() == 0
+    assert not path.exists()  # removed at stop
+    line = one_line_error(ctl("status", config=other_path))
+    assert line.startswith(f"loadstone ctl: cannot reach the admin server at unix:{path}/api/v1")
