@@ -19,6 +19,7 @@ from typing import Any, cast
 from loadstone.config import ConfigError, load_config
 from loadstone.config.model import DEFAULT_ADMIN_PORT, Config, LogFormat
 from loadstone.logtargets.outputs import LogOutputs, LogSetupError, event_formatter
+from loadstone.logtargets.sinks import connected_to_journal
 
 EXIT_CONFIG = 2
 EXIT_START = 1
@@ -51,6 +52,14 @@ def report_config_error(err: ConfigError) -> int:
     return EXIT_CONFIG
 
 
+def report_start_error(message: str) -> None:
+    """One `loadstone: ...` line per problem on stderr; under systemd with the
+    error priority (`<3>`), so `journalctl -p err` shows why the start failed."""
+    prefix = "<3>" if connected_to_journal(sys.stderr.fileno()) else ""
+    for line in message.splitlines():
+        print(f"{prefix}loadstone: {line}", file=sys.stderr, flush=True)
+
+
 def _load(path: str) -> Config | int:
     try:
         return load_config(path)
@@ -65,8 +74,7 @@ async def _run(config: Config, outputs: LogOutputs, path: str) -> int:
     try:
         await runtime.start()
     except StartError as exc:
-        for line in str(exc).splitlines():
-            print(f"loadstone: {line}", file=sys.stderr)
+        report_start_error(str(exc))
         return EXIT_START
     await runtime.serve()
     return 0
@@ -81,7 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             config.global_.log, config.global_.log_format, cast(LogFormat | None, args.log_format)
         )
     except LogSetupError as exc:
-        print(f"loadstone: {exc}", file=sys.stderr)
+        report_start_error(str(exc))
         return EXIT_START
     outputs.install(args.log_level)
     try:
@@ -139,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format",
         choices=["text", "json"],
         default=None,
-        help="session and event log format (default: global.log_format)",
+        help="format of every log output (default: each global.log target's, else "
+        "global.log_format)",
     )
     common(run)
     run.set_defaults(func=cmd_run)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.integration.conftest import listener_config
 from tests.integration.harness import (
@@ -329,3 +330,38 @@ def test_a_file_that_cannot_be_reopened_keeps_the_old_one(
         what="the second line in the old file",
     )
     assert "still writing to the old file" in ls.stderr()
+
+
+def test_a_failed_start_is_an_error_for_journald(tmp_path: Path) -> None:
+    config = listener_config([Backend("a", free_port())])
+    config["global"]["log"] = {"sessions": f"file:{tmp_path / 'no-such-dir' / 'access.log'}"}
+    path = tmp_path / "bad-log.yaml"
+    path.write_text(yaml.safe_dump(config))
+    errors = tmp_path / "stderr"
+    errors.touch()
+    with errors.open("r+b") as err:
+        result = subprocess.run(
+            [str(LOADSTONE), "run", str(path)],
+            stderr=err,
+            timeout=30,
+            env={**os.environ, "JOURNAL_STREAM": journal_stream(errors)},
+        )
+    assert result.returncode == 1
+    assert errors.read_text().splitlines() == [
+        f"<3>loadstone: global.log.sessions: cannot open {tmp_path}/no-such-dir/access.log: "
+        "no such file or directory"
+    ]
+
+
+def test_log_targets_change_only_at_restart(
+    tmp_path: Path, backends: Backends, loadstone: Start
+) -> None:
+    access = tmp_path / "access.log"
+    ls, port = logging_to_file(access, backends, loadstone)
+    config = yaml.safe_load(ls.path.read_text())
+    config["global"]["log"]["sessions"] = "stdout"
+    ls.path.write_text(yaml.safe_dump(config))
+    assert ctl(ls, "reload").returncode == 0
+    assert "reload: global.log changes only at restart" in ls.stderr()
+    who(port)
+    wait_for(access.read_text, what="the session line still in access.log")
