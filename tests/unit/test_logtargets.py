@@ -167,3 +167,19 @@ def test_journal_stream_must_name_the_descriptor(monkeypatch: pytest.MonkeyPatch
     assert not connected_to_journal(write_end)
     os.close(read_end)
     os.close(write_end)
+
+
+def test_stream_on_the_journal_prefixes_every_line_with_its_priority(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    read_end, write_end = os.pipe()
+    st = os.fstat(write_end)
+    monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+    sink = StreamSink(Destination("stderr"), fd=write_end)
+    sink.write("session a\nsession b")
+    sink.write("server web/s1 is DOWN", 4)
+    sink.close()
+    assert os.read(read_end, 4096) == b"<6>session a\n<6>session b\n<4>server web/s1 is DOWN\n"
+    assert (sink.written, sink.dropped) == (3, 0)
+    os.close(read_end)
+    os.close(write_end)

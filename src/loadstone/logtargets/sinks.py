@@ -66,8 +66,12 @@ class Sink:
     def __init__(self, destination: Destination, capacity: int = DEFAULT_CAPACITY) -> None:
         self.destination = destination
         self.capacity = capacity
-        self.dropped = 0  # lines
-        self.written = 0  # lines delivered
+        # Lines dropped, counted by the thread that dropped them: the queue was
+        # full (the caller's, under the lock) or the destination failed (the
+        # writer's), so that neither count loses an increment to the other.
+        self._dropped_full = 0
+        self._dropped_failed = 0
+        self.written = 0  # lines delivered (the writer's count)
         # Lines as (text, severity); a request (reopen, delivered) waits in the
         # line, so it takes effect after the lines written before it.
         self._queue: deque[tuple[str, int] | _Request] = deque()
@@ -85,7 +89,7 @@ class Sink:
         """Queue `text` (one or more lines joined by newlines, no trailing one)."""
         with self._cond:
             if self._queued + len(text) > self.capacity or self._closing:
-                self.dropped += text.count("\n") + 1
+                self._dropped_full += text.count("\n") + 1
                 return
             self._queue.append((text, severity))
             self._queued += len(text)
@@ -104,8 +108,11 @@ class Sink:
     def _request(self, reopen: bool) -> Future[str | None]:
         request = _Request(reopen)
         with self._cond:
-            self._queue.append(request)
-            self._cond.notify()
+            if self._closing:  # the writer is gone or going: nothing to wait for
+                request.done.set_result(None)
+            else:
+                self._queue.append(request)
+                self._cond.notify()
         return request.done
 
     def close(self, timeout: float = 5.0) -> None:
@@ -114,6 +121,10 @@ class Sink:
             self._closing = True
             self._cond.notify()
         self._thread.join(timeout)
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped_full + self._dropped_failed
 
     def status(self) -> dict[str, object]:
         return {
@@ -155,7 +166,7 @@ class Sink:
             self._drop(batch)
 
     def _drop(self, batch: list[tuple[str, int]]) -> None:
-        self.dropped += sum(text.count("\n") + 1 for text, _ in batch)
+        self._dropped_failed += sum(text.count("\n") + 1 for text, _ in batch)
 
     def _report_drops(self) -> None:
         now = time.monotonic()
@@ -345,7 +356,7 @@ class SyslogSink(Sink):
             try:
                 sock.sendall(b"".join(messages))
             except OSError as exc:  # the receiver's framing is lost: start anew
-                self.dropped += len(messages)
+                self._dropped_failed += len(messages)
                 self._failed(f"cannot send: {exc.strerror or exc}")
                 return
             self.written += len(messages)
@@ -357,7 +368,7 @@ class SyslogSink(Sink):
             except OSError as exc:
                 # Refused (no daemon, ICMP port unreachable) or full: this
                 # batch is lost; the next one tries again after RETRY_INTERVAL.
-                self.dropped += len(messages) - i
+                self._dropped_failed += len(messages) - i
                 self._failed(f"cannot send: {exc.strerror or exc}")
                 return
             self.written += 1
