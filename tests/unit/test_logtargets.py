@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -150,9 +151,19 @@ def test_a_full_queue_drops_whole_writes_and_counts_their_lines() -> None:
     assert sink.dropped > 0
     assert sink.dropped % 2 == 0
     drained = bytearray()
-    while sink.written + sink.dropped < 4000:
-        drained += os.read(read_end, 1 << 16)
+    os.set_blocking(read_end, False)
+
+    def read_all() -> bool:
+        """Take what the pipe holds; True once every line is written or dropped."""
+        nonlocal drained
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(read_end, 1 << 16):
+                drained += chunk
+        return sink.written + sink.dropped == 4000
+
+    wait_until(read_all)
     sink.close()
+    read_all()
     os.close(read_end)
     os.close(write_end)
     assert drained.count(b"\n") == sink.written
