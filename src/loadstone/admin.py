@@ -1,5 +1,6 @@
-"""The admin server (aiohttp, on global.admin.bind): status API, metrics, the
-stats page, and the write API that changes the running data path.
+"""The admin server (aiohttp, on global.admin.bind and/or the unix socket
+global.admin.socket): status API, metrics, the stats page, and the write API
+that changes the running data path.
 
 Everything read here is read on demand from the runtime's live objects: no
 counter is pushed to Prometheus per packet or per session; a scrape walks the
@@ -13,7 +14,12 @@ global.admin.token_file set, every write needs `Authorization: Bearer <token>`:
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hmac
+import os
+import socket
+import stat
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from importlib import resources
@@ -92,6 +98,7 @@ def status_document(runtime: RuntimeView) -> dict[str, Any]:
         "datapath": datapath.IMPLEMENTATION,
         "uptime": round(time.time() - runtime.started_at, 3),
         "reload": runtime.reload_report.as_dict(),
+        "logs": runtime.log_status(),
         "listeners": {name: listener_status(lr) for name, lr in runtime.listeners.items()},
     }
 
@@ -220,6 +227,33 @@ def _json(doc: Any) -> web.Response:
 RUNTIME_KEY: web.AppKey[RuntimeView] = web.AppKey("runtime")
 
 
+class AdminBindError(Exception):
+    """The admin server cannot listen; the message starts with the YAML path."""
+
+
+def _reason(exc: OSError) -> str:
+    return (os.strerror(exc.errno) if exc.errno else str(exc)).lower()
+
+
+def remove_stale_socket(path: str) -> None:
+    """Remove the socket a previous run left behind, so that binding works; an
+    OSError (EADDRINUSE) if a running process still accepts on it, or if the
+    path is something else than a socket."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FileExistsError(errno.EEXIST, "exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)  # nobody accepts: left by a process that is gone
+            return
+    raise OSError(errno.EADDRINUSE, "another process accepts on it")  # a second loadstone
+
+
 class AdminServer:
     def __init__(self, runtime: RuntimeView, config: AdminConfig) -> None:
         self.runtime = runtime
@@ -237,16 +271,33 @@ class AdminServer:
         r.add_post(server_path + "/weight", self.post_weight)
         r.add_post(server_path + "/shutdown-sessions", self.post_shutdown_sessions)
         r.add_post("/api/v1/reload", self.post_reload)
+        r.add_post("/api/v1/reopen-logs", self.post_reopen_logs)
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
-        assert self.config.bind is not None
+        """Listen on the address and the socket configured; AdminBindError
+        (nothing left listening) when one cannot be bound."""
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, self.config.bind.host, self.config.bind.port)
+        bind, path = self.config.bind, self.config.socket
         try:
-            await site.start()
-        except OSError:
+            if bind is not None:
+                try:
+                    await web.TCPSite(self.runner, bind.host, bind.port).start()
+                except OSError as exc:
+                    raise AdminBindError(
+                        f"global.admin.bind: cannot bind {bind}: {_reason(exc)} "
+                        "(set global.admin.bind to a free address, or null for no admin server)"
+                    ) from None
+            if path is not None:
+                try:
+                    remove_stale_socket(path)
+                    await web.UnixSite(self.runner, path).start()
+                except OSError as exc:
+                    raise AdminBindError(
+                        f"global.admin.socket: cannot bind {path}: {_reason(exc)}"
+                    ) from None
+        except AdminBindError:
             await self.runner.cleanup()
             self.runner = None
             raise
@@ -255,6 +306,9 @@ class AdminServer:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
+            if self.config.socket is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.config.socket)
 
     async def get_status(self, request: web.Request) -> web.Response:
         return _json(status_document(self.runtime))
@@ -317,6 +371,14 @@ class AdminServer:
         return web.Response(
             status=200 if report.ok else 422,
             body=orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2),
+            content_type="application/json",
+        )
+
+    async def post_reopen_logs(self, request: web.Request) -> web.Response:
+        errors = await self.runtime.reopen_logs()
+        return web.Response(
+            status=500 if errors else 200,
+            body=orjson.dumps({"ok": not errors, "errors": errors}),
             content_type="application/json",
         )
 

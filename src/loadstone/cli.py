@@ -13,44 +13,23 @@ import asyncio
 import logging
 import os
 import sys
-import time
 from collections.abc import Coroutine, Sequence
-from typing import Any
-
-import orjson
+from typing import Any, cast
 
 from loadstone.config import ConfigError, load_config
-from loadstone.config.model import Config
+from loadstone.config.model import DEFAULT_ADMIN_PORT, Config, LogFormat
 from loadstone.importers.haproxy import command as import_command
+from loadstone.logtargets.outputs import LogOutputs, LogSetupError, event_formatter
+from loadstone.logtargets.sinks import connected_to_journal
 
 EXIT_CONFIG = 2
 EXIT_START = 1
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "time": record.created,
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(doc).decode()
-
-
-def setup_logging(fmt: str, level: str) -> None:
+def setup_logging(fmt: LogFormat, level: str) -> None:
+    """Events to stderr, written in the caller's thread (check, demo)."""
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        formatter = logging.Formatter(
-            "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s",
-            datefmt="%Y-%m-%dT%H:%M:%S",
-        )
-        formatter.converter = time.gmtime
-        handler.setFormatter(formatter)
+    handler.setFormatter(event_formatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -74,6 +53,14 @@ def report_config_error(err: ConfigError) -> int:
     return EXIT_CONFIG
 
 
+def report_start_error(message: str) -> None:
+    """One `loadstone: ...` line per problem on stderr; under systemd with the
+    error priority (`<3>`), so `journalctl -p err` shows why the start failed."""
+    prefix = "<3>" if connected_to_journal(sys.stderr.fileno()) else ""
+    for line in message.splitlines():
+        print(f"{prefix}loadstone: {line}", file=sys.stderr, flush=True)
+
+
 def _load(path: str) -> Config | int:
     try:
         return load_config(path)
@@ -81,15 +68,14 @@ def _load(path: str) -> Config | int:
         return report_config_error(err)
 
 
-async def _run(config: Config, log_format: str | None, path: str) -> int:
+async def _run(config: Config, outputs: LogOutputs, path: str) -> int:
     from loadstone.runtime import Runtime, StartError
 
-    runtime = Runtime(config, log_format, config_path=path)
+    runtime = Runtime(config, config_path=path, log_outputs=outputs)
     try:
         await runtime.start()
     except StartError as exc:
-        for line in str(exc).splitlines():
-            print(f"loadstone: {line}", file=sys.stderr)
+        report_start_error(str(exc))
         return EXIT_START
     await runtime.serve()
     return 0
@@ -99,8 +85,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if isinstance(config, int):
         return config
-    setup_logging(args.log_format or config.global_.log_format, args.log_level)
-    return run_loop(_run(config, args.log_format, args.config), args.loop)
+    try:
+        outputs = LogOutputs.open(
+            config.global_.log, config.global_.log_format, cast(LogFormat | None, args.log_format)
+        )
+    except LogSetupError as exc:
+        report_start_error(str(exc))
+        return EXIT_START
+    outputs.install(args.log_level)
+    try:
+        return run_loop(_run(config, outputs, args.config), args.loop)
+    finally:
+        outputs.close()
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -116,7 +112,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from loadstone.demo import run_demo
 
     setup_logging("text", args.log_level)
-    return run_loop(run_demo(), args.loop)
+    return run_loop(run_demo(args.port, args.admin_port), args.loop)
+
+
+def port_number(text: str) -> int:
+    port = int(text)
+    if not 1 <= port <= 65535 - 3:
+        raise argparse.ArgumentTypeError(f"must be 1-65532, got {port}")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-format",
         choices=["text", "json"],
         default=None,
-        help="session and event log format (default: global.log_format)",
+        help="format of every log output (default: each global.log target's, else "
+        "global.log_format)",
     )
     common(run)
     run.set_defaults(func=cmd_run)
@@ -164,6 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     import_command.add_arguments(importer)
 
     demo = sub.add_parser("demo", help="run the embedded demo: three backends and a proxy")
+    demo.add_argument(
+        "--port",
+        type=port_number,
+        help="the proxy's port (default 8080); the backends take the next three",
+    )
+    demo.add_argument(
+        "--admin-port",
+        type=port_number,
+        help=f"the admin server's port (default {DEFAULT_ADMIN_PORT})",
+    )
     common(demo)
     demo.set_defaults(func=cmd_demo)
     return parser

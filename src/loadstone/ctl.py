@@ -1,28 +1,43 @@
 """`loadstone ctl`: the admin API from the command line, so nobody needs curl.
 
-    loadstone ctl status                       # a table of listeners and servers
+    loadstone ctl status [--watch [SECONDS]]   # a table of listeners and servers
     loadstone ctl drain galera db1             # ready | drain | maint
     loadstone ctl weight keystone ctl2 50
     loadstone ctl shutdown-sessions galera db1
-    loadstone ctl reload
+    loadstone ctl drain-node ctl2 --wait       # every server named (or at) ctl2
+    loadstone ctl ready-node ctl2
+    loadstone ctl reload                       # exit 1 when the file is rejected
+    loadstone ctl reopen-logs                  # after logrotate moved the log files
 
-The admin address and token come from --url/--token-file, or from the
-configuration file given with -c (global.admin.bind and token_file).
+The admin address and token come from --url/--token-file, else from the
+configuration file (global.admin.socket or bind, and token_file): the one given
+with -c, else $LOADSTONE_CONFIG, else /etc/loadstone/loadstone.yaml when it
+exists. With global.admin.socket set, ctl talks HTTP over that unix socket.
+Every failure is one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import os
+import socket
 import sys
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from loadstone.config import ConfigError, load_config
+from loadstone.config.model import DEFAULT_ADMIN_PORT
+from loadstone.systemd import credential_path
 
-DEFAULT_URL = "http://127.0.0.1:9100"
+DEFAULT_URL = f"http://127.0.0.1:{DEFAULT_ADMIN_PORT}"
+DEFAULT_CONFIG = "/etc/loadstone/loadstone.yaml"
+# How often --wait and --watch read the status.
+POLL_INTERVAL = 0.5
 
 
 class CtlError(Exception):
@@ -31,11 +46,24 @@ class CtlError(Exception):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help=f"admin server URL (default {DEFAULT_URL})")
-    parser.add_argument("-c", "--config", help="take the admin address and token from this file")
+    parser.add_argument(
+        "-c",
+        "--config",
+        help="take the admin address and token from this file "
+        f"(default: $LOADSTONE_CONFIG, else {DEFAULT_CONFIG})",
+    )
     parser.add_argument("--token-file", help="file holding the admin bearer token")
     sub = parser.add_subparsers(dest="action", required=True)
     status = sub.add_parser("status", help="listeners and servers at a glance")
     status.add_argument("--json", action="store_true", help="print the raw status document")
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        const=2.0,
+        type=float,
+        metavar="SECONDS",
+        help="print the table again every SECONDS (2) until Ctrl-C",
+    )
     for state in ("ready", "drain", "maint"):
         p = sub.add_parser(state, help=f"set a server's admin state to {state}")
         p.add_argument("listener")
@@ -47,57 +75,154 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     shut = sub.add_parser("shutdown-sessions", help="close a server's open sessions")
     shut.add_argument("listener")
     shut.add_argument("server")
-    sub.add_parser("reload", help="reload the configuration file (as SIGHUP does)")
+    drain_node = sub.add_parser(
+        "drain-node",
+        help="drain every server of a host in every listener (by server name or address host)",
+    )
+    drain_node.add_argument("node")
+    drain_node.add_argument(
+        "--wait", action="store_true", help="wait until the node's sessions have ended"
+    )
+    drain_node.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --wait: give up (exit 1) after this long (300)",
+    )
+    ready_node = sub.add_parser("ready-node", help="set every server of a host ready again")
+    ready_node.add_argument("node")
+    sub.add_parser(
+        "reload", help="reload the configuration file (as SIGHUP does); exit 1 if rejected"
+    )
+    sub.add_parser("reopen-logs", help="reopen the log files (as SIGUSR1 does)")
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str | None]:
-    url, token_file = args.url, args.token_file
-    if args.config:
+def config_path(given: str | None) -> str | None:
+    """The configuration file ctl reads: -c, $LOADSTONE_CONFIG, the default path."""
+    if given:
+        return given
+    from_env = os.environ.get("LOADSTONE_CONFIG")
+    if from_env:
+        return from_env
+    return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over a unix stream socket: the admin server's global.admin.socket."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
         try:
-            config = load_config(args.config)
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class UnixHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.socket_path = path
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        def connect(_host: str, timeout: float = 30.0, **_: Any) -> UnixHTTPConnection:
+            return UnixHTTPConnection(self.socket_path, timeout)
+
+        return self.do_open(connect, req)
+
+
+class AdminClient:
+    """The admin API of one running loadstone, over TCP or its unix socket."""
+
+    def __init__(self, url: str, token: str | None, socket_path: str | None = None) -> None:
+        self.token = token
+        if socket_path is not None:
+            self.base = "http://localhost/api/v1"
+            self.where = f"unix:{socket_path}"
+            self.opener = urllib.request.build_opener(UnixHTTPHandler(socket_path))
+        else:
+            self.base = f"{url.rstrip('/')}/api/v1"
+            self.where = self.base.removesuffix("/api/v1")
+            self.opener = urllib.request.build_opener()
+
+    def get(self, route: str) -> Any:
+        return self.request(route)
+
+    def post(self, route: str, body: Any = None) -> Any:
+        return self.request(route, "POST", body)
+
+    def request(self, route: str, method: str = "GET", body: Any = None) -> Any:
+        url = f"{self.base}{route}"
+        shown = f"{self.where}/api/v1{route}"
+        data = (
+            json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
+        )
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with self.opener.open(req, timeout=30) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise CtlError(f"{method} {shown}: HTTP {exc.code}: {_refusal(exc)}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CtlError(f"cannot reach the admin server at {shown}: {reason}") from None
+
+
+def _refusal(exc: urllib.error.HTTPError) -> str:
+    """What the admin server said when it refused a request."""
+    try:
+        doc = json.loads(exc.read())
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and "errors" in doc:
+        message = "; ".join(doc["errors"]) or "rejected"
+    elif isinstance(doc, dict) and "error" in doc:
+        message = str(doc["error"])
+    else:
+        message = str(exc.reason)
+    if exc.code in (401, 403):
+        message += " (the token comes from --token-file or global.admin.token_file)"
+    return message
+
+
+def client(args: argparse.Namespace) -> AdminClient:
+    """The admin server to talk to: --url, else the configuration's unix socket,
+    else its TCP address, else the default; the token likewise."""
+    url, token_file, socket_path = args.url, args.token_file, None
+    path = config_path(args.config)
+    if path is not None:
+        try:
+            config = load_config(path)
         except ConfigError as err:
-            raise CtlError("\n".join(err.problems)) from None
-        bind = config.global_.admin.bind
-        if bind is None:
-            raise CtlError(f"{args.config}: global.admin.bind is null: no admin server")
-        host = "127.0.0.1" if bind.host in ("0.0.0.0", "*", "") else bind.host
-        host = f"[{host}]" if ":" in host else host
-        url = url or f"http://{host}:{bind.port}"
-        token_file = token_file or config.global_.admin.token_file
+            raise CtlError("; ".join(err.problems)) from None
+        admin = config.global_.admin
+        if url is None and admin.socket is not None:
+            socket_path = admin.socket
+        elif url is None and admin.bind is None:
+            raise CtlError(f"{path}: global.admin.bind is null: no admin server")
+        elif admin.bind is not None:
+            host = "127.0.0.1" if admin.bind.host in ("0.0.0.0", "*", "") else admin.bind.host
+            host = f"[{host}]" if ":" in host else host
+            url = url or f"http://{host}:{admin.bind.port}"
+        token_file = token_file or admin.token_file
     token = None
     if token_file:
         try:
-            with open(token_file) as f:
+            with open(credential_path(token_file)) as f:
                 token = f.read().strip()
         except OSError as exc:
             raise CtlError(f"cannot read token file {token_file}: {exc.strerror}") from None
-    return (url or DEFAULT_URL).rstrip("/"), token
-
-
-def request(url: str, token: str | None, method: str = "GET", body: Any = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else (b"" if method == "POST" else None)
-    req = urllib.request.Request(url, data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=30) as response:
-            return json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        try:
-            doc = json.loads(exc.read())
-        except ValueError:
-            doc = None
-        if isinstance(doc, dict) and "errors" in doc:
-            message = "\n".join(doc["errors"]) or "rejected"
-        elif isinstance(doc, dict) and "error" in doc:
-            message = doc["error"]
-        else:
-            message = exc.reason
-        raise CtlError(f"{method} {url}: HTTP {exc.code}: {message}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise CtlError(f"cannot reach the admin server at {url}: {reason}") from None
+    return AdminClient(url or DEFAULT_URL, token, socket_path)
 
 
 def format_status(doc: dict[str, Any]) -> str:
@@ -156,21 +281,103 @@ SERVER_ACTIONS: dict[str, ServerAction] = {
 }
 
 
+def known(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+def check_server(doc: dict[str, Any], listener: str, server: str) -> None:
+    """Name what exists when asked for a listener or server that does not."""
+    listeners = doc["listeners"]
+    if listener not in listeners:
+        raise CtlError(f"no listener {listener!r}; known listeners: {known(listeners)}")
+    servers = listeners[listener]["servers"]
+    if server not in servers:
+        raise CtlError(
+            f"no server {server!r} in listener {listener}; known servers: {known(servers)}"
+        )
+
+
+def node_servers(doc: dict[str, Any], node: str) -> list[tuple[str, str]]:
+    """(listener, server) of every server named `node` or whose address host is
+    `node`, in every listener: one controller of the cluster."""
+    found = []
+    for lname, listener in doc["listeners"].items():
+        for sname, server in listener["servers"].items():
+            host = server["address"].rsplit(":", 1)[0].strip("[]")
+            if node in (sname, host):
+                found.append((lname, sname))
+    if not found:
+        names = {s for listener in doc["listeners"].values() for s in listener["servers"]}
+        raise CtlError(
+            f"no server named or at {node!r} in any listener; known servers: {known(names)}"
+        )
+    return found
+
+
+def set_node_state(admin: AdminClient, node: str, state: str) -> list[tuple[str, str]]:
+    servers = node_servers(admin.get("/status"), node)
+    for lname, sname in servers:
+        admin.post(f"/listeners/{lname}/servers/{sname}/state", {"state": state})
+        print(f"{lname}/{sname}: {state}")
+    return servers
+
+
+def wait_drained(admin: AdminClient, servers: list[tuple[str, str]], timeout: float) -> None:
+    """Until the servers carry no session, or raise CtlError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listeners = admin.get("/status")["listeners"]
+        left = {
+            f"{lname}/{sname}": listeners[lname]["servers"][sname]["sessions"]
+            for lname, sname in servers
+            if sname in listeners.get(lname, {}).get("servers", {})
+        }
+        if not any(left.values()):
+            print("drained: no session left")
+            return
+        if time.monotonic() >= deadline:
+            busy = ", ".join(f"{name} {n}" for name, n in left.items() if n)
+            raise CtlError(f"timed out after {timeout:g}s; sessions still open: {busy}")
+        time.sleep(POLL_INTERVAL)
+
+
+def watch_status(admin: AdminClient, every: float) -> None:
+    while True:
+        table = format_status(admin.get("/status"))
+        stamp = time.strftime("%H:%M:%S")
+        # Clear the screen and home the cursor (ANSI), as watch(1) does.
+        sys.stdout.write(f"\x1b[H\x1b[2J{stamp}  every {every:g}s, Ctrl-C to stop\n{table}\n")
+        sys.stdout.flush()
+        time.sleep(every)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
-        url, token = _target(args)
-        api = f"{url}/api/v1"
+        admin = client(args)
         if args.action == "status":
-            doc = request(f"{api}/status", token)
+            if args.watch:
+                watch_status(admin, args.watch)
+            doc = admin.get("/status")
             print(json.dumps(doc, indent=2) if args.json else format_status(doc))
         elif args.action in SERVER_ACTIONS:
+            check_server(admin.get("/status"), args.listener, args.server)
             endpoint, body, show = SERVER_ACTIONS[args.action](args)
-            path = f"{api}/listeners/{args.listener}/servers/{args.server}/{endpoint}"
-            print(f"{args.listener}/{args.server}: {show(request(path, token, 'POST', body))}")
+            route = f"/listeners/{args.listener}/servers/{args.server}/{endpoint}"
+            print(f"{args.listener}/{args.server}: {show(admin.post(route, body))}")
+        elif args.action in ("drain-node", "ready-node"):
+            state = "drain" if args.action == "drain-node" else "ready"
+            servers = set_node_state(admin, args.node, state)
+            if state == "drain" and args.wait:
+                wait_drained(admin, servers, args.timeout)
         elif args.action == "reload":
-            r = request(f"{api}/reload", token, "POST")
+            r = admin.post("/reload")
             print(f"reloaded: configuration generation {r['generation']}")
+        elif args.action == "reopen-logs":
+            admin.post("/reopen-logs")
+            print("log files reopened")
     except CtlError as exc:
         print(f"loadstone ctl: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the end of --watch
+        return 0
     return 0

@@ -2,24 +2,44 @@
 
 It starts three small HTTP backends in this process (on the addresses the demo
 configuration names), the proxy in front of them, prints where to look, and
-stops cleanly on Ctrl-C (SIGINT) or SIGTERM.
+stops cleanly on Ctrl-C (SIGINT) or SIGTERM. `--port P` moves the proxy to P and
+the backends to P+1..P+3; `--admin-port` moves the admin server.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from dataclasses import replace
 from importlib import resources
 
 from aiohttp import web
 
 from loadstone.config import ConfigError, parse_config
-from loadstone.config.model import Config, ServerConfig
+from loadstone.config.model import Address, Config, ServerConfig
 from loadstone.runtime import Runtime, StartError
 
 
-def demo_config() -> Config:
+def demo_config(port: int | None = None, admin_port: int | None = None) -> Config:
     text = resources.files("loadstone").joinpath("configs/demo.yaml").read_text()
-    return parse_config(text, source="demo.yaml")
+    config = parse_config(text, source="demo.yaml")
+    if port is not None:
+        listeners = tuple(
+            replace(
+                listener,
+                bind=(Address("127.0.0.1", port),),
+                servers=tuple(
+                    replace(s, address=Address("127.0.0.1", port + 1 + i))
+                    for i, s in enumerate(listener.servers)
+                ),
+            )
+            for listener in config.listeners
+        )
+        config = replace(config, listeners=listeners)
+    if admin_port is not None:
+        admin = replace(config.global_.admin, bind=Address("127.0.0.1", admin_port))
+        config = replace(config, global_=replace(config.global_, admin=admin))
+    return config
 
 
 def backend_app(server: ServerConfig) -> web.Application:
@@ -41,9 +61,9 @@ def backend_app(server: ServerConfig) -> web.Application:
     return app
 
 
-async def run_demo() -> int:
+async def run_demo(port: int | None = None, admin_port: int | None = None) -> int:
     try:
-        config = demo_config()
+        config = demo_config(port, admin_port)
     except ConfigError as err:  # only if the packaged file were broken
         print("\n".join(err.problems), file=sys.stderr)
         return 2
@@ -58,9 +78,10 @@ async def run_demo() -> int:
                 try:
                     await site.start()
                 except OSError as exc:
+                    why = os.strerror(exc.errno) if exc.errno else str(exc)
                     print(
                         f"loadstone demo: cannot start backend {server.name} on "
-                        f"{server.address}: {exc.strerror or exc}",
+                        f"{server.address}: {why.lower()} (try --port)",
                         file=sys.stderr,
                     )
                     return 1
@@ -69,6 +90,7 @@ async def run_demo() -> int:
             await runtime.start()
         except StartError as exc:
             print(f"loadstone demo: {exc}", file=sys.stderr)
+            print("loadstone demo: --port and --admin-port choose other ports", file=sys.stderr)
             return 1
         admin = config.global_.admin.bind
         for listener in config.listeners:

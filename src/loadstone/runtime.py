@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loadstone import systemd
-from loadstone.admin import AdminServer
+from loadstone.admin import AdminBindError, AdminServer
 from loadstone.checks.scheduler import CheckScheduler
 from loadstone.config import ConfigError, load_config
 from loadstone.config.model import Address, Config, GlobalConfig, ListenerConfig
@@ -37,6 +37,7 @@ from loadstone.datapath import TcpFrontend, http_frontend
 from loadstone.datapath import configure as configure_datapath
 from loadstone.datapath.seam import Frontend
 from loadstone.listeners.binding import BindError, bind_address
+from loadstone.logtargets.outputs import LogOutputs
 from loadstone.server import Pool
 from loadstone.sessionlog import SessionLog
 
@@ -110,7 +111,7 @@ def read_token(path: str | None) -> str | None:
     if path is None:
         return None
     try:
-        with open(path) as f:
+        with open(systemd.credential_path(path)) as f:
             token = f.read().strip()
     except OSError as exc:
         raise StartError(f"global.admin.token_file: cannot read {path}: {exc.strerror}") from None
@@ -127,9 +128,11 @@ def _restart_only_changes(
     (YAML path, value kept, value asked for)."""
     restart_only = (
         ("global.admin.bind", running.admin.bind, new.admin.bind),
+        ("global.admin.socket", running.admin.socket, new.admin.socket),
         ("global.workers", running.workers, new.workers),
         ("global.splice", running.splice, new.splice),
         ("global.io_uring", running.io_uring, new.io_uring),
+        ("global.log", running.log, new.log),
     )
     return [change for change in restart_only if change[1] != change[2]]
 
@@ -139,23 +142,32 @@ def _keep_restart_only(running: GlobalConfig, config: Config) -> Config:
     the process reports (and the next reload compares with) is what it runs."""
     kept = replace(
         config.global_,
-        admin=replace(config.global_.admin, bind=running.admin.bind),
+        admin=replace(config.global_.admin, bind=running.admin.bind, socket=running.admin.socket),
         workers=running.workers,
         splice=running.splice,
         io_uring=running.io_uring,
+        log=running.log,
     )
     return replace(config, global_=kept)
 
 
 class Runtime:
     def __init__(
-        self, config: Config, log_format: str | None = None, config_path: str | None = None
+        self,
+        config: Config,
+        log_format: str | None = None,
+        config_path: str | None = None,
+        log_outputs: LogOutputs | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
-        self.sessionlog = SessionLog(
-            log_format or config.global_.log_format  # type: ignore[arg-type]
-        )
+        self.log_outputs = log_outputs  # None: sessions to stdout, events as set up
+        if log_outputs is not None:
+            self.sessionlog = SessionLog(log_outputs.sessions_format, sink=log_outputs.sessions)
+        else:
+            self.sessionlog = SessionLog(
+                log_format or config.global_.log_format  # type: ignore[arg-type]
+            )
         self.listeners: dict[str, ListenerRuntime] = {}
         self.retired: list[Frontend] = []  # of removed listeners or switched paths, draining
         self.checks: CheckScheduler | None = None
@@ -283,19 +295,17 @@ class Runtime:
         self.checks = scheduler
         scheduler.start()
 
-        if self.config.global_.admin.bind is not None:
-            admin = AdminServer(self, self.config.global_.admin)
+        admin_config = self.config.global_.admin
+        if admin_config.bind is not None or admin_config.socket is not None:
+            admin = AdminServer(self, admin_config)
             try:
                 await admin.start()
-            except OSError as exc:
+            except AdminBindError as exc:
                 for lr in self.listeners.values():
                     for sock in lr.sockets.values():
                         sock.close()
                 await scheduler.stop()
-                raise StartError(
-                    f"global.admin.bind: cannot bind {self.config.global_.admin.bind}: "
-                    f"{(exc.strerror or str(exc)).lower()}"
-                ) from None
+                raise StartError(str(exc)) from None
             self.admin = admin
 
         for lr in self.listeners.values():
@@ -315,16 +325,21 @@ class Runtime:
         )
 
     async def serve(self) -> None:
-        """Run until SIGTERM/SIGINT, then stop gracefully. SIGHUP reloads."""
+        """Run until SIGTERM/SIGINT, then stop gracefully. SIGHUP reloads,
+        SIGUSR1 reopens the log files (logrotate's postrotate)."""
         loop = asyncio.get_running_loop()
         self._stop_requested = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        loop.add_signal_handler(signal.SIGUSR1, self._on_sigusr1)
+        watchdog = systemd.start_watchdog(loop)
         try:
             await self._stop_requested.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            if watchdog is not None:
+                watchdog.cancel()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
         await self.stop(self.config.global_.grace)
 
@@ -336,6 +351,23 @@ class Runtime:
         task = asyncio.get_running_loop().create_task(self.reload())
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
+    def _on_sigusr1(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reopen_logs())
+        task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+
+    async def reopen_logs(self) -> list[str]:
+        """Reopen the log files; the errors of those that kept the old file."""
+        if self.log_outputs is None:
+            return []
+        errors = await self.log_outputs.reopen()
+        if not errors:
+            log.info("log files reopened")
+        return errors
+
+    def log_status(self) -> dict[str, Any] | None:
+        """Lines written and dropped per log destination."""
+        return self.log_outputs.status() if self.log_outputs is not None else None
+
     # -- reload ----------------------------------------------------------------------
 
     async def reload(self) -> ReloadReport:
@@ -346,6 +378,10 @@ class Runtime:
                 report = await self._reload()
             finally:
                 systemd.notify("READY=1")
+            if self.log_outputs is not None:
+                # What the reload logged (a rejection's reasons) is out before it
+                # is answered: `systemctl reload` returns after the journal has it.
+                await self.log_outputs.events_delivered(timeout=1.0)
             return report
 
     async def _reload(self) -> ReloadReport:

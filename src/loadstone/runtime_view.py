@@ -62,3 +62,11 @@ class RuntimeView(Protocol):
     async def reload(self) -> ReloadState:
         """Load the configuration file again and apply it, or change nothing."""
         ...
+
+    async def reopen_logs(self) -> list[str]:
+        """Reopen the log files; the errors of those that kept the old file."""
+        ...
+
+    def log_status(self) -> dict[str, Any] | None:
+        """Lines written and dropped per log destination (None: not tracked)."""
+        ...

@@ -1,11 +1,15 @@
-"""One log line per finished session, on standard output.
+"""One log line per finished session, to global.log.sessions (standard output
+by default).
 
 A listener's `log` says which: `all`, `errors` (only what did not end the
 normal way, `logged` below) or `none`.
 
 Lines are collected and written in batches (at most every FLUSH_INTERVAL, or at
 BATCH_LINES lines): a proxy handling tens of thousands of short sessions a
-second must not pay a write(2) per session. `flush()` is called on stop.
+second must not pay a write(2) per session. `flush()` is called on stop. With a
+sink (loadstone.logtargets.sinks), a batch is handed to its writer thread and
+the event loop never waits for the destination; without one (tests, tools) it is
+written to `stream`.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import TextIO
 import orjson
 
 from loadstone.config.model import LogFormat, SessionLogging
+from loadstone.logtargets.sinks import Sink
 
 FLUSH_INTERVAL = 0.25
 BATCH_LINES = 512
@@ -41,9 +46,12 @@ def logged(mode: SessionLogging, end: str, status: int | None = None) -> bool:
 
 
 class SessionLog:
-    def __init__(self, fmt: LogFormat = "text", stream: TextIO | None = None) -> None:
+    def __init__(
+        self, fmt: LogFormat = "text", stream: TextIO | None = None, sink: Sink | None = None
+    ) -> None:
         self.format = fmt
         self.stream = stream or sys.stdout
+        self.sink = sink
         self.lines: list[str] = []
         self._flush_handle: asyncio.TimerHandle | None = None
 
@@ -154,11 +162,15 @@ class SessionLog:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        if self.lines:
+        if not self.lines:
+            return
+        if self.sink is not None:
+            self.sink.write("\n".join(self.lines))
+        else:
             self.lines.append("")
             self.stream.write("\n".join(self.lines))
             self.stream.flush()
-            self.lines.clear()
+        self.lines.clear()
 
 
 def _stamp(now: float) -> str:

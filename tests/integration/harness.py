@@ -71,6 +71,17 @@ def wait_for(
         time.sleep(interval)
 
 
+def port_bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """Can a TCP socket bind this port now (nobody listens on it nor holds it
+    as a connection's local port)?"""
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def port_open(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import socket
 import subprocess
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.integration.conftest import listener_config
-from tests.integration.harness import LOADSTONE, ROOT, Backend, free_port, port_open, run_check
+from tests.integration.harness import (
+    LOADSTONE,
+    ROOT,
+    Backend,
+    free_port,
+    port_bindable,
+    port_open,
+    run_check,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -55,11 +69,17 @@ def test_invalid_yaml_exits_2(tmp_path: Path) -> None:
     assert result.stderr.strip()
 
 
-def test_address_in_use_is_one_clear_line(tmp_path: Path) -> None:
+@contextmanager
+def listening_port() -> Iterator[int]:
+    """A loopback port with a socket listening on it: taken for anyone else."""
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        port = busy.getsockname()[1]
+        yield busy.getsockname()[1]
+
+
+def test_address_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with listening_port() as port:
         other = free_port()
         config = listener_config([Backend("a", free_port())], port=port)
         config["listeners"]["second"] = {
@@ -134,35 +154,71 @@ def test_freebind_binds_an_address_not_on_this_host(tmp_path: Path) -> None:
     assert vip in listening
 
 
-def test_demo_serves_round_robin_and_stops_on_ctrl_c() -> None:
-    import json
-    import signal
-    import urllib.request
-
-    from tests.integration.harness import wait_for
-
-    with subprocess.Popen(
-        [str(LOADSTONE), "demo"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    ) as proc:
+@contextmanager
+def running_demo(errors: Path, port: int = 8080, admin: int = 6956) -> Iterator[None]:
+    """`loadstone demo` on these ports, its banner read and every backend up;
+    stopped with Ctrl-C (SIGINT) after the block, which must end it with 0."""
+    args = ["--port", str(port), "--admin-port", str(admin)]
+    if (port, admin) == (8080, 6956):
+        args = []  # the defaults, as a first-time user runs it
+    with (
+        errors.open("w") as err,
+        subprocess.Popen(
+            [str(LOADSTONE), "demo", *args], stdout=subprocess.PIPE, stderr=err, text=True
+        ) as proc,
+    ):
         try:
             assert proc.stdout is not None
             banner = [proc.stdout.readline() for _ in range(4)]
-            assert banner[0].startswith("proxy    http://127.0.0.1:8080/")
-            assert "http://127.0.0.1:9100/api/v1/status" in banner[1]
+            assert banner[0].startswith(f"proxy    http://127.0.0.1:{port}/"), errors.read_text()
+            assert f"http://127.0.0.1:{admin}/api/v1/status" in banner[1]
 
             def all_up() -> bool:
-                with urllib.request.urlopen("http://127.0.0.1:9100/api/v1/status") as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{admin}/api/v1/status") as r:
                     servers = json.loads(r.read())["listeners"]["demo"]["servers"]
                 return all(s["state"] == "up" for s in servers.values())
 
             wait_for(all_up, timeout=10)
-            seen = []
-            for _ in range(4):
-                with urllib.request.urlopen("http://127.0.0.1:8080/") as r:
-                    seen.append(r.read().decode().split()[2])
-            assert sorted(seen) == ["web1", "web2", "web3", "web3"]  # web3 has weight 2
+            yield
             proc.send_signal(signal.SIGINT)
             assert proc.wait(10) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_demo_serves_round_robin_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    with running_demo(tmp_path / "demo.err"):
+        seen = []
+        for _ in range(4):
+            with urllib.request.urlopen("http://127.0.0.1:8080/") as r:
+                seen.append(r.read().decode().split()[2])
+        assert sorted(seen) == ["web1", "web2", "web3", "web3"]  # web3 has weight 2
+
+
+def test_demo_on_other_ports(tmp_path: Path) -> None:
+    # The proxy's port and the three after it (the backends), all free.
+    while True:
+        port = free_port()
+        if port < 65530 and all(port_bindable(port + i) for i in (1, 2, 3)):
+            break
+    with (
+        running_demo(tmp_path / "demo.err", port, free_port()),
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/") as r,
+    ):
+        assert r.read().startswith(b"Hello from web")
+
+
+def test_admin_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with listening_port() as taken:
+        config = listener_config([Backend("a", free_port())])
+        config["global"]["admin"] = {"bind": f"127.0.0.1:{taken}"}
+        path = tmp_path / "admin-in-use.yaml"
+        path.write_text(yaml.safe_dump(config))
+        result = run(path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith("loadstone:")] == [
+        f"loadstone: global.admin.bind: cannot bind 127.0.0.1:{taken}: address already in use "
+        "(set global.admin.bind to a free address, or null for no admin server)"
+    ]

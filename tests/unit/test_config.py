@@ -150,9 +150,9 @@ BAD = [
         id="bind-wildcard-conflict",
     ),
     pytest.param(
-        doc(listener={"bind": ["127.0.0.1:9100"]}),
+        doc(listener={"bind": ["127.0.0.1:6956"]}),
         f"{WEB}.bind[0]",
-        "127.0.0.1:9100 is already bound by global.admin.bind",
+        "127.0.0.1:6956 is already bound by global.admin.bind",
         id="bind-admin-port",
     ),
     # --- listener scalars
@@ -768,7 +768,7 @@ def test_builtin_defaults_without_defaults_section() -> None:
     assert listener.servers[0].weight == 1
     assert listener.servers[0].check is True
     config = parse_config(doc())
-    assert config.global_.admin.bind == Address("127.0.0.1", 9100)
+    assert config.global_.admin.bind == Address("127.0.0.1", 6956)
     assert config.global_.grace == 10.0
 
 
@@ -795,7 +795,7 @@ def test_bad_default_is_reported_once_not_per_listener() -> None:
 
 
 def test_admin_bind_null_disables_admin_and_frees_its_port() -> None:
-    text = doc(**{"global": {"admin": {"bind": None}}}, listener={"bind": "127.0.0.1:9100"})
+    text = doc(**{"global": {"admin": {"bind": None}}}, listener={"bind": "127.0.0.1:6956"})
     config = parse_config(text)
     assert config.global_.admin.bind is None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from loadstone.config.model import CheckConfig
+from loadstone.systemd import credential_path
 
 
 def read_password(config: CheckConfig) -> str:
@@ -27,7 +28,7 @@ def read_password(config: CheckConfig) -> str:
         return value
     if config.password_file is not None:
         try:
-            with open(config.password_file, encoding="utf-8") as f:
+            with open(credential_path(config.password_file), encoding="utf-8") as f:
                 value = f.read()
         except (OSError, UnicodeDecodeError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else str(exc)

@@ -50,7 +50,9 @@ from loadstone.config.model import (
     IoUring,
     ListenerConfig,
     LocationRewrite,
+    LogConfig,
     LogFormat,
+    LogTarget,
     Mode,
     OnMarkedDown,
     PoolConfig,
@@ -59,9 +61,12 @@ from loadstone.config.model import (
     ServerConfig,
     SessionLogging,
     Splice,
+    SyslogFacility,
+    SyslogProtocol,
     TcpKeepalive,
     Timeouts,
 )
+from loadstone.logtargets import parse_destination
 
 __all__ = ["SEND_EXPECT_PRESETS", "ConfigError", "load_config", "parse_config"]
 
@@ -1202,8 +1207,9 @@ class _Defaults:
     http: Mapping[str, Any]  # http-only keys, for the http listeners
 
 
-_GLOBAL_KEYS: Final = ("grace", "workers", "splice", "io_uring", "admin", "log_format")
-_ADMIN_KEYS: Final = ("bind", "token_file")
+_GLOBAL_KEYS: Final = ("grace", "workers", "splice", "io_uring", "admin", "log_format", "log")
+_ADMIN_KEYS: Final = ("bind", "token_file", "socket")
+_LOG_KEYS: Final = ("events", "sessions")
 _DEFAULTS_KEYS: Final = ("timeouts", "check", *_TUNABLE_FIELDS, *_HTTP_TUNABLE_FIELDS)
 _LISTENER_KEYS: Final = (
     "bind",
@@ -1269,7 +1275,66 @@ def _global(ctx: _Ctx, node: object, binds: list[tuple[Address, str]]) -> Global
         # The admin server's port is taken like a listener's, default or not.
         binds.append((admin.bind, admin_ctx.key("bind").path))
     values["admin"] = _or_invalid(admin)
+    if "log" in raw:
+        values["log"] = _or_invalid(_log(ctx.key("log"), raw["log"]))
     return _build(GlobalConfig, values)
+
+
+def _log_target_name(ctx: _Ctx, node: object) -> str | None:
+    text = _str(ctx, node)
+    if text is None:
+        return None
+    try:
+        parse_destination(text)
+    except ValueError as err:
+        ctx.error(str(err))
+        return None
+    return text
+
+
+def _log_tag(ctx: _Ctx, node: object) -> str | None:
+    tag = _str(ctx, node)
+    # RFC 5424 APP-NAME: 1-48 printable US-ASCII characters, no space.
+    if tag is not None and not re.fullmatch(r"[!-~]{1,48}", tag):
+        ctx.error(f"expected 1-48 printable ASCII characters without spaces, got {tag!r}")
+        return None
+    return tag
+
+
+_LOG_TARGET_FIELDS: Final[Mapping[str, _Parser]] = MappingProxyType(
+    {
+        "target": _log_target_name,
+        "format": _literal(LogFormat),
+        "protocol": _literal(SyslogProtocol),
+        "facility": _literal(SyslogFacility),
+        "tag": _log_tag,
+    }
+)
+
+
+def _log(ctx: _Ctx, node: object) -> LogConfig | None:
+    """global.log: {events: TARGET, sessions: TARGET}, each a destination string
+    or a mapping {target, format, protocol, facility, tag}; what a mapping leaves
+    out keeps its default (events to stderr, sessions to stdout)."""
+    raw = _mapping(ctx, {} if node is None else node, _LOG_KEYS)
+    if raw is None:
+        return None
+    built = LogConfig()
+    values: dict[str, Any] = {}
+    for key in _LOG_KEYS:
+        if key not in raw:
+            continue
+        at, item = ctx.key(key), raw[key]
+        parsed: dict[str, Any] | None
+        if isinstance(item, str):  # the target alone, reported at the key itself
+            parsed = {"target": _or_invalid(_log_target_name(at, item))}
+        else:
+            given = _mapping(at, item, _LOG_TARGET_FIELDS)
+            parsed = None if given is None else _parse_fields(at, given, _LOG_TARGET_FIELDS)
+        invalid = parsed is None or any(v is _INVALID for v in parsed.values())
+        target: LogTarget = getattr(built, key)
+        values[key] = _INVALID if invalid else dataclasses.replace(target, **(parsed or {}))
+    return _build(LogConfig, values)
 
 
 def _admin(ctx: _Ctx, node: object) -> AdminConfig | None:
@@ -1288,7 +1353,23 @@ def _admin(ctx: _Ctx, node: object) -> AdminConfig | None:
         )
     if raw.get("token_file") is not None:
         values["token_file"] = _or_invalid(_str(ctx.key("token_file"), raw["token_file"]))
+    if raw.get("socket") is not None:
+        values["socket"] = _or_invalid(_socket_path(ctx.key("socket"), raw["socket"]))
     return _build(AdminConfig, values)
+
+
+def _socket_path(ctx: _Ctx, node: object) -> str | None:
+    path = _str(ctx, node)
+    if path is None:
+        return None
+    if not path.startswith("/"):
+        ctx.error(f"expected an absolute path, got {path!r}")
+        return None
+    # sun_path holds 108 bytes, the terminating NUL included (unix(7)).
+    if len(os.fsencode(path)) > 107:
+        ctx.error("a unix socket path is at most 107 bytes long")
+        return None
+    return path
 
 
 def _defaults(ctx: _Ctx, node: object) -> _Defaults:

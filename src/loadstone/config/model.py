@@ -22,6 +22,12 @@ LogFormat = Literal["text", "json"]
 # Which sessions (tcp) or requests (http) a listener logs: all, only those that
 # did not end normally, or none (HAProxy: default, `option dontlog-normal`, `no log`).
 SessionLogging = Literal["all", "errors", "none"]
+SyslogProtocol = Literal["rfc5424", "rfc3164"]
+SyslogFacility = Literal[
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron",
+    "authpriv", "ftp", "local0", "local1", "local2", "local3", "local4", "local5",
+    "local6", "local7",
+]  # fmt: skip
 Splice = Literal["auto", "on", "off"]
 IoUring = Literal["auto", "off"]
 HeaderAction = Literal["set", "add", "delete"]
@@ -212,10 +218,42 @@ class ListenerConfig:
     max_headers: int = 100  # header fields in one request or response
 
 
+# Not 9100: that is node_exporter's port, which most monitored controllers run
+# (kolla deploys it), nor 8404, HAProxy's stats port during a migration; no
+# Prometheus exporter allocation or OpenStack service uses 6956.
+DEFAULT_ADMIN_PORT = 6956
+
+
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
-    bind: Address | None = field(default_factory=lambda: Address("127.0.0.1", 9100))
+    bind: Address | None = field(default_factory=lambda: Address("127.0.0.1", DEFAULT_ADMIN_PORT))
     token_file: str | None = None
+    # The same API on a unix socket too (e.g. /run/loadstone/admin.sock), which
+    # `loadstone ctl` prefers: file permissions guard it, no port is needed.
+    socket: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogTarget:
+    """Where one kind of line goes: events (global.log.events) or session and
+    request lines (global.log.sessions)."""
+
+    # stdout | stderr | syslog[:/dev/log] | syslog+udp://HOST[:PORT] |
+    # syslog+tcp://HOST[:PORT] | file:/PATH (loadstone.logtargets.parse_destination)
+    target: str = "stdout"
+    format: LogFormat | None = None  # None: global.log_format (or run --log-format)
+    # syslog targets only
+    # RFC 3164 by default, as HAProxy and syslog(3): what a local /dev/log
+    # (rsyslog, journald) parses; RFC 5424 for a receiver that takes it.
+    protocol: SyslogProtocol = "rfc3164"
+    facility: SyslogFacility = "daemon"
+    tag: str = "loadstone"  # APP-NAME (RFC 5424) or TAG (RFC 3164)
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    events: LogTarget = field(default_factory=lambda: LogTarget("stderr"))
+    sessions: LogTarget = field(default_factory=LogTarget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +268,7 @@ class GlobalConfig:
     io_uring: IoUring = "auto"
     admin: AdminConfig = field(default_factory=AdminConfig)
     log_format: LogFormat = "text"
+    log: LogConfig = field(default_factory=LogConfig)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,8 @@ from typing import Any
 
 import pymysql
 
+from tests.integration.harness import port_bindable
+
 MARIADBD = shutil.which("mariadbd", path="/usr/sbin:/usr/bin:" + os.environ.get("PATH", ""))
 INSTALL_DB = shutil.which("mariadb-install-db", path="/usr/bin:/usr/sbin")
 MARIADB_CLIENT = shutil.which("mariadb", path="/usr/bin")
@@ -63,15 +65,6 @@ def missing_software() -> str | None:
 _taken: set[int] = set()
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def _ephemeral_range() -> tuple[int, int]:
     try:
         low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
@@ -92,7 +85,7 @@ def free_ports(count: int, consecutive: bool = False) -> list[int]:
     while len(ports) < count:
         first = random.randrange(low, high)
         run = [first + i for i in range(count if consecutive else 1)]
-        if any(p in _taken for p in run) or not all(map(_port_free, run)):
+        if any(p in _taken for p in run) or not all(map(port_bindable, run)):
             continue
         _taken.update(run)
         ports.extend(run)
