@@ -370,7 +370,10 @@ class Section(Value):
         name = self.cls.__name__
         if name not in defs:
             defs[name] = {}  # a placeholder, so that a class may refer to itself
-            defs[name] = object_schema(declared_keys(self.cls), defs, self.cls.__doc__)
+            doc = self.cls.__doc__ or ""
+            if doc.startswith(f"{name}("):
+                doc = ""  # the signature @dataclass writes when the class has no docstring
+            defs[name] = object_schema(declared_keys(self.cls), defs, doc)
         return {"$ref": f"#/$defs/{name}"}
 
 
@@ -516,6 +519,7 @@ def json_default(value: object) -> object:
         return value
     if isinstance(value, float):
         return int(value) if value.is_integer() and math.isfinite(value) else value
-    if isinstance(value, tuple) and all(isinstance(v, bool | int | str) for v in value):
+    # An empty tuple may stand for an empty mapping (headers, pools): no default shown.
+    if isinstance(value, tuple) and value and all(isinstance(v, bool | int | str) for v in value):
         return list(value)
     return dataclasses.MISSING

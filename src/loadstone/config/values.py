@@ -171,8 +171,8 @@ class RequestText(Value):
         return text
 
     def json_schema(self, defs: Defs) -> JsonSchema:
-        start = "/" if self.path else ""
-        return {"type": "string", "pattern": f"^{start}[^\\u0000-\\u0020\\u007f]+$"}
+        pattern = "^/[^\\u0000-\\u0020\\u007f]*$" if self.path else "^[^\\u0000-\\u0020\\u007f]+$"
+        return {"type": "string", "pattern": pattern}
 
 
 @dataclass(frozen=True, slots=True)
