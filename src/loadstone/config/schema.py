@@ -109,24 +109,25 @@ class Ctx:
 # Words for messages
 
 
+# bool before int: bool is an int subclass. YAML reads 2024-01-01 as a date.
+_KINDS: Final = (
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a number"),
+    (str, "a string"),
+    (list, "a list"),
+    (dict, "a mapping"),
+    (date, "a date"),
+)
+
+
 def kind(value: object) -> str:
     """The YAML name of a value's type, with its article."""
     if value is None:
         return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, date):  # YAML reads 2024-01-01 as a date
-        return "a date"
+    for cls, name in _KINDS:
+        if isinstance(value, cls):
+            return name
     return f"a {type(value).__name__}"
 
 

@@ -43,6 +43,17 @@ EnvName = Text(r"[A-Za-z_][A-Za-z0-9_]*", "invalid environment variable name {te
 RoutePath = Text(r"/[\s\S]*", "must start with '/', got {text!r}")
 
 
+class RefinedText(Value):
+    """A non-blank string that `refine` checks further (and may normalise)."""
+
+    def parse(self, ctx: Ctx, node: object) -> Any:
+        text = Text().parse(ctx, node)
+        return INVALID if text is INVALID else self.refine(ctx, text)
+
+    def refine(self, ctx: Ctx, text: str) -> Any:
+        raise NotImplementedError
+
+
 # --------------------------------------------------------------------------
 # Addresses
 
@@ -114,13 +125,10 @@ def binds(make: Callable[[str, int], Any]) -> ListOf:
 
 
 @dataclass(frozen=True, slots=True)
-class Network(Value):
+class Network(RefinedText):
     """An address or CIDR, stored as the network it names (`::1` -> `::1/128`)."""
 
-    def parse(self, ctx: Ctx, node: object) -> Any:
-        text = Text().parse(ctx, node)
-        if text is INVALID:
-            return INVALID
+    def refine(self, ctx: Ctx, text: str) -> Any:
         try:
             return str(ipaddress.ip_network(text, strict=False))
         except ValueError:
@@ -154,15 +162,12 @@ class HttpMethod(Value):
 
 
 @dataclass(frozen=True, slots=True)
-class RequestText(Value):
+class RequestText(RefinedText):
     """A check's path or Host: nothing that would break the request line; a path starts with /."""
 
     path: bool
 
-    def parse(self, ctx: Ctx, node: object) -> Any:
-        text = Text().parse(ctx, node)
-        if text is INVALID:
-            return INVALID
+    def refine(self, ctx: Ctx, text: str) -> Any:
         if self.path and not text.startswith("/"):
             return ctx.error(f"must start with '/', got {text!r}")
         if _UNSAFE.search(text):
@@ -285,15 +290,12 @@ def header_rules(make: Callable[..., Any]) -> ListOf:
 
 
 @dataclass(frozen=True, slots=True)
-class Regex(Value):
+class Regex(RefinedText):
     """A regular expression; `binary`: it is matched against bytes read from a socket."""
 
     binary: bool = False
 
-    def parse(self, ctx: Ctx, node: object) -> Any:
-        text = Text().parse(ctx, node)
-        if text is INVALID:
-            return INVALID
+    def refine(self, ctx: Ctx, text: str) -> Any:
         try:
             re.compile(text.encode() if self.binary else text)
         except re.error as err:
@@ -305,18 +307,17 @@ class Regex(Value):
 
 
 @dataclass(frozen=True, slots=True)
-class OneOf(Value):
+class OneOf(RefinedText):
     """A name from a fixed set that is not a Literal (the send/expect presets)."""
 
     names: Collection[str]
     what: str  # "preset"
 
-    def parse(self, ctx: Ctx, node: object) -> Any:
-        name = Text().parse(ctx, node)
-        if name is not INVALID and name not in self.names:
+    def refine(self, ctx: Ctx, text: str) -> Any:
+        if text not in self.names:
             known = ", ".join(sorted(self.names))
-            return ctx.error(f"unknown {self.what} {name!r}; known {self.what}s: {known}")
-        return name
+            return ctx.error(f"unknown {self.what} {text!r}; known {self.what}s: {known}")
+        return text
 
     def json_schema(self, defs: Defs) -> JsonSchema:
         return {"enum": sorted(self.names)}
@@ -441,13 +442,10 @@ _HOST_PATTERN = r"(\*\.)?[a-z0-9]([a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\]"
 
 
 @dataclass(frozen=True, slots=True)
-class RouteHost(Value):
+class RouteHost(RefinedText):
     """A Host a route matches, stored lower case without a final dot."""
 
-    def parse(self, ctx: Ctx, node: object) -> Any:
-        text = Text().parse(ctx, node)
-        if text is INVALID:
-            return INVALID
+    def refine(self, ctx: Ctx, text: str) -> Any:
         host = text.lower().removesuffix(".")
         if not re.fullmatch(_HOST_PATTERN, host):
             return ctx.error(f"invalid host {text!r}: a name without port, or *.domain")
