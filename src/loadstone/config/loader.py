@@ -253,10 +253,12 @@ def _listener(
     if raw is None:
         return INVALID
     # Keys that defaults may set come first, in the order written; then the
-    # listener's own keys in the order of the model.
+    # listener's own keys (the order of the messages is the order of this walk).
     inherited = {k: v for k, v in defaults.keys.items() if k in _INHERITED_ANY_MODE}
     values: dict[str, Any] = {**inherited, **read_keys(ctx, raw, _INHERITED_ANY_MODE)}
 
+    if "freebind" in raw:
+        values["freebind"] = _parse(ctx, raw, "freebind")
     if "bind" in raw:
         values["bind"] = _parse(ctx, raw, "bind")
         if values["bind"] is not INVALID:
@@ -266,8 +268,6 @@ def _listener(
                 binds.append((address, paths[0] if paths else at.index(i).path))
     else:
         values["bind"] = ctx.key("bind").error(LISTENER_KEYS["bind"][1].required or "required")
-    if "freebind" in raw:
-        values["freebind"] = _parse(ctx, raw, "freebind")
 
     timeouts = {
         **defaults.sections["timeouts"],

@@ -382,6 +382,8 @@ class ListenerConfig:
         metadata=key(Bool(), "retry on another server rather than the same one", inherit=True),
     )
     # defaults.timeouts and defaults.check are merged key by key into a listener's own
+    # (loadstone.config.loader); `check: true` is a check of defaults.check's keys, and
+    # the keys of other check types than its own are refused (loadstone.config.validate).
     timeouts: Timeouts = field(
         default_factory=Timeouts, metadata=key(Section(Timeouts), inherit=True)
     )

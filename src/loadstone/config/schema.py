@@ -355,13 +355,12 @@ class Section(Value):
         if raw is None:
             return INVALID
         values = read_keys(ctx, raw, keys)
+        rule = ctx.rules.get(self.cls)
+        ok = rule is None or rule(ctx, raw, values)
         for name, (field, declared) in keys.items():
             if declared.required is not None and name not in raw:
                 values[field.name] = ctx.key(name).error(declared.required)
-        rule = ctx.rules.get(self.cls)
-        if rule is not None and not rule(ctx, raw, values):
-            return INVALID
-        return values
+        return values if ok else INVALID
 
     def parse(self, ctx: Ctx, node: object) -> Any:
         values = self.read(ctx, node)
