@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -49,6 +51,13 @@ def test_loadstone_schema_prints_a_valid_json_schema(capsys: pytest.CaptureFixtu
     jsonschema.Draft202012Validator.check_schema(printed)
     assert printed["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert printed == config_schema()
+
+
+def test_the_command_prints_it() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "loadstone", "schema"], capture_output=True, text=True, check=True
+    )
+    assert result.stdout == cli.schema_text()
 
 
 def test_shipped_schema_is_the_output_of_loadstone_schema() -> None:

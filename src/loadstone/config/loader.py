@@ -263,9 +263,9 @@ def _listener(
         values["bind"] = _parse(ctx, raw, "bind")
         if values["bind"] is not INVALID:
             at = ctx.key("bind")
-            paths = [at.path] if isinstance(raw["bind"], str) else None
+            single = isinstance(raw["bind"], str)  # one address: a list of one, at `bind` itself
             for i, address in enumerate(values["bind"]):
-                binds.append((address, paths[0] if paths else at.index(i).path))
+                binds.append((address, at.path if single else at.index(i).path))
     else:
         values["bind"] = ctx.key("bind").error(LISTENER_KEYS["bind"][1].required or "required")
 
