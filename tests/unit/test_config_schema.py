@@ -7,6 +7,7 @@ own tests), and refuse what a single key can get wrong, as the loader does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -21,8 +22,23 @@ import pytest
 import yaml
 
 from loadstone import cli
-from loadstone.config import ConfigError, parse_config
+from loadstone.config import ConfigError, DurationError, parse_config, parse_duration
 from loadstone.config.jsonschema import config_schema
+from loadstone.config.model import (
+    AdminConfig,
+    CheckConfig,
+    Config,
+    CookiePersistence,
+    ForwardFor,
+    GlobalConfig,
+    ListenerConfig,
+    LocationRewrite,
+    RouteConfig,
+    ServerConfig,
+    TcpKeepalive,
+    Timeouts,
+)
+from loadstone.config.schema import DURATION_PATTERN
 from tests.unit.test_config import DESIGN_EXAMPLE, INHERITANCE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,3 +261,41 @@ def test_invalid_documents_are_refused_by_both_at_the_same_path(
     )
     errors = list(validator.iter_errors(yaml.safe_load(text)))
     assert path in {p for error in errors for p in error_paths(error)}, errors
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("10", "2.5", "250ms", "1m30s", "1h 30m", " 2s ", "500us", "1d2h3m4s5ms6us"),
+        *("", "5x", "5M", "-5s", "2 s", "30s1m", "1m1m", "1m30", "ms", "1.s"),
+    ],
+)
+def test_the_duration_pattern_is_the_grammar_of_parse_duration(text: str) -> None:
+    try:
+        parse_duration(text)
+        accepted = True
+    except DurationError:
+        accepted = False
+    assert bool(re.search(DURATION_PATTERN, text)) == accepted
+
+
+# Fields the file does not set as keys of their own: a listener's name is its
+# mapping key, a server's pool is where it is listed, Config is the file itself.
+UNDECLARED = {
+    ListenerConfig: {"name"},
+    ServerConfig: {"pool"},
+    Config: {"global_", "listeners", "source"},
+}
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [
+        *(GlobalConfig, AdminConfig, ListenerConfig, Timeouts, TcpKeepalive, CheckConfig),
+        *(ServerConfig, ForwardFor, CookiePersistence, LocationRewrite, RouteConfig, Config),
+    ],
+    ids=lambda cls: cls.__name__,
+)
+def test_every_field_the_file_sets_is_declared(cls: type) -> None:
+    undeclared = {f.name for f in dataclasses.fields(cls) if "key" not in f.metadata}
+    assert undeclared == UNDECLARED.get(cls, set())
