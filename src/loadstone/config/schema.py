@@ -312,24 +312,26 @@ class ListOf(Value):
             items = [(ctx.index(i), item) for i, item in enumerate(node)]
         else:
             return ctx.error(f"expected a list of {self.what}, {got(node)}")
-        parsed: list[Any] = []
-        seen: dict[object, int] = {}
-        for i, (at, item) in enumerate(items):
-            if self.unique is not None and isinstance(self.item, Section):
-                fields = self.item.read(at, item)
-                name = fields.get(self.unique) if isinstance(fields, dict) else None
-                if isinstance(name, str):
-                    if name in seen:
-                        noun = self.what.removesuffix("s")
-                        at.key(self.unique).error(
-                            f"duplicate {noun} name {name!r} (also {self.what}[{seen[name]}])"
-                        )
-                        fields = INVALID
-                    seen.setdefault(name, i)
-                parsed.append(build(self.item.cls, fields) if isinstance(fields, dict) else INVALID)
-            else:
-                parsed.append(self.item.parse(at, item))
+        seen: dict[str, int] = {}  # unique key -> index of the first item with it
+        parsed = [
+            self.item.parse(at, item) if self.unique is None else self._unique(at, item, i, seen)
+            for i, (at, item) in enumerate(items)
+        ]
         return INVALID if any(p is INVALID for p in parsed) else tuple(parsed)
+
+    def _unique(self, at: Ctx, item: object, i: int, seen: dict[str, int]) -> Any:
+        assert isinstance(self.item, Section) and self.unique is not None
+        fields = self.item.read(at, item)
+        name = fields.get(self.unique) if isinstance(fields, dict) else None
+        if isinstance(name, str):  # a bad name is reported already, and never a duplicate
+            if name in seen:
+                noun = self.what.removesuffix("s")
+                at.key(self.unique).error(
+                    f"duplicate {noun} name {name!r} (also {self.what}[{seen[name]}])"
+                )
+                return INVALID
+            seen[name] = i
+        return build(self.item.cls, fields) if isinstance(fields, dict) else INVALID
 
     def json_schema(self, defs: Defs) -> JsonSchema:
         item = self.item.json_schema(defs)
