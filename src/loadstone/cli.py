@@ -1,4 +1,4 @@
-"""Command line: `loadstone run | check | ctl | import | demo`.
+"""Command line: `loadstone run | check | schema | ctl | import | demo`.
 
 Exit status: 0 on success (and after a graceful stop), 2 for an invalid
 configuration (one line per problem on stderr, each starting with its YAML
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -17,6 +18,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, cast
 
 from loadstone.config import ConfigError, load_config
+from loadstone.config.jsonschema import config_schema
 from loadstone.config.model import DEFAULT_ADMIN_PORT, Config, LogFormat
 from loadstone.importers.haproxy import command as import_command
 from loadstone.logtargets.outputs import LogOutputs, LogSetupError, event_formatter
@@ -108,6 +110,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def schema_text() -> str:
+    """The JSON Schema of the configuration file, as `loadstone schema` prints it."""
+    return json.dumps(config_schema(), indent=2) + "\n"
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(schema_text())
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from loadstone.demo import run_demo
 
@@ -157,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a configuration file (exit 0 or 2)")
     check.add_argument("config")
     check.set_defaults(func=cmd_check)
+
+    schema = sub.add_parser(
+        "schema", help="print the JSON Schema of the configuration file (for editors)"
+    )
+    schema.set_defaults(func=cmd_schema)
 
     ctl = sub.add_parser("ctl", help="talk to a running loadstone's admin API")
     from loadstone import ctl as ctl_module

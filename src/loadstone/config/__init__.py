@@ -4,6 +4,13 @@
 
 Both raise `ConfigError`, whose `problems` are `yaml.path: message` lines, all
 of them found in one pass.
+
+    model.py       the frozen objects, and the declaration of every key of the file
+    schema.py      what a declared key is: its value's parser and JSON Schema
+    values.py      the domain's values (addresses, HTTP tokens, send/expect steps...)
+    loader.py      the walk: YAML -> objects, defaults inherited by listeners
+    validate.py    the rules across keys
+    jsonschema.py  the file's JSON Schema (`loadstone schema`)
 """
 
 from loadstone.config.durations import DurationError, parse_duration

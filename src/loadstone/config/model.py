@@ -1,8 +1,12 @@
 """The validated configuration: frozen, slotted dataclasses in the shape of DESIGN.md.
 
-Nothing here parses or validates; `loadstone.config.loader` turns YAML into these
-objects and is the only place that knows about YAML paths. Everything downstream
-(runtime, listeners, checks, admin) reads these objects and never the raw mapping.
+This module is also the declaration of the configuration file: every field the
+file may set carries a `loadstone.config.schema.Key` in its metadata, with the
+kind of value (type, bounds, parser), its default (the field's own) and a line
+of description. `loadstone.config.loader` walks these declarations and is the
+only place that knows about YAML paths; `loadstone schema` prints them as JSON
+Schema. Everything downstream (runtime, listeners, checks, admin) reads these
+objects and never the raw mapping.
 
 Durations are stored as float seconds. Addresses are stored resolved into
 (host, port) with the host as written (a name is resolved when used, so that an
@@ -11,8 +15,25 @@ unresolvable server is a runtime "down" and not a start-up failure).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from types import MappingProxyType
+from typing import Final, Literal
+
+from loadstone.config import values as v
+from loadstone.config.schema import (
+    Bool,
+    Choice,
+    Duration,
+    Int,
+    ListOf,
+    Nullable,
+    Section,
+    SectionOrWord,
+    Switch,
+    Text,
+    key,
+)
 
 Mode = Literal["tcp", "http"]
 Balance = Literal["roundrobin", "leastconn", "source", "first", "active-backup"]
@@ -32,6 +53,15 @@ Splice = Literal["auto", "on", "off"]
 IoUring = Literal["auto", "off"]
 HeaderAction = Literal["set", "add", "delete"]
 ForwardedProto = Literal["http", "https"]
+AmqpLevel = Literal["header", "login"]
+CookieMode = Literal["insert"]
+
+# Check keys that only make sense for some check types; the others apply to all.
+_HTTP: Final = ("http",)
+_CREDENTIALS: Final = ("http", "galera", "mysql", "amqp")
+_GALERA: Final = ("galera",)
+_AMQP: Final = ("amqp",)
+_SEND_EXPECT: Final = ("send-expect",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,23 +73,37 @@ class Address:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
+def _timeout(default: float, doc: str) -> float:
+    return field(default=default, metadata=key(Duration(), doc))
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    connect: float = 5.0  # TCP connect to a server, per attempt
-    client: float = 60.0  # client side inactivity
-    server: float = 60.0  # server side inactivity
-    check: float = 2.0  # one health-check probe, connect included
-    queue: float = 30.0  # how long a connection may wait for a free slot at maxconn
-    tunnel: float = 3600.0  # inactivity of an upgraded (WebSocket) HTTP connection
-    http_request: float = 10.0  # time to receive a whole HTTP request head
-    http_keep_alive: float = 10.0  # idle time allowed between two requests of one connection
+    connect: float = _timeout(5.0, "TCP connect to a server, per attempt")
+    client: float = _timeout(60.0, "client side inactivity")
+    server: float = _timeout(60.0, "server side inactivity")
+    check: float = _timeout(2.0, "one health-check probe, connect included")
+    queue: float = _timeout(30.0, "how long a connection may wait for a free slot at maxconn")
+    tunnel: float = _timeout(3600.0, "inactivity of an upgraded (WebSocket) HTTP connection")
+    http_request: float = _timeout(10.0, "time to receive a whole HTTP request head")
+    http_keep_alive: float = _timeout(
+        10.0, "idle time allowed between two requests of one connection"
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class TcpKeepalive:
-    idle: float = 60.0  # seconds before the first probe
-    interval: float = 10.0  # seconds between probes
-    count: int = 6  # unanswered probes before the kernel drops the connection
+    # TCP_KEEPIDLE and TCP_KEEPINTVL are whole seconds, 1-32767 on Linux.
+    idle: float = field(
+        default=60.0, metadata=key(v.WholeSeconds(1, 32767), "seconds before the first probe")
+    )
+    interval: float = field(
+        default=10.0, metadata=key(v.WholeSeconds(1, 32767), "seconds between probes")
+    )
+    count: int = field(  # Linux caps TCP_KEEPCNT at 127
+        default=6,
+        metadata=key(Int(1, 127), "unanswered probes before the kernel drops the connection"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,39 +114,124 @@ class SendExpectStep:
     timeout: float | None = None  # expect: per-step timeout, else the check timeout
 
 
+# Named send/expect scripts, so that common services need no hand-written steps.
+SEND_EXPECT_PRESETS: Final[Mapping[str, tuple[SendExpectStep, ...]]] = MappingProxyType(
+    {
+        # HAProxy's documented Redis check (tcp-check send PING / expect +PONG /
+        # send info replication / expect role:master / send QUIT / expect +OK),
+        # as puppet-tripleo deploys it: only the master takes traffic. QUIT goes
+        # out with INFO: Redis answers both in order and then closes, so on a
+        # replica the expect of role:master fails at once on that close, where
+        # HAProxy's order waits for the check timeout on every check.
+        "redis-master": (
+            SendExpectStep("send", b"PING\r\n"),
+            SendExpectStep("expect", b"+PONG"),
+            SendExpectStep("send", b"INFO replication\r\n"),
+            SendExpectStep("send", b"QUIT\r\n"),
+            SendExpectStep("expect", regex="role:master"),
+            SendExpectStep("expect", b"+OK"),
+        ),
+        # The text protocol's cheapest command; the answer is "VERSION 1.6.21\r\n".
+        "memcached": (
+            SendExpectStep("send", b"version\r\n"),
+            SendExpectStep("expect", b"VERSION "),
+        ),
+    }
+)
+
+_PORT: Final = Int(1, 65535)
+
+
 @dataclass(frozen=True, slots=True)
 class CheckConfig:
-    type: CheckType = "tcp"
-    interval: float = 2.0  # between checks of a server whose state is settled
-    rise: int = 2  # consecutive successes to mark a down server up
-    fall: int = 3  # consecutive failures to mark an up server down
-    fastinter: float | None = None  # interval while a transition is in progress
-    downinter: float | None = None  # interval while the server is down
-    timeout: float | None = None  # probe timeout; None means timeouts.check
-    port: int | None = None  # probe another port than the traffic port
+    """A listener's health check; `defaults.check` gives keys for the checks listeners declare."""
+
+    type: CheckType = field(default="tcp", metadata=key(Choice.of(CheckType), "the probe"))
+    interval: float = field(
+        default=2.0,
+        metadata=key(Duration(), "between checks of a server whose state is settled"),
+    )
+    rise: int = field(
+        default=2, metadata=key(Int(1), "consecutive successes to mark a down server up")
+    )
+    fall: int = field(
+        default=3, metadata=key(Int(1), "consecutive failures to mark an up server down")
+    )
+    fastinter: float | None = field(
+        default=None,
+        metadata=key(Duration(), "interval while a transition is in progress (default: interval)"),
+    )
+    downinter: float | None = field(
+        default=None,
+        metadata=key(Duration(), "interval while the server is down (default: interval)"),
+    )
+    timeout: float | None = field(
+        default=None, metadata=key(Duration(), "probe timeout (default: timeouts.check)")
+    )
+    port: int | None = field(
+        default=None, metadata=key(_PORT, "probe another port than the traffic port")
+    )
     # http
-    method: str = "GET"
-    path: str = "/"
-    host: str | None = None  # Host header; None means the server address
-    expect_status: tuple[int, ...] = (200,)
-    headers: tuple[tuple[str, str], ...] = ()
+    method: str = field(default="GET", metadata=key(v.HttpMethod(), only=_HTTP))
+    path: str = field(default="/", metadata=key(v.RequestText(path=True), only=_HTTP))
+    host: str | None = field(
+        default=None,
+        metadata=key(
+            v.RequestText(path=False), "Host header (default: the server address)", only=_HTTP
+        ),
+    )
+    expect_status: tuple[int, ...] = field(
+        default=(200,),
+        metadata=key(
+            ListOf(Int(100, 599), "statuses", single=(object,)),
+            "the statuses that mean up",
+            only=_HTTP,
+        ),
+    )
+    headers: tuple[tuple[str, str], ...] = field(
+        default=(), metadata=key(v.HeaderMap(), "extra request headers", only=_HTTP)
+    )
     # galera / mysql / amqp credentials: the password itself never appears in
     # repr(), logs or the status API; only where it is read from does.
-    user: str | None = None
-    password_env: str | None = None
-    password_file: str | None = None
+    user: str | None = field(default=None, metadata=key(Text(), only=_CREDENTIALS))
+    password_env: str | None = field(
+        default=None,
+        metadata=key(v.EnvName, "environment variable holding the password", only=_CREDENTIALS),
+    )
+    password_file: str | None = field(
+        default=None,
+        metadata=key(Text(), "file holding the password", only=_CREDENTIALS),
+    )
     # galera
-    available_when_donor: bool = False
-    available_when_readonly: bool = True
-    max_recv_queue: int | None = None
+    available_when_donor: bool = field(default=False, metadata=key(Bool(), only=_GALERA))
+    available_when_readonly: bool = field(default=True, metadata=key(Bool(), only=_GALERA))
+    max_recv_queue: int | None = field(
+        default=None,
+        metadata=key(Int(0), "down above this wsrep_local_recv_queue", only=_GALERA),
+    )
     # amqp
-    level: Literal["header", "login"] = "header"
-    vhost: str = "/"
-    alarms: bool = False
-    management_port: int = 15672  # alarms: the node's RabbitMQ management API (HTTP)
+    level: AmqpLevel = field(
+        default="header",
+        metadata=key(Choice.of(AmqpLevel), "protocol header only, or a full login", only=_AMQP),
+    )
+    vhost: str = field(default="/", metadata=key(Text(), only=_AMQP))
+    alarms: bool = field(
+        default=False,
+        metadata=key(Bool(), "down while the node raises a resource alarm", only=_AMQP),
+    )
+    management_port: int = field(  # alarms: the node's RabbitMQ management API (HTTP)
+        default=15672,
+        metadata=key(_PORT, "the RabbitMQ management API, for alarms", only=_AMQP),
+    )
     # send-expect
-    preset: str | None = None
-    steps: tuple[SendExpectStep, ...] = ()
+    preset: str | None = field(
+        default=None,
+        metadata=key(v.OneOf(SEND_EXPECT_PRESETS, "preset"), "a named script", only=_SEND_EXPECT),
+    )
+    steps: tuple[SendExpectStep, ...] = field(
+        default=(),
+        metadata=key(ListOf(v.Step(SendExpectStep), "steps"), only=_SEND_EXPECT),
+    )
 
     @property
     def fast_interval(self) -> float:
@@ -115,14 +244,26 @@ class CheckConfig:
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    name: str
-    address: Address
-    weight: int = 1  # 0-256; 0 means no new sessions from weighted algorithms
-    backup: bool = False  # used only when no non-backup server is up
-    maxconn: int | None = None  # per-server session limit (used by `first`)
-    check: bool = True  # False: never probed, always considered up
+    name: str = field(metadata=key(v.Name, required="required"))
+    address: Address = field(metadata=key(v.HostPort(Address), required="required"))
+    weight: int = field(
+        default=1,
+        metadata=key(Int(0, 256), "0 means no new sessions from weighted algorithms"),
+    )
+    backup: bool = field(
+        default=False, metadata=key(Bool(), "used only when no non-backup server is up")
+    )
+    maxconn: int | None = field(
+        default=None, metadata=key(Int(1), "per-server session limit (used by `first`)")
+    )
+    check: bool = field(
+        default=True, metadata=key(Bool(), "false: never probed, always considered up")
+    )
     # http mode
-    cookie: str | None = None  # value of the persistence cookie; None means the name
+    cookie: str | None = field(
+        default=None,
+        metadata=key(v.CookieToken, "value of the persistence cookie (default: the name)"),
+    )
     pool: str = "default"  # the routing pool this server belongs to (http mode)
 
     @property
@@ -144,24 +285,42 @@ class HeaderRule:
 
 @dataclass(frozen=True, slots=True)
 class ForwardFor:
-    header: str = "X-Forwarded-For"
-    except_nets: tuple[str, ...] = ()  # clients in these networks get no header
+    header: str = field(default="X-Forwarded-For", metadata=key(v.HeaderName))
+    except_nets: tuple[str, ...] = field(
+        default=(),
+        metadata=key(
+            ListOf(v.Network(), "networks", non_empty=False, single=(object,)),
+            "clients in these networks get no header",
+            yaml="except",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class CookiePersistence:
-    name: str = "SERVERID"
-    mode: Literal["insert"] = "insert"
-    indirect: bool = False  # strip the cookie before the server sees it
-    nocache: bool = False  # mark responses that set it `Cache-Control: private`
-    httponly: bool = False
-    secure: bool = False
+    name: str = field(default="SERVERID", metadata=key(v.CookieToken))
+    mode: CookieMode = field(default="insert", metadata=key(Choice.of(CookieMode)))
+    indirect: bool = field(
+        default=False, metadata=key(Bool(), "strip the cookie before the server sees it")
+    )
+    nocache: bool = field(
+        default=False,
+        metadata=key(Bool(), "mark responses that set it `Cache-Control: private`"),
+    )
+    httponly: bool = field(default=False, metadata=key(Bool()))
+    secure: bool = field(default=False, metadata=key(Bool()))
 
 
 @dataclass(frozen=True, slots=True)
 class LocationRewrite:
-    prefix: str = "http://"  # a Location (and Content-Location) starting with this...
-    replacement: str = "https://"  # ...starts with this instead
+    """A Location (and Content-Location) starting with `from` starts with `to` instead."""
+
+    prefix: str = field(
+        default="http://", metadata=key(v.HeaderValue(), yaml="from", required="required")
+    )
+    replacement: str = field(
+        default="https://", metadata=key(v.HeaderValue(), yaml="to", required="required")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,44 +337,164 @@ class PoolConfig:
 class RouteConfig:
     """Send matching requests to `pool`. Every condition given must match."""
 
-    pool: str  # a name in ListenerConfig.pools, or "default" (the listener-level servers)
-    hosts: tuple[str, ...] = ()  # lower case, no port; "*.example.com" matches subdomains
-    path_prefix: str | None = None
-    path_exact: str | None = None
-    path_regex: str | None = None  # searched from the start of the path (re.match)
+    # a name in ListenerConfig.pools, or "default" (the listener-level servers)
+    pool: str = field(metadata=key(v.Name, required="required"))
+    hosts: tuple[str, ...] = field(  # lower case, no port; "*.example.com" matches subdomains
+        default=(),
+        metadata=key(
+            ListOf(v.RouteHost(), "hosts", single=(object,)),
+            "Host names without port; *.example.com matches subdomains",
+            yaml="host",
+        ),
+    )
+    path_prefix: str | None = field(default=None, metadata=key(v.RoutePath))
+    path_exact: str | None = field(default=None, metadata=key(v.RoutePath))
+    path_regex: str | None = field(  # searched from the start of the path (re.match)
+        default=None,
+        metadata=key(v.Regex(), "matched from the start of the path"),
+    )
+
+
+_SERVERS: Final = ListOf(Section(ServerConfig), "servers", unique="name")
+_BALANCE: Final = Choice.of(Balance)
 
 
 @dataclass(frozen=True, slots=True)
 class ListenerConfig:
+    """A listener: its name is its key under `listeners`."""
+
     name: str
-    bind: tuple[Address, ...]
-    mode: Mode = "tcp"
-    balance: Balance = "roundrobin"
-    freebind: bool = False
-    maxconn: int = 4096
-    backlog: int = 1024
-    retries: int = 3  # further connect attempts after the first one fails
-    redispatch: bool = True  # retry on another server rather than the same one
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    check: CheckConfig | None = None  # None: servers are never probed
-    on_marked_down: OnMarkedDown = "none"
-    tcp_keepalive: TcpKeepalive | None = None
-    log: SessionLogging = "all"
+    bind: tuple[Address, ...] = field(
+        metadata=key(
+            v.binds(Address),
+            'host:port addresses; IPv6 as "[::1]:5000"',
+            required='required: a list of "host:port" addresses',
+        )
+    )
+    mode: Mode = field(default="tcp", metadata=key(Choice.of(Mode), inherit=True))
+    balance: Balance = field(default="roundrobin", metadata=key(_BALANCE, inherit=True))
+    freebind: bool = field(
+        default=False, metadata=key(Bool(), "bind an address that is not (yet) on this host")
+    )
+    maxconn: int = field(default=4096, metadata=key(Int(1), inherit=True))
+    backlog: int = field(default=1024, metadata=key(Int(1), inherit=True))
+    retries: int = field(
+        default=3,
+        metadata=key(
+            Int(0, 100), "further connect attempts after the first one fails", inherit=True
+        ),
+    )
+    redispatch: bool = field(
+        default=True,
+        metadata=key(Bool(), "retry on another server rather than the same one", inherit=True),
+    )
+    # defaults.timeouts and defaults.check are merged key by key into a listener's own
+    # (loadstone.config.loader); `check: true` is a check of defaults.check's keys, and
+    # the keys of other check types than its own are refused (loadstone.config.validate).
+    timeouts: Timeouts = field(
+        default_factory=Timeouts, metadata=key(Section(Timeouts), inherit=True)
+    )
+    check: CheckConfig | None = field(  # None: servers are never probed
+        default=None,
+        metadata=key(
+            Switch(Section(CheckConfig), ((True, CheckConfig()),)),
+            "true: check with defaults.check; absent or false: never probed",
+            inherit=True,
+        ),
+    )
+    on_marked_down: OnMarkedDown = field(
+        default="none", metadata=key(Choice.of(OnMarkedDown), inherit=True)
+    )
+    tcp_keepalive: TcpKeepalive | None = field(
+        default=None,
+        metadata=key(
+            Switch(Section(TcpKeepalive), ((True, TcpKeepalive()),)),
+            "true: the kernel probe defaults",
+            inherit=True,
+        ),
+    )
+    log: SessionLogging = field(
+        default="all", metadata=key(Choice.of(SessionLogging), inherit=True)
+    )
     # Every server of the listener; in http mode with `pools`, each names its pool.
-    servers: tuple[ServerConfig, ...] = ()
+    servers: tuple[ServerConfig, ...] = field(default=(), metadata=key(_SERVERS))
     # -- http mode only ------------------------------------------------------------
-    forwardfor: ForwardFor | None = None
-    forwarded_proto: ForwardedProto | None = None  # set X-Forwarded-Proto to this
-    forwarded_port: bool = False  # set X-Forwarded-Port to the port the client reached
-    request_headers: tuple[HeaderRule, ...] = ()
-    response_headers: tuple[HeaderRule, ...] = ()
-    rewrite_location: LocationRewrite | None = None
-    cookie: CookiePersistence | None = None
-    pools: tuple[PoolConfig, ...] = ()
-    routes: tuple[RouteConfig, ...] = ()
-    default_pool: str = "default"  # pool of requests no route matches
-    max_head_size: int = 65536  # bytes of request (or response) line plus headers
-    max_headers: int = 100  # header fields in one request or response
+    forwardfor: ForwardFor | None = field(
+        default=None,
+        metadata=key(
+            Switch(Section(ForwardFor), ((True, ForwardFor()),)),
+            "add X-Forwarded-For",
+            inherit=True,
+            only=_HTTP,
+        ),
+    )
+    forwarded_proto: ForwardedProto | None = field(  # set X-Forwarded-Proto to this
+        default=None,
+        metadata=key(
+            Choice.of(ForwardedProto), "set X-Forwarded-Proto to this", inherit=True, only=_HTTP
+        ),
+    )
+    forwarded_port: bool = field(  # set X-Forwarded-Port to the port the client reached
+        default=False,
+        metadata=key(
+            Bool(), "set X-Forwarded-Port to the port the client reached", inherit=True, only=_HTTP
+        ),
+    )
+    request_headers: tuple[HeaderRule, ...] = field(
+        default=(), metadata=key(v.header_rules(HeaderRule), inherit=True, only=_HTTP)
+    )
+    response_headers: tuple[HeaderRule, ...] = field(
+        default=(), metadata=key(v.header_rules(HeaderRule), inherit=True, only=_HTTP)
+    )
+    rewrite_location: LocationRewrite | None = field(
+        default=None,
+        metadata=key(
+            Switch(
+                Section(LocationRewrite),
+                (("https", LocationRewrite()),),
+                hint="expected 'https' or a mapping {from: ..., to: ...}",
+            ),
+            "https: http:// becomes https://",
+            inherit=True,
+            only=_HTTP,
+        ),
+    )
+    cookie: CookiePersistence | None = field(
+        default=None,
+        metadata=key(Switch(Section(CookiePersistence)), "cookie persistence", only=_HTTP),
+    )
+    pools: tuple[PoolConfig, ...] = field(
+        default=(),
+        metadata=key(v.PoolMap(_BALANCE, _SERVERS), "routing pools by name", only=_HTTP),
+    )
+    routes: tuple[RouteConfig, ...] = field(
+        default=(),
+        metadata=key(
+            ListOf(
+                Section(RouteConfig), "routes like {path_prefix: /v2, pool: name}", non_empty=False
+            ),
+            only=_HTTP,
+        ),
+    )
+    default_pool: str = field(  # pool of requests no route matches
+        default="default",
+        metadata=key(v.Name, "pool of requests no route matches", only=_HTTP),
+    )
+    max_head_size: int = field(  # bytes of request (or response) line plus headers
+        default=65536,
+        metadata=key(
+            Int(1024, 1024 * 1024),
+            "bytes of request (or response) line plus headers",
+            inherit=True,
+            only=_HTTP,
+        ),
+    )
+    max_headers: int = field(  # header fields in one request or response
+        default=100,
+        metadata=key(
+            Int(1, 1000), "header fields in one request or response", inherit=True, only=_HTTP
+        ),
+    )
 
 
 # Not 9100: that is node_exporter's port, which most monitored controllers run
@@ -226,11 +505,26 @@ DEFAULT_ADMIN_PORT = 6956
 
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
-    bind: Address | None = field(default_factory=lambda: Address("127.0.0.1", DEFAULT_ADMIN_PORT))
-    token_file: str | None = None
+    bind: Address | None = field(
+        default_factory=lambda: Address("127.0.0.1", DEFAULT_ADMIN_PORT),
+        metadata=key(
+            Nullable(v.HostPort(Address, bind=True)),
+            f"the status API, /metrics and the write API (default 127.0.0.1:{DEFAULT_ADMIN_PORT}); "
+            "null: off",
+        ),
+    )
+    token_file: str | None = field(
+        default=None,
+        metadata=key(
+            Nullable(Text()), "when set, write endpoints need 'Authorization: Bearer <token>'"
+        ),
+    )
     # The same API on a unix socket too (e.g. /run/loadstone/admin.sock), which
     # `loadstone ctl` prefers: file permissions guard it, no port is needed.
-    socket: str | None = None
+    socket: str | None = field(
+        default=None,
+        metadata=key(Nullable(v.SocketPath()), "the admin API on a unix socket as well"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,37 +532,91 @@ class LogTarget:
     """Where one kind of line goes: events (global.log.events) or session and
     request lines (global.log.sessions)."""
 
-    # stdout | stderr | syslog[:/dev/log] | syslog+udp://HOST[:PORT] |
-    # syslog+tcp://HOST[:PORT] | file:/PATH (loadstone.logtargets.parse_destination)
-    target: str = "stdout"
-    format: LogFormat | None = None  # None: global.log_format (or run --log-format)
-    # syslog targets only
-    # RFC 3164 by default, as HAProxy and syslog(3): what a local /dev/log
-    # (rsyslog, journald) parses; RFC 5424 for a receiver that takes it.
-    protocol: SyslogProtocol = "rfc3164"
-    facility: SyslogFacility = "daemon"
-    tag: str = "loadstone"  # APP-NAME (RFC 5424) or TAG (RFC 3164)
+    target: str = field(
+        default="stdout",
+        metadata=key(
+            v.LogDestination(),
+            "stdout | stderr | syslog[:/dev/log] | syslog+udp://HOST[:PORT] | "
+            "syslog+tcp://HOST[:PORT] | file:/PATH",
+        ),
+    )
+    format: LogFormat | None = field(
+        default=None,
+        metadata=key(Nullable(Choice.of(LogFormat)), "text | json; default: global.log_format"),
+    )
+    # syslog targets only. RFC 3164 by default, as HAProxy and syslog(3): what a
+    # local /dev/log (rsyslog, journald) parses; RFC 5424 for a receiver that takes it.
+    protocol: SyslogProtocol = field(
+        default="rfc3164", metadata=key(Choice.of(SyslogProtocol), "syslog message format")
+    )
+    facility: SyslogFacility = field(
+        default="daemon", metadata=key(Choice.of(SyslogFacility), "syslog facility")
+    )
+    tag: str = field(
+        default="loadstone",
+        metadata=key(
+            # RFC 5424 APP-NAME: 1-48 printable US-ASCII characters, no space.
+            Text(
+                r"[!-~]{1,48}",
+                "expected 1-48 printable ASCII characters without spaces, got {text!r}",
+            ),
+            "APP-NAME (RFC 5424) or TAG (RFC 3164)",
+        ),
+    )
+
+
+_EVENTS_TO = LogTarget("stderr")
+_SESSIONS_TO = LogTarget()
 
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
-    events: LogTarget = field(default_factory=lambda: LogTarget("stderr"))
-    sessions: LogTarget = field(default_factory=LogTarget)
+    events: LogTarget = field(
+        default=_EVENTS_TO,
+        metadata=key(
+            SectionOrWord(Section(LogTarget), "target", lambda: _EVENTS_TO),
+            "where events go (default stderr)",
+        ),
+    )
+    sessions: LogTarget = field(
+        default=_SESSIONS_TO,
+        metadata=key(
+            SectionOrWord(Section(LogTarget), "target", lambda: _SESSIONS_TO),
+            "where session and request lines go (default stdout)",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class GlobalConfig:
-    grace: float = 10.0  # how long SIGTERM waits for sessions to finish
-    workers: int = 1  # data-path threads (native path)
+    grace: float = field(  # zero: stop at once, closing sessions
+        default=10.0,
+        metadata=key(Duration(allow_zero=True), "how long SIGTERM waits for sessions to finish"),
+    )
+    workers: int = field(default=1, metadata=key(Int(1, 64), "data-path threads (native path)"))
     # native path: relay with splice(2) (on), recv/send through a buffer (off),
     # or recv/send switching to splice once a transfer fills the buffer (auto)
-    splice: Splice = "auto"
+    splice: Splice = field(
+        default="auto",
+        metadata=key(Choice.of(Splice, on=True, off=False), "native path: relay with splice(2)"),
+    )
     # native path: send the messages a worker holds back in a pass with one
     # io_uring_enter() where the kernel allows io_uring (auto), or one send() each
-    io_uring: IoUring = "auto"
-    admin: AdminConfig = field(default_factory=AdminConfig)
-    log_format: LogFormat = "text"
-    log: LogConfig = field(default_factory=LogConfig)
+    io_uring: IoUring = field(
+        default="auto",
+        metadata=key(Choice.of(IoUring, off=False), "native path: batch sends with io_uring"),
+    )
+    admin: AdminConfig = field(
+        default_factory=AdminConfig,
+        metadata=key(
+            Section(AdminConfig, if_null="to disable the admin server set admin.bind: null")
+        ),
+    )
+    log_format: LogFormat = field(default="text", metadata=key(Choice.of(LogFormat)))
+    log: LogConfig = field(
+        default_factory=LogConfig,
+        metadata=key(Section(LogConfig), "destinations of events and session lines"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
