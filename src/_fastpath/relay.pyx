@@ -109,13 +109,15 @@ HTTP_END_WORDS = (
 )
 
 
-def load_llhttp(str path):
-    """Resolve llhttp's functions from httptools' compiled parser at `path` and
-    run the engine's self-test of them. Raises RuntimeError saying what failed."""
+LLHTTP_VERSION = ls_llhttp_version().decode()  # the vendored llhttp built in
+
+
+def init_llhttp():
+    """Run the engine's self-test of its llhttp and set up the HTTP parsers (once;
+    again is a no-op). Raises RuntimeError saying what failed."""
     cdef char err[256]
     err[0] = 0
-    cdef bytes raw = path.encode()
-    if ls_http_load(raw, err, sizeof(err)) < 0:
+    if ls_http_init(err, sizeof(err)) < 0:
         raise RuntimeError(err.decode(errors="replace"))
 
 

@@ -15,8 +15,9 @@
  *       +--- response complete: server connection back to the worker's pool,
  *            access-log record, the request parser resumed on what is buffered
  *
- * Parsing is llhttp's, the parser inside httptools, resolved at run time from
- * httptools' compiled module (ls_http_load): no HTTP grammar is written here.
+ * Parsing is llhttp's (the parser of Node.js, vendored in src/_fastpath/vendor/
+ * llhttp and built with the engine; ls_http_init self-tests it): no HTTP
+ * grammar is written here.
  * The request parser pauses at the end of each message (on_message_complete
  * returns HPE_PAUSED), so pipelined requests wait, unparsed, in `in` and are
  * answered in order, one exchange at a time, as on the pure path.
@@ -42,74 +43,18 @@
  * After a 101 the session becomes an engine TCP relay (ST_RELAY, pump()) with
  * timeouts.tunnel as its idle timeout.
  */
-#include <dlfcn.h>
+#include "llhttp.h"
+#include <strings.h>
 
 static ls_listener *get_listener(ls_engine *e, int lid);
 
 /* ---------------------------------------------------------------------------------- */
-/* llhttp's ABI as httptools 0.9 bundles it (llhttp 9.x: llhttp.h, llhttp_t and    */
-/* llhttp_settings_t). Declared here, not included: httptools ships no headers.    */
-/* ls_http_load's self-test checks every field and call used below.                */
+/* llhttp: vendored (src/_fastpath/vendor/llhttp) and built with the engine. ls_http_init */
+/* runs a self-test of the behaviour this file relies on before any listener is HTTP.  */
 
-typedef struct ll_parser {
-    int32_t _index;
-    void *_span_pos0;
-    void *_span_cb0;
-    int32_t error;
-    const char *reason;
-    const char *error_pos;
-    void *data;
-    void *_current;
-    uint64_t content_length;
-    uint8_t type, method, http_major, http_minor, header_state;
-    uint16_t lenient_flags;
-    uint8_t upgrade, finish;
-    uint16_t flags, status_code;
-    uint8_t initial_message_completed;
-    void *settings;
-} ll_parser;
+static volatile int llhttp_ready; /* set by the first ls_http_init that passes */
 
-typedef int (*ll_cb)(ll_parser *);
-typedef int (*ll_data_cb)(ll_parser *, const char *, size_t);
-
-typedef struct ll_settings {
-    ll_cb on_message_begin;
-    ll_data_cb on_protocol, on_url, on_status, on_method, on_version, on_header_field,
-        on_header_value, on_chunk_extension_name, on_chunk_extension_value;
-    ll_cb on_headers_complete;
-    ll_data_cb on_body;
-    ll_cb on_message_complete, on_protocol_complete, on_url_complete, on_status_complete,
-        on_method_complete, on_version_complete, on_header_field_complete,
-        on_header_value_complete, on_chunk_extension_name_complete,
-        on_chunk_extension_value_complete, on_chunk_header, on_chunk_complete, on_reset;
-} ll_settings;
-
-enum { LL_OK = 0, LL_PAUSED = 21, LL_PAUSED_UPGRADE = 22 };
-enum { LL_REQUEST = 1, LL_RESPONSE = 2 };
-enum { LL_HEAD = 2, LL_CONNECT = 5 };
-
-typedef struct ll_api {
-    void (*init)(ll_parser *, int, const ll_settings *);
-    void (*settings_init)(ll_settings *);
-    int (*execute)(ll_parser *, const char *, size_t);
-    int (*finish)(ll_parser *);
-    void (*resume)(ll_parser *);
-    int (*should_keep_alive)(const ll_parser *);
-    int (*message_needs_eof)(const ll_parser *);
-    const char *(*get_error_reason)(const ll_parser *);
-    const char *(*get_error_pos)(const ll_parser *);
-    uint8_t (*get_method)(ll_parser *);
-    uint8_t (*get_http_major)(ll_parser *);
-    uint8_t (*get_http_minor)(ll_parser *);
-    int (*get_status_code)(ll_parser *);
-    uint8_t (*get_upgrade)(ll_parser *);
-    const char *(*method_name)(int);
-    volatile int loaded;
-} ll_api;
-
-static ll_api ll; /* set once, by the first ls_http_load that passes the self-test */
-
-static ll_settings req_settings, resp_settings;
+static llhttp_settings_t req_settings, resp_settings;
 
 /* The answers the proxy makes itself, as loadstone.http.message.ANSWERS. */
 static struct {
@@ -138,7 +83,7 @@ typedef struct ls_field {
 } ls_field;
 
 struct ls_http {
-    ll_parser req, resp;
+    llhttp_t req, resp;
     ls_buf in;    /* client bytes read but not parsed (pipelined, or a paused parser) */
     ls_buf head;  /* target, field names and values of the head being parsed */
     ls_buf rhead; /* the head rebuilt for the server (kept for a resend) */
@@ -266,12 +211,12 @@ static void flush_cancel(ls_worker *W, ls_session *s)
     h->in_flush = 0;
 }
 
-static inline ls_http *H(ll_parser *p) { return ((ls_session *)p->data)->http; }
+static inline ls_http *H(llhttp_t *p) { return ((ls_session *)p->data)->http; }
 
 /* ---------------------------------------------------------------------------------- */
 /* the request parser's callbacks                                                     */
 
-static int req_message_begin(ll_parser *p)
+static int req_message_begin(llhttp_t *p)
 {
     ls_session *s = p->data;
     ls_http *h = s->http;
@@ -292,7 +237,7 @@ static int req_message_begin(ll_parser *p)
     return 0;
 }
 
-static int req_url(ll_parser *p, const char *at, size_t n)
+static int req_url(llhttp_t *p, const char *at, size_t n)
 {
     ls_http *h = H(p);
     if (buf_append(&h->head, at, n) < 0)
@@ -301,7 +246,7 @@ static int req_url(ll_parser *p, const char *at, size_t n)
     return 0;
 }
 
-static int req_field(ll_parser *p, const char *at, size_t n)
+static int req_field(llhttp_t *p, const char *at, size_t n)
 {
     ls_http *h = H(p);
     if (h->head_done)
@@ -335,7 +280,7 @@ static int req_field(ll_parser *p, const char *at, size_t n)
     return 0;
 }
 
-static int req_value(ll_parser *p, const char *at, size_t n)
+static int req_value(llhttp_t *p, const char *at, size_t n)
 {
     ls_http *h = H(p);
     if (h->head_done || h->nfields == 0)
@@ -511,19 +456,19 @@ static void copy_str(char *dst, size_t size, const char *src)
     dst[n] = 0;
 }
 
-static int req_headers_complete(ll_parser *p)
+static int req_headers_complete(llhttp_t *p)
 {
     ls_session *s = p->data;
     ls_http *h = s->http;
     h->t_head = s->W->now_us;
     h->head_done = 1;
-    const char *m = ll.method_name(ll.get_method(p));
+    const char *m = llhttp_method_name(llhttp_get_method(p));
     copy_str(h->method, sizeof h->method, m ? m : "");
-    int major = ll.get_http_major(p), minor = ll.get_http_minor(p);
-    h->keep_alive = ll.should_keep_alive(p) ? 1 : 0;
-    h->upgrade = ll.get_upgrade(p) ? 1 : 0;
+    int major = llhttp_get_http_major(p), minor = llhttp_get_http_minor(p);
+    h->keep_alive = llhttp_should_keep_alive(p) ? 1 : 0;
+    h->upgrade = llhttp_get_upgrade(p) ? 1 : 0;
     h->http10 = major == 1 && minor == 0;
-    if (ll.get_method(p) == LL_CONNECT) {
+    if (llhttp_get_method(p) == HTTP_CONNECT) {
         h->bad_status = 501;
         h->bad_reason = "CONNECT is not supported";
         return -1;
@@ -538,7 +483,7 @@ static int req_headers_complete(ll_parser *p)
     return buf_append(&h->out, h->rhead.p + h->rhead.off, h->rhead.len) < 0 ? -1 : 0;
 }
 
-static int req_body(ll_parser *p, const char *at, size_t n)
+static int req_body(llhttp_t *p, const char *at, size_t n)
 {
     ls_session *s = p->data;
     ls_http *h = s->http;
@@ -556,7 +501,7 @@ static int req_body(ll_parser *p, const char *at, size_t n)
     return 0;
 }
 
-static int req_message_complete(ll_parser *p)
+static int req_message_complete(llhttp_t *p)
 {
     ls_http *h = H(p);
     h->req_complete = 1;
@@ -565,17 +510,17 @@ static int req_message_complete(ll_parser *p)
         return -1;
     /* An upgrade stops llhttp by itself (HPE_PAUSED_UPGRADE) right after this;
      * anything else: stop here, the next pipelined request waits its turn. */
-    return ll.get_upgrade(p) ? 0 : LL_PAUSED;
+    return llhttp_get_upgrade(p) ? 0 : HPE_PAUSED;
 }
 
 /* ---------------------------------------------------------------------------------- */
 /* the response parser's callbacks                                                    */
 
-static int resp_headers_complete(ll_parser *p)
+static int resp_headers_complete(llhttp_t *p)
 {
     ls_session *s = p->data;
     ls_http *h = s->http;
-    int status = ll.get_status_code(p);
+    int status = llhttp_get_status_code(p);
     if (status < 200 && status != 101) {
         h->interim = 1; /* 100 Continue, 103 Early Hints: relayed as they are */
         return 0;
@@ -585,14 +530,14 @@ static int resp_headers_complete(ll_parser *p)
     h->status = status;
     h->resp_head = 1;
     h->t_response = s->W->now_us;
-    h->resp_keep = ll.should_keep_alive(p) ? 1 : 0;
-    h->resp_eof = ll.message_needs_eof(p) ? 1 : 0;
+    h->resp_keep = llhttp_should_keep_alive(p) ? 1 : 0;
+    h->resp_eof = llhttp_message_needs_eof(p) ? 1 : 0;
     if (!h->resp_keep)
         h->keep_client = 0; /* its Connection: close reaches the client as it is */
     return strcmp(h->method, "HEAD") == 0 ? 1 : 0; /* 1: no body follows */
 }
 
-static int resp_message_complete(ll_parser *p)
+static int resp_message_complete(llhttp_t *p)
 {
     ls_http *h = H(p);
     if (h->interim) {
@@ -600,11 +545,11 @@ static int resp_message_complete(ll_parser *p)
         return 0;
     }
     h->resp_done = 1;
-    return ll.get_upgrade(p) ? 0 : LL_PAUSED;
+    return llhttp_get_upgrade(p) ? 0 : HPE_PAUSED;
 }
 
 /* ---------------------------------------------------------------------------------- */
-/* loading llhttp and the self-test                                                   */
+/* llhttp's self-test                                                                 */
 
 typedef struct selftest {
     int begins, headers, completes, fields, values, body_len;
@@ -612,8 +557,8 @@ typedef struct selftest {
     int url_len;
 } selftest;
 
-static int st_begin(ll_parser *p) { ((selftest *)p->data)->begins++; return 0; }
-static int st_url(ll_parser *p, const char *at, size_t n)
+static int st_begin(llhttp_t *p) { ((selftest *)p->data)->begins++; return 0; }
+static int st_url(llhttp_t *p, const char *at, size_t n)
 {
     selftest *t = p->data;
     if (t->url_len + n < sizeof t->url) {
@@ -622,16 +567,22 @@ static int st_url(ll_parser *p, const char *at, size_t n)
     }
     return 0;
 }
-static int st_field(ll_parser *p, const char *at, size_t n) { ((selftest *)p->data)->fields++; return 0; }
-static int st_value(ll_parser *p, const char *at, size_t n) { ((selftest *)p->data)->values++; return 0; }
-static int st_headers(ll_parser *p) { ((selftest *)p->data)->headers++; return 0; }
-static int st_body(ll_parser *p, const char *at, size_t n) { ((selftest *)p->data)->body_len += (int)n; return 0; }
-static int st_complete(ll_parser *p) { ((selftest *)p->data)->completes++; return LL_PAUSED; }
+static int st_field(llhttp_t *p, const char *at, size_t n) { ((selftest *)p->data)->fields++; return 0; }
+static int st_value(llhttp_t *p, const char *at, size_t n) { ((selftest *)p->data)->values++; return 0; }
+static int st_headers(llhttp_t *p) { ((selftest *)p->data)->headers++; return 0; }
+static int st_body(llhttp_t *p, const char *at, size_t n) { ((selftest *)p->data)->body_len += (int)n; return 0; }
+static int st_complete(llhttp_t *p) { ((selftest *)p->data)->completes++; return HPE_PAUSED; }
 
-/* Parse a known request and response through the resolved functions and check
- * every callback, getter and field this file relies on; NULL or what failed. */
-static const char *http_selftest(const ll_api *a)
+/* Parse a known request and response and check every callback, getter and
+ * field this file relies on; NULL or what failed. A build of llhttp with other
+ * defaults (lenient flags, another release) fails here, at start, rather than
+ * mid-request. */
+static const char *http_selftest(void)
 {
+    /* For tests only: makes the self-test fail, to show what a start with a
+     * broken llhttp does (tests/integration/test_http_native.py). */
+    if (getenv("LOADSTONE_TEST_LLHTTP_SELFTEST_FAIL"))
+        return "forced by LOADSTONE_TEST_LLHTTP_SELFTEST_FAIL (a test setting)";
     static const char req[] = "POST /a?b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                               "Connection: keep-alive\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
                               "HEAD / HTTP/1.0\r\n\r\n";
@@ -639,8 +590,8 @@ static const char *http_selftest(const ll_api *a)
                                "HTTP/1.1 204 No Content\r\n\r\n";
     static const char bad[] = "GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
                               "Transfer-Encoding: chunked\r\n\r\n";
-    ll_settings st;
-    a->settings_init(&st);
+    llhttp_settings_t st;
+    llhttp_settings_init(&st);
     st.on_message_begin = st_begin;
     st.on_url = st_url;
     st.on_header_field = st_field;
@@ -648,99 +599,74 @@ static const char *http_selftest(const ll_api *a)
     st.on_headers_complete = st_headers;
     st.on_body = st_body;
     st.on_message_complete = st_complete;
-    ll_parser p;
+    llhttp_t p;
     selftest t;
     memset(&t, 0, sizeof t);
-    a->init(&p, LL_REQUEST, &st);
+    llhttp_init(&p, HTTP_REQUEST, &st);
     p.data = &t;
-    int err = a->execute(&p, req, sizeof req - 1);
-    if (err != LL_PAUSED)
+    int err = llhttp_execute(&p, req, sizeof req - 1);
+    if (err != HPE_PAUSED)
         return "a request did not pause at its end";
-    const char *pos = a->get_error_pos(&p);
+    const char *pos = llhttp_get_error_pos(&p);
     if (!pos || pos < req || pos > req + sizeof req - 1)
         return "llhttp_get_error_pos out of the input";
     if (t.begins != 1 || t.headers != 1 || t.completes != 1 || t.fields != 3 || t.values != 3 ||
         t.body_len != 3 || t.url_len != 4 || memcmp(t.url, "/a?b", 4) != 0)
         return "request callbacks";
-    if (strcmp(a->method_name(a->get_method(&p)), "POST") != 0 || a->get_http_major(&p) != 1 ||
-        a->get_http_minor(&p) != 1 || !a->should_keep_alive(&p) || a->get_upgrade(&p))
+    if (strcmp(llhttp_method_name(llhttp_get_method(&p)), "POST") != 0 || llhttp_get_http_major(&p) != 1 ||
+        llhttp_get_http_minor(&p) != 1 || !llhttp_should_keep_alive(&p) || llhttp_get_upgrade(&p))
         return "request getters";
     if (p.data != &t)
         return "llhttp_t layout (data)";
-    a->resume(&p);
+    llhttp_resume(&p);
     size_t rest = (size_t)(req + sizeof req - 1 - pos);
-    err = a->execute(&p, pos, rest);
-    if (err != LL_PAUSED || t.completes != 2 || a->get_http_minor(&p) != 0 ||
-        a->get_method(&p) != LL_HEAD || a->should_keep_alive(&p))
+    err = llhttp_execute(&p, pos, rest);
+    if (err != HPE_PAUSED || t.completes != 2 || llhttp_get_http_minor(&p) != 0 ||
+        llhttp_get_method(&p) != HTTP_HEAD || llhttp_should_keep_alive(&p))
         return "a resumed request";
     memset(&t, 0, sizeof t);
-    a->init(&p, LL_RESPONSE, &st);
+    llhttp_init(&p, HTTP_RESPONSE, &st);
     p.data = &t;
-    err = a->execute(&p, resp, sizeof resp - 1);
-    if (err != LL_PAUSED || t.body_len != 2 || a->get_status_code(&p) != 200 ||
-        !a->should_keep_alive(&p) || a->message_needs_eof(&p))
+    err = llhttp_execute(&p, resp, sizeof resp - 1);
+    if (err != HPE_PAUSED || t.body_len != 2 || llhttp_get_status_code(&p) != 200 ||
+        !llhttp_should_keep_alive(&p) || llhttp_message_needs_eof(&p))
         return "a response";
-    pos = a->get_error_pos(&p);
-    a->resume(&p);
-    err = a->execute(&p, pos, (size_t)(resp + sizeof resp - 1 - pos));
-    if (err != LL_PAUSED || a->get_status_code(&p) != 204 || t.completes != 2)
+    pos = llhttp_get_error_pos(&p);
+    llhttp_resume(&p);
+    err = llhttp_execute(&p, pos, (size_t)(resp + sizeof resp - 1 - pos));
+    if (err != HPE_PAUSED || llhttp_get_status_code(&p) != 204 || t.completes != 2)
         return "a second response";
     memset(&t, 0, sizeof t);
-    a->init(&p, LL_REQUEST, &st);
+    llhttp_init(&p, HTTP_REQUEST, &st);
     p.data = &t;
-    err = a->execute(&p, bad, sizeof bad - 1);
-    if (err == LL_OK || err == LL_PAUSED || t.headers != 0)
+    err = llhttp_execute(&p, bad, sizeof bad - 1);
+    if (err == HPE_OK || err == HPE_PAUSED || t.headers != 0)
         return "Content-Length with Transfer-Encoding was not refused (lenient llhttp?)";
-    if (!a->get_error_reason(&p))
+    if (!llhttp_get_error_reason(&p))
         return "llhttp_get_error_reason";
     return NULL;
 }
 
-int ls_http_load(const char *path, char *errbuf, int errlen)
+#define LS_STR_(x) #x
+#define LS_STR(x) LS_STR_(x)
+
+const char *ls_llhttp_version(void)
 {
-    ll_api cand;
-    memset(&cand, 0, sizeof cand);
-    void *so = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (!so) {
-        snprintf(errbuf, (size_t)errlen, "dlopen: %s", dlerror());
-        return -1;
-    }
-#define RESOLVE(field, name)                                                            \
-    do {                                                                                \
-        *(void **)&cand.field = dlsym(so, name);                                        \
-        if (!cand.field) {                                                              \
-            snprintf(errbuf, (size_t)errlen, "%s not found in %s", name, path);         \
-            dlclose(so);                                                                \
-            return -1;                                                                  \
-        }                                                                               \
-    } while (0)
-    RESOLVE(init, "llhttp_init");
-    RESOLVE(settings_init, "llhttp_settings_init");
-    RESOLVE(execute, "llhttp_execute");
-    RESOLVE(finish, "llhttp_finish");
-    RESOLVE(resume, "llhttp_resume");
-    RESOLVE(should_keep_alive, "llhttp_should_keep_alive");
-    RESOLVE(message_needs_eof, "llhttp_message_needs_eof");
-    RESOLVE(get_error_reason, "llhttp_get_error_reason");
-    RESOLVE(get_error_pos, "llhttp_get_error_pos");
-    RESOLVE(get_method, "llhttp_get_method");
-    RESOLVE(get_http_major, "llhttp_get_http_major");
-    RESOLVE(get_http_minor, "llhttp_get_http_minor");
-    RESOLVE(get_status_code, "llhttp_get_status_code");
-    RESOLVE(get_upgrade, "llhttp_get_upgrade");
-    RESOLVE(method_name, "llhttp_method_name");
-#undef RESOLVE
-    const char *failed = http_selftest(&cand);
+    return LS_STR(LLHTTP_VERSION_MAJOR) "." LS_STR(LLHTTP_VERSION_MINOR) "." LS_STR(
+        LLHTTP_VERSION_PATCH);
+}
+
+int ls_http_init(char *errbuf, int errlen)
+{
+    const char *failed = http_selftest();
     if (failed) {
-        snprintf(errbuf, (size_t)errlen, "llhttp self-test failed: %s", failed);
-        dlclose(so);
+        snprintf(errbuf, (size_t)errlen, "llhttp %s failed the engine's self-test: %s",
+                 ls_llhttp_version(), failed);
         return -1;
     }
-    if (ll.loaded)
-        return 0; /* the first good one stays: workers may be using it */
-    /* the handle stays open: the functions are used for the process's life */
-    ll = cand;
-    ll.settings_init(&req_settings);
+    if (llhttp_ready)
+        return 0; /* settled once: workers may be parsing with the settings */
+    llhttp_settings_init(&req_settings);
     req_settings.on_message_begin = req_message_begin;
     req_settings.on_url = req_url;
     req_settings.on_header_field = req_field;
@@ -748,10 +674,10 @@ int ls_http_load(const char *path, char *errbuf, int errlen)
     req_settings.on_headers_complete = req_headers_complete;
     req_settings.on_body = req_body;
     req_settings.on_message_complete = req_message_complete;
-    ll.settings_init(&resp_settings);
+    llhttp_settings_init(&resp_settings);
     resp_settings.on_headers_complete = resp_headers_complete;
     resp_settings.on_message_complete = resp_message_complete;
-    ll.loaded = 1;
+    llhttp_ready = 1;
     return 0;
 }
 
@@ -842,7 +768,7 @@ static int http_accepted(ls_session *s)
     if (!h)
         return -1;
     s->http = h;
-    ll.init(&h->req, LL_REQUEST, &req_settings);
+    llhttp_init(&h->req, HTTP_REQUEST, &req_settings);
     h->req.data = s;
     h->log_slot = -1;
     h->t_connect = -1;
@@ -965,7 +891,7 @@ static void response_done(ls_worker *W, ls_session *s)
     }
     /* the next request: parse what is buffered, or wait for it */
     h->req_paused = 0;
-    ll.resume(&h->req);
+    llhttp_resume(&h->req);
     h->head_done = 0;
     h->tkind = T_IDLE;
     timer_set(W, s, W->now_us + s->L->hcfg.keep_alive_ms * 1000);
@@ -1160,7 +1086,7 @@ static void start_exchange(ls_worker *W, ls_session *s)
     h->log_slot = -1;
     s->attempts = 0;
     s->nfailed = 0;
-    ll.init(&h->resp, LL_RESPONSE, &resp_settings);
+    llhttp_init(&h->resp, HTTP_RESPONSE, &resp_settings);
     h->resp.data = s;
     if (h->flags & H_HAS_BODY && !h->req_complete) {
         h->tkind = T_CLIENT;
@@ -1288,7 +1214,7 @@ static void server_lost(ls_worker *W, ls_session *s, int reset)
             h->req_sent = 0;
             h->out.off = h->out.len = 0;
             buf_append(&h->out, h->rhead.p + h->rhead.off, h->rhead.len);
-            ll.init(&h->resp, LL_RESPONSE, &resp_settings);
+            llhttp_init(&h->resp, HTTP_RESPONSE, &resp_settings);
             h->resp.data = s;
             s->attempts++;
             h->t_connect_start = W->now_us;
@@ -1391,7 +1317,7 @@ static int read_server(ls_worker *W, ls_session *s)
     if (n == 0) {
         s->rd[1] = 0;
         if (h->resp_head && h->resp_eof && !h->resp_done) {
-            ll.finish(&h->resp); /* the body ends with the close */
+            llhttp_finish(&h->resp); /* the body ends with the close */
             h->keep_client = 0;
             h->backend_reusable = 0;
             response_done(W, s);
@@ -1404,16 +1330,16 @@ static int read_server(ls_worker *W, ls_session *s)
         s->rd[1] = 0;
     if (h->tkind == T_SERVER)
         timer_set(W, s, W->now_us + s->L->hcfg.server_ms * 1000);
-    int err = ll.execute(&h->resp, buf, (size_t)n);
+    int err = llhttp_execute(&h->resp, buf, (size_t)n);
     size_t used = (size_t)n;
     int upgraded = 0;
-    if (err == LL_PAUSED) {
-        used = (size_t)(ll.get_error_pos(&h->resp) - buf);
+    if (err == HPE_PAUSED) {
+        used = (size_t)(llhttp_get_error_pos(&h->resp) - buf);
         if (used < (size_t)n)
             h->backend_reusable = 0; /* bytes after a complete response: dropped */
-    } else if (err == LL_PAUSED_UPGRADE) {
+    } else if (err == HPE_PAUSED_UPGRADE) {
         upgraded = 1;
-    } else if (err != LL_OK) {
+    } else if (err != HPE_OK) {
         if (!h->resp_head) {
             http_answer(W, s, 502, LS_HEND_SERVER_ERROR, 0);
         } else {
@@ -1489,14 +1415,14 @@ static size_t parse_request(ls_worker *W, ls_session *s, const char *data, size_
     ls_http *h = s->http;
     if (h->req_paused || h->parse_error || !n)
         return 0;
-    int err = ll.execute(&h->req, data, n);
-    if (err == LL_OK)
+    int err = llhttp_execute(&h->req, data, n);
+    if (err == HPE_OK)
         return n;
-    if (err == LL_PAUSED || err == LL_PAUSED_UPGRADE) {
+    if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
         h->req_paused = 1;
-        if (err == LL_PAUSED_UPGRADE)
+        if (err == HPE_PAUSED_UPGRADE)
             h->upgrade_wait = 1;
-        return (size_t)(ll.get_error_pos(&h->req) - data);
+        return (size_t)(llhttp_get_error_pos(&h->req) - data);
     }
     h->parse_error = 1;
     return n;
@@ -1819,7 +1745,7 @@ void ls_listener_configure_http(ls_engine *e, int lid, const ls_hconfig *cfg)
         return;
     pthread_mutex_lock(&L->lock);
     L->hcfg = *cfg;
-    if (!ll.loaded)
+    if (!llhttp_ready)
         L->hcfg.enabled = 0;
     L->http_stopping = 0;
     pthread_mutex_unlock(&L->lock);

@@ -7,6 +7,9 @@ without the extension (no compiler, not Linux: no epoll/splice).
 Mode http is chosen per listener on top of that (`http_frontend`): the native
 HTTP path serves a listener whose configuration uses only what it implements
 (loadstone.datapath.native_http.refusal), the pure one the others.
+
+A native engine whose llhttp fails its self-test does not start (DataPathError,
+raised by `configure`): it never falls back to the pure path silently.
 """
 
 from __future__ import annotations
@@ -24,9 +27,14 @@ TcpFrontend: Any = PureTcpFrontend
 IMPLEMENTATION = "pure"
 BUILD = "none"  # the native build's variant: release | debug; none without it
 
+
+class DataPathError(Exception):
+    """The data path cannot start; the message is one line saying why."""
+
+
 if not NO_EXTENSIONS:
     try:
-        from loadstone.datapath import native
+        from loadstone.datapath import native, native_http
     except ImportError:
         pass
     else:
@@ -41,8 +49,6 @@ def http_frontend(config: ListenerConfig) -> tuple[Any, str, str | None]:
     if IMPLEMENTATION != "native":
         why = "LOADSTONE_NO_EXTENSIONS=1" if NO_EXTENSIONS else "native data path not built"
         return PureHttpFrontend, "pure", why
-    from loadstone.datapath import native_http
-
     refused = native_http.refusal(config)
     if refused is not None:
         return PureHttpFrontend, "pure", refused
@@ -50,9 +56,24 @@ def http_frontend(config: ListenerConfig) -> tuple[Any, str, str | None]:
 
 
 def configure(global_config: GlobalConfig) -> None:
-    """Settings of the data path as a whole (workers, splice), before any listener."""
+    """Settings of the data path as a whole (workers, splice), before any listener.
+
+    Raises DataPathError when the native engine cannot serve (its llhttp failed
+    the self-test)."""
     if IMPLEMENTATION == "native":
+        try:
+            native_http.init_llhttp()
+        except RuntimeError as exc:
+            raise DataPathError(f"native data path: {exc}") from None
         native.configure(global_config)
 
 
-__all__ = ["BUILD", "IMPLEMENTATION", "NO_EXTENSIONS", "TcpFrontend", "configure", "http_frontend"]
+__all__ = [
+    "BUILD",
+    "IMPLEMENTATION",
+    "NO_EXTENSIONS",
+    "DataPathError",
+    "TcpFrontend",
+    "configure",
+    "http_frontend",
+]

@@ -6,10 +6,10 @@ The per-request work of an HTTP listener (parse, check and rebuild the head,
 pick a server, reuse or open a server connection, relay, answer 400/408/502/
 503/504 itself) runs in the engine's workers (src/_fastpath/includes/
 http_engine.c), next to the TCP relay, on the same server table, picking,
-counters and timers. Parsing is llhttp's, the parser inside httptools: the
-engine resolves its functions from httptools' compiled module at run time and
-checks them with a self-test (`llhttp_status`); if that fails, every HTTP
-listener stays on the pure path (loadstone.datapath.http) with one log line.
+counters and timers. Parsing is llhttp's, vendored (src/_fastpath/vendor/llhttp)
+and built into the engine; its self-test runs when the native data path is
+configured (`init_llhttp`), and a failure stops the start with one line naming
+it: a broken engine is not hidden behind the pure path.
 
 A listener is served natively when its configuration uses only what the engine
 implements (`refusal` says why not otherwise: cookie persistence, routing,
@@ -55,26 +55,20 @@ _PURE_ONLY = (
 )
 MAX_EXCEPT = 32  # LS_HTTP_MAX_EXCEPT
 
-_llhttp: dict[str, str | None] = {}  # "error": None once loaded and self-tested
+_llhttp_ready = False
 
 
-def llhttp_status() -> str | None:
-    """None when the engine's llhttp is loaded and passed its self-test, else why not."""
-    if "error" not in _llhttp:
-        try:
-            import httptools.parser.parser as compiled
+def init_llhttp() -> None:
+    """Self-test the engine's llhttp and give the engine its own answers (once).
 
-            # LOADSTONE_LLHTTP_SO: another shared object exporting llhttp's API
-            # (an operator's escape hatch, and how tests make the self-test fail).
-            relay.load_llhttp(os.environ.get("LOADSTONE_LLHTTP_SO") or compiled.__file__)
-        except (ImportError, AttributeError, RuntimeError) as exc:
-            _llhttp["error"] = f"llhttp from httptools unusable: {exc}"
-            log.warning("native HTTP path off, HTTP listeners run on the pure path: %s", exc)
-        else:
-            _llhttp["error"] = None
-            for status, data in message.ANSWERS.items():
-                relay.set_http_answer(status, data)
-    return _llhttp["error"]
+    Raises RuntimeError naming what failed (datapath.configure stops the start)."""
+    global _llhttp_ready
+    if _llhttp_ready:
+        return
+    relay.init_llhttp()
+    for status, data in message.ANSWERS.items():
+        relay.set_http_answer(status, data)
+    _llhttp_ready = True
 
 
 def refusal(config: ListenerConfig) -> str | None:
@@ -90,7 +84,7 @@ def refusal(config: ListenerConfig) -> str | None:
             return f"forwardfor.except has more than {MAX_EXCEPT} networks"
         if len(ff.header.encode()) >= 64:
             return "forwardfor.header name longer than 63 bytes"
-    return llhttp_status()
+    return None
 
 
 class HttpFrontend(native.TcpFrontend):
@@ -105,6 +99,7 @@ class HttpFrontend(native.TcpFrontend):
         sessionlog: SessionLog,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        init_llhttp()  # done by datapath.configure already; here for a direct use
         self.requests_total = 0
         self.status_counts = [0] * 6  # by class: [other, 1xx, 2xx, 3xx, 4xx, 5xx]
         super().__init__(config, pool, sessionlog, loop)
