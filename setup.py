@@ -25,6 +25,8 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FASTPATH = os.path.join("src", "_fastpath")
+# The C engine: engine.c includes the other files of the folder (one unit).
+ENGINE = os.path.join(FASTPATH, "engine")
 # llhttp (MIT), the HTTP parser of the native HTTP engine, built in from source:
 # the release httptools bundles, see its README.md.
 LLHTTP = os.path.join(FASTPATH, "vendor", "llhttp")
@@ -116,11 +118,12 @@ def _extensions() -> list[Extension]:
         "relay",
         sources=[
             os.path.join(FASTPATH, "relay.pyx"),
-            os.path.join(FASTPATH, "includes", "engine.c"),
+            os.path.join(ENGINE, "engine.c"),
             *(os.path.join(LLHTTP, "src", name) for name in ("api.c", "http.c", "llhttp.c")),
         ],
         include_dirs=[
             os.path.join(FASTPATH, "includes"),
+            ENGINE,
             FASTPATH,
             os.path.join(LLHTTP, "include"),
         ],
@@ -130,8 +133,9 @@ def _extensions() -> list[Extension]:
         extra_compile_args=[*cflags, "-Wall", "-Wno-unused-function", "-fvisibility=hidden"],
         depends=[
             os.path.join(FASTPATH, "includes", name)
-            for name in ("engine.h", "http_engine.c", "blake2b.h", "uring.h", "engine.pxd")
+            for name in ("engine.h", "blake2b.h", "uring.h", "engine.pxd")
         ]
+        + [os.path.join(ENGINE, name) for name in sorted(os.listdir(ENGINE))]
         + [os.path.join(FASTPATH, "relay.pxd"), os.path.join(LLHTTP, "include", "llhttp.h")],
     )
     try:

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """The native data plane's Python face: an `Engine` owning the worker threads.
 
-The engine itself (includes/engine.c) is C that never takes the GIL: worker
+The engine itself (engine/engine.c and the files it includes) is C that never takes the GIL: worker
 threads with their own epoll loops accept, pick a server from the published
 table, connect and relay. This module is the thin, typed boundary the control
 plane (loadstone.datapath.native) calls: it converts Python values into the C

@@ -4,9 +4,9 @@ Theory of operation
 -------------------
 The per-request work of an HTTP listener (parse, check and rebuild the head,
 pick a server, reuse or open a server connection, relay, answer 400/408/502/
-503/504 itself) runs in the engine's workers (src/_fastpath/includes/
-http_engine.c), next to the TCP relay, on the same server table, picking,
-counters and timers. Parsing is llhttp's, vendored (src/_fastpath/vendor/llhttp)
+503/504 itself) runs in the engine's workers (src/_fastpath/engine/http_*.c),
+next to the TCP relay, on the same server table, picking, counters and timers.
+Parsing is llhttp's, vendored (src/_fastpath/vendor/llhttp)
 and built into the engine; its self-test runs when the native data path is
 configured (`init_llhttp`), and a failure stops the start with one line naming
 it: a broken engine is not hidden behind the pure path.

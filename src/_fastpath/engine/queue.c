@@ -1,0 +1,88 @@
+/* queue.c: admission under maxconn and the listener's queue, as HAProxy's
+ * (part of the unity build engine.c). The count of admitted sessions and the
+ * queue are shared by the workers, under the listener's lock; a session taken
+ * off the queue by another worker reaches its own by a command (CMD_ADMIT) or,
+ * when it is the same worker, by its admit list. */
+
+static void admit(ls_worker *W, ls_session *s)
+{
+    ls_listener *L = s->L;
+    pthread_mutex_lock(&L->lock);
+    if (L->active < L->cfg.maxconn && !L->qhead) {
+        L->active++;
+        pthread_mutex_unlock(&L->lock);
+        sess_connect(W, s);
+        return;
+    }
+    /* Over maxconn: wait for a slot, as HAProxy's queue, bounded by timeouts.queue. */
+    s->state = ST_QUEUED;
+    s->qprev = L->qtail;
+    s->qnext = NULL;
+    if (L->qtail)
+        L->qtail->qnext = s;
+    else
+        L->qhead = s;
+    L->qtail = s;
+    L->nqueued++;
+    int64_t queue_ms = L->cfg.queue_ms;
+    pthread_mutex_unlock(&L->lock);
+    timer_set(W, s, W->now_us + queue_ms * 1000);
+}
+
+/* Take sessions off the listener queue while slots are free (lock held);
+ * returns them as a list linked through rnext. */
+static ls_session *dequeue_admissible(ls_listener *L)
+{
+    ls_session *out = NULL, **tail = &out;
+    while (L->qhead && L->active < L->cfg.maxconn) {
+        ls_session *q = L->qhead;
+        L->qhead = q->qnext;
+        if (L->qhead)
+            L->qhead->qprev = NULL;
+        else
+            L->qtail = NULL;
+        q->qprev = q->qnext = NULL;
+        L->nqueued--;
+        L->active++;
+        __atomic_store_n(&q->state, ST_ADMITTING, __ATOMIC_RELAXED);
+        q->rnext = NULL;
+        *tail = q;
+        tail = &q->rnext;
+    }
+    return out;
+}
+
+/* Hand admitted sessions to their workers (W: the calling worker or NULL). */
+static void dispatch_admitted(ls_worker *W, ls_session *list)
+{
+    while (list) {
+        ls_session *q = list;
+        list = q->rnext;
+        q->rnext = NULL;
+        if (q->W == W) {
+            q->rnext = W->admit;
+            W->admit = q;
+        } else {
+            ls_cmd *c = calloc(1, sizeof *c);
+            if (!c)
+                abort();
+            c->type = CMD_ADMIT;
+            c->s = q;
+            post(q->W, c);
+        }
+    }
+}
+
+static void queue_remove(ls_listener *L, ls_session *s)
+{
+    if (s->qprev)
+        s->qprev->qnext = s->qnext;
+    else
+        L->qhead = s->qnext;
+    if (s->qnext)
+        s->qnext->qprev = s->qprev;
+    else
+        L->qtail = s->qprev;
+    s->qprev = s->qnext = NULL;
+    L->nqueued--;
+}
