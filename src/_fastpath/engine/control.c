@@ -71,14 +71,13 @@ static void run_commands(ls_worker *W)
         c->result = 0;
         switch (c->type) {
         case CMD_SHUTDOWN: {
-            ls_session *s = W->all;
-            while (s) {
-                ls_session *n = s->anext;
+            ls_list *pos, *tmp;
+            LS_LIST_FOR_EACH_SAFE(pos, tmp, &W->sessions) {
+                ls_session *s = LS_LIST_ELEM(pos, ls_session, alink);
                 if (s->L == c->L && (c->slot < 0 || s->slot == c->slot)) {
                     finish(W, s, LS_END_SHUTDOWN, c->reason);
                     c->result++;
                 }
-                s = n;
             }
             http_pool_shutdown(W, c->L, c->slot);
             break;

@@ -88,7 +88,7 @@ struct ls_listener {
     int lc_next;      /* leastconn rotation, under lock */
     int64_t active;   /* admitted sessions, under lock */
     int64_t nqueued;  /* under lock */
-    ls_session *qhead, *qtail;
+    ls_list queue;    /* sessions waiting for a slot (qlink), under lock */
     ls_lsock *socks; /* control-plane thread only */
     int nslots;
     ls_chunk *chunks[LS_MAX_CHUNKS];
@@ -155,8 +155,8 @@ struct ls_session {
     ls_addr client;
     ls_addr saddr;
     socklen_t saddrlen;
-    ls_session *qprev, *qnext;       /* listener queue */
-    ls_session *aprev, *anext;       /* worker's sessions */
+    ls_list qlink; /* in the listener's queue; a connection object: in the worker's pool */
+    ls_list alink; /* in the worker's sessions */
     ls_session *rnext;               /* ready list / dead list / admit list */
     ls_http *http;                   /* mode http, else NULL */
     ls_session *owner;               /* mode http: a server connection object's user */
@@ -193,7 +193,7 @@ struct ls_worker {
     ls_session **heap;
     int heap_len, heap_cap;
     ls_session *ready, *dead, *admit;
-    ls_session *all;
+    ls_list sessions; /* the sessions it owns (alink), connection objects aside */
     int64_t nsessions;
     char *buf;
     /* Small messages read in one pass of the loop, sent together at its end. */
@@ -208,8 +208,8 @@ struct ls_worker {
     int nrecs, caprecs;
     int64_t now_us;
     volatile int stop;
-    ls_session *http_pool;  /* mode http: idle server connections */
-    ls_session *http_flush; /* mode http: sessions with bytes to write this round */
+    ls_list http_pool;  /* mode http: idle server connections (qlink) */
+    ls_list http_flush; /* mode http: ls_http of sessions with bytes to write this round */
 };
 
 struct ls_engine {

@@ -52,9 +52,9 @@ struct ls_http {
     uint8_t exchange, connected, head_written, req_sent, response_started, reused;
     uint8_t resp_head, resp_done, interim, resp_first, resp_keep, resp_eof, keep_client;
     uint8_t backend_reusable, tunnel, logged;
-    uint8_t in_flush; /* on the worker's list of sessions with bytes to write */
     ls_session *conn; /* the connection object of a pooled server connection in use */
-    ls_session *flush_prev, *flush_next;
+    ls_session *sess;  /* the session this is the state of */
+    ls_list flink;     /* on the worker's list of sessions with bytes to write */
     int status;
     int log_slot;
     int backend_requests;

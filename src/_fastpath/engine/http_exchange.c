@@ -394,6 +394,7 @@ static int http_accepted(ls_session *s)
     if (!h)
         return -1;
     s->http = h;
+    h->sess = s;
     llhttp_init(&h->req, HTTP_REQUEST, &req_settings);
     h->req.data = s;
     h->log_slot = -1;
@@ -523,15 +524,14 @@ static void http_finish(ls_worker *W, ls_session *s, int reason, int arg)
 static int http_stop_idle(ls_worker *W, ls_listener *L)
 {
     int closed = 0;
-    ls_session *s = W->all;
-    while (s) {
-        ls_session *n = s->anext;
+    ls_list *pos, *tmp;
+    LS_LIST_FOR_EACH_SAFE(pos, tmp, &W->sessions) {
+        ls_session *s = LS_LIST_ELEM(pos, ls_session, alink);
         if (s->L == L && s->http && s->state == ST_HTTP && !s->http->exchange &&
             !s->http->parsing && !s->http->in.len) {
             finish(W, s, LS_END_CLIENT_CLOSE, 0);
             closed++;
         }
-        s = n;
     }
     http_pool_shutdown(W, L, -1);
     return closed;

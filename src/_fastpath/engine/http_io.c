@@ -52,29 +52,15 @@ static void buf_consume(ls_buf *b, size_t n)
 static void flush_later(ls_worker *W, ls_session *s)
 {
     ls_http *h = s->http;
-    if (h->in_flush)
-        return;
-    h->in_flush = 1;
-    h->flush_prev = NULL;
-    h->flush_next = W->http_flush;
-    if (W->http_flush)
-        W->http_flush->http->flush_prev = s;
-    W->http_flush = s;
+    if (!ls_list_linked(&h->flink))
+        ls_list_push_front(&W->http_flush, &h->flink);
 }
 
 static void flush_cancel(ls_worker *W, ls_session *s)
 {
     ls_http *h = s->http;
-    if (!h->in_flush)
-        return;
-    if (h->flush_prev)
-        h->flush_prev->http->flush_next = h->flush_next;
-    else
-        W->http_flush = h->flush_next;
-    if (h->flush_next)
-        h->flush_next->http->flush_prev = h->flush_prev;
-    h->flush_prev = h->flush_next = NULL;
-    h->in_flush = 0;
+    if (ls_list_linked(&h->flink))
+        ls_list_del(&h->flink);
 }
 
 /* Queue bytes for the client: written at once when it can take them. */
@@ -415,8 +401,9 @@ static void http_progress(ls_worker *W, ls_session *s)
  * have taken what held the server's next read back). */
 static void http_flush_round(ls_worker *W)
 {
-    while (W->http_flush) {
-        ls_session *s = W->http_flush;
+    ls_http *h;
+    while ((h = LS_LIST_FIRST(&W->http_flush, ls_http, flink))) {
+        ls_session *s = h->sess;
         flush_cancel(W, s);
         if (s->state == ST_CLOSED)
             continue;

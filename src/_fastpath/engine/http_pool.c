@@ -19,13 +19,7 @@
 
 static void pool_unlink(ls_worker *W, ls_session *p)
 {
-    if (p->qprev)
-        p->qprev->qnext = p->qnext;
-    else
-        W->http_pool = p->qnext;
-    if (p->qnext)
-        p->qnext->qprev = p->qprev;
-    p->qprev = p->qnext = NULL;
+    ls_list_del(&p->qlink);
     __atomic_fetch_sub(&p->L->http_pooled, 1, __ATOMIC_RELAXED);
 }
 
@@ -106,11 +100,7 @@ static int pool_put(ls_worker *W, ls_session *s)
     p->slot = s->slot;
     p->attempts = h->backend_requests;
     p->owner = NULL;
-    p->qprev = NULL;
-    p->qnext = W->http_pool;
-    if (W->http_pool)
-        W->http_pool->qprev = p;
-    W->http_pool = p;
+    ls_list_push_front(&W->http_pool, &p->qlink);
     __atomic_fetch_add(&L->http_pooled, 1, __ATOMIC_RELAXED);
     timer_set(W, p, W->now_us + L->hcfg.keep_alive_ms * 1000);
     h->conn = NULL;
@@ -136,7 +126,9 @@ static void release_server(ls_worker *W, ls_session *s, int reusable)
  * worker has one; 1 when the session got it. */
 static int http_take_pooled(ls_worker *W, ls_session *s)
 {
-    for (ls_session *p = W->http_pool; p; p = p->qnext) {
+    ls_list *pos;
+    LS_LIST_FOR_EACH(pos, &W->http_pool) {
+        ls_session *p = LS_LIST_ELEM(pos, ls_session, qlink);
         if (p->L != s->L || p->slot != s->slot)
             continue;
         ls_http *h = s->http;
@@ -163,11 +155,10 @@ static int http_take_pooled(ls_worker *W, ls_session *s)
 
 static void http_pool_shutdown(ls_worker *W, ls_listener *L, int slot)
 {
-    ls_session *p = W->http_pool;
-    while (p) {
-        ls_session *n = p->qnext;
+    ls_list *pos, *tmp;
+    LS_LIST_FOR_EACH_SAFE(pos, tmp, &W->http_pool) {
+        ls_session *p = LS_LIST_ELEM(pos, ls_session, qlink);
         if ((!L || p->L == L) && (slot < 0 || p->slot == slot))
             pool_drop(W, p);
-        p = n;
     }
 }

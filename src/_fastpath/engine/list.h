@@ -24,7 +24,10 @@ typedef struct ls_list {
 #define LS_LIST_FIRST(head, type, member)                                                  \
     (ls_list_empty(head) ? NULL : LS_LIST_ELEM((head)->n, type, member))
 
-/* Walk a list's nodes; `pos` may be unlinked inside the loop (`tmp` holds the next). */
+/* Walk a list's nodes (`pos`, an ls_list *). */
+#define LS_LIST_FOR_EACH(pos, head) for ((pos) = (head)->n; (pos) != (head); (pos) = (pos)->n)
+
+/* The same, where `pos` may be unlinked inside the loop (`tmp` holds the next). */
 #define LS_LIST_FOR_EACH_SAFE(pos, tmp, head)                                              \
     for ((pos) = (head)->n, (tmp) = (pos)->n; (pos) != (head); (pos) = (tmp), (tmp) = (pos)->n)
 

@@ -18,6 +18,7 @@ int ls_listener_new(ls_engine *e)
             memset(w, 0, (size_t)e->nworkers * sizeof *w);
             L->wstats = w;
             L->e = e;
+            ls_list_init(&L->queue);
             pthread_mutex_init(&L->lock, NULL);
             L->cfg.maxconn = 4096;
             L->cfg.connect_ms = 5000;

@@ -8,7 +8,7 @@ static void admit(ls_worker *W, ls_session *s)
 {
     ls_listener *L = s->L;
     pthread_mutex_lock(&L->lock);
-    if (L->active < L->cfg.maxconn && !L->qhead) {
+    if (L->active < L->cfg.maxconn && ls_list_empty(&L->queue)) {
         L->active++;
         pthread_mutex_unlock(&L->lock);
         sess_connect(W, s);
@@ -16,13 +16,7 @@ static void admit(ls_worker *W, ls_session *s)
     }
     /* Over maxconn: wait for a slot, as HAProxy's queue, bounded by timeouts.queue. */
     s->state = ST_QUEUED;
-    s->qprev = L->qtail;
-    s->qnext = NULL;
-    if (L->qtail)
-        L->qtail->qnext = s;
-    else
-        L->qhead = s;
-    L->qtail = s;
+    ls_list_push_back(&L->queue, &s->qlink);
     L->nqueued++;
     int64_t queue_ms = L->cfg.queue_ms;
     pthread_mutex_unlock(&L->lock);
@@ -34,14 +28,9 @@ static void admit(ls_worker *W, ls_session *s)
 static ls_session *dequeue_admissible(ls_listener *L)
 {
     ls_session *out = NULL, **tail = &out;
-    while (L->qhead && L->active < L->cfg.maxconn) {
-        ls_session *q = L->qhead;
-        L->qhead = q->qnext;
-        if (L->qhead)
-            L->qhead->qprev = NULL;
-        else
-            L->qtail = NULL;
-        q->qprev = q->qnext = NULL;
+    ls_session *q;
+    while (L->active < L->cfg.maxconn && (q = LS_LIST_FIRST(&L->queue, ls_session, qlink))) {
+        ls_list_del(&q->qlink);
         L->nqueued--;
         L->active++;
         __atomic_store_n(&q->state, ST_ADMITTING, __ATOMIC_RELAXED);
@@ -75,14 +64,6 @@ static void dispatch_admitted(ls_worker *W, ls_session *list)
 
 static void queue_remove(ls_listener *L, ls_session *s)
 {
-    if (s->qprev)
-        s->qprev->qnext = s->qnext;
-    else
-        L->qhead = s->qnext;
-    if (s->qnext)
-        s->qnext->qprev = s->qprev;
-    else
-        L->qtail = s->qprev;
-    s->qprev = s->qnext = NULL;
+    ls_list_del(&s->qlink);
     L->nqueued--;
 }

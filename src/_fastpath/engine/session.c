@@ -87,10 +87,7 @@ static void on_accept(ls_worker *W, ls_lsock *ls)
         s->dir[0].splice = s->dir[1].splice = W->e->splice_mode == LS_SPLICE_ON;
         s->start_us = W->now_us;
         memcpy(&s->client, &addr, alen < sizeof addr ? alen : sizeof addr);
-        s->anext = W->all;
-        if (W->all)
-            W->all->aprev = s;
-        W->all = s;
+        ls_list_push_front(&W->sessions, &s->alink);
         W->nsessions++;
         L->wstats[W->id].sessions_total++;
         /* TCP_NODELAY comes from the listening socket (Linux copies it) */
@@ -246,13 +243,7 @@ static void finish(ls_worker *W, ls_session *s, int reason, int arg)
         format_addr(&s->client, r->client, sizeof r->client);
     }
     /* unlink from the worker's list; freed at the end of the round */
-    if (s->aprev)
-        s->aprev->anext = s->anext;
-    else
-        W->all = s->anext;
-    if (s->anext)
-        s->anext->aprev = s->aprev;
-    s->aprev = s->anext = NULL;
+    ls_list_del(&s->alink);
     W->nsessions--;
     if (!s->admit_pending && !s->in_ready) {
         s->rnext = W->dead;

@@ -62,7 +62,7 @@ static void *worker_main(void *arg)
     int busy = 0; /* the last round had events */
     while (!W->stop) {
         int timeout = -1;
-        if (W->ready || W->admit || W->http_flush) {
+        if (W->ready || W->admit || !ls_list_empty(&W->http_flush)) {
             timeout = 0;
         } else if (W->heap_len) {
             int64_t wait = W->heap[0]->deadline_us - now_us();
@@ -172,6 +172,11 @@ ls_engine *ls_engine_new(int workers, int splice_mode, int pipe_size, int bufsiz
     e->workers = calloc((size_t)workers, sizeof *e->workers);
     if (e->recfd < 0 || !e->workers)
         goto fail;
+    for (int i = 0; i < workers; i++) { /* first: ls_engine_free walks them all */
+        ls_list_init(&e->workers[i].sessions);
+        ls_list_init(&e->workers[i].http_pool);
+        ls_list_init(&e->workers[i].http_flush);
+    }
     for (int i = 0; i < workers; i++) {
         ls_worker *W = &e->workers[i];
         W->e = e;
@@ -245,16 +250,15 @@ void ls_engine_free(ls_engine *e)
                     free(c);
                 }
             }
-            ls_session *s = W->all;
-            while (s) {
-                ls_session *n = s->anext;
+            ls_list *pos, *tmp;
+            LS_LIST_FOR_EACH_SAFE(pos, tmp, &W->sessions) {
+                ls_session *s = LS_LIST_ELEM(pos, ls_session, alink);
                 for (int k = 0; k < 2; k++) {
                     if (s->fd[k] >= 0)
                         close(s->fd[k]);
                     dir_release(W, &s->dir[k]);
                 }
                 sess_free(s);
-                s = n;
             }
             http_pool_shutdown(W, NULL, -1);
             while (W->dead) {
