@@ -120,3 +120,52 @@ static int pick_source(ls_table *T, const ls_session *s, int exclude)
     }
     return -1;
 }
+
+/* Choose a server for the session (taking the listener's lock): its slot (the
+ * server's live count taken) and address in s->saddr, or -1 when none can
+ * take it. A retry avoids the servers that failed it when redispatch is on. */
+static int pick_server(ls_listener *L, ls_session *s)
+{
+    if (!s->hashed && L->alg == LS_ALG_SOURCE) {
+        s->hashpos = client_hash(&s->client);
+        s->hashed = 1;
+    }
+    pthread_mutex_lock(&L->lock);
+    ls_table *T = L->table;
+    int exclude = L->cfg.redispatch && s->nfailed > 0;
+    int i = -1;
+    if (T && T->n) {
+        switch (T->alg) {
+        case LS_ALG_ROUNDROBIN:
+            i = pick_rr(L, T, s, exclude);
+            break;
+        case LS_ALG_LEASTCONN:
+            i = pick_leastconn(L, T, s, exclude);
+            break;
+        case LS_ALG_SOURCE:
+            if (!s->hashed) {
+                s->hashpos = client_hash(&s->client);
+                s->hashed = 1;
+            }
+            i = pick_source(T, s, exclude);
+            break;
+        case LS_ALG_FIRST:
+            i = pick_first(L, T, s, exclude);
+            break;
+        default: /* active-backup: the table holds the active server alone;
+                    a retry goes to it again, never to a second writer */
+            i = 0;
+            break;
+        }
+    }
+    int slot = -1;
+    if (i >= 0) {
+        ls_tserver *t = &T->servers[i];
+        slot = t->slot;
+        memcpy(&s->saddr, &t->addr, t->addrlen);
+        s->saddrlen = t->addrlen;
+        __atomic_fetch_add(&slot_shared(L, slot)->live, 1, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&L->lock);
+    return slot;
+}

@@ -2,60 +2,14 @@
  * (balance.c), connect with a timeout, retry with redispatch and back-off,
  * as the pure path's connect loop. */
 
-/* Pick a server and connect to it (an admitted session, or a retry). */
+/* Pick a server and connect to it (an admitted tcp session, an HTTP request,
+ * or a retry). */
 static void sess_connect(ls_worker *W, ls_session *s)
 {
     ls_listener *L = s->L;
-    if (s->http && !http_in_exchange(s)) {
-        http_admitted(W, s); /* admitted: a server is picked per request */
-        return;
-    }
-    if (!s->hashed && L->alg == LS_ALG_SOURCE) {
-        s->hashpos = client_hash(&s->client);
-        s->hashed = 1;
-    }
-    pthread_mutex_lock(&L->lock);
-    ls_table *T = L->table;
-    int exclude = L->cfg.redispatch && s->nfailed > 0;
-    int i = -1;
-    if (T && T->n) {
-        switch (T->alg) {
-        case LS_ALG_ROUNDROBIN:
-            i = pick_rr(L, T, s, exclude);
-            break;
-        case LS_ALG_LEASTCONN:
-            i = pick_leastconn(L, T, s, exclude);
-            break;
-        case LS_ALG_SOURCE:
-            if (!s->hashed) {
-                s->hashpos = client_hash(&s->client);
-                s->hashed = 1;
-            }
-            i = pick_source(T, s, exclude);
-            break;
-        case LS_ALG_FIRST:
-            i = pick_first(L, T, s, exclude);
-            break;
-        default: /* active-backup: the table holds the active server alone;
-                    a retry goes to it again, never to a second writer */
-            i = 0;
-            break;
-        }
-    }
-    int slot = -1;
-    if (i >= 0) {
-        ls_tserver *t = &T->servers[i];
-        slot = t->slot;
-        memcpy(&s->saddr, &t->addr, t->addrlen);
-        s->saddrlen = t->addrlen;
-        __atomic_fetch_add(&slot_shared(L, slot)->live, 1, __ATOMIC_RELAXED);
-    }
-    pthread_mutex_unlock(&L->lock);
+    int slot = pick_server(L, s);
     if (slot < 0) {
-        if (s->http)
-            http_answer(W, s, 503, LS_HEND_NO_SERVER, 0);
-        else
-            finish(W, s, LS_END_NO_SERVER, 0);
+        s->proto->unserved(W, s, LS_END_NO_SERVER, 0);
         return;
     }
     s->slot = slot;
@@ -73,7 +27,7 @@ static void sess_connect(ls_worker *W, ls_session *s)
         timer_set(W, s, W->now_us + delay);
         return;
     }
-    if (s->http && http_take_pooled(W, s))
+    if (s->proto->take_pooled && s->proto->take_pooled(W, s))
         return;
     do_connect(W, s);
 }
@@ -105,20 +59,11 @@ static void do_connect(ls_worker *W, ls_session *s)
     }
     if (r == 0) {
         s->wr[1] = 1;
-        connected(W, s);
+        s->proto->connected(W, s);
         return;
     }
     s->state = ST_CONNECTING;
     timer_set(W, s, W->now_us + L->cfg.connect_ms * 1000);
-}
-
-static void connected(ls_worker *W, ls_session *s)
-{
-    if (s->http) {
-        http_connected(W, s);
-        return;
-    }
-    relay_start(W, s, s->L->cfg.idle_ms);
 }
 
 static void connect_failed(ls_worker *W, ls_session *s, int err)
@@ -151,10 +96,7 @@ static void connect_failed(ls_worker *W, ls_session *s, int err)
     }
     s->failed[s->nfailed++] = slot;
     if (s->attempts > L->cfg.retries) {
-        if (s->http)
-            http_answer(W, s, 503, LS_HEND_CONNECT_FAILED, err);
-        else
-            finish(W, s, LS_END_CONNECT_FAILED, err);
+        s->proto->unserved(W, s, LS_END_CONNECT_FAILED, err);
         return;
     }
     sess_connect(W, s);

@@ -79,25 +79,19 @@ static void run_commands(ls_worker *W)
                     c->result++;
                 }
             }
-            http_pool_shutdown(W, c->L, c->slot);
+            if (c->L->proto->drop_idle)
+                c->L->proto->drop_idle(W, c->L, c->slot);
             break;
         }
-        case CMD_HTTP_STOP:
-            c->result = http_stop_idle(W, c->L);
+        case CMD_STOP_IDLE:
+            if (c->L->proto->stop_idle)
+                c->result = c->L->proto->stop_idle(W, c->L);
             break;
-        case CMD_ADMIT: {
-            ls_session *s = c->s;
-            if (s->admit_pending) {
-                sess_free(s); /* closed while the order was on its way */
-            } else if (s->state == ST_ADMITTING) {
-                timer_del(W, s);
-                s->state = ST_PICKING;
-                sess_connect(W, s);
-            }
+        case CMD_ADMIT:
+            admit_arrived(W, c->s);
             free(c);
             c = NULL;
             break;
-        }
         case CMD_STOP:
             W->stop = 1;
             break;

@@ -22,15 +22,13 @@ static ls_record *new_record(ls_worker *W);
 static void flush_records(ls_worker *W);
 
 /* balance.c */
-static uint64_t client_hash(const ls_addr *a);
 static int is_failed(const ls_session *s, int slot);
-static int pick_rr(ls_listener *L, ls_table *T, const ls_session *s, int exclude);
-static int pick_leastconn(ls_listener *L, ls_table *T, const ls_session *s, int exclude);
-static int pick_first(ls_listener *L, ls_table *T, const ls_session *s, int exclude);
-static int pick_source(ls_table *T, const ls_session *s, int exclude);
+static int pick_server(ls_listener *L, ls_session *s);
 
 /* queue.c */
 static void admit(ls_worker *W, ls_session *s);
+static void admit_arrived(ls_worker *W, ls_session *s);
+static void queue_expired(ls_worker *W, ls_session *s);
 static ls_session *dequeue_admissible(ls_listener *L);
 static void dispatch_admitted(ls_worker *W, ls_session *list);
 static void queue_remove(ls_listener *L, ls_session *s);
@@ -42,20 +40,20 @@ static void pump_both(ls_worker *W, ls_session *s, int first);
 static void relay_start(ls_worker *W, ls_session *s, int64_t idle_ms);
 static void flush_outbox(ls_worker *W);
 
-/* session.c */
+/* session.c (and proto_tcp, the hooks of a tcp session) */
 static void set_keepalive(int fd, const ls_lconfig *cfg);
 static void format_addr(const ls_addr *a, char *out, size_t size);
 static void ready_push(ls_worker *W, ls_session *s);
 static void fail_side(ls_worker *W, ls_session *s, int side);
 static void on_accept(ls_worker *W, ls_lsock *ls);
 static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev);
+static void relay_event(ls_worker *W, ls_session *s, int side, uint32_t ev);
 static void finish(ls_worker *W, ls_session *s, int reason, int arg);
 static void sess_free(ls_session *s);
 
 /* connect.c */
 static void sess_connect(ls_worker *W, ls_session *s);
 static void do_connect(ls_worker *W, ls_session *s);
-static void connected(ls_worker *W, ls_session *s);
 static void connect_failed(ls_worker *W, ls_session *s, int err);
 
 /* listener.c */
@@ -72,6 +70,19 @@ static inline ls_slot_wstats *slot_w(ls_listener *L, int worker, int slot)
 {
     ls_chunk *c = L->chunks[slot / LS_SLOTS_PER_CHUNK];
     return &c->w[worker * LS_SLOTS_PER_CHUNK + slot % LS_SLOTS_PER_CHUNK];
+}
+
+/* What an edge-triggered epoll event says of a side of the session: readable
+ * (also at the peer's FIN, EPOLLRDHUP, which pump() takes with the last read),
+ * writable. The flags stay until a read or write meets EAGAIN. */
+static inline void note_event(ls_session *s, int side, uint32_t ev)
+{
+    if (ev & EPOLLIN)
+        s->rd[side] = 1;
+    if (ev & (EPOLLRDHUP | EPOLLHUP))
+        s->rd[side] = s->rdhup[side] = 1;
+    if (ev & (EPOLLOUT | EPOLLHUP))
+        s->wr[side] = 1;
 }
 
 /* Bytes moved in direction d (0: client -> server), on the session, its listener

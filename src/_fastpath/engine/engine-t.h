@@ -71,6 +71,42 @@ typedef struct ls_worker ls_worker;
 typedef struct ls_http ls_http; /* mode http: http-t.h */
 typedef struct ls_listener ls_listener;
 
+/* What differs between the sessions of a tcp and of an http listener: one
+ * table per mode (proto_tcp in session.c, proto_http in http_session.c),
+ * taken from the listener at accept and kept for the session's life. The
+ * engine's generic code (accept, admission, connect, the relay, finish, the
+ * worker loop) calls through it and knows nothing of HTTP. NULL: nothing to do. */
+typedef struct ls_proto {
+    /* on_accept: the connection's own state, before it is admitted; 0 or -1 */
+    int (*accepted)(ls_session *s);
+    /* past maxconn: tcp picks a server and connects, http waits for a head */
+    void (*admitted)(ls_worker *W, ls_session *s);
+    /* sess_connect, a server picked: an idle connection to it, if any; 1 if taken */
+    int (*take_pooled)(ls_worker *W, ls_session *s);
+    /* the server connection is up */
+    void (*connected)(ls_worker *W, ls_session *s);
+    /* no server to take it (LS_END_NO_SERVER), or the last connect attempt
+     * failed (LS_END_CONNECT_FAILED, arg: errno or -1) */
+    void (*unserved)(ls_worker *W, ls_session *s, int end, int arg);
+    /* an epoll event, but for the server socket of a connect in progress */
+    void (*event)(ls_worker *W, ls_session *s, int side, uint32_t ev);
+    /* the session's turn on the worker's ready list */
+    void (*progress)(ls_worker *W, ls_session *s);
+    /* a deadline in a state of the protocol's own (ST_HTTP, ST_POOLED) */
+    void (*timeout)(ls_worker *W, ls_session *s);
+    /* how long a relaying session may stay idle (read when its timer fires) */
+    int64_t (*relay_idle_ms)(const ls_session *s);
+    /* finish(), before the descriptors close: counters, records */
+    void (*ended)(ls_worker *W, ls_session *s, int reason, int arg);
+    /* sess_free(): the protocol's state of the session */
+    void (*release)(ls_session *s);
+    /* CMD_STOP_IDLE: close the listener's idle connections; how many */
+    int (*stop_idle)(ls_worker *W, ls_listener *L);
+    /* CMD_SHUTDOWN: close the idle server connections of the listener (or of
+     * one of its servers, slot >= 0) kept by the worker */
+    void (*drop_idle)(ls_worker *W, ls_listener *L, int slot);
+} ls_proto;
+
 typedef struct ls_lsock {
     int fd;
     volatile int closed;
@@ -93,7 +129,8 @@ struct ls_listener {
     int nslots;
     ls_chunk *chunks[LS_MAX_CHUNKS];
     ls_lwstats *wstats; /* [workers] */
-    /* mode http (http_engine.c) */
+    const ls_proto *volatile proto; /* of the sessions it accepts (tcp or http) */
+    /* mode http (http_*.c) */
     ls_hconfig hcfg;
     volatile int http_stopping;
     int64_t http_pooled; /* idle server connections, all workers (atomic) */
@@ -112,7 +149,7 @@ enum {
     ST_CONNECTING,
     ST_RELAY,
     ST_CLOSED,
-    ST_HTTP,   /* mode http: driven by http_engine.c */
+    ST_HTTP,   /* mode http: driven by http_*.c */
     ST_POOLED, /* mode http: an idle server connection in a worker's pool */
 };
 
@@ -134,6 +171,7 @@ typedef union ls_addr {
 struct ls_session {
     ls_listener *L;
     ls_worker *W;
+    const ls_proto *proto;
     int fd[2]; /* client, server */
     uint8_t state;
     uint8_t rd[2], wr[2], rdhup[2];
@@ -162,7 +200,7 @@ struct ls_session {
     ls_session *owner;               /* mode http: a server connection object's user */
 };
 
-enum { CMD_SHUTDOWN = 1, CMD_BARRIER, CMD_ADMIT, CMD_STOP, CMD_HTTP_STOP };
+enum { CMD_SHUTDOWN = 1, CMD_BARRIER, CMD_ADMIT, CMD_STOP, CMD_STOP_IDLE };
 
 typedef struct ls_cmd {
     int type;

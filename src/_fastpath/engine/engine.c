@@ -3,16 +3,24 @@
  * This is the engine's one translation unit: it includes its parts, one file
  * per subsystem, so the compiler still sees (and inlines across) the whole of
  * it, as before the split. Types are in engine-t.h and http-t.h, what each part
- * offers the others in engine-i.h and http-i.h.
+ * offers the others in engine-i.h and http-i.h, the one linked list in list.h.
+ * What differs between a tcp and an http listener's sessions goes through a
+ * table of protocol hooks (ls_proto: proto_tcp in session.c, proto_http in
+ * http_session.c), so the generic parts never ask which mode a session is in.
  *
  *   timers.c      the clock, the deadline heap
  *   control.c     commands to the workers, records back to the control plane
  *   balance.c     server selection (the balancing algorithms)
  *   queue.c       admission under maxconn, the listener's queue
  *   relay.c       moving bytes: pump, the outbox, splice pipes
- *   session.c     accept, epoll events, finish; the tcp protocol hooks
+ *   session.c     accept, epoll events, finish; proto_tcp
  *   connect.c     pick, connect, retry and redispatch
- *   http_*.c      mode http: parse, selftest, io, pool, exchange
+ *   http_parse.c  mode http: llhttp's callbacks, the head rebuilt for the server
+ *   http_selftest.c  the self-test of the llhttp built in
+ *   http_io.c     reading, parsing, relaying, the round's writes
+ *   http_pool.c   server connections and the per-worker idle pool
+ *   http_exchange.c  an exchange, from its head to its log record
+ *   http_session.c   a client connection: set-up, proto_http, control calls
  *   worker.c      the worker loop and threads, the engine's life
  *   listener.c    the control plane's calls about listeners
  *
@@ -106,6 +114,7 @@
 #include "http_io.c"
 #include "http_pool.c"
 #include "http_exchange.c"
+#include "http_session.c"
 #include "worker.c"
 #include "listener.c"
 

@@ -56,7 +56,7 @@ static void flush_later(ls_worker *W, ls_session *s)
         ls_list_push_front(&W->http_flush, &h->flink);
 }
 
-static void flush_cancel(ls_worker *W, ls_session *s)
+static void flush_cancel(ls_session *s)
 {
     ls_http *h = s->http;
     if (ls_list_linked(&h->flink))
@@ -404,7 +404,7 @@ static void http_flush_round(ls_worker *W)
     ls_http *h;
     while ((h = LS_LIST_FIRST(&W->http_flush, ls_http, flink))) {
         ls_session *s = h->sess;
-        flush_cancel(W, s);
+        flush_cancel(s);
         if (s->state == ST_CLOSED)
             continue;
         int moved = flush_client(W, s);
@@ -432,12 +432,7 @@ static void http_event(ls_worker *W, ls_session *s, int side, uint32_t ev)
             http_progress(W, s);
         return;
     }
-    if (ev & EPOLLIN)
-        s->rd[side] = 1;
-    if (ev & (EPOLLRDHUP | EPOLLHUP))
-        s->rd[side] = s->rdhup[side] = 1;
-    if (ev & (EPOLLOUT | EPOLLHUP))
-        s->wr[side] = 1;
+    note_event(s, side, ev);
     if (s->state == ST_HTTP)
         http_progress(W, s);
 }

@@ -17,7 +17,7 @@
  * connection in use are handed to its owner. Taking and giving back a pooled
  * connection is then a few pointer stores, no system call. */
 
-static void pool_unlink(ls_worker *W, ls_session *p)
+static void pool_unlink(ls_session *p)
 {
     ls_list_del(&p->qlink);
     __atomic_fetch_sub(&p->L->http_pooled, 1, __ATOMIC_RELAXED);
@@ -41,11 +41,11 @@ static void pool_drop(ls_worker *W, ls_session *p)
 {
     if (p->state != ST_POOLED || p->owner)
         return;
-    pool_unlink(W, p);
+    pool_unlink(p);
     conn_free(W, p);
 }
 
-/* on_session's hook for a connection object. */
+/* An epoll event of a connection object (on_session, through proto_http). */
 static void conn_event(ls_worker *W, ls_session *p, uint32_t ev)
 {
     if (p->owner) {
@@ -96,6 +96,7 @@ static int pool_put(ls_worker *W, ls_session *s)
         p->fd[1] = s->fd[1];
         p->heap_idx = -1;
         p->state = ST_POOLED;
+        p->proto = s->proto;
     }
     p->slot = s->slot;
     p->attempts = h->backend_requests;
@@ -122,7 +123,7 @@ static void release_server(ls_worker *W, ls_session *s, int reusable)
     }
 }
 
-/* sess_connect's hook: an idle connection to the picked server, if the
+/* proto_http.take_pooled: an idle connection to the picked server, if the
  * worker has one; 1 when the session got it. */
 static int http_take_pooled(ls_worker *W, ls_session *s)
 {
@@ -132,7 +133,7 @@ static int http_take_pooled(ls_worker *W, ls_session *s)
         if (p->L != s->L || p->slot != s->slot)
             continue;
         ls_http *h = s->http;
-        pool_unlink(W, p);
+        pool_unlink(p);
         timer_del(W, p);
         p->owner = s;
         h->conn = p;

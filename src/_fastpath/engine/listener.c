@@ -19,6 +19,7 @@ int ls_listener_new(ls_engine *e)
             L->wstats = w;
             L->e = e;
             ls_list_init(&L->queue);
+            L->proto = &proto_tcp;
             pthread_mutex_init(&L->lock, NULL);
             L->cfg.maxconn = 4096;
             L->cfg.connect_ms = 5000;

@@ -11,7 +11,7 @@ static void admit(ls_worker *W, ls_session *s)
     if (L->active < L->cfg.maxconn && ls_list_empty(&L->queue)) {
         L->active++;
         pthread_mutex_unlock(&L->lock);
-        sess_connect(W, s);
+        s->proto->admitted(W, s);
         return;
     }
     /* Over maxconn: wait for a slot, as HAProxy's queue, bounded by timeouts.queue. */
@@ -21,6 +21,35 @@ static void admit(ls_worker *W, ls_session *s)
     int64_t queue_ms = L->cfg.queue_ms;
     pthread_mutex_unlock(&L->lock);
     timer_set(W, s, W->now_us + queue_ms * 1000);
+}
+
+/* A session taken off the queue reached its worker (CMD_ADMIT, or the worker's
+ * admit list): go on, unless it was closed meanwhile. */
+static void admit_arrived(ls_worker *W, ls_session *s)
+{
+    if (s->admit_pending) {
+        sess_free(s); /* closed while the order was on its way */
+    } else if (s->state == ST_ADMITTING) {
+        timer_del(W, s);
+        s->state = ST_PICKING;
+        s->proto->admitted(W, s);
+    }
+}
+
+/* timeouts.queue passed: out of the queue and ended, unless another worker
+ * took it off first (ADMITTING: its admission is on its way). */
+static void queue_expired(ls_worker *W, ls_session *s)
+{
+    ls_listener *L = s->L;
+    timer_del(W, s);
+    pthread_mutex_lock(&L->lock);
+    if (s->state == ST_QUEUED) {
+        queue_remove(L, s);
+        s->state = ST_EXPIRED;
+    }
+    pthread_mutex_unlock(&L->lock);
+    if (s->state == ST_EXPIRED)
+        finish(W, s, LS_END_QUEUE_TIMEOUT, 0);
 }
 
 /* Take sessions off the listener queue while slots are free (lock held);

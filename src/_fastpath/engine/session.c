@@ -79,6 +79,7 @@ static void on_accept(ls_worker *W, ls_lsock *ls)
         }
         s->L = L;
         s->W = W;
+        s->proto = L->proto;
         s->fd[0] = fd;
         s->fd[1] = -1;
         s->slot = -1;
@@ -87,16 +88,16 @@ static void on_accept(ls_worker *W, ls_lsock *ls)
         s->dir[0].splice = s->dir[1].splice = W->e->splice_mode == LS_SPLICE_ON;
         s->start_us = W->now_us;
         memcpy(&s->client, &addr, alen < sizeof addr ? alen : sizeof addr);
-        ls_list_push_front(&W->sessions, &s->alink);
-        W->nsessions++;
-        L->wstats[W->id].sessions_total++;
         /* TCP_NODELAY comes from the listening socket (Linux copies it) */
         set_keepalive(fd, &L->cfg);
-        if (L->hcfg.enabled && http_accepted(s) < 0) {
+        if (s->proto->accepted && s->proto->accepted(s) < 0) {
             close(fd);
             free(s);
             continue;
         }
+        ls_list_push_front(&W->sessions, &s->alink);
+        W->nsessions++;
+        L->wstats[W->id].sessions_total++;
         struct epoll_event ev;
         ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
         ev.data.u64 = (uint64_t)(uintptr_t)s | TAG_CLIENT;
@@ -113,14 +114,11 @@ static void on_accept(ls_worker *W, ls_lsock *ls)
     }
 }
 
+/* An epoll event of a session's socket (side 0: the client, 1: the server). */
 static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
 {
     if (s->state == ST_CLOSED)
         return;
-    if (s->state == ST_POOLED) {
-        conn_event(W, s, ev); /* mode http: a server connection object */
-        return;
-    }
     if (side == 1 && s->state == ST_CONNECTING) {
         if (ev & (EPOLLERR | EPOLLHUP)) {
             int err = sock_error(s->fd[1]);
@@ -135,14 +133,18 @@ static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
                 s->rd[1] = 1;
             if (ev & EPOLLRDHUP)
                 s->rdhup[1] = s->rd[1] = 1;
-            connected(W, s);
+            s->proto->connected(W, s);
         }
         return;
     }
-    if (s->http && s->state != ST_RELAY && s->state != ST_QUEUED && s->state != ST_ADMITTING) {
-        http_event(W, s, side, ev);
-        return;
-    }
+    s->proto->event(W, s, side, ev);
+}
+
+/* The event of a session waiting for admission or a server, or relaying: the
+ * whole of a tcp session's (proto_tcp), an http session's before it is
+ * admitted and after an upgrade. */
+static void relay_event(ls_worker *W, ls_session *s, int side, uint32_t ev)
+{
     if (ev & EPOLLERR) {
         /* A reset. The bytes the peer sent before it are still readable: relay
          * them (or, before the server is reached, count them, as the pure path
@@ -161,12 +163,7 @@ static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
             fail_side(W, s, side);
         return;
     }
-    if (ev & EPOLLIN)
-        s->rd[side] = 1;
-    if (ev & (EPOLLRDHUP | EPOLLHUP))
-        s->rd[side] = s->rdhup[side] = 1;
-    if (ev & (EPOLLOUT | EPOLLHUP))
-        s->wr[side] = 1;
+    note_event(s, side, ev);
     if (s->state != ST_RELAY) {
         /* queued or connecting: the client's bytes wait in the kernel; a client
          * that is gone for good (both directions shut) ends it now */
@@ -211,36 +208,13 @@ static void finish(ls_worker *W, ls_session *s, int reason, int arg)
         pthread_mutex_unlock(&L->lock);
         dispatch_admitted(W, next);
     }
-    if (s->http)
-        http_finish(W, s, reason, arg); /* before the descriptors close */
+    s->proto->ended(W, s, reason, arg); /* before the descriptors close */
     for (int i = 0; i < 2; i++) {
         if (s->fd[i] >= 0) {
             close(s->fd[i]);
             s->fd[i] = -1;
         }
         dir_release(W, &s->dir[i]);
-    }
-    if (s->http) {
-        /* mode http: one record per request, written by http_engine.c */
-    } else if (s->slot >= 0) {
-        __atomic_fetch_sub(&slot_shared(L, s->slot)->live, 1, __ATOMIC_RELAXED);
-    } else {
-        L->wstats[W->id].denied++;
-    }
-    int quiet = L->cfg.log_mode == LS_LOG_NONE ||
-                (L->cfg.log_mode == LS_LOG_ERRORS &&
-                 (reason == LS_END_CLIENT_CLOSE || reason == LS_END_SERVER_CLOSE));
-    ls_record *r = s->http || quiet ? NULL : new_record(W);
-    if (r) {
-        r->type = LS_REC_SESSION;
-        r->reason = (uint8_t)reason;
-        r->listener = L->id;
-        r->slot = s->slot;
-        r->arg = arg;
-        r->bytes_in = s->bytes[0];
-        r->bytes_out = s->bytes[1];
-        r->duration = (double)(W->now_us - s->start_us) / 1e6;
-        format_addr(&s->client, r->client, sizeof r->client);
     }
     /* unlink from the worker's list; freed at the end of the round */
     ls_list_del(&s->alink);
@@ -254,7 +228,57 @@ static void finish(ls_worker *W, ls_session *s, int reason, int arg)
 
 static void sess_free(ls_session *s)
 {
-    http_free(s->http);
+    if (s->proto->release)
+        s->proto->release(s);
     free(s->failed);
     free(s);
 }
+
+/* ---------------------------------------------------------------------------------- */
+/* mode tcp: the session is a relay once connected                                    */
+
+static void tcp_admitted(ls_worker *W, ls_session *s) { sess_connect(W, s); }
+
+static void tcp_connected(ls_worker *W, ls_session *s) { relay_start(W, s, s->L->cfg.idle_ms); }
+
+static void tcp_unserved(ls_worker *W, ls_session *s, int end, int arg) { finish(W, s, end, arg); }
+
+static void tcp_progress(ls_worker *W, ls_session *s) { pump_both(W, s, 0); }
+
+static int64_t tcp_relay_idle_ms(const ls_session *s) { return s->L->cfg.idle_ms; }
+
+/* The server's count, and the session's record unless the listener's `log`
+ * leaves it out. */
+static void tcp_ended(ls_worker *W, ls_session *s, int reason, int arg)
+{
+    ls_listener *L = s->L;
+    if (s->slot >= 0)
+        __atomic_fetch_sub(&slot_shared(L, s->slot)->live, 1, __ATOMIC_RELAXED);
+    else
+        L->wstats[W->id].denied++;
+    int quiet = L->cfg.log_mode == LS_LOG_NONE ||
+                (L->cfg.log_mode == LS_LOG_ERRORS &&
+                 (reason == LS_END_CLIENT_CLOSE || reason == LS_END_SERVER_CLOSE));
+    ls_record *r = quiet ? NULL : new_record(W);
+    if (r) {
+        r->type = LS_REC_SESSION;
+        r->reason = (uint8_t)reason;
+        r->listener = L->id;
+        r->slot = s->slot;
+        r->arg = arg;
+        r->bytes_in = s->bytes[0];
+        r->bytes_out = s->bytes[1];
+        r->duration = (double)(W->now_us - s->start_us) / 1e6;
+        format_addr(&s->client, r->client, sizeof r->client);
+    }
+}
+
+static const ls_proto proto_tcp = {
+    .admitted = tcp_admitted,
+    .connected = tcp_connected,
+    .unserved = tcp_unserved,
+    .event = relay_event,
+    .progress = tcp_progress,
+    .relay_idle_ms = tcp_relay_idle_ms,
+    .ended = tcp_ended,
+};

@@ -6,19 +6,10 @@ static void run_timers(ls_worker *W)
 {
     while (W->heap_len && W->heap[0]->deadline_us <= W->now_us) {
         ls_session *s = W->heap[0];
-        ls_listener *L = s->L;
         switch (s->state) {
         case ST_QUEUED:
         case ST_ADMITTING:
-            timer_del(W, s);
-            pthread_mutex_lock(&L->lock);
-            if (s->state == ST_QUEUED) {
-                queue_remove(L, s);
-                s->state = ST_EXPIRED;
-            }
-            pthread_mutex_unlock(&L->lock);
-            if (s->state == ST_EXPIRED)
-                finish(W, s, LS_END_QUEUE_TIMEOUT, 0);
+            queue_expired(W, s);
             break;
         case ST_DELAY:
             timer_del(W, s);
@@ -29,20 +20,16 @@ static void run_timers(ls_worker *W)
             connect_failed(W, s, -1);
             break;
         case ST_HTTP:
-            http_timeout(W, s);
-            break;
         case ST_POOLED:
-            timer_del(W, s);
-            pool_drop(W, s); /* idle for http_keep_alive */
+            s->proto->timeout(W, s);
             break;
         case ST_RELAY: {
-            /* an HTTP session relays only after an upgrade: timeouts.tunnel */
-            int64_t idle_ms = s->http ? L->hcfg.tunnel_ms : L->cfg.idle_ms;
-            int64_t real = s->last_us + idle_ms * 1000;
+            /* the idle deadline is re-armed lazily (engine.c: Timers) */
+            int64_t real = s->last_us + s->proto->relay_idle_ms(s) * 1000;
             if (real > W->now_us)
                 timer_set(W, s, real);
             else
-                finish(W, s, L->cfg.idle_reason, 0);
+                finish(W, s, s->L->cfg.idle_reason, 0);
             break;
         }
         default:
@@ -117,23 +104,13 @@ static void *worker_main(void *arg)
                 }
                 continue;
             }
-            if (s->http && s->state != ST_RELAY) {
-                http_progress(W, s);
-                continue;
-            }
-            pump_both(W, s, 0);
+            s->proto->progress(W, s);
         }
         while (W->admit) {
             ls_session *s = W->admit;
             W->admit = s->rnext;
             s->rnext = NULL;
-            if (s->admit_pending) {
-                sess_free(s); /* closed while waiting here */
-            } else if (s->state == ST_ADMITTING) {
-                timer_del(W, s);
-                s->state = ST_PICKING;
-                sess_connect(W, s);
-            }
+            admit_arrived(W, s);
         }
         run_timers(W);
         run_commands(W);
