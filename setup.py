@@ -25,6 +25,11 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FASTPATH = os.path.join("src", "_fastpath")
+# The C engine: engine.c includes the other files of the folder (one unit).
+ENGINE = os.path.join(FASTPATH, "engine")
+# llhttp (MIT), the HTTP parser of the native HTTP engine, built in from source:
+# the release httptools bundles, see its README.md.
+LLHTTP = os.path.join(FASTPATH, "vendor", "llhttp")
 
 
 def _flag(name: str) -> bool:
@@ -113,17 +118,25 @@ def _extensions() -> list[Extension]:
         "relay",
         sources=[
             os.path.join(FASTPATH, "relay.pyx"),
-            os.path.join(FASTPATH, "includes", "engine.c"),
+            os.path.join(ENGINE, "engine.c"),
+            *(os.path.join(LLHTTP, "src", name) for name in ("api.c", "http.c", "llhttp.c")),
         ],
-        include_dirs=[os.path.join(FASTPATH, "includes"), FASTPATH],
+        include_dirs=[
+            os.path.join(FASTPATH, "includes"),
+            ENGINE,
+            FASTPATH,
+            os.path.join(LLHTTP, "include"),
+        ],
         define_macros=macros,
-        libraries=["dl"],  # http_engine.c resolves llhttp from httptools at run time
-        extra_compile_args=[*cflags, "-Wall", "-Wno-unused-function"],
+        # hidden: only PyInit_relay is exported, so llhttp's symbols cannot meet
+        # another copy of llhttp loaded in the process (httptools' parser)
+        extra_compile_args=[*cflags, "-Wall", "-Wno-unused-function", "-fvisibility=hidden"],
         depends=[
             os.path.join(FASTPATH, "includes", name)
-            for name in ("engine.h", "http_engine.c", "blake2b.h", "uring.h", "engine.pxd")
+            for name in ("engine.h", "blake2b.h", "uring.h", "engine.pxd")
         ]
-        + [os.path.join(FASTPATH, "relay.pxd")],
+        + [os.path.join(ENGINE, name) for name in sorted(os.listdir(ENGINE))]
+        + [os.path.join(FASTPATH, "relay.pxd"), os.path.join(LLHTTP, "include", "llhttp.h")],
     )
     try:
         _say("building the native data path, {} variant".format("debug" if debug else "release"))

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """The native data plane's Python face: an `Engine` owning the worker threads.
 
-The engine itself (includes/engine.c) is C that never takes the GIL: worker
+The engine itself (engine/engine.c and the files it includes) is C that never takes the GIL: worker
 threads with their own epoll loops accept, pick a server from the published
 table, connect and relay. This module is the thin, typed boundary the control
 plane (loadstone.datapath.tcp_native) calls: it converts Python values into the C
@@ -109,13 +109,15 @@ HTTP_END_WORDS = (
 )
 
 
-def load_llhttp(str path):
-    """Resolve llhttp's functions from httptools' compiled parser at `path` and
-    run the engine's self-test of them. Raises RuntimeError saying what failed."""
+LLHTTP_VERSION = ls_llhttp_version().decode()  # the vendored llhttp built in
+
+
+def init_llhttp():
+    """Run the engine's self-test of its llhttp and set up the HTTP parsers (once;
+    again is a no-op). Raises RuntimeError saying what failed."""
     cdef char err[256]
     err[0] = 0
-    cdef bytes raw = path.encode()
-    if ls_http_load(raw, err, sizeof(err)) < 0:
+    if ls_http_init(err, sizeof(err)) < 0:
         raise RuntimeError(err.decode(errors="replace"))
 
 

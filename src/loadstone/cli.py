@@ -17,6 +17,8 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any, cast
 
+import loadstone
+from loadstone import ctl as ctl_module
 from loadstone.config import ConfigError, load_config
 from loadstone.config.jsonschema import config_schema
 from loadstone.config.model import DEFAULT_ADMIN_PORT, Config, LogFormat
@@ -176,8 +178,6 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=cmd_schema)
 
     ctl = sub.add_parser("ctl", help="talk to a running loadstone's admin API")
-    from loadstone import ctl as ctl_module
-
     ctl_module.add_arguments(ctl)
     ctl.set_defaults(func=ctl_module.run)
 
@@ -201,8 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    import loadstone
-
     return f"loadstone {loadstone.__version__}"
 
 

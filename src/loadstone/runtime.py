@@ -33,7 +33,7 @@ from loadstone.admin import AdminBindError, AdminServer
 from loadstone.checks.scheduler import CheckScheduler
 from loadstone.config import ConfigError, load_config
 from loadstone.config.model import Address, Config, GlobalConfig, ListenerConfig
-from loadstone.datapath import TcpFrontend, http_frontend
+from loadstone.datapath import DataPathError, TcpFrontend, http_frontend
 from loadstone.datapath import configure as configure_datapath
 from loadstone.datapath.seam import Frontend
 from loadstone.listeners.binding import BindError, bind_address
@@ -281,12 +281,12 @@ class Runtime:
         try:
             pools = self._build_pools(self.config, resolved)
             scheduler = CheckScheduler(pools.values())
-        except (NotImplementedError, ValueError) as exc:
+            configure_datapath(self.config.global_)
+        except (NotImplementedError, ValueError, DataPathError) as exc:
             for socks in bound.values():
                 for sock in socks.values():
                     sock.close()
             raise StartError(str(exc)) from None
-        configure_datapath(self.config.global_)
         for listener in self.config.listeners:
             frontend = self._new_frontend(listener, pools[listener.name], self.sessionlog)
             self.listeners[listener.name] = ListenerRuntime(

@@ -1,21 +1,32 @@
-"""The native HTTP path: which listeners it serves, the fallback to the pure one,
-and what only a native run can show (server connections pooled in the engine)."""
+"""The native HTTP path: which listeners it serves, the pure one for the others,
+the start it refuses when its llhttp fails the self-test, and what only a native
+run can show (server connections pooled in the engine)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import socket
+import subprocess
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from tests.integration.conftest import NATIVE_BUILT, listener_config
-from tests.integration.harness import Backend, Loadstone, free_port, wait_for
+from tests.integration.harness import (
+    LOADSTONE,
+    Backend,
+    Loadstone,
+    free_port,
+    port_open,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -117,20 +128,32 @@ def test_reload_moves_a_listener_between_paths(backends: Backends, loadstone: St
     assert get(port, "/")[0] == 200
 
 
-def test_llhttp_that_fails_its_self_test_leaves_http_on_the_pure_path(
-    backends: Backends, loadstone: Start
+def test_llhttp_that_fails_its_self_test_stops_the_start(
+    backends: Backends, tmp_path: Path
 ) -> None:
     servers = backends(1)
-    config = listener_config(servers, mode="http", forwardfor=True)
-    # A shared object without llhttp's functions: resolution fails, no listener
-    # may be native, and the proxy still serves.
-    ls = loadstone(config, env={"LOADSTONE_LLHTTP_SO": "libc.so.6"})
-    web = ls.status()["listeners"]["web"]
-    assert web["data_path"] == "pure"
-    assert "llhttp" in web["data_path_reason"]
-    assert "native HTTP path off" in ls.stderr()
-    port = int(config["listeners"]["web"]["bind"][0].rsplit(":", 1)[1])
-    assert get(port, "/")[0] == 200
+    port = free_port()
+    config = listener_config(servers, port=port, mode="http", forwardfor=True)
+    path = tmp_path / "web.yaml"
+    path.write_text(yaml.safe_dump(config))
+    # A test-only switch makes the engine's self-test fail: the proxy must not
+    # start (neither silently on the pure path), and say why in one line.
+    result = subprocess.run(
+        [str(LOADSTONE), "run", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "LOADSTONE_TEST_LLHTTP_SELFTEST_FAIL": "1"},
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert re.fullmatch(
+        r"loadstone: native data path: llhttp \d+\.\d+\.\d+ failed the engine's self-test: "
+        r"forced by LOADSTONE_TEST_LLHTTP_SELFTEST_FAIL \(a test setting\)",
+        lines[0],
+    ), lines
+    assert not port_open("127.0.0.1", port)
 
 
 def test_server_connections_pooled_by_the_engine(backends: Backends, loadstone: Start) -> None:

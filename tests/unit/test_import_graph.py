@@ -37,15 +37,10 @@ FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
     ("loadstone.checks.registry", "loadstone.checks.galera"): "aiomysql",
     ("loadstone.checks.registry", "loadstone.checks.mysql"): "aiomysql",
     ("loadstone.checks.registry", "loadstone.checks.amqp_probe"): "aiormq, pamqp",
-    # The native HTTP path, loaded only when the native build is there and an
-    # http listener uses it.
-    ("loadstone.datapath", "loadstone.datapath.native_http"): "the native build",
     # The command line loads what a command needs: `check` and `ctl` start
     # without the data path, aiohttp and prometheus_client.
     ("loadstone.cli", "loadstone.runtime"): "only `run` runs the proxy",
     ("loadstone.cli", "loadstone.demo"): "only `demo` starts the demo backends",
-    ("loadstone.cli", "loadstone.ctl"): "no circle: can move to the top of cli.py",
-    ("loadstone.cli", "loadstone"): "no circle: can move to the top of cli.py",
 }
 
 

@@ -1,16 +1,18 @@
-"""The native HTTP path's in-process pieces: loading llhttp from httptools with
-the engine's self-test, and which listener configurations it may serve."""
+"""The native HTTP path's in-process pieces: the vendored llhttp and the engine's
+self-test of it, and which listener configurations it may serve."""
 
 from __future__ import annotations
 
-import httptools.parser.parser as compiled
+import re
+from pathlib import Path
+
 import pytest
 
 from loadstone.config import parse_config
 from loadstone.config.model import ListenerConfig
 
 relay = pytest.importorskip("loadstone._fastpath.relay", reason="native data path not built")
-native_http = pytest.importorskip("loadstone.datapath.native_http")
+http_native = pytest.importorskip("loadstone.datapath.http_native")
 
 
 def listener(extra: str) -> ListenerConfig:
@@ -25,19 +27,35 @@ listeners:
     return parse_config(text).listeners[0]
 
 
-def test_llhttp_from_httptools_passes_the_self_test() -> None:
-    relay.load_llhttp(compiled.__file__)
-    assert native_http.llhttp_status() is None
+VENDOR = Path(__file__).parents[2] / "src" / "_fastpath" / "vendor" / "llhttp"
 
 
-def test_a_library_without_llhttp_is_refused() -> None:
-    with pytest.raises(RuntimeError, match="llhttp_init not found"):
-        relay.load_llhttp("libc.so.6")
+def test_the_vendored_llhttp_passes_the_self_test() -> None:
+    relay.init_llhttp()
+    relay.init_llhttp()  # again: a no-op
+    http_native.init_llhttp()
 
 
-def test_a_missing_library_is_refused() -> None:
-    with pytest.raises(RuntimeError, match="dlopen"):
-        relay.load_llhttp("/nonexistent/parser.so")
+def test_the_built_llhttp_is_the_vendored_release() -> None:
+    header = (VENDOR / "include" / "llhttp.h").read_text()
+    version = ".".join(
+        re.search(rf"#define LLHTTP_VERSION_{part} (\d+)", header)[1]  # type: ignore[index]
+        for part in ("MAJOR", "MINOR", "PATCH")
+    )
+    assert version == relay.LLHTTP_VERSION
+    assert f"# llhttp {version}, vendored" in (VENDOR / "README.md").read_text()
+    assert "MIT License" in (VENDOR / "LICENSE-MIT").read_text()
+
+
+def test_a_failed_self_test_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a test-only switch, read by the engine's self-test alone
+    monkeypatch.setenv("LOADSTONE_TEST_LLHTTP_SELFTEST_FAIL", "1")
+    with pytest.raises(RuntimeError) as failed:
+        relay.init_llhttp()
+    assert str(failed.value) == (
+        f"llhttp {relay.LLHTTP_VERSION} failed the engine's self-test: "
+        "forced by LOADSTONE_TEST_LLHTTP_SELFTEST_FAIL (a test setting)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -52,7 +70,7 @@ def test_a_missing_library_is_refused() -> None:
     ],
 )
 def test_what_the_openstack_api_listeners_use_is_native(extra: str) -> None:
-    assert native_http.refusal(listener(extra)) is None
+    assert http_native.refusal(listener(extra)) is None
 
 
 @pytest.mark.parametrize(
@@ -65,10 +83,10 @@ def test_what_the_openstack_api_listeners_use_is_native(extra: str) -> None:
     ],
 )
 def test_what_only_the_pure_path_implements_keeps_it(extra: str, why: str) -> None:
-    refused = native_http.refusal(listener(extra))
+    refused = http_native.refusal(listener(extra))
     assert refused is not None and refused.startswith(why)
 
 
 def test_the_environment_can_force_the_pure_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOADSTONE_HTTP_PATH", "pure")
-    assert native_http.refusal(listener("")) == "LOADSTONE_HTTP_PATH=pure"
+    assert http_native.refusal(listener("")) == "LOADSTONE_HTTP_PATH=pure"

@@ -122,7 +122,7 @@ typedef struct ls_lconfig {
 enum { LS_LOG_ALL = 0, LS_LOG_ERRORS = 1, LS_LOG_NONE = 2 };
 
 /* mode http: what the native HTTP path does besides the TCP settings above
- * (loadstone/datapath/native_http.py fills it from the listener). */
+ * (loadstone/datapath/http_native.py fills it from the listener). */
 #define LS_HTTP_MAX_EXCEPT 32
 typedef struct ls_hnet {
     int32_t family; /* AF_INET or AF_INET6 */
@@ -192,10 +192,11 @@ ls_record *ls_take_records(ls_engine *e, int *n);
  * key, big-endian, as loadstone.balance.source._position computes it. */
 uint64_t ls_blake2b64(const void *data, size_t len);
 
-/* mode http (http_engine.c). ls_http_load resolves llhttp's functions from the
- * shared object at `path` (httptools' parser module) and runs the self-test;
- * 0, or -1 with a reason in err. Until it succeeds no listener can be HTTP. */
-int ls_http_load(const char *path, char *err, int errlen);
+/* mode http (http_engine.c). ls_http_init runs the self-test of the vendored
+ * llhttp and sets up its callbacks; 0, or -1 with a reason in err. Until it
+ * succeeds no listener can be HTTP. ls_llhttp_version: "major.minor.patch". */
+int ls_http_init(char *err, int errlen);
+const char *ls_llhttp_version(void);
 void ls_http_set_answer(int status, const char *data, int len);
 void ls_listener_configure_http(ls_engine *e, int lid, const ls_hconfig *cfg);
 /* Soft stop: idle keep-alive connections close now, the others after their

@@ -106,7 +106,8 @@ cdef extern from "engine.h" nogil:
     ls_record *ls_take_records(ls_engine *e, int *n)
     uint64_t ls_blake2b64(const void *data, size_t len)
 
-    int ls_http_load(const char *path, char *err, int errlen)
+    int ls_http_init(char *err, int errlen)
+    const char *ls_llhttp_version()
     void ls_http_set_answer(int status, const char *data, int len)
     void ls_listener_configure_http(ls_engine *e, int lid, const ls_hconfig *cfg)
     int ls_http_stop(ls_engine *e, int lid)

@@ -6,10 +6,13 @@ without the extension (no compiler, not Linux: no epoll/splice).
 
 Mode http is chosen per listener on top of that (`http_frontend`): the native
 HTTP path serves a listener whose configuration uses only what it implements
-(loadstone.datapath.native_http.refusal), the pure one the others.
+(loadstone.datapath.http_native.refusal), the pure one the others.
 
 The four frontends (tcp_pure, http_pure, tcp_native, http_native) all answer to
 `seam.Frontend`, which is all the runtime and the admin API know of them.
+
+A native engine whose llhttp fails its self-test does not start (DataPathError,
+raised by `configure`): it never falls back to the pure path silently.
 """
 
 from __future__ import annotations
@@ -27,9 +30,14 @@ TcpFrontend: FrontendFactory = PureTcpFrontend
 IMPLEMENTATION = "pure"
 BUILD = "none"  # the native build's variant: release | debug; none without it
 
+
+class DataPathError(Exception):
+    """The data path cannot start; the message is one line saying why."""
+
+
 if not NO_EXTENSIONS:
     try:
-        from loadstone.datapath import tcp_native
+        from loadstone.datapath import http_native, tcp_native
     except ImportError:
         pass
     else:
@@ -44,17 +52,22 @@ def http_frontend(config: ListenerConfig) -> tuple[FrontendFactory, str, str | N
     if IMPLEMENTATION != "native":
         why = "LOADSTONE_NO_EXTENSIONS=1" if NO_EXTENSIONS else "native data path not built"
         return PureHttpFrontend, "pure", why
-    from loadstone.datapath import native_http
-
-    refused = native_http.refusal(config)
+    refused = http_native.refusal(config)
     if refused is not None:
         return PureHttpFrontend, "pure", refused
-    return native_http.HttpFrontend, "native", None
+    return http_native.HttpFrontend, "native", None
 
 
 def configure(global_config: GlobalConfig) -> None:
-    """Settings of the data path as a whole (workers, splice), before any listener."""
+    """Settings of the data path as a whole (workers, splice), before any listener.
+
+    Raises DataPathError when the native engine cannot serve (its llhttp failed
+    the self-test)."""
     if IMPLEMENTATION == "native":
+        try:
+            http_native.init_llhttp()
+        except RuntimeError as exc:
+            raise DataPathError(f"native data path: {exc}") from None
         tcp_native.configure(global_config)
 
 
@@ -62,6 +75,7 @@ __all__ = [
     "BUILD",
     "IMPLEMENTATION",
     "NO_EXTENSIONS",
+    "DataPathError",
     "Frontend",
     "FrontendFactory",
     "TcpFrontend",

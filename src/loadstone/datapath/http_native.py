@@ -1,9 +1,187 @@
-"""The native HTTP path (mode http over the C engine), by its name in the data-path grid.
+"""The native HTTP path's control plane: mode http listeners served by the C engine.
 
-Its code stays in datapath.native_http for now, where the engine's llhttp work
-changes it; this module is the name the rest of the package uses.
+Theory of operation
+-------------------
+The per-request work of an HTTP listener (parse, check and rebuild the head,
+pick a server, reuse or open a server connection, relay, answer 400/408/502/
+503/504 itself) runs in the engine's workers (src/_fastpath/engine/http_*.c),
+next to the TCP relay, on the same server table, picking, counters and timers.
+Parsing is llhttp's, vendored (src/_fastpath/vendor/llhttp)
+and built into the engine; its self-test runs when the native data path is
+configured (`init_llhttp`), and a failure stops the start with one line naming
+it: a broken engine is not hidden behind the pure path.
+
+A listener is served natively when its configuration uses only what the engine
+implements (`refusal` says why not otherwise: cookie persistence, routing,
+header rules, Location rewriting stay in Python). The choice is made per
+listener at start and on every reload, logged, and shown in the status API
+(`data_path`, `data_path_reason`).
+
+Python sees one record per request (the access-log line, built here from the
+engine's batched records exactly as the pure path writes it) and one per
+failed connect, as the TCP path does.
 """
 
-from loadstone.datapath.native_http import HttpFrontend, llhttp_status, refusal
+from __future__ import annotations
 
-__all__ = ["HttpFrontend", "llhttp_status", "refusal"]
+import asyncio
+import ipaddress
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from loadstone._fastpath import relay
+from loadstone.config.model import ListenerConfig
+from loadstone.datapath import tcp_native as native
+from loadstone.datapath.http_counts import responses_by_class, status_class
+from loadstone.http import message
+from loadstone.server import Pool
+from loadstone.sessionlog import logged
+
+if TYPE_CHECKING:
+    from loadstone.sessionlog import SessionLog
+
+log = logging.getLogger("loadstone.datapath")
+
+# Listener options the engine does not implement: any of them keeps the
+# listener on the pure path.
+_PURE_ONLY = (
+    ("cookie", "cookie persistence"),
+    ("routes", "routing rules"),
+    ("pools", "routing pools"),
+    ("request_headers", "request header rules"),
+    ("response_headers", "response header rules"),
+    ("rewrite_location", "Location rewriting"),
+)
+MAX_EXCEPT = 32  # LS_HTTP_MAX_EXCEPT
+
+_llhttp_ready = False
+
+
+def init_llhttp() -> None:
+    """Self-test the engine's llhttp and give the engine its own answers (once).
+
+    Raises RuntimeError naming what failed (datapath.configure stops the start)."""
+    global _llhttp_ready
+    if _llhttp_ready:
+        return
+    relay.init_llhttp()
+    for status, data in message.ANSWERS.items():
+        relay.set_http_answer(status, data)
+    _llhttp_ready = True
+
+
+def refusal(config: ListenerConfig) -> str | None:
+    """Why `config` cannot be served by the native HTTP path, or None if it can."""
+    if os.environ.get("LOADSTONE_HTTP_PATH", "") == "pure":
+        return "LOADSTONE_HTTP_PATH=pure"
+    for field, what in _PURE_ONLY:
+        if getattr(config, field):
+            return f"{what} (native HTTP path: not implemented)"
+    ff = config.forwardfor
+    if ff is not None:
+        if len(ff.except_nets) > MAX_EXCEPT:
+            return f"forwardfor.except has more than {MAX_EXCEPT} networks"
+        if len(ff.header.encode()) >= 64:
+            return "forwardfor.header name longer than 63 bytes"
+    return None
+
+
+class HttpFrontend(native.TcpFrontend):
+    """An http listener served by the native engine (same surface as the pure one)."""
+
+    data_path = "native"
+
+    def __init__(
+        self,
+        config: ListenerConfig,
+        pool: Pool,
+        sessionlog: SessionLog,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        init_llhttp()  # done by datapath.configure already; here for a direct use
+        self.requests_total = 0
+        self.status_counts = [0] * 6  # by class: [other, 1xx, 2xx, 3xx, 4xx, 5xx]
+        super().__init__(config, pool, sessionlog, loop)
+
+    def _configure(self) -> None:
+        super()._configure()
+        c = self.config
+        t = c.timeouts
+        ff = c.forwardfor
+        nets = [ipaddress.ip_network(n) for n in ff.except_nets] if ff is not None else []
+        proto = c.forwarded_proto
+        self.engine.configure_http(
+            self.lid,
+            request=t.http_request,
+            keep_alive=t.http_keep_alive,
+            client=t.client,
+            server=t.server,
+            tunnel=t.tunnel,
+            max_head_size=c.max_head_size,
+            max_headers=c.max_headers,
+            forwarded_port=c.forwarded_port,
+            forwardfor=ff.header if ff is not None else "",
+            proto_line=f"X-Forwarded-Proto: {proto}\r\n" if proto is not None else "",
+            except_nets=[(n.version, n.network_address.packed, n.prefixlen) for n in nets],
+        )
+
+    def count_requests(self, by_class: list[int]) -> None:
+        self.requests_total += sum(by_class)
+        for i, n in enumerate(by_class):
+            self.status_counts[i] += n
+
+    def record(self, rec: tuple[Any, ...]) -> None:
+        if rec[0] != relay.REC_HTTP:
+            super().record(rec)  # a failed connect
+            return
+        (_, _, slot, end, arg, client, bytes_in, bytes_out, _, status, method, target, timings) = (
+            rec
+        )
+        server = self._by_slot[slot] if 0 <= slot < len(self._by_slot) else None
+        self.requests_total += 1
+        self.status_counts[status_class(status)] += 1
+        if end == relay.HTTP_END_CONNECT_FAILED:
+            word = f"connect-failed ({self._why(arg)})"
+        elif end == relay.HTTP_END_SHUTDOWN:
+            word = f"shutdown ({self._reasons[arg] if 0 <= arg < len(self._reasons) else '?'})"
+        else:
+            word = relay.HTTP_END_WORDS[end]
+        if not logged(self.config.log, word, status):
+            return
+        self.sessionlog.request(
+            client,
+            self.name,
+            server.name if server is not None else "-",
+            method,
+            target,
+            status,
+            bytes_in,
+            bytes_out,
+            timings,
+            word,
+        )
+
+    def stop_accepting(self) -> None:
+        """Soft stop: idle keep-alive connections close now, the others after the
+        response in flight (which says Connection: close)."""
+        super().stop_accepting()
+        self.engine.http_stop(self.lid)
+        native.drain_records()
+
+    def status_extra(self) -> dict[str, Any]:
+        """HTTP counters for the status API, the pure HttpFrontend's shape."""
+        native.drain_records()
+        counts = self.status_counts
+        servers = [s.name for s in self.pool.servers]
+        return {
+            "data_path": self.data_path,
+            "data_path_reason": None,  # the pure path's field: why a listener is not here
+            "http": {
+                "requests_total": self.requests_total,
+                "responses": responses_by_class(counts),
+                "idle_server_connections": self.engine.http_idle_server_conns(self.lid),
+            },
+            # The pool's balancer, as the pure path shows it.
+            "pools": {"default": {"balance": self.pool.balancer.name, "servers": servers}},
+        }

@@ -1,0 +1,325 @@
+/* http_exchange.c, mode http: the per-request work of an HTTP listener, run
+ * by the engine's workers (part of the unity build engine.c, whose sessions,
+ * timers, picking and records it uses; the engine calls it through the hooks
+ * of proto_http, in http_session.c).
+ *
+ * Theory of operation
+ * -------------------
+ * An HTTP session is an engine session (ls_session) with an ls_http attached:
+ * fd[0] the client, fd[1] the server connection of the exchange in flight (or
+ * -1). Admission (maxconn, the queue) is the engine's; once admitted the
+ * session is in ST_HTTP and the http_*.c files drive it:
+ *
+ *   wait for a head --head parsed--> pick (engine: sess_connect) --pooled or
+ *       ^                             connected--> head + body to the server,
+ *       |                             response relayed to the client as read
+ *       +--- response complete: server connection back to the worker's pool,
+ *            access-log record, the request parser resumed on what is buffered
+ *
+ * Parsing is llhttp's (the parser of Node.js, vendored in src/_fastpath/vendor/
+ * llhttp and built with the engine; ls_http_init self-tests it): no HTTP
+ * grammar is written here.
+ * The request parser pauses at the end of each message (on_message_complete
+ * returns HPE_PAUSED), so pipelined requests wait, unparsed, in `in` and are
+ * answered in order, one exchange at a time, as on the pure path.
+ *
+ * What goes to the server is rebuilt, never copied: the head from the parsed
+ * fields (the checks and the field list of loadstone/http/request.py,
+ * RequestPolicy.prepare), the body from what llhttp decoded, re-framed as
+ * Content-Length data or fresh chunks, so that the two sides cannot disagree
+ * on where a message ends. Responses are relayed as read (the pure path's raw
+ * _Backend): llhttp only finds where each one ends.
+ *
+ * Nothing reaches the server before the whole client read it came in was
+ * parsed: a read that turns out malformed further on is answered 400 and
+ * never forwarded.
+ *
+ * Flow control: the client is not read while more than PENDING_LIMIT bytes
+ * wait for the server, nor the server while the client has not taken the last
+ * read. Server connections outlive exchanges in a per-worker pool (pool
+ * entries are sessions in state ST_POOLED so that their epoll events and
+ * timers go through the engine's loop); an event on an idle connection (the
+ * server closed it, or sent something unasked) drops it.
+ *
+ * After a 101 the session becomes an engine TCP relay (ST_RELAY, pump()) with
+ * timeouts.tunnel as its idle timeout.
+ */
+
+/* The answers the proxy makes itself, as loadstone.http.message.ANSWERS. */
+static struct {
+    char *data;
+    int len;
+} answers[600];
+
+static double secs(int64_t us) { return (double)us / 1e6; }
+
+static void http_log(ls_worker *W, ls_session *s, int end, int arg)
+{
+    ls_http *h = s->http;
+    ls_record *r = new_record(W);
+    if (!r)
+        return;
+    r->type = LS_REC_HTTP;
+    r->reason = (uint8_t)end;
+    r->listener = s->L->id;
+    r->slot = h->log_slot;
+    r->arg = arg;
+    r->bytes_in = h->bytes_in;
+    r->bytes_out = h->bytes_out;
+    if (h->tunnel) {
+        r->bytes_in += s->bytes[0];
+        r->bytes_out += s->bytes[1];
+    }
+    r->duration = secs(W->now_us - h->t_begin);
+    format_addr(&s->client, r->client, sizeof r->client);
+    r->status = h->status;
+    r->t_request = h->t_head >= 0 ? secs(h->t_head - h->t_begin) : -1.0;
+    r->t_queue = h->t_wait;
+    r->t_connect = h->t_connect;
+    r->t_response = h->t_response >= 0 && h->t_sent >= 0 ? secs(h->t_response - h->t_sent) : -1.0;
+    copy_str(r->method, sizeof r->method, h->method);
+    uint32_t n = h->url_len < LS_HTTP_TARGET_MAX ? h->url_len : LS_HTTP_TARGET_MAX;
+    if (h->head.p && n <= h->head.len)
+        memcpy(r->target, h->head.p + h->head.off, n);
+    else
+        n = 0;
+    r->target_len = (uint16_t)n;
+    /* the request's bytes were read before its server was known */
+    if (h->log_slot >= 0)
+        slot_w(s->L, W->id, h->log_slot)->bytes_in += h->bytes_in;
+    h->bytes_in = h->bytes_out = 0;
+    h->t_wait = 0;
+    h->logged = 1;
+}
+
+static void close_after_write(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    h->closing = 1;
+    h->tkind = T_CLOSING;
+    if (!h->cout.len) {
+        finish(W, s, LS_END_CLIENT_CLOSE, 0);
+        return;
+    }
+    flush_later(W, s);
+    timer_set(W, s, W->now_us + s->L->hcfg.client_ms * 1000);
+}
+
+/* Answer the request in flight ourselves and close the connection. */
+static void http_answer(ls_worker *W, ls_session *s, int status, int end, int arg)
+{
+    ls_http *h = s->http;
+    release_server(W, s, 0);
+    h->status = status;
+    if (!h->response_started && answers[status].data)
+        to_client(W, s, answers[status].data, (size_t)answers[status].len);
+    if (s->state == ST_CLOSED)
+        return;
+    if (s->state != ST_HTTP) {
+        timer_del(W, s); /* a connect's timer */
+        s->state = ST_HTTP;
+    }
+    http_log(W, s, end, arg);
+    h->exchange = 0;
+    close_after_write(W, s);
+}
+
+/* The exchange ends without an answer of ours: log it, close everything. */
+static void http_abort(ls_worker *W, ls_session *s, int end)
+{
+    ls_http *h = s->http;
+    release_server(W, s, 0);
+    if (h->exchange && !h->logged)
+        http_log(W, s, end, 0);
+    h->exchange = 0;
+    finish(W, s, LS_END_CLIENT_CLOSE, 0);
+}
+
+static void response_done(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    if (!h->req_complete) {
+        /* The server answered before the whole request body came: the rest of
+         * the body cannot be told apart from a next request. Close both. */
+        h->keep_client = 0;
+        h->backend_reusable = 0;
+    }
+    release_server(W, s, h->backend_reusable && h->resp_keep && !h->resp_eof && h->req_sent &&
+                             !h->out.len);
+    http_log(W, s, LS_HEND_OK, 0);
+    h->exchange = 0;
+    if (!(h->keep_client && h->keep_alive) || s->L->http_stopping || h->client_eof ||
+        h->upgrade) {
+        close_after_write(W, s);
+        return;
+    }
+    /* the next request: parse what is buffered, or wait for it */
+    h->req_paused = 0;
+    llhttp_resume(&h->req);
+    h->head_done = 0;
+    h->tkind = T_IDLE;
+    timer_set(W, s, W->now_us + s->L->hcfg.keep_alive_ms * 1000);
+}
+
+static void start_exchange(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    ls_listener *L = s->L;
+    h->exchange = 1;
+    h->requests++;
+    h->status = 0;
+    h->logged = 0;
+    h->response_started = h->head_written = h->req_sent = h->reused = 0;
+    h->resp_head = h->resp_done = h->interim = h->resp_keep = h->resp_eof = 0;
+    h->resp_first = 1;
+    h->backend_reusable = 1;
+    h->keep_client = !L->http_stopping;
+    h->t_connect = -1;
+    h->t_sent = h->t_response = -1;
+    h->backend_requests = 0;
+    h->log_slot = -1;
+    s->attempts = 0;
+    s->nfailed = 0;
+    llhttp_init(&h->resp, HTTP_RESPONSE, &resp_settings);
+    h->resp.data = s;
+    if (h->flags & H_HAS_BODY && !h->req_complete) {
+        h->tkind = T_CLIENT;
+        timer_set(W, s, W->now_us + L->hcfg.client_ms * 1000);
+    } else {
+        h->tkind = T_SERVER;
+        timer_set(W, s, W->now_us + L->hcfg.server_ms * 1000);
+    }
+    h->t_connect_start = W->now_us;
+    s->state = ST_PICKING;
+    sess_connect(W, s); /* pooled, connecting, delayed, or answered 503 */
+}
+
+/* the server connection of the exchange is up (proto_http.connected) */
+static void http_connected(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    timer_del(W, s);
+    s->state = ST_HTTP;
+    h->connected = 1;
+    h->backend_requests = 1;
+    h->t_connect = secs(W->now_us - h->t_connect_start);
+    h->log_slot = s->slot;
+    int64_t ms = h->tkind == T_CLIENT ? s->L->hcfg.client_ms : s->L->hcfg.server_ms;
+    timer_set(W, s, W->now_us + ms * 1000);
+    http_progress(W, s);
+}
+
+/* A reused connection the server closed just as the request went out, or no
+ * response at all: retry, 502, or the end of a body delimited by the close. */
+static void server_lost(ls_worker *W, ls_session *s, int reset)
+{
+    ls_http *h = s->http;
+    ls_listener *L = s->L;
+    if (h->resp_head) {
+        /* relayed as read: the body ran until the server closed */
+        h->keep_client = 0;
+        h->backend_reusable = 0;
+        response_done(W, s);
+        return;
+    }
+    if (!h->response_started) {
+        int idempotent = !strcmp(h->method, "GET") || !strcmp(h->method, "HEAD") ||
+                         !strcmp(h->method, "OPTIONS") || !strcmp(h->method, "PUT") ||
+                         !strcmp(h->method, "DELETE") || !strcmp(h->method, "TRACE");
+        if (h->backend_requests > 1 && h->req_complete && idempotent &&
+            !(h->flags & H_HAS_BODY) && s->attempts <= L->cfg.retries) {
+            /* nothing was processed: send it again on a fresh connection */
+            drop_server_conn(W, s);
+            h->reused = 0;
+            h->req_sent = 0;
+            h->out.off = h->out.len = 0;
+            buf_append(&h->out, h->rhead.p + h->rhead.off, h->rhead.len);
+            llhttp_init(&h->resp, HTTP_RESPONSE, &resp_settings);
+            h->resp.data = s;
+            s->attempts++;
+            h->t_connect_start = W->now_us;
+            do_connect(W, s);
+            return;
+        }
+        http_answer(W, s, 502, reset ? LS_HEND_SERVER_RESET : LS_HEND_SERVER_CLOSE, 0);
+        return;
+    }
+    http_abort(W, s, LS_HEND_SERVER_ABORT);
+}
+
+/* An exchange for a request that never got a complete head (answered 400 or
+ * 408 by us): it is counted and logged like any other. */
+static void own_exchange(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    h->requests++;
+    h->exchange = 1;
+    h->logged = 0;
+    h->response_started = 0;
+    if (!h->parsing) {
+        h->t_begin = W->now_us;
+        h->t_head = -1;
+    }
+    h->t_connect = -1;
+    h->t_sent = h->t_response = -1;
+}
+
+static void parse_failed(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    int status = h->bad_status ? h->bad_status : 400;
+    h->bad_status = 0;
+    if (h->exchange) {
+        if (!h->head_written) {
+            /* the body of the request in flight is malformed and nothing of it
+             * left yet: refuse it whole */
+            h->out.off = h->out.len = 0;
+            http_answer(W, s, status, LS_HEND_BAD_REQUEST, 0);
+        } else {
+            /* part of it is at the server already: nothing more can be answered */
+            http_abort(W, s, LS_HEND_BAD_REQUEST_BODY);
+        }
+        return;
+    }
+    own_exchange(W, s);
+    http_answer(W, s, status, LS_HEND_BAD_REQUEST, 0);
+}
+
+/* 101 Switching Protocols: from here on an engine TCP relay. */
+static void start_tunnel(ls_worker *W, ls_session *s, const char *resp, size_t n)
+{
+    ls_http *h = s->http;
+    flush_cancel(s); /* the relay's buffers take what is pending */
+    h->tunnel = 1;
+    h->response_started = 1;
+    h->bytes_out += n;
+    count(W, s, 1, (ssize_t)n);
+    ls_dir *up = &s->dir[0], *down = &s->dir[1];
+    /* the 101 and what followed it, for the client */
+    ls_buf b = {0};
+    if (buf_append(&b, h->cout.p ? h->cout.p + h->cout.off : "", h->cout.len) < 0 ||
+        buf_append(&b, resp, n) < 0) {
+        buf_free(&b);
+        http_abort(W, s, LS_HEND_SERVER_ERROR);
+        return;
+    }
+    buf_free(&h->cout);
+    down->buf = b.p;
+    down->off = b.off;
+    down->len = b.len;
+    /* what the client sent after its request head, for the server */
+    ls_buf u = {0};
+    buf_append(&u, h->out.p ? h->out.p + h->out.off : "", h->out.len);
+    buf_append(&u, h->in.p ? h->in.p + h->in.off : "", h->in.len);
+    buf_free(&h->out);
+    buf_free(&h->in);
+    up->buf = u.p;
+    up->off = u.off;
+    up->len = u.len;
+    up->splice = down->splice = 0;
+    h->connected = 0;
+    h->exchange = 1;
+    s->bytes[0] = s->bytes[1] = 0;
+    s->rd[0] = s->rd[1] = 1;
+    relay_start(W, s, s->L->hcfg.tunnel_ms);
+}

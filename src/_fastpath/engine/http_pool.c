@@ -1,0 +1,165 @@
+/* http_pool.c: the HTTP engine's server connections and their per-worker pool
+ * (part of the unity build engine.c).
+ *
+ * A server connection that has served one response becomes a connection
+ * object (an ls_session in state ST_POOLED, `owner` the session using it or
+ * NULL when idle): its epoll registration moves to the object once, with
+ * EPOLL_CTL_MOD, and stays there for the connection's life; events of a
+ * connection in use are handed to its owner. Taking and giving back a pooled
+ * connection is then a few pointer stores, no system call. */
+
+/* Server connections and their pool
+ *
+ * A server connection that has served one response becomes a connection
+ * object (an ls_session in state ST_POOLED, `owner` the session using it or
+ * NULL when idle): its epoll registration moves to the object once, with
+ * EPOLL_CTL_MOD, and stays there for the connection's life; events of a
+ * connection in use are handed to its owner. Taking and giving back a pooled
+ * connection is then a few pointer stores, no system call. */
+
+static void pool_unlink(ls_session *p)
+{
+    ls_list_del(&p->qlink);
+    __atomic_fetch_sub(&p->L->http_pooled, 1, __ATOMIC_RELAXED);
+}
+
+/* The end of a connection object (closing its descriptor unless it is -1). */
+static void conn_free(ls_worker *W, ls_session *p)
+{
+    timer_del(W, p);
+    if (p->fd[1] >= 0)
+        close(p->fd[1]);
+    p->fd[1] = -1;
+    p->owner = NULL;
+    p->state = ST_CLOSED;
+    p->rnext = W->dead; /* a stale event of this round may still name it */
+    W->dead = p;
+}
+
+/* An idle connection closed by the server, spoken on unasked, or idle too long. */
+static void pool_drop(ls_worker *W, ls_session *p)
+{
+    if (p->state != ST_POOLED || p->owner)
+        return;
+    pool_unlink(p);
+    conn_free(W, p);
+}
+
+/* An epoll event of a connection object (on_session, through proto_http). */
+static void conn_event(ls_worker *W, ls_session *p, uint32_t ev)
+{
+    if (p->owner) {
+        on_session(W, p->owner, 1, ev);
+        return;
+    }
+    if (ev & ~(uint32_t)EPOLLOUT)
+        pool_drop(W, p);
+}
+
+/* Close the session's server connection (no pooling, no count change). */
+static void drop_server_conn(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    if (h->conn) {
+        h->conn->fd[1] = s->fd[1];
+        h->conn->owner = NULL;
+        conn_free(W, h->conn);
+        h->conn = NULL;
+    } else if (s->fd[1] >= 0) {
+        close(s->fd[1]);
+    }
+    s->fd[1] = -1;
+    s->rd[1] = s->wr[1] = s->rdhup[1] = 0;
+    h->connected = 0;
+}
+
+/* Give the session's server connection to the pool; 0, or -1 if it could not. */
+static int pool_put(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    ls_listener *L = s->L;
+    ls_session *p = h->conn;
+    if (!p) {
+        p = calloc(1, sizeof *p);
+        if (!p)
+            return -1;
+        struct epoll_event ev;
+        ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+        ev.data.u64 = (uint64_t)(uintptr_t)p | TAG_SERVER;
+        if (epoll_ctl(W->epfd, EPOLL_CTL_MOD, s->fd[1], &ev) < 0) {
+            free(p);
+            return -1;
+        }
+        p->L = L;
+        p->W = W;
+        p->fd[0] = -1;
+        p->fd[1] = s->fd[1];
+        p->heap_idx = -1;
+        p->state = ST_POOLED;
+        p->proto = s->proto;
+    }
+    p->slot = s->slot;
+    p->attempts = h->backend_requests;
+    p->owner = NULL;
+    ls_list_push_front(&W->http_pool, &p->qlink);
+    __atomic_fetch_add(&L->http_pooled, 1, __ATOMIC_RELAXED);
+    timer_set(W, p, W->now_us + L->hcfg.keep_alive_ms * 1000);
+    h->conn = NULL;
+    s->fd[1] = -1;
+    s->rd[1] = s->wr[1] = s->rdhup[1] = 0;
+    h->connected = 0;
+    return 0;
+}
+
+static void release_server(ls_worker *W, ls_session *s, int reusable)
+{
+    ls_http *h = s->http;
+    ls_listener *L = s->L;
+    if (!(s->fd[1] >= 0 && reusable && h->connected && !L->http_stopping && pool_put(W, s) == 0))
+        drop_server_conn(W, s);
+    if (s->slot >= 0) {
+        __atomic_fetch_sub(&slot_shared(L, s->slot)->live, 1, __ATOMIC_RELAXED);
+        s->slot = -1;
+    }
+}
+
+/* proto_http.take_pooled: an idle connection to the picked server, if the
+ * worker has one; 1 when the session got it. */
+static int http_take_pooled(ls_worker *W, ls_session *s)
+{
+    ls_list *pos;
+    LS_LIST_FOR_EACH(pos, &W->http_pool) {
+        ls_session *p = LS_LIST_ELEM(pos, ls_session, qlink);
+        if (p->L != s->L || p->slot != s->slot)
+            continue;
+        ls_http *h = s->http;
+        pool_unlink(p);
+        timer_del(W, p);
+        p->owner = s;
+        h->conn = p;
+        h->backend_requests = p->attempts + 1;
+        s->fd[1] = p->fd[1];
+        s->rd[1] = s->rdhup[1] = 0;
+        s->wr[1] = 1;
+        s->state = ST_HTTP;
+        h->connected = 1;
+        h->reused = 1;
+        h->t_connect = 0;
+        h->log_slot = s->slot;
+        /* no event will say so (the registration did not change): the head
+         * goes out with this round's writes */
+        flush_later(W, s);
+        return 1;
+    }
+    return 0;
+}
+
+static void http_pool_shutdown(ls_worker *W, ls_listener *L, int slot)
+{
+    ls_list *pos, *tmp;
+    LS_LIST_FOR_EACH_SAFE(pos, tmp, &W->http_pool) {
+        ls_session *p = LS_LIST_ELEM(pos, ls_session, qlink);
+        if ((!L || p->L == L) && (slot < 0 || p->slot == slot))
+            pool_drop(W, p);
+    }
+}

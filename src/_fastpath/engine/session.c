@@ -1,0 +1,284 @@
+/* session.c: a session's life in its worker (part of the unity build
+ * engine.c): accepted, its epoll events dispatched, ended by finish() and
+ * freed at the end of the worker's round. */
+
+static void set_keepalive(int fd, const ls_lconfig *cfg)
+{
+    if (!cfg->keepalive)
+        return;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &cfg->ka_idle, sizeof(int));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &cfg->ka_intvl, sizeof(int));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cfg->ka_cnt, sizeof(int));
+}
+
+static void format_addr(const ls_addr *a, char *out, size_t size)
+{
+    char ip[INET6_ADDRSTRLEN];
+    if (a->sa.sa_family == AF_INET) {
+        inet_ntop(AF_INET, &a->in4.sin_addr, ip, sizeof ip);
+        snprintf(out, size, "%s:%u", ip, ntohs(a->in4.sin_port));
+    } else if (a->sa.sa_family == AF_INET6) {
+        inet_ntop(AF_INET6, &a->in6.sin6_addr, ip, sizeof ip);
+        snprintf(out, size, "[%s]:%u", ip, ntohs(a->in6.sin6_port));
+    } else {
+        snprintf(out, size, "-");
+    }
+}
+
+static void ready_push(ls_worker *W, ls_session *s)
+{
+    if (s->in_ready)
+        return;
+    s->in_ready = 1;
+    s->rnext = W->ready;
+    W->ready = s;
+}
+
+static void fail_side(ls_worker *W, ls_session *s, int side)
+{
+    finish(W, s, side == 0 ? LS_END_CLIENT_RESET : LS_END_SERVER_RESET, 0);
+}
+
+static int sock_error(int fd)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        return errno;
+    return err;
+}
+
+static void on_accept(ls_worker *W, ls_lsock *ls)
+{
+    ls_listener *L = ls->L;
+    for (int k = 0; k < LS_ACCEPT_BATCH; k++) {
+        if (ls->closed)
+            return;
+        ls_addr addr;
+        socklen_t alen = sizeof addr;
+        int fd = accept4(ls->fd, &addr.sa, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if ((errno == EMFILE || errno == ENFILE) && W->sparefd >= 0) {
+                /* Out of descriptors: refuse this one rather than spin on it. */
+                close(W->sparefd);
+                fd = accept(ls->fd, NULL, NULL);
+                if (fd >= 0)
+                    close(fd);
+                W->sparefd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            }
+            return;
+        }
+        ls_session *s = calloc(1, sizeof *s);
+        if (!s) {
+            close(fd);
+            continue;
+        }
+        s->L = L;
+        s->W = W;
+        s->proto = L->proto;
+        s->fd[0] = fd;
+        s->fd[1] = -1;
+        s->slot = -1;
+        s->heap_idx = -1;
+        s->dir[0].pr = s->dir[0].pw = s->dir[1].pr = s->dir[1].pw = -1;
+        s->dir[0].splice = s->dir[1].splice = W->e->splice_mode == LS_SPLICE_ON;
+        s->start_us = W->now_us;
+        memcpy(&s->client, &addr, alen < sizeof addr ? alen : sizeof addr);
+        /* TCP_NODELAY comes from the listening socket (Linux copies it) */
+        set_keepalive(fd, &L->cfg);
+        if (s->proto->accepted && s->proto->accepted(s) < 0) {
+            close(fd);
+            free(s);
+            continue;
+        }
+        ls_list_push_front(&W->sessions, &s->alink);
+        W->nsessions++;
+        L->wstats[W->id].sessions_total++;
+        struct epoll_event ev;
+        ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+        ev.data.u64 = (uint64_t)(uintptr_t)s | TAG_CLIENT;
+        s->state = ST_PICKING; /* not counted yet: admit() decides */
+        if (epoll_ctl(W->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            /* counted as admitted here, then released by finish() */
+            pthread_mutex_lock(&L->lock);
+            L->active++;
+            pthread_mutex_unlock(&L->lock);
+            finish(W, s, LS_END_CLIENT_RESET, 0);
+            continue;
+        }
+        admit(W, s);
+    }
+}
+
+/* An epoll event of a session's socket (side 0: the client, 1: the server). */
+static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
+{
+    if (s->state == ST_CLOSED)
+        return;
+    if (side == 1 && s->state == ST_CONNECTING) {
+        if (ev & (EPOLLERR | EPOLLHUP)) {
+            int err = sock_error(s->fd[1]);
+            timer_del(W, s);
+            connect_failed(W, s, err ? err : ECONNREFUSED);
+            return;
+        }
+        if (ev & EPOLLOUT) {
+            /* writable without an error: connected (no SO_ERROR to ask) */
+            s->wr[1] = 1;
+            if (ev & EPOLLIN)
+                s->rd[1] = 1;
+            if (ev & EPOLLRDHUP)
+                s->rdhup[1] = s->rd[1] = 1;
+            s->proto->connected(W, s);
+        }
+        return;
+    }
+    s->proto->event(W, s, side, ev);
+}
+
+/* The event of a session waiting for admission or a server, or relaying: the
+ * whole of a tcp session's (proto_tcp), an http session's before it is
+ * admitted and after an upgrade. */
+static void relay_event(ls_worker *W, ls_session *s, int side, uint32_t ev)
+{
+    if (ev & EPOLLERR) {
+        /* A reset. The bytes the peer sent before it are still readable: relay
+         * them (or, before the server is reached, count them, as the pure path
+         * does with what it buffered), then end the session. */
+        if (s->state == ST_RELAY) {
+            if (s->in_outbox)
+                flush_outbox(W); /* what was read before the reset goes first */
+            s->rd[side] = s->wr[side] = s->rdhup[side] = 1;
+            pump_both(W, s, side);
+        } else if (side == 0) {
+            ssize_t n;
+            while ((n = recv(s->fd[0], W->buf, (size_t)W->e->bufsize, 0)) > 0)
+                count(W, s, 0, n);
+        }
+        if (s->state != ST_CLOSED)
+            fail_side(W, s, side);
+        return;
+    }
+    note_event(s, side, ev);
+    if (s->state != ST_RELAY) {
+        /* queued or connecting: the client's bytes wait in the kernel; a client
+         * that is gone for good (both directions shut) ends it now */
+        if (side == 0 && (ev & EPOLLHUP))
+            finish(W, s, LS_END_CLIENT_RESET, 0);
+        return;
+    }
+    pump_both(W, s, side);
+}
+
+static void finish(ls_worker *W, ls_session *s, int reason, int arg)
+{
+    if (s->state == ST_CLOSED)
+        return;
+    ls_listener *L = s->L;
+    int state = __atomic_load_n(&s->state, __ATOMIC_RELAXED);
+    int admitted = 1;
+    timer_del(W, s);
+    if (state == ST_QUEUED || state == ST_ADMITTING) {
+        /* another worker may take it off the queue: decide under the lock */
+        pthread_mutex_lock(&L->lock);
+        state = s->state;
+        s->state = ST_CLOSED;
+        if (state == ST_QUEUED) {
+            queue_remove(L, s);
+            admitted = 0;
+        } else {
+            /* counted by whoever took it off the queue; the ADMIT order (a
+             * command or the worker's admit list) is still on its way and
+             * frees the session when it arrives */
+            s->admit_pending = 1;
+        }
+        pthread_mutex_unlock(&L->lock);
+    } else {
+        s->state = ST_CLOSED;
+        admitted = state != ST_EXPIRED;
+    }
+    if (admitted) {
+        pthread_mutex_lock(&L->lock);
+        L->active--;
+        ls_session *next = dequeue_admissible(L);
+        pthread_mutex_unlock(&L->lock);
+        dispatch_admitted(W, next);
+    }
+    s->proto->ended(W, s, reason, arg); /* before the descriptors close */
+    for (int i = 0; i < 2; i++) {
+        if (s->fd[i] >= 0) {
+            close(s->fd[i]);
+            s->fd[i] = -1;
+        }
+        dir_release(W, &s->dir[i]);
+    }
+    /* unlink from the worker's list; freed at the end of the round */
+    ls_list_del(&s->alink);
+    W->nsessions--;
+    if (!s->admit_pending && !s->in_ready) {
+        s->rnext = W->dead;
+        W->dead = s;
+    }
+    /* in_ready: freed when the ready list is walked; admit_pending: by the ADMIT */
+}
+
+static void sess_free(ls_session *s)
+{
+    if (s->proto->release)
+        s->proto->release(s);
+    free(s->failed);
+    free(s);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* mode tcp: the session is a relay once connected                                    */
+
+static void tcp_admitted(ls_worker *W, ls_session *s) { sess_connect(W, s); }
+
+static void tcp_connected(ls_worker *W, ls_session *s) { relay_start(W, s, s->L->cfg.idle_ms); }
+
+static void tcp_unserved(ls_worker *W, ls_session *s, int end, int arg) { finish(W, s, end, arg); }
+
+static void tcp_progress(ls_worker *W, ls_session *s) { pump_both(W, s, 0); }
+
+static int64_t tcp_relay_idle_ms(const ls_session *s) { return s->L->cfg.idle_ms; }
+
+/* The server's count, and the session's record unless the listener's `log`
+ * leaves it out. */
+static void tcp_ended(ls_worker *W, ls_session *s, int reason, int arg)
+{
+    ls_listener *L = s->L;
+    if (s->slot >= 0)
+        __atomic_fetch_sub(&slot_shared(L, s->slot)->live, 1, __ATOMIC_RELAXED);
+    else
+        L->wstats[W->id].denied++;
+    int quiet = L->cfg.log_mode == LS_LOG_NONE ||
+                (L->cfg.log_mode == LS_LOG_ERRORS &&
+                 (reason == LS_END_CLIENT_CLOSE || reason == LS_END_SERVER_CLOSE));
+    ls_record *r = quiet ? NULL : new_record(W);
+    if (r) {
+        r->type = LS_REC_SESSION;
+        r->reason = (uint8_t)reason;
+        r->listener = L->id;
+        r->slot = s->slot;
+        r->arg = arg;
+        r->bytes_in = s->bytes[0];
+        r->bytes_out = s->bytes[1];
+        r->duration = (double)(W->now_us - s->start_us) / 1e6;
+        format_addr(&s->client, r->client, sizeof r->client);
+    }
+}
+
+static const ls_proto proto_tcp = {
+    .admitted = tcp_admitted,
+    .connected = tcp_connected,
+    .unserved = tcp_unserved,
+    .event = relay_event,
+    .progress = tcp_progress,
+    .relay_idle_ms = tcp_relay_idle_ms,
+    .ended = tcp_ended,
+};

@@ -1,0 +1,288 @@
+/* worker.c: the worker threads and the engine's life (part of the unity build
+ * engine.c): one epoll loop per worker, its timers, and creating, starting and
+ * freeing the engine. */
+
+static void run_timers(ls_worker *W)
+{
+    while (W->heap_len && W->heap[0]->deadline_us <= W->now_us) {
+        ls_session *s = W->heap[0];
+        switch (s->state) {
+        case ST_QUEUED:
+        case ST_ADMITTING:
+            queue_expired(W, s);
+            break;
+        case ST_DELAY:
+            timer_del(W, s);
+            do_connect(W, s);
+            break;
+        case ST_CONNECTING:
+            timer_del(W, s);
+            connect_failed(W, s, -1);
+            break;
+        case ST_HTTP:
+        case ST_POOLED:
+            s->proto->timeout(W, s);
+            break;
+        case ST_RELAY: {
+            /* the idle deadline is re-armed lazily (engine.c: Timers) */
+            int64_t real = s->last_us + s->proto->relay_idle_ms(s) * 1000;
+            if (real > W->now_us)
+                timer_set(W, s, real);
+            else
+                finish(W, s, s->L->cfg.idle_reason, 0);
+            break;
+        }
+        default:
+            timer_del(W, s);
+            break;
+        }
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    ls_worker *W = arg;
+    char name[16];
+    snprintf(name, sizeof name, "ls-worker-%d", W->id);
+    pthread_setname_np(pthread_self(), name);
+    struct epoll_event events[LS_EVENTS];
+    int busy = 0; /* the last round had events */
+    while (!W->stop) {
+        int timeout = -1;
+        if (W->ready || W->admit || !ls_list_empty(&W->http_flush)) {
+            timeout = 0;
+        } else if (W->heap_len) {
+            int64_t wait = W->heap[0]->deadline_us - now_us();
+            timeout = wait <= 0 ? 0 : (int)((wait + 999) / 1000);
+        }
+        /* After a round that had events, look once more without sleeping: under
+         * load the peers answer while the round runs, and taking their events now
+         * saves the worker a sleep and a wake-up (a context switch each way, the
+         * dearest part of a small request on a busy machine). Sleep only after a
+         * look that found nothing. */
+        int n = 0;
+        if (timeout != 0 && busy)
+            n = epoll_wait(W->epfd, events, LS_EVENTS, 0);
+        if (n == 0)
+            n = epoll_wait(W->epfd, events, LS_EVENTS, timeout);
+        busy = n > 0;
+        W->now_us = now_us();
+        for (int i = 0; i < n; i++) {
+            uint64_t data = events[i].data.u64;
+            unsigned tag = (unsigned)(data & TAG_MASK);
+            void *p = (void *)(uintptr_t)(data & ~(uint64_t)TAG_MASK);
+            switch (tag) {
+            case TAG_CLIENT:
+                on_session(W, p, 0, events[i].events);
+                break;
+            case TAG_SERVER:
+                on_session(W, p, 1, events[i].events);
+                break;
+            case TAG_LSOCK:
+                on_accept(W, p);
+                break;
+            default:
+                drain_eventfd(W->cmdfd);
+                break;
+            }
+        }
+        http_flush_round(W); /* mode http: the round's writes, together */
+        flush_outbox(W);      /* mode tcp: likewise */
+        /* sessions that used up their share of the round, then new admissions */
+        ls_session *ready = W->ready;
+        W->ready = NULL;
+        while (ready) {
+            ls_session *s = ready;
+            ready = s->rnext;
+            s->in_ready = 0;
+            if (s->state == ST_CLOSED) {
+                if (s->in_outbox) {
+                    s->rnext = W->dead; /* flush_outbox still looks at it */
+                    W->dead = s;
+                } else if (!s->admit_pending) {
+                    sess_free(s);
+                }
+                continue;
+            }
+            s->proto->progress(W, s);
+        }
+        while (W->admit) {
+            ls_session *s = W->admit;
+            W->admit = s->rnext;
+            s->rnext = NULL;
+            admit_arrived(W, s);
+        }
+        run_timers(W);
+        run_commands(W);
+        flush_outbox(W);
+        while (W->dead) {
+            ls_session *s = W->dead;
+            W->dead = s->rnext;
+            sess_free(s);
+        }
+        flush_records(W);
+        if (W->nsessions == 0 && W->npipes)
+            pipes_trim(W);
+    }
+    return NULL;
+}
+
+ls_engine *ls_engine_new(int workers, int splice_mode, int pipe_size, int bufsize,
+                         int use_uring)
+{
+    if (workers < 1 || workers > LS_MAX_WORKERS) {
+        errno = EINVAL;
+        return NULL;
+    }
+    ls_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    e->nworkers = workers;
+    e->splice_mode = splice_mode;
+    e->pipe_size = pipe_size > 0 ? pipe_size : 65536;
+    e->bufsize = bufsize > 0 ? bufsize : 65536;
+    pthread_mutex_init(&e->ctl_lock, NULL);
+    pthread_mutex_init(&e->sync_lock, NULL);
+    pthread_cond_init(&e->sync_cond, NULL);
+    pthread_mutex_init(&e->rec_lock, NULL);
+    e->recfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    e->workers = calloc((size_t)workers, sizeof *e->workers);
+    if (e->recfd < 0 || !e->workers)
+        goto fail;
+    for (int i = 0; i < workers; i++) { /* first: ls_engine_free walks them all */
+        ls_list_init(&e->workers[i].sessions);
+        ls_list_init(&e->workers[i].http_pool);
+        ls_list_init(&e->workers[i].http_flush);
+    }
+    for (int i = 0; i < workers; i++) {
+        ls_worker *W = &e->workers[i];
+        W->e = e;
+        W->id = i;
+        W->epfd = W->cmdfd = W->sparefd = -1;
+        W->uring.fd = -1;
+        pthread_mutex_init(&W->cmd_lock, NULL);
+        W->epfd = epoll_create1(EPOLL_CLOEXEC);
+        W->cmdfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        W->sparefd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        W->buf = malloc((size_t)e->bufsize);
+        W->obuf = malloc(LS_OUTBOX_BYTES);
+        W->oents = calloc(LS_OUTBOX_ENTRIES, sizeof *W->oents);
+        W->pipes = calloc(LS_PIPE_POOL, sizeof *W->pipes);
+        if (W->epfd < 0 || W->cmdfd < 0 || !W->buf || !W->pipes)
+            goto fail;
+        if (use_uring)
+            (void)ls_uring_init(&W->uring, LS_OUTBOX_ENTRIES); /* fd stays -1 without it */
+        struct epoll_event ev;
+        ev.events = EPOLLIN;
+        ev.data.u64 = TAG_CMD;
+        if (epoll_ctl(W->epfd, EPOLL_CTL_ADD, W->cmdfd, &ev) < 0)
+            goto fail;
+    }
+    return e;
+fail:
+    ls_engine_free(e);
+    return NULL;
+}
+
+int ls_engine_start(ls_engine *e)
+{
+    /* Workers take no signal: the control plane's thread handles them all. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int err = 0;
+    for (int i = 0; i < e->nworkers && !err; i++) {
+        ls_worker *W = &e->workers[i];
+        err = pthread_create(&W->thread, NULL, worker_main, W);
+        if (!err)
+            W->started = 1;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return -err;
+}
+
+int ls_engine_record_fd(ls_engine *e) { return e->recfd; }
+
+int ls_engine_uring_workers(ls_engine *e)
+{
+    int n = 0;
+    for (int i = 0; i < e->nworkers; i++)
+        n += e->workers[i].uring.fd >= 0;
+    return n;
+}
+
+void ls_engine_free(ls_engine *e)
+{
+    if (!e)
+        return;
+    if (e->workers) {
+        for (int i = 0; i < e->nworkers; i++) {
+            ls_worker *W = &e->workers[i];
+            if (W->started) {
+                ls_cmd *c = calloc(1, sizeof *c);
+                if (c) {
+                    c->type = CMD_STOP;
+                    post(W, c);
+                    pthread_join(W->thread, NULL);
+                    free(c);
+                }
+            }
+            ls_list *pos, *tmp;
+            LS_LIST_FOR_EACH_SAFE(pos, tmp, &W->sessions) {
+                ls_session *s = LS_LIST_ELEM(pos, ls_session, alink);
+                for (int k = 0; k < 2; k++) {
+                    if (s->fd[k] >= 0)
+                        close(s->fd[k]);
+                    dir_release(W, &s->dir[k]);
+                }
+                sess_free(s);
+            }
+            http_pool_shutdown(W, NULL, -1);
+            while (W->dead) {
+                ls_session *d = W->dead;
+                W->dead = d->rnext;
+                sess_free(d);
+            }
+            pipes_trim(W);
+            if (W->epfd >= 0)
+                close(W->epfd);
+            if (W->cmdfd >= 0)
+                close(W->cmdfd);
+            if (W->sparefd >= 0)
+                close(W->sparefd);
+            ls_uring_free(&W->uring);
+            free(W->buf);
+            free(W->obuf);
+            free(W->oents);
+            free(W->pipes);
+            free(W->heap);
+            free(W->recs);
+        }
+        free(e->workers);
+    }
+    for (int i = 0; i < e->nlisteners; i++) {
+        ls_listener *L = e->listeners[i];
+        ls_lsock *ls = L->socks;
+        while (ls) {
+            ls_lsock *n = ls->next;
+            free(ls);
+            ls = n;
+        }
+        for (int c = 0; c < LS_MAX_CHUNKS && L->chunks[c]; c++) {
+            free(L->chunks[c]->w);
+            free(L->chunks[c]);
+        }
+        if (L->table) {
+            free(L->table->servers);
+            free(L->table->ring_pos);
+            free(L->table->ring_owner);
+            free(L->table);
+        }
+        free(L->wstats);
+        free(L);
+    }
+    if (e->recfd >= 0)
+        close(e->recfd);
+    free(e->recs);
+    free(e);
+}
