@@ -1,0 +1,36 @@
+"""Defects the fuzz harnesses (fuzz/) found, each as a test of the module at fault.
+
+The input that found each one is also kept in the target's seed corpus
+(fuzz/corpus/TARGET/crash-*), so every fuzz run starts by replaying it.
+"""
+
+from __future__ import annotations
+
+import httptools
+
+from loadstone.http.response import close_head
+
+
+def _first_response(data: bytes) -> tuple[int, bool]:
+    """(status, keep-alive) of the first response httptools reads from `data`."""
+    seen: list[tuple[int, bool]] = []
+
+    class Callbacks:
+        def on_headers_complete(self) -> None:
+            seen.append((parser.get_status_code(), parser.should_keep_alive()))
+
+    parser = httptools.HttpResponseParser(Callbacks())
+    parser.feed_data(data)
+    return seen[0]
+
+
+def test_close_head_after_empty_lines_before_the_status_line() -> None:
+    # fuzz target response_head. llhttp skips CRLFs before a status line (a
+    # server that ends a body with one too many); close_head took the first
+    # empty line for the end of the head and wrote "Connection: close" before
+    # the status line, so the client got a malformed response.
+    relayed = b"\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+    assert _first_response(relayed) == (200, True)
+    assert _first_response(close_head(relayed)) == (200, False)
+    assert close_head(relayed).endswith(b"\r\nConnection: close\r\n\r\nok")
+
