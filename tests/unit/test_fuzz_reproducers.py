@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import httptools
 
+from loadstone.checks.amqp import MAX_ALARM_BODY, alarm_verdict
+from loadstone.checks.dialogue import Verdict
 from loadstone.http.response import close_head
 
 
@@ -34,3 +36,11 @@ def test_close_head_after_empty_lines_before_the_status_line() -> None:
     assert _first_response(close_head(relayed)) == (200, False)
     assert close_head(relayed).endswith(b"\r\nConnection: close\r\n\r\nok")
 
+
+def test_alarm_answer_nested_too_deep_for_the_json_decoder() -> None:
+    # fuzz target amqp_alarms (seed crash-deep-nesting, written while reading
+    # the module for the harness: libFuzzer's mutations rarely stack a thousand
+    # brackets). A 503 body of nested arrays made json.loads raise
+    # RecursionError out of the check instead of the documented "not JSON:
+    # the status alone says there is an alarm".
+    assert alarm_verdict(503, b"[" * MAX_ALARM_BODY) == Verdict(False, "resource alarm")

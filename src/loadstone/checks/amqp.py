@@ -322,7 +322,9 @@ def alarm_verdict(status: int, body: bytes) -> Verdict:
             resource = alarm.get("resource") if isinstance(alarm, dict) else None
             if isinstance(resource, str):
                 resources.add(resource)
-    except ValueError:  # not JSON: the status alone says there is an alarm
+    # Not JSON, or nested deeper than the decoder recurses: the status alone
+    # says there is an alarm.
+    except (ValueError, RecursionError):
         pass
     memory = "memory" in resources
     disk = any(r.startswith("disk") for r in resources)  # "disk space" in 3.10
