@@ -11,6 +11,7 @@ router raise nothing.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,9 @@ LISTENER = ListenerConfig(
     forwarded_port=True,
 )
 REQUESTS = RequestPolicy(LISTENER)
+# The head sent on holds the lines the proxy adds: parsing it back must not
+# meet the limits the client's head was held to.
+FORWARDED = RequestPolicy(dataclasses.replace(LISTENER, max_headers=100, max_head_size=65536))
 EXTRA = REQUESTS.connection_lines("192.0.2.1", 443)
 RESPONSES = ResponsePolicy(LISTENER)
 
@@ -89,6 +93,7 @@ class RequestStream:
     _target: bytes = b""
     _headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     _refusal: BadRequest | None = None
+    policy: RequestPolicy = REQUESTS
 
     # httptools callbacks, as loadstone.datapath.http's
     def on_message_begin(self) -> None:
@@ -108,7 +113,7 @@ class RequestStream:
         try:
             if p.get_method() == b"CONNECT":
                 raise BadRequest(501, "CONNECT is not supported")
-            request.head, request.host, request.cookie, request.flags = REQUESTS.prepare(
+            request.head, request.host, request.cookie, request.flags = self.policy.prepare(
                 p.get_method(),
                 self._target,
                 p.get_http_version(),
@@ -160,7 +165,7 @@ def request_head(data: bytes) -> None:
         if not request.complete or not request.head:
             continue
         forwarded = request.forwarded()
-        again = RequestStream().feed([forwarded])
+        again = RequestStream(policy=FORWARDED).feed([forwarded])
         assert again.outcome in ("open", f"upgrade at {len(request.head)}"), again.outcome
         assert len(again.requests) == 1, (forwarded, again.summary())
         (copy,) = again.requests
