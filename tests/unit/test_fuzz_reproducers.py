@@ -7,7 +7,9 @@ The input that found each one is also kept in the target's seed corpus
 from __future__ import annotations
 
 import httptools
+import pytest
 
+from fuzz.targets_http import RequestStream, request_head
 from loadstone.checks.amqp import MAX_ALARM_BODY, alarm_verdict
 from loadstone.checks.dialogue import Verdict
 from loadstone.http.response import close_head
@@ -44,3 +46,27 @@ def test_alarm_answer_nested_too_deep_for_the_json_decoder() -> None:
     # RecursionError out of the check instead of the documented "not JSON:
     # the status alone says there is an alarm".
     assert alarm_verdict(503, b"[" * MAX_ALARM_BODY) == Verdict(False, "resource alarm")
+
+
+@pytest.mark.parametrize(
+    ("fields", "body"),
+    [
+        (b"Content-Length: 5\r\nConnection: content-length\r\n", b"hello"),
+        (
+            b"Transfer-Encoding: chunked\r\nConnection: Transfer-Encoding\r\n",
+            b"5\r\nhello\r\n0\r\n\r\n",
+        ),
+        (b"Content-Length: 5\r\nConnection: close, Host\r\n", b"hello"),
+    ],
+)
+def test_connection_cannot_name_the_framing_fields_or_host(fields: bytes, body: bytes) -> None:
+    # Hop-by-hop abuse (Nathan Davison, "Abusing HTTP hop-by-hop request
+    # headers", 2019), found while writing the smuggling corpus and replayed by
+    # fuzz target request_head (seeds crash-connection-*). The fields a client
+    # names in Connection were all removed, Content-Length and
+    # Transfer-Encoding included, while the body was still sent on: the server
+    # read the body as the next request (smuggled), or got no Host.
+    data = b"POST /echo HTTP/1.1\r\nHost: t\r\n" + fields + b"\r\n" + body
+    request_head(data)  # the forwarded request parses back as one, with its body
+    head = RequestStream().feed([data]).requests[0].head
+    assert b"\r\nHost: t\r\n" in head
