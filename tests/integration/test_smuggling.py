@@ -97,6 +97,8 @@ CORPUS: dict[str, bytes] = {
     "absolute-form": b"GET http://t/echo HTTP/1.1\r\nHost: t\r\n\r\n",
     "absolute-form https": b"GET https://t/echo HTTP/1.1\r\nHost: t\r\n\r\n",
     "absolute-form without Host": b"GET http://t/echo HTTP/1.1\r\n\r\n",
+    "absolute-form Host mismatch": b"GET http://evil.example/echo HTTP/1.1\r\nHost: t\r\n\r\n",
+    "absolute-form two Hosts": b"GET http://t/echo HTTP/1.1\r\nHost: t\r\nHost: evil\r\n\r\n",
     # hop-by-hop abuse (Connection naming the framing fields or Host)
     "Connection: content-length": CL + b"Connection: content-length\r\n\r\nabc",
     "Connection: transfer-encoding": POST + b"Transfer-Encoding: chunked\r\n"
@@ -312,19 +314,27 @@ def start_proxy(loadstone: Start, tee: Tee) -> int:
 
 # -- the test -------------------------------------------------------------------------------
 
-# Defects of the native data path this corpus finds. The data paths are not
-# changed here (they are being split up elsewhere): each is a test of its own
-# below, an expected failure on that path that fails as soon as it is fixed.
-NATIVE_DEFECTS: dict[str, str] = {
+# Defects of the data paths this corpus finds, with the paths that have them.
+# The data paths are not changed here (they are being split up elsewhere):
+# each is a test of its own below, an expected failure on those paths that
+# fails as soon as it is fixed (then its entry goes).
+DEFECTS: dict[str, tuple[frozenset[str], str]] = {
     "Connection: content-length": (
+        frozenset({"native"}),
         "the native engine drops Content-Length when the client's Connection names it "
         "and still forwards the body, which the server reads as the next request "
-        "(the pure path keeps it: loadstone.http.request)"
+        "(the pure path keeps it: loadstone.http.request)",
     ),
     "Connection: transfer-encoding": (
+        frozenset({"native"}),
         "the native engine drops Transfer-Encoding when the client's Connection names it "
         "and still forwards the chunked body, which the server reads as the next request "
-        "(the pure path keeps it: loadstone.http.request)"
+        "(the pure path keeps it: loadstone.http.request)",
+    ),
+    "absolute-form Host mismatch": (
+        frozenset({"native", "pure"}),
+        "both data paths forward `GET http://evil.example/echo` with `Host: t` unchanged "
+        "(issue 17, item 8): HAProxy refuses it (400) where nginx and aiohttp serve it",
     ),
 }
 
@@ -355,20 +365,21 @@ def test_each_request_is_refused_or_framed_alike(
     port = start_proxy(loadstone, tee)
     failures = {}
     for name, request in CORPUS.items():
-        if datapath == "native" and name in NATIVE_DEFECTS:
-            continue  # test_native_defects
+        if datapath in DEFECTS.get(name, ((),))[0]:
+            continue  # test_defects
         problem = outcome(peers, tee, port, request)
         if problem:
             failures[name] = problem
     assert not failures, "\n".join(f"{name}: {problem}" for name, problem in failures.items())
 
 
-@pytest.mark.parametrize("name", sorted(NATIVE_DEFECTS))
-def test_native_defects(
+@pytest.mark.parametrize("name", sorted(DEFECTS))
+def test_defects(
     name: str, peers: Peers, tee: Tee, loadstone: Start, datapath: str, request: Any
 ) -> None:
-    if datapath == "native":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=NATIVE_DEFECTS[name]))
+    paths, reason = DEFECTS[name]
+    if datapath in paths:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
     port = start_proxy(loadstone, tee)
     assert outcome(peers, tee, port, CORPUS[name]) == ""
 
