@@ -18,7 +18,6 @@ a request of an attacker's choosing.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -29,7 +28,14 @@ from typing import Any
 import httptools
 import pytest
 
-from tests.integration.harness import Backend, Loadstone, free_port, port_open, wait_for
+from tests.integration.harness import (
+    Backend,
+    Loadstone,
+    free_port,
+    port_open,
+    start_nginx,
+    wait_for,
+)
 from tests.integration.test_http_mode import GET, POST, SMUGGLING, TE, http_config, port_of
 from tests.peers.tee import Tee
 
@@ -173,16 +179,7 @@ def talk(port: int, data: bytes) -> list[Framed]:
 
 # -- the peers ------------------------------------------------------------------------------
 
-NGINX = """
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-{user}
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/tmp;
-    proxy_temp_path {dir}/tmp;
+NGINX_SERVER = """
     server {{
         listen 127.0.0.1:{port};
         location / {{
@@ -191,7 +188,6 @@ http {{
             proxy_set_header Connection "";
         }}
     }}
-}}
 """
 
 HAPROXY = """
@@ -267,26 +263,9 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
     procs: list[subprocess.Popen[bytes]] = []
     try:
         nginx_port, haproxy_port = free_port(), free_port()
-        (tmp / "tmp").mkdir()
-        user = "user root;" if os.geteuid() == 0 else ""
-        conf = NGINX.format(dir=tmp, port=nginx_port, backend=backend.port, user=user)
-        (tmp / "nginx.conf").write_text(conf)
+        server = NGINX_SERVER.format(port=nginx_port, backend=backend.port)
+        procs.append(start_nginx(tmp / "nginx", server))
         (tmp / "haproxy.cfg").write_text(HAPROXY.format(port=haproxy_port, backend=backend.port))
-        procs.append(
-            subprocess.Popen(
-                [
-                    "nginx",
-                    "-p",
-                    str(tmp),
-                    "-c",
-                    str(tmp / "nginx.conf"),
-                    "-e",
-                    str(tmp / "error.log"),
-                    "-g",
-                    "daemon off;",
-                ]
-            )
-        )
         procs.append(subprocess.Popen(["haproxy", "-db", "-f", str(tmp / "haproxy.cfg")]))
         for port in (nginx_port, haproxy_port):
             wait_for(lambda port=port: port_open("127.0.0.1", port), what=f"port {port}")
