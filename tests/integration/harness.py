@@ -260,6 +260,35 @@ class Loadstone:
         return self.proc.returncode
 
 
+_NGINX_CONF = """
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+{user}
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp;
+    proxy_temp_path {dir}/tmp;
+    fastcgi_temp_path {dir}/tmp;
+    uwsgi_temp_path {dir}/tmp;
+    scgi_temp_path {dir}/tmp;
+{http}
+}}
+"""
+
+
+def start_nginx(directory: Path, http: str) -> subprocess.Popen[bytes]:
+    """Debian's nginx in the foreground, everything of its own under `directory`;
+    `http` is what goes in its http block (the server blocks)."""
+    (directory / "tmp").mkdir(parents=True, exist_ok=True)
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf = directory / "nginx.conf"
+    conf.write_text(_NGINX_CONF.format(dir=directory, user=user, http=http))
+    command = ["nginx", "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log")]
+    return subprocess.Popen([*command, "-g", "daemon off;"])
+
+
 def run_check(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(LOADSTONE), "check", str(path)], capture_output=True, text=True, timeout=30

@@ -6,7 +6,6 @@ import asyncio
 import collections
 import hashlib
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -24,7 +23,14 @@ import pytest
 import yaml
 
 from tests.integration.conftest import listener_config
-from tests.integration.harness import BACKEND, Backend, Loadstone, free_port, wait_for
+from tests.integration.harness import (
+    BACKEND,
+    Backend,
+    Loadstone,
+    free_port,
+    start_nginx,
+    wait_for,
+)
 from tests.peers.backend import pattern_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("datapath")]
@@ -825,25 +831,12 @@ def test_connect_method_refused(backends: Backends, loadstone: Start) -> None:
 
 # -- Debian's nginx as the backend ------------------------------------------------------------
 
-NGINX_CONF = """
-worker_processes 1;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-{user}
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/tmp;
-    proxy_temp_path {dir}/tmp;
-    fastcgi_temp_path {dir}/tmp;
-    uwsgi_temp_path {dir}/tmp;
-    scgi_temp_path {dir}/tmp;
+NGINX_SERVER = """
     keepalive_requests 100000;
     server {{
         listen 127.0.0.1:{port};
         location / {{ return 200 "{name} $connection $http_x_forwarded_for\\n"; }}
     }}
-}}
 """
 
 
@@ -855,25 +848,8 @@ def nginx(tmp_path: Path) -> Iterator[Callable[[str], int]]:
 
     def start(name: str) -> int:
         port = free_port()
-        d = tmp_path / f"nginx-{name}"
-        (d / "tmp").mkdir(parents=True)
-        user = "user root;" if os.geteuid() == 0 else ""
-        (d / "nginx.conf").write_text(NGINX_CONF.format(dir=d, port=port, name=name, user=user))
-        procs.append(
-            subprocess.Popen(
-                [
-                    "nginx",
-                    "-p",
-                    str(d),
-                    "-c",
-                    str(d / "nginx.conf"),
-                    "-e",
-                    str(d / "error.log"),
-                    "-g",
-                    "daemon off;",
-                ],
-            )
-        )
+        server = NGINX_SERVER.format(port=port, name=name)
+        procs.append(start_nginx(tmp_path / f"nginx-{name}", server))
         wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True)
         return port
 

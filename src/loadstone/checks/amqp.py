@@ -302,6 +302,11 @@ def describe_close(payload: bytes) -> str:
 # "resource":"memory"|"disk space"}]} otherwise (RabbitMQ 3.8.10 and later).
 LOCAL_ALARMS_PATH: Final = "/api/health/checks/local-alarms"
 MAX_ALARM_BODY: Final = 65536  # the answer is ~150 bytes; read no more than this
+# The answer nests three deep. A body with more brackets than this is not it,
+# and is not decoded: json.loads recurses once per level and a body of
+# brackets would raise RecursionError (CPython 3.11 can then fail later, far
+# away, with "AST constructor recursion depth mismatch").
+MAX_ALARM_BRACKETS: Final = 256
 
 
 def alarm_verdict(status: int, body: bytes) -> Verdict:
@@ -316,6 +321,8 @@ def alarm_verdict(status: int, body: bytes) -> Verdict:
         return Verdict(False, f"management API: HTTP {status}")
     resources: set[str] = set()
     try:
+        if body.count(b"[") + body.count(b"{") > MAX_ALARM_BRACKETS:
+            raise ValueError("not the local-alarms answer")
         answer = json.loads(body)
         alarms = answer.get("alarms", []) if isinstance(answer, dict) else []
         for alarm in alarms if isinstance(alarms, list) else []:

@@ -22,10 +22,12 @@ The head sent on is rebuilt from the parsed fields, never copied as bytes: the
 server sees exactly one framing header that agrees with the body the proxy will
 write (the body is re-framed by the data path from what llhttp decoded), and
 none of the connection's hop-by-hop fields (section 7.6.1 of RFC 9110):
-Connection and every field it names, Keep-Alive, Proxy-Connection, TE, and
-Upgrade except on an upgrade request. The server connection is kept alive and
-reused whatever an HTTP/1.1 client does; an HTTP/1.0 request goes on as
-HTTP/1.0 with the client's own keep-alive choice.
+Connection and every field it names (but Host, Content-Length and
+Transfer-Encoding: a client naming them must not strip the framing of the
+body that follows, nor the Host the request was routed by), Keep-Alive,
+Proxy-Connection, TE, and Upgrade except on an upgrade request. The server
+connection is kept alive and reused whatever an HTTP/1.1 client does; an
+HTTP/1.0 request goes on as HTTP/1.0 with the client's own keep-alive choice.
 """
 
 from __future__ import annotations
@@ -63,8 +65,13 @@ _SPECIAL: Final = {
     b"cookie": _COOKIE,
     b"upgrade": _UPGRADE,
 }
-# Connection options that are not header names.
-_CONNECTION_OPTIONS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
+# Connection options that are not header names, and the names a client may not
+# have removed as hop-by-hop: the server must see the framing of the body the
+# proxy sends on, and the Host it was routed by (hop-by-hop abuse: without
+# them, a body forwarded as is would be read as the next request).
+_CONNECTION_OPTIONS: Final = frozenset(
+    {b"close", b"keep-alive", b"upgrade", b"host", b"content-length", b"transfer-encoding"}
+)
 
 IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 

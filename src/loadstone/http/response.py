@@ -168,6 +168,11 @@ def close_head(data: bytes) -> bytes:
     its next request into the closing connection. The head was validated by
     llhttp, so its lines end in CRLF; Connection and Keep-Alive lines go.
     """
+    # llhttp skips empty lines before a status line (a server that ended the
+    # previous body with one CRLF too many): they are not the end of this head.
+    lead = len(data) - len(data.lstrip(b"\r\n"))
+    if lead:
+        return data[:lead] + close_head(data[lead:])
     end = data.find(b"\r\n\r\n")
     if end < 0 or data.startswith(b"HTTP/1.1 1") or data.startswith(b"HTTP/1.0 1"):
         return data  # not all here, or interim responses first: left as it is
