@@ -138,13 +138,13 @@ class HttpFrontend(native.TcpFrontend):
         (_, _, slot, end, arg, client, bytes_in, bytes_out, _, status, method, target, timings) = (
             rec
         )
-        server = self._by_slot[slot] if 0 <= slot < len(self._by_slot) else None
+        server = self._server_at(slot)
         self.requests_total += 1
         self.status_counts[status_class(status)] += 1
         if end == relay.HTTP_END_CONNECT_FAILED:
             word = f"connect-failed ({self._why(arg)})"
         elif end == relay.HTTP_END_SHUTDOWN:
-            word = f"shutdown ({self._reasons[arg] if 0 <= arg < len(self._reasons) else '?'})"
+            word = self._shutdown_word(arg)
         else:
             word = relay.HTTP_END_WORDS[end]
         if not logged(self.config.log, word, status):

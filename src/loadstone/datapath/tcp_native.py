@@ -255,6 +255,14 @@ class TcpFrontend:
             self._log_names = None
         return slot
 
+    def _server_at(self, slot: int) -> ServerRuntime | None:
+        """The server of a record's slot (None for a record of no server)."""
+        return self._by_slot[slot] if 0 <= slot < len(self._by_slot) else None
+
+    def _shutdown_word(self, reason: int) -> str:
+        """The log's end word for a session closed by the control plane (maint, reload...)."""
+        return f"shutdown ({self._reasons[reason] if 0 <= reason < len(self._reasons) else '?'})"
+
     def count_requests(self, by_class: list[int]) -> None:
         """HTTP requests whose log lines the engine formatted (mode http only)."""
 
@@ -420,7 +428,7 @@ class TcpFrontend:
 
     def record(self, rec: relay.Record) -> None:
         kind, _lid, slot, reason, arg, client, bytes_in, bytes_out, duration = rec
-        server = self._by_slot[slot] if 0 <= slot < len(self._by_slot) else None
+        server = self._server_at(slot)
         if kind == relay.REC_CONNECT_FAILED:
             if server is None:
                 return
@@ -436,7 +444,7 @@ class TcpFrontend:
         if reason == relay.END_CONNECT_FAILED:
             end = f"connect-failed ({self._why(arg)})"
         elif reason == relay.END_SHUTDOWN:
-            end = f"shutdown ({self._reasons[arg] if 0 <= arg < len(self._reasons) else '?'})"
+            end = self._shutdown_word(arg)
         else:
             end = relay.END_WORDS[reason]
         # No `log` check: the engine made this record only if the line is wanted.
