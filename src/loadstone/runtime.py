@@ -36,6 +36,7 @@ from loadstone.config.model import Address, Config, GlobalConfig, ListenerConfig
 from loadstone.datapath import DataPathError, TcpFrontend, http_frontend
 from loadstone.datapath import configure as configure_datapath
 from loadstone.datapath.seam import Frontend
+from loadstone.haproxy_socket.server import HaproxySocketError, HaproxySocketServer
 from loadstone.listeners.binding import BindError, bind_address
 from loadstone.logtargets.outputs import LogOutputs
 from loadstone.server import Pool
@@ -129,6 +130,11 @@ def _restart_only_changes(
     restart_only = (
         ("global.admin.bind", running.admin.bind, new.admin.bind),
         ("global.admin.socket", running.admin.socket, new.admin.socket),
+        (
+            "global.admin.haproxy_socket",
+            running.admin.haproxy_socket,
+            new.admin.haproxy_socket,
+        ),
         ("global.workers", running.workers, new.workers),
         ("global.splice", running.splice, new.splice),
         ("global.io_uring", running.io_uring, new.io_uring),
@@ -142,7 +148,12 @@ def _keep_restart_only(running: GlobalConfig, config: Config) -> Config:
     the process reports (and the next reload compares with) is what it runs."""
     kept = replace(
         config.global_,
-        admin=replace(config.global_.admin, bind=running.admin.bind, socket=running.admin.socket),
+        admin=replace(
+            config.global_.admin,
+            bind=running.admin.bind,
+            socket=running.admin.socket,
+            haproxy_socket=running.admin.haproxy_socket,
+        ),
         workers=running.workers,
         splice=running.splice,
         io_uring=running.io_uring,
@@ -172,6 +183,7 @@ class Runtime:
         self.retired: list[Frontend] = []  # of removed listeners or switched paths, draining
         self.checks: CheckScheduler | None = None
         self.admin: AdminServer | None = None
+        self.haproxy_socket: HaproxySocketServer | None = None
         self.admin_token: str | None = None
         self.reload_report = ReloadReport()
         self.started_at = time.time()
@@ -307,11 +319,30 @@ class Runtime:
                 await scheduler.stop()
                 raise StartError(str(exc)) from None
             self.admin = admin
+        await self._start_haproxy_socket(scheduler)
 
         for lr in self.listeners.values():
             await lr.frontend.start(list(lr.sockets.values()))
             self._log_listener(lr)
         systemd.notify("READY=1", f"STATUS=serving {len(self.listeners)} listener(s)")
+
+    async def _start_haproxy_socket(self, scheduler: CheckScheduler) -> None:
+        """HAProxy's runtime socket, when configured; on failure, nothing stays bound."""
+        config = self.config.global_.admin.haproxy_socket
+        if config is None:
+            return
+        server = HaproxySocketServer(self, config)
+        try:
+            await server.start()
+        except HaproxySocketError as exc:
+            for lr in self.listeners.values():
+                for sock in lr.sockets.values():
+                    sock.close()
+            await scheduler.stop()
+            if self.admin is not None:
+                await self.admin.stop()
+            raise StartError(str(exc)) from None
+        self.haproxy_socket = server
 
     @staticmethod
     def _log_listener(lr: ListenerRuntime) -> None:
@@ -507,5 +538,7 @@ class Runtime:
             await self.checks.stop()
         if self.admin is not None:
             await self.admin.stop()
+        if self.haproxy_socket is not None:
+            await self.haproxy_socket.stop()
         self.sessionlog.flush()
         log.info("stopped")
