@@ -539,8 +539,8 @@ class HaproxySocket:
         default="600",
         metadata=key(v.FileMode(), "permissions of the socket file, octal as a string: '660'"),
     )
-    level: HaproxySocketLevel = field(
-        default="admin",
+    level: HaproxySocketLevel = field(  # HAProxy's default level is operator too
+        default="operator",
         metadata=key(
             Choice.of(HaproxySocketLevel),
             "user, operator: show and get commands; admin: also those that change servers",
@@ -556,6 +556,14 @@ class HaproxySocket:
     timeout: float = field(
         default=10.0,
         metadata=key(Duration(), "a client that sends no command for this long is disconnected"),
+    )
+    # HAProxy's `user`/`group` of a stats socket: kolla gives the socket to group
+    # kolla, so that its keepalived check (another user) may connect.
+    user: str | None = field(
+        default=None, metadata=key(Nullable(Text()), "owner of the socket file (a user name)")
+    )
+    group: str | None = field(
+        default=None, metadata=key(Nullable(Text()), "group of the socket file (a group name)")
     )
 
 

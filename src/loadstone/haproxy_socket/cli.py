@@ -62,11 +62,16 @@ class Session:
         runtime: RuntimeView,
         level: Level = "admin",
         pid: int = 0,
+        node: str = "",
+        timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.runtime = runtime
         self.level: Level = level
         self.pid = pid
+        self.node = node  # `show info`'s node: the host name, as HAProxy's default
+        # Idle time after which the server closes the connection; `set timeout cli` sets it.
+        self.timeout = timeout
         self.clock = clock
         self.interactive = False
         self.closed = False
@@ -141,10 +146,28 @@ class Session:
         return ""
 
     def show_info(self, args: list[str]) -> str:
-        return stats.show_info(self.runtime, self.pid, self.clock())
+        return stats.show_info(self.runtime, self.pid, self.node, self.clock())
 
     def show_stat(self, args: list[str]) -> str:
-        return stats.show_stat(self.runtime, self.pid, self.clock())
+        if args[:1] == ["domain"]:
+            if args[1:2] not in (["proxy"], []):
+                return "Unsupported domain.\n"
+            args = args[2:]
+        only = stats.StatFilter()
+        if len(args) >= 3 and args[0] not in ("typed", "json", "desc", "up", "no-maint"):
+            try:
+                types, sid = int(args[1]), int(args[2])
+            except ValueError:
+                return "Usage: show stat [{<iid>|<proxy>} <type> <sid>]\n"
+            only = stats.StatFilter(None if args[0] == "-1" else args[0], types, sid)
+        return stats.show_stat(self.runtime, self.pid, self.clock(), only)
+
+    def set_timeout_cli(self, args: list[str]) -> str:
+        seconds = args[0] if args else ""
+        if not seconds.isdigit() or int(seconds) == 0:
+            return "Expects an integer value.\n"
+        self.timeout = float(seconds)
+        return ""
 
     def show_servers_state(self, args: list[str]) -> str:
         backends = all_backends(self.runtime.listeners)
@@ -241,12 +264,14 @@ COMMANDS: Final = (
     Command(("quit",), "", "disconnect", "user", Session.quit),
     Command(("show", "info"), "", "report information about the running process", "user",
             Session.show_info),
-    Command(("show", "stat"), "", "report counters for each proxy and server", "user",
-            Session.show_stat),
+    Command(("show", "stat"), "[{<iid>|<proxy>} <type> <sid>]",
+            "report counters for each proxy and server", "user", Session.show_stat),
     Command(("show", "servers", "state"), "[<backend>]", "dump volatile server information",
             "user", Session.show_servers_state),
     Command(("show", "backend"), "", "list backends in the current running config", "user",
             Session.show_backend),
+    Command(("set", "timeout", "cli"), "<delay>", "change this session's idle timeout",
+            "user", Session.set_timeout_cli),
     Command(("get", "weight"), "<bk>/<srv>", "report a server's current weight", "user",
             Session.get_weight),
     Command(("set", "weight"), "<bk>/<srv> (<w>|<w>%)", "change a server's weight", "admin",

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import grp
 import os
+import pwd
+import socket
 
 from loadstone.admin import remove_stale_socket
 from loadstone.config.model import HaproxySocket
@@ -22,6 +25,25 @@ READ_SIZE = 4096
 
 class HaproxySocketError(Exception):
     """The socket cannot be served; the message starts with the YAML path."""
+
+
+def _user_id(name: str | None) -> int:
+    """-1 (unchanged) for None; KeyError with a message for an unknown user."""
+    if name is None:
+        return -1
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        raise KeyError(f"user: no user named {name!r}") from None
+
+
+def _group_id(name: str | None) -> int:
+    if name is None:
+        return -1
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        raise KeyError(f"group: no group named {name!r}") from None
 
 
 class HaproxySocketServer:
@@ -45,7 +67,12 @@ class HaproxySocketServer:
                     finally:
                         os.umask(old_umask)
                     self.servers.append(server)
+                    os.chown(path, _user_id(self.config.user), _group_id(self.config.group))
                     os.chmod(path, int(self.config.mode, 8))
+                except KeyError as exc:
+                    raise HaproxySocketError(
+                        f"global.admin.haproxy_socket: {exc.args[0]}"
+                    ) from None
                 except OSError as exc:
                     raise HaproxySocketError(
                         f"global.admin.haproxy_socket.path: cannot bind {path}: "
@@ -81,11 +108,17 @@ class HaproxySocketServer:
         task = asyncio.current_task()
         assert task is not None
         self.clients.add(task)
-        session = Session(self.runtime, self.config.level, pid=os.getpid())
+        session = Session(
+            self.runtime,
+            self.config.level,
+            pid=os.getpid(),
+            node=socket.gethostname(),
+            timeout=self.config.timeout,
+        )
         try:
             while not session.closed:
                 try:
-                    async with asyncio.timeout(self.config.timeout):
+                    async with asyncio.timeout(session.timeout):
                         data = await reader.read(READ_SIZE)
                 except TimeoutError:
                     break  # HAProxy closes an idle CLI connection without a word
