@@ -307,34 +307,9 @@ class Runtime:
         self.checks = scheduler
         scheduler.start()
 
-        admin_config = self.config.global_.admin
-        if admin_config.bind is not None or admin_config.socket is not None:
-            admin = AdminServer(self, admin_config)
-            try:
-                await admin.start()
-            except AdminBindError as exc:
-                for lr in self.listeners.values():
-                    for sock in lr.sockets.values():
-                        sock.close()
-                await scheduler.stop()
-                raise StartError(str(exc)) from None
-            self.admin = admin
-        await self._start_haproxy_socket(scheduler)
-
-        for lr in self.listeners.values():
-            await lr.frontend.start(list(lr.sockets.values()))
-            self._log_listener(lr)
-        systemd.notify("READY=1", f"STATUS=serving {len(self.listeners)} listener(s)")
-
-    async def _start_haproxy_socket(self, scheduler: CheckScheduler) -> None:
-        """HAProxy's runtime socket, when configured; on failure, nothing stays bound."""
-        config = self.config.global_.admin.haproxy_socket
-        if config is None:
-            return
-        server = HaproxySocketServer(self, config)
         try:
-            await server.start()
-        except HaproxySocketError as exc:
+            await self._start_admin()
+        except (AdminBindError, HaproxySocketError) as exc:
             for lr in self.listeners.values():
                 for sock in lr.sockets.values():
                     sock.close()
@@ -342,7 +317,23 @@ class Runtime:
             if self.admin is not None:
                 await self.admin.stop()
             raise StartError(str(exc)) from None
-        self.haproxy_socket = server
+
+        for lr in self.listeners.values():
+            await lr.frontend.start(list(lr.sockets.values()))
+            self._log_listener(lr)
+        systemd.notify("READY=1", f"STATUS=serving {len(self.listeners)} listener(s)")
+
+    async def _start_admin(self) -> None:
+        """The admin server and HAProxy's runtime socket, those configured."""
+        admin_config = self.config.global_.admin
+        if admin_config.bind is not None or admin_config.socket is not None:
+            admin = AdminServer(self, admin_config)
+            await admin.start()
+            self.admin = admin
+        if admin_config.haproxy_socket is not None:
+            haproxy_socket = HaproxySocketServer(self, admin_config.haproxy_socket)
+            await haproxy_socket.start()
+            self.haproxy_socket = haproxy_socket
 
     @staticmethod
     def _log_listener(lr: ListenerRuntime) -> None:

@@ -6,6 +6,7 @@ are counters only (what `show stat` reads of them)."""
 from __future__ import annotations
 
 import ast
+import asyncio
 import csv
 import io
 from collections.abc import Mapping
@@ -16,8 +17,9 @@ from typing import Any
 import pytest
 
 from loadstone.config import ConfigError, parse_config
-from loadstone.config.model import ListenerConfig
+from loadstone.config.model import HaproxySocket, ListenerConfig
 from loadstone.haproxy_socket import cli, stats
+from loadstone.haproxy_socket.server import HaproxySocketError, HaproxySocketServer
 from loadstone.server import Pool
 
 CONFIG = """
@@ -298,3 +300,29 @@ def test_the_session_imports_no_event_loop() -> None:
             if isinstance(node, ast.ImportFrom)
         }
         assert not imported & {"asyncio", "uvloop", "socket", "selectors"}, module.__name__
+
+
+async def test_an_unknown_group_stops_the_start_and_leaves_no_file(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    path = tmp_path / "s.sock"
+    config = HaproxySocket(path=str(path), group="no-such-group-loadstone")
+    server = HaproxySocketServer(runtime, config)  # type: ignore[arg-type]
+    with pytest.raises(HaproxySocketError, match="group: no group named 'no-such-group-loadstone'"):
+        await server.start()
+    assert not path.exists()
+
+
+async def test_the_socket_gets_its_mode_and_answers(runtime: Runtime, tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    server = HaproxySocketServer(runtime, HaproxySocket(path=str(path), mode="640"))  # type: ignore[arg-type]
+    await server.start()
+    try:
+        assert path.stat().st_mode & 0o777 == 0o640
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        writer.write(b"show info\n")
+        assert (await reader.read()).startswith(b"Name: loadstone\n")  # then closed
+        writer.close()
+    finally:
+        await server.stop()
+    assert not path.exists()

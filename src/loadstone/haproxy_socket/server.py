@@ -27,23 +27,33 @@ class HaproxySocketError(Exception):
     """The socket cannot be served; the message starts with the YAML path."""
 
 
-def _user_id(name: str | None) -> int:
-    """-1 (unchanged) for None; KeyError with a message for an unknown user."""
-    if name is None:
-        return -1
+def _owner_ids(user: str | None, group: str | None) -> tuple[int, int]:
+    """(uid, gid) for os.chown, -1 where unchanged; KeyError(message) for an unknown name."""
     try:
-        return pwd.getpwnam(name).pw_uid
+        uid = -1 if user is None else pwd.getpwnam(user).pw_uid
     except KeyError:
-        raise KeyError(f"user: no user named {name!r}") from None
+        raise KeyError(f"user: no user named {user!r}") from None
+    try:
+        gid = -1 if group is None else grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise KeyError(f"group: no group named {group!r}") from None
+    return uid, gid
 
 
-def _group_id(name: str | None) -> int:
-    if name is None:
-        return -1
+def _bind_unix(path: str) -> socket.socket:
+    """A unix socket bound with no permission at all, so that nobody connects
+    before it has its owner and mode (bind(2) applies the umask; set only
+    around this synchronous call, as it is the process's)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o777)
     try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        raise KeyError(f"group: no group named {name!r}") from None
+        sock.bind(path)
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.umask(old_umask)
+    return sock
 
 
 class HaproxySocketServer:
@@ -59,15 +69,9 @@ class HaproxySocketServer:
             if path is not None:
                 try:
                     remove_stale_socket(path)
-                    # Created with no access at all, then given `mode`: nobody can
-                    # connect in between with the umask's permissions.
-                    old_umask = os.umask(0o777)
-                    try:
-                        server = await asyncio.start_unix_server(self._client, path)
-                    finally:
-                        os.umask(old_umask)
-                    self.servers.append(server)
-                    os.chown(path, _user_id(self.config.user), _group_id(self.config.group))
+                    sock = _bind_unix(path)
+                    self.servers.append(await asyncio.start_unix_server(self._client, sock=sock))
+                    os.chown(path, *_owner_ids(self.config.user, self.config.group))
                     os.chmod(path, int(self.config.mode, 8))
                 except KeyError as exc:
                     raise HaproxySocketError(
