@@ -9,6 +9,7 @@ import ast
 import asyncio
 import csv
 import io
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from loadstone.config import ConfigError, parse_config
-from loadstone.config.model import HaproxySocket, ListenerConfig
+from loadstone.config.model import Address, HaproxySocket, ListenerConfig
 from loadstone.haproxy_socket import cli, stats
 from loadstone.haproxy_socket.server import HaproxySocketError, HaproxySocketServer
 from loadstone.server import Pool
@@ -326,3 +327,21 @@ async def test_the_socket_gets_its_mode_and_answers(runtime: Runtime, tmp_path: 
     finally:
         await server.stop()
     assert not path.exists()
+
+
+async def test_on_tcp_too(runtime: Runtime) -> None:
+    with socket.socket() as probe:  # a free loopback port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = HaproxySocket(bind=Address("127.0.0.1", port), level="user")
+    listening = HaproxySocketServer(runtime, config)  # type: ignore[arg-type]
+    await listening.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"prompt\nshow stat keystone 4 -1\ndisable server keystone/ks1\nquit\n")
+        answer = (await reader.read()).decode()
+        writer.close()
+    finally:
+        await listening.stop()
+    assert "\nkeystone,ks1," in answer and "Permission denied\n" in answer
+    assert server(runtime, "keystone", "ks1").state == "up"
