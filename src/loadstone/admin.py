@@ -37,6 +37,7 @@ from loadstone.config.model import AdminConfig
 from loadstone.datapath.seam import Frontend
 from loadstone.runtime_view import ListenerView, RuntimeView
 from loadstone.server import Pool, ServerRuntime
+from loadstone.server_actions import ActionError, set_state, set_weight, shutdown_sessions
 
 
 def server_status(server: ServerRuntime) -> dict[str, Any]:
@@ -185,9 +186,6 @@ class RuntimeCollector(Collector):
         )
         generation.add_metric([], self.runtime.reload_report.generation)
         yield from (checks, check_fail, l_cur, l_total, l_bytes, active, reload_ok, generation)
-
-
-ADMIN_STATES = ("ready", "drain", "maint")
 
 
 @web.middleware
@@ -347,24 +345,23 @@ class AdminServer:
 
     async def post_state(self, request: web.Request) -> web.Response:
         pool, server = self._server(request)
-        state = (await self._body(request)).get("state")
-        if state not in ADMIN_STATES:
-            return _error(400, f"state must be one of {', '.join(ADMIN_STATES)}, got {state!r}")
-        pool.set_admin(server, state)
+        try:
+            set_state(pool, server, (await self._body(request)).get("state"))
+        except ActionError as err:
+            return _error(400, str(err))
         return _json(server_status(server))
 
     async def post_weight(self, request: web.Request) -> web.Response:
         pool, server = self._server(request)
-        weight = (await self._body(request)).get("weight")
-        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 256:
-            return _error(400, f"weight must be an integer 0-256, got {weight!r}")
-        pool.set_weight(server, weight)
+        try:
+            set_weight(pool, server, (await self._body(request)).get("weight"))
+        except ActionError as err:
+            return _error(400, str(err))
         return _json(server_status(server))
 
     async def post_shutdown_sessions(self, request: web.Request) -> web.Response:
         _, server = self._server(request)
-        closed = server.shutdown_sessions("shut down by operator")
-        return _json({"closed": closed})
+        return _json({"closed": shutdown_sessions(server)})
 
     async def post_reload(self, request: web.Request) -> web.Response:
         report = await self.runtime.reload()

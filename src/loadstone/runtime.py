@@ -36,6 +36,7 @@ from loadstone.config.model import Address, Config, GlobalConfig, ListenerConfig
 from loadstone.datapath import DataPathError, TcpFrontend, http_frontend
 from loadstone.datapath import configure as configure_datapath
 from loadstone.datapath.seam import Frontend
+from loadstone.haproxy_socket.server import HaproxySocketError, HaproxySocketServer
 from loadstone.listeners.binding import BindError, bind_address
 from loadstone.logtargets.outputs import LogOutputs
 from loadstone.server import Pool
@@ -129,6 +130,11 @@ def _restart_only_changes(
     restart_only = (
         ("global.admin.bind", running.admin.bind, new.admin.bind),
         ("global.admin.socket", running.admin.socket, new.admin.socket),
+        (
+            "global.admin.haproxy_socket",
+            running.admin.haproxy_socket,
+            new.admin.haproxy_socket,
+        ),
         ("global.workers", running.workers, new.workers),
         ("global.splice", running.splice, new.splice),
         ("global.io_uring", running.io_uring, new.io_uring),
@@ -142,7 +148,12 @@ def _keep_restart_only(running: GlobalConfig, config: Config) -> Config:
     the process reports (and the next reload compares with) is what it runs."""
     kept = replace(
         config.global_,
-        admin=replace(config.global_.admin, bind=running.admin.bind, socket=running.admin.socket),
+        admin=replace(
+            config.global_.admin,
+            bind=running.admin.bind,
+            socket=running.admin.socket,
+            haproxy_socket=running.admin.haproxy_socket,
+        ),
         workers=running.workers,
         splice=running.splice,
         io_uring=running.io_uring,
@@ -172,6 +183,7 @@ class Runtime:
         self.retired: list[Frontend] = []  # of removed listeners or switched paths, draining
         self.checks: CheckScheduler | None = None
         self.admin: AdminServer | None = None
+        self.haproxy_socket: HaproxySocketServer | None = None
         self.admin_token: str | None = None
         self.reload_report = ReloadReport()
         self.started_at = time.time()
@@ -295,23 +307,33 @@ class Runtime:
         self.checks = scheduler
         scheduler.start()
 
-        admin_config = self.config.global_.admin
-        if admin_config.bind is not None or admin_config.socket is not None:
-            admin = AdminServer(self, admin_config)
-            try:
-                await admin.start()
-            except AdminBindError as exc:
-                for lr in self.listeners.values():
-                    for sock in lr.sockets.values():
-                        sock.close()
-                await scheduler.stop()
-                raise StartError(str(exc)) from None
-            self.admin = admin
+        try:
+            await self._start_admin()
+        except (AdminBindError, HaproxySocketError) as exc:
+            for lr in self.listeners.values():
+                for sock in lr.sockets.values():
+                    sock.close()
+            await scheduler.stop()
+            if self.admin is not None:
+                await self.admin.stop()
+            raise StartError(str(exc)) from None
 
         for lr in self.listeners.values():
             await lr.frontend.start(list(lr.sockets.values()))
             self._log_listener(lr)
         systemd.notify("READY=1", f"STATUS=serving {len(self.listeners)} listener(s)")
+
+    async def _start_admin(self) -> None:
+        """The admin server and HAProxy's runtime socket, those configured."""
+        admin_config = self.config.global_.admin
+        if admin_config.bind is not None or admin_config.socket is not None:
+            admin = AdminServer(self, admin_config)
+            await admin.start()
+            self.admin = admin
+        if admin_config.haproxy_socket is not None:
+            haproxy_socket = HaproxySocketServer(self, admin_config.haproxy_socket)
+            await haproxy_socket.start()
+            self.haproxy_socket = haproxy_socket
 
     @staticmethod
     def _log_listener(lr: ListenerRuntime) -> None:
@@ -507,5 +529,7 @@ class Runtime:
             await self.checks.stop()
         if self.admin is not None:
             await self.admin.stop()
+        if self.haproxy_socket is not None:
+            await self.haproxy_socket.stop()
         self.sessionlog.flush()
         log.info("stopped")

@@ -257,8 +257,9 @@ def _listener(
     inherited = {k: v for k, v in defaults.keys.items() if k in _INHERITED_ANY_MODE}
     values: dict[str, Any] = {**inherited, **read_keys(ctx, raw, _INHERITED_ANY_MODE)}
 
-    if "freebind" in raw:
-        values["freebind"] = _parse(ctx, raw, "freebind")
+    for key in ("freebind", "haproxy_names"):
+        if key in raw:
+            values[key] = _parse(ctx, raw, key)
     if "bind" in raw:
         values["bind"] = _parse(ctx, raw, "bind")
         if values["bind"] is not INVALID:

@@ -360,6 +360,20 @@ _BALANCE: Final = Choice.of(Balance)
 
 
 @dataclass(frozen=True, slots=True)
+class HaproxyNames:
+    """The HAProxy proxies a listener was imported from, by which HAProxy's runtime
+    socket (global.admin.haproxy_socket) also knows it: `disable server B/S` with
+    B the backend's name, `show stat` rows under both names."""
+
+    frontend: str | None = field(
+        default=None, metadata=key(Text(), "the frontend (or listen section) name")
+    )
+    backend: str | None = field(
+        default=None, metadata=key(Text(), "the backend (or listen section) name")
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerConfig:
     """A listener: its name is its key under `listeners`."""
 
@@ -495,12 +509,62 @@ class ListenerConfig:
             Int(1, 1000), "header fields in one request or response", inherit=True, only=_HTTP
         ),
     )
+    haproxy_names: HaproxyNames | None = field(
+        default=None,
+        metadata=key(
+            Section(HaproxyNames),
+            "HAProxy's names of this listener, for the runtime socket (set by the importer)",
+        ),
+    )
 
 
 # Not 9100: that is node_exporter's port, which most monitored controllers run
 # (kolla deploys it), nor 8404, HAProxy's stats port during a migration; no
 # Prometheus exporter allocation or OpenStack service uses 6956.
 DEFAULT_ADMIN_PORT = 6956
+
+
+HaproxySocketLevel = Literal["user", "operator", "admin"]
+
+
+@dataclass(frozen=True, slots=True)
+class HaproxySocket:
+    """HAProxy's runtime API (`stats socket PATH mode M level L`), for the tools
+    that speak it: socat scripts, keepalived checks, Ansible's haproxy module, hatop."""
+
+    path: str | None = field(
+        default=None, metadata=key(Nullable(v.SocketPath()), "the unix socket; null: none")
+    )
+    mode: str = field(  # octal digits, as chmod takes them
+        default="600",
+        metadata=key(v.FileMode(), "permissions of the socket file, octal as a string: '660'"),
+    )
+    level: HaproxySocketLevel = field(  # HAProxy's default level is operator too
+        default="operator",
+        metadata=key(
+            Choice.of(HaproxySocketLevel),
+            "user, operator: show and get commands; admin: also those that change servers",
+        ),
+    )
+    bind: Address | None = field(
+        default=None,
+        metadata=key(
+            Nullable(v.HostPort(Address, bind=True)),
+            "also on TCP (HAProxy's `stats socket ipv4@HOST:PORT`); no access control but level",
+        ),
+    )
+    timeout: float = field(
+        default=10.0,
+        metadata=key(Duration(), "a client that sends no command for this long is disconnected"),
+    )
+    # HAProxy's `user`/`group` of a stats socket: kolla gives the socket to group
+    # kolla, so that its keepalived check (another user) may connect.
+    user: str | None = field(
+        default=None, metadata=key(Nullable(Text()), "owner of the socket file (a user name)")
+    )
+    group: str | None = field(
+        default=None, metadata=key(Nullable(Text()), "group of the socket file (a group name)")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,6 +588,12 @@ class AdminConfig:
     socket: str | None = field(
         default=None,
         metadata=key(Nullable(v.SocketPath()), "the admin API on a unix socket as well"),
+    )
+    haproxy_socket: HaproxySocket | None = field(
+        default=None,
+        metadata=key(
+            Switch(Section(HaproxySocket)), "HAProxy's runtime API on a unix socket (and/or TCP)"
+        ),
     )
 
 

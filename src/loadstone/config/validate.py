@@ -17,6 +17,7 @@ from loadstone.config.model import (
     SEND_EXPECT_PRESETS,
     Address,
     CheckConfig,
+    HaproxySocket,
     LocationRewrite,
     PoolConfig,
     RouteConfig,
@@ -72,8 +73,16 @@ def _check_alternatives(ctx: Ctx, raw: Mapping[str, Any], values: dict[str, Any]
     return True
 
 
+def _haproxy_socket(ctx: Ctx, raw: Mapping[str, Any], values: dict[str, Any]) -> bool:
+    if raw.get("path") is None and raw.get("bind") is None:
+        ctx.error("the runtime socket needs a path (unix socket), a bind (TCP), or both")
+        return False
+    return True
+
+
 RULES: Final[Mapping[type, Rule]] = {
     RouteConfig: _route,
+    HaproxySocket: _haproxy_socket,
     LocationRewrite: _location_rewrite,
     CheckConfig: _check_alternatives,
 }

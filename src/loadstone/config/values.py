@@ -88,6 +88,20 @@ class SocketPath(RefinedText):
         return {"type": "string", "pattern": "^/", "maxLength": 107}
 
 
+class FileMode(Value):
+    """Permission bits written in octal as a string ('660', '0600'), as chmod and
+    HAProxy's `mode` take them. Only a string: YAML reads 0660 as the number 432
+    and 660 as six hundred sixty, so a bare number would be taken wrongly."""
+
+    def parse(self, ctx: Ctx, node: object) -> Any:
+        if not isinstance(node, str) or not re.fullmatch(r"0?[0-7]{3}", node.strip()):
+            return ctx.error(f"expected octal permissions as a string like '660', {got(node)}")
+        return node.strip().removeprefix("0") if len(node.strip()) == 4 else node.strip()
+
+    def json_schema(self, defs: Defs) -> JsonSchema:
+        return {"type": "string", "pattern": "^0?[0-7]{3}$"}
+
+
 # --------------------------------------------------------------------------
 # Addresses
 

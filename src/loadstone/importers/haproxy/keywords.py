@@ -131,7 +131,9 @@ GLOBAL_KEYWORDS: dict[str, Entry] = {
     "log-send-hostname": _not_needed(_LOGGING),
     "log-tag": _not_needed(_LOGGING),
     "maxconn": T,  # the default of every frontend's maxconn
-    "stats": _not_yet("HAProxy's runtime socket; the admin HTTP API serves these commands"),
+    "stats socket": T,  # the first one: global.admin.haproxy_socket
+    "stats timeout": T,
+    "stats": _not_needed("loadstone's runtime socket has no such setting"),
     "cpu-map": _unsupported("no CPU pinning of workers in loadstone"),
     "spread-checks": _unsupported("loadstone spreads checks on its own; no setting"),
     "ca-base": _tls(),

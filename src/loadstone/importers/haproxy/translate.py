@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from loadstone.importers.haproxy import keywords
 from loadstone.importers.haproxy.keywords import Entry, Kind
@@ -180,6 +180,61 @@ class _Translator:
         elif key == "hard-stop-after":
             ms = parse_time(directive, args)
             self.global_["grace"] = format_duration(ms)
+        elif key == "stats socket":
+            self._stats_socket(directive)
+        elif key == "stats timeout":
+            ms = parse_time(directive, args[1:])
+            self._haproxy_socket()["timeout"] = format_duration(ms)
+
+    def _haproxy_socket(self) -> dict[str, Any]:
+        admin = self.global_.setdefault("admin", {})
+        socket: dict[str, Any] = admin.setdefault("haproxy_socket", {})
+        return socket
+
+    # HAProxy's bind options on a stats socket and what loadstone's socket does with them.
+    _SOCKET_KEYS: Final = {"mode": "mode", "level": "level", "user": "user", "group": "group"}
+
+    def _stats_socket(self, directive: Directive) -> None:
+        """`stats socket ADDRESS [mode M] [level L] [user U] [group G] ...` ->
+        global.admin.haproxy_socket (the first one: loadstone serves one)."""
+        words = directive.args[1:]
+        if not words:
+            raise TranslationError(directive.location, "'stats socket' needs an address")
+        socket = self._haproxy_socket()
+        if "path" in socket or "bind" in socket:
+            self.report.unsupported(
+                directive, "loadstone serves one runtime socket; the first one is translated"
+            )
+            return
+        address = words[0].removeprefix("unix@")
+        for family in ("ipv4@", "ipv6@"):
+            address = address.removeprefix(family)
+        if address.startswith("/"):
+            socket["path"] = address
+        elif ":" in address and not address.startswith(("abns@", "fd@", "sockpair@")):
+            host, _, port = address.rpartition(":")
+            socket["bind"] = f"{host if host not in ('', '*') else '0.0.0.0'}:{port}"
+        else:
+            self.report.unsupported(directive, f"no runtime socket on {address}")
+            return
+        options = words[1:]
+        i = 0
+        while i < len(options):
+            name = options[i]
+            value = options[i + 1] if i + 1 < len(options) else ""
+            if name in self._SOCKET_KEYS and value:
+                socket[self._SOCKET_KEYS[name]] = value
+            elif name == "expose-fd":
+                self.report.note(
+                    directive,
+                    Entry(Kind.NO_EFFECT, "loadstone's reloads keep their sockets themselves"),
+                    f"expose-fd {value}",
+                )
+            else:
+                self.report.unsupported(
+                    directive, "not an option of loadstone's runtime socket", f"{name} {value}"
+                )
+            i += 2
 
     # -- proxy directives --------------------------------------------------------------
 
@@ -301,6 +356,9 @@ class _Translator:
             )
             return None
         out: dict[str, Any] = {"bind": list(fe.binds)}
+        if {fe.name, be.name} != {_listener_name(fe.name)}:
+            # The names HAProxy's runtime socket knows it by (`disable server be/srv`).
+            out["haproxy_names"] = {"frontend": fe.name, "backend": be.name}
         if fe.freebind:
             out["freebind"] = True
         out["mode"] = fe.mode
