@@ -17,6 +17,7 @@ Everything started is stopped on any exit, Ctrl-C and SIGTERM included.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -27,7 +28,14 @@ from types import FrameType
 from benchmarks.harness.procs import ManagedProcess
 from benchmarks.kolla_scenarios.cloud import VIP, Cloud, StartError, log
 from benchmarks.kolla_scenarios.proxies import PROXIES
-from benchmarks.kolla_scenarios.report import Event, Run, plot, summarize, write_summary
+from benchmarks.kolla_scenarios.report import (
+    Event,
+    Run,
+    plot,
+    runs_from_summary,
+    summarize,
+    write_summary,
+)
 from benchmarks.kolla_scenarios.scenarios import SCENARIOS, Scenario
 
 HERE = Path(__file__).resolve().parent
@@ -87,6 +95,18 @@ def run_one(cloud: Cloud, proxy_name: str, scenario: Scenario, args: argparse.Na
         proxy.stop()
 
 
+def replot(out: Path) -> int:
+    summary = json.loads((out / "summary.json").read_text())
+    titles = {name: s.title for name, s in SCENARIOS.items()}
+    for name, by_proxy in summary.items():
+        runs = runs_from_summary(out, name, by_proxy)
+        summary[name] = {run.proxy: summarize(run) for run in runs}
+        plot(runs, titles[name], out / f"{name}.png")
+    write_summary(out, summary, titles)
+    print((out / "summary.md").read_text())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--proxy", choices=["loadstone", "haproxy", "both"], default="both")
@@ -95,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--lite", action="store_true", help="no Galera, no RabbitMQ")
+    parser.add_argument(
+        "--replot", action="store_true", help="recompute figures and plots from --out, run nothing"
+    )
     args = parser.parse_args(argv)
+    if args.replot:
+        return replot(args.out)
     scenarios = [SCENARIOS[name] for name in args.scenario.split(",")]
     proxies = ["loadstone", "haproxy"] if args.proxy == "both" else [args.proxy]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -7,9 +7,9 @@ Figures of a run (one scenario, one proxy):
 - p95_ms: 95th percentile latency over the run; p95_fault_ms over the fault
   window (from the first fault or change to the last step, or to the end
   when the scenario never restores).
-- recovery_s: after each step, the time until the last failed request before
-  the next step (0 when none failed); the largest over the steps. None for
-  a scenario without steps.
+- recovery_s: after each step, the time until the last failed request (its
+  end) before the next step (0 when none failed); the largest over the
+  steps. None for a scenario without steps.
 - fault_injected: every step was carried out; `fault_error` says why not.
 """
 
@@ -78,7 +78,9 @@ def locust_totals(prefix: Path) -> tuple[int, int]:
 def summarize(run: Run) -> dict[str, Any]:
     rows = run.requests()
     steps = [e for e in run.events if e.kind in ("fault", "change", "restore")]
-    failures = [t for t, _, _, ok in rows if not ok]
+    # A failure counts when it is seen: at the end of the request (one that
+    # started just before a step and failed because of it belongs to that step).
+    failures = [t + ms / 1000 for t, _, ms, ok in rows if not ok]
     summary: dict[str, Any] = {
         "requests": len(rows),
         "failed_requests": len(failures),
@@ -87,6 +89,8 @@ def summarize(run: Run) -> dict[str, Any]:
         "recovery_s": None,
         "fault_injected": run.fault_error is None,
         "fault_error": run.fault_error,
+        "start": run.start,
+        "duration": round(run.duration, 2),
         "events": [{**asdict(e), "at_s": round(e.at - run.start, 2)} for e in run.events],
     }
     if run.csv_prefix is not None:
@@ -188,3 +192,22 @@ def markdown(summary: dict[str, dict[str, dict[str, Any]]], titles: dict[str, st
 def write_summary(out: Path, summary: dict[str, Any], titles: dict[str, str]) -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.md").write_text(markdown(summary, titles))
+
+
+def runs_from_summary(out: Path, scenario: str, by_proxy: dict[str, Any]) -> list[Run]:
+    """The runs of a scenario rebuilt from summary.json and the request logs kept
+    in out/work, to recompute figures and plots without running again."""
+    runs = []
+    for proxy, s in by_proxy.items():
+        events = [Event(e["at"], e["kind"], e["what"], e["ok"]) for e in s["events"]]
+        log = out / "work" / f"{scenario}-{proxy}" / "requests.csv"
+        start = s.get("start")
+        if start is None:  # summaries written before start was recorded
+            start = events[0].at - s["events"][0]["at_s"] if events else 0.0
+        run = Run(scenario, proxy, start, s.get("duration", 60.0), events, log)
+        if not start:
+            run.start = min(t for t, _, _, _ in run.requests())
+        run.csv_prefix = out / "locust" / f"{scenario}-{proxy}"
+        run.fault_error = s["fault_error"]
+        runs.append(run)
+    return runs
