@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
+    # Also when started with SIGINT ignored (a background job of a shell script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     cloud = Cloud(lite=args.lite)
     summary: dict[str, dict[str, dict[str, object]]] = {}
     titles = {s.name: s.title for s in scenarios}
