@@ -16,12 +16,14 @@ servers in memory and cast nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
 import signal
 import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,13 +83,13 @@ class Cloud:
             self._step("Galera cluster", self._start_galera)
             self._step("RabbitMQ cluster", self._start_rabbit)
         for name in CONTROLLERS:
-            self._step(f"API services of {name}", lambda n=name: self.start_api(n))
+            self._step(f"API services of {name}", functools.partial(self.start_api, name))
         return self
 
-    def _step(self, what: str, action: object) -> None:
+    def _step(self, what: str, action: Callable[[], object]) -> None:
         log(f"starting {what}")
         try:
-            action()  # type: ignore[operator]
+            action()
         except StartError:
             raise
         except Exception as exc:

@@ -66,3 +66,30 @@ def test_smoke_run_writes_consistent_report_and_plots(tmp_path: Path) -> None:
     # A working cloud fails nothing.
     assert summary["baseline"]["loadstone"]["failed_requests"] == 0
     assert summary["baseline"]["loadstone"]["fault_injected"] is True
+
+
+def test_recovery_is_the_last_failure_after_each_step(tmp_path: Path) -> None:
+    """The figures of a synthetic run: a failure belongs to the step it follows."""
+    from benchmarks.kolla_scenarios.report import Event, Run, markdown, summarize
+
+    log = tmp_path / "requests.csv"
+    rows = [(100.0 + i / 10, "nova list", 10.0, True) for i in range(100)]  # 10 s, 10 req/s
+    rows += [(102.5, "nova list", 500.0, False), (103.9, "nova create", 100.0, False)]
+    rows += [(106.2, "nova show", 50.0, False)]  # after the second step
+    log.write_text("".join(f"{t:.3f},{n},{ms},{int(ok)}\n" for t, n, ms, ok in rows))
+    (tmp_path / "x_stats.csv").write_text(
+        "Type,Name,Request Count,Failure Count\n,Aggregated,103,3\n"
+    )
+    events = [Event(102.0, "fault", "kill ctl1"), Event(106.0, "fault", "kill ctl2")]
+    events.append(Event(108.0, "restore", "restart"))
+    run = Run("api", "loadstone", 100.0, 10.0, events, log, tmp_path / "x")
+    figures = summarize(run)
+    assert (figures["requests"], figures["failed_requests"]) == (103, 3)
+    assert figures["consistent_with_locust"] is True
+    # First step: the failure ending at 103.9 + 0.1 s, 2.0 s after it.
+    assert figures["recovery_s"] == 2.0
+    # 102-108 s: 60 requests of 10 ms and the 3 slower failures; the 95th of 63 is fast.
+    assert figures["p95_fault_ms"] == 10.0
+    run.fault_error = "fault failed: RuntimeError: no Galera"
+    table = markdown({"api": {"loadstone": summarize(run)}}, {"api": "2. API"})
+    assert "NOT injected: fault failed: RuntimeError: no Galera" in table
