@@ -179,6 +179,7 @@ class HttpListener(AcceptingFrontend[HttpConnection]):
                 for name, route in self.pools.items()
                 if route.servers or name != "default"
             },
+            **self.tls_status(),
         }
 
     def shutdown_all(self, reason: str) -> None:
