@@ -309,7 +309,11 @@ class TcpSession(Connector[_ServerSide]):
 
     @staticmethod
     def _write_eof(transport: asyncio.Transport) -> None:
-        if transport.can_write_eof() and not transport.is_closing():
+        if not transport.can_write_eof() and not transport.is_closing():
+            # A TLS client connection has no half-close: closing it (close_notify
+            # after what is still buffered) is the nearest thing to passing the FIN on.
+            transport.close()
+        elif transport.can_write_eof() and not transport.is_closing():
             try:
                 transport.write_eof()
             except OSError:

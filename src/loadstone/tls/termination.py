@@ -170,6 +170,9 @@ class _HandshakingProtocol(SSLProtocol):
     def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
         if handshake_exc is not None:
             self._failed(handshake_exc)
+            # Send the alert OpenSSL wrote (protocol_version, handshake_failure...)
+            # before asyncio drops the connection, so that the client learns why.
+            self._process_outgoing()  # type: ignore[attr-defined]
         elif not self._ended:
             self._ended = True
             counts = self._owner.counts

@@ -34,3 +34,19 @@ def server_name(config: ServerTls, server: ServerConfig) -> str | None:
     if config.sni is not None:
         return config.sni
     return server.address.host
+
+
+def handshake_error_text(exc: ssl.SSLError) -> str:
+    """A failed handshake with a server, as a log line or a check detail says it."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"tls: certificate verify failed: {exc.verify_message}"
+    return f"tls: {(exc.reason or str(exc)).lower().replace('_', ' ')}"
+
+
+def check_context() -> ssl.SSLContext:
+    """A TLS check of a server without `tls` settings: the service answers over
+    TLS, whoever signed its certificate (HAProxy's check-ssl with verify none)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
