@@ -26,7 +26,7 @@ from tests.integration.harness import (
     run_check,
     wait_for,
 )
-from tests.integration.tlscerts import Ca
+from tests.tlscerts import Ca
 
 pytestmark = pytest.mark.integration
 

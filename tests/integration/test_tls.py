@@ -1,7 +1,7 @@
 """TLS: termination (SNI, ALPN, versions, client certificates), re-encryption to
 nginx with verification, TLS checks, redirect to https, reload of certificates
 under load, bad input on the wire. Real clients: curl, openssl s_client, Python's
-ssl. Certificates are made at run time (tests.integration.tlscerts)."""
+ssl. Certificates are made at run time (tests.tlscerts)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import LOADSTONE, Loadstone, free_port, start_nginx, wait_for
-from tests.integration.tlscerts import Ca
+from tests.tlscerts import Ca
 
 pytestmark = pytest.mark.integration
 
