@@ -83,6 +83,7 @@ class Ca:
         days: int = 365,
         client: bool = False,
         expired: bool = False,
+        crl_url: str | None = None,
     ) -> Issued:
         key = new_key(kind)
         now = datetime.datetime.now(datetime.UTC)
@@ -95,7 +96,7 @@ class Ca:
             except ValueError:
                 alt.append(x509.DNSName(name))
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
             .issuer_name(self.cert.subject)
@@ -109,8 +110,13 @@ class Ca:
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
                 critical=False,
             )
-            .sign(self.key, hashes.SHA256())
         )
+        if crl_url is not None:  # testssl rates a certificate without CRL/OCSP HIGH
+            point = x509.DistributionPoint(
+                [x509.UniformResourceIdentifier(crl_url)], None, None, None
+            )
+            builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
         chain = _pem(cert) + _pem(self.cert)
         paths = Issued(
             self.directory / f"{stem}.crt",

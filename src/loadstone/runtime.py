@@ -344,9 +344,11 @@ class Runtime:
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         loop.add_signal_handler(signal.SIGUSR1, self._on_sigusr1)
         watchdog = systemd.start_watchdog(loop)
+        expiry = loop.create_task(tls_material.watch_expiry())
         try:
             await self._stop_requested.wait()
         finally:
+            expiry.cancel()
             if watchdog is not None:
                 watchdog.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):

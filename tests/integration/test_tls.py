@@ -5,6 +5,7 @@ ssl. Certificates are made at run time (tests.tlscerts)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -138,8 +139,12 @@ def test_sni_alpn_versions_and_forwarded_proto(
     assert "alert protocol version" in refused_version
     assert "alert handshake failure" in s_client(port, "-tls1_2", "-cipher", "AES128-SHA")
 
+    # Resumption: the session cache (TLS 1.2, -reconnect resumes five times).
+    assert s_client(port, "-tls1_2", "-reconnect").count("Reused, TLSv1.2") == 5
+
     tls = ls.status()["listeners"]["web"]["tls"]
     assert tls["handshakes"] >= 10
+    assert tls["resumed"] >= 5
     assert tls["failures"].get("unsupported_protocol", 0) >= 1
     assert tls["failures"].get("no_shared_cipher", 0) >= 1
     assert [c["names"] for c in tls["certificates"]] == [["api.test", "*.apps.test"], ["rsa.test"]]
@@ -378,3 +383,38 @@ def test_check_names_the_bad_file_and_warns_of_expiry(ca: Ca, tmp_path: Path) ->
     old = check({"certificates": [str(good.bundle), str(expired.bundle)]})
     assert old.returncode == 0, old.stderr
     assert "warning: listeners.web.tls.certificates[1]" in old.stderr and "expired" in old.stderr
+
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.mark.timeout(900)
+def test_testssl_finds_nothing_high_or_critical(
+    ca: Ca, nginx: Callable[..., int], loadstone: Start
+) -> None:
+    """testssl.sh (Debian) against a listener with the default settings; its
+    output is kept in test-artifacts/testssl-default-listener.{txt,json}."""
+    if shutil.which("testssl") is None:
+        pytest.skip("testssl.sh is not installed (apt-get install testssl.sh)")
+    rsa = ca.issue("rsa", ["api.test"], kind="rsa", crl_url="http://127.0.0.1/ca.crl")
+    ecdsa = ca.issue("ecdsa", ["api.test"], crl_url="http://127.0.0.1/ca.crl")
+    backend = nginx("n1")
+    ls = loadstone(config({
+        "mode": "http",
+        "tls": {"certificates": [str(ecdsa.bundle), str(rsa.bundle)]},
+        "response_headers": [{"set": "Strict-Transport-Security", "value": "max-age=63072000"}],
+        "servers": [{"name": "n1", "address": f"127.0.0.1:{backend}"}],
+    }))  # fmt: skip
+    ARTIFACTS.mkdir(exist_ok=True)
+    report = ARTIFACTS / "testssl-default-listener.json"
+    report.unlink(missing_ok=True)
+    text = subprocess.run(
+        ["testssl", "--quiet", "--color", "0", "--warnings", "off", "--add-ca", str(ca.path),
+         "--ip", "127.0.0.1", "--jsonfile", str(report), f"https://api.test:{port_of(ls)}"],
+        capture_output=True, text=True, timeout=850,
+    )  # fmt: skip
+    (ARTIFACTS / "testssl-default-listener.txt").write_text(text.stdout + text.stderr)
+    findings = json.loads(report.read_text())
+    bad = [f for f in findings if f["severity"] in ("HIGH", "CRITICAL")]
+    assert bad == [], bad
+    assert any(f["id"] == "TLS1_3" and f["severity"] == "OK" for f in findings)

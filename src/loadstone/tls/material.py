@@ -12,6 +12,7 @@ ticket keys carry over.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass, field
@@ -113,6 +114,18 @@ def server_context(listener: ListenerConfig, server: ServerConfig) -> ssl.SSLCon
         ctx = client_context(settings, f"listeners.{listener.name}.servers.{server.name}.tls")
         _loaded.clients[key] = ctx
     return ctx
+
+
+async def watch_expiry(every: float = 86400.0) -> None:
+    """Warn once a day of certificates in use that expire within 30 days (or have
+    expired), for a process that runs longer than that without a reload; the
+    start and every reload warn at once."""
+    while True:
+        await asyncio.sleep(every)
+        for _listener, cert in certificates():
+            problem = cert.expiry_problem()
+            if problem is not None:
+                log.warning("%s", problem)
 
 
 def certificates() -> list[tuple[str, Certificate]]:
