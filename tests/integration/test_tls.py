@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration.harness import LOADSTONE, Loadstone, free_port, start_nginx, wait_for
 from tests.tlscerts import Ca
@@ -361,21 +362,22 @@ def test_check_names_the_bad_file_and_warns_of_expiry(ca: Ca, tmp_path: Path) ->
     other = ca.issue("other", ["api.test"])
     expired = ca.issue("expired", ["old.test"], expired=True)
 
-    def check(tls: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    def check(tls: dict[str, Any], command: str = "check") -> subprocess.CompletedProcess[str]:
         path = tmp_path / "c.yaml"
-        import yaml
-
         path.write_text(yaml.safe_dump(config({"mode": "http", "tls": tls,
                         "servers": [{"name": "a", "address": "127.0.0.1:1"}]})))  # fmt: skip
-        return subprocess.run([str(LOADSTONE), "check", str(path)], capture_output=True,
+        return subprocess.run([str(LOADSTONE), command, str(path)], capture_output=True,
                               text=True, timeout=30)  # fmt: skip
 
     missing = check({"certificates": [str(tmp_path / "nope.pem")]})
     assert missing.returncode == 2
     assert "listeners.web.tls.certificates[0]" in missing.stderr and "nope.pem" in missing.stderr
-    mismatch = check({"certificates": [{"cert": str(good.cert), "key": str(other.key)}]})
-    assert mismatch.returncode == 2 and "does not match" in mismatch.stderr
-    assert str(other.key) in mismatch.stderr
+    mismatch_spec = {"certificates": [{"cert": str(good.cert), "key": str(other.key)}]}
+    for command in ("check", "run"):  # run refuses before binding anything
+        mismatch = check(mismatch_spec, command)
+        assert mismatch.returncode == 2 and "does not match" in mismatch.stderr
+        assert "listeners.web.tls.certificates[0]" in mismatch.stderr
+        assert str(other.key) in mismatch.stderr
     ciphers = check({"certificates": str(good.bundle), "ciphers": "NOT-A-CIPHER"})
     assert ciphers.returncode == 2 and "listeners.web.tls.ciphers" in ciphers.stderr
     version = check({"certificates": str(good.bundle), "min_version": "TLSv1.1"})
