@@ -187,6 +187,12 @@ def test_tcp_termination_with_client_certificates(
         while chunk := tls.recv(4096):
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"n1 \n")
+    # The session's log line names the protocol, the cipher and the SNI.
+    logged = wait_for(
+        lambda: [e["tls"] for e in ls.session_logs() if e.get("server") == "n1"] or None,
+        what="the session log line",
+    )
+    assert logged[0].startswith("TLSv1.3/TLS_") and logged[0].endswith("/db.test"), logged
 
 
 def test_reencryption_to_nginx_verifies_and_checks_over_tls(

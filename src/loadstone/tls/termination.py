@@ -17,6 +17,7 @@ import asyncio
 import collections
 import logging
 import ssl
+import weakref
 from asyncio.sslproto import AppProtocolState, SSLProtocol
 from dataclasses import dataclass, field
 
@@ -127,6 +128,8 @@ class Termination:
     def _choose(self, sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
         ctx, _cert = self.certificates.choose(server_name)
         sslobj.context = ctx
+        if server_name:
+            _server_names[sslobj] = server_name
         return None
 
     def protocol(
@@ -135,6 +138,22 @@ class Termination:
         """Wrap a newly accepted connection's protocol: it sees the connection
         once the handshake has completed, and only then."""
         return _HandshakingProtocol(loop, app, self)
+
+
+# The SNI each connection sent (the server side's SSLObject does not keep it).
+_server_names: weakref.WeakKeyDictionary[ssl.SSLObject, str] = weakref.WeakKeyDictionary()
+
+
+def session_fields(transport: asyncio.BaseTransport) -> str | None:
+    """`version/cipher/sni` of a TLS client connection, for its log line; None
+    for a plain one."""
+    sslobj = transport.get_extra_info("ssl_object")
+    if not isinstance(sslobj, ssl.SSLObject):
+        return None
+    cipher = sslobj.cipher()
+    return (
+        f"{sslobj.version() or '-'}/{cipher[0] if cipher else '-'}/{_server_names.get(sslobj, '-')}"
+    )
 
 
 class _HandshakingProtocol(SSLProtocol):
