@@ -20,7 +20,14 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.harness import LOADSTONE, Loadstone, free_port, start_nginx, wait_for
+from tests.integration.harness import (
+    LOADSTONE,
+    Loadstone,
+    free_port,
+    port_open,
+    start_nginx,
+    wait_for,
+)
 from tests.tlscerts import Ca
 
 pytestmark = pytest.mark.integration
@@ -52,7 +59,7 @@ def nginx(tmp_path: Path) -> Iterator[Callable[..., int]]:
     }}
 """
         procs.append(start_nginx(tmp_path / f"nginx-{name}", server))
-        wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True)
+        wait_for(lambda: port_open("127.0.0.1", port), what=f"nginx {name}")
         return port
 
     yield start
