@@ -59,7 +59,6 @@ TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
 VerifyClient = Literal["none", "optional", "required"]
 VerifyServer = Literal["required", "none"]
 RedirectScheme = Literal["https"]
-RedirectCode = Literal[301, 302, 303, 307, 308]
 
 # Check keys that only make sense for some check types; the others apply to all.
 _HTTP: Final = ("http",)
@@ -354,7 +353,7 @@ class Redirect:
     """Answer every request with a redirect to the same URL in another scheme."""
 
     scheme: RedirectScheme = field(default="https", metadata=key(Choice.of(RedirectScheme)))
-    code: int = field(default=301, metadata=key(Int(301, 308), "301, 302, 303, 307 or 308"))
+    code: int = field(default=301, metadata=key(v.IntChoice((301, 302, 303, 307, 308))))
 
 
 @dataclass(frozen=True, slots=True)

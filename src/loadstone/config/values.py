@@ -582,3 +582,19 @@ class SuiteList(RefinedText):
 
 # An ALPN protocol id: 1-255 printable bytes (RFC 7301), e.g. h2, http/1.1.
 AlpnId = Text(r"[!-~]{1,255}", "invalid ALPN protocol name {text!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class IntChoice(Value):
+    """One of a few integers (a redirect's status code)."""
+
+    choices: tuple[int, ...]
+
+    def parse(self, ctx: Ctx, node: object) -> Any:
+        if isinstance(node, bool) or node not in self.choices:
+            allowed = ", ".join(map(str, self.choices))
+            return ctx.error(f"must be one of {allowed}, got {node!r}")
+        return node
+
+    def json_schema(self, defs: Defs) -> JsonSchema:
+        return {"enum": list(self.choices)}
