@@ -152,8 +152,10 @@ class RuntimeCollector(Collector):
             "1 for the server an active-backup listener sends to (the Galera writer)",
             labels=sl,
         )
+        tls_metrics = TlsMetrics()
         for name, lr in self.runtime.listeners.items():
             doc = listener_status(lr)
+            tls_metrics.add(name, doc.get("tls"))
             l_cur.add_metric([name], doc["sessions"])
             l_total.add_metric([name], doc["sessions_total"])
             l_bytes.add_metric([name, "in"], doc["bytes_in"])
@@ -186,6 +188,43 @@ class RuntimeCollector(Collector):
         )
         generation.add_metric([], self.runtime.reload_report.generation)
         yield from (checks, check_fail, l_cur, l_total, l_bytes, active, reload_ok, generation)
+        yield from tls_metrics.families()
+
+
+class TlsMetrics:
+    """The TLS metrics of the listeners that terminate TLS (from their status)."""
+
+    def __init__(self) -> None:
+        ll = ["listener"]
+        self.handshakes = CounterMetricFamily(
+            "loadstone_tls_handshakes", "TLS handshakes completed", labels=ll
+        )
+        self.resumed = CounterMetricFamily(
+            "loadstone_tls_resumed_handshakes", "TLS handshakes that resumed a session", labels=ll
+        )
+        self.failures = CounterMetricFamily(
+            "loadstone_tls_handshake_failures",
+            "TLS handshakes that failed, by reason",
+            labels=[*ll, "reason"],
+        )
+        self.expiry = GaugeMetricFamily(
+            "loadstone_tls_certificate_expiry_timestamp_seconds",
+            "When a listener's certificate expires (seconds since the epoch)",
+            labels=[*ll, "file", "subject"],
+        )
+
+    def add(self, listener: str, tls: Any) -> None:
+        if not isinstance(tls, dict):
+            return
+        self.handshakes.add_metric([listener], tls["handshakes"])
+        self.resumed.add_metric([listener], tls["resumed"])
+        for reason, count in tls["failures"].items():
+            self.failures.add_metric([listener, reason], count)
+        for cert in tls["certificates"]:
+            self.expiry.add_metric([listener, cert["file"], cert["subject"]], cert["not_after"])
+
+    def families(self) -> Iterator[Metric]:
+        yield from (self.handshakes, self.resumed, self.failures, self.expiry)
 
 
 @web.middleware

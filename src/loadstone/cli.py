@@ -25,6 +25,8 @@ from loadstone.config.model import DEFAULT_ADMIN_PORT, Config, LogFormat
 from loadstone.importers.haproxy import command as import_command
 from loadstone.logtargets.outputs import LogOutputs, LogSetupError, event_formatter
 from loadstone.logtargets.sinks import connected_to_journal
+from loadstone.tls import material as tls_material
+from loadstone.tls.certificates import TlsError
 
 EXIT_CONFIG = 2
 EXIT_START = 1
@@ -67,9 +69,17 @@ def report_start_error(message: str) -> None:
 
 def _load(path: str) -> Config | int:
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as err:
         return report_config_error(err)
+    try:
+        warnings = tls_material.check(config)  # every certificate, key and CA file
+    except TlsError as err:
+        print(err, file=sys.stderr)
+        return EXIT_CONFIG
+    for line in warnings:  # an expired certificate: a warning, not a refusal
+        print(f"warning: {line}", file=sys.stderr)
+    return config
 
 
 async def _run(config: Config, outputs: LogOutputs, path: str) -> int:

@@ -33,7 +33,7 @@ from loadstone.admin import AdminBindError, AdminServer
 from loadstone.checks.scheduler import CheckScheduler
 from loadstone.config import ConfigError, load_config
 from loadstone.config.model import Address, Config, GlobalConfig, ListenerConfig
-from loadstone.datapath import DataPathError, TcpFrontend, http_frontend
+from loadstone.datapath import DataPathError, http_frontend, tcp_frontend
 from loadstone.datapath import configure as configure_datapath
 from loadstone.datapath.seam import Frontend
 from loadstone.haproxy_socket.server import HaproxySocketError, HaproxySocketServer
@@ -41,6 +41,8 @@ from loadstone.listeners.binding import BindError, bind_address
 from loadstone.logtargets.outputs import LogOutputs
 from loadstone.server import Pool
 from loadstone.sessionlog import SessionLog
+from loadstone.tls import material as tls_material
+from loadstone.tls.certificates import TlsError
 
 log = logging.getLogger("loadstone.runtime")
 
@@ -223,13 +225,20 @@ class Runtime:
             if why is not None:
                 frontend.data_path_reason = why
             return frontend
-        return TcpFrontend(listener, pool, sessionlog)
+        cls, path, why = tcp_frontend(listener)
+        if why is not None:
+            log.info("listener %s: %s tcp path (%s)", listener.name, path, why)
+        frontend = cls(listener, pool, sessionlog)
+        if why is not None:
+            frontend.data_path_reason = why
+        return frontend
 
     @staticmethod
     def _http_path_changes(lr: ListenerRuntime, listener: ListenerConfig) -> bool:
-        """Does a reload move this http listener to the other HTTP path?"""
+        """Does a reload move this listener to the other path (http: its features;
+        tcp: TLS added or removed)?"""
         if listener.mode != "http":
-            return False
+            return tcp_frontend(listener)[1] != lr.frontend.data_path
         return http_frontend(listener)[1] != lr.frontend.data_path
 
     async def _switch_frontend(self, lr: ListenerRuntime, listener: ListenerConfig) -> None:
@@ -291,10 +300,11 @@ class Runtime:
         self.admin_token = read_token(self.config.global_.admin.token_file)
         bound = self._bind_new(self.config)
         try:
+            tls_material.prepare(self.config)
             pools = self._build_pools(self.config, resolved)
             scheduler = CheckScheduler(pools.values())
             configure_datapath(self.config.global_)
-        except (NotImplementedError, ValueError, DataPathError) as exc:
+        except (NotImplementedError, ValueError, DataPathError, TlsError) as exc:
             for socks in bound.values():
                 for sock in socks.values():
                     sock.close()
@@ -356,9 +366,11 @@ class Runtime:
         loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         loop.add_signal_handler(signal.SIGUSR1, self._on_sigusr1)
         watchdog = systemd.start_watchdog(loop)
+        expiry = loop.create_task(tls_material.watch_expiry())
         try:
             await self._stop_requested.wait()
         finally:
+            expiry.cancel()
             if watchdog is not None:
                 watchdog.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
@@ -416,8 +428,11 @@ class Runtime:
             self._check_mode_changes(config)
             resolved = resolve_servers(config)
             token = read_token(config.global_.admin.token_file)
+            tls_loaded = tls_material.load(config)  # every file, or the reload fails
         except ConfigError as err:
             return self._reload_failed(report, err.problems)
+        except TlsError as err:
+            return self._reload_failed(report, [str(err)])
         except StartError as err:
             return self._reload_failed(report, str(err).splitlines())
         for key, kept_value, new_value in _restart_only_changes(
@@ -444,6 +459,7 @@ class Runtime:
             return self._reload_failed(report, [str(exc)])
 
         # Nothing can fail past this point: switch over.
+        tls_material.commit(*tls_loaded)
         old_checks = self.checks
         old_listeners = self.listeners
         self.listeners = {}

@@ -65,28 +65,33 @@ class SessionLog:
         bytes_out: int,
         duration: float,
         end: str,
+        tls: str | None = None,
     ) -> None:
+        """One tcp session; `tls` is "version/cipher/sni" on a TLS listener."""
         now = time.time()
         if self.format == "json":
-            line = orjson.dumps(
-                {
-                    "time": now,
-                    "event": "session",
-                    "client": client,
-                    "listener": listener,
-                    "server": server,
-                    "bytes_in": bytes_in,
-                    "bytes_out": bytes_out,
-                    "duration": round(duration, 6),
-                    "end": end,
-                }
-            ).decode()
+            fields: dict[str, object] = {
+                "time": now,
+                "event": "session",
+                "client": client,
+                "listener": listener,
+                "server": server,
+                "bytes_in": bytes_in,
+                "bytes_out": bytes_out,
+                "duration": round(duration, 6),
+                "end": end,
+            }
+            if tls is not None:
+                fields["tls"] = tls
+            line = orjson.dumps(fields).decode()
         else:
             stamp = _stamp(now)
             line = (
                 f"{stamp} session {client} {listener}/{server} "
                 f"in={bytes_in} out={bytes_out} duration={duration:.3f}s end={end}"
             )
+            if tls is not None:
+                line += f" tls={tls}"
         self._append(line)
 
     def request(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -25,8 +26,12 @@ from tests.integration.harness import (
     run_check,
     wait_for,
 )
+from tests.tlscerts import Ca
 
 pytestmark = pytest.mark.integration
+
+
+CERTS = "/etc/loadstone/certs/"
 
 
 def run(path: Path, timeout: float = 20) -> subprocess.CompletedProcess[str]:
@@ -36,7 +41,16 @@ def run(path: Path, timeout: float = 20) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_pass_check(config: Path) -> None:
+def test_shipped_configs_pass_check(config: Path, tmp_path: Path) -> None:
+    # An example with TLS names certificates under /etc/loadstone/certs, which
+    # `check` reads: the test makes them, and checks a copy pointing at them.
+    text = config.read_text()
+    if CERTS in text:
+        ca = Ca(tmp_path / "certs", name="ca")
+        for stem in sorted(set(re.findall(re.escape(CERTS) + r"(\w+)\.\w+", text)) - {"ca"}):
+            ca.issue(stem, [f"{stem}.example.com"])  # stem.pem (chain and key), .crt, .key
+        config = tmp_path / config.name
+        config.write_text(text.replace(CERTS, f"{tmp_path}/certs/"))
     result = run_check(config)
     assert result.returncode == 0, result.stderr
     assert "valid" in result.stdout

@@ -13,12 +13,14 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any, cast
 
 from loadstone.checks.dialogue import Dialogue, Verdict
 from loadstone.checks.probe import CheckFailed, Probe, describe_error
 from loadstone.config.model import Address
+from loadstone.tls.upstream import handshake_error_text
 
 log = logging.getLogger("loadstone.checks")
 
@@ -232,6 +234,9 @@ class DialogueProbe(Probe):
         self.port = port
         self.dialogue_factory = dialogue_factory
         self.dialogue: Dialogue | None = None  # the last check's, for timed_out()
+        # check.tls: the context and the name sent and verified (loadstone.tls)
+        self.tls: ssl.SSLContext | None = None
+        self.tls_name: str | None = None
 
     async def check(self) -> Verdict:
         self.dialogue = None
@@ -239,11 +244,14 @@ class DialogueProbe(Probe):
             sock = await connect(self.host, self.port)
         except OSError as exc:
             return Verdict(False, describe_error(exc))
-        if self.dialogue_factory is None:
+        if self.dialogue_factory is None and self.tls is None:
             sock.close()
             return Verdict(True, "connected")
-        self.dialogue = self.dialogue_factory()
-        return await self._converse(sock, self.dialogue)
+        self.dialogue = self.dialogue_factory() if self.dialogue_factory is not None else None
+        try:
+            return await self._converse(sock, self.dialogue)
+        except ssl.SSLError as exc:
+            return Verdict(False, handshake_error_text(exc))
 
     def timed_out(self) -> Verdict:
         dialogue, self.dialogue = self.dialogue, None
@@ -252,14 +260,27 @@ class DialogueProbe(Probe):
         dialogue.receive_timeout()
         return dialogue.verdict or Verdict(False, "timeout")
 
-    async def _converse(self, sock: socket.socket, dialogue: Dialogue) -> Verdict:
+    async def _converse(self, sock: socket.socket, dialogue: Dialogue | None) -> Verdict:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Verdict] = loop.create_future()
         try:
-            unsent = _send_now(sock, dialogue.initial())
-            transport, _ = await loop.create_connection(
-                lambda: _DialogueProtocol(dialogue, done, unsent), sock=sock
-            )
+            if dialogue is None:  # check.tls of a tcp check: the handshake alone
+                transport, _ = await loop.create_connection(
+                    asyncio.Protocol, sock=sock, ssl=self.tls, server_hostname=self.tls_name
+                )
+                done.set_result(Verdict(True, "tls handshake done"))
+            elif self.tls is None:
+                unsent = _send_now(sock, dialogue.initial())
+                transport, _ = await loop.create_connection(
+                    lambda: _DialogueProtocol(dialogue, done, unsent), sock=sock
+                )
+            else:  # check.tls: the dialogue over TLS (nothing can be sent before it)
+                transport, _ = await loop.create_connection(
+                    lambda: _DialogueProtocol(dialogue, done, dialogue.initial()),
+                    sock=sock,
+                    ssl=self.tls,
+                    server_hostname=self.tls_name,
+                )
         except BaseException:
             sock.close()
             raise

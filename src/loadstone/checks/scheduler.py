@@ -32,12 +32,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from functools import partial
 
-from loadstone.checks.driver import run_check
+from loadstone.checks.driver import DialogueProbe, run_check
 from loadstone.checks.probe import Probe, ProbeFactory
 from loadstone.checks.registry import PROBES, make_probe
 from loadstone.checks.state import HealthCounter
 from loadstone.config.model import Address, CheckConfig
 from loadstone.server import Pool, ServerRuntime
+from loadstone.tls.material import server_context, server_tls
+from loadstone.tls.upstream import check_context, server_name
 
 log = logging.getLogger("loadstone.checks")
 
@@ -132,6 +134,8 @@ class CheckScheduler:
                     raise NotImplementedError(f"listener {pool.name}: {exc}") from exc
                 except ValueError as exc:
                     raise ValueError(f"listener {pool.name}: {exc}") from exc
+                if config.tls:
+                    _use_tls(probe, pool, server)
                 # A probe that learns between checks that its server changed (the
                 # Galera probe's kept-open connection dropped) asks for a check now.
                 probe.wake = partial(self.trigger, server)
@@ -264,3 +268,15 @@ class CheckScheduler:
             sc.reported = True
             sc.pool.set_health(server, sc.counter.healthy, verdict.detail)
         return sc.counter.interval(sc.config)
+
+
+def _use_tls(probe: Probe, pool: Pool, server: ServerRuntime) -> None:
+    """check.tls: probe over TLS with the server's TLS settings (or, without any,
+    a handshake that does not verify the certificate)."""
+    if not isinstance(probe, DialogueProbe):
+        raise ValueError(f"listener {pool.name}: check.tls is for tcp, http and send-expect checks")
+    listener = pool.listener
+    ctx = server_context(listener, server.config)
+    settings = server_tls(listener, server.config)
+    probe.tls = ctx if ctx is not None else check_context()
+    probe.tls_name = server_name(settings, server.config) if settings is not None else None

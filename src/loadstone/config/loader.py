@@ -257,9 +257,9 @@ def _listener(
     inherited = {k: v for k, v in defaults.keys.items() if k in _INHERITED_ANY_MODE}
     values: dict[str, Any] = {**inherited, **read_keys(ctx, raw, _INHERITED_ANY_MODE)}
 
-    for key in ("freebind", "haproxy_names"):
-        if key in raw:
-            values[key] = _parse(ctx, raw, key)
+    for own in ("freebind", "haproxy_names", "tls"):
+        if own in raw:
+            values[own] = _parse(ctx, raw, own)
     if "bind" in raw:
         values["bind"] = _parse(ctx, raw, "bind")
         if values["bind"] is not INVALID:
@@ -308,7 +308,7 @@ def _http_listener(
     pool_names = {"default"}
     if "pools" in raw:
         pool_names = validate.add_pools(ctx, values, _parse(ctx, raw, "pools"))
-    for name in ("routes", "default_pool"):
+    for name in ("routes", "default_pool", "redirect"):
         if name in raw:
             values[name] = _parse(ctx, raw, name)
     validate.check_pool_names(ctx, values, pool_names)

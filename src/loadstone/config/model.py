@@ -55,6 +55,10 @@ HeaderAction = Literal["set", "add", "delete"]
 ForwardedProto = Literal["http", "https"]
 AmqpLevel = Literal["header", "login"]
 CookieMode = Literal["insert"]
+TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
+VerifyClient = Literal["none", "optional", "required"]
+VerifyServer = Literal["required", "none"]
+RedirectScheme = Literal["https"]
 
 # Check keys that only make sense for some check types; the others apply to all.
 _HTTP: Final = ("http",)
@@ -223,6 +227,10 @@ class CheckConfig:
         default=15672,
         metadata=key(_PORT, "the RabbitMQ management API, for alarms", only=_AMQP),
     )
+    tls: bool = field(
+        default=False,
+        metadata=key(Bool(), "probe over TLS, with the server's `tls` (or server_tls) settings"),
+    )
     # send-expect
     preset: str | None = field(
         default=None,
@@ -240,6 +248,112 @@ class CheckConfig:
     @property
     def down_interval(self) -> float:
         return self.downinter if self.downinter is not None else self.interval
+
+
+# -- TLS -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateSpec:
+    """One certificate of a listener: a PEM file with the chain and the key, or
+    the chain in `cert` and the key in `key`."""
+
+    cert: str = field(
+        default="", metadata=key(Text(), "PEM: the certificate, its chain (and the key)")
+    )
+    key: str | None = field(
+        default=None, metadata=key(Text(), "PEM private key (default: read from cert)")
+    )
+
+
+_CERTIFICATE: Final = SectionOrWord(Section(CertificateSpec), "cert", lambda: CertificateSpec())
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerTls:
+    """TLS termination on a listener (HAProxy `bind ... ssl crt ...`)."""
+
+    certificates: tuple[CertificateSpec, ...] = field(
+        default=(),
+        metadata=key(
+            ListOf(_CERTIFICATE, "certificates", single=(str, dict)),
+            "PEM paths (chain and key) or {cert, key}; chosen by SNI, the first is the default",
+            required="required: at least one certificate",
+        ),
+    )
+    alpn: tuple[str, ...] = field(
+        default=(),
+        metadata=key(
+            ListOf(v.AlpnId, "protocol names", single=(str,)),
+            "protocols offered by ALPN (default: http/1.1 in mode http, none in tcp)",
+        ),
+    )
+    min_version: TlsVersion = field(
+        default="TLSv1.2", metadata=key(Choice.of(TlsVersion), "oldest protocol version accepted")
+    )
+    ciphers: str = field(
+        # Mozilla's "intermediate" list: forward secrecy and AEAD only.
+        default="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+        "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+        "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305",
+        metadata=key(Text(), "OpenSSL cipher string for TLS 1.2 (checked by OpenSSL at load)"),
+    )
+    ciphersuites: str | None = field(
+        default=None,
+        metadata=key(
+            v.SuiteList(), "TLS 1.3 suites, colon-separated (default: OpenSSL's, all AEAD)"
+        ),
+    )
+    client_ca: str | None = field(
+        default=None, metadata=key(Text(), "PEM file of the CAs client certificates must chain to")
+    )
+    verify_client: VerifyClient = field(
+        default="none",
+        metadata=key(Choice.of(VerifyClient), "ask for a client certificate (needs client_ca)"),
+    )
+    handshake_timeout: float = field(
+        default=10.0, metadata=key(Duration(), "time allowed for a client's TLS handshake")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """TLS to servers (HAProxy `server ... ssl verify required ca-file ...`)."""
+
+    verify: VerifyServer = field(
+        default="required",
+        metadata=key(Choice.of(VerifyServer), "check the server's certificate and name"),
+    )
+    ca_file: str | None = field(
+        default=None, metadata=key(Text(), "PEM file of trusted CAs (default: the system's)")
+    )
+    sni: str | None = field(
+        default=None,
+        metadata=key(
+            Text(), "server name sent, and verified (default: the server's address if a name)"
+        ),
+    )
+    alpn: tuple[str, ...] = field(
+        default=(),
+        metadata=key(ListOf(v.AlpnId, "protocol names", single=(str,)), "protocols offered"),
+    )
+    certificate: str | None = field(
+        default=None, metadata=key(Text(), "PEM client certificate (and key) presented")
+    )
+    key: str | None = field(
+        default=None, metadata=key(Text(), "PEM key of `certificate` (default: in it)")
+    )
+
+
+_SERVER_TLS: Final = Switch(Section(ServerTls), ((True, ServerTls()),))
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """Answer every request with a redirect to the same URL in another scheme."""
+
+    scheme: RedirectScheme = field(default="https", metadata=key(Choice.of(RedirectScheme)))
+    code: int = field(default=301, metadata=key(v.IntChoice((301, 302, 303, 307, 308))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +377,10 @@ class ServerConfig:
     cookie: str | None = field(
         default=None,
         metadata=key(v.CookieToken, "value of the persistence cookie (default: the name)"),
+    )
+    tls: ServerTls | None = field(
+        default=None,
+        metadata=key(_SERVER_TLS, "TLS to this server; true: verified against the system CAs"),
     )
     pool: str = "default"  # the routing pool this server belongs to (http mode)
 
@@ -430,6 +548,17 @@ class ListenerConfig:
     log: SessionLogging = field(
         default="all", metadata=key(Choice.of(SessionLogging), inherit=True)
     )
+    tls: ListenerTls | None = field(
+        default=None, metadata=key(Switch(Section(ListenerTls)), "terminate TLS from clients")
+    )
+    server_tls: ServerTls | None = field(
+        default=None,
+        metadata=key(
+            _SERVER_TLS,
+            "TLS to every server without its own `tls` (true: system CAs)",
+            inherit=True,
+        ),
+    )
     # Every server of the listener; in http mode with `pools`, each names its pool.
     servers: tuple[ServerConfig, ...] = field(default=(), metadata=key(_SERVERS))
     # -- http mode only ------------------------------------------------------------
@@ -442,10 +571,21 @@ class ListenerConfig:
             only=_HTTP,
         ),
     )
-    forwarded_proto: ForwardedProto | None = field(  # set X-Forwarded-Proto to this
+    forwarded_proto: ForwardedProto | Literal["auto"] | None = field(
         default=None,
         metadata=key(
-            Choice.of(ForwardedProto), "set X-Forwarded-Proto to this", inherit=True, only=_HTTP
+            Choice(("http", "https", "auto")),
+            "set X-Forwarded-Proto to this; auto: https on a TLS listener, else http",
+            inherit=True,
+            only=_HTTP,
+        ),
+    )
+    redirect: Redirect | None = field(
+        default=None,
+        metadata=key(
+            Switch(Section(Redirect), (("https", Redirect()),)),
+            "https: answer 301 to https://same-host/same-path (HAProxy `redirect scheme`)",
+            only=_HTTP,
         ),
     )
     forwarded_port: bool = field(  # set X-Forwarded-Port to the port the client reached
@@ -516,6 +656,13 @@ class ListenerConfig:
             "HAProxy's names of this listener, for the runtime socket (set by the importer)",
         ),
     )
+
+    @property
+    def forwarded_scheme(self) -> str | None:
+        """The X-Forwarded-Proto value sent, `auto` resolved by the listener's TLS."""
+        if self.forwarded_proto == "auto":
+            return "https" if self.tls is not None else "http"
+        return self.forwarded_proto
 
 
 # Not 9100: that is node_exporter's port, which most monitored controllers run

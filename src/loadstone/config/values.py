@@ -564,3 +564,51 @@ class PoolMap(Value):
                 "additionalProperties": False,
             },
         }
+
+
+# The TLS 1.3 cipher suites OpenSSL implements (RFC 8446 names).
+TLS13_SUITES: Final = (
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_128_CCM_SHA256",
+    "TLS_AES_128_CCM_8_SHA256",
+)
+
+
+class SuiteList(RefinedText):
+    """TLS 1.3 cipher suites, colon-separated as OpenSSL writes them."""
+
+    def refine(self, ctx: Ctx, text: str) -> Any:
+        unknown = [s for s in text.split(":") if s not in TLS13_SUITES]
+        if unknown:
+            return ctx.error(
+                f"unknown TLS 1.3 cipher suite {unknown[0]!r}; known: {', '.join(TLS13_SUITES)}"
+            )
+        return text
+
+    def json_schema(self, defs: Defs) -> JsonSchema:
+        return {
+            "type": "string",
+            "pattern": rf"^(?:{'|'.join(TLS13_SUITES)})(?::(?:{'|'.join(TLS13_SUITES)}))*$",
+        }
+
+
+# An ALPN protocol id: 1-255 printable bytes (RFC 7301), e.g. h2, http/1.1.
+AlpnId = Text(r"[!-~]{1,255}", "invalid ALPN protocol name {text!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class IntChoice(Value):
+    """One of a few integers (a redirect's status code)."""
+
+    choices: tuple[int, ...]
+
+    def parse(self, ctx: Ctx, node: object) -> Any:
+        if isinstance(node, bool) or node not in self.choices:
+            allowed = ", ".join(map(str, self.choices))
+            return ctx.error(f"must be one of {allowed}, got {node!r}")
+        return node
+
+    def json_schema(self, defs: Defs) -> JsonSchema:
+        return {"enum": list(self.choices)}

@@ -6,7 +6,10 @@ without the extension (no compiler, not Linux: no epoll/splice).
 
 Mode http is chosen per listener on top of that (`http_frontend`): the native
 HTTP path serves a listener whose configuration uses only what it implements
-(loadstone.datapath.http_native.refusal), the pure one the others.
+(loadstone.datapath.http_native.refusal), the pure one the others. Mode tcp is
+too (`tcp_frontend`): the native engine has no TLS yet, so a listener with `tls`
+or TLS to its servers is served by the pure path, which says so in its status
+(data_path_reason).
 
 The four frontends (tcp_pure, http_pure, tcp_native, http_native) all answer to
 `seam.Frontend`, which is all the runtime and the admin API know of them.
@@ -58,6 +61,17 @@ def http_frontend(config: ListenerConfig) -> tuple[FrontendFactory, str, str | N
     return http_native.HttpFrontend, "native", None
 
 
+def tcp_frontend(config: ListenerConfig) -> tuple[FrontendFactory, str, str | None]:
+    """The frontend class for a tcp listener, its path and, for the pure one when
+    the native path is built, why it does not serve it (TLS, for now)."""
+    if IMPLEMENTATION != "native":
+        return PureTcpFrontend, "pure", None
+    refused = http_native.tls_refusal(config)
+    if refused is not None:
+        return PureTcpFrontend, "pure", refused
+    return tcp_native.TcpFrontend, "native", None
+
+
 def configure(global_config: GlobalConfig) -> None:
     """Settings of the data path as a whole (workers, splice), before any listener.
 
@@ -81,4 +95,5 @@ __all__ = [
     "TcpFrontend",
     "configure",
     "http_frontend",
+    "tcp_frontend",
 ]

@@ -25,6 +25,8 @@ from typing import Generic, Protocol, TypeVar
 from loadstone.config.model import ListenerConfig
 from loadstone.server import Pool
 from loadstone.sessionlog import SessionLog
+from loadstone.tls import material
+from loadstone.tls.termination import Termination
 
 
 class Admitted(Protocol):
@@ -95,6 +97,8 @@ class AcceptingFrontend(Generic[C]):
         """A reload: new sessions use the new settings and pool; open ones run on."""
         self.config = config
         self.pool = pool
+        # TLS: connections accepted from now on use the reloaded certificates.
+        self.tls: Termination | None = material.termination(config)
         self._configured()
         self._admit_waiting()
 
@@ -104,8 +108,14 @@ class AcceptingFrontend(Generic[C]):
         """Accept on these (already bound and listening) sockets too."""
         for sock in sockets:
             self.servers[sock] = await self.loop.create_server(
-                self._accepted, sock=sock, backlog=self.config.backlog
+                self._protocol, sock=sock, backlog=self.config.backlog
             )
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        """A new connection's protocol; on a TLS listener it first does the handshake."""
+        app = self._accepted()
+        tls = self.tls
+        return app if tls is None else tls.protocol(self.loop, app)
 
     def unserve(self, sock: socket.socket) -> None:
         """Stop accepting on one socket and close it (its address left the config)."""
@@ -185,7 +195,32 @@ class AcceptingFrontend(Generic[C]):
         return self.bytes_out_done + sum(c.bytes_out for c in self.active)
 
     def status_extra(self) -> dict[str, object]:
-        return {}  # mode tcp adds nothing to a listener's status
+        return self.tls_status()  # mode tcp adds only its TLS, if any
+
+    def tls_status(self) -> dict[str, object]:
+        """The listener's TLS handshakes and certificates; empty without TLS."""
+        tls = self.tls
+        if tls is None:
+            return {}
+        counts = tls.counts
+        return {
+            "data_path": self.data_path,
+            "data_path_reason": self.data_path_reason,
+            "tls": {
+                "handshakes": counts.completed,
+                "resumed": counts.resumed,
+                "failures": dict(counts.failed),
+                "certificates": [
+                    {
+                        "file": c.cert_path,
+                        "subject": c.subject,
+                        "names": list(c.names),
+                        "not_after": c.not_after,
+                    }
+                    for c in tls.certificates.certificates
+                ],
+            },
+        }
 
     async def wait_idle(self) -> None:
         if not self.active and not self.queued:

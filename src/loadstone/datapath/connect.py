@@ -20,11 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import time
 from typing import Generic, Protocol, TypeVar
 
 from loadstone.config.model import ListenerConfig
 from loadstone.server import Pool, ServerRuntime
+from loadstone.tls.material import server_context, server_tls
+from loadstone.tls.upstream import handshake_error_text, server_name
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
@@ -34,9 +37,16 @@ _now = time.monotonic
 
 def errno_text(exc: BaseException) -> str:
     """A failed connect's reason as a log line says it ("connection refused")."""
+    if isinstance(exc, ssl.SSLError):
+        return handshake_error_text(exc)
     if isinstance(exc, OSError) and exc.errno is not None:
         return os.strerror(exc.errno).lower()
     return str(exc) or type(exc).__name__
+
+
+def _sni(listener: ListenerConfig, server: ServerRuntime) -> str | None:
+    settings = server_tls(listener, server.config)
+    return None if settings is None else server_name(settings, server.config)
 
 
 class _Frontend(Protocol):
@@ -122,8 +132,15 @@ class Connector(Generic[P]):
         # on a path taken once per connection.
         timer = loop.call_later(self.frontend.config.timeouts.connect, self._connect_expired)
         try:
+            # TLS to the server (re-encryption): the handshake is part of the
+            # connect, under the same timeout, and a failed verification a failed connect.
+            tls = server_context(self.frontend.config, server.config)
             transport, upstream = await loop.create_connection(
-                lambda: self._upstream(server), server.connect_host, server.address.port
+                lambda: self._upstream(server),
+                server.connect_host,
+                server.address.port,
+                ssl=tls,
+                server_hostname=None if tls is None else _sni(self.frontend.config, server),
             )
         except asyncio.CancelledError:
             timer.cancel()

@@ -52,6 +52,7 @@ _PURE_ONLY = (
     ("request_headers", "request header rules"),
     ("response_headers", "response header rules"),
     ("rewrite_location", "Location rewriting"),
+    ("redirect", "redirect to https"),
 )
 MAX_EXCEPT = 32  # LS_HTTP_MAX_EXCEPT
 
@@ -75,6 +76,9 @@ def refusal(config: ListenerConfig) -> str | None:
     """Why `config` cannot be served by the native HTTP path, or None if it can."""
     if os.environ.get("LOADSTONE_HTTP_PATH", "") == "pure":
         return "LOADSTONE_HTTP_PATH=pure"
+    tls = tls_refusal(config)
+    if tls is not None:
+        return tls
     for field, what in _PURE_ONLY:
         if getattr(config, field):
             return f"{what} (native HTTP path: not implemented)"
@@ -84,6 +88,16 @@ def refusal(config: ListenerConfig) -> str | None:
             return f"forwardfor.except has more than {MAX_EXCEPT} networks"
         if len(ff.header.encode()) >= 64:
             return "forwardfor.header name longer than 63 bytes"
+    return None
+
+
+def tls_refusal(config: ListenerConfig) -> str | None:
+    """Why the native engine (tcp or http) cannot serve a listener's TLS: it has no
+    TLS yet, so termination and re-encryption run on the pure path."""
+    if config.tls is not None:
+        return "TLS termination (native data path: not implemented yet)"
+    if config.server_tls is not None or any(s.tls is not None for s in config.servers):
+        return "TLS to servers (native data path: not implemented yet)"
     return None
 
 
@@ -110,7 +124,7 @@ class HttpFrontend(native.TcpFrontend):
         t = c.timeouts
         ff = c.forwardfor
         nets = [ipaddress.ip_network(n) for n in ff.except_nets] if ff is not None else []
-        proto = c.forwarded_proto
+        proto = c.forwarded_scheme
         self.engine.configure_http(
             self.lid,
             request=t.http_request,

@@ -43,6 +43,7 @@ from loadstone.datapath.connect import Connector
 from loadstone.datapath.transport import WRITE_HIGH_WATER, WRITE_LOW_WATER, apply_keepalive
 from loadstone.server import ServerRuntime
 from loadstone.sessionlog import logged
+from loadstone.tls.termination import session_fields
 
 log = logging.getLogger("loadstone.datapath")
 
@@ -106,6 +107,7 @@ class TcpSession(Connector[_ServerSide]):
         "client_eof_seen",
         "client_ip",
         "client_peer",
+        "client_tls",
         "closed",
         "end_reason",
         "frontend",
@@ -127,6 +129,7 @@ class TcpSession(Connector[_ServerSide]):
         self.loop = frontend.loop
         self.client: asyncio.Transport | None = None
         self.client_peer = "-"  # stays so when the client is gone before we ask
+        self.client_tls: str | None = None  # version/cipher/sni on a TLS listener
         self.client_ip: str | None = None
         self._connector_init()
         self.server_transport: asyncio.Transport | None = None
@@ -154,6 +157,8 @@ class TcpSession(Connector[_ServerSide]):
             self.client_peer = (
                 f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
             )
+        if self.frontend.tls is not None:
+            self.client_tls = session_fields(transport)
         apply_keepalive(transport, self.frontend.config)
         self.frontend.admit(self)
 
@@ -309,7 +314,11 @@ class TcpSession(Connector[_ServerSide]):
 
     @staticmethod
     def _write_eof(transport: asyncio.Transport) -> None:
-        if transport.can_write_eof() and not transport.is_closing():
+        if not transport.can_write_eof() and not transport.is_closing():
+            # A TLS client connection has no half-close: closing it (close_notify
+            # after what is still buffered) is the nearest thing to passing the FIN on.
+            transport.close()
+        elif transport.can_write_eof() and not transport.is_closing():
             try:
                 transport.write_eof()
             except OSError:
@@ -360,4 +369,5 @@ class TcpFrontend(AcceptingFrontend[TcpSession]):
                 bytes_out=session.bytes_out,
                 duration=time.time() - session.started,
                 end=session.end_reason,
+                tls=session.client_tls,
             )

@@ -63,6 +63,16 @@ def answer(status: int, *, close: bool = True) -> bytes:
     return head + CRLF + body
 
 
+def redirect(code: int, location: bytes) -> bytes:
+    """A redirect the proxy sends itself (`redirect: https`); the connection closes."""
+    return (
+        STATUS_LINES[code]
+        + b"location: %s\r\ncontent-length: 0\r\ncache-control: no-cache\r\n" % location
+        + b"connection: close\r\n"
+        + CRLF
+    )
+
+
 # Prebuilt, so that an overloaded proxy does not format its refusals.
 ANSWERS: Final[dict[int, bytes]] = {code: answer(code) for code in _ANSWER_TEXT}
 

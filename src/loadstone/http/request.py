@@ -111,9 +111,10 @@ class RequestPolicy:
         drop = set(_HOP_BY_HOP)
         # The values of these say what the proxy saw: one a client sent is a lie.
         self.proto_line = b""
-        if config.forwarded_proto is not None:
+        scheme = config.forwarded_scheme
+        if scheme is not None:
             drop.add(b"x-forwarded-proto")
-            self.proto_line = b"X-Forwarded-Proto: %s\r\n" % config.forwarded_proto.encode()
+            self.proto_line = b"X-Forwarded-Proto: %s\r\n" % scheme.encode()
         self.port_header = config.forwarded_port
         if config.forwarded_port:
             drop.add(b"x-forwarded-port")

@@ -37,6 +37,7 @@ from typing import cast
 
 import httptools
 
+from loadstone.config.model import Redirect
 from loadstone.datapath.http_pure.exchange import Exchange
 from loadstone.datapath.http_pure.framing import chunk, end_of_body
 from loadstone.datapath.http_pure.frontend import HttpListener
@@ -323,6 +324,9 @@ class ClientConnection(asyncio.Protocol, Exchange):
         self.http11 = req.version == "1.1"
         self._begin(req, self.queued_for)
         self.queued_for = 0.0
+        if frontend.redirect is not None:
+            self._redirect(req, frontend.redirect)
+            return
         if req.flags & HAS_BODY and not req.complete:
             self.timeout_kind = T_CLIENT
             self.deadline = self.loop.time() + frontend.t_client
@@ -330,6 +334,21 @@ class ClientConnection(asyncio.Protocol, Exchange):
             self.timeout_kind = T_SERVER
             self.deadline = self.loop.time() + frontend.t_server
         self._dispatch()
+
+    def _redirect(self, req: Request, redirect: Redirect) -> None:
+        """`redirect: https` on a plain listener: the same URL over https, then close
+        (HAProxy's `redirect scheme https code 301`)."""
+        if not req.host:  # HTTP/1.0 without Host: there is no URL to redirect to
+            self._answer(400, "bad-request")
+            return
+        scheme = redirect.scheme.encode()
+        data = message.redirect(redirect.code, b"%s://%s%s" % (scheme, req.host, req.target))
+        self.status = redirect.code
+        self.bytes_out += len(data)
+        if self.transport is not None:
+            self.transport.write(data)
+        self._finish_exchange("redirect")
+        self._close_after_write("redirect")
 
     def _request_sent(self) -> None:
         self.t_sent = now()

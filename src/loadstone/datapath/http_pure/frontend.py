@@ -101,6 +101,7 @@ class HttpListener(AcceptingFrontend[HttpConnection]):
         self.backend_class: type[Backend] = RewritingBackend if rewrite else Backend
         self.max_head_size = config.max_head_size
         self.cookies = config.cookie is not None
+        self.redirect = config.redirect  # every request answered by a redirect (to https)
         # httptools hands headers one by one; refuse an endless stream of them
         # before the head completes (the exact limit is checked on the whole head).
         self.max_headers_hard = config.max_headers
@@ -179,6 +180,7 @@ class HttpListener(AcceptingFrontend[HttpConnection]):
                 for name, route in self.pools.items()
                 if route.servers or name != "default"
             },
+            **self.tls_status(),
         }
 
     def shutdown_all(self, reason: str) -> None:

@@ -1,0 +1,230 @@
+"""TLS termination on a listener (pure path): the SSL contexts, the SNI choice,
+and the protocol that runs the handshake before the listener's own protocol
+sees the connection, counting how handshakes end.
+
+One context per certificate holds that certificate and the listener's settings;
+a "front" context, made once per frontend, takes every ClientHello and its SNI
+callback switches the connection to the context of the certificate whose names
+match (the first certificate when none does, or no name was sent). The session
+cache and the ticket keys are the front context's, so resumption keeps working
+when a reload (SIGHUP) replaces the certificates: `Termination.swap` changes the
+certificate contexts only, and new handshakes use them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import ssl
+import weakref
+from asyncio.sslproto import AppProtocolState, SSLProtocol
+from dataclasses import dataclass, field
+
+from loadstone.config.model import ListenerTls, Mode
+from loadstone.tls.certificates import (
+    Certificate,
+    TlsError,
+    load_ca,
+    load_certificate,
+    load_into,
+)
+
+log = logging.getLogger("loadstone.tls")
+
+_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
+_VERIFY = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+
+def _context(config: ListenerTls, mode: Mode, where: str) -> ssl.SSLContext:
+    """A server context with the listener's settings and no certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = _VERSIONS[config.min_version]
+    try:
+        ctx.set_ciphers(config.ciphers)
+    except ssl.SSLError:
+        raise TlsError(
+            f"{where}.ciphers: no cipher known to OpenSSL in {config.ciphers!r}"
+        ) from None
+    # No client-initiated renegotiation (a CPU-exhaustion vector); the server's
+    # cipher order, as Mozilla's intermediate profile says.
+    ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    alpn = config.alpn or (("http/1.1",) if mode == "http" else ())
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    if config.client_ca is not None:
+        load_ca(ctx, config.client_ca, f"{where}.client_ca")
+    ctx.verify_mode = _VERIFY[config.verify_client]
+    return ctx
+
+
+@dataclass
+class Certificates:
+    """A listener's certificates, each with its context; the first is the default."""
+
+    certificates: list[Certificate]
+    contexts: list[ssl.SSLContext]
+
+    def choose(self, server_name: str | None) -> tuple[ssl.SSLContext, Certificate]:
+        if server_name:
+            name = server_name.lower().rstrip(".")
+            for cert, ctx in zip(self.certificates, self.contexts, strict=True):
+                if cert.matches(name):
+                    return ctx, cert
+        return self.contexts[0], self.certificates[0]
+
+
+def load_certificates(config: ListenerTls, mode: Mode, where: str) -> Certificates:
+    """Read every certificate of a listener; TlsError on the first bad one."""
+    certs: list[Certificate] = []
+    contexts: list[ssl.SSLContext] = []
+    for i, spec in enumerate(config.certificates):
+        at = f"{where}.certificates[{i}]"
+        cert = load_certificate(at, spec.cert, spec.key)
+        ctx = _context(config, mode, where)
+        load_into(ctx, cert)
+        certs.append(cert)
+        contexts.append(ctx)
+    return Certificates(certs, contexts)
+
+
+@dataclass
+class HandshakeCounts:
+    """A listener's TLS handshakes, for the status API and /metrics."""
+
+    completed: int = 0
+    resumed: int = 0
+    failed: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+def failure_reason(exc: BaseException | None) -> str:
+    """A short, bounded label for why a handshake failed (a metrics label)."""
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return exc.reason.lower()  # e.g. http_request, wrong_version_number, no_shared_cipher
+    if isinstance(exc, ConnectionAbortedError):
+        return "timeout"
+    if exc is None or isinstance(exc, ConnectionError | EOFError):
+        return "closed"
+    return type(exc).__name__.lower()
+
+
+class Termination:
+    """A listener's TLS: the front context and the current certificates."""
+
+    def __init__(self, config: ListenerTls, mode: Mode, certificates: Certificates, where: str):
+        self.config = config
+        self.counts = HandshakeCounts()
+        self.certificates = certificates
+        self.front = _context(config, mode, where)
+        # The front context needs a certificate of its own for OpenSSL to accept
+        # it; the SNI callback always switches to the chosen one.
+        load_into(self.front, certificates.certificates[0])
+        self.front.sni_callback = self._choose
+
+    def swap(self, certificates: Certificates) -> None:
+        """New handshakes use these certificates (a reload); open connections run on."""
+        self.certificates = certificates
+
+    def _choose(self, sslobj: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+        ctx, _cert = self.certificates.choose(server_name)
+        sslobj.context = ctx
+        if server_name:
+            _server_names[sslobj] = server_name
+        return None
+
+    def protocol(
+        self, loop: asyncio.AbstractEventLoop, app: asyncio.BaseProtocol
+    ) -> asyncio.BaseProtocol:
+        """Wrap a newly accepted connection's protocol: it sees the connection
+        once the handshake has completed, and only then."""
+        return _HandshakingProtocol(loop, app, self)
+
+
+# The SNI each connection sent (the server side's SSLObject does not keep it).
+_server_names: weakref.WeakKeyDictionary[ssl.SSLObject, str] = weakref.WeakKeyDictionary()
+
+
+def session_fields(transport: asyncio.BaseTransport) -> str | None:
+    """`version/cipher/sni` of a TLS client connection, for its log line; None
+    for a plain one."""
+    sslobj = transport.get_extra_info("ssl_object")
+    if not isinstance(sslobj, ssl.SSLObject):
+        return None
+    cipher = sslobj.cipher()
+    return (
+        f"{sslobj.version() or '-'}/{cipher[0] if cipher else '-'}/{_server_names.get(sslobj, '-')}"
+    )
+
+
+class _HandshakingProtocol(SSLProtocol):
+    """asyncio's TLS protocol, with every handshake's end counted and logged."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, app: asyncio.BaseProtocol, owner: Termination
+    ) -> None:
+        super().__init__(
+            loop,
+            app,
+            owner.front,
+            None,  # type: ignore[arg-type]  # no waiter: nobody awaits a server handshake
+            server_side=True,
+            ssl_handshake_timeout=owner.config.handshake_timeout,  # type: ignore[arg-type]
+        )
+        self._owner = owner
+        self._ended = False
+        self._peer: object = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._peer = transport.get_extra_info("peername")
+        super().connection_made(transport)
+
+    def _failed(self, exc: BaseException | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        reason = failure_reason(exc)
+        self._owner.counts.failed[reason] += 1
+        log.info("TLS handshake from %s failed: %s", _peer_text(self._peer), reason)
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            self._failed(handshake_exc)
+            # Send the alert OpenSSL wrote (protocol_version, handshake_failure...)
+            # before asyncio drops the connection, so that the client learns why.
+            self._process_outgoing()  # type: ignore[attr-defined]
+        elif not self._ended:
+            self._ended = True
+            counts = self._owner.counts
+            counts.completed += 1
+            sslobj: ssl.SSLObject | None = getattr(self, "_sslobj", None)
+            if sslobj is not None and sslobj.session_reused:
+                counts.resumed += 1
+        super()._on_handshake_complete(handshake_exc)
+
+    def _check_handshake_timeout(self) -> None:
+        if not self._ended:
+            self._failed(ConnectionAbortedError("timeout"))
+        super()._check_handshake_timeout()
+
+    def _call_eof_received(self) -> None:
+        # The client's close_notify. asyncio closes a TLS connection after it
+        # whatever the protocol answers, and warns when the answer is "keep open",
+        # which the tcp relay and the http connection give for plain TCP's
+        # half-close; the warning would be one log line per connection here.
+        if self._app_state == AppProtocolState.STATE_CON_MADE:  # type: ignore[has-type]
+            self._app_state = AppProtocolState.STATE_EOF
+            try:
+                self._app_protocol.eof_received()  # type: ignore[attr-defined]
+            except Exception as exc:
+                self._fatal_error(exc, "Error calling eof_received()")
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._ended:
+            self._failed(exc)
+        super().connection_lost(exc)
+
+
+def _peer_text(peer: object) -> str:
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
