@@ -189,7 +189,14 @@ class ClientConnection(asyncio.Protocol, Exchange):
 
     def eof_received(self) -> bool:
         self.client_eof = True
-        if self.req is None and self.parsing is None:
+        parsing = self.parsing
+        if parsing is None and self.req is None:
+            self._close("client-close")
+            return False
+        if parsing is not None and (parsing is self.req or self.req is None):
+            # The request being answered (or about to be) was cut short, its head
+            # or its body: it can never end. Its server connection and ours go
+            # now, as HAProxy frees both, rather than after the client timeout.
             self._close("client-close")
             return False
         backend = self.backend
