@@ -428,6 +428,16 @@ def test_chunked_both_ways_head_and_expect_continue(backends: Backends, loadston
         assert b'"length": 5' in final
 
 
+def test_pipelined_requests_with_long_heads(backends: Backends, loadstone: Start) -> None:
+    """A read that ends one request head and holds many more after it is not one
+    head too large (the pure path counted all of it against the first)."""
+    servers = backends(1)
+    ls = loadstone(http_config(servers))
+    request = b"GET /?" + b"x" * 4000 + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+    responses = exchange(port_of(ls), request * 50, expect=50)
+    assert [r.status for r in responses] == [200] * 50
+
+
 def test_head_then_get_on_one_connection(backends: Backends, loadstone: Start) -> None:
     servers = backends(1)
     ls = loadstone(http_config(servers))
