@@ -189,6 +189,18 @@ class RuntimeCollector(Collector):
         generation.add_metric([], self.runtime.reload_report.generation)
         yield from (checks, check_fail, l_cur, l_total, l_bytes, active, reload_ok, generation)
         yield from tls_metrics.families()
+        logs = self.runtime.log_status()
+        if logs is not None:
+            # A destination that cannot keep up costs lines, never the event loop
+            # (loadstone.logtargets.sinks): how many is worth an alert.
+            dropped = CounterMetricFamily(
+                "loadstone_log_dropped",
+                "Log lines dropped: their destination could not take them",
+                labels=["output", "destination"],
+            )
+            for output, doc in logs.items():
+                dropped.add_metric([output, doc["destination"]], doc["dropped"])
+            yield dropped
 
 
 class TlsMetrics:

@@ -428,6 +428,16 @@ def test_chunked_both_ways_head_and_expect_continue(backends: Backends, loadston
         assert b'"length": 5' in final
 
 
+def test_pipelined_requests_with_long_heads(backends: Backends, loadstone: Start) -> None:
+    """A read that ends one request head and holds many more after it is not one
+    head too large (the pure path counted all of it against the first)."""
+    servers = backends(1)
+    ls = loadstone(http_config(servers))
+    request = b"GET /?" + b"x" * 4000 + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+    responses = exchange(port_of(ls), request * 50, expect=50)
+    assert [r.status for r in responses] == [200] * 50
+
+
 def test_head_then_get_on_one_connection(backends: Backends, loadstone: Start) -> None:
     servers = backends(1)
     ls = loadstone(http_config(servers))
@@ -720,6 +730,21 @@ def test_redispatch_when_a_server_refuses(backends: Backends, loadstone: Start) 
     assert ls.server("web", "dead")["connect_errors"] >= 1
 
 
+def test_without_redispatch_retries_stay_on_the_failed_server(
+    backends: Backends, loadstone: Start
+) -> None:
+    """HAProxy without `option redispatch` retries the server that refused: a
+    request that round robin gives to the dead server gets a 503."""
+    live = backends(1)[0]
+    dead = Backend("dead", free_port())
+    ls = loadstone(http_config([dead, live], retries=2, redispatch=False))
+    statuses = [get(port_of(ls), "/echo").status for _ in range(4)]
+    assert set(statuses) <= {200, 503}
+    assert statuses.count(503) >= 1
+    assert ls.server("web", "dead")["connect_errors"] == 3 * statuses.count(503)
+    assert ls.server("web", live.name)["connect_errors"] == 0
+
+
 def test_reused_connection_closed_by_server_is_retried(
     backends: Backends, loadstone: Start
 ) -> None:
@@ -730,6 +755,61 @@ def test_reused_connection_closed_by_server_is_retried(
     for _ in range(5):
         assert get(port, "/close").status == 200
         assert get(port, "/").status == 200
+
+
+def test_a_request_body_cut_short_frees_both_connections_at_once(loadstone: Start) -> None:
+    """A client that closes in the middle of its request body: HAProxy closes the
+    server connection and the client's at once, not after the client timeout."""
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        server = Backend("raw", listening.getsockname()[1])
+        config = http_config([server])
+        config["defaults"]["timeouts"].update({"client": "30s", "server": "30s"})
+        ls = loadstone(config)
+        client = socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10)
+        client.sendall(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+        listening.settimeout(10)
+        upstream, _ = listening.accept()
+        with upstream:
+            upstream.settimeout(10)
+            received = b""
+            while not received.endswith(b"0123456789"):
+                data = upstream.recv(65536)
+                assert data, received
+                received += data
+            client.close()
+            t0 = time.monotonic()
+            assert upstream.recv(65536) == b""  # closed by the proxy
+            assert time.monotonic() - t0 < 5
+    (line,) = log_lines(ls, 1)
+    assert line["end"] == "client-close", line
+
+
+def test_server_closing_leaves_the_client_connection_open(
+    backends: Backends, loadstone: Start
+) -> None:
+    """A server's Connection: close (an HTTP/1.0 server, nginx after
+    keepalive_requests) is its own connection's: as with HAProxy, the client's
+    stays open for the next request, HTTP/1.1 or HTTP/1.0 with keep-alive."""
+    servers = backends(1)
+    ls = loadstone(http_config(servers))
+    with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+        for request in (
+            b"GET /close HTTP/1.1\r\nHost: t\r\n\r\n",
+            b"GET /close HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n",
+        ):
+            parsed = _Responses()
+            s.sendall(request)
+            while not parsed.done:
+                data = s.recv(65536)
+                assert data, f"the client connection was closed after {request!r}"
+                parsed.parser.feed_data(data)
+            (response,) = parsed.done
+            assert response.status == 200
+            connection = (response.header("Connection") or "").lower()
+            assert "close" not in connection
+            if b"HTTP/1.0" in request:
+                assert connection == "keep-alive"
 
 
 # -- request smuggling ------------------------------------------------------------------------

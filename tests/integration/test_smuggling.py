@@ -293,30 +293,6 @@ def start_proxy(loadstone: Start, tee: Tee) -> int:
 
 # -- the test -------------------------------------------------------------------------------
 
-# Defects of the data paths this corpus finds, with the paths that have them.
-# The data paths are not changed here (they are being split up elsewhere):
-# each is a test of its own below, an expected failure on those paths that
-# fails as soon as it is fixed (then its entry goes).
-DEFECTS: dict[str, tuple[frozenset[str], str]] = {
-    "Connection: content-length": (
-        frozenset({"native"}),
-        "the native engine drops Content-Length when the client's Connection names it "
-        "and still forwards the body, which the server reads as the next request "
-        "(the pure path keeps it: loadstone.http.request)",
-    ),
-    "Connection: transfer-encoding": (
-        frozenset({"native"}),
-        "the native engine drops Transfer-Encoding when the client's Connection names it "
-        "and still forwards the chunked body, which the server reads as the next request "
-        "(the pure path keeps it: loadstone.http.request)",
-    ),
-    "absolute-form Host mismatch": (
-        frozenset({"native", "pure"}),
-        "both data paths forward `GET http://evil.example/echo` with `Host: t` unchanged "
-        "(issue 17, item 8): HAProxy refuses it (400) where nginx and aiohttp serve it",
-    ),
-}
-
 
 def outcome(peers: Peers, tee: Tee, port: int, request: bytes) -> str:
     """'' when the request was refused or framed alike everywhere; else what differs."""
@@ -344,39 +320,17 @@ def test_each_request_is_refused_or_framed_alike(
     port = start_proxy(loadstone, tee)
     failures = {}
     for name, request in CORPUS.items():
-        if datapath in DEFECTS.get(name, ((),))[0]:
-            continue  # test_defects
         problem = outcome(peers, tee, port, request)
         if problem:
             failures[name] = problem
     assert not failures, "\n".join(f"{name}: {problem}" for name, problem in failures.items())
 
 
-@pytest.mark.parametrize("name", sorted(DEFECTS))
-def test_defects(
-    name: str, peers: Peers, tee: Tee, loadstone: Start, datapath: str, request: Any
-) -> None:
-    paths, reason = DEFECTS[name]
-    if datapath in paths:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-    port = start_proxy(loadstone, tee)
-    assert outcome(peers, tee, port, CORPUS[name]) == ""
-
-
-def test_absolute_form_and_host_agree(
-    peers: Peers, tee: Tee, loadstone: Start, request: Any
-) -> None:
+def test_absolute_form_and_host_agree(peers: Peers, tee: Tee, loadstone: Start) -> None:
     """RFC 9112 section 3.2.2: a server takes the authority of an absolute-form
     target and ignores Host. loadstone routes by Host: a request whose two
     disagree must be refused, or forwarded with both rewritten to agree
     (HAProxy's way), else the route and the server follow different hosts."""
-    request.applymarker(
-        pytest.mark.xfail(
-            strict=True,
-            reason="both data paths forward `GET http://evil.example/echo` with `Host: t` "
-            "unchanged (issue 17, item 8): routing follows Host, the server the URL",
-        )
-    )
     port = start_proxy(loadstone, tee)
     mark = tee.mark()
     answered = talk(port, b"GET http://evil.example/echo HTTP/1.1\r\nHost: t\r\n\r\n" + SENTINEL)

@@ -299,6 +299,27 @@ def test_connect_failure_redispatches(backends: Backends, loadstone: Start) -> N
     assert ls.server("web", "dead")["connect_errors"] >= 3
 
 
+def test_without_redispatch_retries_stay_on_the_failed_server(
+    backends: Backends, loadstone: Start
+) -> None:
+    """HAProxy without `option redispatch` retries the server that refused: a
+    session that round robin gives to the dead server fails after its retries."""
+    servers = backends(1)
+    dead = Backend("dead", free_port())
+    ls = loadstone(listener_config([dead, *servers], retries=2, redispatch=False))
+    failed = 0
+    for _ in range(4):
+        with socket.create_connection(("127.0.0.1", proxy_port(ls)), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.0\r\nHost: test\r\n\r\n")
+            try:
+                answer = s.recv(65536)
+            except ConnectionResetError:  # the request unread when the session ended
+                answer = b""
+        failed += answer == b""
+    assert failed >= 1
+    assert ls.server("web", "dead")["connect_errors"] == 3 * failed
+
+
 def test_no_server_left_closes_client(loadstone: Start) -> None:
     dead = Backend("dead", free_port())
     ls = loadstone(listener_config([dead], retries=1))

@@ -21,13 +21,21 @@ from loadstone.config.model import (
 )
 from loadstone.http import message
 from loadstone.http.cookie import CookieJar
-from loadstone.http.request import CHUNKED, EXPECT_CONTINUE, HAS_BODY, BadRequest, RequestPolicy
+from loadstone.http.request import (
+    CHUNKED,
+    EXPECT_CONTINUE,
+    HAS_BODY,
+    BadRequest,
+    RequestPolicy,
+    authority_differs,
+)
 from loadstone.http.response import (
     BODY_CHUNKED,
     BODY_CLOSE,
     BODY_LENGTH,
     BODY_NONE,
     ResponsePolicy,
+    kept_open_head,
 )
 from loadstone.http.routing import Router, host_name, target_path
 from loadstone.http.rules import HeaderRules, LocationRewriter
@@ -396,3 +404,36 @@ def test_close_head() -> None:
     assert close_head(b"HTTP/1.1 200 OK\r\nContent-Le") == b"HTTP/1.1 200 OK\r\nContent-Le"
     interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"
     assert close_head(interim) == interim
+
+
+def test_kept_open_head() -> None:
+    """A server's close after a framed response is its own (HAProxy's way)."""
+    framed = b"HTTP/1.0 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+    assert kept_open_head(framed, False, False) == (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    )
+    assert kept_open_head(framed, True, False) == (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+    )
+    close_delimited = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok"
+    assert kept_open_head(close_delimited, False, False) is None
+    assert kept_open_head(close_delimited, False, True) == b"HTTP/1.1 200 OK\r\n\r\nok"
+    assert kept_open_head(b"HTTP/1.1 200 OK\r\nContent-Le", False, False) is None
+
+
+@pytest.mark.parametrize(
+    ("target", "host", "differs"),
+    [
+        (b"/x", b"t", False),
+        (b"*", b"t", False),
+        (b"/redirect?to=http://evil.example/", b"t", False),
+        (b"http://evil.example/x", b"t", True),
+        (b"http://T:8080/x?q", b" t:8080 ", False),
+        (b"http://t", b"t", False),
+        (b"http:///x", b"t", True),
+    ],
+)
+def test_absolute_form_authority_must_be_the_host(
+    target: bytes, host: bytes, differs: bool
+) -> None:
+    assert authority_differs(target, host) is differs

@@ -7,7 +7,15 @@
 static void sess_connect(ls_worker *W, ls_session *s)
 {
     ls_listener *L = s->L;
-    int slot = pick_server(L, s);
+    int slot;
+    if (!L->cfg.redispatch && s->nfailed > 0) {
+        /* Without redispatch a retry goes to the server that failed, as
+         * HAProxy's does (s->saddr still holds its address). */
+        slot = s->failed[s->nfailed - 1];
+        __atomic_fetch_add(&slot_shared(L, slot)->live, 1, __ATOMIC_RELAXED);
+    } else {
+        slot = pick_server(L, s);
+    }
     if (slot < 0) {
         s->proto->unserved(W, s, LS_END_NO_SERVER, 0);
         return;

@@ -102,17 +102,19 @@ static int keeps_connection(ls_session *s)
            (h->req_complete || !(h->flags & H_HAS_BODY));
 }
 
-/* close_head of loadstone/http/response.py: a relayed head made to say
- * Connection: close (the client connection closes after this response while
- * the server's head says keep-alive). Returns a malloc'ed copy or NULL to send
- * the bytes unchanged. */
-static char *close_head(const char *data, size_t n, size_t *out_n)
+/* close_head and kept_open_head of loadstone/http/response.py: a relayed head
+ * without its Connection and Keep-Alive lines and with `add` (a field line)
+ * instead; `v11`: its status line made to say HTTP/1.1. Returns a malloc'ed
+ * copy, or NULL to send the bytes unchanged (the head not all here, or interim
+ * responses first). */
+static char *edit_head(const char *data, size_t n, const char *add, int v11, size_t *out_n)
 {
     const char *end = memmem(data, n, "\r\n\r\n", 4);
     if (!end || (n > 10 && (memcmp(data, "HTTP/1.1 1", 10) == 0 || memcmp(data, "HTTP/1.0 1", 10) == 0)))
         return NULL;
     size_t head_len = (size_t)(end - data) + 2; /* up to the CRLF of the last field */
-    char *out = malloc(n + 24);
+    size_t add_len = strlen(add);
+    char *out = malloc(n + add_len + 2);
     if (!out)
         return NULL;
     size_t o = 0, i = 0;
@@ -123,16 +125,39 @@ static char *close_head(const char *data, size_t n, size_t *out_n)
                             (line >= 11 && strncasecmp(data + i, "keep-alive:", 11) == 0));
         if (!cut) {
             memcpy(out + o, data + i, line);
+            if (i == 0 && v11 && line > 8)
+                memcpy(out + o, "HTTP/1.1", 8);
             o += line;
         }
         i += line;
     }
-    memcpy(out + o, "Connection: close\r\n\r\n", 21);
-    o += 21;
+    memcpy(out + o, add, add_len);
+    o += add_len;
+    memcpy(out + o, "\r\n", 2);
+    o += 2;
     size_t rest = n - (head_len + 2);
     memcpy(out + o, data + head_len + 2, rest);
     *out_n = o + rest;
     return out;
+}
+
+/* The head that goes to the client of the response in flight, at the start of
+ * the first read of it (`data`): NULL when the bytes go unchanged, else a
+ * malloc'ed copy. The server's Connection is its connection's (hop-by-hop): a
+ * server closing after a framed response leaves the client connection open as
+ * HAProxy does (a close-delimited body is relayed as it came, so its end is the
+ * client's close too); a client connection closing is told so. */
+static char *head_for_client(ls_session *s, const char *data, size_t n, size_t *out_n)
+{
+    ls_http *h = s->http;
+    if (h->resp_keep)
+        return keeps_connection(s) ? NULL : edit_head(data, n, "Connection: close\r\n", 0, out_n);
+    char *kept = NULL;
+    if (keeps_connection(s) && !h->resp_eof)
+        kept = edit_head(data, n, h->http10 ? "Connection: keep-alive\r\n" : "", 1, out_n);
+    if (!kept)
+        h->keep_client = 0; /* the server's close reaches the client */
+    return kept;
 }
 
 /* The client connection broke (a reset, a send error). */
@@ -261,8 +286,7 @@ static int read_server(ls_worker *W, ls_session *s)
     if (h->resp_first && used) {
         h->resp_first = 0;
         size_t m;
-        if (h->resp_head && h->resp_keep && !keeps_connection(s) &&
-            (rewritten = close_head(buf, used, &m)) != NULL) {
+        if (h->resp_head && (rewritten = head_for_client(s, buf, used, &m)) != NULL) {
             data = rewritten;
             used = m;
         }
@@ -325,7 +349,14 @@ static int read_client(ls_worker *W, ls_session *s)
         if (n == 0) {
             s->rd[0] = 0;
             h->client_eof = 1;
-            if (!h->exchange && !h->parsing && !h->in.len)
+            if (h->parsing) {
+                /* A request cut short (its head or its body) can never end: the
+                 * server connection and ours go now, as HAProxy frees both,
+                 * rather than after the client timeout. */
+                http_abort(W, s, LS_HEND_CLIENT_CLOSE);
+                return 1;
+            }
+            if (!h->exchange && !h->in.len)
                 finish(W, s, LS_END_CLIENT_CLOSE, 0);
             return 1;
         }

@@ -119,6 +119,24 @@ static int dropped(const ls_hconfig *c, const char *name, size_t n)
 
 #define MAX_NAMED 16
 
+/* RFC 9112 section 3.2.2: a server takes the host of an absolute-form target
+ * ("http://authority/path") and ignores Host, while loadstone routes by Host.
+ * 1 when the target is absolute-form and its authority is not the Host value:
+ * refused (400) as HAProxy does, else route and server follow different hosts. */
+static int authority_differs(const char *url, size_t n, const char *host, size_t hn)
+{
+    if (n == 0 || url[0] == '/' || url[0] == '*')
+        return 0; /* origin-form or asterisk-form: Host alone names the host */
+    const char *sep = memmem(url, n, "://", 3);
+    if (!sep)
+        return 0;
+    const char *a = sep + 3, *end = url + n, *e = a;
+    while (e < end && *e != '/' && *e != '?' && *e != '#')
+        e++;
+    strip(&host, &hn);
+    return !((size_t)(e - a) == hn && hn && strncasecmp(a, host, hn) == 0);
+}
+
 /* RequestPolicy.prepare: check the parsed head and build the one for the
  * server in h->rhead. 0, or -1 with bad_status/bad_reason set. */
 static int build_head(ls_session *s, ls_http *h)
@@ -131,6 +149,8 @@ static int build_head(ls_session *s, ls_http *h)
         return -1;
     }
     int hosts = 0, ka10 = 0, nnamed = 0;
+    const char *host = NULL;
+    size_t host_len = 0;
     struct {
         const char *p;
         size_t n;
@@ -145,6 +165,8 @@ static int build_head(ls_session *s, ls_http *h)
         keep[i] = 1;
         if (ieq(name, nl, "host")) {
             hosts++;
+            host = value;
+            host_len = vl;
         } else if (ieq(name, nl, "content-length")) {
             const char *v = value;
             size_t n = vl;
@@ -177,8 +199,12 @@ static int build_head(ls_session *s, ls_http *h)
                 strip(&o, &on);
                 if (ieq(o, on, "keep-alive"))
                     ka10 = 1;
+                /* Host and the framing fields stay whatever Connection names
+                 * (hop-by-hop abuse: without them the body forwarded would be
+                 * read as the next request), as in loadstone/http/request.py */
                 else if (on && !ieq(o, on, "close") && !ieq(o, on, "upgrade") &&
-                         nnamed < MAX_NAMED) {
+                         !ieq(o, on, "host") && !ieq(o, on, "content-length") &&
+                         !ieq(o, on, "transfer-encoding") && nnamed < MAX_NAMED) {
                     named[nnamed].p = o;
                     named[nnamed].n = on;
                     nnamed++;
@@ -204,6 +230,11 @@ static int build_head(ls_session *s, ls_http *h)
     if (hosts == 0 && !h->http10) {
         h->bad_status = 400;
         h->bad_reason = "no Host header in an HTTP/1.1 request";
+        return -1;
+    }
+    if (host && authority_differs(base, h->url_len, host, host_len)) {
+        h->bad_status = 400;
+        h->bad_reason = "absolute-form target and Host name different hosts";
         return -1;
     }
     ls_buf *o = &h->rhead;
@@ -322,11 +353,13 @@ static int resp_headers_complete(llhttp_t *p)
     h->status = status;
     h->resp_head = 1;
     h->t_response = s->W->now_us;
+    int head = strcmp(h->method, "HEAD") == 0;
     h->resp_keep = llhttp_should_keep_alive(p) ? 1 : 0;
-    h->resp_eof = llhttp_message_needs_eof(p) ? 1 : 0;
-    if (!h->resp_keep)
-        h->keep_client = 0; /* its Connection: close reaches the client as it is */
-    return strcmp(h->method, "HEAD") == 0 ? 1 : 0; /* 1: no body follows */
+    h->resp_eof = !head && llhttp_message_needs_eof(p) ? 1 : 0;
+    if (!h->resp_keep && !h->resp_first)
+        h->keep_client = 0; /* the head came in more than one read: it goes on
+                               as it is, its close with it (else head_for_client) */
+    return head; /* 1: no body follows */
 }
 
 static int resp_message_complete(llhttp_t *p)

@@ -111,6 +111,13 @@ class Connector(Generic[P]):
         self.attempts += 1
         server.session_started(self)
 
+    def _same_server(self) -> ServerRuntime | None:
+        """The server a retry must go to again when redispatch is off (HAProxy
+        retries the same server then), else None: the owner picks."""
+        if self.failed and not self.frontend.config.redispatch:
+            return self.failed[-1]
+        return None
+
     def _open(self, server: ServerRuntime, delay: float | None = None) -> None:
         """Start connecting to `server`, taken for this attempt."""
         if delay is None:

@@ -231,8 +231,7 @@ class TcpSession(Connector[_ServerSide]):
     def connect(self) -> None:
         """Pick a server and start connecting to it (datapath.connect's loop)."""
         frontend = self.frontend
-        exclude = self.failed if frontend.config.redispatch else ()
-        server = frontend.pool.pick(self.client_ip, exclude)
+        server = self._same_server() or frontend.pool.pick(self.client_ip, self.failed)
         if server is None:
             self.finish("no-server")
             return

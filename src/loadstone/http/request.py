@@ -16,7 +16,10 @@ invalid chunk sizes. What it lets through and a proxy must still refuse
 - no Host in an HTTP/1.1 request, or more than one Host;
 - Transfer-Encoding in an HTTP/1.0 request (faulty framing, section 6.1), or
   with any coding but a single "chunked" (the only one proxies must know);
-- more header fields, or a bigger head, than the listener allows (431).
+- more header fields, or a bigger head, than the listener allows (431);
+- an absolute-form target whose authority is not the Host value (RFC 9112
+  section 3.2.2: the server follows the target, loadstone routes by Host):
+  refused as HAProxy does.
 
 The head sent on is rebuilt from the parsed fields, never copied as bytes: the
 server sees exactly one framing header that agrees with the body the proxy will
@@ -74,6 +77,22 @@ _CONNECTION_OPTIONS: Final = frozenset(
 )
 
 IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+
+
+def authority_differs(target: bytes, host: bytes) -> bool:
+    """True when `target` is absolute-form ("http://authority/path") and its
+    authority is not `host`."""
+    if not target or target[0] in b"/*":
+        return False  # origin-form or asterisk-form: Host alone names the host
+    scheme_end = target.find(b"://")
+    if scheme_end < 0:
+        return False
+    authority = target[scheme_end + 3 :]
+    for stop in b"/?#":
+        cut = authority.find(bytes((stop,)))
+        if cut >= 0:
+            authority = authority[:cut]
+    return not authority or authority.lower() != host.strip(b" \t").lower()
 
 
 class BadRequest(Exception):
@@ -230,6 +249,8 @@ class RequestPolicy:
             raise BadRequest(400, "more than one Host header")
         if hosts == 0 and version == "1.1":
             raise BadRequest(400, "no Host header in an HTTP/1.1 request")
+        if host is not None and authority_differs(target, host):
+            raise BadRequest(400, "absolute-form target and Host name different hosts")
         if named:
             # Fields the client declared hop-by-hop in Connection go too.
             gone = frozenset(named)

@@ -176,7 +176,39 @@ def close_head(data: bytes) -> bytes:
     end = data.find(b"\r\n\r\n")
     if end < 0 or data.startswith(b"HTTP/1.1 1") or data.startswith(b"HTTP/1.0 1"):
         return data  # not all here, or interim responses first: left as it is
-    head = data[: end + 2]  # up to the CRLF of the last field line
+    head = _without_connection_fields(data[: end + 2])
+    return head + b"Connection: close\r\n\r\n" + data[end + 4 :]
+
+
+def kept_open_head(data: bytes, client_http10: bool, bodiless: bool) -> bytes | None:
+    """A relayed response head (at the start of `data`) whose server closes its
+    connection after it (`Connection: close`, or HTTP/1.0), made for a client
+    connection that stays open, as HAProxy keeps it: the server's close is its
+    own connection's (hop-by-hop), so Connection and Keep-Alive go, the status
+    line says HTTP/1.1, and an HTTP/1.0 client is told keep-alive.
+
+    None when the client connection cannot stay open: the body ends at the
+    server's close (neither Content-Length nor Transfer-Encoding, and `bodiless`
+    false: a relayed body is not re-framed), or the head is not all in `data`.
+    """
+    lead = len(data) - len(data.lstrip(b"\r\n"))
+    end = data.find(b"\r\n\r\n", lead)
+    if end < 0 or data.startswith((b"HTTP/1.1 1", b"HTTP/1.0 1"), lead):
+        return None  # not all here, or interim responses first
+    head = data[lead : end + 2]
+    lower = head.lower()
+    chunked = b"\r\ntransfer-encoding:" in lower and not head.startswith(b"HTTP/1.0")
+    if not (bodiless or chunked or b"\r\ncontent-length:" in lower):
+        return None  # the body ends at the server's close
+    head = _without_connection_fields(b"HTTP/1.1" + head[8:])
+    if client_http10:
+        head += b"Connection: keep-alive\r\n"
+    return data[:lead] + head + b"\r\n" + data[end + 4 :]
+
+
+def _without_connection_fields(head: bytes) -> bytes:
+    """`head` (a status line and field lines, each ending in CRLF) without its
+    Connection and Keep-Alive lines."""
     lower = head.lower()
     cuts: list[tuple[int, int]] = []
     for name in (b"\r\nconnection:", b"\r\nkeep-alive:"):
@@ -185,13 +217,13 @@ def close_head(data: bytes) -> bytes:
             line_end = lower.find(b"\r\n", at + 2)
             cuts.append((at, line_end))
             at = lower.find(name, line_end)
-    if cuts:
-        cuts.sort()
-        parts = []
-        start = 0
-        for at, line_end in cuts:
-            parts.append(head[start:at])
-            start = line_end
-        parts.append(head[start:])
-        head = b"".join(parts)
-    return head + b"Connection: close\r\n\r\n" + data[end + 4 :]
+    if not cuts:
+        return head
+    cuts.sort()
+    parts = []
+    start = 0
+    for at, line_end in cuts:
+        parts.append(head[start:at])
+        start = line_end
+    parts.append(head[start:])
+    return b"".join(parts)

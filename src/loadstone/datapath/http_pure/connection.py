@@ -168,15 +168,11 @@ class ClientConnection(asyncio.Protocol, Exchange):
             return
         self.bytes_in += len(data)
         parsing = self.parsing
-        if parsing is not None and parsing.t_head < 0:
+        growing = parsing is not None and parsing.t_head < 0
+        if growing:
             # A head still incomplete after an earlier read: bound what httptools
             # buffers for it (a header value dripping in forever).
             self.head_bytes += len(data)
-            if self.head_bytes > self.frontend.max_head_size:
-                self._parse_failed(
-                    HttpParserError("head too large"), BadRequest(431, "request head too large")
-                )
-                return
         self.feeding = True
         try:
             self.parser.feed_data(data)
@@ -185,12 +181,32 @@ class ClientConnection(asyncio.Protocol, Exchange):
         except HttpParserError as exc:
             self._parse_failed(exc)
         self.feeding = False
+        if (
+            growing
+            and self.parsing is parsing
+            and parsing.t_head < 0  # type: ignore[union-attr]
+            and self.head_bytes > self.frontend.max_head_size
+            and self.state is not ST_CLOSED
+        ):
+            # Checked once the read is parsed: the bytes of a read that ends the
+            # head and holds pipelined requests after it are not the head's.
+            self._parse_failed(
+                HttpParserError("head too large"), BadRequest(431, "request head too large")
+            )
+            return
         if self.to_server and self.state is not ST_CLOSED:
             self.flush_to_server()
 
     def eof_received(self) -> bool:
         self.client_eof = True
-        if self.req is None and self.parsing is None:
+        parsing = self.parsing
+        if parsing is None and self.req is None:
+            self._close("client-close")
+            return False
+        if parsing is not None and (parsing is self.req or self.req is None):
+            # The request being answered (or about to be) was cut short, its head
+            # or its body: it can never end. Its server connection and ours go
+            # now, as HAProxy frees both, rather than after the client timeout.
             self._close("client-close")
             return False
         backend = self.backend

@@ -159,16 +159,13 @@ class Exchange(Connector[Backend]):
             if router is None
             else frontend.pools[router.route(req.host, req.target)]
         )
-        server: ServerRuntime | None = None
-        if req.cookie is not None and frontend.cookies:
+        server = self._same_server()
+        if server is None and req.cookie is not None and frontend.cookies:
             sticky = route.by_cookie.get(req.cookie)
             if sticky is not None and sticky.usable and sticky not in self.failed:
                 server = sticky
         if server is None:
-            failed = self.failed
-            server = route.balancer.pick(
-                self.client_ip, failed if failed and frontend.config.redispatch else ()
-            )
+            server = route.balancer.pick(self.client_ip, self.failed)
             if server is None:
                 self._answer(503, "no-server")
                 return

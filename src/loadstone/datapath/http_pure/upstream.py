@@ -23,7 +23,13 @@ import httptools
 from loadstone.datapath.http_pure.framing import chunk, last_chunk
 from loadstone.datapath.http_pure.state import Request, now
 from loadstone.datapath.transport import WRITE_HIGH_WATER, WRITE_LOW_WATER
-from loadstone.http.response import BODY_CHUNKED, BODY_CLOSE, BODY_NONE, close_head
+from loadstone.http.response import (
+    BODY_CHUNKED,
+    BODY_CLOSE,
+    BODY_NONE,
+    close_head,
+    kept_open_head,
+)
 from loadstone.server import ServerRuntime
 
 IDLE_SWEEP: Final = 1.0  # seconds between sweeps of idle server connections
@@ -187,11 +193,24 @@ class Backend(asyncio.Protocol):
                 return
         if self.first:
             self.first = False
-            if self.head_sent and self.keep_alive and not client.keeps_connection():
-                data = close_head(data)
+            if self.head_sent:
+                data = self._head_for_client(client, data)
         client.send_bytes(data)
         if self.done:
             client.response_done(self)
+
+    def _head_for_client(self, client: Downstream, data: bytes) -> bytes:
+        """The first read of a response, its head made to say what happens to the
+        client connection, which the server's closing does not decide."""
+        if self.keep_alive:
+            return data if client.keeps_connection() else close_head(data)
+        if client.keeps_connection():
+            bodiless = self.head_only or client.status in (204, 304)
+            kept = kept_open_head(data, not client.http11, bodiless)
+            if kept is not None:
+                return kept
+        client.keep_client = False  # the server's close reaches the client
+        return data
 
     def _head_only_done(self, client: Downstream, data: bytes) -> None:
         # A HEAD response ends with its head; httptools cannot be told so, hence a
@@ -237,8 +256,10 @@ class Backend(asyncio.Protocol):
         client.t_response = now()
         if status == 101 and (client.req is None or not client.req.upgrade):
             raise HttpParserError("101 to a request that did not ask to upgrade")
-        if not self.keep_alive:
-            client.keep_client = False  # its Connection: close reaches the client
+        if not self.keep_alive and not self.first:
+            # The head came in more than one read: it went on unchanged, its
+            # close with it (_head_for_client decides when it is all in one).
+            client.keep_client = False
         if self.head_only:
             raise HeadOnly
 
