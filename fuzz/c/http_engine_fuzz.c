@@ -58,20 +58,28 @@ static int fz_head(llhttp_t *p)
 }
 static int fz_complete(llhttp_t *p) { ((fz_check *)p->data)->completes++; return 0; }
 
-/* What was forwarded for one request: one message, parsed by a strict llhttp
- * as the server would. complete: the client's request was complete. */
-static void fz_check_forwarded(const char *data, size_t n, int complete, int http10)
+/* data parsed by a fresh, strict llhttp (a server's or a client's); its error */
+static int fz_parse(llhttp_type_t type, const char *data, size_t n, fz_check *c)
 {
     llhttp_settings_t st;
     llhttp_settings_init(&st);
     st.on_headers_complete = fz_head;
     st.on_message_complete = fz_complete;
     llhttp_t p;
-    fz_check c = {0, 0, 0};
-    llhttp_init(&p, HTTP_REQUEST, &st);
-    p.data = &c;
+    memset(c, 0, sizeof *c);
+    llhttp_init(&p, type, &st);
+    p.data = c;
     int err = llhttp_execute(&p, data, n);
-    if (err != HPE_OK && err != HPE_PAUSED_UPGRADE) {
+    return err == HPE_PAUSED_UPGRADE ? HPE_OK : err;
+}
+
+/* What was forwarded for one request: one message, parsed as the server would.
+ * complete: the client's request was complete. */
+static void fz_check_forwarded(const char *data, size_t n, int complete, int http10)
+{
+    fz_check c;
+    int err = fz_parse(HTTP_REQUEST, data, n, &c);
+    if (err != HPE_OK) {
         fprintf(stderr, "forwarded request does not parse: %s\n%.*s\n", llhttp_errno_name(err),
                 (int)n, data);
         abort();
@@ -83,17 +91,12 @@ static void fz_check_forwarded(const char *data, size_t n, int complete, int htt
     }
 }
 
+/* A response head rewritten to close: one head, saying close, as a client reads it. */
 static void fz_check_response_head(const char *data, size_t n)
 {
-    llhttp_settings_t st;
-    llhttp_settings_init(&st);
-    st.on_headers_complete = fz_head;
-    llhttp_t p;
-    fz_check c = {0, 0, 0};
-    llhttp_init(&p, HTTP_RESPONSE, &st);
-    p.data = &c;
-    int err = llhttp_execute(&p, data, n);
-    if ((err != HPE_OK && err != HPE_PAUSED_UPGRADE) || c.heads != 1 || c.keep_alive) {
+    fz_check c;
+    int err = fz_parse(HTTP_RESPONSE, data, n, &c);
+    if (err != HPE_OK || c.heads != 1 || c.keep_alive) {
         fprintf(stderr, "rewritten response head does not parse as one saying close: %s\n%.*s\n",
                 llhttp_errno_name(err), (int)n, data);
         abort();
