@@ -13,6 +13,13 @@ Cython line tracing (also in nogil code) and an annotated HTML view of the
 generated C next to the source (src/_fastpath/relay.html):
 
     LOADSTONE_DEBUG_BUILD=1 .venv/bin/pip install -e .
+
+LOADSTONE_SANITIZE=address,undefined builds it under AddressSanitizer and
+UndefinedBehaviorSanitizer (-O1, frame pointers kept, UBSan reports fatal) for
+scripts/sanitize-tests. CPython itself is not instrumented, so importing the
+result needs the sanitizer runtime preloaded; that script sets it up:
+
+    LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 ...
 """
 
 from __future__ import annotations
@@ -36,12 +43,25 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
 
 
+def _sanitizers() -> list[str]:
+    """LOADSTONE_SANITIZE, e.g. "address,undefined": the -fsanitize list."""
+    wanted = [name.strip() for name in os.environ.get("LOADSTONE_SANITIZE", "").split(",")]
+    return [name for name in wanted if name]
+
+
 def _say(message: str) -> None:
     print(f"loadstone build: {message}", file=sys.stderr, flush=True)
 
 
 class OptionalBuildExt(build_ext):
     """build_ext that falls back to no extension instead of failing the install."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if _sanitizers():
+            # its own objects, always rebuilt: never mixed with a release build's
+            self.build_temp = os.path.join(self.build_temp, "sanitize")
+            self.force = True
 
     def run(self) -> None:
         try:
@@ -57,6 +77,8 @@ class OptionalBuildExt(build_ext):
         else:
             debug = _flag("LOADSTONE_DEBUG_BUILD")
             variant = "debug (annotated, line tracing)" if debug else "release"
+            if _sanitizers():
+                variant = "sanitize=" + ",".join(_sanitizers())
             _say(f"built the native data path {ext.name}, {variant} variant")
 
     @staticmethod
@@ -102,7 +124,9 @@ def _extensions() -> list[Extension]:
         return []
 
     debug = _flag("LOADSTONE_DEBUG_BUILD")
-    macros = [("LS_BUILD_VARIANT", '"debug"' if debug else '"release"')]
+    sanitize = _sanitizers()
+    variant = "sanitize" if sanitize else "debug" if debug else "release"
+    macros = [("LS_BUILD_VARIANT", f'"{variant}"')]
     directives = {"language_level": 3, "embedsignature": True}
     if debug:
         macros += [("CYTHON_TRACE", "1"), ("CYTHON_TRACE_NOGIL", "1")]
@@ -110,6 +134,15 @@ def _extensions() -> list[Extension]:
         cflags = ["-O0", "-g3", "-fno-omit-frame-pointer"]
     else:
         cflags = ["-O2", "-g", "-fno-strict-aliasing"]
+    ldflags: list[str] = []
+    if sanitize:
+        # -O1 keeps the reports' stacks readable at a bearable speed; a UBSan
+        # finding stops the process like an ASan one, so no report goes unseen.
+        fsanitize = "-fsanitize=" + ",".join(sanitize)
+        cflags = ["-O1", "-g", "-fno-omit-frame-pointer", "-fno-strict-aliasing", fsanitize]
+        if "undefined" in sanitize:
+            cflags.append("-fno-sanitize-recover=undefined")
+        ldflags = [fsanitize]
     # Cythonized under its short name so that Cython pairs relay.pyx with the
     # relay.pxd beside it (under the dotted name it would look for the .pxd in a
     # loadstone/_fastpath/ tree that src/_fastpath is not); built under the full
@@ -131,6 +164,7 @@ def _extensions() -> list[Extension]:
         # hidden: only PyInit_relay is exported, so llhttp's symbols cannot meet
         # another copy of llhttp loaded in the process (httptools' parser)
         extra_compile_args=[*cflags, "-Wall", "-Wno-unused-function", "-fvisibility=hidden"],
+        extra_link_args=ldflags,
         depends=[
             os.path.join(FASTPATH, "includes", name)
             for name in ("engine.h", "blake2b.h", "uring.h", "engine.pxd")
@@ -139,13 +173,13 @@ def _extensions() -> list[Extension]:
         + [os.path.join(FASTPATH, "relay.pxd"), os.path.join(LLHTTP, "include", "llhttp.h")],
     )
     try:
-        _say("building the native data path, {} variant".format("debug" if debug else "release"))
+        _say(f"building the native data path, {variant} variant")
         built = cythonize(
             [ext],
             include_path=[FASTPATH],
             compiler_directives=directives,
             annotate=debug,
-            force=debug,
+            force=debug or bool(sanitize),
             quiet=True,
         )
         for module in built:

@@ -109,15 +109,25 @@ static int keeps_connection(ls_session *s)
  * responses first). */
 static char *edit_head(const char *data, size_t n, const char *add, int v11, size_t *out_n)
 {
+    /* llhttp skips empty lines before a status line (a server that ended the
+     * previous body with one CRLF too many): they are not the end of this
+     * head. Relayed as they are, the head after them rewritten. */
+    size_t lead = 0;
+    while (lead < n && (data[lead] == '\r' || data[lead] == '\n'))
+        lead++;
+    const char *all = data;
+    data += lead;
+    n -= lead;
     const char *end = memmem(data, n, "\r\n\r\n", 4);
     if (!end || (n > 10 && (memcmp(data, "HTTP/1.1 1", 10) == 0 || memcmp(data, "HTTP/1.0 1", 10) == 0)))
         return NULL;
     size_t head_len = (size_t)(end - data) + 2; /* up to the CRLF of the last field */
     size_t add_len = strlen(add);
-    char *out = malloc(n + add_len + 2);
+    char *out = malloc(lead + n + add_len + 2);
     if (!out)
         return NULL;
-    size_t o = 0, i = 0;
+    memcpy(out, all, lead);
+    size_t o = lead, i = 0;
     while (i < head_len) {
         const char *eol = memmem(data + i, head_len - i, "\r\n", 2);
         size_t line = eol ? (size_t)(eol - (data + i)) + 2 : head_len - i;
