@@ -176,6 +176,8 @@ class Runtime:
         self.reload_report = ReloadReport()
         self.started_at = time.time()
         self.stopping = False
+        self.leaving = False  # SIGTERM came: health fails for global.stop_delay first
+        self.vrrp: dict[str, Any] = {}  # keepalived's notify hook: {instance: {state, since}}
         self._stop_requested: asyncio.Event | None = None
         self._reload_lock = asyncio.Lock()
 
@@ -341,7 +343,37 @@ class Runtime:
                 watchdog.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
+        await self.leave(self.config.global_.stop_delay)
         await self.stop(self.config.global_.grace)
+
+    async def leave(self, delay: float) -> None:
+        """The first step of a planned stop in an HA pair: keep serving while the
+        health check fails, so keepalived moves the VIP to a peer before the
+        drain closes anything (docs/high-availability.md). The wait is the
+        configured time itself: nothing here can tell when the VIP has left."""
+        if delay <= 0:
+            return
+        self.leaving = True
+        log.info("stopping: failing the health check for %.1fs before draining", delay)
+        await asyncio.sleep(delay)
+
+    def vrrp_transition(self, instance: str, state: str) -> None:
+        log.info("vrrp: instance %s is %s on this host", instance, state)
+        self.vrrp[instance] = {"state": state, "since": time.time()}
+
+    def health_problems(self) -> list[str]:
+        """Why this instance should not hold the VIP now (`loadstone ctl health`,
+        keepalived's vrrp_script); empty while it serves every listener and its
+        last configuration load was accepted."""
+        problems = []
+        if self.stopping or self.leaving:
+            problems.append("stopping")
+        if not self.reload_report.ok:
+            problems.append("last reload rejected: " + "; ".join(self.reload_report.errors))
+        for lr in self.listeners.values():
+            if not lr.sockets or any(sock.fileno() < 0 for sock in lr.sockets.values()):
+                problems.append(f"listener {lr.name}: not listening")
+        return problems
 
     def request_stop(self) -> None:
         if self._stop_requested is not None:

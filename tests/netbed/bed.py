@@ -27,6 +27,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ class NetBed:
         self._bridges = {"br0"}
         self._closed = False
         atexit.register(self.close)
+        _exit_on_sigterm()
         try:
             ip("netns", "add", self.switch)
             self._in_switch("link", "add", "br0", "type", "bridge")
@@ -219,3 +221,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     for pipe in (proc.stdin, proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
+
+
+def _exit_on_sigterm() -> None:
+    """A SIGTERM (timeout(1), a CI runner) exits through atexit, which closes
+    the beds; left to its default it would leave namespaces behind (swept only
+    by the next run). A handler someone else installed is left alone."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))

@@ -593,6 +593,16 @@ class GlobalConfig:
         default=10.0,
         metadata=key(Duration(allow_zero=True), "how long SIGTERM waits for sessions to finish"),
     )
+    # The planned stop of an HA pair (docs/high-availability.md): on SIGTERM,
+    # first report unhealthy (`loadstone ctl health`, keepalived's vrrp_script)
+    # while still serving, so the VIP moves away before the drain begins.
+    stop_delay: float = field(
+        default=0.0,
+        metadata=key(
+            Duration(allow_zero=True),
+            "on SIGTERM, fail the health check and keep serving this long before draining",
+        ),
+    )
     workers: int = field(default=1, metadata=key(Int(1, 64), "data-path threads (native path)"))
     # native path: relay with splice(2) (on), recv/send through a buffer (off),
     # or recv/send switching to splice once a transfer fills the buffer (auto)
