@@ -101,6 +101,7 @@ def status_document(runtime: RuntimeView) -> dict[str, Any]:
         "logs": runtime.log_status(),
         "listeners": {name: listener_status(lr) for name, lr in runtime.listeners.items()},
         "vrrp": runtime.vrrp,
+        "peers": runtime.peers_status(),
     }
 
 
@@ -186,9 +187,31 @@ class RuntimeCollector(Collector):
         )
         generation.add_metric([], self.runtime.reload_report.generation)
         yield from (checks, check_fail, l_cur, l_total, l_bytes, active, reload_ok, generation)
+        yield from peer_metrics(self.runtime.peers_status())
 
 
 ADMIN_STATES = ("ready", "drain", "maint")
+
+
+def peer_metrics(peers: dict[str, Any] | None) -> Iterator[Metric]:
+    """global.peers: which peers are heard, and the datagrams refused by reason."""
+    if peers is None:
+        return
+    up = GaugeMetricFamily("loadstone_peer_up", "1 while the peer is heard", labels=["peer"])
+    for name, peer in peers["peers"].items():
+        up.add_metric([name], 1 if peer["up"] else 0)
+    refused = CounterMetricFamily(
+        "loadstone_peer_datagrams_refused",
+        "peer datagrams ignored: garbage, bad-key, replayed, stale, unknown-peer, unknown-listener",
+        labels=["reason"],
+    )
+    for reason, count in peers["rejected"].items():
+        refused.add_metric([reason], count)
+    adopted = CounterMetricFamily(
+        "loadstone_peer_writers_adopted", "writers adopted from the peers' reports"
+    )
+    adopted.add_metric([], peers["adopted"])
+    yield from (up, refused, adopted)
 
 
 @web.middleware

@@ -38,6 +38,7 @@ from loadstone.datapath import configure as configure_datapath
 from loadstone.datapath.seam import Frontend
 from loadstone.listeners.binding import BindError, bind_address
 from loadstone.logtargets.outputs import LogOutputs
+from loadstone.peers.channel import PeerChannel
 from loadstone.server import Pool
 from loadstone.sessionlog import SessionLog
 
@@ -120,6 +121,21 @@ def read_token(path: str | None) -> str | None:
     return token
 
 
+def read_peers_key(config: GlobalConfig) -> bytes | None:
+    """The peers' shared key (global.peers.key_file), read before anything binds."""
+    if config.peers is None:
+        return None
+    path = config.peers.key_file
+    try:
+        with open(systemd.credential_path(path), "rb") as f:
+            key = f.read().strip()
+    except OSError as exc:
+        raise StartError(f"global.peers.key_file: cannot read {path}: {exc.strerror}") from None
+    if len(key) < 16:
+        raise StartError(f"global.peers.key_file: {path}: the key needs 16 bytes or more")
+    return key
+
+
 def _restart_only_changes(
     running: GlobalConfig, new: GlobalConfig
 ) -> list[tuple[str, object, object]]:
@@ -133,6 +149,7 @@ def _restart_only_changes(
         ("global.splice", running.splice, new.splice),
         ("global.io_uring", running.io_uring, new.io_uring),
         ("global.log", running.log, new.log),
+        ("global.peers", running.peers, new.peers),
     )
     return [change for change in restart_only if change[1] != change[2]]
 
@@ -147,6 +164,7 @@ def _keep_restart_only(running: GlobalConfig, config: Config) -> Config:
         splice=running.splice,
         io_uring=running.io_uring,
         log=running.log,
+        peers=running.peers,
     )
     return replace(config, global_=kept)
 
@@ -178,6 +196,7 @@ class Runtime:
         self.stopping = False
         self.leaving = False  # SIGTERM came: health fails for global.stop_delay first
         self.vrrp: dict[str, Any] = {}  # keepalived's notify hook: {instance: {state, since}}
+        self.peers: PeerChannel | None = None  # global.peers: writer agreement
         self._stop_requested: asyncio.Event | None = None
         self._reload_lock = asyncio.Lock()
 
@@ -279,6 +298,7 @@ class Runtime:
         self._check_modes(self.config)
         resolved = resolve_servers(self.config)
         self.admin_token = read_token(self.config.global_.admin.token_file)
+        peers_key = read_peers_key(self.config.global_)
         bound = self._bind_new(self.config)
         try:
             pools = self._build_pools(self.config, resolved)
@@ -296,6 +316,14 @@ class Runtime:
             )
         self.checks = scheduler
         scheduler.start()
+        try:
+            await self._start_peers(peers_key)
+        except StartError:
+            for lr in self.listeners.values():
+                for sock in lr.sockets.values():
+                    sock.close()
+            await scheduler.stop()
+            raise
 
         admin_config = self.config.global_.admin
         if admin_config.bind is not None or admin_config.socket is not None:
@@ -357,9 +385,32 @@ class Runtime:
         log.info("stopping: failing the health check for %.1fs before draining", delay)
         await asyncio.sleep(delay)
 
+    async def _start_peers(self, key: bytes | None) -> None:
+        peers = self.config.global_.peers
+        if peers is None or key is None:
+            return
+        channel = PeerChannel(
+            peers, key, lambda: {n: lr.pool for n, lr in self.listeners.items()}, self.holds_vip
+        )
+        try:
+            await channel.start()
+        except OSError as exc:
+            raise StartError(
+                f"global.peers.bind: cannot bind {peers.bind}: {exc.strerror}"
+            ) from None
+        self.peers = channel
+
+    def holds_vip(self) -> bool:
+        return any(v["state"] == "MASTER" for v in self.vrrp.values())
+
+    def peers_status(self) -> dict[str, Any] | None:
+        return self.peers.status() if self.peers is not None else None
+
     def vrrp_transition(self, instance: str, state: str) -> None:
         log.info("vrrp: instance %s is %s on this host", instance, state)
         self.vrrp[instance] = {"state": state, "since": time.time()}
+        if state == "MASTER" and self.peers is not None:
+            self.peers.agree()  # taking the VIP: start with the peers' writer
 
     def health_problems(self) -> list[str]:
         """Why this instance should not hold the VIP now (`loadstone ctl health`,
@@ -537,6 +588,8 @@ class Runtime:
             frontend.shutdown_all("proxy stopping")
         if self.checks is not None:
             await self.checks.stop()
+        if self.peers is not None:
+            await self.peers.stop()
         if self.admin is not None:
             await self.admin.stop()
         self.sessionlog.flush()

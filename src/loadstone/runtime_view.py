@@ -81,3 +81,7 @@ class RuntimeView(Protocol):
 
     @property
     def vrrp(self) -> dict[str, Any]: ...  # {instance: {"state", "since"}} as notified
+
+    def peers_status(self) -> dict[str, Any] | None:
+        """global.peers: each peer up or down, its writers, datagrams refused."""
+        ...

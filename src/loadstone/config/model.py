@@ -588,6 +588,43 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerConfig:
+    """Another loadstone instance of the same HA group (global.peers.peers[i])."""
+
+    name: str = field(metadata=key(v.Name, required="required"))
+    address: Address = field(metadata=key(v.HostPort(Address), required="required"))
+
+
+@dataclass(frozen=True, slots=True)
+class PeersConfig:
+    """Writer agreement between the instances of an HA group, as HAProxy's `peers`
+    section: each tells the others the writer of its active-backup listeners
+    (docs/high-availability.md)."""
+
+    bind: Address = field(
+        metadata=key(
+            v.HostPort(Address, bind=True), "UDP address the peers send to", required="required"
+        )
+    )
+    key_file: str = field(
+        metadata=key(
+            Text(), "file holding the shared key of the group (HMAC-SHA256)", required="required"
+        )
+    )
+    # This instance's name in the peers' lists; the host name when not set.
+    name: str | None = field(
+        default=None, metadata=key(Nullable(v.Name), "this instance's name among its peers")
+    )
+    peers: tuple[PeerConfig, ...] = field(
+        default=(),
+        metadata=key(ListOf(Section(PeerConfig), "peers", unique="name"), "the other instances"),
+    )
+    interval: float = field(
+        default=1.0, metadata=key(Duration(), "how often this instance tells its peers")
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class GlobalConfig:
     grace: float = field(  # zero: stop at once, closing sessions
         default=10.0,
@@ -626,6 +663,10 @@ class GlobalConfig:
     log: LogConfig = field(
         default_factory=LogConfig,
         metadata=key(Section(LogConfig), "destinations of events and session lines"),
+    )
+    peers: PeersConfig | None = field(
+        default=None,
+        metadata=key(Nullable(Section(PeersConfig)), "writer agreement with other instances"),
     )
 
 
