@@ -63,13 +63,18 @@ def peer(ls: Loadstone, name: str) -> dict[str, Any]:
     return ls.status()["peers"]["peers"][name]  # type: ignore[no-any-return]
 
 
-def test_b_adopts_the_writer_a_failed_over_to(
-    backends: Backends, loadstone: Start, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def group(backends: Backends, tmp_path: Path) -> tuple[Backend, Backend, Path, int, int]:
+    """Two database stand-ins, the group's key file, a peers port for A and for B."""
     db1, db2 = backends(2, mode="echo", prefix="db")
     key_file = tmp_path / "peers.key"
     key_file.write_text(KEY)
-    port_a, port_b = free_port(), free_port()
+    return db1, db2, key_file, free_port(), free_port()
+
+
+def test_b_adopts_the_writer_a_failed_over_to(
+    backends: Backends, loadstone: Start, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    db1, db2, key_file, port_a, port_b = group(backends, tmp_path)
     a = loadstone(instance("a", [db1, db2], key_file, port_a, ("b", port_b)))
     wait_for(lambda: active(a) == "db1", what="A writes to db1")
 
@@ -110,10 +115,7 @@ def keyed(sender: str, seq: int, sent: float, **writers: str) -> bytes:
 def test_bad_datagrams_change_nothing_and_a_silent_peer_is_down(
     backends: Backends, loadstone: Start, tmp_path: Path
 ) -> None:
-    db1, db2 = backends(2, mode="echo", prefix="db")
-    key_file = tmp_path / "peers.key"
-    key_file.write_text(KEY)
-    port_a, port_b = free_port(), free_port()
+    db1, db2, key_file, port_a, port_b = group(backends, tmp_path)
     b = loadstone(instance("b", [db1, db2], key_file, port_b, ("a", port_a)))
     wait_for(lambda: active(b) == "db1", what="B writes to db1")
     assert peer(b, "a")["up"] is False  # A never started: down from the start
