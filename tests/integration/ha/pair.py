@@ -27,6 +27,7 @@ PROBER = ROOT / "tests" / "netbed" / "prober.py"
 VIP = "198.18.0.250"
 SERVICE_PORT = 8000
 BACKEND_PORT = 8080
+PEERS_PORT = 6957
 ADMIN = "http://127.0.0.1:6956"
 VRRP_INSTANCE = "loadstone_internal_vip_51"  # as the shipped file names it
 
@@ -72,35 +73,52 @@ class Pair:
     advert_int: float = 1.0
     health: str = CURL_HEALTH
     loadstone_extra: dict[str, Any] = field(default_factory=dict)
+    balance: str = "roundrobin"  # active-backup: the backends stand in for Galera nodes
+    peers_key: Path | None = None  # set: the instances are peers (global.peers)
     loadstones: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    backends: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def start(self) -> Pair:
         for host in self.controllers:
-            self.start_backend(host)
+            self.backends[host] = self.start_backend(host)
             self.start_loadstone(host)
         for host in self.controllers:
             self.start_keepalived(host)
         return self
 
-    def start_backend(self, host: str) -> None:
+    def start_backend(self, host: str) -> subprocess.Popen[bytes]:
         argv = [sys.executable, str(BACKEND), "--name", host, "--port", str(BACKEND_PORT)]
         argv += ["--host", self.bed.host(host).address]
         proc = self.bed.spawn(host, argv, stdout=subprocess.PIPE)
         assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
+        return proc
 
-    def loadstone_config(self) -> dict[str, Any]:
+    def loadstone_config(self, host: str) -> dict[str, Any]:
         servers = [
             {"name": c, "address": f"{self.bed.host(c).address}:{BACKEND_PORT}"}
             for c in self.controllers
         ]
+        extra = dict(self.loadstone_extra)
+        if self.peers_key is not None:
+            extra["peers"] = {
+                "name": host,
+                "bind": f"{self.bed.host(host).address}:{PEERS_PORT}",
+                "key_file": str(self.peers_key),
+                "interval": "250ms",
+                "peers": [
+                    {"name": c, "address": f"{self.bed.host(c).address}:{PEERS_PORT}"}
+                    for c in self.controllers
+                    if c != host
+                ],
+            }
         return {
-            "global": {"admin": {"bind": ADMIN.removeprefix("http://")}, **self.loadstone_extra},
+            "global": {"admin": {"bind": ADMIN.removeprefix("http://")}, **extra},
             "listeners": {
                 "api": {
                     "bind": [f"{VIP}:{SERVICE_PORT}"],
                     "freebind": True,  # the VIP is on one host at a time
                     "mode": "http",
-                    "balance": "roundrobin",
+                    "balance": self.balance,
                     "check": {"type": "http", "path": "/health", "interval": "500ms"},
                     "servers": servers,
                 }
@@ -109,7 +127,7 @@ class Pair:
 
     def start_loadstone(self, host: str) -> None:
         path = self.tmp / f"loadstone-{host}.yaml"
-        path.write_text(yaml.safe_dump(self.loadstone_config()))
+        path.write_text(yaml.safe_dump(self.loadstone_config(host)))
         err = (self.tmp / f"loadstone-{host}.err").open("wb")
         proc = self.bed.spawn(
             host,
@@ -173,6 +191,10 @@ class Pair:
         )
         return out, proc
 
+    def active(self, host: str, listener: str = "api") -> str | None:
+        doc = admin_get(self.bed, host, "/api/v1/status")
+        return doc["listeners"][listener]["active"]  # type: ignore[no-any-return]
+
     def is_master(self, host: str) -> bool:
         """Has keepalived's notify hook told the host's loadstone it is MASTER?"""
         vrrp = admin_get(self.bed, host, "/api/v1/status")["vrrp"]
@@ -181,7 +203,8 @@ class Pair:
 
 def measured_outage(out: Path, timeout: float = 20) -> tuple[float, int]:
     """Once the prober has failed and then succeeded again: (outage, failed)."""
-    result = wait_for(
+    result: tuple[float, int] | None = wait_for(
         lambda: outage(out.read_text().splitlines()), timeout=timeout, what="the end of the outage"
     )
-    return float(result[0]), int(result[1])
+    assert result is not None  # wait_for returns only a truthy value
+    return result
