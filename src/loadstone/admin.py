@@ -101,6 +101,8 @@ def status_document(runtime: RuntimeView) -> dict[str, Any]:
         "reload": runtime.reload_report.as_dict(),
         "logs": runtime.log_status(),
         "listeners": {name: listener_status(lr) for name, lr in runtime.listeners.items()},
+        "vrrp": runtime.vrrp,
+        "peers": runtime.peers_status(),
     }
 
 
@@ -201,6 +203,7 @@ class RuntimeCollector(Collector):
             for output, doc in logs.items():
                 dropped.add_metric([output, doc["destination"]], doc["dropped"])
             yield dropped
+        yield from peer_metrics(self.runtime.peers_status())
 
 
 class TlsMetrics:
@@ -237,6 +240,27 @@ class TlsMetrics:
 
     def families(self) -> Iterator[Metric]:
         yield from (self.handshakes, self.resumed, self.failures, self.expiry)
+
+
+def peer_metrics(peers: dict[str, Any] | None) -> Iterator[Metric]:
+    """global.peers: which peers are heard, and the datagrams refused by reason."""
+    if peers is None:
+        return
+    up = GaugeMetricFamily("loadstone_peer_up", "1 while the peer is heard", labels=["peer"])
+    for name, peer in peers["peers"].items():
+        up.add_metric([name], 1 if peer["up"] else 0)
+    refused = CounterMetricFamily(
+        "loadstone_peer_datagrams_refused",
+        "peer datagrams ignored: garbage, bad-key, replayed, stale, unknown-peer, unknown-listener",
+        labels=["reason"],
+    )
+    for reason, count in peers["rejected"].items():
+        refused.add_metric([reason], count)
+    adopted = CounterMetricFamily(
+        "loadstone_peer_writers_adopted", "writers adopted from the peers' reports"
+    )
+    adopted.add_metric([], peers["adopted"])
+    yield from (up, refused, adopted)
 
 
 @web.middleware
@@ -303,6 +327,10 @@ def remove_stale_socket(path: str) -> None:
     raise OSError(errno.EADDRINUSE, "another process accepts on it")  # a second loadstone
 
 
+# What keepalived passes to a notify script as its third argument.
+VRRP_STATES = ("MASTER", "BACKUP", "FAULT", "STOP")
+
+
 class AdminServer:
     def __init__(self, runtime: RuntimeView, config: AdminConfig) -> None:
         self.runtime = runtime
@@ -313,6 +341,7 @@ class AdminServer:
         self.app[RUNTIME_KEY] = runtime
         r = self.app.router
         r.add_get("/api/v1/status", self.get_status)
+        r.add_get("/api/v1/health", self.get_health)
         r.add_get("/metrics", self.get_metrics)
         r.add_get("/stats", self.get_stats)
         server_path = "/api/v1/listeners/{listener}/servers/{server}"
@@ -321,6 +350,7 @@ class AdminServer:
         r.add_post(server_path + "/shutdown-sessions", self.post_shutdown_sessions)
         r.add_post("/api/v1/reload", self.post_reload)
         r.add_post("/api/v1/reopen-logs", self.post_reopen_logs)
+        r.add_post("/api/v1/vrrp", self.post_vrrp)
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -361,6 +391,15 @@ class AdminServer:
 
     async def get_status(self, request: web.Request) -> web.Response:
         return _json(status_document(self.runtime))
+
+    async def get_health(self, request: web.Request) -> web.Response:
+        """200 while this instance may hold the VIP, else 503 and why (ctl health)."""
+        problems = self.runtime.health_problems()
+        return web.Response(
+            status=503 if problems else 200,
+            body=orjson.dumps({"healthy": not problems, "problems": problems}),
+            content_type="application/json",
+        )
 
     async def get_stats(self, request: web.Request) -> web.Response:
         page = resources.files("loadstone").joinpath("static/stats.html").read_bytes()
@@ -429,6 +468,15 @@ class AdminServer:
             body=orjson.dumps({"ok": not errors, "errors": errors}),
             content_type="application/json",
         )
+
+    async def post_vrrp(self, request: web.Request) -> web.Response:
+        """keepalived's notify hook (`loadstone ctl notify`) reports a transition."""
+        body = await self._body(request)
+        instance, state = body.get("instance"), body.get("state")
+        if not isinstance(instance, str) or state not in VRRP_STATES:
+            return _error(400, f"need instance and state ({', '.join(VRRP_STATES)})")
+        self.runtime.vrrp_transition(instance, state)
+        return _json({"instance": instance, "state": state})
 
     async def get_metrics(self, request: web.Request) -> web.Response:
         return web.Response(

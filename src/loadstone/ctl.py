@@ -8,6 +8,8 @@
     loadstone ctl ready-node ctl2
     loadstone ctl reload                       # exit 1 when the file is rejected
     loadstone ctl reopen-logs                  # after logrotate moved the log files
+    loadstone ctl health                       # exit 0 while fit to hold the VIP (vrrp_script)
+    loadstone ctl notify INSTANCE NAME STATE   # keepalived's notify hook
 
 The admin address and token come from --url/--token-file, else from the
 configuration file (global.admin.socket or bind, and token_file): the one given
@@ -96,6 +98,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "reload", help="reload the configuration file (as SIGHUP does); exit 1 if rejected"
     )
     sub.add_parser("reopen-logs", help="reopen the log files (as SIGUSR1 does)")
+    health = sub.add_parser(
+        "health",
+        help="exit 0 while every listener is served and the last reload was accepted "
+        "(keepalived's vrrp_script)",
+    )
+    health.add_argument(
+        "--timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="an admin server that does not answer in this long is unhealthy (2)",
+    )
+    notify = sub.add_parser(
+        "notify", help="keepalived's notify hook: report a VRRP transition to loadstone"
+    )
+    # keepalived calls it as: SCRIPT TYPE NAME STATE PRIORITY
+    notify.add_argument("type", help="INSTANCE or GROUP")
+    notify.add_argument("name", help="the vrrp_instance's name")
+    notify.add_argument("state", help="MASTER, BACKUP, FAULT or STOP")
+    notify.add_argument("priority", nargs="?", help="the priority (ignored)")
 
 
 def config_path(given: str | None) -> str | None:
@@ -157,6 +179,20 @@ class AdminClient:
 
     def post(self, route: str, body: Any = None) -> Any:
         return self.request(route, "POST", body)
+
+    def health(self, timeout: float) -> list[str]:
+        """Why the instance is unhealthy; empty when it is healthy."""
+        req = urllib.request.Request(f"{self.base}/health")
+        try:
+            with self.opener.open(req, timeout=timeout) as response:
+                return list(json.loads(response.read())["problems"])
+        except urllib.error.HTTPError as exc:
+            if exc.code == 503:
+                return list(json.loads(exc.read())["problems"])
+            raise CtlError(f"GET {self.where}/api/v1/health: HTTP {exc.code}") from None
+        except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CtlError(f"cannot read the health at {self.where}: {reason}") from None
 
     def request(self, route: str, method: str = "GET", body: Any = None) -> Any:
         url = f"{self.base}{route}"
@@ -375,6 +411,12 @@ def run(args: argparse.Namespace) -> int:
         elif args.action == "reopen-logs":
             admin.post("/reopen-logs")
             print("log files reopened")
+        elif args.action == "health":
+            problems = admin.health(args.timeout)
+            if problems:
+                raise CtlError("unhealthy: " + "; ".join(problems))
+        elif args.action == "notify":
+            admin.post("/vrrp", {"instance": args.name, "state": args.state})
     except CtlError as exc:
         print(f"loadstone ctl: {exc}", file=sys.stderr)
         return 1

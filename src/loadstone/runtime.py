@@ -39,6 +39,7 @@ from loadstone.datapath.seam import Frontend
 from loadstone.haproxy_socket.server import HaproxySocketError, HaproxySocketServer
 from loadstone.listeners.binding import BindError, bind_address
 from loadstone.logtargets.outputs import LogOutputs
+from loadstone.peers.channel import PeerChannel
 from loadstone.server import Pool
 from loadstone.sessionlog import SessionLog
 from loadstone.tls import material as tls_material
@@ -123,6 +124,21 @@ def read_token(path: str | None) -> str | None:
     return token
 
 
+def read_peers_key(config: GlobalConfig) -> bytes | None:
+    """The peers' shared key (global.peers.key_file), read before anything binds."""
+    if config.peers is None:
+        return None
+    path = config.peers.key_file
+    try:
+        with open(systemd.credential_path(path), "rb") as f:
+            key = f.read().strip()
+    except OSError as exc:
+        raise StartError(f"global.peers.key_file: cannot read {path}: {exc.strerror}") from None
+    if len(key) < 16:
+        raise StartError(f"global.peers.key_file: {path}: the key needs 16 bytes or more")
+    return key
+
+
 def _restart_only_changes(
     running: GlobalConfig, new: GlobalConfig
 ) -> list[tuple[str, object, object]]:
@@ -141,6 +157,7 @@ def _restart_only_changes(
         ("global.splice", running.splice, new.splice),
         ("global.io_uring", running.io_uring, new.io_uring),
         ("global.log", running.log, new.log),
+        ("global.peers", running.peers, new.peers),
     )
     return [change for change in restart_only if change[1] != change[2]]
 
@@ -160,6 +177,7 @@ def _keep_restart_only(running: GlobalConfig, config: Config) -> Config:
         splice=running.splice,
         io_uring=running.io_uring,
         log=running.log,
+        peers=running.peers,
     )
     return replace(config, global_=kept)
 
@@ -190,6 +208,9 @@ class Runtime:
         self.reload_report = ReloadReport()
         self.started_at = time.time()
         self.stopping = False
+        self.leaving = False  # SIGTERM came: health fails for global.stop_delay first
+        self.vrrp: dict[str, Any] = {}  # keepalived's notify hook: {instance: {state, since}}
+        self.peers: PeerChannel | None = None  # global.peers: writer agreement
         self._stop_requested: asyncio.Event | None = None
         self._reload_lock = asyncio.Lock()
 
@@ -298,6 +319,7 @@ class Runtime:
         self._check_modes(self.config)
         resolved = resolve_servers(self.config)
         self.admin_token = read_token(self.config.global_.admin.token_file)
+        peers_key = read_peers_key(self.config.global_)
         bound = self._bind_new(self.config)
         try:
             tls_material.prepare(self.config)
@@ -316,6 +338,14 @@ class Runtime:
             )
         self.checks = scheduler
         scheduler.start()
+        try:
+            await self._start_peers(peers_key)
+        except StartError:
+            for lr in self.listeners.values():
+                for sock in lr.sockets.values():
+                    sock.close()
+            await scheduler.stop()
+            raise
 
         try:
             await self._start_admin()
@@ -375,7 +405,60 @@ class Runtime:
                 watchdog.cancel()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1):
                 loop.remove_signal_handler(sig)
+        await self.leave(self.config.global_.stop_delay)
         await self.stop(self.config.global_.grace)
+
+    async def leave(self, delay: float) -> None:
+        """The first step of a planned stop in an HA pair: keep serving while the
+        health check fails, so keepalived moves the VIP to a peer before the
+        drain closes anything (docs/high-availability.md). The wait is the
+        configured time itself: nothing here can tell when the VIP has left."""
+        if delay <= 0:
+            return
+        self.leaving = True
+        log.info("stopping: failing the health check for %.1fs before draining", delay)
+        await asyncio.sleep(delay)
+
+    async def _start_peers(self, key: bytes | None) -> None:
+        peers = self.config.global_.peers
+        if peers is None or key is None:
+            return
+        channel = PeerChannel(
+            peers, key, lambda: {n: lr.pool for n, lr in self.listeners.items()}, self.holds_vip
+        )
+        try:
+            await channel.start()
+        except OSError as exc:
+            raise StartError(
+                f"global.peers.bind: cannot bind {peers.bind}: {exc.strerror}"
+            ) from None
+        self.peers = channel
+
+    def holds_vip(self) -> bool:
+        return any(v["state"] == "MASTER" for v in self.vrrp.values())
+
+    def peers_status(self) -> dict[str, Any] | None:
+        return self.peers.status() if self.peers is not None else None
+
+    def vrrp_transition(self, instance: str, state: str) -> None:
+        log.info("vrrp: instance %s is %s on this host", instance, state)
+        self.vrrp[instance] = {"state": state, "since": time.time()}
+        if state == "MASTER" and self.peers is not None:
+            self.peers.agree()  # taking the VIP: start with the peers' writer
+
+    def health_problems(self) -> list[str]:
+        """Why this instance should not hold the VIP now (`loadstone ctl health`,
+        keepalived's vrrp_script); empty while it serves every listener and its
+        last configuration load was accepted."""
+        problems = []
+        if self.stopping or self.leaving:
+            problems.append("stopping")
+        if not self.reload_report.ok:
+            problems.append("last reload rejected: " + "; ".join(self.reload_report.errors))
+        for lr in self.listeners.values():
+            if not lr.sockets or any(sock.fileno() < 0 for sock in lr.sockets.values()):
+                problems.append(f"listener {lr.name}: not listening")
+        return problems
 
     def request_stop(self) -> None:
         if self._stop_requested is not None:
@@ -543,6 +626,8 @@ class Runtime:
             frontend.shutdown_all("proxy stopping")
         if self.checks is not None:
             await self.checks.stop()
+        if self.peers is not None:
+            await self.peers.stop()
         if self.admin is not None:
             await self.admin.stop()
         if self.haproxy_socket is not None:

@@ -70,3 +70,18 @@ class RuntimeView(Protocol):
     def log_status(self) -> dict[str, Any] | None:
         """Lines written and dropped per log destination (None: not tracked)."""
         ...
+
+    def health_problems(self) -> list[str]:
+        """Why this instance should not hold the VIP now; empty while healthy."""
+        ...
+
+    def vrrp_transition(self, instance: str, state: str) -> None:
+        """keepalived's notify hook: this host's VRRP instance entered `state`."""
+        ...
+
+    @property
+    def vrrp(self) -> dict[str, Any]: ...  # {instance: {"state", "since"}} as notified
+
+    def peers_status(self) -> dict[str, Any] | None:
+        """global.peers: each peer up or down, its writers, datagrams refused."""
+        ...

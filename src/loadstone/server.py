@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from loadstone.balance import Balancer, make_balancer
+from loadstone.balance.active_backup import ActiveBackup
 from loadstone.config.model import ListenerConfig
 from loadstone.server_state import AdminState, CheckStatus, NativeServers, ServerRuntime, Session
 
@@ -93,6 +94,14 @@ class Pool:
         self.balancer: Balancer = factory(self.servers)
         if previous is not None and previous.active is not None:
             self.balancer.restore_active(previous.active.name)
+            # The writer's age goes along (the peers' agreement compares it).
+            before, now = previous.balancer, self.balancer
+            if (
+                isinstance(before, ActiveBackup)
+                and isinstance(now, ActiveBackup)
+                and now.active is before.active
+            ):
+                now.chosen_at = before.chosen_at
         self._subscribers: list[ChangeCallback] = []
         # Called when the data path saw a connect to a server fail: the checker
         # re-checks at once instead of waiting for its next interval.
@@ -158,6 +167,14 @@ class Pool:
             return
         server.weight = weight
         self._changed(server)
+
+    def adopt_active(self, name: str, chosen_at: float) -> bool:
+        """Make `name` the active server of an active-backup pool, as a peer
+        instance chose it (loadstone.peers); False if that cannot be."""
+        if not isinstance(self.balancer, ActiveBackup) or not self.balancer.adopt(name, chosen_at):
+            return False
+        self._changed(None)  # the subscribers (native data path) learn the new writer
+        return True
 
     def connect_failed(self, server: ServerRuntime) -> None:
         server.connect_errors += 1

@@ -26,6 +26,7 @@ init-state) are usable, so they are chosen at once, as before.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 
 from loadstone.balance.base import Balancer
@@ -38,6 +39,11 @@ class ActiveBackup(Balancer):
     def __init__(self, servers: Sequence[ServerRuntime]) -> None:
         self._active: ServerRuntime | None = None  # before super(): its __init__ refreshes
         self._waiting = False  # no active server because an earlier one is unchecked
+        # When the active server was chosen (wall clock), for the peers'
+        # agreement (loadstone.peers.agreement): 0.0 for the first pick after a
+        # start, made without history; the time of the failover otherwise.
+        self.chosen_at = 0.0
+        self._had_active = False
         # Non-backup servers first, each group in configuration order (sorted is stable).
         self._in_order = tuple(sorted(servers, key=lambda s: s.backup))
         super().__init__(servers)
@@ -55,6 +61,8 @@ class ActiveBackup(Balancer):
         for server in self._in_order:
             if server.usable:
                 self._active = server
+                self.chosen_at = time.time() if self._had_active else 0.0
+                self._had_active = True
                 return
             if _unchecked(server):
                 self._waiting = True
@@ -78,6 +86,18 @@ class ActiveBackup(Balancer):
                 return server
         self.rebuild()
         return self._active
+
+    def adopt(self, name: str, chosen_at: float) -> bool:
+        """Make `name` the active server, as a peer chose it at `chosen_at`
+        (loadstone.peers); False if it is not usable here."""
+        for server in self.servers:
+            if server.name == name and server.usable:
+                self._active = server
+                self._waiting = False
+                self._had_active = True
+                self.chosen_at = chosen_at
+                return True
+        return False
 
     def pick(
         self, client_ip: str | None, exclude: Iterable[ServerRuntime] = ()

@@ -805,10 +805,57 @@ class LogConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerConfig:
+    """Another loadstone instance of the same HA group (global.peers.peers[i])."""
+
+    name: str = field(metadata=key(v.Name, required="required"))
+    address: Address = field(metadata=key(v.HostPort(Address), required="required"))
+
+
+@dataclass(frozen=True, slots=True)
+class PeersConfig:
+    """Writer agreement between the instances of an HA group, as HAProxy's `peers`
+    section: each tells the others the writer of its active-backup listeners
+    (docs/high-availability.md)."""
+
+    bind: Address = field(
+        metadata=key(
+            v.HostPort(Address, bind=True), "UDP address the peers send to", required="required"
+        )
+    )
+    key_file: str = field(
+        metadata=key(
+            Text(), "file holding the shared key of the group (HMAC-SHA256)", required="required"
+        )
+    )
+    # This instance's name in the peers' lists; the host name when not set.
+    name: str | None = field(
+        default=None, metadata=key(Nullable(v.Name), "this instance's name among its peers")
+    )
+    peers: tuple[PeerConfig, ...] = field(
+        default=(),
+        metadata=key(ListOf(Section(PeerConfig), "peers", unique="name"), "the other instances"),
+    )
+    interval: float = field(
+        default=1.0, metadata=key(Duration(), "how often this instance tells its peers")
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class GlobalConfig:
     grace: float = field(  # zero: stop at once, closing sessions
         default=10.0,
         metadata=key(Duration(allow_zero=True), "how long SIGTERM waits for sessions to finish"),
+    )
+    # The planned stop of an HA pair (docs/high-availability.md): on SIGTERM,
+    # first report unhealthy (`loadstone ctl health`, keepalived's vrrp_script)
+    # while still serving, so the VIP moves away before the drain begins.
+    stop_delay: float = field(
+        default=0.0,
+        metadata=key(
+            Duration(allow_zero=True),
+            "on SIGTERM, fail the health check and keep serving this long before draining",
+        ),
     )
     workers: int = field(default=1, metadata=key(Int(1, 64), "data-path threads (native path)"))
     # native path: relay with splice(2) (on), recv/send through a buffer (off),
@@ -833,6 +880,10 @@ class GlobalConfig:
     log: LogConfig = field(
         default_factory=LogConfig,
         metadata=key(Section(LogConfig), "destinations of events and session lines"),
+    )
+    peers: PeersConfig | None = field(
+        default=None,
+        metadata=key(Nullable(Section(PeersConfig)), "writer agreement with other instances"),
     )
 
 

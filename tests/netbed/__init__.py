@@ -1,0 +1,1 @@
+"""Network-namespace hosts for the HA tests and benchmarks (see bed.py)."""
