@@ -56,11 +56,14 @@ BFD = "min rx interval 300 ms; min tx interval 300 ms; multiplier 3;"
 BGP_TIMERS = "connect delay time 1; connect retry time 2; error wait time 1, 4;"
 
 
-def router_conf(router: str, lbs: dict[str, str], prefs: dict[str, int]) -> str:
+def router_conf(
+    router: str, lbs: dict[str, str], prefs: dict[str, int], no_bfd: tuple[str, ...] = ()
+) -> str:
     sessions = "".join(
         f"""
 protocol bgp {name} from lb {{
   neighbor {address} as {LB_AS};
+  {"bfd off;  # ExaBGP speaks no BFD" if name in no_bfd else ""}
   ipv4 {{ import filter {{ bgp_local_pref = {prefs.get(name, 100)}; accept; }}; export none; }};
 }}"""
         for name, address in lbs.items()
@@ -75,6 +78,22 @@ template bgp lb {{
   {BGP_TIMERS}
 }}
 {sessions}
+"""
+
+
+def exabgp_conf(address: str, router: str, feed_socket: Path) -> str:
+    feed = f"{sys.executable} -m loadstone.anycast.exabgp_feed {feed_socket}"
+    return f"""process loadstone {{
+    run {feed};
+    encoder text;
+}}
+neighbor {router} {{
+    router-id {address};
+    local-address {address};
+    local-as {LB_AS};
+    peer-as {ROUTER_AS};
+    api {{ processes [ loadstone ]; }}
+}}
 """
 
 
@@ -102,6 +121,7 @@ class AnycastBed:
     stop_delay: str = "2s"
     peers_key: Path | None = None  # set: the instances are peers (global.peers)
     balance: str = "source"
+    exabgp: tuple[str, ...] = ()  # instances announcing through ExaBGP, not BIRD
     bed: NetBed = field(init=False)
     loadstones: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     birds: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -115,10 +135,14 @@ class AnycastBed:
         try:
             self._client_link()
             self._routing()
-            self._start_bird("router", router_conf(self.router, self.lb_addresses, self.sites))
+            conf = router_conf(self.router, self.lb_addresses, self.sites, self.exabgp)
+            self._start_bird("router", conf)
             self._start_backends()
             for lb in self.instances:
-                self._start_bird(lb, instance_conf(self.bed.host(lb).address, self.router))
+                if lb in self.exabgp:
+                    self.start_exabgp(lb)
+                else:
+                    self._start_bird(lb, instance_conf(self.bed.host(lb).address, self.router))
                 self.start_loadstone(lb)
             self.wait_next_hops(set(self.instances) if not self.sites else self.preferred())
         except BaseException:
@@ -192,10 +216,35 @@ class AnycastBed:
         log.close()
         wait_for(lambda: self.bird_socket(host).exists(), timeout=10, what=f"BIRD on {host}")
 
+    def feed_socket(self, lb: str) -> Path:
+        return self.tmp / f"exabgp-{lb}.sock"
+
+    def start_exabgp(self, lb: str) -> None:
+        path = self.tmp / f"exabgp-{lb}.conf"
+        path.write_text(exabgp_conf(self.bed.host(lb).address, self.router, self.feed_socket(lb)))
+        log = (self.tmp / f"exabgp-{lb}.log").open("wb")
+        env = {
+            **os.environ,
+            "exabgp_daemon_user": "root",  # the feed connects to a socket in the test's tmp
+            "exabgp_daemon_drop": "false",
+            "exabgp_api_cli": "false",  # no named pipes for exabgpcli
+            "exabgp_log_destination": "stdout",
+        }
+        proc = self.bed.spawn(
+            lb, ["exabgp", str(path)], stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+        self.birds[lb] = proc  # its BGP speaker, whichever it is
+        log.close()
+
+    def fail_file(self, backend: str) -> Path:
+        """Its /health answers 503 while this file exists."""
+        return self.tmp / f"fail-{backend}"
+
     def _start_backends(self) -> None:
         address = self.bed.host("be").address
         for i, port in enumerate(BACKEND_PORTS, start=1):
             argv = [sys.executable, str(BACKEND), "--name", f"be{i}", "--port", str(port)]
+            argv += ["--fail-file", str(self.fail_file(f"be{i}"))]
             proc = self.bed.spawn("be", [*argv, "--host", address], stdout=subprocess.PIPE)
             assert proc.stdout is not None and proc.stdout.readline().strip() == b"ready"
 
@@ -206,8 +255,8 @@ class AnycastBed:
             "stop_delay": self.stop_delay,
             "grace": "5s",
             "anycast": {
-                "driver": "bird",
-                "socket": str(self.bird_socket(lb)),
+                "driver": "exabgp" if lb in self.exabgp else "bird",
+                "socket": str(self.feed_socket(lb) if lb in self.exabgp else self.bird_socket(lb)),
                 "hold_down": "1s",
                 "interval": "200ms",
                 "retry_max": "1s",
@@ -249,11 +298,10 @@ class AnycastBed:
         path = self.tmp / f"loadstone-{lb}.yaml"
         path.write_text(yaml.safe_dump(self.loadstone_config(lb)))
         err = self.tmp / f"loadstone-{lb}.err"
-        script = (
-            f"{LOADSTONE} run {path} 2>>{err}; "
-            f"birdc -s {self.bird_socket(lb)} disable vip_web >/dev/null"
-        )
-        self.loadstones[lb] = self.bed.spawn(lb, ["sh", "-c", script])
+        script = f"{LOADSTONE} run {path} 2>>{err}"
+        if lb not in self.exabgp:  # ExaBGP's feed withdraws by itself
+            script += f"; birdc -s {self.bird_socket(lb)} disable vip_web >/dev/null"
+        self.loadstones[lb] = self.bed.spawn(lb, ["sh", "-c", script], stdout=subprocess.DEVNULL)
         proc = self.loadstones[lb]
 
         def announcing() -> bool:
