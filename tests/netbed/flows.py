@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
+from typing import TextIO
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +53,10 @@ def worker(
     url: urllib.parse.SplitResult,
     mode: str,
     source: str,
-    out,
+    out: TextIO,
     interval: float,
     lock: threading.Lock,
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     conn: http.client.HTTPConnection | None = None
     serial = 0
     while True:
