@@ -296,3 +296,36 @@ async def test_withdraw_all_goes_past_the_hold() -> None:
         assert manager.vips[0].announced is False
         assert manager.status()["vips"]["vip_web"]["problems"] == ["withdrawing: planned stop"]
         await manager.stop()
+
+
+async def test_withdraw_all_while_the_loop_waits_on_bird_does_not_interleave() -> None:
+    # The loop's pass may be waiting for BIRD's answer when SIGTERM's
+    # withdraw_all comes: the two must take turns on the one connection.
+    gate = asyncio.Event()
+    served = asyncio.Event()
+
+    async def slow_answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(GREETING)
+        while line := await reader.readline():
+            await gate.wait()
+            writer.write(ENABLED if line.startswith(b"enable") else DISABLED)
+        writer.close()
+        await writer.wait_closed()
+        served.set()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/bird.ctl"
+        server = await asyncio.start_unix_server(slow_answers, path)
+        manager = AnycastManager(config_at(path, interval=0.01), lambda vip: [])
+        await manager.start()
+        await asyncio.sleep(0.05)  # the loop's first pass is waiting on the gate
+        withdrawing = asyncio.ensure_future(manager.withdraw_all())
+        await asyncio.sleep(0.05)
+        gate.set()
+        await withdrawing
+        assert manager.vips[0].announced is False and manager.driver_up is True
+        assert manager._task is not None and not manager._task.done()
+        await manager.stop()
+        await served.wait()  # the stand-in's end of the connection closed too
+        server.close()
+        await server.wait_closed()

@@ -62,6 +62,9 @@ class AnycastManager:
         self._withdrawing = False  # a planned stop: decisions are forced to withdraw
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        # One pass at a time: withdraw_all (SIGTERM) may come while the loop's
+        # pass waits for the driver, and both would talk on one connection.
+        self._pass = asyncio.Lock()
 
     async def start(self) -> None:
         if isinstance(self.driver, ExabgpDriver):
@@ -74,7 +77,11 @@ class AnycastManager:
 
     async def _run(self) -> None:
         while True:
-            await self.step()
+            try:
+                await self.step()
+            except Exception:  # a bug here must cost the announcements, not the loop
+                log.exception("anycast: unexpected error; retrying")
+                self._failed("unexpected error (see the log)", time.monotonic())
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.interval):
@@ -88,6 +95,10 @@ class AnycastManager:
 
     async def step(self) -> None:
         """One pass: decide, and tell the driver unless it is backing off."""
+        async with self._pass:
+            await self._step()
+
+    async def _step(self) -> None:
         now = time.monotonic()
         self.decide(now)
         if now < self._next_try:
