@@ -42,6 +42,7 @@ import yaml
 
 from tests.integration.harness import BACKEND, LOADSTONE, wait_for
 from tests.netbed.bed import Host, NetBed, ip
+from tests.netbed.peers import peers_section
 
 FLOWS = Path(__file__).with_name("flows.py")
 VIP = "198.19.0.10"
@@ -264,17 +265,7 @@ class AnycastBed:
             },
         }
         if self.peers_key is not None:
-            global_["peers"] = {
-                "name": lb,
-                "bind": f"{self.bed.host(lb).address}:6957",
-                "key_file": str(self.peers_key),
-                "interval": "250ms",
-                "peers": [
-                    {"name": other, "address": f"{self.bed.host(other).address}:6957"}
-                    for other in self.instances
-                    if other != lb
-                ],
-            }
+            global_["peers"] = peers_section(self.bed, lb, self.instances, self.peers_key)
         return {
             "global": global_,
             "listeners": {
