@@ -61,7 +61,6 @@ class AnycastManager:
         self._next_try = 0.0
         self._withdrawing = False  # a planned stop: decisions are forced to withdraw
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         # One pass at a time: withdraw_all (SIGTERM) may come while the loop's
         # pass waits for the driver, and both would talk on one connection.
         self._pass = asyncio.Lock()
@@ -82,10 +81,7 @@ class AnycastManager:
             except Exception:  # a bug here must cost the announcements, not the loop
                 log.exception("anycast: unexpected error; retrying")
                 self._failed("unexpected error (see the log)", time.monotonic())
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.interval):
-                    await self._wake.wait()
+            await asyncio.sleep(self.config.interval)
 
     def decide(self, now: float) -> None:
         for state in self.vips:
@@ -137,10 +133,6 @@ class AnycastManager:
         self._withdrawing = True
         self._next_try = 0.0
         await self.step()
-
-    def wake(self) -> None:
-        """Decide now rather than at the next interval (a server changed state)."""
-        self._wake.set()
 
     async def stop(self) -> None:
         if self._task is not None:
