@@ -18,6 +18,7 @@ from loadstone.anycast.manager import AnycastManager
 from loadstone.anycast.metrics import anycast_metrics
 from loadstone.config import parse_config
 from loadstone.config.model import AnycastConfig, AnycastVip
+from loadstone.ctl import anycast_lines
 from tests.unit.test_config import doc, problems_of
 
 # -- the BIRD control-socket protocol ------------------------------------------
@@ -329,3 +330,24 @@ async def test_withdraw_all_while_the_loop_waits_on_bird_does_not_interleave() -
         await served.wait()  # the stand-in's end of the connection closed too
         server.close()
         await server.wait_closed()
+
+
+def test_ctl_status_shows_the_announcements_and_a_failing_driver() -> None:
+    anycast = {
+        "driver": {"name": "bird", "up": False, "error": "cannot connect to /run/bird/bird.ctl"},
+        "vips": {
+            "vip_web": {
+                "prefix": "198.51.100.10/32",
+                "decision": "withdraw",
+                "held": True,
+                "announced": None,
+                "problems": ["listener web: no server up"],
+            }
+        },
+    }
+    assert anycast_lines(anycast) == [
+        "vip vip_web 198.51.100.10/32: state unknown, decision withdraw, held by hold_down"
+        " (listener web: no server up)",
+        "anycast driver bird down: cannot connect to /run/bird/bird.ctl",
+    ]
+    assert anycast_lines(None) == []

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import wait_for
+from tests.integration.harness import LOADSTONE, wait_for
 from tests.netbed.bgp import ADMIN, SERVICE_PORT, VIP, AnycastBed
 from tests.netbed.flows import Flow, parse
 
@@ -55,6 +55,8 @@ def test_every_instance_is_a_next_hop_and_source_hashing_agrees_across_them(
     metrics = anycast.metrics("lb1")
     assert 'loadstone_vip_announced{prefix="198.19.0.10/32",vip="vip_web"} 1.0' in metrics
     assert 'loadstone_anycast_driver_up{driver="bird"} 1.0' in metrics
+    ctl = anycast.bed.run("lb1", [str(LOADSTONE), "ctl", "--url", ADMIN, "status"])
+    assert "vip vip_web 198.19.0.10/32: announced, decision announce" in ctl
 
 
 def test_kill_9_of_loadstone_and_a_cut_link_take_the_instance_out(anycast: AnycastBed) -> None:
@@ -113,6 +115,9 @@ def test_bird_stopped_under_loadstone_keeps_it_serving_and_reported(anycast: Any
     status = anycast.status("lb1")["anycast"]["vips"]["vip_web"]
     assert status["announced"] is None and status["decision"] == "announce"
     assert 'loadstone_anycast_driver_up{driver="bird"} 0.0' in anycast.metrics("lb1")
+    ctl = anycast.bed.run("lb1", [str(LOADSTONE), "ctl", "--url", ADMIN, "status"])
+    assert "vip vip_web 198.19.0.10/32: state unknown" in ctl
+    assert "anycast driver bird down: cannot connect" in ctl
     # Still serving the VIP (from its own host: the router no longer sends here).
     url = f"http://{VIP}:{SERVICE_PORT}/"
     answer = anycast.bed.run("lb1", ["curl", "-sf", "--max-time", "2", url])
