@@ -129,11 +129,22 @@ def test_bird_stopped_under_loadstone_keeps_it_serving_and_reported(anycast: Any
     assert anycast.status("lb1")["anycast"]["driver"]["up"] is True
 
 
-def test_a_lost_site_fails_over_to_the_other(tmp_path: Path) -> None:
-    # Site a (lb1, lb2) preferred by the router's local_pref; site b (lb3) stands by.
+def test_a_lost_site_fails_over_to_the_other_and_its_writer(tmp_path: Path) -> None:
+    # Site a (lb1, lb2) preferred by the router's local_pref; site b (lb3)
+    # stands by. The instances are peers behind an active-backup listener (the
+    # backends stand in for Galera nodes, tests/integration/anycast/test_active_active.py).
     sites = {"lb1": 200, "lb2": 200, "lb3": 100}
-    with AnycastBed(tmp_path, sites=sites).start() as bed:
+    key = tmp_path / "peers.key"
+    key.write_text("shared-key-of-the-anycast-group-42")
+    with AnycastBed(tmp_path, sites=sites, peers_key=key, balance="active-backup").start() as bed:
         assert bed.next_hops() == {"lb1", "lb2"}
+
+        def writers() -> set[str | None]:
+            return {bed.status(lb)["listeners"]["web"]["active"] for lb in bed.instances}
+
+        bed.fail_file("be1").touch()
+        wait_for(lambda: writers() == {"be2"}, timeout=15, what="every instance on be2")
+        bed.fail_file("be1").unlink()
         lost = time.monotonic()
         bed.bed.cut_link("lb1")
         bed.bed.cut_link("lb2")
@@ -142,3 +153,4 @@ def test_a_lost_site_fails_over_to_the_other(tmp_path: Path) -> None:
         assert took < 2.5, took
         flows = flows_for(bed, "new", 0.5)
         assert flows and all(f.ok and f.served_by == "lb3" for f in flows)
+        assert {f.backend for f in flows} == {"be2"}  # the writer the group agreed on
