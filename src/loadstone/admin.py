@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 
 import loadstone
 from loadstone import datapath
+from loadstone.anycast.metrics import anycast_metrics
 from loadstone.config.model import AdminConfig
 from loadstone.datapath.seam import Frontend
 from loadstone.runtime_view import ListenerView, RuntimeView
@@ -103,6 +104,7 @@ def status_document(runtime: RuntimeView) -> dict[str, Any]:
         "listeners": {name: listener_status(lr) for name, lr in runtime.listeners.items()},
         "vrrp": runtime.vrrp,
         "peers": runtime.peers_status(),
+        "anycast": runtime.anycast_status(),
     }
 
 
@@ -204,6 +206,7 @@ class RuntimeCollector(Collector):
                 dropped.add_metric([output, doc["destination"]], doc["dropped"])
             yield dropped
         yield from peer_metrics(self.runtime.peers_status())
+        yield from anycast_metrics(self.runtime.anycast_status())
 
 
 class TlsMetrics:

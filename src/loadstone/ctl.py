@@ -294,7 +294,24 @@ def format_status(doc: dict[str, Any]) -> str:
         lines.append("* active server of an active-backup listener")
     if not doc.get("reload", {}).get("ok", True):
         lines.append("last reload rejected: " + "; ".join(doc["reload"]["errors"]))
+    lines += anycast_lines(doc.get("anycast"))
     return "\n".join(lines)
+
+
+def anycast_lines(anycast: dict[str, Any] | None) -> list[str]:
+    """global.anycast: each VIP's announcement, and the BGP speaker if it fails."""
+    if not anycast:
+        return []
+    lines = []
+    for name, vip in anycast["vips"].items():
+        state = {True: "announced", False: "withdrawn", None: "state unknown"}[vip["announced"]]
+        why = f" ({'; '.join(vip['problems'])})" if vip["problems"] else ""
+        held = ", held by hold_down" if vip["held"] else ""
+        lines.append(f"vip {name} {vip['prefix']}: {state}, decision {vip['decision']}{held}{why}")
+    driver = anycast["driver"]
+    if driver["error"]:
+        lines.append(f"anycast driver {driver['name']} down: {driver['error']}")
+    return lines
 
 
 # action -> (endpoint under /listeners/{l}/servers/{s}, request body, what to print)

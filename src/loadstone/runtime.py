@@ -30,9 +30,10 @@ from typing import Any
 
 from loadstone import systemd
 from loadstone.admin import AdminBindError, AdminServer
+from loadstone.anycast.manager import AnycastManager
 from loadstone.checks.scheduler import CheckScheduler
 from loadstone.config import ConfigError, load_config
-from loadstone.config.model import Address, Config, GlobalConfig, ListenerConfig
+from loadstone.config.model import Address, AnycastVip, Config, GlobalConfig, ListenerConfig
 from loadstone.datapath import DataPathError, http_frontend, tcp_frontend
 from loadstone.datapath import configure as configure_datapath
 from loadstone.datapath.seam import Frontend
@@ -158,6 +159,7 @@ def _restart_only_changes(
         ("global.io_uring", running.io_uring, new.io_uring),
         ("global.log", running.log, new.log),
         ("global.peers", running.peers, new.peers),
+        ("global.anycast", running.anycast, new.anycast),
     )
     return [change for change in restart_only if change[1] != change[2]]
 
@@ -178,6 +180,7 @@ def _keep_restart_only(running: GlobalConfig, config: Config) -> Config:
         io_uring=running.io_uring,
         log=running.log,
         peers=running.peers,
+        anycast=running.anycast,
     )
     return replace(config, global_=kept)
 
@@ -211,6 +214,7 @@ class Runtime:
         self.leaving = False  # SIGTERM came: health fails for global.stop_delay first
         self.vrrp: dict[str, Any] = {}  # keepalived's notify hook: {instance: {state, since}}
         self.peers: PeerChannel | None = None  # global.peers: writer agreement
+        self.anycast: AnycastManager | None = None  # global.anycast: BGP announcements
         self._stop_requested: asyncio.Event | None = None
         self._reload_lock = asyncio.Lock()
 
@@ -361,6 +365,10 @@ class Runtime:
         for lr in self.listeners.values():
             await lr.frontend.start(list(lr.sockets.values()))
             self._log_listener(lr)
+        if self.config.global_.anycast is not None:
+            # Last: a VIP is announced only once its listeners serve.
+            self.anycast = AnycastManager(self.config.global_.anycast, self.vip_problems)
+            await self.anycast.start()
         systemd.notify("READY=1", f"STATUS=serving {len(self.listeners)} listener(s)")
 
     async def _start_admin(self) -> None:
@@ -412,7 +420,10 @@ class Runtime:
         """The first step of a planned stop in an HA pair: keep serving while the
         health check fails, so keepalived moves the VIP to a peer before the
         drain closes anything (docs/high-availability.md). The wait is the
-        configured time itself: nothing here can tell when the VIP has left."""
+        configured time itself: nothing here can tell when the VIP has left.
+        Anycast VIPs are withdrawn first (docs/anycast.md)."""
+        if self.anycast is not None:
+            await self.anycast.withdraw_all()
         if delay <= 0:
             return
         self.leaving = True
@@ -433,6 +444,25 @@ class Runtime:
                 f"global.peers.bind: cannot bind {peers.bind}: {exc.strerror}"
             ) from None
         self.peers = channel
+
+    def vip_problems(self, vip: AnycastVip) -> list[str]:
+        """Why this instance should not announce `vip` now (global.anycast);
+        empty while it serves each of the VIP's listeners."""
+        problems = []
+        if self.stopping or self.leaving:
+            problems.append("stopping")
+        if not self.reload_report.ok:
+            problems.append("last reload rejected")
+        for name in vip.listeners:
+            lr = self.listeners.get(name)
+            if lr is None or not lr.sockets or any(s.fileno() < 0 for s in lr.sockets.values()):
+                problems.append(f"listener {name}: not listening")
+            elif not any(server.state == "up" for server in lr.pool.servers):
+                problems.append(f"listener {name}: no server up")
+        return problems
+
+    def anycast_status(self) -> dict[str, Any] | None:
+        return self.anycast.status() if self.anycast is not None else None
 
     def holds_vip(self) -> bool:
         return any(v["state"] == "MASTER" for v in self.vrrp.values())
@@ -628,6 +658,8 @@ class Runtime:
             await self.checks.stop()
         if self.peers is not None:
             await self.peers.stop()
+        if self.anycast is not None:
+            await self.anycast.stop()
         if self.admin is not None:
             await self.admin.stop()
         if self.haproxy_socket is not None:

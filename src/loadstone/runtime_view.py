@@ -85,3 +85,7 @@ class RuntimeView(Protocol):
     def peers_status(self) -> dict[str, Any] | None:
         """global.peers: each peer up or down, its writers, datagrams refused."""
         ...
+
+    def anycast_status(self) -> dict[str, Any] | None:
+        """global.anycast: each VIP's decision and announced state, the driver's health."""
+        ...

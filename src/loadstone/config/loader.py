@@ -186,6 +186,7 @@ def _config(ctx: Ctx, document: object, source: str) -> Any:
     defaults = _defaults(ctx.key("defaults"), raw.get("defaults"))
     listeners = _listeners(ctx.key("listeners"), raw.get("listeners"), defaults, binds)
     validate.check_bind_conflicts(ctx, binds)
+    validate.check_anycast_listeners(ctx, global_, listeners)
     return build(Config, {"global_": global_, "listeners": listeners, "source": source})
 
 

@@ -841,6 +841,79 @@ class PeersConfig:
     )
 
 
+AnycastDriver = Literal["bird", "exabgp"]
+
+
+@dataclass(frozen=True, slots=True)
+class AnycastVip:
+    """A VIP announced by BGP while this instance serves it (global.anycast.vips[i]):
+    one listener or a group of listeners bound to the same address (docs/anycast.md)."""
+
+    name: str = field(metadata=key(v.Name, required="required"))
+    prefix: str = field(
+        metadata=key(v.Network(), "the route announced, e.g. 198.51.100.10/32", required="required")
+    )
+    listeners: tuple[str, ...] = field(
+        metadata=key(
+            ListOf(v.Name, "listener names"),
+            "the listeners served at this VIP: it is announced while each has a server up",
+            required="required",
+        )
+    )
+    # BIRD: the protocol (a static route of the VIP) enabled to announce and
+    # disabled to withdraw; the VIP's name when not set.
+    protocol: str | None = field(
+        default=None, metadata=key(Nullable(v.Name), "bird: the protocol enabled while announced")
+    )
+
+    @property
+    def bird_protocol(self) -> str:
+        return self.protocol or self.name
+
+
+@dataclass(frozen=True, slots=True)
+class AnycastConfig:
+    """Announce VIPs by BGP through BIRD or ExaBGP while this instance serves them."""
+
+    driver: AnycastDriver = field(
+        metadata=key(Choice.of(AnycastDriver), "who speaks BGP", required="required")
+    )
+    # bird: BIRD's control socket (birdc's -s); exabgp: the unix socket loadstone
+    # listens on, which the feed process ExaBGP runs connects to.
+    socket: str = field(
+        metadata=key(
+            Text(),
+            "bird: BIRD's control socket; exabgp: the socket the ExaBGP feed connects to",
+            required="required",
+        )
+    )
+    vips: tuple[AnycastVip, ...] = field(
+        metadata=key(
+            ListOf(Section(AnycastVip), "VIPs", unique="name"),
+            "the VIPs and the listeners each serves",
+            required="required",
+        )
+    )
+    hold_down: float = field(
+        default=5.0,
+        metadata=key(
+            Duration(allow_zero=True),
+            "flap damping: an announce or withdraw decision holds at least this long",
+        ),
+    )
+    interval: float = field(
+        default=1.0,
+        metadata=key(Duration(), "how often the decision is taken and told to the driver"),
+    )
+    timeout: float = field(
+        default=2.0, metadata=key(Duration(), "the longest wait for the driver's answer")
+    )
+    retry_max: float = field(
+        default=30.0,
+        metadata=key(Duration(), "back-off cap between attempts while the driver fails"),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class GlobalConfig:
     grace: float = field(  # zero: stop at once, closing sessions
@@ -884,6 +957,10 @@ class GlobalConfig:
     peers: PeersConfig | None = field(
         default=None,
         metadata=key(Nullable(Section(PeersConfig)), "writer agreement with other instances"),
+    )
+    anycast: AnycastConfig | None = field(
+        default=None,
+        metadata=key(Nullable(Section(AnycastConfig)), "announce VIPs by BGP (docs/anycast.md)"),
     )
 
 

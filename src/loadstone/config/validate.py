@@ -28,6 +28,7 @@ from loadstone.config.values import WILDCARDS
 __all__ = [
     "RULES",
     "add_pools",
+    "check_anycast_listeners",
     "check_bind_conflicts",
     "check_pool_names",
     "listener_check",
@@ -185,6 +186,19 @@ def check_bind_conflicts(ctx: Ctx, binds: list[tuple[Address, str]]) -> None:
                 )
                 ctx.problems.append(f"{path}: {address} {clash} by {earlier_path}")
                 break
+
+
+def check_anycast_listeners(ctx: Ctx, global_: Any, listeners: Any) -> None:
+    """Every listener a VIP of global.anycast names exists (ctx: the file's root)."""
+    anycast = getattr(global_, "anycast", None)
+    if anycast is None or listeners is INVALID:
+        return
+    names = {listener.name for listener in listeners}
+    vips = ctx.key("global").key("anycast").key("vips")
+    for i, vip in enumerate(anycast.vips):
+        for j, name in enumerate(vip.listeners):
+            if name not in names:
+                vips.index(i).key("listeners").index(j).error(f"no listener named {name!r}")
 
 
 # --------------------------------------------------------------------------

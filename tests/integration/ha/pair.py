@@ -20,6 +20,7 @@ import yaml
 
 from tests.integration.harness import BACKEND, LOADSTONE, ROOT, wait_for
 from tests.netbed.bed import NetBed
+from tests.netbed.peers import peers_section
 from tests.netbed.prober import outage
 
 KEEPALIVED_CONF = ROOT / "configs" / "keepalived" / "keepalived.conf"
@@ -100,17 +101,7 @@ class Pair:
         ]
         extra = dict(self.loadstone_extra)
         if self.peers_key is not None:
-            extra["peers"] = {
-                "name": host,
-                "bind": f"{self.bed.host(host).address}:{PEERS_PORT}",
-                "key_file": str(self.peers_key),
-                "interval": "250ms",
-                "peers": [
-                    {"name": c, "address": f"{self.bed.host(c).address}:{PEERS_PORT}"}
-                    for c in self.controllers
-                    if c != host
-                ],
-            }
+            extra["peers"] = peers_section(self.bed, host, self.controllers, self.peers_key)
         return {
             "global": {"admin": {"bind": ADMIN.removeprefix("http://")}, **extra},
             "listeners": {

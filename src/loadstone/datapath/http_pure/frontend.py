@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loadstone.balance import make_balancer
+from loadstone.balance.active_backup import ActiveBackup
 from loadstone.datapath.accept import AcceptingFrontend, Admitted
 from loadstone.datapath.http_counts import responses_by_class
 from loadstone.datapath.http_pure.upstream import Backend, IdlePool, RewritingBackend
@@ -127,8 +128,27 @@ class HttpListener(AcceptingFrontend[HttpConnection]):
             return
         for route in self.pools.values():
             route.balancer.refresh()
+        self._follow_adopted_writer(pool)
         if server is not None and not server.usable:
             self.upstreams.close_server(server)
+
+    def _follow_adopted_writer(self, pool: Pool) -> None:
+        """A writer adopted from the peers (Pool.adopt_active, loadstone.peers)
+        is set on the listener pool's balancer; a listener without routing
+        pools sends through its default route pool's own balancer, which would
+        otherwise keep the writer it chose itself."""
+        route = self.pools.get("default")
+        active = pool.active
+        if (
+            route is None
+            or active is None
+            or len(self.pools) != 1
+            or not isinstance(pool.balancer, ActiveBackup)
+            or not isinstance(route.balancer, ActiveBackup)
+            or route.balancer.active is active
+        ):
+            return
+        route.balancer.adopt(active.name, pool.balancer.chosen_at)
 
     # -- accepting ---------------------------------------------------------------------
 
