@@ -215,17 +215,12 @@ class TlsLoadstone(Loadstone):
 
 
 def build(name: str, workdir: Path, backends: NginxBackends, args: Any, cert: Issued) -> Proxy:
+    servers, workers = backends.backends, args.workers
     if name == "loadstone":
-        return TlsLoadstone(
-            workdir,
-            backends.backends,
-            workers=args.workers,
-            cert=cert,
-            pure_python=args.pure_python,
-        )
-    if name == "haproxy":
-        return TlsHAProxy(workdir, backends.backends, workers=args.workers, cert=cert)
-    return TlsNginx(workdir, backends.backends, workers=args.workers, cert=cert)
+        pure = args.pure_python
+        return TlsLoadstone(workdir, servers, workers=workers, cert=cert, pure_python=pure)
+    peer = TlsHAProxy if name == "haproxy" else TlsNginx
+    return peer(workdir, servers, workers=workers, cert=cert)
 
 
 # -- measurements -------------------------------------------------------------------------

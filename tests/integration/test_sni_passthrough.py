@@ -6,6 +6,7 @@ Bad first flights (not TLS, truncated, slow, silent) end that connection only.""
 
 from __future__ import annotations
 
+import signal
 import socket
 import ssl
 import time
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.integration import test_tls
 from tests.integration.harness import Loadstone, wait_for
@@ -77,6 +79,16 @@ def test_each_name_reaches_its_pool(ca: Ca, nginx: Callable[..., int], loadstone
         what="the session log lines",
     )
     assert logged[0]["tls"] == "TLSv1.3/passthrough/b.test", logged[0]
+
+    # A reload sending b.test to pool a: new connections follow it, counters stay.
+    ls.config["listeners"]["web"]["sni_passthrough"]["routes"][1]["pool"] = "a"
+    ls.path.write_text(yaml.safe_dump(ls.config))
+    assert ls.proc is not None
+    ls.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: ls.status()["reload"]["generation"] == 1, what="the reload")
+    assert "Peer certificate: CN = a.test" in s_client(port, "-brief", "-servername", "b.test")
+    routed = ls.status()["listeners"]["web"]["sni_passthrough"]["routed"]
+    assert routed == {"a": 3, "b": 2, "default": 2}, routed
 
 
 def _drain(sock: socket.socket) -> float:

@@ -45,13 +45,23 @@ def log_field(hello: ClientHello) -> str:
     return f"{version}/passthrough/{hello.server_name or '-'}"
 
 
+class SniCounts:
+    """A passthrough listener's counters, kept across reloads (status API)."""
+
+    __slots__ = ("refused", "routed")
+
+    def __init__(self) -> None:
+        self.routed: Counter[str] = Counter()  # connections by pool
+        self.refused: Counter[str] = Counter()  # connections ended before routing, by reason
+
+
 class SniPools:
     """The pools of one passthrough listener and the routes between them; the
     servers are the listener Pool's objects, so health and counters are shared."""
 
-    __slots__ = ("by_name", "default", "exact", "pools", "refused", "routed", "suffixes")
+    __slots__ = ("counts", "default", "exact", "pools", "suffixes")
 
-    def __init__(self, config: ListenerConfig, pool: Pool) -> None:
+    def __init__(self, config: ListenerConfig, pool: Pool, counts: SniCounts) -> None:
         passthrough = config.sni_passthrough
         assert passthrough is not None
         groups: dict[str, list[ServerRuntime]] = {}
@@ -65,8 +75,7 @@ class SniPools:
         }
         self.default = self.pools[passthrough.default_pool]
         self.exact, self.suffixes = _compile(passthrough)
-        self.routed: Counter[str] = Counter()  # connections by pool
-        self.refused: Counter[str] = Counter()  # connections ended before routing, by reason
+        self.counts = counts
         pool.subscribe(self._pool_changed)
 
     def _pool_changed(self, pool: Pool, server: ServerRuntime | None) -> None:
@@ -82,13 +91,13 @@ class SniPools:
                 name = next((p for s, p in self.suffixes if server_name.endswith(s)), None)
             if name is not None:
                 chosen = self.pools[name]
-        self.routed[chosen.name] += 1
+        self.counts.routed[chosen.name] += 1
         return chosen
 
     def status(self) -> dict[str, object]:
         return {
-            "routed": dict(self.routed),
-            "refused": dict(self.refused),
+            "routed": dict(self.counts.routed),
+            "refused": dict(self.counts.refused),
             "pools": {name: [s.name for s in p.servers] for name, p in self.pools.items()},
         }
 

@@ -41,7 +41,12 @@ import time
 from loadstone.datapath.accept import AcceptingFrontend
 from loadstone.datapath.connect import Connector
 from loadstone.datapath.http_pure.frontend import RoutePool
-from loadstone.datapath.sni_passthrough import INSPECT_TIMEOUT_REASON, SniPools, log_field
+from loadstone.datapath.sni_passthrough import (
+    INSPECT_TIMEOUT_REASON,
+    SniCounts,
+    SniPools,
+    log_field,
+)
 from loadstone.datapath.transport import WRITE_HIGH_WATER, WRITE_LOW_WATER, apply_keepalive
 from loadstone.server import ServerRuntime
 from loadstone.sessionlog import logged
@@ -296,7 +301,7 @@ class TcpSession(Connector[_ServerSide]):
             hello = hello_reader.feed(data)
         except ClientHelloError as exc:
             self.hello = None
-            sni.refused[exc.reason] += 1
+            sni.counts.refused[exc.reason] += 1
             self._abort_client()
             self.finish(f"sni-refused ({exc.reason})")
             return
@@ -316,7 +321,7 @@ class TcpSession(Connector[_ServerSide]):
             return
         self.hello = None
         if self.frontend.sni is not None:
-            self.frontend.sni.refused[INSPECT_TIMEOUT_REASON] += 1
+            self.frontend.sni.counts.refused[INSPECT_TIMEOUT_REASON] += 1
         self._abort_client()
         self.finish(INSPECT_TIMEOUT_REASON)
 
@@ -414,12 +419,16 @@ class TcpFrontend(AcceptingFrontend[TcpSession]):
     def _accepted(self) -> asyncio.Protocol:
         return _ClientSide(self)
 
+    def _prepare(self) -> None:
+        self.sni_counts = SniCounts()  # sni_passthrough's, across reloads
+
     def _configured(self) -> None:
         t = self.config.timeouts
         self.idle_timeout = min(t.client, t.server)
         self.idle_reason = "client-timeout" if t.client <= t.server else "server-timeout"
         # sni_passthrough: the pools by name, routed to by the ClientHello's SNI
-        self.sni = SniPools(self.config, self.pool) if self.config.sni_passthrough else None
+        passthrough = self.config.sni_passthrough is not None
+        self.sni = SniPools(self.config, self.pool, self.sni_counts) if passthrough else None
 
     def status_extra(self) -> dict[str, object]:
         extra = super().status_extra()
