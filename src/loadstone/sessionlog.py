@@ -67,7 +67,8 @@ class SessionLog:
         end: str,
         tls: str | None = None,
     ) -> None:
-        """One tcp session; `tls` is "version/cipher/sni" on a TLS listener."""
+        """One tcp session; `tls` is "version/cipher/sni" on a TLS listener, and
+        "version/passthrough/sni" on one routing on SNI without terminating."""
         now = time.time()
         if self.format == "json":
             fields: dict[str, object] = {

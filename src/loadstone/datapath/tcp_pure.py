@@ -15,6 +15,11 @@ every decision. Its life:
 Bytes the client sends while the server connection is being set up are kept
 (bounded: reading pauses past PENDING_LIMIT) and written once it is up.
 
+A listener with `sni_passthrough` puts one state before connecting: once
+admitted, the session feeds those kept bytes to a ClientHello reader until it
+names the pool (datapath.sni_passthrough), or ends the session on bytes that
+cannot be a ClientHello, or at `inspect_timeout`.
+
 Flow control is end to end: when one side's transport buffers more than its
 high-water mark, asyncio calls `pause_writing()` on that side's protocol and we
 stop reading from the *other* side until `resume_writing()`. Nothing is ever
