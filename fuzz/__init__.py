@@ -5,8 +5,8 @@
     python -m fuzz run --seconds 600 request_head response_head
     python -m fuzz replay TARGET FILE...         run inputs once (a crash file)
 
-Each target (fuzz/targets_http.py, fuzz/targets_checks.py) is a function of
-one byte string that returns normally when the code under test behaved and
+Each target (fuzz/targets_http.py, fuzz/targets_checks.py, fuzz/targets_tls.py) is
+a function of one byte string that returns normally when the code under test behaved and
 raises otherwise: an exception the module does not document, or an
 `AssertionError` from a property (a round trip that changes the message, a
 different result when the same bytes arrive split at other points). The

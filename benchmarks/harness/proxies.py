@@ -118,12 +118,17 @@ class Proxy:
             wait_for_port(self.port, alive=self._proc.check_alive)
             # One request per backend: round robin must reach both of them.
             for _ in self.backends:
-                status, length = http_get(self.port, SMALL_PATH)
+                status, length = self.probe()
                 if (status, length) != (200, len(SMALL_BODY)):
                     raise RuntimeError(f"{self.name}: GET / through the proxy gave {status}")
         except BaseException:
             self.stop()
             raise
+
+    def probe(self) -> tuple[int, int]:
+        """One GET / through the proxy: (status, body length). A proxy terminating
+        TLS (benchmarks/tls_compare.py) asks over TLS."""
+        return http_get(self.port, SMALL_PATH)
 
     def stop(self) -> int | None:
         """Stop the proxy (idempotent); return its exit status, None if never started."""

@@ -67,7 +67,8 @@ class SessionLog:
         end: str,
         tls: str | None = None,
     ) -> None:
-        """One tcp session; `tls` is "version/cipher/sni" on a TLS listener."""
+        """One tcp session; `tls` is "version/cipher/sni" on a TLS listener, and
+        "version/passthrough/sni" on one routing on SNI without terminating."""
         now = time.time()
         if self.format == "json":
             fields: dict[str, object] = {
@@ -106,35 +107,38 @@ class SessionLog:
         bytes_out: int,
         timings: tuple[float, float, float, float, float],
         end: str,
+        tls: str | None = None,
     ) -> None:
         """One HTTP request (mode http), with HAProxy's httplog timings in seconds,
         -1 for a phase not reached: TR receive the request head, Tw wait in the
         queue, Tc connect to the server (0 on a reused connection), Tr wait for the
         response head after sending the request, Ta total from the first byte of
-        the request to the last byte of the response."""
+        the request to the last byte of the response. `tls` is "version/cipher/sni"
+        on a TLS listener, as in `session`."""
         now = time.time()
         t_req, t_wait, t_conn, t_resp, t_all = timings
         if self.format == "json":
-            line = orjson.dumps(
-                {
-                    "time": now,
-                    "event": "http",
-                    "client": client,
-                    "listener": listener,
-                    "server": server,
-                    "method": method,
-                    "target": target,
-                    "status": status,
-                    "bytes_in": bytes_in,
-                    "bytes_out": bytes_out,
-                    "t_request": t_req,
-                    "t_queue": t_wait,
-                    "t_connect": t_conn,
-                    "t_response": t_resp,
-                    "t_total": t_all,
-                    "end": end,
-                }
-            ).decode()
+            fields: dict[str, object] = {
+                "time": now,
+                "event": "http",
+                "client": client,
+                "listener": listener,
+                "server": server,
+                "method": method,
+                "target": target,
+                "status": status,
+                "bytes_in": bytes_in,
+                "bytes_out": bytes_out,
+                "t_request": t_req,
+                "t_queue": t_wait,
+                "t_connect": t_conn,
+                "t_response": t_resp,
+                "t_total": t_all,
+                "end": end,
+            }
+            if tls is not None:
+                fields["tls"] = tls
+            line = orjson.dumps(fields).decode()
         else:
             stamp = _stamp(now)
             ms = "/".join("-1" if t < 0 else f"{t * 1000:.3f}" for t in timings)
@@ -143,6 +147,8 @@ class SessionLog:
                 f"{status} {ms}ms in={bytes_in} out={bytes_out} "
                 f'"{method} {target}" end={end}'
             )
+            if tls is not None:
+                line += f" tls={tls}"
         self._append(line)
 
     def lines_formatted(self, text: str) -> None:

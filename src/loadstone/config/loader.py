@@ -285,17 +285,34 @@ def _listener(
 
     if "servers" in raw:
         values["servers"] = _parse(ctx, raw, "servers")
-    elif "pools" in raw and raw.get("default_pool", "default") != "default":
+    elif "pools" in raw and (
+        raw.get("default_pool", "default") != "default" or "sni_passthrough" in raw
+    ):
         values["servers"] = ()  # every server is in a named pool
     else:
         values["servers"] = ctx.key("servers").error("required: a list of servers")
 
     mode = values.get("mode", "tcp")
     if mode == "http":
+        validate.refuse_keys_of_other_modes(ctx, raw, LISTENER_KEYS, mode)  # sni_passthrough
         _http_listener(ctx, raw, values, defaults)
     elif mode is not INVALID:
         validate.refuse_keys_of_other_modes(ctx, raw, LISTENER_KEYS, mode)
+        _sni_listener(ctx, raw, values)
     return build(ListenerConfig, {"name": name, **values})
+
+
+def _sni_listener(ctx: Ctx, raw: Mapping[str, Any], values: dict[str, Any]) -> None:
+    """Parse a tcp listener's sni_passthrough and the pools it routes to."""
+    if "sni_passthrough" not in raw:
+        if "pools" in raw:
+            ctx.key("pools").error("in mode tcp, pools are routed to by sni_passthrough: add it")
+        return
+    pool_names = {"default"}
+    if "pools" in raw:
+        pool_names = validate.add_pools(ctx, values, _parse(ctx, raw, "pools"))
+    values["sni_passthrough"] = _parse(ctx, raw, "sni_passthrough")
+    validate.check_sni_passthrough(ctx, raw, values, pool_names)
 
 
 def _http_listener(

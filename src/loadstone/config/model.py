@@ -66,6 +66,9 @@ _CREDENTIALS: Final = ("http", "galera", "mysql", "amqp")
 _GALERA: Final = ("galera",)
 _AMQP: Final = ("amqp",)
 _SEND_EXPECT: Final = ("send-expect",)
+# The checks whose dialogue can run over TLS (galera, mysql and amqp speak their
+# own protocols through their client libraries, which are not given a TLS context).
+_TLS_CHECKS: Final = ("tcp", "http", "send-expect")
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +232,11 @@ class CheckConfig:
     )
     tls: bool = field(
         default=False,
-        metadata=key(Bool(), "probe over TLS, with the server's `tls` (or server_tls) settings"),
+        metadata=key(
+            Bool(),
+            "probe over TLS, with the server's `tls` (or server_tls) settings",
+            only=_TLS_CHECKS,
+        ),
     )
     # send-expect
     preset: str | None = field(
@@ -492,6 +499,46 @@ class HaproxyNames:
 
 
 @dataclass(frozen=True, slots=True)
+class SniRoute:
+    """Connections whose ClientHello names one of `names` go to `pool`."""
+
+    names: tuple[str, ...] = field(  # lower case; "*.example.com" matches subdomains
+        metadata=key(
+            ListOf(v.RouteHost(), "names", single=(object,)),
+            "server names (SNI); *.example.com matches subdomains",
+            required="required: the server names routed to the pool",
+        )
+    )
+    # a name in ListenerConfig.pools, or "default" (the listener-level servers)
+    pool: str = field(metadata=key(v.Name, required="required"))
+
+
+@dataclass(frozen=True, slots=True)
+class SniPassthrough:
+    """Route a tcp listener's connections on the SNI of their ClientHello, without
+    terminating TLS (HAProxy `tcp-request inspect-delay` + `use_backend ... req.ssl_sni`)."""
+
+    routes: tuple[SniRoute, ...] = field(
+        default=(),
+        metadata=key(
+            ListOf(Section(SniRoute), "routes like {names: [a.example.com], pool: a}"),
+            "the first route naming the client's SNI chooses the pool",
+        ),
+    )
+    default_pool: str = field(  # pool of a ClientHello no route names, or without SNI
+        default="default",
+        metadata=key(v.Name, "pool of a ClientHello without SNI or with a name no route has"),
+    )
+    inspect_timeout: float = field(
+        default=5.0,
+        metadata=key(
+            Duration(),
+            "time allowed for the whole ClientHello to arrive; then the connection is closed",
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerConfig:
     """A listener: its name is its key under `listeners`."""
 
@@ -559,7 +606,16 @@ class ListenerConfig:
             inherit=True,
         ),
     )
-    # Every server of the listener; in http mode with `pools`, each names its pool.
+    sni_passthrough: SniPassthrough | None = field(
+        default=None,
+        metadata=key(
+            Section(SniPassthrough),
+            "route on the ClientHello's SNI to `pools`, passing TLS through",
+            only=("tcp",),
+        ),
+    )
+    # Every server of the listener; with `pools` (http, or tcp with sni_passthrough),
+    # each names its pool.
     servers: tuple[ServerConfig, ...] = field(default=(), metadata=key(_SERVERS))
     # -- http mode only ------------------------------------------------------------
     forwardfor: ForwardFor | None = field(
@@ -619,7 +675,10 @@ class ListenerConfig:
     )
     pools: tuple[PoolConfig, ...] = field(
         default=(),
-        metadata=key(v.PoolMap(_BALANCE, _SERVERS), "routing pools by name", only=_HTTP),
+        metadata=key(
+            v.PoolMap(_BALANCE, _SERVERS),
+            "routing pools by name (mode tcp: with sni_passthrough)",
+        ),
     )
     routes: tuple[RouteConfig, ...] = field(
         default=(),

@@ -31,6 +31,7 @@ __all__ = [
     "check_anycast_listeners",
     "check_bind_conflicts",
     "check_pool_names",
+    "check_sni_passthrough",
     "listener_check",
     "refuse_keys_of_other_modes",
 ]
@@ -263,3 +264,35 @@ def check_pool_names(ctx: Ctx, values: dict[str, Any], pool_names: set[str]) -> 
         values["default_pool"] = ctx.key("default_pool").error(
             f"unknown pool {default_pool!r}; known: {known}"
         )
+
+
+# --------------------------------------------------------------------------
+# A tcp listener routing on SNI: known pools, and TLS left to the servers
+
+
+def check_sni_passthrough(
+    ctx: Ctx, raw: Mapping[str, Any], values: dict[str, Any], pool_names: set[str]
+) -> None:
+    """The pools sni_passthrough names exist; the listener neither terminates TLS
+    nor encrypts to its servers (the client's TLS goes through untouched)."""
+    passthrough = values.get("sni_passthrough")
+    at = ctx.key("sni_passthrough")
+    for own in ("tls", "server_tls"):
+        if own in raw:
+            values[own] = ctx.key(own).error(
+                "cannot be used with sni_passthrough, which passes the client's TLS through"
+            )
+    if "server_tls" not in raw:
+        values["server_tls"] = None  # inherited from defaults: not for passthrough
+    if passthrough is INVALID or passthrough is None or values.get("pools") is INVALID:
+        return
+    known = ", ".join(sorted(pool_names))
+    for i, route in enumerate(passthrough.routes):
+        if route.pool not in pool_names:
+            at.key("routes").index(i).key("pool").error(
+                f"unknown pool {route.pool!r}; known: {known}"
+            )
+            values["sni_passthrough"] = INVALID
+    if passthrough.default_pool not in pool_names:
+        at.key("default_pool").error(f"unknown pool {passthrough.default_pool!r}; known: {known}")
+        values["sni_passthrough"] = INVALID

@@ -9,7 +9,7 @@ HTTP path serves a listener whose configuration uses only what it implements
 (loadstone.datapath.http_native.refusal), the pure one the others. Mode tcp is
 too (`tcp_frontend`): the native engine has no TLS yet, so a listener with `tls`
 or TLS to its servers is served by the pure path, which says so in its status
-(data_path_reason).
+(data_path_reason); so is one routing on SNI (sni_passthrough).
 
 The four frontends (tcp_pure, http_pure, tcp_native, http_native) all answer to
 `seam.Frontend`, which is all the runtime and the admin API know of them.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 
 from loadstone.config.model import GlobalConfig, ListenerConfig
+from loadstone.datapath import sni_passthrough
 from loadstone.datapath.http_pure import HttpFrontend as PureHttpFrontend
 from loadstone.datapath.seam import Frontend, FrontendFactory
 from loadstone.datapath.tcp_pure import TcpFrontend as PureTcpFrontend
@@ -66,7 +67,7 @@ def tcp_frontend(config: ListenerConfig) -> tuple[FrontendFactory, str, str | No
     the native path is built, why it does not serve it (TLS, for now)."""
     if IMPLEMENTATION != "native":
         return PureTcpFrontend, "pure", None
-    refused = http_native.tls_refusal(config)
+    refused = http_native.tls_refusal(config) or sni_passthrough.native_refusal(config)
     if refused is not None:
         return PureTcpFrontend, "pure", refused
     return tcp_native.TcpFrontend, "native", None

@@ -15,6 +15,11 @@ every decision. Its life:
 Bytes the client sends while the server connection is being set up are kept
 (bounded: reading pauses past PENDING_LIMIT) and written once it is up.
 
+A listener with `sni_passthrough` puts one state before connecting: once
+admitted, the session feeds those kept bytes to a ClientHello reader until it
+names the pool (datapath.sni_passthrough), or ends the session on bytes that
+cannot be a ClientHello, or at `inspect_timeout`.
+
 Flow control is end to end: when one side's transport buffers more than its
 high-water mark, asyncio calls `pause_writing()` on that side's protocol and we
 stop reading from the *other* side until `resume_writing()`. Nothing is ever
@@ -40,9 +45,17 @@ import time
 
 from loadstone.datapath.accept import AcceptingFrontend
 from loadstone.datapath.connect import Connector
+from loadstone.datapath.http_pure.frontend import RoutePool
+from loadstone.datapath.sni_passthrough import (
+    INSPECT_TIMEOUT_REASON,
+    SniCounts,
+    SniPools,
+    log_field,
+)
 from loadstone.datapath.transport import WRITE_HIGH_WATER, WRITE_LOW_WATER, apply_keepalive
 from loadstone.server import ServerRuntime
 from loadstone.sessionlog import logged
+from loadstone.tls.clienthello import ClientHelloError, ClientHelloReader
 from loadstone.tls.termination import session_fields
 
 log = logging.getLogger("loadstone.datapath")
@@ -111,11 +124,13 @@ class TcpSession(Connector[_ServerSide]):
         "closed",
         "end_reason",
         "frontend",
+        "hello",
         "last_activity",
         "loop",
         "pending",
         "pending_size",
         "queue_timer",
+        "route",
         "server_eof_seen",
         "server_transport",
         "started",
@@ -145,6 +160,9 @@ class TcpSession(Connector[_ServerSide]):
         self.queue_timer: asyncio.TimerHandle | None = None
         self.started = time.time()
         self.last_activity = 0.0
+        # sni_passthrough: the ClientHello being read, then the pool it chose.
+        self.hello: ClientHelloReader | None = None
+        self.route: RoutePool | None = None
 
     # -- client side ---------------------------------------------------------------
 
@@ -175,6 +193,8 @@ class TcpSession(Connector[_ServerSide]):
             self.pending_size += len(data)
             if self.pending_size > PENDING_LIMIT and self.client is not None:
                 self.client.pause_reading()
+            if self.hello is not None:
+                self._inspect(data)
 
     def client_eof(self) -> bool:
         self.client_eof_seen = True
@@ -231,7 +251,8 @@ class TcpSession(Connector[_ServerSide]):
     def connect(self) -> None:
         """Pick a server and start connecting to it (datapath.connect's loop)."""
         frontend = self.frontend
-        server = self._same_server() or frontend.pool.pick(self.client_ip, self.failed)
+        pool = self.route or frontend.pool
+        server = self._same_server() or pool.pick(self.client_ip, self.failed)
         if server is None:
             self.finish("no-server")
             return
@@ -265,6 +286,56 @@ class TcpSession(Connector[_ServerSide]):
         self.last_activity = self.loop.time()
         self._arm_timer(self.frontend.idle_timeout)
 
+    # -- sni_passthrough: the ClientHello first ----------------------------------------
+
+    def _start_inspection(self, sni: SniPools) -> None:
+        """Read the ClientHello before choosing a pool (bytes already received
+        count: they arrived while the session was queued)."""
+        self.hello = ClientHelloReader()
+        assert self.frontend.config.sni_passthrough is not None
+        timeout = self.frontend.config.sni_passthrough.inspect_timeout
+        self.timer = self.loop.call_later(timeout, self._inspect_expired)
+        if self.pending:
+            self._inspect(b"".join(self.pending))
+
+    def _inspect(self, data: bytes) -> None:
+        hello_reader = self.hello
+        sni = self.frontend.sni
+        assert hello_reader is not None and sni is not None
+        try:
+            hello = hello_reader.feed(data)
+        except ClientHelloError as exc:
+            self.hello = None
+            sni.counts.refused[exc.reason] += 1
+            self._abort_client()
+            self.finish(f"sni-refused ({exc.reason})")
+            return
+        if hello is None:
+            return
+        self.hello = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.client_tls = log_field(hello)
+        self.route = sni.route(hello.server_name)
+        self.connect()
+
+    def _inspect_expired(self) -> None:
+        self.timer = None
+        if self.closed or self.hello is None:
+            return
+        self.hello = None
+        if self.frontend.sni is not None:
+            self.frontend.sni.counts.refused[INSPECT_TIMEOUT_REASON] += 1
+        self._abort_client()
+        self.finish(INSPECT_TIMEOUT_REASON)
+
+    def _abort_client(self) -> None:
+        # Nothing is owed to a client refused before routing: abort, not close,
+        # so that one that stopped reading does not hold the descriptor.
+        if self.client is not None:
+            self.client.abort()
+
     # -- timers ----------------------------------------------------------------------
 
     def _arm_timer(self, delay: float) -> None:
@@ -295,6 +366,10 @@ class TcpSession(Connector[_ServerSide]):
     def admitted(self, waited: bool) -> None:
         if waited and self.client is not None:
             self.client.resume_reading()
+        sni = self.frontend.sni
+        if sni is not None and self.route is None:
+            self._start_inspection(sni)
+            return
         self.connect()
 
     def queue_expired(self) -> None:
@@ -349,10 +424,26 @@ class TcpFrontend(AcceptingFrontend[TcpSession]):
     def _accepted(self) -> asyncio.Protocol:
         return _ClientSide(self)
 
+    def _prepare(self) -> None:
+        self.sni_counts = SniCounts()  # sni_passthrough's, across reloads
+
     def _configured(self) -> None:
         t = self.config.timeouts
         self.idle_timeout = min(t.client, t.server)
         self.idle_reason = "client-timeout" if t.client <= t.server else "server-timeout"
+        # sni_passthrough: the pools by name, routed to by the ClientHello's SNI
+        passthrough = self.config.sni_passthrough is not None
+        self.sni = SniPools(self.config, self.pool, self.sni_counts) if passthrough else None
+
+    def status_extra(self) -> dict[str, object]:
+        extra = super().status_extra()
+        if self.sni is not None:
+            extra.update(
+                data_path=self.data_path,
+                data_path_reason=self.data_path_reason,
+                sni_passthrough=self.sni.status(),
+            )
+        return extra
 
     def _account(self, session: TcpSession) -> None:
         self.bytes_in_done += session.bytes_in

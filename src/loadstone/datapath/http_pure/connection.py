@@ -59,6 +59,7 @@ from loadstone.datapath.http_pure.upstream import HttpParserError, HttpParserUpg
 from loadstone.datapath.transport import WRITE_HIGH_WATER, WRITE_LOW_WATER, apply_keepalive
 from loadstone.http import message
 from loadstone.http.request import CHUNKED, HAS_BODY, BadRequest
+from loadstone.tls.termination import session_fields
 
 log = logging.getLogger("loadstone.datapath.http")
 
@@ -91,6 +92,7 @@ class ClientConnection(asyncio.Protocol, Exchange):
         "state",
         "timeout_kind",
         "timer",
+        "tls_fields",
         "transport",
         "tunnel_buf",
     )
@@ -103,6 +105,7 @@ class ClientConnection(asyncio.Protocol, Exchange):
         self.parser = httptools.HttpRequestParser(self)
         self.client_ip: str | None = None
         self.peer = "-"
+        self.tls_fields: str | None = None
         self.extra = b""  # header lines added to every request (X-Forwarded-For...)
         self.client_eof = False
         self.paused = False  # reading paused (flow control, pipelining, the queue)
@@ -140,6 +143,8 @@ class ClientConnection(asyncio.Protocol, Exchange):
         if peer:
             self.client_ip = peer[0]
             self.peer = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
+        if frontend.tls is not None:  # the handshake is done: asyncio calls us after it
+            self.tls_fields = session_fields(tr)
         policy = frontend.req_policy
         # getsockname(2) only when X-Forwarded-Port needs the local port.
         local = transport.get_extra_info("sockname") if policy.port_header else None

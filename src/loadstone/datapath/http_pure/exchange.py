@@ -77,6 +77,7 @@ class Exchange(Connector[Backend]):
     state: State
     peer: str
     client_ip: str | None
+    tls_fields: str | None  # version/cipher/sni on a TLS listener, for the access log
     http11: bool
     client_eof: bool
     feeding: bool
@@ -358,6 +359,7 @@ class Exchange(Connector[Backend]):
                     t_end - req.t_begin,
                 ),
                 end,
+                tls=self.tls_fields,
             )
         self.bytes_in = 0
         self.bytes_out = 0

@@ -1,0 +1,169 @@
+"""SNI passthrough: a tcp listener reads the ClientHello's server name and relays
+the TLS untouched to the pool routed to it. The backends are nginx TLS servers,
+each with its own certificate, so the certificate a client sees (curl verifying
+it, openssl s_client printing it) proves which pool the connection reached.
+Bad first flights (not TLS, truncated, slow, silent) end that connection only."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration import test_tls
+from tests.integration.harness import Loadstone, wait_for
+from tests.integration.test_tls import config, https_get, port_of, s_client
+from tests.tlscerts import Ca
+
+pytestmark = pytest.mark.integration
+
+# The TLS suite's fixtures: a CA made at run time, nginx servers (over TLS with `tls=`).
+ca = test_tls.ca
+nginx = test_tls.nginx
+
+Start = Callable[..., Loadstone]
+
+
+def passthrough(ca: Ca, nginx: Callable[..., int], timeout: str = "5s") -> dict[str, Any]:
+    """A listener with pools a (a.test, *.a.test) and b (b.test), and a default
+    server; each backend is nginx with a certificate for its own names."""
+    backend: dict[str, int] = {}
+    for name, names in (("a", ["a.test", "*.a.test"]), ("b", ["b.test"]), ("d", ["d.test"])):
+        issued = ca.issue(name, names)
+        backend[name] = nginx(f"n{name}", tls=(issued.cert, issued.key))
+    return config({
+        "mode": "tcp",
+        "sni_passthrough": {
+            "inspect_timeout": timeout,
+            "routes": [{"names": ["a.test", "*.a.test"], "pool": "a"},
+                       {"names": "b.test", "pool": "b"}],
+        },
+        "pools": {
+            "a": {"servers": [{"name": "na", "address": f"127.0.0.1:{backend['a']}"}]},
+            "b": {"servers": [{"name": "nb", "address": f"127.0.0.1:{backend['b']}"}]},
+        },
+        "servers": [{"name": "nd", "address": f"127.0.0.1:{backend['d']}"}],
+    })  # fmt: skip
+
+
+@pytest.mark.usefixtures("datapath")
+def test_each_name_reaches_its_pool(ca: Ca, nginx: Callable[..., int], loadstone: Start) -> None:
+    ls = loadstone(passthrough(ca, nginx))
+    port = port_of(ls)
+    listener = ls.status()["listeners"]["web"]
+    assert listener["data_path"] == "pure"
+    if ls.status()["datapath"] == "native":
+        assert "SNI passthrough" in listener["data_path_reason"]
+
+    # curl verifies the backend's own certificate: the TLS went through untouched.
+    assert https_get(port, ca.path, "a.test") == (200, "na")
+    assert https_get(port, ca.path, "x.a.test") == (200, "na")
+    assert https_get(port, ca.path, "b.test") == (200, "nb")
+    # A name no route has, and no SNI at all: the default pool's server.
+    assert "Peer certificate: CN = d.test" in s_client(port, "-brief", "-servername", "other.test")
+    assert "Peer certificate: CN = d.test" in s_client(port, "-brief", "-noservername")
+    assert "Peer certificate: CN = b.test" in s_client(port, "-brief", "-servername", "B.TEST")
+
+    sni = ls.status()["listeners"]["web"]["sni_passthrough"]
+    assert sni["routed"] == {"a": 2, "b": 2, "default": 2}, sni
+    assert sni["refused"] == {}
+    assert sni["pools"] == {"a": ["na"], "b": ["nb"], "default": ["nd"]}
+    logged = wait_for(
+        lambda: [e for e in ls.session_logs() if e.get("server") == "nb"] or None,
+        what="the session log lines",
+    )
+    assert logged[0]["tls"] == "TLSv1.3/passthrough/b.test", logged[0]
+
+    # A reload sending b.test to pool a: new connections follow it, counters stay.
+    ls.config["listeners"]["web"]["sni_passthrough"]["routes"][1]["pool"] = "a"
+    ls.path.write_text(yaml.safe_dump(ls.config))
+    assert ls.proc is not None
+    ls.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: ls.status()["reload"]["generation"] == 1, what="the reload")
+    assert "Peer certificate: CN = a.test" in s_client(port, "-brief", "-servername", "b.test")
+    routed = ls.status()["listeners"]["web"]["sni_passthrough"]["routed"]
+    assert routed == {"a": 3, "b": 2, "default": 2}, routed
+
+
+def _drain(sock: socket.socket) -> float:
+    """Read until loadstone closes the connection; return when that was."""
+    sock.settimeout(10)
+    try:
+        while sock.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    return time.monotonic()
+
+
+def test_bad_first_flights_end_at_once_or_at_the_inspect_timeout(
+    ca: Ca, nginx: Callable[..., int], loadstone: Start
+) -> None:
+    ls = loadstone(passthrough(ca, nginx, timeout="700ms"))
+    port = port_of(ls)
+    assert https_get(port, ca.path, "a.test") == (200, "na")
+    baseline = ls.fd_count()
+    hello = _client_hello("a.test")
+
+    def connect(data: bytes) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        if data:
+            sock.sendall(data)
+        return sock
+
+    start = time.monotonic()
+    at_once = [connect(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"), connect(b"\x00\xff" * 300)]
+    at_timeout = [connect(hello[: len(hello) // 2]), connect(b"")]
+    slow = connect(hello[:10])  # a client dripping its ClientHello, slower than the timeout
+    # Everyone else is served meanwhile.
+    assert https_get(port, ca.path, "b.test") == (200, "nb")
+    for sock in at_once:
+        assert _drain(sock) - start < 0.6
+        sock.close()
+    for offset in range(10, 40, 5):
+        try:
+            slow.sendall(hello[offset : offset + 5])
+        except OSError:
+            break  # already closed by loadstone: the point of the test
+        time.sleep(0.1)  # the client's pace, not a synchronisation
+    for sock in [*at_timeout, slow]:
+        ended = _drain(sock) - start
+        assert 0.6 <= ended < 5, ended
+        sock.close()
+
+    wait_for(lambda: ls.fd_count() <= baseline, timeout=10, what="fd count back to baseline")
+    sni = ls.status()["listeners"]["web"]["sni_passthrough"]
+    assert sni["refused"] == {
+        "not TLS (plain text)": 1,
+        "not TLS (record type)": 1,
+        "sni-inspect-timeout": 3,
+    }, sni
+
+    def refused_ends() -> list[str] | None:  # the log is written through a buffer
+        ends = sorted(e["end"] for e in ls.session_logs() if e.get("server") == "-")
+        return ends if len(ends) >= 5 else None
+
+    ends = wait_for(refused_ends, what="five session log lines")
+    assert ends == [
+        "sni-inspect-timeout",
+        "sni-inspect-timeout",
+        "sni-inspect-timeout",
+        "sni-refused (not TLS (plain text))",
+        "sni-refused (not TLS (record type))",
+    ], ends
+
+
+def _client_hello(name: str) -> bytes:
+    """The first flight of a real client (Python's ssl), for truncating."""
+    ctx = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=name)
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()
