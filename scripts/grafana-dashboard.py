@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Write configs/grafana-dashboard.json (run after changing a panel here).
 
-Every query is filtered by $instance and $listener. Panels say in their title
+Every query is filtered by $instance and $listener. Certificate expiry is left
+to the alert rules (configs/prometheus/): a panel of it would stay empty
+wherever TLS is not configured. Panels say in their title
 whether they sum over the selected instances ("all instances") or show one
 line per instance: three controllers scraped separately would otherwise triple
 every count. Rates use $__rate_interval, so they follow the scrape interval.
@@ -329,21 +331,6 @@ PANELS = [
         8,
         8,
         **unit("bytes"),
-    ),
-    panel(
-        "table",
-        "Days until a certificate expires",
-        [
-            (
-                "min by (listener, file, subject) ("
-                f"(loadstone_tls_certificate_expiry_timestamp_seconds{{{SEL}}}"
-                " - time()) / 86400)",
-                "{{listener}} {{subject}}",
-            )
-        ],
-        24,
-        6,
-        **unit("d"),
     ),
 ]
 

@@ -5,12 +5,16 @@ build's variant, the llhttp and OpenSSL it uses. `loadstone_build_info` and
 
 from __future__ import annotations
 
+import contextlib
+import platform
 import re
 import ssl
 from dataclasses import dataclass
+from importlib import metadata
 
 import loadstone
 from loadstone import datapath
+from loadstone.kernel_features import kernel_features
 
 if datapath.IMPLEMENTATION == "native":
     from loadstone._fastpath import relay
@@ -49,3 +53,37 @@ def build_info() -> BuildInfo:
         llhttp=relay.LLHTTP_VERSION if native else "none",
         openssl=openssl_version(),
     )
+
+
+def io_uring_state() -> str:
+    """Whether the native engine's workers get an io_uring for their batched
+    sends here (a worker is started and stopped to find out)."""
+    if datapath.IMPLEMENTATION != "native":
+        return "n/a (no native data path)"
+    with contextlib.closing(relay.Engine(workers=1, io_uring="auto")) as engine:
+        granted = engine.io_uring_workers
+    return "yes" if granted else "no (the kernel refused it)"
+
+
+def _package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def describe() -> dict[str, str]:
+    """`loadstone version -v`: what it is built with and what the kernel offers."""
+    info = build_info()
+    return {
+        "version": info.version,
+        "data path": info.data_path,
+        "build": info.build,
+        "llhttp": info.llhttp,
+        "OpenSSL": f"{info.openssl} (Python's ssl: the pure path's TLS)",
+        "Python": platform.python_version(),
+        "uvloop": _package_version("uvloop"),
+        "kernel": f"{platform.system()} {platform.release()}",
+        "io_uring": io_uring_state(),
+        **kernel_features(),
+    }
