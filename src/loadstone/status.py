@@ -9,6 +9,7 @@ from typing import Any
 import loadstone
 from loadstone import datapath
 from loadstone.datapath.seam import Frontend
+from loadstone.datapath.traffic import by_class
 from loadstone.runtime_view import ListenerView, RuntimeView
 from loadstone.server import ServerRuntime
 
@@ -57,7 +58,13 @@ def listener_status(lr: ListenerView) -> dict[str, Any]:
     if lr.config.balance == "active-backup":
         active = lr.pool.active
         status["active"] = active.name if active is not None else None
+    status["maxconn"] = lr.config.maxconn  # the stats page shows the queue against it
     status["servers"] = {s.name: server_status(s) for s in lr.pool.servers}
+    if lr.config.mode == "http":
+        # Each server's responses by class (the stats page's 2xx/4xx/5xx rates).
+        codes = frontend.traffic_metrics().server_codes
+        for name, doc in status["servers"].items():
+            doc["http_responses"] = by_class(codes.get(name))
     status.update(frontend.status_extra())  # mode http: request counters, routing pools
     draining = [s for s in lr.pool.removed if s.sessions]
     if draining:

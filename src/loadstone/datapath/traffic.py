@@ -62,6 +62,14 @@ def empty_row() -> list[int]:
     return [0] * len(ROW_LABELS)
 
 
+def by_class(row: list[int] | None) -> dict[str, int]:
+    """A code row summed by class: {"1xx": n, ..., "5xx": n, "other": n}."""
+    totals = dict.fromkeys(CLASSES, 0)
+    for (_, cls), count in zip(ROW_LABELS, row or empty_row(), strict=True):
+        totals[cls] += count
+    return totals
+
+
 @dataclass
 class Histogram:
     """Per-bucket counts (not cumulative; the last one is above every bound)
