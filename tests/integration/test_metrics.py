@@ -238,3 +238,27 @@ def test_dashboard_and_rules_use_documented_metrics() -> None:
     }
     assert used - documented == set()
     assert "histogram_quantile" in "".join(exprs) and 'class=\\"5xx\\"' in json.dumps(exprs)
+
+
+def test_pure_tcp_listener_counts_connect_times(
+    backends: Callable[..., list[Backend]], loadstone: Callable[..., Loadstone]
+) -> None:
+    servers = backends(1, mode="echo")
+    config = listener_config(servers)
+    ls = loadstone(config, env={"LOADSTONE_NO_EXTENSIONS": "1"})
+    assert ls.status()["datapath"] == "pure"
+    port = int(config["listeners"]["web"]["bind"][0].rsplit(":", 1)[1])
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            conn.sendall(b"ping")
+            assert conn.recv(16) == b"ping"
+    found = samples(ls.get("/metrics").decode())
+    hist = "loadstone_listener_connect_duration_seconds"
+    assert value(found, hist + "_count", listener="web") == 2
+    assert value(found, hist + "_bucket", listener="web", le="+Inf") == 2
+    assert (
+        "loadstone_listener_http_request_duration_seconds_count",
+        frozenset({("listener", "web")}),
+    ) not in found
+    info = [dict(labels) for (metric, labels) in found if metric == "loadstone_build_info"]
+    assert info[0]["data_path"] == "pure" and info[0]["llhttp"] == "none"
