@@ -201,23 +201,17 @@ def test_every_exported_metric_is_documented(
     assert exported - documented_metrics() == set()
 
 
-def test_alert_rules_pass_promtool() -> None:
-    rules = subprocess.run(
-        [PROMTOOL, "check", "rules", "loadstone-alerts.yml"],
-        cwd=PROMETHEUS_DIR,
-        capture_output=True,
-        text=True,
-        timeout=60,
+def promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PROMTOOL, *args], cwd=PROMETHEUS_DIR, capture_output=True, text=True, timeout=60
     )
+
+
+def test_alert_rules_pass_promtool() -> None:
+    rules = promtool("check", "rules", "loadstone-alerts.yml")
     assert rules.returncode == 0, rules.stdout + rules.stderr
     assert "SUCCESS: 9 rules found" in rules.stdout
-    unit = subprocess.run(
-        [PROMTOOL, "test", "rules", "loadstone-alerts.test.yml"],
-        cwd=PROMETHEUS_DIR,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    unit = promtool("test", "rules", "loadstone-alerts.test.yml")
     assert unit.returncode == 0 and "SUCCESS" in unit.stdout, unit.stdout + unit.stderr
 
 

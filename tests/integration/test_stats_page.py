@@ -30,21 +30,27 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+# The flags keep Chromium off the network (this machine has none) and let it
+# run as root in a container.
+HEADLESS = [
+    CHROMIUM,
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
 def chromium(tmp: Path, url: str, *args: str) -> str:
-    # The flags keep Chromium off the network (this machine has none) and
-    # let it run as root in a container; virtual time lets the page's own
-    # fetch and render finish before the DOM is dumped.
+    # Virtual time lets the page's own fetch and render finish before the DOM
+    # is dumped.
     result = subprocess.run(
         [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *HEADLESS,
             f"--user-data-dir={tmp / 'chromium-profile'}",
             "--virtual-time-budget=4000",
             *args,
@@ -97,15 +103,7 @@ class Browser:
         self.profile = tmp / "chromium-devtools"
         self.proc = subprocess.Popen(
             [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
+                *HEADLESS,
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",  # Chromium picks one, written to DevToolsActivePort
                 f"--user-data-dir={self.profile}",
