@@ -7,6 +7,7 @@ look at."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -111,6 +112,9 @@ class Browser:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # not under scripts/sanitize-tests' preloaded ASan runtime: Chromium
+            # is the tool here, not what is tested
+            env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"},
         )
         self.url = url
         self.ws: aiohttp.ClientWebSocketResponse | None = None
@@ -119,7 +123,12 @@ class Browser:
 
     async def connect(self) -> None:
         port_file = self.profile / "DevToolsActivePort"
-        wait_for(lambda: port_file.exists() and port_file.read_text().strip() != "", timeout=30)
+
+        def listening() -> bool:
+            assert self.proc.poll() is None, f"Chromium exited {self.proc.returncode}"
+            return port_file.exists() and port_file.read_text().strip() != ""
+
+        wait_for(listening, timeout=30)
         port = int(port_file.read_text().split()[0])
         self.session = aiohttp.ClientSession()
         debugger = ""
