@@ -167,7 +167,14 @@ def _extensions() -> list[Extension]:
         extra_link_args=ldflags,
         depends=[
             os.path.join(FASTPATH, "includes", name)
-            for name in ("engine.h", "blake2b.h", "uring.h", "engine.pxd")
+            for name in (
+                "engine.h",
+                "engine_metrics.h",
+                "blake2b.h",
+                "uring.h",
+                "engine.pxd",
+                "engine_metrics.pxd",
+            )
         ]
         + [os.path.join(ENGINE, name) for name in sorted(os.listdir(ENGINE))]
         + [os.path.join(FASTPATH, "relay.pxd"), os.path.join(LLHTTP, "include", "llhttp.h")],

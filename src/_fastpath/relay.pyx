@@ -20,6 +20,7 @@ from libc.time cimport gmtime_r, strftime, tm
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
 from includes.engine cimport *
+from includes.engine_metrics cimport *
 
 cdef extern from *:
     """
@@ -376,6 +377,26 @@ cdef class Engine:
         ls_server_stats(self.engine, lid, slot, &st)
         return (st.live, st.sessions_total, st.bytes_in, st.bytes_out)
 
+    def listener_metrics(self, int lid):
+        """The workers' histograms and HTTP codes of a listener, summed:
+        (request, connect, codes), each histogram (per-bucket counts, sum in
+        seconds), codes a list in the order of metric_codes()."""
+        self._check()
+        cdef ls_lmetrics m
+        ls_listener_metrics(self.engine, lid, &m)
+        return (
+            _hist(&m.request),
+            _hist(&m.connect),
+            [m.codes[k] for k in range(LS_HTTP_NCODES)],
+        )
+
+    def server_codes(self, int lid, int slot):
+        """HTTP responses of one server by code, in the order of metric_codes()."""
+        self._check()
+        cdef uint64_t codes[40]
+        ls_server_codes(self.engine, lid, slot, codes)
+        return [codes[k] for k in range(LS_HTTP_NCODES)]
+
     def shutdown(self, int lid, int slot, int reason_id):
         """Close the listener's sessions (slot -1) or one server's; returns how many."""
         self._check()
@@ -489,6 +510,20 @@ cdef double _wall_clock(char *stamp):
     cdef size_t k = strftime(stamp, 32, "%Y-%m-%dT%H:%M:%S", &t)
     snprintf(stamp + k, 8, ".%03dZ", <int>(ts.tv_nsec // 1000000))
     return <double>ts.tv_sec + <double>ts.tv_nsec / 1e9
+
+
+cdef _hist(ls_hist *h):
+    return ([h.n[b] for b in range(LS_HIST_BOUNDS + 1)], h.sum_us / 1e6)
+
+
+def metric_buckets():
+    """The histograms' upper bounds in seconds (engine/metrics.c)."""
+    return [ls_hist_bounds_us[b] / 1e6 for b in range(LS_HIST_BOUNDS)]
+
+
+def metric_codes():
+    """The HTTP codes the engine counts one by one; each class's other codes follow."""
+    return [ls_http_tracked[k] for k in range(LS_HTTP_TRACKED)]
 
 
 cdef class _LineBuffer:

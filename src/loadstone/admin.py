@@ -20,250 +20,21 @@ import hmac
 import os
 import socket
 import stat
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client.exposition import choose_encoder
 
-import loadstone
-from loadstone import datapath
-from loadstone.anycast.metrics import anycast_metrics
 from loadstone.config.model import AdminConfig
-from loadstone.datapath.seam import Frontend
-from loadstone.runtime_view import ListenerView, RuntimeView
+from loadstone.metrics import RuntimeCollector
+from loadstone.runtime_view import RuntimeView
 from loadstone.server import Pool, ServerRuntime
 from loadstone.server_actions import ActionError, set_state, set_weight, shutdown_sessions
-
-
-def server_status(server: ServerRuntime) -> dict[str, Any]:
-    return {
-        "state": server.state,
-        "address": str(server.address),
-        "weight": server.weight,
-        "backup": server.backup,
-        "admin": server.admin,
-        "sessions": server.sessions,
-        "sessions_total": server.sessions_total,
-        "bytes_in": server.bytes_in,
-        "bytes_out": server.bytes_out,
-        "connect_errors": server.connect_errors,
-        "last_change": server.last_change,
-        "check": {
-            "status": server.check_status,
-            "detail": server.check_detail,
-            "duration": round(server.check_duration, 6),
-        },
-    }
-
-
-def frontend_totals(frontend: Frontend) -> dict[str, int]:
-    """Queued sessions and bytes relayed (finished and live sessions), as the
-    frontend counts them (the native data path keeps them in its engine)."""
-    return {
-        "queued": frontend.queued_count,
-        "bytes_in": frontend.bytes_in,
-        "bytes_out": frontend.bytes_out,
-    }
-
-
-def listener_status(lr: ListenerView) -> dict[str, Any]:
-    frontend = lr.frontend
-    status: dict[str, Any] = {
-        "mode": lr.config.mode,
-        "balance": lr.config.balance,
-        "bind": [str(a) for a in lr.config.bind],
-        "sessions": frontend.current_sessions,
-        "sessions_total": frontend.sessions_total,
-        **frontend_totals(frontend),
-    }
-    if lr.config.balance == "active-backup":
-        active = lr.pool.active
-        status["active"] = active.name if active is not None else None
-    status["servers"] = {s.name: server_status(s) for s in lr.pool.servers}
-    status.update(frontend.status_extra())  # mode http: request counters, routing pools
-    draining = [s for s in lr.pool.removed if s.sessions]
-    if draining:
-        # Removed by a reload, still carrying sessions until they end.
-        status["removed_servers"] = {s.name: server_status(s) for s in draining}
-    return status
-
-
-def status_document(runtime: RuntimeView) -> dict[str, Any]:
-    return {
-        "version": loadstone.__version__,
-        "datapath": datapath.IMPLEMENTATION,
-        "uptime": round(time.time() - runtime.started_at, 3),
-        "reload": runtime.reload_report.as_dict(),
-        "logs": runtime.log_status(),
-        "listeners": {name: listener_status(lr) for name, lr in runtime.listeners.items()},
-        "vrrp": runtime.vrrp,
-        "peers": runtime.peers_status(),
-        "anycast": runtime.anycast_status(),
-    }
-
-
-class RuntimeCollector(Collector):
-    """Prometheus metrics computed from the runtime at scrape time."""
-
-    def __init__(self, runtime: RuntimeView) -> None:
-        self.runtime = runtime
-
-    def collect(self) -> Iterator[Metric]:
-        sl = ["listener", "server"]
-        up = GaugeMetricFamily(
-            "loadstone_server_up", "1 when the server takes new sessions (state up)", labels=sl
-        )
-        state = GaugeMetricFamily(
-            "loadstone_server_state", "1 for the server's current state", labels=[*sl, "state"]
-        )
-        weight = GaugeMetricFamily("loadstone_server_weight", "Current weight", labels=sl)
-        cur = GaugeMetricFamily("loadstone_server_sessions", "Sessions open now", labels=sl)
-        total = CounterMetricFamily(
-            "loadstone_server_sessions", "Sessions sent to the server", labels=sl
-        )
-        nbytes = CounterMetricFamily(
-            "loadstone_server_bytes",
-            "Bytes relayed: in = client to server, out = server to client",
-            labels=[*sl, "direction"],
-        )
-        conn_err = CounterMetricFamily(
-            "loadstone_server_connect_errors", "Failed connects to the server", labels=sl
-        )
-        check_ok = GaugeMetricFamily(
-            "loadstone_server_check_success", "1 if the last health check passed", labels=sl
-        )
-        check_dur = GaugeMetricFamily(
-            "loadstone_server_check_duration_seconds", "Duration of the last check", labels=sl
-        )
-        checks = CounterMetricFamily("loadstone_server_checks", "Checks run", labels=sl)
-        check_fail = CounterMetricFamily(
-            "loadstone_server_check_failures", "Checks that failed", labels=sl
-        )
-        ll = ["listener"]
-        l_cur = GaugeMetricFamily("loadstone_listener_sessions", "Sessions open now", labels=ll)
-        l_total = CounterMetricFamily("loadstone_listener_sessions", "Sessions accepted", labels=ll)
-        l_bytes = CounterMetricFamily(
-            "loadstone_listener_bytes", "Bytes relayed", labels=[*ll, "direction"]
-        )
-        active = GaugeMetricFamily(
-            "loadstone_server_active_writer",
-            "1 for the server an active-backup listener sends to (the Galera writer)",
-            labels=sl,
-        )
-        tls_metrics = TlsMetrics()
-        for name, lr in self.runtime.listeners.items():
-            doc = listener_status(lr)
-            tls_metrics.add(name, doc.get("tls"))
-            l_cur.add_metric([name], doc["sessions"])
-            l_total.add_metric([name], doc["sessions_total"])
-            l_bytes.add_metric([name, "in"], doc["bytes_in"])
-            l_bytes.add_metric([name, "out"], doc["bytes_out"])
-            for s in lr.pool.servers:
-                labels = [name, s.name]
-                if lr.config.balance == "active-backup":
-                    active.add_metric(labels, 1 if doc["active"] == s.name else 0)
-                up.add_metric(labels, 1 if s.state == "up" else 0)
-                for st in ("up", "down", "drain", "maint"):
-                    state.add_metric([*labels, st], 1 if s.state == st else 0)
-                weight.add_metric(labels, s.weight)
-                cur.add_metric(labels, s.sessions)
-                total.add_metric(labels, s.sessions_total)
-                nbytes.add_metric([*labels, "in"], s.bytes_in)
-                nbytes.add_metric([*labels, "out"], s.bytes_out)
-                conn_err.add_metric(labels, s.connect_errors)
-                if s.check_status in ("ok", "failed"):
-                    check_ok.add_metric(labels, 1 if s.check_status == "ok" else 0)
-                    check_dur.add_metric(labels, s.check_duration)
-                checks.add_metric(labels, s.checks_total)
-                check_fail.add_metric(labels, s.checks_failed)
-        yield from (up, state, weight, cur, total, nbytes, conn_err, check_ok, check_dur)
-        reload_ok = GaugeMetricFamily(
-            "loadstone_config_last_reload_successful", "0 if the last reload was rejected"
-        )
-        reload_ok.add_metric([], 1 if self.runtime.reload_report.ok else 0)
-        generation = GaugeMetricFamily(
-            "loadstone_config_generation", "Configurations applied since start (0 = first)"
-        )
-        generation.add_metric([], self.runtime.reload_report.generation)
-        yield from (checks, check_fail, l_cur, l_total, l_bytes, active, reload_ok, generation)
-        yield from tls_metrics.families()
-        logs = self.runtime.log_status()
-        if logs is not None:
-            # A destination that cannot keep up costs lines, never the event loop
-            # (loadstone.logtargets.sinks): how many is worth an alert.
-            dropped = CounterMetricFamily(
-                "loadstone_log_dropped",
-                "Log lines dropped: their destination could not take them",
-                labels=["output", "destination"],
-            )
-            for output, doc in logs.items():
-                dropped.add_metric([output, doc["destination"]], doc["dropped"])
-            yield dropped
-        yield from peer_metrics(self.runtime.peers_status())
-        yield from anycast_metrics(self.runtime.anycast_status())
-
-
-class TlsMetrics:
-    """The TLS metrics of the listeners that terminate TLS (from their status)."""
-
-    def __init__(self) -> None:
-        ll = ["listener"]
-        self.handshakes = CounterMetricFamily(
-            "loadstone_tls_handshakes", "TLS handshakes completed", labels=ll
-        )
-        self.resumed = CounterMetricFamily(
-            "loadstone_tls_resumed_handshakes", "TLS handshakes that resumed a session", labels=ll
-        )
-        self.failures = CounterMetricFamily(
-            "loadstone_tls_handshake_failures",
-            "TLS handshakes that failed, by reason",
-            labels=[*ll, "reason"],
-        )
-        self.expiry = GaugeMetricFamily(
-            "loadstone_tls_certificate_expiry_timestamp_seconds",
-            "When a listener's certificate expires (seconds since the epoch)",
-            labels=[*ll, "file", "subject"],
-        )
-
-    def add(self, listener: str, tls: Any) -> None:
-        if not isinstance(tls, dict):
-            return
-        self.handshakes.add_metric([listener], tls["handshakes"])
-        self.resumed.add_metric([listener], tls["resumed"])
-        for reason, count in tls["failures"].items():
-            self.failures.add_metric([listener, reason], count)
-        for cert in tls["certificates"]:
-            self.expiry.add_metric([listener, cert["file"], cert["subject"]], cert["not_after"])
-
-    def families(self) -> Iterator[Metric]:
-        yield from (self.handshakes, self.resumed, self.failures, self.expiry)
-
-
-def peer_metrics(peers: dict[str, Any] | None) -> Iterator[Metric]:
-    """global.peers: which peers are heard, and the datagrams refused by reason."""
-    if peers is None:
-        return
-    up = GaugeMetricFamily("loadstone_peer_up", "1 while the peer is heard", labels=["peer"])
-    for name, peer in peers["peers"].items():
-        up.add_metric([name], 1 if peer["up"] else 0)
-    refused = CounterMetricFamily(
-        "loadstone_peer_datagrams_refused",
-        "peer datagrams ignored: garbage, bad-key, replayed, stale, unknown-peer, unknown-listener",
-        labels=["reason"],
-    )
-    for reason, count in peers["rejected"].items():
-        refused.add_metric([reason], count)
-    adopted = CounterMetricFamily(
-        "loadstone_peer_writers_adopted", "writers adopted from the peers' reports"
-    )
-    adopted.add_metric([], peers["adopted"])
-    yield from (up, refused, adopted)
+from loadstone.status import server_status, status_document
 
 
 @web.middleware
@@ -340,6 +111,9 @@ class AdminServer:
         self.config = config
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(RuntimeCollector(runtime))
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds,
+        # process_max_fds, process_start_time_seconds: the standard names
+        ProcessCollector(registry=self.registry)
         self.app = web.Application(middlewares=[require_token])
         self.app[RUNTIME_KEY] = runtime
         r = self.app.router
@@ -482,7 +256,6 @@ class AdminServer:
         return _json({"instance": instance, "state": state})
 
     async def get_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(
-            body=generate_latest(self.registry),
-            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
-        )
+        # The Prometheus text format, or OpenMetrics for a scraper that asks for it.
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(self.registry), headers={"Content-Type": content_type})

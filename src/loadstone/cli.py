@@ -1,4 +1,4 @@
-"""Command line: `loadstone run | check | schema | ctl | import | demo`.
+"""Command line: `loadstone run | check | schema | ctl | import | version | demo`.
 
 Exit status: 0 on success (and after a graceful stop), 2 for an invalid
 configuration (one line per problem on stderr, each starting with its YAML
@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import loadstone
 from loadstone import ctl as ctl_module
-from loadstone.config import ConfigError, load_config
+from loadstone.config import ConfigError, lint, load_config
 from loadstone.config.jsonschema import config_schema
 from loadstone.config.model import DEFAULT_ADMIN_PORT, Config, LogFormat
 from loadstone.importers.haproxy import command as import_command
@@ -56,6 +56,8 @@ def run_loop(main: Coroutine[Any, Any, int], loop_name: str) -> int:
 def report_config_error(err: ConfigError) -> int:
     for problem in err.problems:
         print(problem, file=sys.stderr)
+    for hint in lint.haproxy_hints(err.problems):  # `inter:`, `option:` and the like
+        print(f"hint: {hint}", file=sys.stderr)
     return EXIT_CONFIG
 
 
@@ -78,6 +80,9 @@ def _load(path: str) -> Config | int:
         print(err, file=sys.stderr)
         return EXIT_CONFIG
     for line in warnings:  # an expired certificate: a warning, not a refusal
+        print(f"warning: {line}", file=sys.stderr)
+    # likely mistakes (a timeout of 5000 seconds): said, never refused
+    for line in lint.warnings(config, lint.read_document(path)):
         print(f"warning: {line}", file=sys.stderr)
     return config
 
@@ -132,6 +137,24 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_version(args: argparse.Namespace) -> int:
+    if not args.verbose:
+        doc = {"version": loadstone.__version__}
+    else:
+        from loadstone.buildinfo import describe
+
+        doc = describe()
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    elif not args.verbose:
+        print(_version())
+    else:
+        width = max(len(key) for key in doc) + 2
+        for key, value in doc.items():
+            print(f"{key + ':':<{width}}{value}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from loadstone.demo import run_demo
 
@@ -158,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--log-level",
             default=os.environ.get("LOADSTONE_LOG_LEVEL", "info"),
             choices=["debug", "info", "warning", "error"],
+            help="the least severe event logged (default info, or $LOADSTONE_LOG_LEVEL)",
         )
         p.add_argument(
             "--loop",
@@ -193,6 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     importer = sub.add_parser("import", help="translate another proxy's configuration")
     import_command.add_arguments(importer)
+
+    version = sub.add_parser(
+        "version", help="print the version; -v: the build, data path and kernel features"
+    )
+    version.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also the data path, build variant, llhttp, OpenSSL, io_uring and kernel features",
+    )
+    version.add_argument("--json", action="store_true", help="as one JSON object")
+    version.set_defaults(func=cmd_version)
 
     demo = sub.add_parser("demo", help="run the embedded demo: three backends and a proxy")
     demo.add_argument(

@@ -359,7 +359,8 @@ def test_every_documented_metric_is_exported(backends: Backends, loadstone: Star
     from tests.integration.harness import ROOT
 
     servers = backends(2)
-    ls = loadstone(listener_config(servers, balance="active-backup", check=checked()))
+    # mode http: the documented HTTP families (responses, the request histogram) too
+    ls = loadstone(listener_config(servers, balance="active-backup", check=checked(), mode="http"))
     ls.wait_all_up("web")
     who(proxy_port(ls))
     exported = ls.get("/metrics").decode()

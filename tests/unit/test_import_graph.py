@@ -41,6 +41,10 @@ FUNCTION_IMPORTS: dict[tuple[str, str], str] = {
     # without the data path, aiohttp and prometheus_client.
     ("loadstone.cli", "loadstone.runtime"): "only `run` runs the proxy",
     ("loadstone.cli", "loadstone.demo"): "only `demo` starts the demo backends",
+    (
+        "loadstone.cli",
+        "loadstone.buildinfo",
+    ): "only `version -v` loads the data path to describe it",
 }
 
 

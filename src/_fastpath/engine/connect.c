@@ -56,6 +56,7 @@ static void do_connect(ls_worker *W, ls_session *s)
     struct epoll_event ev;
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
     ev.data.u64 = (uint64_t)(uintptr_t)s | TAG_SERVER;
+    s->connect_us = W->now_us;
     int r = connect(fd, &s->saddr.sa, s->saddrlen);
     if (r < 0 && errno != EINPROGRESS) {
         connect_failed(W, s, errno);
@@ -67,6 +68,7 @@ static void do_connect(ls_worker *W, ls_session *s)
     }
     if (r == 0) {
         s->wr[1] = 1;
+        metrics_connected(W, s);
         s->proto->connected(W, s);
         return;
     }

@@ -59,6 +59,7 @@ typedef struct ls_slot_wstats { /* per worker, written by it alone */
 typedef struct ls_chunk {
     ls_slot_shared shared[LS_SLOTS_PER_CHUNK];
     ls_slot_wstats *w; /* [workers][LS_SLOTS_PER_CHUNK] */
+    uint64_t *codes; /* HTTP responses by code, [workers][LS_SLOTS_PER_CHUNK][LS_HTTP_NCODES] (metrics.c) */
 } ls_chunk;
 
 typedef struct ls_lwstats {
@@ -134,6 +135,7 @@ struct ls_listener {
     ls_hconfig hcfg;
     volatile int http_stopping;
     int64_t http_pooled; /* idle server connections, all workers (atomic) */
+    struct ls_lmetrics_w *metrics; /* [workers]: histograms, codes (metrics.c) */
 };
 
 /* QUEUED: waiting for a maxconn slot (not counted as active). ADMITTING: taken
@@ -198,6 +200,7 @@ struct ls_session {
     ls_session *rnext;               /* ready list / dead list / admit list */
     ls_http *http;                   /* mode http, else NULL */
     ls_session *owner;               /* mode http: a server connection object's user */
+    int64_t connect_us;              /* when the connect in flight began (metrics.c) */
 };
 
 enum { CMD_SHUTDOWN = 1, CMD_BARRIER, CMD_ADMIT, CMD_STOP, CMD_STOP_IDLE };

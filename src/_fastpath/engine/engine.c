@@ -9,6 +9,7 @@
  * http_session.c), so the generic parts never ask which mode a session is in.
  *
  *   timers.c      the clock, the deadline heap
+ *   metrics.c     histograms and HTTP codes counted by the workers
  *   control.c     commands to the workers, records back to the control plane
  *   balance.c     server selection (the balancing algorithms)
  *   queue.c       admission under maxconn, the listener's queue
@@ -103,6 +104,7 @@
 #include "http-i.h"
 
 #include "timers.c"
+#include "metrics.c" /* the workers' Prometheus counters */
 #include "control.c"
 #include "balance.c"
 #include "queue.c"

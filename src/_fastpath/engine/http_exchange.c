@@ -56,6 +56,7 @@ static double secs(int64_t us) { return (double)us / 1e6; }
 static void http_log(ls_worker *W, ls_session *s, int end, int arg)
 {
     ls_http *h = s->http;
+    metrics_http(W, s, h->status, h->log_slot, W->now_us - h->t_begin);
     ls_record *r = new_record(W);
     if (!r)
         return;

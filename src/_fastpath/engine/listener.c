@@ -17,6 +17,7 @@ int ls_listener_new(ls_engine *e)
         if (L && posix_memalign((void **)&w, 64, (size_t)e->nworkers * sizeof *w) == 0) {
             memset(w, 0, (size_t)e->nworkers * sizeof *w);
             L->wstats = w;
+            L->metrics = metrics_listener_alloc(e->nworkers); /* NULL: not counted */
             L->e = e;
             ls_list_init(&L->queue);
             L->proto = &proto_tcp;
@@ -132,6 +133,7 @@ int ls_listener_new_slot(ls_engine *e, int lid)
             pthread_mutex_unlock(&e->ctl_lock);
             return -1;
         }
+        ch->codes = metrics_codes_alloc(e->nworkers); /* NULL: not counted */
         /* published to the workers by the lock of the table that first names it */
         L->chunks[c] = ch;
     }

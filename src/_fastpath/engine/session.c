@@ -133,6 +133,7 @@ static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
                 s->rd[1] = 1;
             if (ev & EPOLLRDHUP)
                 s->rdhup[1] = s->rd[1] = 1;
+            metrics_connected(W, s);
             s->proto->connected(W, s);
         }
         return;

@@ -270,6 +270,7 @@ void ls_engine_free(ls_engine *e)
         }
         for (int c = 0; c < LS_MAX_CHUNKS && L->chunks[c]; c++) {
             free(L->chunks[c]->w);
+            free(L->chunks[c]->codes);
             free(L->chunks[c]);
         }
         if (L->table) {
@@ -279,6 +280,7 @@ void ls_engine_free(ls_engine *e)
             free(L->table);
         }
         free(L->wstats);
+        free(L->metrics);
         free(L);
     }
     if (e->recfd >= 0)

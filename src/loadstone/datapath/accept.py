@@ -23,6 +23,7 @@ import socket
 from typing import Generic, Protocol, TypeVar
 
 from loadstone.config.model import ListenerConfig
+from loadstone.datapath.traffic import TrafficCounters, TrafficSnapshot
 from loadstone.server import Pool
 from loadstone.sessionlog import SessionLog
 from loadstone.tls import material
@@ -80,8 +81,12 @@ class AcceptingFrontend(Generic[C]):
         self.denied_total = 0  # sessions ended before reaching a server
         self.servers: dict[socket.socket, asyncio.AbstractServer] = {}
         self.idle_waiters: list[asyncio.Future[None]] = []
+        self.traffic = TrafficCounters()  # histograms, HTTP codes: /metrics
         self._prepare()
         self.reconfigure(config, pool)
+
+    def traffic_metrics(self) -> TrafficSnapshot:
+        return self.traffic.snapshot()
 
     def _prepare(self) -> None:
         """Make the state a subclass keeps across reloads (before the first configure)."""

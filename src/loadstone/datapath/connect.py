@@ -25,6 +25,7 @@ import time
 from typing import Generic, Protocol, TypeVar
 
 from loadstone.config.model import ListenerConfig
+from loadstone.datapath.traffic import TrafficCounters
 from loadstone.server import Pool, ServerRuntime
 from loadstone.tls.material import server_context, server_tls
 from loadstone.tls.upstream import handshake_error_text, server_name
@@ -55,6 +56,7 @@ class _Frontend(Protocol):
     name: str
     config: ListenerConfig
     pool: Pool
+    traffic: TrafficCounters
 
 
 class Connector(Generic[P]):
@@ -167,7 +169,9 @@ class Connector(Generic[P]):
         if self._ended() or self.server is not server:
             transport.close()
             return
-        self._connected(transport, upstream, _now() - started)
+        took = _now() - started
+        self.frontend.traffic.connect.observe(took)
+        self._connected(transport, upstream, took)
 
     def _connect_expired(self) -> None:
         if self.connect_task is not None:

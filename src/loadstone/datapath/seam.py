@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from loadstone.config.model import ListenerConfig
+from loadstone.datapath.traffic import TrafficSnapshot
 from loadstone.server import Pool
 from loadstone.sessionlog import SessionLog
 
@@ -76,6 +77,10 @@ class Frontend(Protocol):
     @property
     def bytes_out(self) -> int:
         """Server -> client bytes, of finished sessions and live ones."""
+
+    def traffic_metrics(self) -> TrafficSnapshot:
+        """Request-duration and connect-time histograms, HTTP responses by code
+        (listener and servers): /metrics."""
 
     def status_extra(self) -> dict[str, object]:
         """Keys a listener's status adds for its mode (http: request counters,

@@ -42,6 +42,7 @@ import orjson
 
 from loadstone._fastpath import relay
 from loadstone.config.model import GlobalConfig, ListenerConfig
+from loadstone.datapath.traffic import Histogram, TrafficSnapshot
 from loadstone.server import Pool, ServerRuntime
 
 if TYPE_CHECKING:
@@ -408,6 +409,22 @@ class TcpFrontend:
         drain_records()
         stats: tuple[int, int, int, int] = self.engine.server_stats(self.lid, slot)
         return stats
+
+    def traffic_metrics(self) -> TrafficSnapshot:
+        """The histograms and HTTP codes the engine's workers counted."""
+        (req_counts, req_sum), (conn_counts, conn_sum), codes = self.engine.listener_metrics(
+            self.lid
+        )
+        server_codes: dict[str, list[int]] = {}
+        for server, slot in self._slots.items():
+            row = self.engine.server_codes(self.lid, slot)
+            known = server_codes.get(server.name)
+            server_codes[server.name] = (
+                row if known is None else [a + b for a, b in zip(known, row, strict=True)]
+            )
+        return TrafficSnapshot(
+            Histogram(req_counts, req_sum), Histogram(conn_counts, conn_sum), codes, server_codes
+        )
 
     # -- records ---------------------------------------------------------------------
 

@@ -339,6 +339,9 @@ class Exchange(Connector[Backend]):
             return
         status = self.status
         frontend.status_counts[status_class(status)] += 1
+        frontend.traffic.response(
+            server.name if server is not None else None, status, now() - req.t_begin
+        )
         if logged(frontend.config.log, end, status):
             t_end = now()
             t_sent = self.t_sent
