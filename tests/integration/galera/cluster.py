@@ -9,6 +9,10 @@ datadir. Node 1 bootstraps the cluster (--wsrep-new-cluster) and each next node
 is started only once the previous one is Synced, as a joiner that starts while
 another node is still receiving its state transfer has no donor to pick.
 
+Each node names the address loadstone checks it on as its incoming address
+(MariaDB shows "AUTO" for a node bound to a loopback address): the Primary
+Component's member list is then read by loadstone (checks/membership.py).
+
 Every node's wsrep_cluster_address lists all three, so any node, the bootstrap
 one included, can be killed and restarted: it rejoins by IST from the gcache.
 
@@ -177,6 +181,7 @@ wsrep_cluster_address=gcomm://{cluster_address}
 wsrep_provider_options="{options}"
 wsrep_node_address=127.0.0.1:{self.gport}
 wsrep_node_name={self.name}
+wsrep_node_incoming_address=127.0.0.1:{self.port}
 wsrep_sst_receive_address=127.0.0.1:{self.sst_port}
 wsrep_sst_method=rsync
 wsrep_sst_donor={self.donor},

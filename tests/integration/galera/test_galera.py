@@ -291,6 +291,7 @@ class Bank:
         self.port = port
         self.workers = workers
         self.committed: set[str] = set()
+        self.commit_times: list[float] = []  # time.monotonic() of each acknowledged commit
         self.errors: dict[int, int] = {}
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -375,6 +376,7 @@ class Bank:
                 continue
             with self.lock:
                 self.committed.add(tid)
+                self.commit_times.append(time.monotonic())
         if conn is not None:
             conn.close()
 
