@@ -287,8 +287,9 @@ class Bank:
     ACCOUNTS = 20
     START = 1000
 
-    def __init__(self, port: int, workers: int = 4) -> None:
+    def __init__(self, port: int, workers: int = 4, host: str = "127.0.0.1") -> None:
         self.port = port
+        self.host = host
         self.workers = workers
         self.committed: set[str] = set()
         self.commit_times: list[float] = []  # time.monotonic() of each acknowledged commit
@@ -341,7 +342,7 @@ class Bank:
             tid = uuid.uuid4().hex
             try:
                 if conn is None:
-                    conn = connect(self.port, autocommit=False)
+                    conn = connect(self.port, autocommit=False, host=self.host)
                 with conn.cursor() as cur:
                     # Lock both rows in one order: no deadlock among ourselves.
                     cur.execute(
