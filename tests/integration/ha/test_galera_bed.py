@@ -56,7 +56,7 @@ def galera_bed() -> Iterator[tuple[NetBed, GaleraCluster]]:
         if os.environ.get("CI"):
             pytest.fail(f"Galera cluster unavailable in CI: {why}")
         pytest.skip(f"Galera cluster unavailable: {why} (scripts/test installs it)")
-    with NetBed([*CONTROLLERS, "client"]) as bed:
+    with NetBed([*CONTROLLERS, "client", "client2"]) as bed:
         started = time.monotonic()
         cluster = start_cluster(bed, CONTROLLERS)
         print(f"\nGalera in the bed booted in {time.monotonic() - started:.1f}s")
@@ -109,6 +109,73 @@ def test_writer_host_cut_is_out_when_the_primary_component_drops_it(
         pair.stop()
     cluster["db1"].wait_synced(120)  # evicted, it rejoins
     missing = lost_commits(cluster, "db2", state["committed"])
+    assert not missing, f"{len(missing)} acknowledged transfers lost"
+
+
+def test_partition_splits_the_vip_and_no_side_writes_outside_the_primary_component(
+    galera_bed: tuple[NetBed, GaleraCluster], tmp_path: Path
+) -> None:
+    """The seed's warning: a partition leaves the VIP on both sides. ctl1 (VIP
+    and writer db1) with client2 on one side; ctl2, ctl3 and client on the other."""
+    bed, cluster = galera_bed
+    pair = GaleraPair(bed, tmp_path, CONTROLLERS, cluster=cluster).start(vip_on="ctl1")
+    minority, majority = ["ctl1", "client2"], ["ctl2", "ctl3", "client"]
+    try:
+        wait_for(lambda: pair.writer("ctl1") == "db1", timeout=15, what="db1 the writer")
+        setup_bank(cluster)
+        banks = {
+            "client": BankClient(bed, "client", tmp_path / "bank-majority.json"),
+            "client2": BankClient(bed, "client2", tmp_path / "bank-minority.json"),
+        }
+        try:
+            banks["client"].wait_more(20)
+            banks["client2"].wait_more(20)
+            cut = time.monotonic()
+            bed.partition(minority, majority)
+
+            # Both sides hold the VIP: ctl1 hears no one and stays MASTER, the
+            # majority's keepalived elects one of its own.
+            wait_for(lambda: len(pair.vip_holders()) == 2, timeout=20, what="the split VIP")
+            holders = pair.vip_holders()
+            assert "ctl1" in holders
+            (other,) = set(holders) - {"ctl1"}
+
+            # The majority: db2 and db3 form the Primary Component; its
+            # loadstone drops db1 (per their member list) and writes to db2.
+            wait_for(lambda: pair.writer(other) == "db2", timeout=20, what="majority: db2")
+            banks["client"].wait_more(30, timeout=30)
+
+            # The minority: db1 says non-Primary, ctl1's loadstone takes it
+            # out and closes its sessions; db2/db3 are unreachable from here.
+            wait_for(
+                lambda: pair_detail(pair, "ctl1", "db1") == "non-primary",
+                timeout=20,
+                what="minority: db1 non-primary",
+            )
+            status = admin_get(bed, "ctl1", "/api/v1/status")["listeners"]["writer"]
+            assert status["active"] != "db1"
+            assert status["servers"]["db1"]["state"] == "down"
+            assert status["servers"]["db1"]["sessions"] == 0
+            minority_count = banks["client2"].count()
+            time.sleep(3.0)  # a window in which the minority must commit nothing
+            late = [t for t in banks["client2"].state()["times"] if t > cut + 0.1]
+            assert not late, f"{len(late)} commits acknowledged on the minority side"
+            assert banks["client2"].count() == minority_count
+        finally:
+            bed.heal()
+            states = {name: bank.finish() for name, bank in banks.items()}
+        print(
+            f"\npartition: VIP on {holders}; majority committed "
+            f"{len(states['client']['committed'])}, minority "
+            f"{len(states['client2']['committed'])} (all before the split), "
+            f"minority errors {states['client2']['errors']}"
+        )
+    finally:
+        bed.heal()
+        pair.stop()
+    cluster["db1"].wait_synced(120)
+    committed = states["client"]["committed"] + states["client2"]["committed"]
+    missing = lost_commits(cluster, "db2", committed)
     assert not missing, f"{len(missing)} acknowledged transfers lost"
 
 
