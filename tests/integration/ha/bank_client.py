@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tests.integration.galera.test_galera import Bank
+from tests.integration.galera.bank import Bank
 
 
 def dump(bank: Bank, out: Path) -> None:

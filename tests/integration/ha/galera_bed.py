@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.integration.galera.bank import Bank
 from tests.integration.galera.cluster import MONITOR_PASSWORD, MONITOR_USER, GaleraCluster
 from tests.integration.galera.conftest import TEST_PROVIDER_OPTIONS
-from tests.integration.galera.test_galera import Bank
 from tests.integration.ha.pair import ADMIN, VIP, Pair
 from tests.integration.harness import ROOT, wait_for
 from tests.netbed.bed import NetBed
