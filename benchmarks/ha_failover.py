@@ -13,9 +13,11 @@ every 20 ms each:
 - `keep-alive`: one HTTP/1.1 connection, opened again after a failure.
 
 A request's patience is 3 s (a SYN lost while no host answers for the VIP is
-retransmitted after 1 s). The figures per client: the outage, from the first
-failed request to the first good one after it (0 when none failed), and the
-failed requests.
+retransmitted after 1 s). The figures per client: the outage, from the
+sending of the first failed request to the answer to the first good one
+after it (0 when none failed), and the failed requests. A request sent while
+no host answers for the VIP can still succeed on a SYN retransmission one
+second later: the outage counts that second, the failed requests do not.
 
 Faults, on the VIP holder:
 - kill: kill -9 of the proxy;
@@ -173,18 +175,21 @@ def start_clients(pair: Pair) -> dict[str, Path]:
 
 
 def client_figures(lines: list[str], since: float) -> dict[str, Any]:
-    """Outage (first failed to the next good request) and failed requests after `since`."""
+    """Outage and failed requests after `since`. The outage runs from the
+    sending of the first failed request to the answer of the first good one
+    after it: a request sent while no host answered for the VIP may still
+    succeed a second later, on a SYN retransmission, and the client waited."""
     first_fail = end = None
     failed = 0
     for line in lines:
-        stamp, verdict = line.split()[:2]
+        stamp, verdict, took = line.split()[:3]
         if float(stamp) < since:
             continue
         if verdict == "fail":
             failed += 1
             first_fail = float(stamp) if first_fail is None else first_fail
         elif first_fail is not None and end is None:
-            end = float(stamp)
+            end = float(stamp) + float(took)
     outage = 0.0 if first_fail is None else (end - first_fail if end is not None else math.inf)
     return {"outage_s": round(outage, 3), "failed": failed}
 
