@@ -13,11 +13,12 @@ every 20 ms each:
 - `keep-alive`: one HTTP/1.1 connection, opened again after a failure.
 
 A request's patience is 3 s (a SYN lost while no host answers for the VIP is
-retransmitted after 1 s). The figures per client: the outage, from the
-sending of the first failed request to the answer to the first good one
-after it (0 when none failed), and the failed requests. A request sent while
-no host answers for the VIP can still succeed on a SYN retransmission one
-second later: the outage counts that second, the failed requests do not.
+retransmitted after 1 s). The figures per client: the outage from the first
+failed request to the first good one after it (0 when none failed), twice: to
+the sending of that good request (the issue's reading) and to its answer; and
+the failed requests. A request sent while no host answers for the VIP can
+still succeed on a SYN retransmission one second later: the answered outage
+counts that second, the sent one and the failed requests do not.
 
 Faults, on the VIP holder:
 - kill: kill -9 of the proxy;
@@ -179,7 +180,7 @@ def client_figures(lines: list[str], since: float) -> dict[str, Any]:
     sending of the first failed request to the answer of the first good one
     after it: a request sent while no host answered for the VIP may still
     succeed a second later, on a SYN retransmission, and the client waited."""
-    first_fail = end = None
+    first_fail = end = sent = None
     failed = 0
     for line in lines:
         stamp, verdict, took = line.split()[:3]
@@ -189,9 +190,16 @@ def client_figures(lines: list[str], since: float) -> dict[str, Any]:
             failed += 1
             first_fail = float(stamp) if first_fail is None else first_fail
         elif first_fail is not None and end is None:
-            end = float(stamp) + float(took)
-    outage = 0.0 if first_fail is None else (end - first_fail if end is not None else math.inf)
-    return {"outage_s": round(outage, 3), "failed": failed}
+            sent, end = float(stamp), float(stamp) + float(took)
+    if first_fail is None:
+        return {"outage_s": 0.0, "outage_sent_s": 0.0, "failed": 0}
+    return {
+        "outage_s": round(end - first_fail, 3) if end is not None else math.inf,
+        # The issue's reading: from the first failed to the first good request
+        # sent (what tests/netbed/prober.outage() measures).
+        "outage_sent_s": round(sent - first_fail, 3) if sent is not None else math.inf,
+        "failed": failed,
+    }
 
 
 def vip_scenario(proxy: str, advert_int: float, fault: str) -> dict[str, Any]:
@@ -363,8 +371,8 @@ def galera_runs(proxies: list[str]) -> list[dict[str, Any]]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| fault | advert_int | proxy | VIP moved | new conn: outage / failed "
-        "| keep-alive: outage / failed |",
+        "| fault | advert_int | proxy | VIP moved | new conn: outage (sent / answered), failed "
+        "| keep-alive: outage (sent / answered), failed |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -373,8 +381,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         new, ka = r["new"], r["keep-alive"]
         lines.append(
             f"| {r['fault']} | {r['advert_int']:g} | {r['proxy']} | {r['vip_moved_s']:.2f} s "
-            f"| {new['outage_s']:.2f} s / {new['failed']} "
-            f"| {ka['outage_s']:.2f} s / {ka['failed']} |"
+            f"| {_client_cell(new)} | {_client_cell(ka)} |"
         )
     galera = [r for r in rows if "first_commit_s" in r]
     if galera:
@@ -389,6 +396,10 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"| {r['acknowledged']} | {r['lost']} |"
             )
     return "\n".join(lines)
+
+
+def _client_cell(figures: dict[str, Any]) -> str:
+    return f"{figures['outage_sent_s']:.2f} / {figures['outage_s']:.2f} s, {figures['failed']}"
 
 
 def main(argv: list[str] | None = None) -> int:

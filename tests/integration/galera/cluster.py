@@ -378,6 +378,16 @@ class GaleraCluster:
             node.wait_synced()
         return self
 
+    def boot(self) -> GaleraCluster:
+        """start(), or on failure: the nodes' logs printed, everything stopped, raise."""
+        try:
+            return self.start()
+        except BaseException:
+            for node in self.nodes:
+                print(f"--- {node.name} log ---\n{node.tail_log(60)}")
+            self.stop()
+            raise
+
     def _bootstrap_sql(self, node: GaleraNode) -> None:
         assert MARIADB_CLIENT is not None
 

@@ -39,14 +39,7 @@ def start_cluster(bed: NetBed, controllers: list[str]) -> GaleraCluster:
         host = bed.host(name)
         node.host = host.address
         node.exec_prefix = ["ip", "netns", "exec", host.netns]
-    try:
-        cluster.start()
-    except BaseException:
-        for node in cluster.nodes:
-            print(f"--- {node.name} log ---\n{node.tail_log(60)}")
-        cluster.stop()
-        raise
-    return cluster
+    return cluster.boot()
 
 
 @dataclass

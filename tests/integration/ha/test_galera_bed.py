@@ -16,7 +16,6 @@ each test starts its own loadstone and keepalived instances.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -24,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.galera.cluster import GaleraCluster, missing_software
+from tests.integration.galera.cluster import GaleraCluster
+from tests.integration.galera.conftest import require_galera_software
 from tests.integration.ha.galera_bed import (
     EVICTION,
     BankClient,
@@ -51,11 +51,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def galera_bed() -> Iterator[tuple[NetBed, GaleraCluster]]:
-    why = missing_software()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"Galera cluster unavailable in CI: {why}")
-        pytest.skip(f"Galera cluster unavailable: {why} (scripts/test installs it)")
+    require_galera_software()
     with NetBed([*CONTROLLERS, "client", "client2"]) as bed:
         started = time.monotonic()
         cluster = start_cluster(bed, CONTROLLERS)
