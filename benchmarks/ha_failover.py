@@ -63,6 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -345,11 +346,10 @@ def host_death(proxy: str, bed: NetBed, cluster: GaleraCluster, tmp: Path) -> di
     }
 
 
-def galera_runs(proxies: list[str]) -> list[dict[str, Any]]:
+def galera_runs(proxies: list[str], record: Callable[[dict[str, Any]], None]) -> None:
     if missing_software() is not None:
         print(f"Galera skipped: {missing_software()}", file=sys.stderr)
-        return []
-    rows = []
+        return
     with (
         tempfile.TemporaryDirectory(prefix="ha-galera-") as tmp,
         NetBed([*CONTROLLERS, "client"]) as bed,
@@ -359,11 +359,9 @@ def galera_runs(proxies: list[str]) -> list[dict[str, Any]]:
             # HAProxy's mysql-check logs in as this user, without a password.
             cluster["db1"].query("CREATE USER IF NOT EXISTS 'haproxy'@'%'")
             for proxy in proxies:
-                rows.append(host_death(proxy, bed, cluster, Path(tmp)))
-                print(json.dumps(rows[-1]), flush=True)
+                record(host_death(proxy, bed, cluster, Path(tmp)))
         finally:
             cluster.stop()
-    return rows
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -412,17 +410,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     proxies = args.proxies.split(",")
     rows: list[dict[str, Any]] = []
+
+    def record(row: dict[str, Any]) -> None:
+        # Written after every scenario: a run cut short keeps what it measured.
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
+
+    failed = 0
     for fault in args.faults.split(","):
         for advert in (float(a) for a in args.advert.split(",")):
             for proxy in proxies:
-                rows.append(vip_scenario(proxy, advert, fault))
-                print(json.dumps(rows[-1]), flush=True)
+                try:
+                    record(vip_scenario(proxy, advert, fault))
+                except Exception as exc:  # reported, and the run goes on
+                    failed += 1
+                    print(f"{proxy} {fault} advert_int {advert:g}: {exc!r}", file=sys.stderr)
     if not args.no_galera:
-        rows += galera_runs(proxies)
+        try:
+            galera_runs(proxies, record)
+        except Exception as exc:
+            failed += 1
+            print(f"galera host death: {exc!r}", file=sys.stderr)
     print(table(rows))
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
