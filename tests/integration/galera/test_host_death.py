@@ -25,6 +25,7 @@ EVICTION = 1.0 + 0.25
 # Checks every 0.5 s, timeout 2 s, fall 3: by its own check alone db1 would be
 # out only after three timed-out checks, >= 6 s after the freeze.
 CHECK = {"interval": "500ms", "timeout": "2s", "fall": 3, "rise": 2}
+FALL_BY_TIMEOUTS = 3 * 2.0
 
 
 def test_frozen_writer_is_out_when_the_primary_component_drops_it(
@@ -51,11 +52,17 @@ def test_frozen_writer_is_out_when_the_primary_component_drops_it(
         # A commit acknowledged within 0.1 s of the freeze was in flight before
         # it (its worker thread had not yet noted it); none can be made after.
         first_write = min(t for t in bank.commit_times if t > cut + 0.1) - cut
-        print(f"db1 out after {out_after:.2f} s, first commit after {first_write:.2f} s")
-        # Galera's own eviction + one check interval + 0.5 s of slack for a loaded
-        # machine; fall x timeout (>= 6 s) is far above.
-        assert out_after < EVICTION + 0.5 + 0.5 + 0.5, out_after
-        assert first_write < EVICTION + 0.5 + 0.5 + 1.0, first_write
+        print(
+            f"db1 out after {out_after:.2f} s, first commit after {first_write:.2f} s "
+            f"(Galera's eviction: {EVICTION:.2f} s)"
+        )
+        # Measured 1.54-1.59 s out, 1.62-1.70 s to the first commit on a quiet
+        # machine (Galera's eviction + one check interval). The bound is below
+        # what db1's own checks would take (fall 3 x timeout 2 s = 6 s, 7.3 s
+        # measured without the member list) and leaves room for a 2-core
+        # machine at load average 15.
+        assert out_after < FALL_BY_TIMEOUTS - 1.0, out_after
+        assert first_write < FALL_BY_TIMEOUTS - 0.5, first_write
         after = bank.count
         wait_for(lambda: bank.count >= after + 30, timeout=30, what="transfers on db2")
     finally:
