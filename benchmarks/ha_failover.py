@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(rows, indent=1))
 
     failed = 0
-    for fault in args.faults.split(","):
+    for fault in filter(None, args.faults.split(",")):  # --faults '': Galera only
         for advert in (float(a) for a in args.advert.split(",")):
             for proxy in proxies:
                 try:
