@@ -171,9 +171,18 @@ class Pool:
     def adopt_active(self, name: str, chosen_at: float) -> bool:
         """Make `name` the active server of an active-backup pool, as a peer
         instance chose it (loadstone.peers); False if that cannot be."""
-        if not isinstance(self.balancer, ActiveBackup) or not self.balancer.adopt(name, chosen_at):
+        if not isinstance(self.balancer, ActiveBackup):
+            return False
+        previous = self.balancer.active
+        if not self.balancer.adopt(name, chosen_at):
             return False
         self._changed(None)  # the subscribers (native data path) learn the new writer
+        if previous is not None and previous is not self.balancer.active and self.shutdown_on_down:
+            # As when a writer is marked down: a client left on the old writer
+            # would keep writing beside the new one.
+            n = previous.shutdown_sessions("writer adopted from a peer")
+            if n:
+                log.warning("closed %d session(s) of %s/%s", n, self.name, previous.name)
         return True
 
     def connect_failed(self, server: ServerRuntime) -> None:

@@ -148,3 +148,28 @@ def test_bad_datagrams_change_nothing_and_a_silent_peer_is_down(
     # The one valid datagram made A up for a moment; silent since: down again.
     wait_for(lambda: not peer(b, "a")["up"], what="a silent: down")
     assert 'loadstone_peer_up{peer="a"} 0.0' in b.get("/metrics").decode()
+
+
+def test_adopting_a_writer_closes_the_sessions_of_the_old_one(
+    backends: Backends, loadstone: Start, tmp_path: Path
+) -> None:
+    db1, db2, key_file, port_a, port_b = group(backends, tmp_path)
+    config = instance("b", [db1, db2], key_file, port_b, ("a", port_a))
+    # What the Galera writer policy implies; a tcp check needs it said.
+    config["listeners"]["galera"]["on_marked_down"] = "shutdown-sessions"
+    b = loadstone(config)
+    wait_for(lambda: active(b) == "db1", what="B writes to db1")
+    listen = config["listeners"]["galera"]["bind"][0].rsplit(":", 1)
+    client = socket.create_connection((listen[0], int(listen[1])), timeout=5)
+    try:
+        client.sendall(b"hello")
+        assert client.recv(16) == b"hello"  # a session on db1, through B
+        assert b.server("galera", "db1")["sessions"] == 1
+        # A, holding the key, reports a newer choice: db2 (A failed over).
+        send(port_b, keyed("a", 1, time.time(), galera="db2"))
+        wait_for(lambda: active(b) == "db2", what="B adopting db2")
+        # The session to the old writer is closed, as on a writer marked down.
+        assert client.recv(64) == b""
+    finally:
+        client.close()
+    wait_for(lambda: b.server("galera", "db1")["sessions"] == 0, what="no session")

@@ -44,6 +44,10 @@ class Verdict:
     # instead of after `fall` failures, as ProxySQL acts on real errors at once.
     # Timeouts are never definitive: a slow answer may be load, not death.
     definitive: bool = False
+    # Passing verdicts of cluster probes (Galera): the members of the Primary
+    # Component this server is in, as (host, port) endpoints; None when unknown.
+    # The scheduler takes out monitored servers missing from it (checks/membership.py).
+    members: frozenset[tuple[str, int]] | None = None
 
 
 class Dialogue(ABC):

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from loadstone.checks.dialogue import Dialogue, Verdict
 from loadstone.checks.probe import CheckFailed, Probe, describe_error
+from loadstone.checks.sockopts import watch_for_silence
 from loadstone.config.model import Address
 from loadstone.tls.upstream import handshake_error_text
 
@@ -73,8 +74,10 @@ async def resolve(host: str, port: int) -> list[tuple[socket.AddressFamily, Sock
     return [(family, sockaddr) for family, _, _, _, sockaddr in infos]
 
 
-async def connect(host: str, port: int) -> socket.socket:
+async def connect(host: str, port: int, silence_timeout: float | None = None) -> socket.socket:
     """A connected non-blocking socket, trying each resolved address in order.
+
+    `silence_timeout`: the socket notices a silent peer after that long (sockopts.py).
 
     The first address's error is the one reported: it is the one the operator
     expects to be used."""
@@ -84,6 +87,8 @@ async def connect(host: str, port: int) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
+            if silence_timeout is not None:
+                watch_for_silence(sock, silence_timeout)
             await loop.sock_connect(sock, sockaddr)
         except OSError as exc:
             sock.close()
@@ -241,7 +246,7 @@ class DialogueProbe(Probe):
     async def check(self) -> Verdict:
         self.dialogue = None
         try:
-            sock = await connect(self.host, self.port)
+            sock = await connect(self.host, self.port, self.silence_timeout)
         except OSError as exc:
             return Verdict(False, describe_error(exc))
         if self.dialogue_factory is None and self.tls is None:

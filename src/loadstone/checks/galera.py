@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 from loadstone.checks.credentials import read_password
@@ -55,12 +56,14 @@ from loadstone.checks.galera_rules import (
     WsrepStatus,
     judge,
 )
+from loadstone.checks.membership import parse_members
 from loadstone.checks.mysql import (
     is_connection_lost,
     open_connection,
     verdict_for_error,
 )
 from loadstone.checks.probe import Probe
+from loadstone.checks.sockopts import watch_for_silence
 from loadstone.config.model import Address, CheckConfig
 
 log = logging.getLogger("loadstone.checks")
@@ -121,11 +124,21 @@ class GaleraProbe(Probe):
                 conn.close()
             return verdict_for_error(exc)
         self._keep(conn)
-        return judge(WsrepStatus.from_rows(rows), self.policy)
+        status = WsrepStatus.from_rows(rows)
+        verdict = judge(status, self.policy)
+        if verdict.ok:
+            # An eligible node is in the Primary Component: its member list is
+            # news about the others (a vanished host is in it no more).
+            members = parse_members(status.incoming_addresses, status.cluster_size)
+            verdict = replace(verdict, members=members)
+        return verdict
 
     async def _login(self) -> Any:
         conn = await open_connection(self.host, self.port, self.user, self._password)
         self.logins += 1
+        # A kept connection to a host that vanished errors out within the check
+        # timeout, idle or not, and the watcher asks for a check (sockopts.py).
+        watch_for_silence(conn._writer.get_extra_info("socket"), self.silence_timeout)
         try:
             async with conn.cursor() as cur:
                 await cur.execute(SESSION_SETUP)

@@ -44,11 +44,13 @@ from loadstone.config.model import CheckConfig
 # One round trip. information_schema is readable on a node that is not ready
 # (MariaDB answers SET, SHOW, table-less SELECT and information_schema reads
 # there), so the status can always be read; the names are upper-case in both
-# tables. WSREP_LOCAL_RECV_QUEUE is for max_recv_queue.
+# tables. WSREP_LOCAL_RECV_QUEUE is for max_recv_queue; WSREP_INCOMING_ADDRESSES
+# and WSREP_CLUSTER_SIZE name the Primary Component's members (membership.py).
 STATUS_QUERY = (
     "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS "
     "WHERE VARIABLE_NAME IN ('WSREP_LOCAL_STATE','WSREP_CLUSTER_STATUS','WSREP_READY',"
-    "'WSREP_CONNECTED','WSREP_LOCAL_INDEX','WSREP_CLUSTER_SIZE','WSREP_LOCAL_RECV_QUEUE') "
+    "'WSREP_CONNECTED','WSREP_LOCAL_INDEX','WSREP_CLUSTER_SIZE','WSREP_LOCAL_RECV_QUEUE',"
+    "'WSREP_INCOMING_ADDRESSES') "
     "UNION ALL SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES "
     "WHERE VARIABLE_NAME IN ('READ_ONLY','WSREP_DESYNC','WSREP_REJECT_QUERIES',"
     "'WSREP_SST_DONOR_REJECTS_QUERIES','WSREP_SST_METHOD')"
@@ -121,6 +123,7 @@ class WsrepStatus:
     recv_queue: int | None
     local_index: int | None = None
     cluster_size: int | None = None
+    incoming_addresses: str | None = None
 
     @classmethod
     def from_rows(cls, rows: Iterable[tuple[object, object]]) -> WsrepStatus:
@@ -142,6 +145,7 @@ class WsrepStatus:
             recv_queue=_int(values.get("WSREP_LOCAL_RECV_QUEUE")),
             local_index=_int(values.get("WSREP_LOCAL_INDEX")),
             cluster_size=_int(values.get("WSREP_CLUSTER_SIZE")),
+            incoming_addresses=values.get("WSREP_INCOMING_ADDRESSES"),
         )
 
 

@@ -45,6 +45,9 @@ class Probe(ABC):
     # Set by the scheduler: call it to have the server checked now (rate-limited),
     # e.g. when a connection kept open between checks is closed by the server.
     wake: Callable[[], None] | None = None
+    # Set by the scheduler to the check timeout: how long the kernel may keep a
+    # connection whose peer went silent (checks/sockopts.py).
+    silence_timeout: float = 2.0
 
     @abstractmethod
     async def check(self) -> Verdict:

@@ -33,6 +33,7 @@ from dataclasses import replace
 from functools import partial
 
 from loadstone.checks.driver import DialogueProbe, run_check
+from loadstone.checks.membership import Endpoint, describe, endpoint, outside_component
 from loadstone.checks.probe import Probe, ProbeFactory
 from loadstone.checks.registry import PROBES, make_probe
 from loadstone.checks.state import HealthCounter
@@ -53,6 +54,8 @@ class ServerCheck:
     __slots__ = (
         "config",
         "counter",
+        "endpoint",
+        "excluded",
         "last_trigger",
         "pool",
         "probe",
@@ -63,8 +66,19 @@ class ServerCheck:
         "wake",
     )
 
-    def __init__(self, pool: Pool, server: ServerRuntime, config: CheckConfig, probe: Probe):
+    def __init__(
+        self,
+        pool: Pool,
+        server: ServerRuntime,
+        config: CheckConfig,
+        probe: Probe,
+        endpoint: Endpoint,
+    ):
         self.pool = pool
+        self.endpoint = endpoint  # what the probe connects to, as cluster members name it
+        # Why a cluster member took this server out (None: it did not), shown
+        # before the server's own failures until a check of its own passes.
+        self.excluded: str | None = None
         self.server = server
         self.config = config
         self.probe = probe
@@ -139,7 +153,11 @@ class CheckScheduler:
                 # A probe that learns between checks that its server changed (the
                 # Galera probe's kept-open connection dropped) asks for a check now.
                 probe.wake = partial(self.trigger, server)
-                self.checks[server] = ServerCheck(pool, server, config, probe)
+                sc = ServerCheck(pool, server, config, probe, endpoint(host, port))
+                # The kernel gives up a connection to a silent peer after the
+                # check timeout (TCP_USER_TIMEOUT, keepalive; checks/sockopts.py).
+                probe.silence_timeout = sc.timeout
+                self.checks[server] = sc
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -239,6 +257,12 @@ class CheckScheduler:
             server.checks_failed += 1
         server.check_status = "ok" if verdict.ok else "failed"
         server.check_detail = verdict.detail
+        if verdict.ok:
+            sc.excluded = None
+        elif sc.excluded is not None and not verdict.definitive:
+            # A timeout says less than the member's report; a node's own
+            # definitive answer ("non-primary") says more.
+            server.check_detail = f"{sc.excluded}; {verdict.detail}"
         server.check_duration = duration
         changed = sc.counter.record(verdict.ok, verdict.definitive)
 
@@ -267,7 +291,27 @@ class CheckScheduler:
             # Pool.set_health logs the transition and tells balancers/subscribers.
             sc.reported = True
             sc.pool.set_health(server, sc.counter.healthy, verdict.detail)
+        if verdict.ok and verdict.members is not None:
+            self._take_out_non_members(sc, verdict.members)
         return sc.counter.interval(sc.config)
+
+    def _take_out_non_members(self, reporter: ServerCheck, members: frozenset[Endpoint]) -> None:
+        """A Primary Component member listed its members: the pool's servers
+        missing from the list are out now, not after `fall` timed-out checks
+        (loadstone.checks.membership)."""
+        pool = reporter.pool
+        monitored = {sc.server: sc.endpoint for sc in self.checks.values() if sc.pool is pool}
+        for server in outside_component(reporter.endpoint, members, monitored):
+            sc = self.checks[server]
+            if not sc.counter.healthy:
+                continue
+            detail = f"outside the primary component (per {reporter.server.name})"
+            sc.excluded = detail
+            sc.counter.record(False, definitive=True)
+            server.check_status = "failed"
+            server.check_detail = detail
+            log.info("check %s: %s, members %s", sc.label, detail, describe(members))
+            sc.pool.set_health(server, False, detail)
 
 
 def _use_tls(probe: Probe, pool: Pool, server: ServerRuntime) -> None:

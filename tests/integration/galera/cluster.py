@@ -9,6 +9,10 @@ datadir. Node 1 bootstraps the cluster (--wsrep-new-cluster) and each next node
 is started only once the previous one is Synced, as a joiner that starts while
 another node is still receiving its state transfer has no donor to pick.
 
+Each node names the address loadstone checks it on as its incoming address
+(MariaDB shows "AUTO" for a node bound to a loopback address): the Primary
+Component's member list is then read by loadstone (checks/membership.py).
+
 Every node's wsrep_cluster_address lists all three, so any node, the bootstrap
 one included, can be killed and restarted: it rejoins by IST from the gcache.
 
@@ -122,6 +126,11 @@ class GaleraNode:
         self.cnf = self.dir / "my.cnf"
         self.log = self.dir / "error.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        # Where the node runs: loopback by default; a host of the namespace
+        # test bed (tests/integration/ha/galera_bed.py) sets its address and
+        # the `ip netns exec` prefix before the cluster starts.
+        self.host = "127.0.0.1"
+        self.exec_prefix: list[str] = []
 
     @property
     def donor(self) -> str:
@@ -134,19 +143,19 @@ class GaleraNode:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def write_config(self) -> None:
-        cluster_address = ",".join(f"127.0.0.1:{n.gport}" for n in self.cluster.nodes)
+        cluster_address = ",".join(f"{n.host}:{n.gport}" for n in self.cluster.nodes)
         options = ";".join(
             [
                 f"base_port={self.gport}",
-                f"gmcast.listen_addr=tcp://127.0.0.1:{self.gport}",
-                f"ist.recv_addr=127.0.0.1:{self.gport + 1}",
+                f"gmcast.listen_addr=tcp://{self.host}:{self.gport}",
+                f"ist.recv_addr={self.host}:{self.gport + 1}",
                 "gcache.size=32M",
                 *self.cluster.provider_options,
             ]
@@ -154,7 +163,7 @@ class GaleraNode:
         self.cnf.write_text(
             f"""[mysqld]
 user=mysql
-bind-address=127.0.0.1
+bind-address={self.host}
 port={self.port}
 socket={self.socket}
 datadir={self.datadir}
@@ -175,9 +184,10 @@ wsrep_provider={PROVIDER}
 wsrep_cluster_name=loadstone-test
 wsrep_cluster_address=gcomm://{cluster_address}
 wsrep_provider_options="{options}"
-wsrep_node_address=127.0.0.1:{self.gport}
+wsrep_node_address={self.host}:{self.gport}
 wsrep_node_name={self.name}
-wsrep_sst_receive_address=127.0.0.1:{self.sst_port}
+wsrep_node_incoming_address={self.host}:{self.port}
+wsrep_sst_receive_address={self.host}:{self.sst_port}
 wsrep_sst_method=rsync
 wsrep_sst_donor={self.donor},
 wsrep_slave_threads=2
@@ -210,7 +220,7 @@ wsrep_slave_threads=2
     def start(self, bootstrap: bool = False) -> None:
         assert MARIADBD is not None
         assert not self.alive, f"{self.name} already running"
-        args = [MARIADBD, f"--defaults-file={self.cnf}"]
+        args = [*self.exec_prefix, MARIADBD, f"--defaults-file={self.cnf}"]
         if bootstrap:
             args.append("--wsrep-new-cluster")
         with open(self.dir / "stdout.log", "ab") as out:
@@ -249,7 +259,7 @@ wsrep_slave_threads=2
 
     def connect(self, user: str = ADMIN_USER, password: str = ADMIN_PASSWORD, **kw: Any) -> Any:
         options: dict[str, Any] = {
-            "host": "127.0.0.1",
+            "host": self.host,
             "port": self.port,
             "user": user,
             "password": password,
@@ -259,7 +269,20 @@ wsrep_slave_threads=2
             "autocommit": True,
         }
         options.update(kw)
-        return pymysql.connect(**options)
+        if not self.exec_prefix:
+            return pymysql.connect(**options)
+        # In a namespace: its Unix socket is reachable from here. Connected by
+        # us, as PyMySQL leaks the socket of a failed Unix-socket connect.
+        conn = pymysql.connect(**options, defer_connect=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(options["connect_timeout"])
+            sock.connect(str(self.socket))
+            conn.connect(sock)
+        except BaseException:
+            sock.close()
+            raise
+        return conn
 
     def query(self, sql: str, args: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         conn = self.connect()
@@ -354,6 +377,16 @@ class GaleraCluster:
             node.start()
             node.wait_synced()
         return self
+
+    def boot(self) -> GaleraCluster:
+        """start(), or on failure: the nodes' logs printed, everything stopped, raise."""
+        try:
+            return self.start()
+        except BaseException:
+            for node in self.nodes:
+                print(f"--- {node.name} log ---\n{node.tail_log(60)}")
+            self.stop()
+            raise
 
     def _bootstrap_sql(self, node: GaleraNode) -> None:
         assert MARIADB_CLIENT is not None

@@ -39,21 +39,19 @@ TEST_PROVIDER_OPTIONS = (
 PASSWORD_ENV = "GALERA_MONITOR_PASSWORD"
 
 
-@pytest.fixture(scope="session")
-def galera_cluster() -> Iterator[GaleraCluster]:
+def require_galera_software() -> None:
+    """Skip (fail in CI) when a cluster cannot be started here."""
     why = missing_software()
     if why is not None:
         if os.environ.get("CI"):
             pytest.fail(f"Galera cluster unavailable in CI: {why}")
         pytest.skip(f"Galera cluster unavailable: {why} (scripts/test installs it)")
-    cluster = GaleraCluster(provider_options=TEST_PROVIDER_OPTIONS)
-    try:
-        cluster.start()
-    except BaseException:
-        for node in cluster.nodes:
-            print(f"--- {node.name} log ---\n{node.tail_log(60)}")
-        cluster.stop()
-        raise
+
+
+@pytest.fixture(scope="session")
+def galera_cluster() -> Iterator[GaleraCluster]:
+    require_galera_software()
+    cluster = GaleraCluster(provider_options=TEST_PROVIDER_OPTIONS).boot()
     yield cluster
     cluster.stop()
 

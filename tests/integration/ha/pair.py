@@ -43,7 +43,7 @@ def render_keepalived(
 ) -> str:
     me = bed.host(host)
     peers = [bed.host(c).address for c in controllers if c != host]
-    return string.Template(KEEPALIVED_CONF.read_text()).substitute(
+    text = string.Template(KEEPALIVED_CONF.read_text()).substitute(
         INTERFACE="eth0",
         VIRTUAL_ROUTER_ID="51",
         # The first controller highest, as kolla orders them; nopreempt keeps
@@ -57,6 +57,13 @@ def render_keepalived(
         LOADSTONE_CTL=f"{LOADSTONE} ctl --url {ADMIN}",
         HEALTH_CHECK=health,
     )
+    if advert_int < 1:
+        # Sub-second adverts need VRRPv3 (keepalived ignores the PASS
+        # authentication there, with a warning); a vrrp_script's interval is
+        # whole seconds (1 to 4294).
+        text = text.replace("global_defs {\n", "global_defs {\n    vrrp_version 3\n", 1)
+        text = text.replace(f"    interval {advert_int:g}\n", "    interval 1\n", 1)
+    return text
 
 
 def admin_get(bed: NetBed, host: str, path: str) -> Any:
