@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from fuzz import targets_checks, targets_http
+from fuzz import targets_checks, targets_http, targets_proxy
 
 Target = Callable[[bytes], None]
 
@@ -21,6 +21,7 @@ TARGETS: dict[str, Target] = {
     "send_expect": targets_checks.send_expect,
     "mysql_greeting": targets_checks.mysql_greeting,
     "galera_status": targets_checks.galera_status,
+    "proxy_header": targets_proxy.proxy_header,
 }
 
 CORPUS = Path(__file__).parent / "corpus"

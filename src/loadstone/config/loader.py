@@ -165,6 +165,13 @@ _INHERITED_ANY_MODE: Final[Keys] = {
 _INHERITED_HTTP: Final[Keys] = {
     name: entry for name, entry in DEFAULTS_KEYS.items() if entry[1].only
 }
+# A listener's keys of any mode that `defaults` may not set (freebind, tls...),
+# but for those _listener walks itself.
+_OWN_ANY_MODE: Final = tuple(
+    name
+    for name, (_, declared) in LISTENER_KEYS.items()
+    if not declared.inherit and not declared.only and name not in ("bind", "servers")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +264,7 @@ def _listener(
     inherited = {k: v for k, v in defaults.keys.items() if k in _INHERITED_ANY_MODE}
     values: dict[str, Any] = {**inherited, **read_keys(ctx, raw, _INHERITED_ANY_MODE)}
 
-    for own in ("freebind", "haproxy_names", "tls"):
+    for own in _OWN_ANY_MODE:
         if own in raw:
             values[own] = _parse(ctx, raw, own)
     if "bind" in raw:

@@ -59,6 +59,7 @@ TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
 VerifyClient = Literal["none", "optional", "required"]
 VerifyServer = Literal["required", "none"]
 RedirectScheme = Literal["https"]
+ProxyVersion = Literal["v1", "v2"]
 
 # Check keys that only make sense for some check types; the others apply to all.
 _HTTP: Final = ("http",)
@@ -383,6 +384,15 @@ class ServerConfig:
         metadata=key(_SERVER_TLS, "TLS to this server; true: verified against the system CAs"),
     )
     pool: str = "default"  # the routing pool this server belongs to (http mode)
+    # PROXY protocol header sent first on each connection (HAProxy `send-proxy`,
+    # `send-proxy-v2`); None: the listener's send_proxy; "off": none even then.
+    send_proxy: ProxyVersion | Literal["off"] | None = field(
+        default=None,
+        metadata=key(
+            Choice(("v1", "v2", "off"), ((False, "off"),)),
+            "PROXY protocol header to this server (default: the listener's send_proxy)",
+        ),
+    )
 
     @property
     def cookie_value(self) -> str:
@@ -474,6 +484,26 @@ class RouteConfig:
 
 
 _SERVERS: Final = ListOf(Section(ServerConfig), "servers", unique="name")
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyAccept:
+    """PROXY protocol headers accepted from trusted senders (HAProxy `accept-proxy`)."""
+
+    trusted: tuple[str, ...] = field(
+        default=(),
+        metadata=key(
+            ListOf(v.Network(), "networks", single=(object,)),
+            "connections from these networks must start with a PROXY header (v1 or v2); "
+            "a header from elsewhere closes the connection",
+            required="required: a list of networks, e.g. [10.0.0.0/8]",
+        ),
+    )
+    timeout: float = field(
+        default=5.0, metadata=key(Duration(), "time allowed for the whole header to arrive")
+    )
+
+
 _BALANCE: Final = Choice.of(Balance)
 
 
@@ -507,6 +537,21 @@ class ListenerConfig:
     balance: Balance = field(default="roundrobin", metadata=key(_BALANCE, inherit=True))
     freebind: bool = field(
         default=False, metadata=key(Bool(), "bind an address that is not (yet) on this host")
+    )
+    accept_proxy: ProxyAccept | None = field(
+        default=None,
+        metadata=key(
+            Section(ProxyAccept),
+            "take the client address from a PROXY protocol header sent by trusted proxies",
+        ),
+    )
+    send_proxy: ProxyVersion | None = field(
+        default=None,
+        metadata=key(
+            Nullable(Choice.of(ProxyVersion)),
+            "send a PROXY protocol header (v1 | v2) to every server first",
+            inherit=True,
+        ),
     )
     maxconn: int = field(default=4096, metadata=key(Int(1), inherit=True))
     backlog: int = field(default=1024, metadata=key(Int(1), inherit=True))
@@ -656,6 +701,11 @@ class ListenerConfig:
             "HAProxy's names of this listener, for the runtime socket (set by the importer)",
         ),
     )
+
+    def proxy_version(self, server: ServerConfig) -> ProxyVersion | None:
+        """The PROXY protocol header sent to `server`, if any."""
+        wanted = server.send_proxy if server.send_proxy is not None else self.send_proxy
+        return None if wanted == "off" else wanted
 
     @property
     def forwarded_scheme(self) -> str | None:

@@ -181,6 +181,7 @@ class HttpListener(AcceptingFrontend[HttpConnection]):
                 if route.servers or name != "default"
             },
             **self.tls_status(),
+            **self.proxy_status(),
         }
 
     def shutdown_all(self, reason: str) -> None:
