@@ -42,7 +42,7 @@ def test_parsed_and_inherited() -> None:
         (("10.0.0.0/8", "10.0.0.300/8"), "listeners.db.accept_proxy.trusted[0]: invalid network"),
         (("send_proxy: v2}", "send_proxy: v3}"), "listeners.db.servers[1].send_proxy: must be one"),
         (("{send_proxy: v1}", "{send_proxy: 2}"), "defaults.send_proxy: must be one of v1, v2"),
-        (("{trusted: [10.0.0.0/8, \"::1\"], ", "{"), "listeners.db.accept_proxy.trusted: required"),
+        (('{trusted: [10.0.0.0/8, "::1"], ', "{"), "listeners.db.accept_proxy.trusted: required"),
         (("accept_proxy: {", "accept_proxy: {trustd: [], "), "listeners.db.accept_proxy.trustd"),
     ],
 )
