@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from loadstone.config.loader import ConfigError, parse_config
-from loadstone.datapath.proxy_gate import native_refusal
+from loadstone.datapath.native_gaps import refusal as native_refusal
 
 BASE = """
 defaults: {send_proxy: v1}

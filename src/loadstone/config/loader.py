@@ -173,6 +173,13 @@ _OWN_ANY_MODE: Final = tuple(
     if not declared.inherit and not declared.only and name not in ("bind", "servers")
 )
 
+# The same for mode http, but for cookie and pools (walked before the others).
+_OWN_HTTP: Final = tuple(
+    name
+    for name, (_, declared) in LISTENER_KEYS.items()
+    if not declared.inherit and declared.only and name not in ("cookie", "pools")
+)
+
 
 @dataclass(frozen=True, slots=True)
 class _Defaults:
@@ -315,7 +322,7 @@ def _http_listener(
     pool_names = {"default"}
     if "pools" in raw:
         pool_names = validate.add_pools(ctx, values, _parse(ctx, raw, "pools"))
-    for name in ("routes", "default_pool", "redirect"):
+    for name in _OWN_HTTP:
         if name in raw:
             values[name] = _parse(ctx, raw, name)
     validate.check_pool_names(ctx, values, pool_names)

@@ -487,6 +487,123 @@ _SERVERS: Final = ListOf(Section(ServerConfig), "servers", unique="name")
 
 
 @dataclass(frozen=True, slots=True)
+class RequestMatch:
+    """Conditions of a request rule; every one given must hold. Host and path
+    are the keys of `routes`, with the same meaning (HAProxy's `hdr(host)`,
+    `path_beg`, `path`, `path_reg`); `src`/`dst` are HAProxy's ACLs of the same
+    names (the client's address, a PROXY header's if accepted; the address it reached)."""
+
+    hosts: tuple[str, ...] = field(
+        default=(),
+        metadata=key(
+            ListOf(v.RouteHost(), "hosts", single=(object,)),
+            "Host names without port; *.example.com matches subdomains",
+            yaml="host",
+        ),
+    )
+    path_prefix: str | None = field(default=None, metadata=key(v.RoutePath))
+    path_exact: str | None = field(default=None, metadata=key(v.RoutePath))
+    path_regex: str | None = field(
+        default=None, metadata=key(v.Regex(), "searched from the start of the path")
+    )
+    methods: tuple[str, ...] = field(
+        default=(),
+        metadata=key(ListOf(v.HttpMethod(), "methods", single=(str,)), yaml="method"),
+    )
+    src: tuple[str, ...] = field(
+        default=(),
+        metadata=key(
+            ListOf(v.Network(), "networks", single=(object,)), "client address in these networks"
+        ),
+    )
+    dst: tuple[str, ...] = field(
+        default=(),
+        metadata=key(
+            ListOf(v.Network(), "networks", single=(object,)),
+            "the address the client reached in these networks",
+        ),
+    )
+
+
+RuleScheme = Literal["http", "https"]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRedirect:
+    """Where a `redirect` rule sends the client: exactly one of scheme, location, prefix."""
+
+    scheme: RuleScheme | None = field(
+        default=None,
+        metadata=key(Choice.of(RuleScheme), "the same URL in this scheme (redirect scheme)"),
+    )
+    location: str | None = field(
+        default=None, metadata=key(v.HeaderValue(), "this URL as it is (redirect location)")
+    )
+    prefix: str | None = field(
+        default=None,
+        metadata=key(
+            v.HeaderValue(), "this prefix followed by the request's path (redirect prefix)"
+        ),
+    )
+    code: int = field(default=302, metadata=key(v.IntChoice((301, 302, 303, 307, 308))))
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSet:
+    name: str = field(default="", metadata=key(v.HeaderName, required="required"))
+    value: str = field(default="", metadata=key(v.HeaderValue(), required="required"))
+
+
+# Statuses a `deny` rule may answer with (those HAProxy's deny_status takes).
+DENY_STATUSES: Final = (
+    200,
+    400,
+    401,
+    403,
+    404,
+    405,
+    407,
+    408,
+    410,
+    413,
+    425,
+    429,
+    500,
+    501,
+    502,
+    503,
+    504,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRule:
+    """One rule of `request_rules` (HAProxy `http-request ACTION [if|unless COND]`):
+    exactly one action, under optional conditions. Rules run in the order
+    written; the first allow, deny or redirect that applies ends the walk."""
+
+    allow: bool = field(
+        default=False, metadata=key(Bool(), "true: send the request on, skip the rules after")
+    )
+    deny: int | None = field(
+        default=None, metadata=key(v.IntChoice(DENY_STATUSES), "answer with this status")
+    )
+    redirect: RuleRedirect | None = field(default=None, metadata=key(Section(RuleRedirect)))
+    set_header: HeaderSet | None = field(
+        default=None, metadata=key(Section(HeaderSet), "{name, value}: replace the header")
+    )
+    del_header: str | None = field(
+        default=None, metadata=key(v.HeaderName, "remove every field of this name")
+    )
+    when: RequestMatch | None = field(
+        default=None, metadata=key(Section(RequestMatch), "apply only if all these hold", yaml="if")
+    )
+    unless: RequestMatch | None = field(
+        default=None, metadata=key(Section(RequestMatch), "apply only if not all these hold")
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ProxyAccept:
     """PROXY protocol headers accepted from trusted senders (HAProxy `accept-proxy`)."""
 
@@ -665,6 +782,18 @@ class ListenerConfig:
     pools: tuple[PoolConfig, ...] = field(
         default=(),
         metadata=key(v.PoolMap(_BALANCE, _SERVERS), "routing pools by name", only=_HTTP),
+    )
+    request_rules: tuple[RequestRule, ...] = field(
+        default=(),
+        metadata=key(
+            ListOf(
+                Section(RequestRule),
+                "rules like {deny: 403, if: {src: 10.0.0.0/8}}",
+                non_empty=False,
+            ),
+            "allow, deny, redirect, set_header, del_header under conditions (http-request)",
+            only=_HTTP,
+        ),
     )
     routes: tuple[RouteConfig, ...] = field(
         default=(),

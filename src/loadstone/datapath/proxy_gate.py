@@ -326,15 +326,6 @@ def _endpoint(name: object) -> Endpoint | None:
     return None  # a unix socket, or a connection already gone
 
 
-def native_refusal(listener: ListenerConfig) -> str | None:
-    """Why the native engine cannot serve this listener's PROXY protocol, if it uses it."""
-    if listener.accept_proxy is not None:
-        return "accept_proxy (native data path: not implemented)"
-    if any(listener.proxy_version(s) is not None for s in listener.servers):
-        return "send_proxy (native data path: not implemented)"
-    return None
-
-
 def _peer_text(peer: object) -> str:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return f"{peer[0]}:{peer[1]}"
