@@ -595,6 +595,8 @@ class RequestRule:
     del_header: str | None = field(
         default=None, metadata=key(v.HeaderName, "remove every field of this name")
     )
+    # With both: apply if all of `if` hold and not all of `unless` do (HAProxy's
+    # `if A !B`, when the negated terms are of one kind: `!{ src X } !{ src Y }`).
     when: RequestMatch | None = field(
         default=None, metadata=key(Section(RequestMatch), "apply only if all these hold", yaml="if")
     )

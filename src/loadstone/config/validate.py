@@ -77,9 +77,6 @@ def _request_rule(ctx: Ctx, raw: Mapping[str, Any], values: dict[str, Any]) -> b
     if raw.get("allow") is False:
         ctx.key("allow").error("write `allow: true`, or leave the rule out")
         return False
-    if "if" in raw and "unless" in raw:
-        ctx.key("unless").error("cannot be combined with 'if' in one rule")
-        return False
     for action in ("del_header", "set_header"):
         named = raw.get(action)
         name = named.get("name") if isinstance(named, dict) else named

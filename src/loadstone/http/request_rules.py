@@ -134,13 +134,12 @@ def _within(text: str | None, networks: tuple[Network, ...]) -> bool:
 
 
 class _Rule:
-    __slots__ = ("action", "condition", "lower", "name", "negate", "rule", "sets", "value")
+    __slots__ = ("action", "lower", "name", "rule", "sets", "unless", "value", "when")
 
     def __init__(self, rule: RequestRule) -> None:
         self.rule = rule
-        match = rule.when or rule.unless
-        self.condition = Condition(match) if match is not None else None
-        self.negate = rule.unless is not None
+        self.when = Condition(rule.when) if rule.when is not None else None
+        self.unless = Condition(rule.unless) if rule.unless is not None else None
         self.name = self.lower = self.value = b""
         self.sets = rule.set_header is not None
         if rule.set_header is not None:
@@ -159,9 +158,9 @@ class _Rule:
         self.lower = self.name.lower()
 
     def applies(self, facts: _Facts) -> bool:
-        if self.condition is None:
-            return True
-        return self.condition.holds(facts) != self.negate
+        if self.when is not None and not self.when.holds(facts):
+            return False
+        return self.unless is None or not self.unless.holds(facts)
 
 
 class RequestRules:
@@ -171,7 +170,9 @@ class RequestRules:
 
     def __init__(self, rules: Sequence[RequestRule]) -> None:
         self.rules = tuple(_Rule(r) for r in rules)
-        self.needs_local = any(r.condition is not None and r.condition.dst for r in self.rules)
+        self.needs_local = any(
+            c is not None and c.dst for r in self.rules for c in (r.when, r.unless)
+        )
 
     def run(
         self,
