@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadstone.importers.haproxy import keywords
+from loadstone.importers.haproxy.conditions import Untranslatable, condition, split_condition
 from loadstone.importers.haproxy.keywords import Entry, Kind
 from loadstone.importers.haproxy.parser import Directive, Location
 from loadstone.importers.haproxy.report import Report, TranslationError
@@ -97,11 +98,15 @@ class ProxyState:
     stick_on_dst: bool = False
     stick_directives: list[Directive] = field(default_factory=list)
     request_headers: list[dict[str, str]] = field(default_factory=list)
+    # http-request deny/allow/redirect and conditional header rules, in order,
+    # each with its directive (reported as without effect in mode tcp).
+    request_rules: list[tuple[Directive, dict[str, Any]]] = field(default_factory=list)
     response_headers: list[dict[str, str]] = field(default_factory=list)
     rewrite_location: bool = False
     default_server: dict[str, str] = field(default_factory=dict)
     binds: list[str] = field(default_factory=list)
     freebind: bool = False
+    accept_proxy: bool = False  # a bind line with accept-proxy
     tls_binds: int = 0  # bind lines left out because they terminate TLS
     servers: list[Server] = field(default_factory=list)
     default_backend: tuple[str, Location] | None = None
@@ -252,8 +257,10 @@ def _bind(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
             continue
         value = d.args[i + 1 : i + 1 + option.nargs]
         what = " ".join(("bind ...", name, *value))
-        if option.entry.kind is Kind.TRANSLATED:
-            s.freebind = True
+        if name == "accept-proxy":
+            s.accept_proxy = True
+        elif option.entry.kind is Kind.TRANSLATED:
+            s.freebind = True  # transparent (IP_TRANSPARENT), freebind
         else:
             r.note(d, option.entry, what=what)
         i += 1 + option.nargs
@@ -637,9 +644,94 @@ def _request_header(r: Report, s: ProxyState, d: Directive, negated: bool) -> No
     ):
         s.forwarded_port = True
         return
+    if any(word in ("if", "unless") for word in args) and "ssl_fc" not in args:
+        # A conditional header rule: one of the request rules, kept in their order.
+        name = args[0] if args else ""
+        if action == "del-header":
+            _conditional_rule(r, s, d, {"del_header": name}, args[1:])
+        elif action == "set-header" and len(args) > 2 and "%[" not in args[1]:
+            _conditional_rule(r, s, d, {"set_header": {"name": name, "value": args[1]}}, args[2:])
+        else:
+            _header_rule(r, d, action, args)  # reports why not
+        return
     rule = _header_rule(r, d, action, args)
     if rule is not None:
         s.request_headers.append(rule)
+
+
+# HAProxy's http-request deny answers 403 unless deny_status says otherwise.
+_DENY_STATUSES = frozenset(
+    (200, 400, 401, 403, 404, 405, 407, 408, 410, 413, 425, 429, 500, 501, 502, 503, 504)
+)
+_REDIRECT_CODES = frozenset(("301", "302", "303", "307", "308"))
+
+
+@_handles("http-request deny", "http-request allow", "http-request redirect", "redirect")
+def _request_rule(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
+    """http-request deny|allow|redirect [...] [if|unless COND], and the old `redirect`."""
+    if d.keyword == "redirect":
+        action, words = "redirect", d.args
+    else:
+        _need(d, 1)
+        action, words = d.args[0], d.args[1:]
+    before, _, _ = split_condition(words)
+    rule: dict[str, Any]
+    if action == "allow" and not before:
+        rule = {"allow": True}
+    elif action == "deny":
+        status = 403
+        if before[:1] == ["deny_status"] and len(before) == 2 and before[1].isdigit():
+            status = int(before[1])
+        elif before:
+            r.unsupported(d, "deny options other than deny_status are not translated")
+            return
+        if status not in _DENY_STATUSES:
+            r.unsupported(d, f"deny_status {status} is not one loadstone answers with")
+            return
+        rule = {"deny": status}
+    elif (
+        action == "redirect" and len(before) >= 2 and before[0] in ("scheme", "location", "prefix")
+    ):
+        target: dict[str, Any] = {before[0]: before[1]}
+        options = before[2:]
+        if options[:1] == ["code"] and len(options) == 2 and options[1] in _REDIRECT_CODES:
+            target["code"] = int(options[1])
+        elif options:
+            r.unsupported(d, "redirect options other than code are not translated")
+            return
+        if before[0] == "scheme" and before[1] not in ("http", "https"):
+            r.unsupported(d, f"redirect scheme {before[1]} is not translated")
+            return
+        rule = {"redirect": target}
+    else:
+        r.unsupported(d, f"this form of {action} is not translated")
+        return
+    _conditional_rule(r, s, d, rule, words[len(before) :])
+
+
+def _conditional_rule(
+    r: Report, s: ProxyState, d: Directive, rule: dict[str, Any], words: tuple[str, ...] | list[str]
+) -> None:
+    """`rule` under the HAProxy condition `words` ("if ..."/"unless ...", or none)."""
+    _, keyword, cond = split_condition(list(words))
+    if keyword is not None:
+        try:
+            when, unless = condition(keyword, cond, s.acls, s.used_acls)
+        except Untranslatable as exc:
+            if exc.kind == "ssl_fc":
+                r.note(d, keywords.Entry(Kind.TLS, "not yet supported by loadstone (TLS)"))
+            elif exc.kind == "sc_":
+                r.note(
+                    d, keywords.Entry(Kind.NOT_YET, "not yet supported by loadstone (rate limits)")
+                )
+            else:
+                r.unsupported(d, f"condition not translated: {exc.reason}")
+            return
+        if when:
+            rule["if"] = when
+        if unless:
+            rule["unless"] = unless
+    s.request_rules.append((d, rule))
 
 
 @_handles("http-response set-header", "http-response add-header", "http-response del-header")

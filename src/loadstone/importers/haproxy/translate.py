@@ -361,6 +361,18 @@ class _Translator:
             out["haproxy_names"] = {"frontend": fe.name, "backend": be.name}
         if fe.freebind:
             out["freebind"] = True
+        if fe.accept_proxy:
+            # HAProxy takes a header from any client of an accept-proxy bind;
+            # loadstone asks whom to trust: every address, as HAProxy, until narrowed.
+            out["accept_proxy"] = {"trusted": ["0.0.0.0/0", "::/0"]}
+            self.report.note(
+                where,
+                Entry(
+                    Kind.NOTE,
+                    "accept-proxy: every source is trusted, as in HAProxy; narrow "
+                    "accept_proxy.trusted to the proxies in front",
+                ),
+            )
         out["mode"] = fe.mode
         galera = self._is_galera(be)
         out["balance"] = "active-backup" if galera else self._balance(be)
@@ -387,6 +399,11 @@ class _Translator:
         out["servers"] = [self._server(s, be) for s in be.servers]
         if fe.mode == "http":
             self._http_keys(out, fe, be)
+        else:
+            for d, _ in fe.request_rules + (be.request_rules if be is not fe else []):
+                self.report.note(
+                    d, Entry(Kind.NO_EFFECT, "http-request rules in mode tcp: HAProxy ignores them")
+                )
         if pools:
             out["pools"] = {
                 name: {
@@ -675,6 +692,10 @@ class _Translator:
             out["check"] = False
         if "cookie" in s.options and be.cookie is not None:
             out["cookie"] = s.options["cookie"]
+        if "send-proxy-v2" in s.options:
+            out["send_proxy"] = "v2"
+        elif "send-proxy" in s.options:
+            out["send_proxy"] = "v1"
         return out
 
     # -- checks ------------------------------------------------------------------------
@@ -806,6 +827,10 @@ class _Translator:
         headers = fe.request_headers + (be.request_headers if be is not fe else [])
         if headers:
             out["request_headers"] = headers
+        # HAProxy runs the frontend's http-request rules, then the backend's.
+        rules = fe.request_rules + (be.request_rules if be is not fe else [])
+        if rules:
+            out["request_rules"] = [rule for _, rule in rules]
         responses = be.response_headers + (fe.response_headers if be is not fe else [])
         if responses:
             out["response_headers"] = responses
