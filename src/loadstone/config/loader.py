@@ -300,6 +300,8 @@ def _listener(
         values["servers"] = _parse(ctx, raw, "servers")
     elif "pools" in raw and raw.get("default_pool", "default") != "default":
         values["servers"] = ()  # every server is in a named pool
+    elif values.get("mode") == "http" and ("monitor" in raw or "redirect" in raw):
+        values["servers"] = ()  # every request answered by the proxy (HAProxy: no backend)
     else:
         values["servers"] = ctx.key("servers").error("required: a list of servers")
 

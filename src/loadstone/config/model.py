@@ -358,6 +358,28 @@ class Redirect:
 
 
 @dataclass(frozen=True, slots=True)
+class Monitor:
+    """An answer from the proxy itself on one URI (HAProxy `monitor-uri`), for
+    keepalived, container health checks and load balancers in front."""
+
+    path: str = field(
+        default="/",
+        metadata=key(v.RoutePath, "the request target answered (compared whole, as HAProxy)"),
+    )
+    up_status: int = field(
+        default=200,
+        metadata=key(v.IntChoice((200, 204)), "while the listener serves"),
+    )
+    down_status: int = field(
+        default=503,
+        metadata=key(
+            v.IntChoice((500, 502, 503, 504)),
+            "while no server of the listener is up, or the proxy is stopping",
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     name: str = field(metadata=key(v.Name, required="required"))
     address: Address = field(metadata=key(v.HostPort(Address), required="required"))
@@ -784,6 +806,14 @@ class ListenerConfig:
     pools: tuple[PoolConfig, ...] = field(
         default=(),
         metadata=key(v.PoolMap(_BALANCE, _SERVERS), "routing pools by name", only=_HTTP),
+    )
+    monitor: Monitor | None = field(
+        default=None,
+        metadata=key(
+            SectionOrWord(Section(Monitor), "path", lambda: Monitor()),
+            "a path the proxy answers itself: up_status, or down_status (monitor-uri)",
+            only=_HTTP,
+        ),
     )
     request_rules: tuple[RequestRule, ...] = field(
         default=(),

@@ -15,6 +15,8 @@ def refusal(listener: ListenerConfig) -> str | None:
         return f"accept_proxy ({_NOT_NATIVE})"
     if any(listener.proxy_version(s) is not None for s in listener.servers):
         return f"send_proxy ({_NOT_NATIVE})"
+    if listener.monitor is not None:
+        return f"monitor ({_NOT_NATIVE})"
     if listener.request_rules:
         return f"request_rules ({_NOT_NATIVE})"
     return None

@@ -50,6 +50,7 @@ class Verdict:
     status: int
     data: bytes
     end: str
+    quiet: bool = False  # not logged nor counted by status (monitor: polled every second)
 
 
 class _Facts:

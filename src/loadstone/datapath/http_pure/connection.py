@@ -38,6 +38,7 @@ from typing import cast
 import httptools
 
 from loadstone.config.model import Redirect
+from loadstone.datapath import monitor
 from loadstone.datapath.http_pure.exchange import Exchange
 from loadstone.datapath.http_pure.framing import chunk, end_of_body
 from loadstone.datapath.http_pure.frontend import HttpListener
@@ -285,8 +286,12 @@ class ClientConnection(asyncio.Protocol, Exchange):
         if method == b"CONNECT":
             req.error = BadRequest(501, "CONNECT is not supported")
             raise req.error
-        rules = self.frontend.request_rules
-        if rules is not None:
+        frontend = self.frontend
+        if frontend.monitor is not None and req.target == frontend.monitor_path:
+            # monitor (monitor-uri): answered before any rule, as HAProxy does.
+            req.verdict = monitor.verdict(frontend.monitor, frontend.pool, frontend.stopping)
+        rules = frontend.request_rules
+        if rules is not None and req.verdict is None:
             # request_rules: header edits before the head is checked and rebuilt.
             req.verdict = rules.run(
                 method, req.target, req.headers, self.client_ip, self._local_ip(rules.needs_local)
@@ -382,6 +387,8 @@ class ClientConnection(asyncio.Protocol, Exchange):
         self.bytes_out += len(verdict.data)
         if self.transport is not None:
             self.transport.write(verdict.data)
+        if verdict.quiet:
+            self.req = None  # _finish_exchange then neither logs nor counts it by status
         self._finish_exchange(verdict.end)
         self._close_after_write(verdict.end)
 

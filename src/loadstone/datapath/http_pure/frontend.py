@@ -104,6 +104,8 @@ class HttpListener(AcceptingFrontend[HttpConnection]):
         self.cookies = config.cookie is not None
         self.redirect = config.redirect  # every request answered by a redirect (to https)
         self.request_rules = RequestRules(config.request_rules) if config.request_rules else None
+        self.monitor = config.monitor
+        self.monitor_path = config.monitor.path.encode("latin-1") if config.monitor else b""
         # httptools hands headers one by one; refuse an endless stream of them
         # before the head completes (the exact limit is checked on the whole head).
         self.max_headers_hard = config.max_headers
