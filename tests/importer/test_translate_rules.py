@@ -105,3 +105,45 @@ def test_http_request_rules_in_tcp_mode_have_no_effect() -> None:
     )
     assert "request_rules" not in listener(config, "db")
     assert len(report) == 1 and "HAProxy ignores them" in report[0]
+
+
+def test_monitor_uri_frontend_without_backend() -> None:
+    config, report = imp(HTTP_DEFAULTS + "frontend status\n  bind :61313\n  monitor-uri /\n")
+    assert listener(config, "status")["monitor"] == "/"
+    assert "servers" not in listener(config, "status")
+    assert report == []
+
+
+def test_tls_frontend_and_its_plain_redirect() -> None:
+    config, report = imp(
+        "global\n  ssl-default-bind-ciphers ECDH+AESGCM\n"
+        "  ssl-default-bind-options ssl-min-ver TLSv1.3 no-tlsv10\n  crt-base /etc/ssl\n"
+        + HTTP_DEFAULTS
+        + "frontend plain\n  bind :80\n  redirect scheme https code 301 if !{ ssl_fc }\n"
+        "frontend secure\n  bind :443 ssl crt site.pem crt /abs/other.pem alpn h2,http/1.1\n"
+        "  http-request set-header X-Forwarded-Proto https if { ssl_fc }\n"
+        "  default_backend app\n"
+        "backend app\n  server a 198.18.0.11:8080\n"
+    )
+    assert listener(config, "plain")["redirect"] == {"scheme": "https", "code": 301}
+    secure = listener(config, "secure")
+    assert secure["bind"] == ["*:443"]
+    assert secure["tls"] == {
+        "certificates": ["/etc/ssl/site.pem", "/abs/other.pem"],
+        "ciphers": "ECDH+AESGCM",
+        "min_version": "TLSv1.3",
+    }
+    assert secure["forwarded_proto"] == "auto"
+    assert [line.split(": ", 2)[1] for line in report] == [
+        "ssl-default-bind-options ... no-tlsv10",
+        "bind ... alpn h2,http/1.1",
+    ]
+
+
+def test_plain_and_tls_binds_in_one_frontend_are_reported() -> None:
+    config, report = imp(
+        HTTP_DEFAULTS + "listen web\n  bind :80\n  bind :443 ssl crt /a.pem\n"
+        "  server a 198.18.0.11:8080\n"
+    )
+    assert listener(config, "web")["bind"] == ["*:80"] and "tls" not in listener(config, "web")
+    assert len(report) == 1 and "split the frontend in two" in report[0]

@@ -136,11 +136,11 @@ GLOBAL_KEYWORDS: dict[str, Entry] = {
     "stats": _not_needed("loadstone's runtime socket has no such setting"),
     "cpu-map": _unsupported("no CPU pinning of workers in loadstone"),
     "spread-checks": _unsupported("loadstone spreads checks on its own; no setting"),
-    "ca-base": _tls(),
-    "crt-base": _tls(),
-    "ssl-default-bind-ciphers": _tls(),
-    "ssl-default-bind-ciphersuites": _tls(),
-    "ssl-default-bind-options": _tls(),
+    "ca-base": T,
+    "crt-base": T,
+    "ssl-default-bind-ciphers": T,
+    "ssl-default-bind-ciphersuites": T,
+    "ssl-default-bind-options": T,
     "ssl-default-server-ciphers": _tls(),
     "ssl-default-server-ciphersuites": _tls(),
     "ssl-default-server-options": _tls(),
@@ -301,9 +301,11 @@ PROXY_KEYWORDS: dict[str, Entry] = {
     "stats": _not_needed(
         "the admin server's /stats page and /metrics replace HAProxy's stats page"
     ),
-    "monitor-uri": _not_yet("monitor-uri"),
-    "monitor fail": _not_yet("monitor-uri"),
-    "monitor-net": _removed("it became monitor-uri; not yet supported by loadstone"),
+    "monitor-uri": T,
+    "monitor fail": _unsupported(
+        "loadstone's monitor is down when no server is up, on no condition"
+    ),
+    "monitor-net": _removed("it became monitor-uri; see monitor"),
     "http-request": _not_yet("http-request rules"),
     "http-response": _not_yet("http-response rules"),
     "http-after-response": _not_yet("http-after-response rules"),

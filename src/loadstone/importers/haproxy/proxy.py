@@ -107,7 +107,14 @@ class ProxyState:
     binds: list[str] = field(default_factory=list)
     freebind: bool = False
     accept_proxy: bool = False  # a bind line with accept-proxy
-    tls_binds: int = 0  # bind lines left out because they terminate TLS
+    tls_binds: int = 0  # bind lines that terminate TLS
+    # Each TLS bind line: its directive, addresses and TLS options (name -> value).
+    tls_bind_lines: list[tuple[Directive, list[str], dict[str, str]]] = field(default_factory=list)
+    monitor_uri: str | None = None
+    # set-header X-Forwarded-Proto https if { ssl_fc } (and/or http if !{ ssl_fc })
+    proto_by_tls: list[Directive] = field(default_factory=list)
+    # redirect scheme https if !{ ssl_fc }: answer every plain request with it
+    tls_redirect: tuple[Directive, int] | None = None
     servers: list[Server] = field(default_factory=list)
     default_backend: tuple[str, Location] | None = None
     use_backends: list[Directive] = field(default_factory=list)
@@ -231,10 +238,10 @@ def _bind(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
         raise TranslationError(d.location, f"'bind' is not allowed in a {s.kind} section")
     _need(d, 1)
     if "ssl" in d.args[1:]:
-        # Serving plaintext where HAProxy terminated TLS would be wrong: leave it out.
-        r.note(
-            d, Entry(Kind.TLS, "not yet supported by loadstone (TLS); this address is not bound")
-        )
+        # Bound with TLS if every bind of the frontend is (translate.listener);
+        # serving plaintext where HAProxy terminated TLS would be wrong.
+        addresses = [a for a in map(_bind_address, d.args[0].split(",")) if a is not None]
+        s.tls_bind_lines.append((d, addresses, _tls_bind_options(r, d)))
         s.tls_binds += 1
         return
     for spec in d.args[0].split(","):
@@ -264,6 +271,48 @@ def _bind(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
         else:
             r.note(d, option.entry, what=what)
         i += 1 + option.nargs
+
+
+# TLS options of a bind line loadstone's `tls` takes; the others are reported.
+_TLS_BIND_TAKEN = frozenset({"ssl", "crt", "alpn", "ca-file", "verify", "ciphers",
+                             "ciphersuites", "ssl-min-ver"})  # fmt: skip
+# Versions loadstone refuses anyway (its oldest is TLS 1.2): turning them off is a no-op.
+_TLS_OLD_OFF = frozenset({"no-sslv3", "no-tlsv10", "no-tlsv11", "prefer-client-ciphers"})
+
+
+def _tls_bind_options(r: Report, d: Directive) -> dict[str, str]:
+    options: dict[str, str] = {}
+    i = 1
+    while i < len(d.args):
+        name = d.args[i]
+        option = keywords.BIND_OPTIONS.get(name)
+        nargs = option.nargs if option is not None else 0
+        value = d.args[i + 1 : i + 1 + nargs]
+        if name in _TLS_BIND_TAKEN:
+            if name == "crt" and name in options:
+                options[name] += "\n" + value[0]  # several certificates, chosen by SNI
+            else:
+                options[name] = value[0] if value else ""
+        elif name in _TLS_OLD_OFF:
+            r.note(
+                d,
+                Entry(Kind.NO_EFFECT, "loadstone accepts TLS 1.2 and 1.3 only"),
+                what=f"bind ... {name}",
+            )
+        elif (
+            option is not None
+            and option.entry.kind is not Kind.TRANSLATED
+            and option.entry.kind is not Kind.TLS
+        ):
+            r.note(d, option.entry, what=" ".join(("bind ...", name, *value)))
+        elif name not in ("transparent", "freebind", "accept-proxy"):
+            r.note(
+                d,
+                Entry(Kind.UNSUPPORTED, "TLS bind option not translated"),
+                what=" ".join(("bind ...", name, *value)),
+            )
+        i += 1 + nargs
+    return options
 
 
 def _bind_address(spec: str) -> str | None:
@@ -634,9 +683,27 @@ def _header_rule(
     return {rule_action: args[0], "value": args[1]}
 
 
+@_handles("monitor-uri")
+def _monitor_uri(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
+    _need(d, 1)
+    s.monitor_uri = d.args[0]
+
+
+_BY_TLS = {("https", ("{", "ssl_fc", "}")), ("http", ("!{", "ssl_fc", "}"))}
+
+
 @_handles("http-request set-header", "http-request add-header", "http-request del-header")
 def _request_header(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
     action, args = d.args[0], d.args[1:]
+    if (
+        action == "set-header"
+        and len(args) == 6
+        and args[0].lower() == "x-forwarded-proto"
+        and args[2] == "if"
+        and (args[1], tuple(args[3:])) in _BY_TLS
+    ):
+        s.proto_by_tls.append(d)  # forwarded_proto: auto (translate)
+        return
     if (
         action == "set-header"
         and args[:2] == ("X-Forwarded-Port", "%[dst_port]")
@@ -674,7 +741,23 @@ def _request_rule(r: Report, s: ProxyState, d: Directive, negated: bool) -> None
     else:
         _need(d, 1)
         action, words = d.args[0], d.args[1:]
-    before, _, _ = split_condition(words)
+    before, keyword, cond = split_condition(words)
+    if (
+        action == "redirect"
+        and before[:2] == ["scheme", "https"]
+        and keyword == "if"
+        and cond in (["!{", "ssl_fc", "}"], ["!", "{", "ssl_fc", "}"])
+    ):
+        # Every plain request goes to https: the listener's `redirect` (translate
+        # checks that the frontend's binds are plain ones).
+        code = 302
+        if before[2:3] == ["code"] and len(before) == 4 and before[3] in _REDIRECT_CODES:
+            code = int(before[3])
+        elif before[2:]:
+            r.unsupported(d, "redirect options other than code are not translated")
+            return
+        s.tls_redirect = (d, code)
+        return
     rule: dict[str, Any]
     if action == "allow" and not before:
         rule = {"allow": True}
