@@ -88,3 +88,43 @@ def test_rules_on_a_running_listener(
     # The answers the rules made are logged as such, with their status.
     wait_for(lambda: len(ends()) == 5, what="five access-log lines")
     assert sorted(ends()) == ["denied", "denied", "ok", "ok", "redirect"]
+
+
+def test_rate_limits_answer_429_to_one_client_while_another_is_served(
+    backends: Callable[..., list[Backend]], loadstone: Callable[..., Loadstone]
+) -> None:
+    """openstack-ansible's stick-table counters: a client over its request rate,
+    or with too many errors, gets 429; another client is served meanwhile."""
+    (web,) = backends(1)
+    port = free_port()
+    loadstone(
+        {
+            "listeners": {
+                "api": {
+                    "bind": [f"127.0.0.1:{port}"],
+                    "mode": "http",
+                    "servers": [{"name": web.name, "address": web.address}],
+                    "request_rules": [
+                        {
+                            "deny": 429,
+                            "if": {
+                                "path_prefix": "/auth",
+                                "request_rate": {"above": 5, "per": "60s"},
+                            },
+                        },
+                        {"deny": 429, "if": {"error_rate": {"above": 3, "per": "60s"}}},
+                    ],
+                }
+            }
+        }
+    )
+    over = [http(port, get("/auth/tokens"), "127.0.0.5")[0] for _ in range(8)]
+    assert over == [200] * 5 + [429] * 3
+    assert http(port, get("/auth/tokens"), "127.0.0.6")[0] == 200  # another client is served
+    assert http(port, get("/"), "127.0.0.5")[0] == 200  # the limit is on /auth only
+    # Errors are counted once answered: the 4th 404 makes the rate 4, above 3,
+    # so from the 5th request on anything gets 429 (HAProxy: sc_http_err_rate gt 3).
+    errors = [http(port, get("/status?code=404"), "127.0.0.7")[0] for _ in range(5)]
+    assert errors == [404, 404, 404, 404, 429]
+    assert http(port, get("/"), "127.0.0.7")[0] == 429
+    assert http(port, get("/"), "127.0.0.6")[0] == 200

@@ -509,6 +509,17 @@ _SERVERS: Final = ListOf(Section(ServerConfig), "servers", unique="name")
 
 
 @dataclass(frozen=True, slots=True)
+class RateCondition:
+    """The client address's rate over a sliding `per` (HAProxy `sc_http_req_rate(0) gt N`
+    with `track-sc0 src` and a stick-table storing `http_req_rate(per)`)."""
+
+    above: int = field(
+        default=0, metadata=key(Int(0), "holds when the rate is above this", required="required")
+    )
+    per: float = field(default=10.0, metadata=key(Duration(), "the sliding period"))
+
+
+@dataclass(frozen=True, slots=True)
 class RequestMatch:
     """Conditions of a request rule; every one given must hold. Host and path
     are the keys of `routes`, with the same meaning (HAProxy's `hdr(host)`,
@@ -543,6 +554,20 @@ class RequestMatch:
         metadata=key(
             ListOf(v.Network(), "networks", single=(object,)),
             "the address the client reached in these networks",
+        ),
+    )
+    request_rate: RateCondition | None = field(
+        default=None,
+        metadata=key(
+            Section(RateCondition),
+            "{above: N, per: 10s}: the client address sent more than N requests per period",
+        ),
+    )
+    error_rate: RateCondition | None = field(
+        default=None,
+        metadata=key(
+            Section(RateCondition),
+            "{above: N, per: 10s}: more than N of its requests per period got a 4xx (not 401/407)",
         ),
     )
 

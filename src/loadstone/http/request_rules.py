@@ -25,12 +25,14 @@ accepted one). Host and path are computed only when a rule asks for them.
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from loadstone.config.model import RequestMatch, RequestRule
 from loadstone.http import message
+from loadstone.http.rates import ERRORS, REQUESTS, RateTable, is_error
 from loadstone.http.routing import HostPath, host_name, target_path
 
 Headers = list[tuple[bytes, bytes]]
@@ -56,7 +58,9 @@ class Verdict:
 class _Facts:
     """What conditions look at, computed once per request when first asked."""
 
-    __slots__ = ("_host", "_path", "client_ip", "headers", "local_ip", "method", "target")
+    __slots__ = (
+        "_host", "_path", "client_ip", "headers", "local_ip", "method", "now", "rates", "target",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -73,6 +77,8 @@ class _Facts:
         self.local_ip = local_ip
         self._host: str | None = None
         self._path: str | None = None
+        self.rates: RateTable | None = None
+        self.now = 0.0
 
     def raw_host(self) -> bytes | None:
         for name, value in self.headers:
@@ -108,13 +114,19 @@ def _address(text: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
 class Condition:
     """One compiled `if`/`unless` mapping."""
 
-    __slots__ = ("dst", "host_path", "methods", "src")
+    __slots__ = ("dst", "error_rate", "host_path", "methods", "request_rate", "src")
 
     def __init__(self, match: RequestMatch) -> None:
         self.host_path = HostPath(match)
         self.methods = frozenset(m.encode("ascii") for m in match.methods)
         self.src: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in match.src)
         self.dst: tuple[Network, ...] = tuple(ipaddress.ip_network(n) for n in match.dst)
+        rq, er = match.request_rate, match.error_rate
+        self.request_rate = None if rq is None else (rq.above, rq.per)
+        self.error_rate = None if er is None else (er.above, er.per)
+
+    def periods(self) -> list[float]:
+        return [r[1] for r in (self.request_rate, self.error_rate) if r is not None]
 
     def holds(self, facts: _Facts) -> bool:
         if self.methods and facts.method not in self.methods:
@@ -123,6 +135,12 @@ class Condition:
             return False
         if self.dst and not _within(facts.local_ip, self.dst):
             return False
+        for kind, limit in ((REQUESTS, self.request_rate), (ERRORS, self.error_rate)):
+            if limit is not None:
+                rates = facts.rates
+                above, per = limit
+                if rates is None or rates.rate(facts.client_ip, kind, per, facts.now) <= above:
+                    return False
         hp = self.host_path
         if hp.needs_host or hp.path_prefix or hp.path_exact or hp.path_regex:
             return hp.matches(facts.host if hp.needs_host else "", facts.path)
@@ -167,10 +185,14 @@ class _Rule:
 class RequestRules:
     """A listener's compiled rules; `needs_local` says whether `dst` is used."""
 
-    __slots__ = ("needs_local", "rules")
+    __slots__ = ("needs_local", "rates", "rules")
 
     def __init__(self, rules: Sequence[RequestRule]) -> None:
         self.rules = tuple(_Rule(r) for r in rules)
+        periods = [p for r in self.rules for c in (r.when, r.unless) if c for p in c.periods()]
+        # Rate conditions: every request of every source is counted (HAProxy's
+        # `track-sc0 src` ahead of the rules); the table lives as long as these rules.
+        self.rates = RateTable(periods) if periods else None
         self.needs_local = any(
             c is not None and c.dst for r in self.rules for c in (r.when, r.unless)
         )
@@ -186,6 +208,11 @@ class RequestRules:
         """Apply the rules to one request head (`headers` edited in place); the
         proxy's own answer, or None to send the request on."""
         facts = _Facts(method, target, headers, client_ip, local_ip)
+        rates = self.rates
+        if rates is not None:
+            facts.rates = rates
+            facts.now = now = time.monotonic()
+            rates.count(client_ip, REQUESTS, now)
         for rule in self.rules:
             if not rule.applies(facts):
                 continue
@@ -207,6 +234,11 @@ class RequestRules:
                 )
             return _redirect(rule.rule, facts)
         return None
+
+    def answered(self, client_ip: str | None, status: int) -> None:
+        """A request of `client_ip` got `status` (error_rate counts the 4xx)."""
+        if self.rates is not None and is_error(status):
+            self.rates.count(client_ip, ERRORS, time.monotonic())
 
 
 def _redirect(rule: RequestRule, facts: _Facts) -> Verdict:

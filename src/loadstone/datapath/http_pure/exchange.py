@@ -345,6 +345,8 @@ class Exchange(Connector[Backend]):
             return
         status = self.status
         frontend.status_counts[status_class(status)] += 1
+        if frontend.request_rules is not None:
+            frontend.request_rules.answered(self.client_ip, status)  # error_rate counts
         if logged(frontend.config.log, end, status):
             t_end = now()
             t_sent = self.t_sent
