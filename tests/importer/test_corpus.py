@@ -71,7 +71,7 @@ def test_cli_import_then_check(tmp_path: Path) -> None:
         [*loadstone, "import", "haproxy", *args, "--strict"], capture_output=True, check=False
     )
     assert kolla_strict.returncode == 0, kolla_strict.stderr
-    # openstack-ansible's rate limits (track-sc0) are not translated yet.
+    # openstack-ansible: ssl-default-server-*, option httpclose... are not translated.
     args = [str(CORPUS / p) for p in CASES["openstack-ansible"]]
     strict = subprocess.run(
         [*loadstone, "import", "haproxy", *args, "--strict"],

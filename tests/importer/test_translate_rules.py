@@ -80,7 +80,8 @@ def test_http_request_rules_with_acls() -> None:
     ("rule", "reason"),
     [
         ("http-request deny if { ssl_fc }", "(TLS)"),
-        ("http-request deny deny_status 429 if { sc_http_req_rate(0) gt 5 }", "(rate limits)"),
+        ("http-request deny deny_status 429 if { sc_http_req_rate(0) gt 5 }", "track-sc0 src"),
+        ("http-request deny if { sc1_http_req_rate gt 5 }", "stick-table counters"),
         ("http-request deny if { path_beg /a } || { path_beg /b }", "'||'"),
         ("http-request deny if !{ src 10.0.0.0/8 } !{ path_beg /a }", "different kinds"),
         ("http-request deny if { hdr_beg(host) api }", "no loadstone condition"),
@@ -147,3 +148,34 @@ def test_plain_and_tls_binds_in_one_frontend_are_reported() -> None:
     )
     assert listener(config, "web")["bind"] == ["*:80"] and "tls" not in listener(config, "web")
     assert len(report) == 1 and "split the frontend in two" in report[0]
+
+
+def test_openstack_ansible_rate_limits() -> None:
+    config, report = imp(
+        HTTP_DEFAULTS + "listen horizon\n  bind :80\n"
+        "  stick-table type ipv6 size 256k expire 10s store http_req_rate(10s),http_err_rate(20s)\n"
+        "  http-request track-sc0 src\n"
+        "  http-request deny deny_status 429 if { sc_http_req_rate(0) gt 20 } { path_beg /auth }"
+        " !{ src 192.168.0.0/16 } !{ src 10.0.0.0/8 }\n"
+        "  http-request deny deny_status 429 if { sc_http_err_rate(0) ge 5 }\n"
+        "  server a 198.18.0.11:8080\n"
+    )
+    assert listener(config, "horizon")["request_rules"] == [
+        {
+            "deny": 429,
+            "if": {"request_rate": {"above": 20, "per": "10s"}, "path_prefix": "/auth"},
+            "unless": {"src": ["192.168.0.0/16", "10.0.0.0/8"]},
+        },
+        {"deny": 429, "if": {"error_rate": {"above": 4, "per": "20s"}}},
+    ]
+    assert report == []
+
+
+def test_rate_without_tracking_is_reported() -> None:
+    config, report = imp(
+        HTTP_DEFAULTS + "listen web\n  bind :80\n"
+        "  stick-table type ip size 1k store http_req_rate(10s)\n"
+        "  http-request deny if { sc_http_req_rate(0) gt 1 }\n  server a 198.18.0.11:8080\n"
+    )
+    assert "request_rules" not in listener(config, "web")
+    assert any("needs 'http-request track-sc0 src'" in line for line in report), report

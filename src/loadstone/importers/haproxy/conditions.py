@@ -56,10 +56,15 @@ def split_condition(words: Sequence[str]) -> tuple[list[str], str | None, list[s
 
 
 def condition(
-    keyword: str, words: Sequence[str], acls: Mapping[str, list[Directive]], used: set[str]
+    keyword: str,
+    words: Sequence[str],
+    acls: Mapping[str, list[Directive]],
+    used: set[str],
+    rates: Mapping[str, str] | None = None,
 ) -> tuple[Condition | None, Condition | None]:
-    """The (`if`, `unless`) of a rule whose HAProxy condition is `keyword words`."""
-    terms = _terms(words, acls, used)
+    """The (`if`, `unless`) of a rule whose HAProxy condition is `keyword words`;
+    `rates`: the periods of the counters `track-sc0 src` keeps ("http_req_rate" -> "10s")."""
+    terms = _terms(words, acls, used, rates or {})
     positive = [m for negated, m in terms if not negated]
     negative = [m for negated, m in terms if negated]
     if keyword == "unless":
@@ -97,7 +102,10 @@ def _any_of(matches: list[Condition]) -> Condition:
 
 
 def _terms(
-    words: Sequence[str], acls: Mapping[str, list[Directive]], used: set[str]
+    words: Sequence[str],
+    acls: Mapping[str, list[Directive]],
+    used: set[str],
+    rates: Mapping[str, str],
 ) -> list[tuple[bool, Condition]]:
     terms: list[tuple[bool, Condition]] = []
     i = 0
@@ -115,7 +123,7 @@ def _terms(
                 end = list(words).index("}", i + 1)
             except ValueError:
                 raise Untranslatable("an anonymous ACL without its closing '}'") from None
-            terms.append((negated, _criterion(list(words[i + 1 : end]))))
+            terms.append((negated, _criterion(list(words[i + 1 : end]), rates)))
             i = end + 1
             continue
         lines = acls.get(word)
@@ -123,7 +131,7 @@ def _terms(
             raise Untranslatable(f"no acl named '{word}' before this rule")
         used.add(word)
         # Lines of one name are ORed: loadstone can say that for one criterion's values.
-        matches = [_criterion(list(line.args[1:])) for line in lines]
+        matches = [_criterion(list(line.args[1:]), rates) for line in lines]
         terms.append((negated, matches[0] if len(matches) == 1 else _same_kind(word, matches)))
         i += 1
     if not terms:
@@ -156,10 +164,33 @@ def _any_path(name: str, matches: list[Condition]) -> Condition:
     return {"path_regex": "(?:" + "|".join(alternatives) + ")"}
 
 
-def _criterion(words: list[str]) -> Condition:
+_RATE_FETCH = re.compile(r"sc_(http_req_rate|http_err_rate)\(0\)|sc0_(http_req_rate|http_err_rate)")
+_RATE_KEYS = {"http_req_rate": "request_rate", "http_err_rate": "error_rate"}
+
+
+def _rate(fetch: str, rest: list[str], rates: Mapping[str, str]) -> Condition:
+    """`sc_http_req_rate(0) gt N` (and ge, and sc0_...) -> request_rate/error_rate."""
+    m = _RATE_FETCH.fullmatch(fetch)
+    if m is None:
+        raise Untranslatable("stick-table counters other than the request and error rates", "sc_")
+    counter = m[1] or m[2]
+    period = rates.get(counter)
+    if period is None:
+        raise Untranslatable(
+            f"{counter} needs 'http-request track-sc0 src' and a stick-table storing it", "sc_"
+        )
+    if len(rest) != 2 or rest[0] not in ("gt", "ge") or not rest[1].isdigit():
+        raise Untranslatable(f"'{fetch} {' '.join(rest)}': only 'gt N' or 'ge N' is translated")
+    above = int(rest[1]) - (1 if rest[0] == "ge" else 0)
+    return {_RATE_KEYS[counter]: {"above": above, "per": period}}
+
+
+def _criterion(words: list[str], rates: Mapping[str, str]) -> Condition:
     if not words:
         raise Untranslatable("an empty ACL")
     fetch, rest = words[0], words[1:]
+    if fetch.startswith(("sc_", "sc0_")):
+        return _rate(fetch, rest, rates)
     flags: list[str] = []
     method: str | None = None
     values: list[str] = []
@@ -180,7 +211,7 @@ def _criterion(words: list[str]) -> Condition:
     ignore_case = "-i" in flags
     if fetch == "ssl_fc" or fetch.startswith("ssl_"):
         raise Untranslatable("TLS conditions", kind="ssl_fc")
-    if fetch.startswith("sc_") or fetch.startswith("sc0_") or fetch.startswith("src_"):
+    if fetch.startswith(("sc1_", "sc2_", "src_")):
         raise Untranslatable("stick-table counters", kind="sc_")
     if not values:
         raise Untranslatable(f"'{fetch}' without a value to match")

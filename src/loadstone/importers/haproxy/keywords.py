@@ -219,6 +219,7 @@ PROXY_KEYWORDS: dict[str, Entry] = {
     "no log": T,
     "http-request set-header": T,
     "http-request deny": T,
+    "http-request track-sc0": T,  # with src, for the rate conditions
     "http-request allow": T,
     "http-request redirect": T,
     "redirect": T,

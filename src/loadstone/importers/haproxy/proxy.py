@@ -111,6 +111,11 @@ class ProxyState:
     # Each TLS bind line: its directive, addresses and TLS options (name -> value).
     tls_bind_lines: list[tuple[Directive, list[str], dict[str, str]]] = field(default_factory=list)
     monitor_uri: str | None = None
+    # `http-request track-sc0 src` and the periods of the proxy's stick-table
+    # counters ("http_req_rate" -> "10s"): the rate conditions of request rules.
+    track_src: Directive | None = None
+    rate_periods: dict[str, str] = field(default_factory=dict)
+    rate_table_used: bool = False
     # set-header X-Forwarded-Proto https if { ssl_fc } (and/or http if !{ ssl_fc })
     proto_by_tls: list[Directive] = field(default_factory=list)
     # redirect scheme https if !{ ssl_fc }: answer every plain request with it
@@ -799,14 +804,13 @@ def _conditional_rule(
     _, keyword, cond = split_condition(list(words))
     if keyword is not None:
         try:
-            when, unless = condition(keyword, cond, s.acls, s.used_acls)
+            rates = s.rate_periods if s.track_src is not None else {}
+            when, unless = condition(keyword, cond, s.acls, s.used_acls, rates)
+            if any("_rate" in k for c in (when or {}, unless or {}) for k in c):
+                s.rate_table_used = True
         except Untranslatable as exc:
             if exc.kind == "ssl_fc":
                 r.note(d, keywords.Entry(Kind.TLS, "not yet supported by loadstone (TLS)"))
-            elif exc.kind == "sc_":
-                r.note(
-                    d, keywords.Entry(Kind.NOT_YET, "not yet supported by loadstone (rate limits)")
-                )
             else:
                 r.unsupported(d, f"condition not translated: {exc.reason}")
             return
@@ -897,9 +901,26 @@ def _cookie(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
         s.cookie[flag] = True
 
 
+_RATE_STORE = re.compile(r"(http_req_rate|http_err_rate)\(([0-9.]+[a-z]*)\)")
+
+
 @_handles("stick-table")
 def _stick_table(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
     s.stick_directives.append(d)
+    if "store" in d.args:
+        stored = d.args[d.args.index("store") + 1 : d.args.index("store") + 2]
+        for item in ",".join(stored).split(","):
+            m = _RATE_STORE.fullmatch(item)
+            if m is not None and parse_haproxy_time(m[2]) is not None:
+                s.rate_periods[m[1]] = format_duration(parse_haproxy_time(m[2]) or 0)
+
+
+@_handles("http-request track-sc0")
+def _track_sc0(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
+    if d.args[1:] == ("src",):
+        s.track_src = d
+    else:
+        r.unsupported(d, "only 'track-sc0 src' (per client address) is translated")
 
 
 @_handles("stick on")

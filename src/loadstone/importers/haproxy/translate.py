@@ -26,6 +26,7 @@ Sans-IO: map files are read through the `read_file` callable the caller passes.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -543,10 +544,17 @@ class _Translator:
         """Directives whose effect depends on others, checked once every listener is built."""
         for state in self.order:
             for d in state.stick_directives:
+                if state.rate_table_used and not state.stick_on_dst:
+                    continue  # the counters of rate conditions, translated with them
                 if state.name not in self.galera_backends or d.args[:2] != ("type", "ip"):
                     self.report.unsupported(
                         d, "stick tables are only translated in the Galera writer pattern"
                     )
+            if state.track_src is not None and not state.rate_table_used:
+                self.report.note(
+                    state.track_src,
+                    Entry(Kind.NO_EFFECT, "tracked counters no translated rule reads"),
+                )
             if state.check_type != "httpchk":
                 for d in state.http_check_rules:
                     self.report.note(
@@ -951,7 +959,8 @@ class _Translator:
         # HAProxy runs the frontend's http-request rules, then the backend's.
         rules = fe.request_rules + (be.request_rules if be is not fe else [])
         if rules:
-            out["request_rules"] = [rule for _, rule in rules]
+            # Copies: a backend shared by two frontends must not become a YAML alias.
+            out["request_rules"] = [copy.deepcopy(rule) for _, rule in rules]
         responses = be.response_headers + (fe.response_headers if be is not fe else [])
         if responses:
             out["response_headers"] = responses
