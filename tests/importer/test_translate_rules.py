@@ -179,3 +179,10 @@ def test_rate_without_tracking_is_reported() -> None:
     )
     assert "request_rules" not in listener(config, "web")
     assert any("needs 'http-request track-sc0 src'" in line for line in report), report
+
+
+def test_bind_transparent() -> None:
+    config, _ = imp(
+        TCP_DEFAULTS + "listen vip\n  bind 198.18.0.10:80 transparent\n  server a 198.18.0.11:80\n"
+    )
+    assert listener(config, "vip")["transparent"] is True

@@ -704,6 +704,14 @@ class ListenerConfig:
     freebind: bool = field(
         default=False, metadata=key(Bool(), "bind an address that is not (yet) on this host")
     )
+    # IP_TRANSPARENT: also accept connections to addresses of other hosts that the
+    # kernel delivers here (TPROXY rules); needs CAP_NET_ADMIN.
+    transparent: bool = field(
+        default=False,
+        metadata=key(
+            Bool(), "IP_TRANSPARENT: bind any address and accept TPROXY-diverted connections"
+        ),
+    )
     accept_proxy: ProxyAccept | None = field(
         default=None,
         metadata=key(

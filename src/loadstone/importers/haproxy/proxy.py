@@ -107,6 +107,7 @@ class ProxyState:
     binds: list[str] = field(default_factory=list)
     freebind: bool = False
     accept_proxy: bool = False  # a bind line with accept-proxy
+    transparent: bool = False  # a bind line with transparent (IP_TRANSPARENT)
     tls_binds: int = 0  # bind lines that terminate TLS
     # Each TLS bind line: its directive, addresses and TLS options (name -> value).
     tls_bind_lines: list[tuple[Directive, list[str], dict[str, str]]] = field(default_factory=list)
@@ -271,8 +272,12 @@ def _bind(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
         what = " ".join(("bind ...", name, *value))
         if name == "accept-proxy":
             s.accept_proxy = True
+        elif name == "transparent":
+            # IP_TRANSPARENT, and IP_FREEBIND as earlier imports wrote (both let
+            # a VIP held by another node be bound).
+            s.transparent = s.freebind = True
         elif option.entry.kind is Kind.TRANSLATED:
-            s.freebind = True  # transparent (IP_TRANSPARENT), freebind
+            s.freebind = True
         else:
             r.note(d, option.entry, what=what)
         i += 1 + option.nargs

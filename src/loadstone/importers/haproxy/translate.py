@@ -401,6 +401,8 @@ class _Translator:
             out["haproxy_names"] = {"frontend": fe.name, "backend": be.name}
         if fe.freebind:
             out["freebind"] = True
+        if fe.transparent:
+            out["transparent"] = True
         if fe.accept_proxy:
             # HAProxy takes a header from any client of an accept-proxy bind;
             # loadstone asks whom to trust: every address, as HAProxy, until narrowed.
@@ -533,6 +535,8 @@ class _Translator:
         out: dict[str, Any] = {"bind": list(fe.binds), "mode": "http"}
         if fe.freebind:
             out["freebind"] = True
+        if fe.transparent:
+            out["transparent"] = True
         maxconn = fe.maxconn if fe.maxconn is not None else self.global_maxconn
         if maxconn is not None:
             out["maxconn"] = maxconn
