@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from loadstone.importers.haproxy.report import TranslationError
 from tests.importer.test_translate import HTTP_DEFAULTS, TCP_DEFAULTS, imp, listener
 
 
@@ -186,3 +187,25 @@ def test_bind_transparent() -> None:
         TCP_DEFAULTS + "listen vip\n  bind 198.18.0.10:80 transparent\n  server a 198.18.0.11:80\n"
     )
     assert listener(config, "vip")["transparent"] is True
+
+
+def test_server_tls() -> None:
+    config, report = imp(
+        HTTP_DEFAULTS + "listen api\n  bind :80\n  option httpchk GET /healthcheck\n"
+        "  server a 198.18.0.11:443 ssl verify none check check-ssl\n"
+        "  server b 198.18.0.12:443 ssl ca-file /etc/ca.pem sni str(api.internal) check check-ssl\n"
+        "  server c 198.18.0.13:443 ssl ca-file /etc/ca.pem sni req.hdr(host) check check-ssl\n"
+    )
+    api = listener(config, "api")
+    assert [s["tls"] for s in api["servers"]] == [
+        {"verify": "none"},
+        {"ca_file": "/etc/ca.pem", "sni": "api.internal"},
+        {"ca_file": "/etc/ca.pem"},
+    ]
+    assert api["check"]["tls"] is True
+    assert len(report) == 1 and "constant sni" in report[0]
+
+
+def test_server_ssl_verified_without_ca_is_refused_as_haproxy_does() -> None:
+    with pytest.raises(TranslationError, match="needs ca-file"):
+        imp(TCP_DEFAULTS + "listen db\n  bind :80\n  server a 198.18.0.11:443 ssl\n")

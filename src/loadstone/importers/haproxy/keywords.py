@@ -496,6 +496,12 @@ SERVER_OPTIONS: dict[str, Option] = {
     "pool-low-conn": Option(1, _unsupported("loadstone sizes its idle pool itself")),
     "max-reuse": Option(1, _unsupported("loadstone sizes its idle pool itself")),
     **_tls_options(_SERVER_TLS_FLAGS, _SERVER_TLS_VALUED),
+    # TLS to servers, translated into the server's `tls` (and check.tls)
+    "ssl": Option(0, T),
+    "check-ssl": Option(0, T),
+    "verify": Option(1, T),
+    "ca-file": Option(1, T),
+    "sni": Option(1, T),
 }
 
 BIND_OPTIONS: dict[str, Option] = {

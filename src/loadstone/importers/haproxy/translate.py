@@ -430,6 +430,8 @@ class _Translator:
         check, check_interval_ms = self._check(be, galera)
         out["timeouts"] = self._timeouts(fe, be, check_interval_ms)
         if check is not None:
+            if any("check-ssl" in s.options for s in be.servers):
+                check["tls"] = True  # with the server's `tls` settings
             out["check"] = check
         if self._on_marked_down(be):
             out["on_marked_down"] = "shutdown-sessions"
@@ -512,6 +514,32 @@ class _Translator:
     def _tls_path(self, path: str, kind: str) -> str:
         base = self.tls_bases.get(kind)
         return f"{base.rstrip('/')}/{path}" if base and not path.startswith("/") else path
+
+    def _server_tls(self, s: Server) -> dict[str, Any] | bool:
+        """`server ... ssl [verify none|required] [ca-file F] [sni str(NAME)]`."""
+        tls: dict[str, Any] = {}
+        verify = s.options.get("verify", "required")
+        if verify == "none":
+            tls["verify"] = "none"
+        elif "ca-file" not in s.options:
+            # HAProxy refuses this: verify is required by default and needs a CA file.
+            raise TranslationError(
+                s.location, f"server {s.name}: 'ssl' verify required needs ca-file"
+            )
+        if "ca-file" in s.options:
+            tls["ca_file"] = self._tls_path(s.options["ca-file"], "ca")
+        sni = s.options.get("sni")
+        if sni is not None:
+            m = re.fullmatch(r"str\(([^)]+)\)", sni)
+            if m is None:
+                self.report.unsupported(
+                    Directive(("server", s.name), s.location, True),
+                    "only a constant sni str(NAME) is translated",
+                    what=f"server ... sni {sni}",
+                )
+            else:
+                tls["sni"] = m[1]
+        return tls or True
 
     def _answers(self, out: dict[str, Any], fe: ProxyState, tls: bool) -> None:
         """monitor-uri, and `redirect scheme https if !{ ssl_fc }` with X-Forwarded-Proto."""
@@ -825,6 +853,8 @@ class _Translator:
             out["check"] = False
         if "cookie" in s.options and be.cookie is not None:
             out["cookie"] = s.options["cookie"]
+        if "ssl" in s.options:
+            out["tls"] = self._server_tls(s)
         if "send-proxy-v2" in s.options:
             out["send_proxy"] = "v2"
         elif "send-proxy" in s.options:
