@@ -36,6 +36,25 @@ def missing_software() -> str | None:
     return None
 
 
+def install_db(cnf: Path) -> None:
+    """mariadb-install-db for the datadir of `cnf`: system tables, root by socket."""
+    assert INSTALL_DB is not None
+    done = subprocess.run(
+        [
+            INSTALL_DB,
+            f"--defaults-file={cnf}",
+            "--user=mysql",
+            "--skip-test-db",
+            "--auth-root-authentication-method=socket",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"mariadb-install-db failed: {done.stdout}{done.stderr}")
+
+
 class MariaDB:
     def __init__(self, port: int, proxy_networks: str | None = None) -> None:
         self.port = port
@@ -70,20 +89,7 @@ innodb_log_file_size=8M
         mysql = pwd.getpwnam("mysql")
         for path in (self.dir, datadir, self.dir / "tmp"):
             os.chown(path, mysql.pw_uid, mysql.pw_gid)
-        done = subprocess.run(
-            [
-                INSTALL_DB,
-                f"--defaults-file={cnf}",
-                "--user=mysql",
-                "--skip-test-db",
-                "--auth-root-authentication-method=socket",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"mariadb-install-db failed: {done.stdout}{done.stderr}")
+        install_db(cnf)
         self.proc = subprocess.Popen(
             [MARIADBD, f"--defaults-file={cnf}"],
             stdout=subprocess.DEVNULL,
