@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from tests.importer.sidebyside import HAPROXY, HAProxy
 from tests.integration.harness import Backend, Loadstone, free_port, wait_for
 from tests.peers import mariadb
 from tests.peers.mariadb import MariaDB, who_am_i
+from tests.tlscerts import Ca
 
 pytestmark = pytest.mark.usefixtures("datapath")
 
@@ -253,3 +255,52 @@ def test_accept_proxy_refusals(
         what="a session line naming the header's client",
     )
     wait_for(lambda: ls.fd_count() <= fds, what="no descriptor left open")
+
+
+def test_accept_proxy_before_tls(
+    backends: Callable[..., list[Backend]], loadstone: Callable[..., Loadstone], tmp_path: Path
+) -> None:
+    """HAProxy in tcp mode (TLS passed through, send-proxy-v2) in front of a
+    loadstone TLS listener: the header comes before the handshake, as HAProxy's
+    `bind ... accept-proxy ssl` reads it."""
+    assert HAPROXY is not None
+    ca = Ca(tmp_path / "ca")
+    site = ca.issue("site", ["localhost"])
+    (web,) = backends(1)
+    ls_port, ha_port = free_port(), free_port()
+    loadstone(
+        config(
+            web={
+                "bind": [f"127.0.0.1:{ls_port}"],
+                "mode": "http",
+                "forwardfor": True,
+                "tls": {"certificates": [str(site.bundle)]},
+                "accept_proxy": {"trusted": ["127.0.0.1/32"]},
+                "servers": [{"name": web.name, "address": web.address}],
+            }
+        )
+    )
+    haproxy = HAProxy(
+        tmp_path,
+        "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n"
+        "    timeout server 10s\n\n"
+        f"listen web\n    bind 127.0.0.1:{ha_port}\n"
+        f"    server ls 127.0.0.1:{ls_port} send-proxy-v2\n",
+    )
+    context = ssl.create_default_context(cafile=str(ca.path))
+
+    def xff() -> str:
+        raw = socket.create_connection(("127.0.0.1", ha_port), source_address=("127.0.0.11", 0))
+        with context.wrap_socket(raw, server_hostname="localhost") as s:
+            s.settimeout(5)
+            s.sendall(b"GET /echo HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        body = json.loads(data.split(b"\r\n\r\n", 1)[1])
+        return dict((k.lower(), v) for k, v in body["headers"]).get("x-forwarded-for", "")
+
+    try:
+        assert wait_for(xff) == "127.0.0.11"
+    finally:
+        haproxy.stop()
