@@ -37,6 +37,24 @@ def db() -> Iterator[MariaDB]:
     server.stop()
 
 
+def tcp_haproxy(tmp_path: Path, port: int, server_port: int, option: str) -> HAProxy:
+    """HAProxy in mode tcp on `port` in front of 127.0.0.1:`server_port`, with a
+    server `option` (send-proxy, send-proxy-v2)."""
+    return HAProxy(
+        tmp_path,
+        "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n"
+        "    timeout server 10s\n\n"
+        f"listen front\n    bind 127.0.0.1:{port}\n"
+        f"    server back 127.0.0.1:{server_port} {option}\n",
+    )
+
+
+def forwarded_for(response: bytes) -> str:
+    """X-Forwarded-For as the echo backend saw it, from its JSON answer."""
+    body = json.loads(response.split(b"\r\n\r\n", 1)[1])
+    return dict((k.lower(), v) for k, v in body["headers"]).get("x-forwarded-for", "")
+
+
 def tcp_listener(port: int, server: str, **options: Any) -> dict[str, Any]:
     return {
         "bind": [f"127.0.0.1:{port}"],
@@ -75,13 +93,7 @@ def test_send_proxy_v2_same_as_haproxy(
     assert HAPROXY is not None
     ls_port, ha_port = free_port(), free_port()
     loadstone(config(db=tcp_listener(ls_port, f"127.0.0.1:{db.port}", send_proxy="v2")))
-    haproxy = HAProxy(
-        tmp_path,
-        "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n"
-        "    timeout server 10s\n\n"
-        f"listen db\n    bind 127.0.0.1:{ha_port}\n"
-        f"    server db1 127.0.0.1:{db.port} send-proxy-v2\n",
-    )
+    haproxy = tcp_haproxy(tmp_path, ha_port, db.port, "send-proxy-v2")
     try:
         via_haproxy = wait_for(lambda: who_am_i("127.0.0.1", ha_port, "127.0.0.7"))
         via_loadstone = who_am_i("127.0.0.1", ls_port, "127.0.0.7")
@@ -117,13 +129,7 @@ def test_haproxy_send_proxy_into_accept_proxy(
             )
         )
     )
-    haproxy = HAProxy(
-        tmp_path,
-        "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n"
-        "    timeout server 10s\n\n"
-        f"listen db\n    bind 127.0.0.1:{ha_port}\n"
-        f"    server ls 127.0.0.1:{ls_port} send-proxy\n",
-    )
+    haproxy = tcp_haproxy(tmp_path, ha_port, ls_port, "send-proxy")
     try:
         user, host = wait_for(lambda: who_am_i("127.0.0.1", ha_port, "127.0.0.8"))
     finally:
@@ -143,8 +149,7 @@ def _echo_xff(port: int, source: str = "127.0.0.1") -> str:
         data = b""
         while chunk := s.recv(65536):
             data += chunk
-    body = json.loads(data.split(b"\r\n\r\n", 1)[1])
-    return dict((k.lower(), v) for k, v in body["headers"]).get("x-forwarded-for", "")
+    return forwarded_for(data)
 
 
 def test_http_accept_proxy_feeds_forwardfor(
@@ -164,13 +169,7 @@ def test_http_accept_proxy_feeds_forwardfor(
             }
         )
     )
-    haproxy = HAProxy(
-        tmp_path,
-        "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n"
-        "    timeout server 10s\n\n"
-        f"listen web\n    bind 127.0.0.1:{ha_port}\n"
-        f"    server ls 127.0.0.1:{ls_port} send-proxy-v2\n",
-    )
+    haproxy = tcp_haproxy(tmp_path, ha_port, ls_port, "send-proxy-v2")
     try:
         xff = wait_for(lambda: _echo_xff(ha_port, "127.0.0.9"))
     finally:
@@ -280,13 +279,7 @@ def test_accept_proxy_before_tls(
             }
         )
     )
-    haproxy = HAProxy(
-        tmp_path,
-        "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 10s\n"
-        "    timeout server 10s\n\n"
-        f"listen web\n    bind 127.0.0.1:{ha_port}\n"
-        f"    server ls 127.0.0.1:{ls_port} send-proxy-v2\n",
-    )
+    haproxy = tcp_haproxy(tmp_path, ha_port, ls_port, "send-proxy-v2")
     context = ssl.create_default_context(cafile=str(ca.path))
 
     def xff() -> str:
@@ -297,8 +290,7 @@ def test_accept_proxy_before_tls(
             data = b""
             while chunk := s.recv(65536):
                 data += chunk
-        body = json.loads(data.split(b"\r\n\r\n", 1)[1])
-        return dict((k.lower(), v) for k, v in body["headers"]).get("x-forwarded-for", "")
+        return forwarded_for(data)
 
     try:
         assert wait_for(xff) == "127.0.0.11"
