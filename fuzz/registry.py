@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from fuzz import targets_checks, targets_http, targets_tls
+from fuzz import targets_checks, targets_http, targets_proxy, targets_tls
 
 Target = Callable[[bytes], None]
 
@@ -22,6 +22,7 @@ TARGETS: dict[str, Target] = {
     "mysql_greeting": targets_checks.mysql_greeting,
     "galera_status": targets_checks.galera_status,
     "client_hello": targets_tls.client_hello,
+    "proxy_header": targets_proxy.proxy_header,
 }
 
 CORPUS = Path(__file__).parent / "corpus"

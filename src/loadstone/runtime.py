@@ -34,7 +34,7 @@ from loadstone.anycast.manager import AnycastManager
 from loadstone.checks.scheduler import CheckScheduler
 from loadstone.config import ConfigError, load_config
 from loadstone.config.model import Address, AnycastVip, Config, GlobalConfig, ListenerConfig
-from loadstone.datapath import DataPathError, http_frontend, tcp_frontend
+from loadstone.datapath import DataPathError, http_frontend, monitor, tcp_frontend
 from loadstone.datapath import configure as configure_datapath
 from loadstone.datapath.seam import Frontend
 from loadstone.haproxy_socket.server import HaproxySocketError, HaproxySocketServer
@@ -427,6 +427,7 @@ class Runtime:
         if delay <= 0:
             return
         self.leaving = True
+        monitor.ProcessState.leaving = True  # listeners' monitor paths answer down too
         log.info("stopping: failing the health check for %.1fs before draining", delay)
         await asyncio.sleep(delay)
 

@@ -14,6 +14,7 @@ server of the pool. The listeners left out are named with why.
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,8 +46,9 @@ LEFT_OUT = {
     "ha-guide": {"galera_cluster"},
     # tcp-check PING/+PONG: the http backends fail it in both; nothing to compare
     "puppet-tripleo": {"redis"},
-    # HAProxy sends a PROXY v2 header first (send-proxy-v2: not yet supported by
-    # loadstone, reported), which the http backends answer with 400
+    # Both send a PROXY v2 header first (send-proxy-v2), which the http backends
+    # answer with 400; tests/integration/test_proxy_protocol.py compares the two
+    # proxies' headers on a real MariaDB instead
     "openstack-ansible": {"galera-front-1"},
 }
 REQUESTS = 6
@@ -107,16 +109,25 @@ def test_corpus_listeners_answer_alike(
 ) -> None:
     _haproxy, ls, config, ha_ports, ls_ports = corpus_side_by_side
     case = request.node.callspec.params["corpus_side_by_side"]
-    compared = 0
+    compared = denied = answered = 0
     for name, listener in config["listeners"].items():
         if name in LEFT_OUT.get(case, set()):
             continue
-        wait_until_up(ls, name)
         ls_address = listener["bind"][0].replace("*", "127.0.0.1")
         host, _, port = ls_address.rpartition(":")
         corpus_port = next(p for p, new in ls_ports.fronts.items() if new == int(port))
         ha_address = f"{host}:{ha_ports.fronts[corpus_port]}"
         wait_for(lambda a=ha_address: port_open(*_split(a)), what=f"haproxy on {ha_address}")
+        if not listener.get("servers"):
+            # A frontend without backend answering itself: kolla's monitor-uri,
+            # openstack-ansible's redirect to https. The same answer from both.
+            path = listener.get("monitor", "/some/path?q=1")
+            ha_head, lo_head = own_answer(ha_address, path), own_answer(ls_address, path)
+            assert ha_head == lo_head, f"{case}: {name}"
+            assert ha_head[0] in (200, 302), f"{case}: {name}"
+            answered += 1
+            continue
+        wait_until_up(ls, name)
         hosts: list[str | None] = [None]
         for route in listener.get("routes", []):
             route_hosts = route.get("host", [])
@@ -136,8 +147,35 @@ def test_corpus_listeners_answer_alike(
                 assert len({b.split(b"@")[0] for b in pool}) == 1, what
                 if balance == "source":
                     assert len(set(ha)) == len(set(lo)) == 1, what
+        rules = listener.get("request_rules", [])
+        if any("server" in rule.get("if", {}).get("path_regex", "") for rule in rules):
+            # kolla's external frontends: http-request deny if { path -i -m beg /server-status }
+            for path in ("/server-status", "/SERVER-STATUS?auto"):
+                ha_status = http_get(ha_address, path)[0]
+                lo_status = http_get(ls_address, path)[0]
+                assert ha_status == lo_status == 403, f"{case}: {name} {path}"
+            denied += 1
         compared += 1
     assert compared > 0
+    if case.startswith("kolla-ansible"):
+        assert denied > 0 and answered > 0  # the /server-status deny; frontend status
+    if case == "openstack-ansible":
+        assert answered == 2  # base-redirect-front-1 and -2
+
+
+def own_answer(address: str, path: str) -> tuple[int, str | None]:
+    """The status and Location of an answer (not followed, as urllib would)."""
+    host, port = _split(address)
+    with socket.create_connection((host, port), timeout=5) as s:
+        s.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    lines = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers.get("location")
 
 
 def _split(address: str) -> tuple[str, int]:

@@ -165,6 +165,20 @@ _INHERITED_ANY_MODE: Final[Keys] = {
 _INHERITED_HTTP: Final[Keys] = {
     name: entry for name, entry in DEFAULTS_KEYS.items() if entry[1].only
 }
+# A listener's keys of any mode that `defaults` may not set (freebind, tls...),
+# but for those _listener walks itself.
+_OWN_ANY_MODE: Final = tuple(
+    name
+    for name, (_, declared) in LISTENER_KEYS.items()
+    if not declared.inherit and not declared.only and name not in ("bind", "servers")
+)
+
+# The same for mode http, but for cookie and pools (walked before the others).
+_OWN_HTTP: Final = tuple(
+    name
+    for name, (_, declared) in LISTENER_KEYS.items()
+    if not declared.inherit and declared.only and name not in ("cookie", "pools")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +272,7 @@ def _listener(
     inherited = {k: v for k, v in defaults.keys.items() if k in _INHERITED_ANY_MODE}
     values: dict[str, Any] = {**inherited, **read_keys(ctx, raw, _INHERITED_ANY_MODE)}
 
-    for own in ("freebind", "haproxy_names", "tls"):
+    for own in _OWN_ANY_MODE:
         if own in raw:
             values[own] = _parse(ctx, raw, own)
     if "bind" in raw:
@@ -289,6 +303,8 @@ def _listener(
         raw.get("default_pool", "default") != "default" or "sni_passthrough" in raw
     ):
         values["servers"] = ()  # every server is in a named pool
+    elif values.get("mode") == "http" and ("monitor" in raw or "redirect" in raw):
+        values["servers"] = ()  # every request answered by the proxy (HAProxy: no backend)
     else:
         values["servers"] = ctx.key("servers").error("required: a list of servers")
 
@@ -326,7 +342,7 @@ def _http_listener(
     pool_names = {"default"}
     if "pools" in raw:
         pool_names = validate.add_pools(ctx, values, _parse(ctx, raw, "pools"))
-    for name in ("routes", "default_pool", "redirect"):
+    for name in _OWN_HTTP:
         if name in raw:
             values[name] = _parse(ctx, raw, name)
     validate.check_pool_names(ctx, values, pool_names)

@@ -59,6 +59,7 @@ TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
 VerifyClient = Literal["none", "optional", "required"]
 VerifyServer = Literal["required", "none"]
 RedirectScheme = Literal["https"]
+ProxyVersion = Literal["v1", "v2"]
 
 # Check keys that only make sense for some check types; the others apply to all.
 _HTTP: Final = ("http",)
@@ -364,6 +365,28 @@ class Redirect:
 
 
 @dataclass(frozen=True, slots=True)
+class Monitor:
+    """An answer from the proxy itself on one URI (HAProxy `monitor-uri`), for
+    keepalived, container health checks and load balancers in front."""
+
+    path: str = field(
+        default="/",
+        metadata=key(v.RoutePath, "the request target answered (compared whole, as HAProxy)"),
+    )
+    up_status: int = field(
+        default=200,
+        metadata=key(v.IntChoice((200, 204)), "while the listener serves"),
+    )
+    down_status: int = field(
+        default=503,
+        metadata=key(
+            v.IntChoice((500, 502, 503, 504)),
+            "while no server of the listener is up, or the proxy is stopping",
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     name: str = field(metadata=key(v.Name, required="required"))
     address: Address = field(metadata=key(v.HostPort(Address), required="required"))
@@ -390,6 +413,15 @@ class ServerConfig:
         metadata=key(_SERVER_TLS, "TLS to this server; true: verified against the system CAs"),
     )
     pool: str = "default"  # the routing pool this server belongs to (http mode)
+    # PROXY protocol header sent first on each connection (HAProxy `send-proxy`,
+    # `send-proxy-v2`); None: the listener's send_proxy; "off": none even then.
+    send_proxy: ProxyVersion | Literal["off"] | None = field(
+        default=None,
+        metadata=key(
+            Choice(("v1", "v2", "off"), ((False, "off"),)),
+            "PROXY protocol header to this server (default: the listener's send_proxy)",
+        ),
+    )
 
     @property
     def cookie_value(self) -> str:
@@ -481,6 +513,170 @@ class RouteConfig:
 
 
 _SERVERS: Final = ListOf(Section(ServerConfig), "servers", unique="name")
+
+
+@dataclass(frozen=True, slots=True)
+class RateCondition:
+    """The client address's rate over a sliding `per` (HAProxy `sc_http_req_rate(0) gt N`
+    with `track-sc0 src` and a stick-table storing `http_req_rate(per)`)."""
+
+    above: int = field(
+        default=0, metadata=key(Int(0), "holds when the rate is above this", required="required")
+    )
+    per: float = field(default=10.0, metadata=key(Duration(), "the sliding period"))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMatch:
+    """Conditions of a request rule; every one given must hold. Host and path
+    are the keys of `routes`, with the same meaning (HAProxy's `hdr(host)`,
+    `path_beg`, `path`, `path_reg`); `src`/`dst` are HAProxy's ACLs of the same
+    names (the client's address, a PROXY header's if accepted; the address it reached)."""
+
+    hosts: tuple[str, ...] = field(
+        default=(),
+        metadata=key(
+            ListOf(v.RouteHost(), "hosts", single=(object,)),
+            "Host names without port; *.example.com matches subdomains",
+            yaml="host",
+        ),
+    )
+    path_prefix: str | None = field(default=None, metadata=key(v.RoutePath))
+    path_exact: str | None = field(default=None, metadata=key(v.RoutePath))
+    path_regex: str | None = field(
+        default=None, metadata=key(v.Regex(), "searched from the start of the path")
+    )
+    methods: tuple[str, ...] = field(
+        default=(),
+        metadata=key(ListOf(v.HttpMethod(), "methods", single=(str,)), yaml="method"),
+    )
+    src: tuple[str, ...] = field(
+        default=(),
+        metadata=key(
+            ListOf(v.Network(), "networks", single=(object,)), "client address in these networks"
+        ),
+    )
+    dst: tuple[str, ...] = field(
+        default=(),
+        metadata=key(
+            ListOf(v.Network(), "networks", single=(object,)),
+            "the address the client reached in these networks",
+        ),
+    )
+    request_rate: RateCondition | None = field(
+        default=None,
+        metadata=key(
+            Section(RateCondition),
+            "{above: N, per: 10s}: the client address sent more than N requests per period",
+        ),
+    )
+    error_rate: RateCondition | None = field(
+        default=None,
+        metadata=key(
+            Section(RateCondition),
+            "{above: N, per: 10s}: more than N of its requests per period got a 4xx (not 401/407)",
+        ),
+    )
+
+
+RuleScheme = Literal["http", "https"]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRedirect:
+    """Where a `redirect` rule sends the client: exactly one of scheme, location, prefix."""
+
+    scheme: RuleScheme | None = field(
+        default=None,
+        metadata=key(Choice.of(RuleScheme), "the same URL in this scheme (redirect scheme)"),
+    )
+    location: str | None = field(
+        default=None, metadata=key(v.HeaderValue(), "this URL as it is (redirect location)")
+    )
+    prefix: str | None = field(
+        default=None,
+        metadata=key(
+            v.HeaderValue(), "this prefix followed by the request's path (redirect prefix)"
+        ),
+    )
+    code: int = field(default=302, metadata=key(v.IntChoice((301, 302, 303, 307, 308))))
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSet:
+    name: str = field(default="", metadata=key(v.HeaderName, required="required"))
+    value: str = field(default="", metadata=key(v.HeaderValue(), required="required"))
+
+
+# Statuses a `deny` rule may answer with (those HAProxy's deny_status takes).
+DENY_STATUSES: Final = (
+    200,
+    400,
+    401,
+    403,
+    404,
+    405,
+    407,
+    408,
+    410,
+    413,
+    425,
+    429,
+    500,
+    501,
+    502,
+    503,
+    504,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRule:
+    """One rule of `request_rules` (HAProxy `http-request ACTION [if|unless COND]`):
+    exactly one action, under optional conditions. Rules run in the order
+    written; the first allow, deny or redirect that applies ends the walk."""
+
+    allow: bool = field(
+        default=False, metadata=key(Bool(), "true: send the request on, skip the rules after")
+    )
+    deny: int | None = field(
+        default=None, metadata=key(v.IntChoice(DENY_STATUSES), "answer with this status")
+    )
+    redirect: RuleRedirect | None = field(default=None, metadata=key(Section(RuleRedirect)))
+    set_header: HeaderSet | None = field(
+        default=None, metadata=key(Section(HeaderSet), "{name, value}: replace the header")
+    )
+    del_header: str | None = field(
+        default=None, metadata=key(v.HeaderName, "remove every field of this name")
+    )
+    # With both: apply if all of `if` hold and not all of `unless` do (HAProxy's
+    # `if A !B`, when the negated terms are of one kind: `!{ src X } !{ src Y }`).
+    when: RequestMatch | None = field(
+        default=None, metadata=key(Section(RequestMatch), "apply only if all these hold", yaml="if")
+    )
+    unless: RequestMatch | None = field(
+        default=None, metadata=key(Section(RequestMatch), "apply only if not all these hold")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyAccept:
+    """PROXY protocol headers accepted from trusted senders (HAProxy `accept-proxy`)."""
+
+    trusted: tuple[str, ...] = field(
+        default=(),
+        metadata=key(
+            ListOf(v.Network(), "networks", single=(object,)),
+            "connections from these networks must start with a PROXY header (v1 or v2); "
+            "a header from elsewhere closes the connection",
+            required="required: a list of networks, e.g. [10.0.0.0/8]",
+        ),
+    )
+    timeout: float = field(
+        default=5.0, metadata=key(Duration(), "time allowed for the whole header to arrive")
+    )
+
+
 _BALANCE: Final = Choice.of(Balance)
 
 
@@ -554,6 +750,29 @@ class ListenerConfig:
     balance: Balance = field(default="roundrobin", metadata=key(_BALANCE, inherit=True))
     freebind: bool = field(
         default=False, metadata=key(Bool(), "bind an address that is not (yet) on this host")
+    )
+    # IP_TRANSPARENT: also accept connections to addresses of other hosts that the
+    # kernel delivers here (TPROXY rules); needs CAP_NET_ADMIN.
+    transparent: bool = field(
+        default=False,
+        metadata=key(
+            Bool(), "IP_TRANSPARENT: bind any address and accept TPROXY-diverted connections"
+        ),
+    )
+    accept_proxy: ProxyAccept | None = field(
+        default=None,
+        metadata=key(
+            Section(ProxyAccept),
+            "take the client address from a PROXY protocol header sent by trusted proxies",
+        ),
+    )
+    send_proxy: ProxyVersion | None = field(
+        default=None,
+        metadata=key(
+            Nullable(Choice.of(ProxyVersion)),
+            "send a PROXY protocol header (v1 | v2) to every server first",
+            inherit=True,
+        ),
     )
     maxconn: int = field(default=4096, metadata=key(Int(1), inherit=True))
     backlog: int = field(default=1024, metadata=key(Int(1), inherit=True))
@@ -680,6 +899,26 @@ class ListenerConfig:
             "routing pools by name (mode tcp: with sni_passthrough)",
         ),
     )
+    monitor: Monitor | None = field(
+        default=None,
+        metadata=key(
+            SectionOrWord(Section(Monitor), "path", lambda: Monitor()),
+            "a path the proxy answers itself: up_status, or down_status (monitor-uri)",
+            only=_HTTP,
+        ),
+    )
+    request_rules: tuple[RequestRule, ...] = field(
+        default=(),
+        metadata=key(
+            ListOf(
+                Section(RequestRule),
+                "rules like {deny: 403, if: {src: 10.0.0.0/8}}",
+                non_empty=False,
+            ),
+            "allow, deny, redirect, set_header, del_header under conditions (http-request)",
+            only=_HTTP,
+        ),
+    )
     routes: tuple[RouteConfig, ...] = field(
         default=(),
         metadata=key(
@@ -715,6 +954,11 @@ class ListenerConfig:
             "HAProxy's names of this listener, for the runtime socket (set by the importer)",
         ),
     )
+
+    def proxy_version(self, server: ServerConfig) -> ProxyVersion | None:
+        """The PROXY protocol header sent to `server`, if any."""
+        wanted = server.send_proxy if server.send_proxy is not None else self.send_proxy
+        return None if wanted == "off" else wanted
 
     @property
     def forwarded_scheme(self) -> str | None:

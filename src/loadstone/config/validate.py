@@ -20,10 +20,13 @@ from loadstone.config.model import (
     HaproxySocket,
     LocationRewrite,
     PoolConfig,
+    RequestMatch,
+    RequestRule,
     RouteConfig,
+    RuleRedirect,
 )
 from loadstone.config.schema import INVALID, Ctx, Keys, Rule, Section, build, declared_keys
-from loadstone.config.values import WILDCARDS
+from loadstone.config.values import MANAGED_HEADERS, WILDCARDS
 
 __all__ = [
     "RULES",
@@ -50,6 +53,45 @@ def _route(ctx: Ctx, raw: Mapping[str, Any], values: dict[str, Any]) -> bool:
         return False
     if "host" not in raw and not paths:
         ctx.error("a route needs a host, a path_prefix, a path_exact or a path_regex")
+        return False
+    return True
+
+
+def _request_match(ctx: Ctx, raw: Mapping[str, Any], values: dict[str, Any]) -> bool:
+    paths = [name for name in _ROUTE_PATHS if name in raw]
+    if len(paths) > 1:
+        ctx.key(paths[1]).error(f"cannot be combined with {paths[0]!r}")
+        return False
+    if not raw:
+        ctx.error("a condition needs at least one of host, path_*, method, src, dst")
+        return False
+    return True
+
+
+_RULE_ACTIONS: Final = ("allow", "deny", "redirect", "set_header", "del_header")
+
+
+def _request_rule(ctx: Ctx, raw: Mapping[str, Any], values: dict[str, Any]) -> bool:
+    actions = [name for name in _RULE_ACTIONS if name in raw]
+    if len(actions) != 1:
+        ctx.error(f"a rule needs exactly one of {', '.join(_RULE_ACTIONS)}; got {len(actions)}")
+        return False
+    if raw.get("allow") is False:
+        ctx.key("allow").error("write `allow: true`, or leave the rule out")
+        return False
+    for action in ("del_header", "set_header"):
+        named = raw.get(action)
+        name = named.get("name") if isinstance(named, dict) else named
+        if isinstance(name, str) and name.lower() in MANAGED_HEADERS | {"host"}:
+            ctx.key(action).error(f"{name} cannot be changed by a rule")
+            return False
+    return True
+
+
+def _rule_redirect(ctx: Ctx, raw: Mapping[str, Any], values: dict[str, Any]) -> bool:
+    targets = [name for name in ("scheme", "location", "prefix") if name in raw]
+    if len(targets) != 1:
+        ctx.error("a redirect needs exactly one of scheme, location, prefix")
         return False
     return True
 
@@ -84,6 +126,9 @@ def _haproxy_socket(ctx: Ctx, raw: Mapping[str, Any], values: dict[str, Any]) ->
 
 RULES: Final[Mapping[type, Rule]] = {
     RouteConfig: _route,
+    RequestMatch: _request_match,
+    RequestRule: _request_rule,
+    RuleRedirect: _rule_redirect,
     HaproxySocket: _haproxy_socket,
     LocationRewrite: _location_rewrite,
     CheckConfig: _check_alternatives,

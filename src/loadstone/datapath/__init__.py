@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 
 from loadstone.config.model import GlobalConfig, ListenerConfig
-from loadstone.datapath import sni_passthrough
+from loadstone.datapath import native_gaps, sni_passthrough
 from loadstone.datapath.http_pure import HttpFrontend as PureHttpFrontend
 from loadstone.datapath.seam import Frontend, FrontendFactory
 from loadstone.datapath.tcp_pure import TcpFrontend as PureTcpFrontend
@@ -56,7 +56,7 @@ def http_frontend(config: ListenerConfig) -> tuple[FrontendFactory, str, str | N
     if IMPLEMENTATION != "native":
         why = "LOADSTONE_NO_EXTENSIONS=1" if NO_EXTENSIONS else "native data path not built"
         return PureHttpFrontend, "pure", why
-    refused = http_native.refusal(config)
+    refused = http_native.refusal(config) or native_gaps.refusal(config)
     if refused is not None:
         return PureHttpFrontend, "pure", refused
     return http_native.HttpFrontend, "native", None
@@ -67,7 +67,11 @@ def tcp_frontend(config: ListenerConfig) -> tuple[FrontendFactory, str, str | No
     the native path is built, why it does not serve it (TLS, for now)."""
     if IMPLEMENTATION != "native":
         return PureTcpFrontend, "pure", None
-    refused = http_native.tls_refusal(config) or sni_passthrough.native_refusal(config)
+    refused = (
+        http_native.tls_refusal(config)
+        or sni_passthrough.native_refusal(config)
+        or native_gaps.refusal(config)
+    )
     if refused is not None:
         return PureTcpFrontend, "pure", refused
     return tcp_native.TcpFrontend, "native", None

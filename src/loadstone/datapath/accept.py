@@ -23,6 +23,7 @@ import socket
 from typing import Generic, Protocol, TypeVar
 
 from loadstone.config.model import ListenerConfig
+from loadstone.datapath.proxy_gate import Acceptance, ProxyCounts
 from loadstone.datapath.traffic import TrafficCounters, TrafficSnapshot
 from loadstone.server import Pool
 from loadstone.sessionlog import SessionLog
@@ -82,6 +83,7 @@ class AcceptingFrontend(Generic[C]):
         self.servers: dict[socket.socket, asyncio.AbstractServer] = {}
         self.idle_waiters: list[asyncio.Future[None]] = []
         self.traffic = TrafficCounters()  # histograms, HTTP codes: /metrics
+        self.proxy_counts = ProxyCounts()  # connections closed for their PROXY header
         self._prepare()
         self.reconfigure(config, pool)
 
@@ -104,6 +106,7 @@ class AcceptingFrontend(Generic[C]):
         self.pool = pool
         # TLS: connections accepted from now on use the reloaded certificates.
         self.tls: Termination | None = material.termination(config)
+        self.proxy_accept = Acceptance.of(config)
         self._configured()
         self._admit_waiting()
 
@@ -120,7 +123,10 @@ class AcceptingFrontend(Generic[C]):
         """A new connection's protocol; on a TLS listener it first does the handshake."""
         app = self._accepted()
         tls = self.tls
-        return app if tls is None else tls.protocol(self.loop, app)
+        first = app if tls is None else tls.protocol(self.loop, app)
+        # accept_proxy: the PROXY header comes before anything, TLS included.
+        accept = self.proxy_accept
+        return first if accept is None else accept.gate(first, self.proxy_counts, self.loop)
 
     def unserve(self, sock: socket.socket) -> None:
         """Stop accepting on one socket and close it (its address left the config)."""
@@ -200,7 +206,18 @@ class AcceptingFrontend(Generic[C]):
         return self.bytes_out_done + sum(c.bytes_out for c in self.active)
 
     def status_extra(self) -> dict[str, object]:
-        return self.tls_status()  # mode tcp adds only its TLS, if any
+        return {**self.tls_status(), **self.proxy_status()}  # mode tcp: TLS and PROXY only
+
+    def proxy_status(self) -> dict[str, object]:
+        """Connections refused for their PROXY header (with accept_proxy), and why
+        the native path does not serve a listener using the PROXY protocol."""
+        status: dict[str, object] = {}
+        if self.data_path_reason is not None:
+            status["data_path"] = self.data_path
+            status["data_path_reason"] = self.data_path_reason
+        if self.config.accept_proxy is not None:
+            status["proxy_protocol"] = {"refused": dict(self.proxy_counts.refused)}
+        return status
 
     def tls_status(self) -> dict[str, object]:
         """The listener's TLS handshakes and certificates; empty without TLS."""

@@ -46,6 +46,7 @@ import time
 from loadstone.datapath.accept import AcceptingFrontend
 from loadstone.datapath.connect import Connector
 from loadstone.datapath.http_pure.frontend import RoutePool
+from loadstone.datapath.proxy_gate import header_to
 from loadstone.datapath.sni_passthrough import (
     INSPECT_TIMEOUT_REASON,
     SniCounts,
@@ -275,6 +276,11 @@ class TcpSession(Connector[_ServerSide]):
         self.server_transport = transport
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         apply_keepalive(transport, self.frontend.config)
+        if self.server is not None:
+            # send_proxy: the header goes before any byte of the client's.
+            header = header_to(self.frontend.config, self.server.config, self.client)
+            if header:
+                transport.write(header)
         pending = self.pending
         self.pending = None
         if pending:

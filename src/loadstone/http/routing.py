@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Protocol
 
 from loadstone.config.model import RouteConfig
 
@@ -42,16 +43,34 @@ def target_path(target: bytes) -> str:
     return text[:end]
 
 
-class _Route:
-    __slots__ = ("exact_hosts", "path_exact", "path_prefix", "path_regex", "pool", "suffixes")
+class HostPathConfig(Protocol):
+    """The host and path conditions a route and a request rule share."""
 
-    def __init__(self, config: RouteConfig) -> None:
-        self.pool = config.pool
+    @property
+    def hosts(self) -> tuple[str, ...]: ...
+    @property
+    def path_prefix(self) -> str | None: ...
+    @property
+    def path_exact(self) -> str | None: ...
+    @property
+    def path_regex(self) -> str | None: ...
+
+
+class HostPath:
+    """Compiled host and path conditions; `matches` holds when all given do."""
+
+    __slots__ = ("exact_hosts", "path_exact", "path_prefix", "path_regex", "suffixes")
+
+    def __init__(self, config: HostPathConfig) -> None:
         self.exact_hosts = frozenset(h for h in config.hosts if not h.startswith("*."))
         self.suffixes = tuple(h[1:] for h in config.hosts if h.startswith("*."))
         self.path_prefix = config.path_prefix
         self.path_exact = config.path_exact
         self.path_regex = re.compile(config.path_regex) if config.path_regex else None
+
+    @property
+    def needs_host(self) -> bool:
+        return bool(self.exact_hosts or self.suffixes)
 
     def matches(self, host: str, path: str) -> bool:
         if (self.exact_hosts or self.suffixes) and not (
@@ -65,6 +84,14 @@ class _Route:
         return self.path_regex is None or self.path_regex.match(path) is not None
 
 
+class _Route(HostPath):
+    __slots__ = ("pool",)
+
+    def __init__(self, config: RouteConfig) -> None:
+        super().__init__(config)
+        self.pool = config.pool
+
+
 class Router:
     """Compiled routes of one listener."""
 
@@ -73,7 +100,7 @@ class Router:
     def __init__(self, routes: Sequence[RouteConfig], default: str) -> None:
         self.routes = tuple(_Route(r) for r in routes)
         self.default = default
-        self.needs_host = any(r.exact_hosts or r.suffixes for r in self.routes)
+        self.needs_host = any(r.needs_host for r in self.routes)
 
     def route(self, host: bytes | None, target: bytes) -> str:
         """The pool name for a request."""

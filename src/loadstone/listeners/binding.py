@@ -17,6 +17,8 @@ from loadstone.config.model import Address, ListenerConfig
 # Linux values; the socket module names them only on some Python builds.
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 IPV6_FREEBIND = 78
+IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
+IPV6_TRANSPARENT = 75
 
 
 class BindError(Exception):
@@ -70,6 +72,14 @@ def bind_address(address: Address, config: ListenerConfig) -> socket.socket:
                 sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
             else:
                 sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+        if config.transparent:
+            # HAProxy's `bind ... transparent`: a non-local address, and connections
+            # to other hosts' addresses diverted here by TPROXY. EPERM without
+            # CAP_NET_ADMIN, reported as such below.
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, IP_TRANSPARENT, 1)
         sock.bind((host, address.port))
         sock.listen(config.backlog)
         sock.setblocking(False)
@@ -80,5 +90,7 @@ def bind_address(address: Address, config: ListenerConfig) -> socket.socket:
             reason = "address already in use"
         elif exc.errno == errno.EADDRNOTAVAIL:
             reason = "address not available on this host (set freebind: true for a VIP)"
+        elif exc.errno == errno.EPERM and config.transparent:
+            reason = "transparent (IP_TRANSPARENT) needs CAP_NET_ADMIN"
         raise BindError(f"cannot bind {address}: {reason}") from None
     return sock

@@ -39,6 +39,7 @@ from typing import Any
 import pymysql
 
 from tests.integration.harness import port_bindable
+from tests.peers.mariadb import install_db
 
 MARIADBD = shutil.which("mariadbd", path="/usr/sbin:/usr/bin:" + os.environ.get("PATH", ""))
 INSTALL_DB = shutil.which("mariadb-install-db", path="/usr/bin:/usr/sbin")
@@ -200,21 +201,7 @@ wsrep_slave_threads=2
         self.write_config()
         _chown_tree(self.dir)
         if install:
-            assert INSTALL_DB is not None
-            done = subprocess.run(
-                [
-                    INSTALL_DB,
-                    f"--defaults-file={self.cnf}",
-                    "--user=mysql",
-                    "--skip-test-db",
-                    "--auth-root-authentication-method=socket",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            if done.returncode != 0:
-                raise RuntimeError(f"mariadb-install-db failed: {done.stdout}{done.stderr}")
+            install_db(self.cnf)
         # A joiner's datadir stays empty: rsync SST fills it from the donor.
 
     def start(self, bootstrap: bool = False) -> None:

@@ -38,6 +38,7 @@ from typing import cast
 import httptools
 
 from loadstone.config.model import Redirect
+from loadstone.datapath import monitor
 from loadstone.datapath.http_pure.exchange import Exchange
 from loadstone.datapath.http_pure.framing import chunk, end_of_body
 from loadstone.datapath.http_pure.frontend import HttpListener
@@ -59,6 +60,7 @@ from loadstone.datapath.http_pure.upstream import HttpParserError, HttpParserUpg
 from loadstone.datapath.transport import WRITE_HIGH_WATER, WRITE_LOW_WATER, apply_keepalive
 from loadstone.http import message
 from loadstone.http.request import CHUNKED, HAS_BODY, BadRequest
+from loadstone.http.request_rules import Verdict
 from loadstone.tls.termination import session_fields
 
 log = logging.getLogger("loadstone.datapath.http")
@@ -289,6 +291,16 @@ class ClientConnection(asyncio.Protocol, Exchange):
         if method == b"CONNECT":
             req.error = BadRequest(501, "CONNECT is not supported")
             raise req.error
+        frontend = self.frontend
+        if frontend.monitor is not None and req.target == frontend.monitor_path:
+            # monitor (monitor-uri): answered before any rule, as HAProxy does.
+            req.verdict = monitor.verdict(frontend.monitor, frontend.pool, frontend.stopping)
+        rules = frontend.request_rules
+        if rules is not None and req.verdict is None:
+            # request_rules: header edits before the head is checked and rebuilt.
+            req.verdict = rules.run(
+                method, req.target, req.headers, self.client_ip, self._local_ip(rules.needs_local)
+            )
         try:
             req.head, req.host, req.cookie, req.flags = self.frontend.req_policy.prepare(
                 method, req.target, version, req.headers, self.extra, upgrade
@@ -345,6 +357,9 @@ class ClientConnection(asyncio.Protocol, Exchange):
         self.http11 = req.version == "1.1"
         self._begin(req, self.queued_for)
         self.queued_for = 0.0
+        if req.verdict is not None:
+            self._say(req.verdict)
+            return
         if frontend.redirect is not None:
             self._redirect(req, frontend.redirect)
             return
@@ -370,6 +385,24 @@ class ClientConnection(asyncio.Protocol, Exchange):
             self.transport.write(data)
         self._finish_exchange("redirect")
         self._close_after_write("redirect")
+
+    def _say(self, verdict: Verdict) -> None:
+        """Answer the request in flight with the proxy's own answer, then close."""
+        self.status = verdict.status
+        self.bytes_out += len(verdict.data)
+        if self.transport is not None:
+            self.transport.write(verdict.data)
+        if verdict.quiet:
+            self.req = None  # _finish_exchange then neither logs nor counts it by status
+        self._finish_exchange(verdict.end)
+        self._close_after_write(verdict.end)
+
+    def _local_ip(self, wanted: bool) -> str | None:
+        """The address the client reached, if `wanted` (a getsockname(2) otherwise saved)."""
+        if not wanted or self.transport is None:
+            return None
+        local = self.transport.get_extra_info("sockname")
+        return str(local[0]) if isinstance(local, tuple) else None
 
     def _request_sent(self) -> None:
         self.t_sent = now()

@@ -35,6 +35,7 @@ from loadstone.datapath.http_pure.state import (
     now,
 )
 from loadstone.datapath.http_pure.upstream import Backend, HttpParserError, RewritingBackend
+from loadstone.datapath.proxy_gate import header_to
 from loadstone.datapath.transport import apply_keepalive
 from loadstone.http import message
 from loadstone.http.request import HAS_BODY, IDEMPOTENT
@@ -188,6 +189,12 @@ class Exchange(Connector[Backend]):
 
     def _connected(self, transport: asyncio.Transport, upstream: Backend, took: float) -> None:
         apply_keepalive(transport, self.frontend.config)
+        header = header_to(self.frontend.config, upstream.server.config, self.transport)
+        if header:
+            # send_proxy: the header names this client, so the connection serves
+            # no other one: it is closed after this exchange, never pooled.
+            transport.write(header)
+            self.backend_reusable = False
         self.t_connect = took
         self._attach(upstream, reused=False)
 
@@ -342,6 +349,8 @@ class Exchange(Connector[Backend]):
         frontend.traffic.response(
             server.name if server is not None else None, status, now() - req.t_begin
         )
+        if frontend.request_rules is not None:
+            frontend.request_rules.answered(self.client_ip, status)  # error_rate counts
         if logged(frontend.config.log, end, status):
             t_end = now()
             t_sent = self.t_sent

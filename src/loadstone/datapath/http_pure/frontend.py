@@ -27,6 +27,7 @@ from loadstone.datapath.accept import AcceptingFrontend, Admitted
 from loadstone.datapath.http_counts import responses_by_class
 from loadstone.datapath.http_pure.upstream import Backend, IdlePool, RewritingBackend
 from loadstone.http.request import RequestPolicy
+from loadstone.http.request_rules import RequestRules
 from loadstone.http.response import ResponsePolicy
 from loadstone.http.routing import Router
 from loadstone.server import Pool, ServerRuntime
@@ -103,6 +104,9 @@ class HttpListener(AcceptingFrontend[HttpConnection]):
         self.max_head_size = config.max_head_size
         self.cookies = config.cookie is not None
         self.redirect = config.redirect  # every request answered by a redirect (to https)
+        self.request_rules = RequestRules(config.request_rules) if config.request_rules else None
+        self.monitor = config.monitor
+        self.monitor_path = config.monitor.path.encode("latin-1") if config.monitor else b""
         # httptools hands headers one by one; refuse an endless stream of them
         # before the head completes (the exact limit is checked on the whole head).
         self.max_headers_hard = config.max_headers
@@ -201,6 +205,7 @@ class HttpListener(AcceptingFrontend[HttpConnection]):
                 if route.servers or name != "default"
             },
             **self.tls_status(),
+            **self.proxy_status(),
         }
 
     def shutdown_all(self, reason: str) -> None:

@@ -13,6 +13,7 @@ import time
 from typing import Final
 
 from loadstone.http.request import BadRequest
+from loadstone.http.request_rules import Verdict
 
 PENDING_LIMIT: Final = 256 * 1024  # request body kept while connecting / pipelined
 
@@ -70,6 +71,7 @@ class Request:
         "t_head",
         "target",
         "upgrade",
+        "verdict",
         "version",
     )
 
@@ -90,3 +92,5 @@ class Request:
         self.body_size = 0
         self.complete = False
         self.error: BadRequest | None = None
+        # The proxy's own answer (request_rules: deny, redirect), given instead of forwarding.
+        self.verdict: Verdict | None = None

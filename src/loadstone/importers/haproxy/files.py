@@ -89,6 +89,9 @@ class _Dumper(yaml.SafeDumper):
     """Block style, except lists of scalars and small flat mappings (servers, rules),
     which read better on one line as in the configuration reference."""
 
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # an operator reads and edits this file: no &id001 / *id001
+
 
 def _represent_list(dumper: yaml.SafeDumper, data: list[Any]) -> yaml.Node:
     flat = all(not isinstance(item, dict | list) for item in data)

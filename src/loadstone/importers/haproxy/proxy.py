@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadstone.importers.haproxy import keywords
+from loadstone.importers.haproxy.conditions import Untranslatable, condition, split_condition
 from loadstone.importers.haproxy.keywords import Entry, Kind
 from loadstone.importers.haproxy.parser import Directive, Location
 from loadstone.importers.haproxy.report import Report, TranslationError
@@ -97,12 +98,29 @@ class ProxyState:
     stick_on_dst: bool = False
     stick_directives: list[Directive] = field(default_factory=list)
     request_headers: list[dict[str, str]] = field(default_factory=list)
+    # http-request deny/allow/redirect and conditional header rules, in order,
+    # each with its directive (reported as without effect in mode tcp).
+    request_rules: list[tuple[Directive, dict[str, Any]]] = field(default_factory=list)
     response_headers: list[dict[str, str]] = field(default_factory=list)
     rewrite_location: bool = False
     default_server: dict[str, str] = field(default_factory=dict)
     binds: list[str] = field(default_factory=list)
     freebind: bool = False
-    tls_binds: int = 0  # bind lines left out because they terminate TLS
+    accept_proxy: bool = False  # a bind line with accept-proxy
+    transparent: bool = False  # a bind line with transparent (IP_TRANSPARENT)
+    tls_binds: int = 0  # bind lines that terminate TLS
+    # Each TLS bind line: its directive, addresses and TLS options (name -> value).
+    tls_bind_lines: list[tuple[Directive, list[str], dict[str, str]]] = field(default_factory=list)
+    monitor_uri: str | None = None
+    # `http-request track-sc0 src` and the periods of the proxy's stick-table
+    # counters ("http_req_rate" -> "10s"): the rate conditions of request rules.
+    track_src: Directive | None = None
+    rate_periods: dict[str, str] = field(default_factory=dict)
+    rate_table_used: bool = False
+    # set-header X-Forwarded-Proto https if { ssl_fc } (and/or http if !{ ssl_fc })
+    proto_by_tls: list[Directive] = field(default_factory=list)
+    # redirect scheme https if !{ ssl_fc }: answer every plain request with it
+    tls_redirect: tuple[Directive, int] | None = None
     servers: list[Server] = field(default_factory=list)
     default_backend: tuple[str, Location] | None = None
     use_backends: list[Directive] = field(default_factory=list)
@@ -226,10 +244,10 @@ def _bind(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
         raise TranslationError(d.location, f"'bind' is not allowed in a {s.kind} section")
     _need(d, 1)
     if "ssl" in d.args[1:]:
-        # Serving plaintext where HAProxy terminated TLS would be wrong: leave it out.
-        r.note(
-            d, Entry(Kind.TLS, "not yet supported by loadstone (TLS); this address is not bound")
-        )
+        # Bound with TLS if every bind of the frontend is (translate.listener);
+        # serving plaintext where HAProxy terminated TLS would be wrong.
+        addresses = [a for a in map(_bind_address, d.args[0].split(",")) if a is not None]
+        s.tls_bind_lines.append((d, addresses, _tls_bind_options(r, d)))
         s.tls_binds += 1
         return
     for spec in d.args[0].split(","):
@@ -252,11 +270,59 @@ def _bind(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
             continue
         value = d.args[i + 1 : i + 1 + option.nargs]
         what = " ".join(("bind ...", name, *value))
-        if option.entry.kind is Kind.TRANSLATED:
+        if name == "accept-proxy":
+            s.accept_proxy = True
+        elif name == "transparent":
+            # IP_TRANSPARENT, and IP_FREEBIND as earlier imports wrote (both let
+            # a VIP held by another node be bound).
+            s.transparent = s.freebind = True
+        elif option.entry.kind is Kind.TRANSLATED:
             s.freebind = True
         else:
             r.note(d, option.entry, what=what)
         i += 1 + option.nargs
+
+
+# TLS options of a bind line loadstone's `tls` takes; the others are reported.
+_TLS_BIND_TAKEN = frozenset({"ssl", "crt", "alpn", "ca-file", "verify", "ciphers",
+                             "ciphersuites", "ssl-min-ver"})  # fmt: skip
+# Versions loadstone refuses anyway (its oldest is TLS 1.2): turning them off is a no-op.
+_TLS_OLD_OFF = frozenset({"no-sslv3", "no-tlsv10", "no-tlsv11", "prefer-client-ciphers"})
+
+
+def _tls_bind_options(r: Report, d: Directive) -> dict[str, str]:
+    options: dict[str, str] = {}
+    i = 1
+    while i < len(d.args):
+        name = d.args[i]
+        option = keywords.BIND_OPTIONS.get(name)
+        nargs = option.nargs if option is not None else 0
+        value = d.args[i + 1 : i + 1 + nargs]
+        if name in _TLS_BIND_TAKEN:
+            if name == "crt" and name in options:
+                options[name] += "\n" + value[0]  # several certificates, chosen by SNI
+            else:
+                options[name] = value[0] if value else ""
+        elif name in _TLS_OLD_OFF:
+            r.note(
+                d,
+                Entry(Kind.NO_EFFECT, "loadstone accepts TLS 1.2 and 1.3 only"),
+                what=f"bind ... {name}",
+            )
+        elif (
+            option is not None
+            and option.entry.kind is not Kind.TRANSLATED
+            and option.entry.kind is not Kind.TLS
+        ):
+            r.note(d, option.entry, what=" ".join(("bind ...", name, *value)))
+        elif name not in ("transparent", "freebind", "accept-proxy"):
+            r.note(
+                d,
+                Entry(Kind.UNSUPPORTED, "TLS bind option not translated"),
+                what=" ".join(("bind ...", name, *value)),
+            )
+        i += 1 + nargs
+    return options
 
 
 def _bind_address(spec: str) -> str | None:
@@ -627,9 +693,27 @@ def _header_rule(
     return {rule_action: args[0], "value": args[1]}
 
 
+@_handles("monitor-uri")
+def _monitor_uri(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
+    _need(d, 1)
+    s.monitor_uri = d.args[0]
+
+
+_BY_TLS = {("https", ("{", "ssl_fc", "}")), ("http", ("!{", "ssl_fc", "}"))}
+
+
 @_handles("http-request set-header", "http-request add-header", "http-request del-header")
 def _request_header(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
     action, args = d.args[0], d.args[1:]
+    if (
+        action == "set-header"
+        and len(args) == 6
+        and args[0].lower() == "x-forwarded-proto"
+        and args[2] == "if"
+        and (args[1], tuple(args[3:])) in _BY_TLS
+    ):
+        s.proto_by_tls.append(d)  # forwarded_proto: auto (translate)
+        return
     if (
         action == "set-header"
         and args[:2] == ("X-Forwarded-Port", "%[dst_port]")
@@ -637,9 +721,109 @@ def _request_header(r: Report, s: ProxyState, d: Directive, negated: bool) -> No
     ):
         s.forwarded_port = True
         return
+    if any(word in ("if", "unless") for word in args) and "ssl_fc" not in args:
+        # A conditional header rule: one of the request rules, kept in their order.
+        name = args[0] if args else ""
+        if action == "del-header":
+            _conditional_rule(r, s, d, {"del_header": name}, args[1:])
+        elif action == "set-header" and len(args) > 2 and "%[" not in args[1]:
+            _conditional_rule(r, s, d, {"set_header": {"name": name, "value": args[1]}}, args[2:])
+        else:
+            _header_rule(r, d, action, args)  # reports why not
+        return
     rule = _header_rule(r, d, action, args)
     if rule is not None:
         s.request_headers.append(rule)
+
+
+# HAProxy's http-request deny answers 403 unless deny_status says otherwise.
+_DENY_STATUSES = frozenset(
+    (200, 400, 401, 403, 404, 405, 407, 408, 410, 413, 425, 429, 500, 501, 502, 503, 504)
+)
+_REDIRECT_CODES = frozenset(("301", "302", "303", "307", "308"))
+
+
+@_handles("http-request deny", "http-request allow", "http-request redirect", "redirect")
+def _request_rule(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
+    """http-request deny|allow|redirect [...] [if|unless COND], and the old `redirect`."""
+    if d.keyword == "redirect":
+        action, words = "redirect", d.args
+    else:
+        _need(d, 1)
+        action, words = d.args[0], d.args[1:]
+    before, keyword, cond = split_condition(words)
+    if (
+        action == "redirect"
+        and before[:2] == ["scheme", "https"]
+        and keyword == "if"
+        and cond in (["!{", "ssl_fc", "}"], ["!", "{", "ssl_fc", "}"])
+    ):
+        # Every plain request goes to https: the listener's `redirect` (translate
+        # checks that the frontend's binds are plain ones).
+        code = 302
+        if before[2:3] == ["code"] and len(before) == 4 and before[3] in _REDIRECT_CODES:
+            code = int(before[3])
+        elif before[2:]:
+            r.unsupported(d, "redirect options other than code are not translated")
+            return
+        s.tls_redirect = (d, code)
+        return
+    rule: dict[str, Any]
+    if action == "allow" and not before:
+        rule = {"allow": True}
+    elif action == "deny":
+        status = 403
+        if before[:1] == ["deny_status"] and len(before) == 2 and before[1].isdigit():
+            status = int(before[1])
+        elif before:
+            r.unsupported(d, "deny options other than deny_status are not translated")
+            return
+        if status not in _DENY_STATUSES:
+            r.unsupported(d, f"deny_status {status} is not one loadstone answers with")
+            return
+        rule = {"deny": status}
+    elif (
+        action == "redirect" and len(before) >= 2 and before[0] in ("scheme", "location", "prefix")
+    ):
+        target: dict[str, Any] = {before[0]: before[1]}
+        options = before[2:]
+        if options[:1] == ["code"] and len(options) == 2 and options[1] in _REDIRECT_CODES:
+            target["code"] = int(options[1])
+        elif options:
+            r.unsupported(d, "redirect options other than code are not translated")
+            return
+        if before[0] == "scheme" and before[1] not in ("http", "https"):
+            r.unsupported(d, f"redirect scheme {before[1]} is not translated")
+            return
+        rule = {"redirect": target}
+    else:
+        r.unsupported(d, f"this form of {action} is not translated")
+        return
+    _conditional_rule(r, s, d, rule, words[len(before) :])
+
+
+def _conditional_rule(
+    r: Report, s: ProxyState, d: Directive, rule: dict[str, Any], words: tuple[str, ...] | list[str]
+) -> None:
+    """`rule` under the HAProxy condition `words` ("if ..."/"unless ...", or none)."""
+    _, keyword, cond = split_condition(list(words))
+    if keyword is not None:
+        try:
+            rates = s.rate_periods if s.track_src is not None else {}
+            when, unless = condition(keyword, cond, s.acls, s.used_acls, rates)
+            if any("_rate" in k for c in (when or {}, unless or {}) for k in c):
+                s.rate_table_used = True
+        except Untranslatable as exc:
+            if exc.kind == "ssl_fc":
+                r.note(d, keywords.Entry(Kind.TLS, "not yet supported by loadstone (TLS)"))
+            else:
+                r.unsupported(d, f"condition not translated: {exc.reason}")
+            return
+        if when:
+            rule["if"] = when
+        if unless:
+            rule["unless"] = unless
+    s.request_rules.append((d, rule))
 
 
 @_handles("http-response set-header", "http-response add-header", "http-response del-header")
@@ -722,9 +906,26 @@ def _cookie(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
         s.cookie[flag] = True
 
 
+_RATE_STORE = re.compile(r"(http_req_rate|http_err_rate)\(([0-9.]+[a-z]*)\)")
+
+
 @_handles("stick-table")
 def _stick_table(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
     s.stick_directives.append(d)
+    if "store" in d.args:
+        stored = d.args[d.args.index("store") + 1 : d.args.index("store") + 2]
+        for item in ",".join(stored).split(","):
+            m = _RATE_STORE.fullmatch(item)
+            if m is not None and parse_haproxy_time(m[2]) is not None:
+                s.rate_periods[m[1]] = format_duration(parse_haproxy_time(m[2]) or 0)
+
+
+@_handles("http-request track-sc0")
+def _track_sc0(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
+    if d.args[1:] == ("src",):
+        s.track_src = d
+    else:
+        r.unsupported(d, "only 'track-sc0 src' (per client address) is translated")
 
 
 @_handles("stick on")

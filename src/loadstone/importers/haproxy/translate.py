@@ -26,6 +26,7 @@ Sans-IO: map files are read through the `read_file` callable the caller passes.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -83,6 +84,9 @@ class _Translator:
         self.frontend_backends: dict[str, list[str]] = {}  # the default first, then the pools
         self.files: list[str] = []
         self.global_maxconn: int | None = None
+        # ssl-default-bind-ciphers/-ciphersuites/-options ssl-min-ver; crt-base, ca-base
+        self.tls_bind_defaults: dict[str, str] = {}
+        self.tls_bases: dict[str, str] = {}
 
     # -- sections ----------------------------------------------------------------------
 
@@ -180,11 +184,38 @@ class _Translator:
         elif key == "hard-stop-after":
             ms = parse_time(directive, args)
             self.global_["grace"] = format_duration(ms)
+        elif key in ("ssl-default-bind-ciphers", "ssl-default-bind-ciphersuites"):
+            _need_arg(directive)
+            self.tls_bind_defaults[key.rsplit("-", 1)[1]] = args[0]
+        elif key == "ssl-default-bind-options":
+            self._bind_options(directive)
+        elif key in ("crt-base", "ca-base"):
+            _need_arg(directive)
+            self.tls_bases[key.split("-")[0]] = args[0]
         elif key == "stats socket":
             self._stats_socket(directive)
         elif key == "stats timeout":
             ms = parse_time(directive, args[1:])
             self._haproxy_socket()["timeout"] = format_duration(ms)
+
+    def _bind_options(self, directive: Directive) -> None:
+        words = list(directive.args)
+        while words:
+            word = words.pop(0)
+            if word == "ssl-min-ver" and words:
+                self.tls_bind_defaults["ssl-min-ver"] = words.pop(0)
+            elif word in ("no-sslv3", "no-tlsv10", "no-tlsv11"):
+                self.report.note(
+                    directive,
+                    Entry(Kind.NO_EFFECT, "loadstone accepts TLS 1.2 and 1.3 only"),
+                    what=f"ssl-default-bind-options ... {word}",
+                )
+            else:
+                self.report.unsupported(
+                    directive,
+                    "TLS option not translated",
+                    what=f"ssl-default-bind-options ... {word}",
+                )
 
     def _haproxy_socket(self) -> dict[str, Any]:
         admin = self.global_.setdefault("admin", {})
@@ -292,15 +323,20 @@ class _Translator:
     def listener(self, fe: ProxyState) -> dict[str, Any] | None:
         """A `listen` or a `frontend` (with its backends) -> a loadstone listener, or None."""
         where = Directive((fe.kind, fe.name), fe.location, False)
-        if not fe.binds and fe.tls_binds:
-            self.report.note(
-                where,
-                Entry(
-                    Kind.TLS,
-                    "every bind is TLS, not yet supported by loadstone: no listener is made",
-                ),
-            )
-            return None
+        tls: dict[str, Any] | None = None
+        if fe.binds:
+            for d, _, _ in fe.tls_bind_lines:
+                self.report.note(
+                    d,
+                    Entry(
+                        Kind.UNSUPPORTED,
+                        "plain and TLS binds in one frontend: a loadstone listener is one or "
+                        "the other; this address is not bound (split the frontend in two)",
+                    ),
+                )
+        elif fe.tls_bind_lines:
+            fe.binds = [a for _, addresses, _ in fe.tls_bind_lines for a in addresses]
+            tls = self._listener_tls(fe)
         if not fe.binds:
             self.report.note(
                 where, Entry(Kind.NO_EFFECT, "no bind line: HAProxy accepts no traffic here")
@@ -325,12 +361,14 @@ class _Translator:
                 )
         if fe.kind == "frontend":
             if fe.default_backend is None and not fe.use_backends:
+                if fe.mode == "http" and (fe.monitor_uri or fe.tls_redirect) and tls is None:
+                    return self._answering_listener(fe)
                 self.report.note(
                     where,
                     Entry(
-                        Kind.NOT_YET,
-                        "a frontend without backend (monitor-uri, "
-                        "redirects) is not yet supported by loadstone",
+                        Kind.UNSUPPORTED,
+                        "a frontend without backend and without monitor-uri or redirect "
+                        "answers nothing but 503: no listener is made",
                     ),
                 )
                 return None
@@ -356,11 +394,27 @@ class _Translator:
             )
             return None
         out: dict[str, Any] = {"bind": list(fe.binds)}
+        if tls is not None:
+            out["tls"] = tls
         if {fe.name, be.name} != {_listener_name(fe.name)}:
             # The names HAProxy's runtime socket knows it by (`disable server be/srv`).
             out["haproxy_names"] = {"frontend": fe.name, "backend": be.name}
         if fe.freebind:
             out["freebind"] = True
+        if fe.transparent:
+            out["transparent"] = True
+        if fe.accept_proxy:
+            # HAProxy takes a header from any client of an accept-proxy bind;
+            # loadstone asks whom to trust: every address, as HAProxy, until narrowed.
+            out["accept_proxy"] = {"trusted": ["0.0.0.0/0", "::/0"]}
+            self.report.note(
+                where,
+                Entry(
+                    Kind.NOTE,
+                    "accept-proxy: every source is trusted, as in HAProxy; narrow "
+                    "accept_proxy.trusted to the proxies in front",
+                ),
+            )
         out["mode"] = fe.mode
         galera = self._is_galera(be)
         out["balance"] = "active-backup" if galera else self._balance(be)
@@ -376,6 +430,8 @@ class _Translator:
         check, check_interval_ms = self._check(be, galera)
         out["timeouts"] = self._timeouts(fe, be, check_interval_ms)
         if check is not None:
+            if any("check-ssl" in s.options for s in be.servers):
+                check["tls"] = True  # with the server's `tls` settings
             out["check"] = check
         if self._on_marked_down(be):
             out["on_marked_down"] = "shutdown-sessions"
@@ -387,6 +443,12 @@ class _Translator:
         out["servers"] = [self._server(s, be) for s in be.servers]
         if fe.mode == "http":
             self._http_keys(out, fe, be)
+            self._answers(out, fe, tls is not None)
+        else:
+            for d, _ in fe.request_rules + (be.request_rules if be is not fe else []):
+                self.report.note(
+                    d, Entry(Kind.NO_EFFECT, "http-request rules in mode tcp: HAProxy ignores them")
+                )
         if pools:
             out["pools"] = {
                 name: {
@@ -401,14 +463,130 @@ class _Translator:
             self.galera_backends.add(be.name)
         return out
 
+    # -- TLS, and what the proxy answers itself ---------------------------------------------
+
+    def _listener_tls(self, fe: ProxyState) -> dict[str, Any]:
+        """The `tls` of a frontend whose binds all terminate TLS (`bind ... ssl crt ...`)."""
+        first, _, options = fe.tls_bind_lines[0]
+        for d, _, other in fe.tls_bind_lines[1:]:
+            if other != options:
+                self.report.unsupported(
+                    d, "TLS options differ between the binds: the first bind's apply to all"
+                )
+        if "crt" not in options:
+            raise TranslationError(first.location, "'bind ... ssl' without a certificate (crt)")
+        tls: dict[str, Any] = {
+            "certificates": [self._tls_path(c, "crt") for c in options["crt"].split("\n")]
+        }
+        alpn = options.get("alpn")
+        if alpn is not None:
+            offered = [p for p in alpn.split(",") if p in ("http/1.1", "http/1.0")]
+            if offered != alpn.split(","):
+                self.report.note(
+                    first,
+                    Entry(Kind.NOTE, "loadstone speaks HTTP/1.1: ALPN offers http/1.1 only"),
+                    what=f"bind ... alpn {alpn}",
+                )
+            if offered and fe.mode == "tcp":
+                tls["alpn"] = offered
+        ciphers = options.get("ciphers") or self.tls_bind_defaults.get("ciphers")
+        if ciphers:
+            tls["ciphers"] = ciphers
+        suites = options.get("ciphersuites") or self.tls_bind_defaults.get("ciphersuites")
+        if suites:
+            tls["ciphersuites"] = suites
+        version = options.get("ssl-min-ver") or self.tls_bind_defaults.get("ssl-min-ver")
+        if version in ("TLSv1.2", "TLSv1.3"):
+            tls["min_version"] = version
+        elif version is not None:
+            self.report.note(
+                first,
+                Entry(Kind.NOTE, f"loadstone accepts TLS 1.2 and 1.3 only, not {version}"),
+                what=f"ssl-min-ver {version}",
+            )
+        if "ca-file" in options:
+            tls["client_ca"] = self._tls_path(options["ca-file"], "ca")
+            tls["verify_client"] = options.get("verify", "required")
+        elif options.get("verify", "none") != "none":
+            raise TranslationError(first.location, "'verify' on a bind needs 'ca-file'")
+        return tls
+
+    def _tls_path(self, path: str, kind: str) -> str:
+        base = self.tls_bases.get(kind)
+        return f"{base.rstrip('/')}/{path}" if base and not path.startswith("/") else path
+
+    def _server_tls(self, s: Server) -> dict[str, Any] | bool:
+        """`server ... ssl [verify none|required] [ca-file F] [sni str(NAME)]`."""
+        tls: dict[str, Any] = {}
+        verify = s.options.get("verify", "required")
+        if verify == "none":
+            tls["verify"] = "none"
+        elif "ca-file" not in s.options:
+            # HAProxy refuses this: verify is required by default and needs a CA file.
+            raise TranslationError(
+                s.location, f"server {s.name}: 'ssl' verify required needs ca-file"
+            )
+        if "ca-file" in s.options:
+            tls["ca_file"] = self._tls_path(s.options["ca-file"], "ca")
+        sni = s.options.get("sni")
+        if sni is not None:
+            m = re.fullmatch(r"str\(([^)]+)\)", sni)
+            if m is None:
+                self.report.unsupported(
+                    Directive(("server", s.name), s.location, True),
+                    "only a constant sni str(NAME) is translated",
+                    what=f"server ... sni {sni}",
+                )
+            else:
+                tls["sni"] = m[1]
+        return tls or True
+
+    def _answers(self, out: dict[str, Any], fe: ProxyState, tls: bool) -> None:
+        """monitor-uri, and `redirect scheme https if !{ ssl_fc }` with X-Forwarded-Proto."""
+        if fe.monitor_uri is not None:
+            out["monitor"] = fe.monitor_uri
+        if fe.tls_redirect is not None:
+            d, code = fe.tls_redirect
+            if tls:
+                self.report.note(d, Entry(Kind.NO_EFFECT, "every request of this listener is TLS"))
+            else:
+                out["redirect"] = {"scheme": "https", "code": code}
+        # `set-header X-Forwarded-Proto https if { ssl_fc }` applies on a TLS listener
+        # only, `... http if !{ ssl_fc }` on a plain one: forwarded_proto auto says both.
+        forms = {"https" if "https" in d.words else "http" for d in fe.proto_by_tls}
+        if ("https" if tls else "http") in forms:
+            out["forwarded_proto"] = "auto"
+
+    def _answering_listener(self, fe: ProxyState) -> dict[str, Any]:
+        """A frontend without backend that answers itself (kolla's `frontend status`
+        with monitor-uri, openstack-ansible's redirect to https): no servers."""
+        out: dict[str, Any] = {"bind": list(fe.binds), "mode": "http"}
+        if fe.freebind:
+            out["freebind"] = True
+        if fe.transparent:
+            out["transparent"] = True
+        maxconn = fe.maxconn if fe.maxconn is not None else self.global_maxconn
+        if maxconn is not None:
+            out["maxconn"] = maxconn
+        out["timeouts"] = self._timeouts(fe, fe, None)
+        self._answers(out, fe, False)
+        return out
+
     def report_unused(self) -> None:
         """Directives whose effect depends on others, checked once every listener is built."""
         for state in self.order:
             for d in state.stick_directives:
+                if state.rate_table_used and not state.stick_on_dst:
+                    continue  # the counters of rate conditions, translated with them
                 if state.name not in self.galera_backends or d.args[:2] != ("type", "ip"):
                     self.report.unsupported(
                         d, "stick tables are only translated in the Galera writer pattern"
                     )
+            if state.track_src is not None and not state.rate_table_used:
+                self.report.note(
+                    state.track_src,
+                    Entry(Kind.NO_EFFECT, "tracked counters no translated rule reads"),
+                )
             if state.check_type != "httpchk":
                 for d in state.http_check_rules:
                     self.report.note(
@@ -675,6 +853,12 @@ class _Translator:
             out["check"] = False
         if "cookie" in s.options and be.cookie is not None:
             out["cookie"] = s.options["cookie"]
+        if "ssl" in s.options:
+            out["tls"] = self._server_tls(s)
+        if "send-proxy-v2" in s.options:
+            out["send_proxy"] = "v2"
+        elif "send-proxy" in s.options:
+            out["send_proxy"] = "v1"
         return out
 
     # -- checks ------------------------------------------------------------------------
@@ -806,6 +990,11 @@ class _Translator:
         headers = fe.request_headers + (be.request_headers if be is not fe else [])
         if headers:
             out["request_headers"] = headers
+        # HAProxy runs the frontend's http-request rules, then the backend's.
+        rules = fe.request_rules + (be.request_rules if be is not fe else [])
+        if rules:
+            # Copies: a backend shared by two frontends must not become a YAML alias.
+            out["request_rules"] = [copy.deepcopy(rule) for _, rule in rules]
         responses = be.response_headers + (fe.response_headers if be is not fe else [])
         if responses:
             out["response_headers"] = responses
@@ -826,6 +1015,11 @@ def translate(
     translator.report_unused()
     report = translator.report.in_file_order(translator.files)
     return Translation(config, report, translator.origins)
+
+
+def _need_arg(directive: Directive) -> None:
+    if not directive.args:
+        raise TranslationError(directive.location, f"'{directive.text}': missing argument")
 
 
 def _listener_name(name: str) -> str:
