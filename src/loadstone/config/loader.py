@@ -163,21 +163,22 @@ _INHERITED_ANY_MODE: Final[Keys] = {
     name: entry for name, entry in DEFAULTS_KEYS.items() if not entry[1].only and name not in MERGED
 }
 _INHERITED_HTTP: Final[Keys] = {
-    name: entry for name, entry in DEFAULTS_KEYS.items() if entry[1].only
+    name: entry for name, entry in DEFAULTS_KEYS.items() if "http" in entry[1].only
 }
 # A listener's keys of any mode that `defaults` may not set (freebind, tls...),
-# but for those _listener walks itself.
+# but for those _listener walks itself and pools, which each mode walks with its
+# routing (routes in http, sni_passthrough in tcp).
 _OWN_ANY_MODE: Final = tuple(
     name
     for name, (_, declared) in LISTENER_KEYS.items()
-    if not declared.inherit and not declared.only and name not in ("bind", "servers")
+    if not declared.inherit and not declared.only and name not in ("bind", "servers", "pools")
 )
 
 # The same for mode http, but for cookie and pools (walked before the others).
 _OWN_HTTP: Final = tuple(
     name
     for name, (_, declared) in LISTENER_KEYS.items()
-    if not declared.inherit and declared.only and name not in ("cookie", "pools")
+    if not declared.inherit and "http" in declared.only and name not in ("cookie", "pools")
 )
 
 
