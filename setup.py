@@ -143,6 +143,9 @@ def _extensions() -> list[Extension]:
         if "undefined" in sanitize:
             cflags.append("-fno-sanitize-recover=undefined")
         ldflags = [fsanitize]
+    # TLS termination in the workers (engine/tls.c): the system's OpenSSL 3
+    # (Debian libssl-dev, in scripts/test's PACKAGES).
+    libraries = ["ssl", "crypto"]
     # Cythonized under its short name so that Cython pairs relay.pyx with the
     # relay.pxd beside it (under the dotted name it would look for the .pxd in a
     # loadstone/_fastpath/ tree that src/_fastpath is not); built under the full
@@ -165,9 +168,10 @@ def _extensions() -> list[Extension]:
         # another copy of llhttp loaded in the process (httptools' parser)
         extra_compile_args=[*cflags, "-Wall", "-Wno-unused-function", "-fvisibility=hidden"],
         extra_link_args=ldflags,
+        libraries=libraries,
         depends=[
             os.path.join(FASTPATH, "includes", name)
-            for name in ("engine.h", "blake2b.h", "uring.h", "engine.pxd")
+            for name in ("engine.h", "blake2b.h", "uring.h", "tls.h", "engine.pxd")
         ]
         + [os.path.join(ENGINE, name) for name in sorted(os.listdir(ENGINE))]
         + [os.path.join(FASTPATH, "relay.pxd"), os.path.join(LLHTTP, "include", "llhttp.h")],

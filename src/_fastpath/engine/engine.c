@@ -83,6 +83,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -101,8 +102,10 @@
 #include "http-t.h"
 #include "engine-i.h"
 #include "http-i.h"
+#include "tls-t.h"
 
 #include "timers.c"
+#include "tls.c"
 #include "control.c"
 #include "balance.c"
 #include "queue.c"

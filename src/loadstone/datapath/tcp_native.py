@@ -43,6 +43,7 @@ import orjson
 from loadstone._fastpath import relay
 from loadstone.config.model import GlobalConfig, ListenerConfig
 from loadstone.server import Pool, ServerRuntime
+from loadstone.tls import native as tls_native
 
 if TYPE_CHECKING:
     from loadstone.sessionlog import SessionLog
@@ -246,6 +247,7 @@ class TcpFrontend:
             if ka is None
             else (max(1, int(ka.idle)), max(1, int(ka.interval)), ka.count),
         )
+        tls_native.configure(self.engine, self.lid, c)  # TLS termination in the workers
 
     def _slot(self, server: ServerRuntime) -> int:
         slot = self._slots.get(server)
@@ -468,7 +470,18 @@ class TcpFrontend:
     # -- control ---------------------------------------------------------------------
 
     def status_extra(self) -> dict[str, object]:
-        return {}  # mode tcp adds nothing to a listener's status
+        return self.tls_status()  # mode tcp adds only its TLS, if any
+
+    def tls_status(self) -> dict[str, object]:
+        """The listener's TLS handshakes and certificates (the pure path's shape);
+        empty without TLS."""
+        if self.config.tls is None:
+            return {}
+        return {
+            "data_path": self.data_path,
+            "data_path_reason": None,
+            "tls": tls_native.status(self.engine, self.lid, self.config),
+        }
 
     async def wait_idle(self) -> None:
         if self.current_sessions == 0:
