@@ -645,7 +645,7 @@ cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, double now,
     cdef bytes listener = names[1]
     cdef bytes server = _server_name(names, r.slot)
     cdef const char *end = ls_end_words[r.reason]
-    buf.reserve(len(listener) + len(server) + 320)
+    buf.reserve(len(listener) + len(server) + 420)  # 96 of them: the tls field
     cdef char *at = buf.data + buf.length
     cdef size_t room = buf.capacity - buf.length
     cdef int k
@@ -664,7 +664,10 @@ cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, double now,
             <unsigned long long>r.bytes_in, <unsigned long long>r.bytes_out,
         )
         k += _json_seconds(at + k, room - k, r.duration)
-        k += snprintf(at + k, room - k, ',"end":"%s"}', end)
+        k += snprintf(at + k, room - k, ',"end":"%s"', end)
+        if r.tls[0]:
+            k += snprintf(at + k, room - k, ',"tls":"%s"', r.tls)
+        k += snprintf(at + k, room - k, '}')
     else:
         k = snprintf(
             at, room,
@@ -672,6 +675,8 @@ cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, double now,
             stamp, r.client, <const char *>listener, <const char *>server,
             <unsigned long long>r.bytes_in, <unsigned long long>r.bytes_out, r.duration, end,
         )
+        if r.tls[0]:
+            k += snprintf(at + k, room - k, " tls=%s", r.tls)
     buf.length += (buf.length != 0) + <size_t>k
     return 0
 

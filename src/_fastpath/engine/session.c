@@ -291,6 +291,7 @@ static void tcp_ended(ls_worker *W, ls_session *s, int reason, int arg)
         r->bytes_out = s->bytes[1];
         r->duration = (double)(W->now_us - s->start_us) / 1e6;
         format_addr(&s->client, r->client, sizeof r->client);
+        tls_log_fields(s, r->tls, sizeof r->tls);
     }
 }
 

@@ -640,6 +640,18 @@ static void tls_log_fields(const ls_session *s, char *out, size_t size)
         return;
     SSL *ssl = s->tls->ssl;
     const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-    snprintf(out, size, "%s/%s/%s", SSL_get_version(ssl), SSL_get_cipher_name(ssl),
-             sni ? sni : "-");
+    int n = snprintf(out, size, "%s/%s/", SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+    if (n < 0 || (size_t)n >= size)
+        return;
+    /* the client's bytes: only what a host name holds goes into a log line */
+    size_t i = (size_t)n, k = 0;
+    if (!sni || !sni[0])
+        sni = "-";
+    for (; sni[k] && i + 1 < size; k++, i++) {
+        char c = sni[k];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                 c == '.' || c == '-' || c == '_' || c == '*';
+        out[i] = ok ? c : '?';
+    }
+    out[i] = 0;
 }

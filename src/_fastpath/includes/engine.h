@@ -93,6 +93,8 @@ typedef struct ls_record {
     char method[24];
     uint16_t target_len;
     char target[LS_HTTP_TARGET_MAX];
+    /* LS_REC_SESSION of a TLS listener: "version/cipher/sni", else "" */
+    char tls[96];
 } ls_record;
 
 /* One server of a published table. */

@@ -31,6 +31,7 @@ cdef extern from "engine.h" nogil:
         char method[24]
         uint16_t target_len
         char *target
+        char tls[96]
 
     ctypedef struct ls_tserver:
         int32_t slot
