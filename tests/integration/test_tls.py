@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.integration.conftest import NATIVE_BUILT
 from tests.integration.harness import (
     LOADSTONE,
     Loadstone,
@@ -361,6 +362,78 @@ def test_reload_swaps_certificate_under_load_and_refuses_a_bad_one(
         for w in workers:
             w.join(10)
     assert failures == []
+
+
+def test_resumption_survives_a_reload_and_renegotiation_is_refused(
+    ca: Ca, tmp_path: Path, nginx: Callable[..., int], loadstone: Start, datapath: str
+) -> None:
+    cert = ca.issue("server", ["api.test"])
+    backend = nginx("n1")
+    ls = loadstone(config({
+        "mode": "tcp",
+        "tls": {"certificates": str(cert.bundle)},
+        "servers": [{"name": "n1", "address": f"127.0.0.1:{backend}"}],
+    }))  # fmt: skip
+    assert ls.status()["listeners"]["web"]["data_path"] == datapath
+    port = port_of(ls)
+    baseline = ls.fd_count()
+
+    def client(*args: str, send: bytes = b"GET / HTTP/1.0\r\n\r\n") -> str:
+        done = subprocess.run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "api.test",
+             *args],
+            input=send, capture_output=True, timeout=20,
+        )  # fmt: skip
+        return done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
+
+    # A session ticket from before a reload (SIGHUP) resumes after it: TLS 1.3
+    # and TLS 1.2, whose tickets the same keys encrypt.
+    sessions = {v: tmp_path / f"{v}.pem" for v in ("tls1_3", "tls1_2")}
+    for version, path in sessions.items():
+        # -ign_eof: read on until nginx closes (a TLS 1.3 ticket comes after the handshake)
+        assert "New, TLSv1." in client(f"-{version}", "-ign_eof", "-sess_out", str(path))
+    assert ls.proc is not None
+    ls.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: ls.status()["reload"]["generation"] == 1, what="the reload")
+    for version, path in sessions.items():
+        assert "Reused, TLSv1." in client(f"-{version}", "-sess_in", str(path)), version
+    assert ls.status()["listeners"]["web"]["tls"]["resumed"] >= 2
+
+    # Renegotiation asked by the client ('R' to s_client, TLS 1.2): refused, and
+    # that connection ends; the others are served.
+    refused = client("-tls1_2", send=b"R\n")
+    assert "RENEGOTIATING" in refused and "no renegotiation" in refused, refused[-400:]
+    ctx = ssl.create_default_context(cafile=str(ca.path))
+    with tls_connect(port, ctx, "api.test") as tls:
+        tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert tls.makefile("rb").read().startswith(b"HTTP/1.1 200")
+    wait_for(lambda: ls.fd_count() <= baseline, timeout=10, what="fd count back to baseline")
+
+
+def test_tls13_ciphersuites_and_min_version_apply_natively(
+    ca: Ca, nginx: Callable[..., int], loadstone: Start
+) -> None:
+    """The native path sets the TLS 1.3 suites (Python's ssl, the pure path's,
+    cannot): a suite outside the list is refused."""
+    if not NATIVE_BUILT:
+        pytest.skip("the native data path is not built here")
+    cert = ca.issue("server", ["api.test"])
+    backend = nginx("n1")
+    ls = loadstone(config({
+        "mode": "http",
+        "tls": {"certificates": str(cert.bundle), "min_version": "TLSv1.3",
+                "ciphersuites": "TLS_CHACHA20_POLY1305_SHA256"},
+        "servers": [{"name": "n1", "address": f"127.0.0.1:{backend}"}],
+    }))  # fmt: skip
+    assert ls.status()["listeners"]["web"]["data_path"] == "native"
+    port = port_of(ls)
+    assert "Ciphersuite: TLS_CHACHA20_POLY1305_SHA256" in s_client(port, "-brief")
+    other = s_client(port, "-brief", "-ciphersuites", "TLS_AES_128_GCM_SHA256")
+    assert "alert handshake failure" in other
+    assert "alert protocol version" in s_client(port, "-tls1_2")
+    assert https_get(port, ca.path, "api.test") == (200, "n1")
+    failures = ls.status()["listeners"]["web"]["tls"]["failures"]
+    assert failures == {"no_shared_cipher": 1, "unsupported_protocol": 1}, failures
 
 
 def _served_key_type(port: int) -> str:
