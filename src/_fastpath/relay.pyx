@@ -83,6 +83,7 @@ END_WORDS = (
 REC_SESSION = LS_REC_SESSION
 REC_CONNECT_FAILED = LS_REC_CONNECT_FAILED
 REC_HTTP = LS_REC_HTTP
+REC_TLS_FAILED = LS_REC_TLS_FAILED
 
 # mode http: how an exchange ended (LS_HEND_* in engine.h), in the words of the
 # pure path's access log (loadstone/datapath/http.py).
@@ -534,7 +535,11 @@ cdef class Engine:
                     r.bytes_out,
                     r.duration,
                 )
-                if r.type == LS_REC_HTTP:
+                if r.type == LS_REC_SESSION or r.type == LS_REC_TLS_FAILED:
+                    # version/cipher/sni of a TLS session ("" for a plain one);
+                    # a failed handshake's reason
+                    record += (r.tls[: strlen(r.tls)].decode("ascii", errors="replace"),)
+                elif r.type == LS_REC_HTTP:
                     record += (
                         r.status,
                         r.method[: strlen(r.method)].decode("latin-1"),

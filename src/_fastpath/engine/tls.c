@@ -480,6 +480,15 @@ static void handshake_failed(ls_worker *W, ls_session *s, const char *label)
     s->tls->fatal = 1;
     count_failure(s->L->tls, label);
     ERR_clear_error();
+    ls_record *r = new_record(W); /* the pure path's log line: who, and why */
+    if (r) {
+        r->type = LS_REC_TLS_FAILED;
+        r->listener = s->L->id;
+        r->slot = -1;
+        r->duration = (double)(W->now_us - s->start_us) / 1e6;
+        format_addr(&s->client, r->client, sizeof r->client);
+        snprintf(r->tls, sizeof r->tls, "%s", label);
+    }
     finish(W, s, LS_END_CLIENT_RESET, 0);
 }
 

@@ -13,12 +13,14 @@ END_SHUTDOWN: int
 REC_SESSION: int
 REC_CONNECT_FAILED: int
 REC_HTTP: int
+REC_TLS_FAILED: int
 HTTP_END_WORDS: tuple[str, ...]
 HTTP_END_CONNECT_FAILED: int
 HTTP_END_SHUTDOWN: int
 
 # (type, listener, slot, reason, arg, client, bytes_in, bytes_out, duration), and for
-# REC_HTTP then (status, method, target, (t_request, t_queue, t_connect, t_response, t_total))
+# REC_HTTP then (status, method, target, (t_request, t_queue, t_connect, t_response, t_total));
+# REC_SESSION then (tls,): "version/cipher/sni" or ""; REC_TLS_FAILED then (reason,)
 Record = tuple[Any, ...]
 
 def blake2b64(data: bytes) -> int: ...

@@ -429,7 +429,10 @@ class TcpFrontend:
         return text
 
     def record(self, rec: relay.Record) -> None:
-        kind, _lid, slot, reason, arg, client, bytes_in, bytes_out, duration = rec
+        kind, _lid, slot, reason, arg, client, bytes_in, bytes_out, duration = rec[:9]
+        if kind == relay.REC_TLS_FAILED:
+            tls_native.log_failure(client, rec[9])
+            return
         server = self._server_at(slot)
         if kind == relay.REC_CONNECT_FAILED:
             if server is None:
@@ -458,6 +461,7 @@ class TcpFrontend:
             bytes_out=bytes_out,
             duration=duration,
             end=end,
+            tls=rec[9] or None,
         )
 
     def check_idle(self) -> None:

@@ -16,6 +16,7 @@ and so do its keys, so resumption keeps working across one.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 from loadstone._fastpath import relay
@@ -24,6 +25,8 @@ from loadstone.tls import material
 from loadstone.tls.certificates import read_pem
 
 # OpenSSL's TLS1_2_VERSION and TLS1_3_VERSION
+log = logging.getLogger("loadstone.tls")
+
 _VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 _VERIFY = {"none": 0, "optional": 1, "required": 2}
 
@@ -73,6 +76,11 @@ def configure(engine: relay.Engine, lid: int, listener: ListenerConfig) -> None:
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
     _tickets.install(engine)
+
+
+def log_failure(client: str, reason: str) -> None:
+    """A failed handshake's line, as loadstone.tls.termination writes it on the pure path."""
+    log.info("TLS handshake from %s failed: %s", client, reason)
 
 
 def status(engine: relay.Engine, lid: int, listener: ListenerConfig) -> dict[str, object]:
