@@ -247,7 +247,7 @@ class TcpFrontend:
             if ka is None
             else (max(1, int(ka.idle)), max(1, int(ka.interval)), ka.count),
         )
-        tls_native.configure(self.engine, self.lid, c)  # TLS termination in the workers
+        tls_native.configure(self.engine, self.lid, c, self.loop)  # TLS in the workers
 
     def _slot(self, server: ServerRuntime) -> int:
         slot = self._slots.get(server)

@@ -40,7 +40,9 @@ def alpn_wire(protocols: tuple[str, ...]) -> bytes:
     return b"".join(bytes([len(p)]) + p.encode("ascii") for p in protocols)
 
 
-def configure(engine: relay.Engine, lid: int, listener: ListenerConfig) -> None:
+def configure(
+    engine: relay.Engine, lid: int, listener: ListenerConfig, loop: asyncio.AbstractEventLoop
+) -> None:
     """Give listener `lid` the TLS of `listener` (or none): new handshakes use it,
     sessions already open keep theirs. Raises ValueError with OpenSSL's reason if
     the engine refuses the material (it was checked already, so this is rare)."""
@@ -75,7 +77,7 @@ def configure(engine: relay.Engine, lid: int, listener: ListenerConfig) -> None:
         )
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
-    _tickets.install(engine)
+    _tickets.install(engine, loop)
 
 
 def log_failure(client: str, reason: str) -> None:
@@ -111,23 +113,25 @@ class _TicketKeys:
         self.engine: relay.Engine | None = None
         self.timer: asyncio.TimerHandle | None = None
 
-    def install(self, engine: relay.Engine) -> None:
-        """Give `engine` the keys (once), and start rotating them."""
+    def install(self, engine: relay.Engine, loop: asyncio.AbstractEventLoop) -> None:
+        """Give `engine` the keys (once), and rotate them from `loop`."""
         if engine is self.engine:
             return
         self.engine = engine
         if not self.keys:
             self.keys = [os.urandom(_TICKET_KEY_BYTES)]
         engine.set_ticket_keys(b"".join(self.keys))
-        if self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(TICKET_ROTATION, self.rotate)
+        if self.timer is not None:
+            self.timer.cancel()  # a new engine (tests make several): its loop rotates
+        self.timer = loop.call_later(TICKET_ROTATION, self.rotate, loop)
 
-    def rotate(self) -> None:
+    def rotate(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A new key encrypts from now on; the oldest is dropped."""
         self.keys = [os.urandom(_TICKET_KEY_BYTES), *self.keys][:TICKET_KEYS_KEPT]
         engine = self.engine
         if engine is not None and not engine.closed:
             engine.set_ticket_keys(b"".join(self.keys))
-        self.timer = asyncio.get_running_loop().call_later(TICKET_ROTATION, self.rotate)
+        self.timer = loop.call_later(TICKET_ROTATION, self.rotate, loop)
 
 
 _tickets = _TicketKeys()
