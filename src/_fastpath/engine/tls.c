@@ -550,94 +550,67 @@ static void tls_note_event(ls_session *s, uint32_t ev)
         s->wr[0] = 1;
 }
 
-/* SSL_read until len bytes, the socket drained or the end. */
-static ssize_t tls_recv(ls_session *s, char *buf, size_t len)
+/* SSL_read (writing: SSL_write) until len bytes are moved, OpenSSL waits for
+ * the socket (-1, EAGAIN; what it waits for is remembered) or the end (a read
+ * returns 0 after what came before it; a write fails). */
+static ssize_t tls_io(ls_session *s, int writing, char *buf, size_t len)
 {
     ls_tls_conn *t = s->tls;
-    if (t->fatal) {
-        errno = ECONNRESET;
+    int broken = writing ? EPIPE : ECONNRESET;
+    if (t->fatal || (writing && t->closed)) {
+        errno = broken;
         return -1;
     }
-    size_t got = 0;
-    t->read_wants_write = 0;
-    while (got < len) {
-        size_t want = len - got > INT_MAX ? INT_MAX : len - got;
-        int n = SSL_read(t->ssl, buf + got, (int)want);
+    uint8_t *waits_other = writing ? &t->write_wants_read : &t->read_wants_write;
+    int other = writing ? SSL_ERROR_WANT_READ : SSL_ERROR_WANT_WRITE;
+    size_t done = 0;
+    *waits_other = 0;
+    while (done < len) {
+        int want = len - done > INT_MAX ? INT_MAX : (int)(len - done);
+        int n = writing ? SSL_write(t->ssl, buf + done, want) : SSL_read(t->ssl, buf + done, want);
         if (n > 0) {
-            got += (size_t)n;
+            done += (size_t)n;
             continue;
         }
         int err = SSL_get_error(t->ssl, n);
         if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
-            t->read_wants_write = err == SSL_ERROR_WANT_WRITE;
-            if (got)
-                return (ssize_t)got;
+            *waits_other = err == other;
+            if (done)
+                return (ssize_t)done;
             errno = EAGAIN;
             return -1;
         }
-        if (err != SSL_ERROR_ZERO_RETURN)
-            t->fatal = 1; /* a bad record, a renegotiation attempt, a reset */
+        /* a bad record, a renegotiation attempt, a reset; a read's clean end
+         * (close_notify, or a FIN: SSL_OP_IGNORE_UNEXPECTED_EOF) is not one */
+        if (writing || err != SSL_ERROR_ZERO_RETURN)
+            t->fatal = 1;
         ERR_clear_error();
-        if (got) {
-            s->rdhup[0] = 1; /* the end comes with the next read, not an edge */
-            return (ssize_t)got;
+        if (done) {
+            if (!writing)
+                s->rdhup[0] = 1; /* the end comes with the next read, not an edge */
+            return (ssize_t)done;
         }
         if (t->fatal) {
-            errno = ECONNRESET;
+            errno = broken;
             return -1;
         }
         return 0;
     }
-    return (ssize_t)got;
-}
-
-/* SSL_write until all is taken or the socket is full. */
-static ssize_t tls_send(ls_session *s, const char *data, size_t len)
-{
-    ls_tls_conn *t = s->tls;
-    if (t->fatal || t->closed) {
-        errno = EPIPE;
-        return -1;
-    }
-    size_t put = 0;
-    t->write_wants_read = 0;
-    while (put < len) {
-        size_t want = len - put > INT_MAX ? INT_MAX : len - put;
-        int n = SSL_write(t->ssl, data + put, (int)want);
-        if (n > 0) {
-            put += (size_t)n;
-            continue;
-        }
-        int err = SSL_get_error(t->ssl, n);
-        if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
-            t->write_wants_read = err == SSL_ERROR_WANT_READ;
-            if (put)
-                return (ssize_t)put;
-            errno = EAGAIN;
-            return -1;
-        }
-        t->fatal = 1;
-        ERR_clear_error();
-        if (put)
-            return (ssize_t)put;
-        errno = EPIPE;
-        return -1;
-    }
-    return (ssize_t)put;
+    return (ssize_t)done;
 }
 
 /* recv/send on one side of a session (0: the client), through its TLS if any. */
 static inline ssize_t sess_recv(ls_session *s, int side, void *buf, size_t len)
 {
     if (side == 0 && s->tls)
-        return tls_recv(s, buf, len);
+        return tls_io(s, 0, buf, len);
     return recv(s->fd[side], buf, len, 0);
 }
 
 static inline ssize_t sess_send(ls_session *s, int side, const void *data, size_t len, int flags)
 {
     if (side == 0 && s->tls)
-        return tls_send(s, data, len);
+        return tls_io(s, 1, (char *)data, len); /* SSL_write does not write to it */
     return send(s->fd[side], data, len, MSG_NOSIGNAL | MSG_DONTWAIT | flags);
 }
 
