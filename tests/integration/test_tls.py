@@ -5,8 +5,10 @@ ssl. Certificates are made at run time (tests.tlscerts)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -24,6 +26,7 @@ import yaml
 from tests.integration.conftest import NATIVE_BUILT
 from tests.integration.harness import (
     LOADSTONE,
+    Backend,
     Loadstone,
     free_port,
     port_open,
@@ -414,6 +417,38 @@ def test_resumption_survives_a_reload_and_renegotiation_is_refused(
         tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
         assert tls.makefile("rb").read().startswith(b"HTTP/1.1 200")
     wait_for(lambda: ls.fd_count() <= baseline, timeout=10, what="fd count back to baseline")
+
+
+def test_bulk_bytes_both_ways_through_tls(
+    ca: Ca, backends: Callable[..., list[Backend]], loadstone: Start, datapath: str
+) -> None:
+    """8 MB up and back through a TLS tcp listener to an echo server: records
+    of every size, partial writes and a full socket on both sides."""
+    cert = ca.issue("server", ["api.test"], kind="rsa")
+    [echo] = backends(1, mode="echo")
+    ls = loadstone(config({
+        "mode": "tcp",
+        "tls": {"certificates": str(cert.bundle)},
+        "servers": [{"name": echo.name, "address": echo.address}],
+    }))  # fmt: skip
+    assert ls.status()["listeners"]["web"]["data_path"] == datapath
+    data = os.urandom(8 * 1024 * 1024)
+    ctx = ssl.create_default_context(cafile=str(ca.path))
+    received = bytearray()
+    sent = 0
+    with tls_connect(port_of(ls), ctx, "api.test") as tls:
+        # One thread, non-blocking (an SSL object must not be used by two at once).
+        tls.setblocking(False)
+        deadline = time.monotonic() + 30
+        while len(received) < len(data) and time.monotonic() < deadline:
+            select.select([tls], [tls] if sent < len(data) else [], [], 1)
+            with contextlib.suppress(ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                if sent < len(data):
+                    sent += tls.send(data[sent : sent + 65536])
+            with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                while chunk := tls.recv(1 << 20):
+                    received += chunk
+    assert len(received) == len(data) and bytes(received) == data
 
 
 def test_tls13_ciphersuites_and_min_version_apply_natively(
