@@ -131,6 +131,7 @@ listeners:
     proc = subprocess.Popen([str(LOADSTONE), "run", str(conf)], stdout=subprocess.DEVNULL)
     procs.append(proc)
     wait_port(port)
+    wait_port(admin)
     url = f"http://127.0.0.1:{admin}/api/v1/status"
     status = subprocess.run(["curl", "-s", "-m", "5", url], capture_output=True, text=True).stdout
     if '"data_path": "native"' not in status and '"data_path":"native"' not in status:
