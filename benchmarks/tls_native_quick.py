@@ -7,7 +7,11 @@ Same machine, same run, same certificate (ECDSA P-256, or RSA 2048 with
 logging; wrk over https:
 - keep-alive: c=50 connections kept open, GET / (a 2-byte body);
 - new connection per request: `Connection: close`, so every request pays a
-  TLS handshake (wrk does not resume sessions: full handshakes).
+  TLS handshake; wrk keeps its SSL object across reconnects, so these are
+  mostly resumed handshakes (TLS 1.3 tickets);
+- full handshakes: `openssl s_time -new` (two of them at once, GET /), no
+  resumption; the clients, not the proxies, are the limit here, so the CPU
+  per handshake is the figure to read.
 It prints req/s and the proxy's CPU microseconds per request (utime + stime of
 the process over the run) and loadstone's ratio to HAProxy. Not the full TLS
 benchmark (that belongs to benchmarks/compare.py and benchmarks/README.md):
@@ -36,6 +40,7 @@ from tests.tlscerts import Ca  # noqa: E402  (the repository root is importable 
 
 LOADSTONE = Path(sys.executable).parent / "loadstone"
 TICKS = os.sysconf("SC_CLK_TCK")
+SCENARIOS = ("keep-alive", "new-conn", "full-hs")
 
 
 def free_port() -> int:
@@ -154,9 +159,28 @@ def wrk(port: int, duration: int, close: bool) -> tuple[float, int]:
     return rate, total
 
 
-def measure(pid: int, port: int, duration: int, close: bool) -> tuple[float, float]:
+def s_time(port: int, duration: int) -> tuple[float, int]:
+    """Two `openssl s_time -new` at once: full handshakes per second, and how many."""
+    argv = ["openssl", "s_time", "-connect", f"127.0.0.1:{port}", "-new", "-www", "/"]
+    clients = [
+        subprocess.Popen(
+            [*argv, "-time", str(duration)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
+        for _ in range(2)
+    ]
+    total = 0
+    for c in clients:
+        out = c.communicate(timeout=duration + 60)[0].decode()
+        total += int(re.search(r"(\d+) connections in [\d.]+s", out).group(1))  # type: ignore[union-attr]
+    return total / duration, total
+
+
+def measure(pid: int, port: int, duration: int, scenario: str) -> tuple[float, float]:
     before = cpu_seconds(pid)
-    rate, total = wrk(port, duration, close)
+    if scenario == "full-hs":
+        rate, total = s_time(port, duration)
+    else:
+        rate, total = wrk(port, duration, close=scenario == "new-conn")
     used = cpu_seconds(pid) - before
     return rate, used * 1e6 / max(total, 1)
 
@@ -184,13 +208,13 @@ def main() -> int:
             order = [("loadstone", ls.pid, lport), ("haproxy", haproxy.pid, hport)]
             if r % 2:
                 order.reverse()  # spread the drift of a loaded machine evenly
-            for scenario, close in (("keep-alive", False), ("new-conn", True)):
+            for scenario in SCENARIOS:
                 for name, pid, port in order:
                     results.setdefault((scenario, name), []).append(
-                        measure(pid, port, args.duration, close)
+                        measure(pid, port, args.duration, scenario)
                     )
         print(f"TLS ({kind}), workers={args.workers}, {args.repeat} x {args.duration}s, wrk c=50")
-        for scenario in ("keep-alive", "new-conn"):
+        for scenario in SCENARIOS:
             rows = {}
             for name in ("loadstone", "haproxy"):
                 runs = results[(scenario, name)]

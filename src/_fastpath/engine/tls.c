@@ -77,7 +77,11 @@ static int ticket_key_cb(SSL *ssl, unsigned char name[16], unsigned char *iv,
         for (int i = 0; i < K->n; i++) {
             if (memcmp(name, K->key[i].name, 16) == 0) {
                 k = &K->key[i];
-                ret = i == 0 ? 1 : 2; /* 2: decrypted by an older key, renew the ticket */
+                /* 2: renew the ticket. A TLS 1.3 client uses a ticket once, so a
+                 * resumed connection that got no new one would make the next a
+                 * full handshake; a TLS 1.2 ticket is renewed once its key is
+                 * no longer the newest. */
+                ret = i == 0 && SSL_version(ssl) != TLS1_3_VERSION ? 1 : 2;
                 break;
             }
         }
