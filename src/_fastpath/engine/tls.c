@@ -472,13 +472,14 @@ static void count_failure(ls_tls *T, const char *label)
         if (strcmp(T->failure[i], label) == 0)
             break;
     if (i == T->nfailures) {
-        if (i == LS_TLS_MAX_FAILURE_KINDS)
-            i--; /* the last kind takes the rest */
-        else
+        if (i < LS_TLS_MAX_FAILURE_KINDS - 1) {
+            snprintf(T->failure[i], sizeof T->failure[i], "%s", label);
             T->nfailures++;
-        if (T->failures[i] == 0 || i < LS_TLS_MAX_FAILURE_KINDS - 1)
-            snprintf(T->failure[i], sizeof T->failure[i], "%s",
-                     i == LS_TLS_MAX_FAILURE_KINDS - 1 ? "other" : label);
+        } else { /* the last kind takes the rest: a bounded metrics label set */
+            i = LS_TLS_MAX_FAILURE_KINDS - 1;
+            snprintf(T->failure[i], sizeof T->failure[i], "other");
+            T->nfailures = LS_TLS_MAX_FAILURE_KINDS;
+        }
     }
     T->failures[i]++;
     pthread_mutex_unlock(&T->lock);
