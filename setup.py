@@ -143,6 +143,9 @@ def _extensions() -> list[Extension]:
         if "undefined" in sanitize:
             cflags.append("-fno-sanitize-recover=undefined")
         ldflags = [fsanitize]
+    # TLS termination in the workers (engine/tls.c): the system's OpenSSL 3
+    # (Debian libssl-dev, in scripts/test's PACKAGES).
+    libraries = ["ssl", "crypto"]
     # Cythonized under its short name so that Cython pairs relay.pyx with the
     # relay.pxd beside it (under the dotted name it would look for the .pxd in a
     # loadstone/_fastpath/ tree that src/_fastpath is not); built under the full
@@ -165,6 +168,7 @@ def _extensions() -> list[Extension]:
         # another copy of llhttp loaded in the process (httptools' parser)
         extra_compile_args=[*cflags, "-Wall", "-Wno-unused-function", "-fvisibility=hidden"],
         extra_link_args=ldflags,
+        libraries=libraries,
         depends=[
             os.path.join(FASTPATH, "includes", name)
             for name in (
@@ -172,6 +176,7 @@ def _extensions() -> list[Extension]:
                 "engine_metrics.h",
                 "blake2b.h",
                 "uring.h",
+                "tls.h",
                 "engine.pxd",
                 "engine_metrics.pxd",
             )

@@ -84,6 +84,7 @@ END_WORDS = (
 REC_SESSION = LS_REC_SESSION
 REC_CONNECT_FAILED = LS_REC_CONNECT_FAILED
 REC_HTTP = LS_REC_HTTP
+REC_TLS_FAILED = LS_REC_TLS_FAILED
 
 # mode http: how an exchange ended (LS_HEND_* in engine.h), in the words of the
 # pure path's access log (loadstone/datapath/http.py).
@@ -301,6 +302,97 @@ cdef class Engine:
         self._check()
         return ls_http_idle_server_conns(self.engine, lid)
 
+    def set_tls(self, int lid, list certificates, list names, bytes alpn, int min_version,
+                str ciphers, ciphersuites, client_ca, int verify_client, double handshake_timeout,
+                str session_context):
+        """New handshakes of the listener use these settings (tls.h ls_tls_config):
+        certificates [(chain PEM, key PEM)], names [(SNI name, certificate index)],
+        alpn in wire format. Raises ValueError with OpenSSL's reason."""
+        self._check()
+        cdef ls_tls_config cfg
+        cdef char err[256]
+        cdef int i, rc
+        cdef int ncerts = len(certificates), nnames = len(names)
+        cdef ls_tls_cert *certs = <ls_tls_cert *>malloc((ncerts or 1) * sizeof(ls_tls_cert))
+        cdef ls_tls_name *sni = <ls_tls_name *>malloc((nnames or 1) * sizeof(ls_tls_name))
+        # keep the encoded bytes alive for the call: the engine copies them
+        keep = []
+        try:
+            if certs == NULL or sni == NULL:
+                raise MemoryError()
+            for i in range(ncerts):
+                chain, key = certificates[i]
+                keep += [chain, key]
+                certs[i].chain = <const char *>chain
+                certs[i].chain_len = len(chain)
+                certs[i].key = <const char *>key
+                certs[i].key_len = len(key)
+            for i in range(nnames):
+                raw = names[i][0].encode("ascii")
+                keep.append(raw)
+                sni[i].name = <const char *>raw
+                sni[i].cert = names[i][1]
+            memset(&cfg, 0, sizeof(cfg))
+            cfg.certs = certs
+            cfg.ncerts = ncerts
+            cfg.names = sni
+            cfg.nnames = nnames
+            if alpn:
+                cfg.alpn = <const unsigned char *>alpn
+                cfg.alpn_len = len(alpn)
+            cfg.min_version = min_version
+            raw = ciphers.encode("ascii")
+            keep.append(raw)
+            cfg.ciphers = <const char *>raw
+            if ciphersuites is not None:
+                raw = ciphersuites.encode("ascii")
+                keep.append(raw)
+                cfg.ciphersuites = <const char *>raw
+            if client_ca is not None:
+                raw = client_ca.encode()
+                keep.append(raw)
+                cfg.client_ca = <const char *>raw
+            cfg.verify_client = verify_client
+            cfg.handshake_ms = <long long>(handshake_timeout * 1000)
+            raw = session_context.encode()
+            keep.append(raw)
+            cfg.session_context = <const char *>raw
+            err[0] = 0
+            with nogil:
+                rc = ls_listener_set_tls(self.engine, lid, &cfg, err, sizeof(err))
+            if rc < 0:
+                raise ValueError(err.decode(errors="replace"))
+        finally:
+            free(certs)
+            free(sni)
+
+    def clear_tls(self, int lid):
+        """New connections of the listener are plain TCP (a reload took `tls` away)."""
+        self._check()
+        cdef char err[8]
+        ls_listener_set_tls(self.engine, lid, NULL, err, sizeof(err))
+
+    def set_ticket_keys(self, bytes keys):
+        """The session-ticket keys of every TLS listener: a concatenation of
+        80-byte keys (name, AES key, HMAC key), the first one encrypting."""
+        self._check()
+        cdef int n = len(keys) // LS_TLS_TICKET_KEY_BYTES
+        if n < 1 or n > LS_TLS_MAX_TICKET_KEYS or len(keys) % LS_TLS_TICKET_KEY_BYTES:
+            raise ValueError("ticket keys: 1 to 8 keys of 80 bytes")
+        if ls_engine_set_ticket_keys(self.engine, <const unsigned char *>keys, n) < 0:
+            raise MemoryError()
+
+    def tls_stats(self, int lid):
+        """(handshakes, resumed, {failure reason: count}) of a TLS listener."""
+        self._check()
+        cdef ls_tls_stats st
+        cdef int i
+        ls_listener_tls_stats(self.engine, lid, &st)
+        failures = {}
+        for i in range(st.nfailures):
+            failures[st.failure[i].decode("ascii", errors="replace")] = st.failures[i]
+        return st.handshakes, st.resumed, failures
+
     def add_socket(self, int lid, int fd):
         self._check()
         cdef int err = ls_listener_add_socket(self.engine, lid, fd)
@@ -464,7 +556,11 @@ cdef class Engine:
                     r.bytes_out,
                     r.duration,
                 )
-                if r.type == LS_REC_HTTP:
+                if r.type == LS_REC_SESSION or r.type == LS_REC_TLS_FAILED:
+                    # version/cipher/sni of a TLS session ("" for a plain one);
+                    # a failed handshake's reason
+                    record += (r.tls[: strlen(r.tls)].decode("ascii", errors="replace"),)
+                elif r.type == LS_REC_HTTP:
                     record += (
                         r.status,
                         r.method[: strlen(r.method)].decode("latin-1"),
@@ -589,7 +685,7 @@ cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, double now,
     cdef bytes listener = names[1]
     cdef bytes server = _server_name(names, r.slot)
     cdef const char *end = ls_end_words[r.reason]
-    buf.reserve(len(listener) + len(server) + 320)
+    buf.reserve(len(listener) + len(server) + 420)  # 96 of them: the tls field
     cdef char *at = buf.data + buf.length
     cdef size_t room = buf.capacity - buf.length
     cdef int k
@@ -608,7 +704,10 @@ cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, double now,
             <unsigned long long>r.bytes_in, <unsigned long long>r.bytes_out,
         )
         k += _json_seconds(at + k, room - k, r.duration)
-        k += snprintf(at + k, room - k, ',"end":"%s"}', end)
+        k += snprintf(at + k, room - k, ',"end":"%s"', end)
+        if r.tls[0]:
+            k += snprintf(at + k, room - k, ',"tls":"%s"', r.tls)
+        k += snprintf(at + k, room - k, '}')
     else:
         k = snprintf(
             at, room,
@@ -616,6 +715,8 @@ cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, double now,
             stamp, r.client, <const char *>listener, <const char *>server,
             <unsigned long long>r.bytes_in, <unsigned long long>r.bytes_out, r.duration, end,
         )
+        if r.tls[0]:
+            k += snprintf(at + k, room - k, " tls=%s", r.tls)
     buf.length += (buf.length != 0) + <size_t>k
     return 0
 

@@ -5,7 +5,10 @@ ssl. Certificates are made at run time (tests.tlscerts)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import select
 import shutil
 import signal
 import socket
@@ -20,8 +23,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.integration.conftest import NATIVE_BUILT
 from tests.integration.harness import (
     LOADSTONE,
+    Backend,
     Loadstone,
     free_port,
     port_open,
@@ -102,14 +107,15 @@ def https_get(port: int, ca_file: Path, name: str, path: str = "/") -> tuple[int
         ["curl", "-sS", "--cacert", str(ca_file), "--resolve", f"{name}:{port}:127.0.0.1",
          "-w", "\n%{http_code}", f"https://{name}:{port}{path}"],
         capture_output=True, text=True, timeout=20,
+        # curl hangs with the sanitizer runtime that scripts/sanitize-tests preloads
+        env={k: v for k, v in os.environ.items() if k != "LD_PRELOAD"},
     )  # fmt: skip
     body, _, code = out.stdout.rpartition("\n")
     return int(code or 0), body.strip()
 
 
-@pytest.mark.usefixtures("datapath")
 def test_sni_alpn_versions_and_forwarded_proto(
-    ca: Ca, nginx: Callable[..., int], loadstone: Start
+    ca: Ca, nginx: Callable[..., int], loadstone: Start, datapath: str
 ) -> None:
     ecdsa = ca.issue("ecdsa", ["api.test", "*.apps.test"])
     rsa = ca.issue("rsa", ["rsa.test"], kind="rsa")
@@ -121,10 +127,8 @@ def test_sni_alpn_versions_and_forwarded_proto(
         "servers": [{"name": "n1", "address": f"127.0.0.1:{backend}"}],
     }))  # fmt: skip
     port = port_of(ls)
-    listener = ls.status()["listeners"]["web"]
-    assert listener["data_path"] == "pure"
-    if ls.status()["datapath"] == "native":  # the engine has no TLS yet
-        assert "TLS termination" in listener["data_path_reason"]
+    # Terminated in the C workers on the native path (loadstone.tls.native).
+    assert ls.status()["listeners"]["web"]["data_path"] == datapath
 
     # curl, verifying: the certificate chosen by SNI (exact, wildcard, RSA), and
     # the server sees X-Forwarded-Proto: https.
@@ -164,7 +168,7 @@ def test_sni_alpn_versions_and_forwarded_proto(
 
 
 def test_tcp_termination_with_client_certificates(
-    ca: Ca, nginx: Callable[..., int], loadstone: Start
+    ca: Ca, nginx: Callable[..., int], loadstone: Start, datapath: str
 ) -> None:
     server = ca.issue("server", ["db.test"])
     client = ca.issue("client", ["client.test"], client=True, kind="rsa")
@@ -175,6 +179,7 @@ def test_tcp_termination_with_client_certificates(
                 "verify_client": "required", "alpn": ["x-test"]},
         "servers": [{"name": "n1", "address": f"127.0.0.1:{backend}"}],
     }))  # fmt: skip
+    assert ls.status()["listeners"]["web"]["data_path"] == datapath
     port = port_of(ls)
     ctx = ssl.create_default_context(cafile=str(ca.path))
     ctx.set_alpn_protocols(["x-test"])
@@ -251,7 +256,7 @@ def test_redirect_to_https(nginx: Callable[..., int], loadstone: Start) -> None:
 
 
 def test_bad_input_ends_one_connection_and_leaks_nothing(
-    ca: Ca, nginx: Callable[..., int], loadstone: Start
+    ca: Ca, nginx: Callable[..., int], loadstone: Start, datapath: str
 ) -> None:
     cert = ca.issue("server", ["api.test"])
     backend = nginx("n1")
@@ -292,6 +297,12 @@ def test_bad_input_ends_one_connection_and_leaks_nothing(
     assert failures.get("http_request") == 1, failures
     assert failures.get("timeout") == 2, failures
     assert sum(failures.values()) == 4, failures
+    # ...and logged with the client and the reason.
+    wait_for(
+        lambda: ls.stderr().count("TLS handshake from 127.0.0.1:") == 4,
+        what="a line per failed handshake",
+    )
+    assert "failed: http_request" in ls.stderr()
 
 
 def _client_hello() -> bytes:
@@ -305,7 +316,7 @@ def _client_hello() -> bytes:
 
 
 def test_reload_swaps_certificate_under_load_and_refuses_a_bad_one(
-    ca: Ca, tmp_path: Path, nginx: Callable[..., int], loadstone: Start
+    ca: Ca, tmp_path: Path, nginx: Callable[..., int], loadstone: Start, datapath: str
 ) -> None:
     first = ca.issue("first", ["api.test"])
     second = ca.issue("second", ["api.test"], kind="rsa")
@@ -363,6 +374,110 @@ def test_reload_swaps_certificate_under_load_and_refuses_a_bad_one(
         for w in workers:
             w.join(10)
     assert failures == []
+
+
+def test_resumption_survives_a_reload_and_renegotiation_is_refused(
+    ca: Ca, tmp_path: Path, nginx: Callable[..., int], loadstone: Start, datapath: str
+) -> None:
+    cert = ca.issue("server", ["api.test"])
+    backend = nginx("n1")
+    ls = loadstone(config({
+        "mode": "tcp",
+        "tls": {"certificates": str(cert.bundle)},
+        "servers": [{"name": "n1", "address": f"127.0.0.1:{backend}"}],
+    }))  # fmt: skip
+    assert ls.status()["listeners"]["web"]["data_path"] == datapath
+    port = port_of(ls)
+    baseline = ls.fd_count()
+
+    def client(*args: str, send: bytes = b"GET / HTTP/1.0\r\n\r\n") -> str:
+        done = subprocess.run(
+            ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "api.test",
+             *args],
+            input=send, capture_output=True, timeout=20,
+        )  # fmt: skip
+        return done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
+
+    # A session ticket from before a reload (SIGHUP) resumes after it: TLS 1.3
+    # and TLS 1.2, whose tickets the same keys encrypt.
+    sessions = {v: tmp_path / f"{v}.pem" for v in ("tls1_3", "tls1_2")}
+    for version, path in sessions.items():
+        # -ign_eof: read on until nginx closes (a TLS 1.3 ticket comes after the handshake)
+        assert "New, TLSv1." in client(f"-{version}", "-ign_eof", "-sess_out", str(path))
+    assert ls.proc is not None
+    ls.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: ls.status()["reload"]["generation"] == 1, what="the reload")
+    for version, path in sessions.items():
+        assert "Reused, TLSv1." in client(f"-{version}", "-sess_in", str(path)), version
+    assert ls.status()["listeners"]["web"]["tls"]["resumed"] >= 2
+
+    # Renegotiation asked by the client ('R' to s_client, TLS 1.2): refused, and
+    # that connection ends; the others are served.
+    refused = client("-tls1_2", send=b"R\n")
+    assert "RENEGOTIATING" in refused and "no renegotiation" in refused, refused[-400:]
+    ctx = ssl.create_default_context(cafile=str(ca.path))
+    with tls_connect(port, ctx, "api.test") as tls:
+        tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert tls.makefile("rb").read().startswith(b"HTTP/1.1 200")
+    wait_for(lambda: ls.fd_count() <= baseline, timeout=10, what="fd count back to baseline")
+
+
+def test_bulk_bytes_both_ways_through_tls(
+    ca: Ca, backends: Callable[..., list[Backend]], loadstone: Start, datapath: str
+) -> None:
+    """8 MB up and back through a TLS tcp listener to an echo server: records
+    of every size, partial writes and a full socket on both sides."""
+    cert = ca.issue("server", ["api.test"], kind="rsa")
+    [echo] = backends(1, mode="echo")
+    ls = loadstone(config({
+        "mode": "tcp",
+        "tls": {"certificates": str(cert.bundle)},
+        "servers": [{"name": echo.name, "address": echo.address}],
+    }))  # fmt: skip
+    assert ls.status()["listeners"]["web"]["data_path"] == datapath
+    data = os.urandom(8 * 1024 * 1024)
+    ctx = ssl.create_default_context(cafile=str(ca.path))
+    received = bytearray()
+    sent = 0
+    with tls_connect(port_of(ls), ctx, "api.test") as tls:
+        # One thread, non-blocking (an SSL object must not be used by two at once).
+        tls.setblocking(False)
+        deadline = time.monotonic() + 30
+        while len(received) < len(data) and time.monotonic() < deadline:
+            select.select([tls], [tls] if sent < len(data) else [], [], 1)
+            with contextlib.suppress(ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                if sent < len(data):
+                    sent += tls.send(data[sent : sent + 65536])
+            with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                while chunk := tls.recv(1 << 20):
+                    received += chunk
+    assert len(received) == len(data) and bytes(received) == data
+
+
+def test_tls13_ciphersuites_and_min_version_apply_natively(
+    ca: Ca, nginx: Callable[..., int], loadstone: Start
+) -> None:
+    """The native path sets the TLS 1.3 suites (Python's ssl, the pure path's,
+    cannot): a suite outside the list is refused."""
+    if not NATIVE_BUILT:
+        pytest.skip("the native data path is not built here")
+    cert = ca.issue("server", ["api.test"])
+    backend = nginx("n1")
+    ls = loadstone(config({
+        "mode": "http",
+        "tls": {"certificates": str(cert.bundle), "min_version": "TLSv1.3",
+                "ciphersuites": "TLS_CHACHA20_POLY1305_SHA256"},
+        "servers": [{"name": "n1", "address": f"127.0.0.1:{backend}"}],
+    }))  # fmt: skip
+    assert ls.status()["listeners"]["web"]["data_path"] == "native"
+    port = port_of(ls)
+    assert "Ciphersuite: TLS_CHACHA20_POLY1305_SHA256" in s_client(port, "-brief")
+    other = s_client(port, "-brief", "-ciphersuites", "TLS_AES_128_GCM_SHA256")
+    assert "alert handshake failure" in other
+    assert "alert protocol version" in s_client(port, "-tls1_2")
+    assert https_get(port, ca.path, "api.test") == (200, "n1")
+    failures = ls.status()["listeners"]["web"]["tls"]["failures"]
+    assert failures == {"no_shared_cipher": 1, "unsupported_protocol": 1}, failures
 
 
 def _served_key_type(port: int) -> str:

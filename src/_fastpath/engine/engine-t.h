@@ -136,6 +136,7 @@ struct ls_listener {
     volatile int http_stopping;
     int64_t http_pooled; /* idle server connections, all workers (atomic) */
     struct ls_lmetrics_w *metrics; /* [workers]: histograms, codes (metrics.c) */
+    struct ls_tls *tls;  /* TLS termination (tls.c), NULL: plain TCP */
 };
 
 /* QUEUED: waiting for a maxconn slot (not counted as active). ADMITTING: taken
@@ -153,6 +154,7 @@ enum {
     ST_CLOSED,
     ST_HTTP,   /* mode http: driven by http_*.c */
     ST_POOLED, /* mode http: an idle server connection in a worker's pool */
+    ST_TLS_HANDSHAKE, /* a TLS listener's connection before admission (tls.c) */
 };
 
 typedef struct ls_dir {
@@ -201,6 +203,7 @@ struct ls_session {
     ls_http *http;                   /* mode http, else NULL */
     ls_session *owner;               /* mode http: a server connection object's user */
     int64_t connect_us;              /* when the connect in flight began (metrics.c) */
+    struct ls_tls_conn *tls;         /* TLS on the client side (tls.c), else NULL */
 };
 
 enum { CMD_SHUTDOWN = 1, CMD_BARRIER, CMD_ADMIT, CMD_STOP, CMD_STOP_IDLE };
@@ -266,6 +269,7 @@ struct ls_engine {
     ls_record *recs;
     int nrecs, caprecs;
     int recfd;
+    struct ls_tls_keys *tls_keys; /* session-ticket keys of every TLS listener (tls.c) */
 };
 
 #endif

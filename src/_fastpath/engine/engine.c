@@ -84,6 +84,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -102,9 +103,11 @@
 #include "http-t.h"
 #include "engine-i.h"
 #include "http-i.h"
+#include "tls-t.h"
 
 #include "timers.c"
 #include "metrics.c" /* the workers' Prometheus counters */
+#include "tls.c"
 #include "control.c"
 #include "balance.c"
 #include "queue.c"

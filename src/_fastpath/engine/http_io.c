@@ -71,7 +71,7 @@ static void to_client(ls_worker *W, ls_session *s, const char *data, size_t n)
     h->bytes_out += n;
     count(W, s, 1, (ssize_t)n);
     if (n >= DIRECT_SEND_MIN && !h->cout.len && s->wr[0]) {
-        ssize_t m = send(s->fd[0], data, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t m = sess_send(s, 0, data, n, 0);
         if (m < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
                 finish(W, s, LS_END_CLIENT_RESET, 0);
@@ -184,7 +184,7 @@ static int flush_client(ls_worker *W, ls_session *s)
     ls_http *h = s->http;
     if (!h->cout.len || !s->wr[0])
         return 0;
-    ssize_t n = send(s->fd[0], h->cout.p + h->cout.off, h->cout.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t n = sess_send(s, 0, h->cout.p + h->cout.off, h->cout.len, 0);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             s->wr[0] = 0;
@@ -345,7 +345,7 @@ static int read_client(ls_worker *W, ls_session *s)
             return 0;
         if (h->out.len >= PENDING_LIMIT || h->in.len >= IN_LIMIT)
             return 0;
-        ssize_t n = recv(s->fd[0], W->buf, (size_t)W->e->bufsize, 0);
+        ssize_t n = sess_recv(s, 0, W->buf, (size_t)W->e->bufsize);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 s->rd[0] = 0;

@@ -162,8 +162,7 @@ static void http_finish(ls_worker *W, ls_session *s, int reason, int arg)
         h->conn = NULL;
     }
     if (reason == LS_END_QUEUE_TIMEOUT && answers[503].data) {
-        ssize_t r = send(s->fd[0], answers[503].data, (size_t)answers[503].len,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t r = sess_send(s, 0, answers[503].data, (size_t)answers[503].len, 0);
         (void)r;
     }
     if (h->exchange && !h->logged) {

@@ -80,7 +80,7 @@ static ssize_t relay_send(ls_worker *W, ls_session *s, int dst, const char *data
                           int flags)
 {
     for (;;) {
-        ssize_t n = send(s->fd[dst], data, len, MSG_NOSIGNAL | MSG_DONTWAIT | flags);
+        ssize_t n = sess_send(s, dst, data, len, flags);
         if (n >= 0) {
             s->last_us = W->now_us;
             return n;
@@ -144,8 +144,11 @@ static void pump(ls_worker *W, ls_session *s, int d)
                 pipe_put(W, D);
                 /* The last direction to end needs no shutdown(): the close()
                  * just below sends that FIN (nothing is left unread). */
-                if (!s->dir[1 - d].shut)
+                if (!s->dir[1 - d].shut) {
+                    if (dst == 0)
+                        tls_shutdown_write(s); /* close_notify first */
                     shutdown(dfd, SHUT_WR);
+                }
             }
             if (s->dir[1 - d].shut)
                 finish(W, s, s->first_eof == 2 ? LS_END_SERVER_CLOSE : LS_END_CLIENT_CLOSE, 0);
@@ -176,12 +179,12 @@ static void pump(ls_worker *W, ls_session *s, int d)
                 continue;
             }
         } else {
-            n = recv(sfd, W->buf, (size_t)W->e->bufsize, 0);
+            n = sess_recv(s, src, W->buf, (size_t)W->e->bufsize);
             if (n > 0) {
                 count(W, s, d, n);
                 s->last_us = W->now_us;
                 if (n == W->e->bufsize) {
-                    if (W->e->splice_mode == LS_SPLICE_AUTO)
+                    if (W->e->splice_mode == LS_SPLICE_AUTO && !s->tls)
                         D->splice = 1; /* a bulk transfer: zero-copy from now on */
                 } else if (!s->rdhup[src]) {
                     s->rd[src] = 0; /* drained; the next byte brings a new edge */
@@ -287,7 +290,8 @@ static void outbox_send_batch(ls_worker *W, int from, int to)
     for (int i = from; i < to; i++) {
         ls_outbox_entry *o = &W->oents[i];
         o->res = LS_URING_UNKNOWN;
-        if (o->s->state != ST_RELAY) {
+        if (o->s->state != ST_RELAY || (o->s->tls && o->d == 1)) {
+            /* TLS records are written by OpenSSL: relay_send, below */
             o->res = LS_URING_NOT_SENT; /* skipped below anyway */
             continue;
         }

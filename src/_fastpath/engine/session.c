@@ -90,14 +90,21 @@ static void on_accept(ls_worker *W, ls_lsock *ls)
         memcpy(&s->client, &addr, alen < sizeof addr ? alen : sizeof addr);
         /* TCP_NODELAY comes from the listening socket (Linux copies it) */
         set_keepalive(fd, &L->cfg);
+        if (tls_attach(s) < 0) {
+            close(fd);
+            free(s);
+            continue;
+        }
         if (s->proto->accepted && s->proto->accepted(s) < 0) {
+            tls_free(s);
             close(fd);
             free(s);
             continue;
         }
         ls_list_push_front(&W->sessions, &s->alink);
         W->nsessions++;
-        L->wstats[W->id].sessions_total++;
+        if (!s->tls) /* a TLS session counts once its handshake is done */
+            L->wstats[W->id].sessions_total++;
         struct epoll_event ev;
         ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
         ev.data.u64 = (uint64_t)(uintptr_t)s | TAG_CLIENT;
@@ -110,7 +117,10 @@ static void on_accept(ls_worker *W, ls_lsock *ls)
             finish(W, s, LS_END_CLIENT_RESET, 0);
             continue;
         }
-        admit(W, s);
+        if (s->tls)
+            tls_begin(W, s); /* admitted once the handshake is done */
+        else
+            admit(W, s);
     }
 }
 
@@ -119,6 +129,13 @@ static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
 {
     if (s->state == ST_CLOSED)
         return;
+    if (s->tls && side == 0) {
+        if (s->state == ST_TLS_HANDSHAKE) {
+            tls_handshake_event(W, s, ev);
+            return;
+        }
+        tls_note_event(s, ev);
+    }
     if (side == 1 && s->state == ST_CONNECTING) {
         if (ev & (EPOLLERR | EPOLLHUP)) {
             int err = sock_error(s->fd[1]);
@@ -157,7 +174,7 @@ static void relay_event(ls_worker *W, ls_session *s, int side, uint32_t ev)
             pump_both(W, s, side);
         } else if (side == 0) {
             ssize_t n;
-            while ((n = recv(s->fd[0], W->buf, (size_t)W->e->bufsize, 0)) > 0)
+            while ((n = sess_recv(s, 0, W->buf, (size_t)W->e->bufsize)) > 0)
                 count(W, s, 0, n);
         }
         if (s->state != ST_CLOSED)
@@ -200,7 +217,8 @@ static void finish(ls_worker *W, ls_session *s, int reason, int arg)
         pthread_mutex_unlock(&L->lock);
     } else {
         s->state = ST_CLOSED;
-        admitted = state != ST_EXPIRED;
+        /* a TLS handshake that did not complete: never admitted */
+        admitted = state != ST_EXPIRED && state != ST_TLS_HANDSHAKE;
     }
     if (admitted) {
         pthread_mutex_lock(&L->lock);
@@ -209,7 +227,9 @@ static void finish(ls_worker *W, ls_session *s, int reason, int arg)
         pthread_mutex_unlock(&L->lock);
         dispatch_admitted(W, next);
     }
-    s->proto->ended(W, s, reason, arg); /* before the descriptors close */
+    if (state != ST_TLS_HANDSHAKE) /* no session yet: the handshake's counters say it */
+        s->proto->ended(W, s, reason, arg); /* before the descriptors close */
+    tls_close(s);
     for (int i = 0; i < 2; i++) {
         if (s->fd[i] >= 0) {
             close(s->fd[i]);
@@ -231,6 +251,7 @@ static void sess_free(ls_session *s)
 {
     if (s->proto->release)
         s->proto->release(s);
+    tls_free(s);
     free(s->failed);
     free(s);
 }
@@ -271,6 +292,7 @@ static void tcp_ended(ls_worker *W, ls_session *s, int reason, int arg)
         r->bytes_out = s->bytes[1];
         r->duration = (double)(W->now_us - s->start_us) / 1e6;
         format_addr(&s->client, r->client, sizeof r->client);
+        tls_log_fields(s, r->tls, sizeof r->tls);
     }
 }
 

@@ -23,6 +23,9 @@ static void run_timers(ls_worker *W)
         case ST_POOLED:
             s->proto->timeout(W, s);
             break;
+        case ST_TLS_HANDSHAKE:
+            tls_timeout(W, s);
+            break;
         case ST_RELAY: {
             /* the idle deadline is re-armed lazily (engine.c: Timers) */
             int64_t real = s->last_us + s->proto->relay_idle_ms(s) * 1000;
@@ -279,10 +282,12 @@ void ls_engine_free(ls_engine *e)
             free(L->table->ring_owner);
             free(L->table);
         }
+        tls_listener_free(L);
         free(L->wstats);
         free(L->metrics);
         free(L);
     }
+    tls_engine_free(e);
     if (e->recfd >= 0)
         close(e->recfd);
     free(e->recs);

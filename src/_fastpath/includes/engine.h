@@ -51,6 +51,7 @@ enum {
     LS_REC_SESSION = 1,        /* a session ended */
     LS_REC_CONNECT_FAILED = 2, /* a connect attempt failed (arg: errno or -1) */
     LS_REC_HTTP = 3,           /* mode http: a request ended (the access log line) */
+    LS_REC_TLS_FAILED = 4,     /* a client's TLS handshake failed (tls: the reason) */
 };
 
 /* How an HTTP exchange ended (LS_REC_HTTP's reason); relay.pyx maps these to
@@ -93,6 +94,9 @@ typedef struct ls_record {
     char method[24];
     uint16_t target_len;
     char target[LS_HTTP_TARGET_MAX];
+    /* LS_REC_SESSION of a TLS listener: "version/cipher/sni", else "";
+     * LS_REC_TLS_FAILED: the reason */
+    char tls[96];
 } ls_record;
 
 /* One server of a published table. */

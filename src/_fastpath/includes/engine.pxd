@@ -11,7 +11,7 @@ cdef extern from "netinet/in.h":
 cdef extern from "engine.h" nogil:
     int LS_MAX_WORKERS
     int LS_SPLICE_OFF, LS_SPLICE_ON, LS_SPLICE_AUTO
-    int LS_REC_SESSION, LS_REC_CONNECT_FAILED, LS_REC_HTTP
+    int LS_REC_SESSION, LS_REC_CONNECT_FAILED, LS_REC_HTTP, LS_REC_TLS_FAILED
     int LS_END_CONNECT_FAILED
     int LS_HEND_OK, LS_HEND_CONNECT_FAILED, LS_HEND_SHUTDOWN
     int LS_HTTP_MAX_EXCEPT
@@ -31,6 +31,7 @@ cdef extern from "engine.h" nogil:
         char method[24]
         uint16_t target_len
         char *target
+        char tls[96]
 
     ctypedef struct ls_tserver:
         int32_t slot
@@ -112,3 +113,44 @@ cdef extern from "engine.h" nogil:
     void ls_listener_configure_http(ls_engine *e, int lid, const ls_hconfig *cfg)
     int ls_http_stop(ls_engine *e, int lid)
     int64_t ls_http_idle_server_conns(ls_engine *e, int lid)
+
+
+# TLS termination (tls.h, engine/tls.c)
+cdef extern from "tls.h" nogil:
+    int LS_TLS_TICKET_KEY_BYTES
+    int LS_TLS_MAX_TICKET_KEYS
+
+    ctypedef struct ls_tls_cert:
+        const char *chain
+        int32_t chain_len
+        const char *key
+        int32_t key_len
+
+    ctypedef struct ls_tls_name:
+        const char *name
+        int32_t cert
+
+    ctypedef struct ls_tls_config:
+        const ls_tls_cert *certs
+        int32_t ncerts
+        const ls_tls_name *names
+        int32_t nnames
+        const unsigned char *alpn
+        int32_t alpn_len
+        int32_t min_version
+        const char *ciphers
+        const char *ciphersuites
+        const char *client_ca
+        int32_t verify_client
+        int64_t handshake_ms
+        const char *session_context
+
+    ctypedef struct ls_tls_stats:
+        uint64_t handshakes, resumed
+        int32_t nfailures
+        char failure[32][48]
+        uint64_t failures[32]
+
+    int ls_listener_set_tls(ls_engine *e, int lid, const ls_tls_config *cfg, char *err, int errlen)
+    int ls_engine_set_ticket_keys(ls_engine *e, const unsigned char *keys, int n)
+    void ls_listener_tls_stats(ls_engine *e, int lid, ls_tls_stats *out)

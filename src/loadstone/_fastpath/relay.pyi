@@ -13,12 +13,14 @@ END_SHUTDOWN: int
 REC_SESSION: int
 REC_CONNECT_FAILED: int
 REC_HTTP: int
+REC_TLS_FAILED: int
 HTTP_END_WORDS: tuple[str, ...]
 HTTP_END_CONNECT_FAILED: int
 HTTP_END_SHUTDOWN: int
 
 # (type, listener, slot, reason, arg, client, bytes_in, bytes_out, duration), and for
-# REC_HTTP then (status, method, target, (t_request, t_queue, t_connect, t_response, t_total))
+# REC_HTTP then (status, method, target, (t_request, t_queue, t_connect, t_response, t_total));
+# REC_SESSION then (tls,): "version/cipher/sni" or ""; REC_TLS_FAILED then (reason,)
 Record = tuple[Any, ...]
 
 def blake2b64(data: bytes) -> int: ...
@@ -90,6 +92,23 @@ class Engine:
         ring_pos: list[int] | tuple[int, ...] = (),
         ring_owner: list[int] | tuple[int, ...] = (),
     ) -> None: ...
+    def set_tls(
+        self,
+        lid: int,
+        certificates: list[tuple[bytes, bytes]],
+        names: list[tuple[str, int]],
+        alpn: bytes,
+        min_version: int,
+        ciphers: str,
+        ciphersuites: str | None,
+        client_ca: str | None,
+        verify_client: int,
+        handshake_timeout: float,
+        session_context: str,
+    ) -> None: ...
+    def clear_tls(self, lid: int) -> None: ...
+    def set_ticket_keys(self, keys: bytes) -> None: ...
+    def tls_stats(self, lid: int) -> tuple[int, int, dict[str, int]]: ...
     def listener_stats(self, lid: int) -> tuple[int, int, int, int, int, int]: ...
     def server_stats(self, lid: int, slot: int) -> tuple[int, int, int, int]: ...
     # ((request bucket counts, sum s), (connect bucket counts, sum s), code row)

@@ -7,9 +7,10 @@ without the extension (no compiler, not Linux: no epoll/splice).
 Mode http is chosen per listener on top of that (`http_frontend`): the native
 HTTP path serves a listener whose configuration uses only what it implements
 (loadstone.datapath.http_native.refusal), the pure one the others. Mode tcp is
-too (`tcp_frontend`): the native engine has no TLS yet, so a listener with `tls`
-or TLS to its servers is served by the pure path, which says so in its status
-(data_path_reason); so is one routing on SNI (sni_passthrough).
+too (`tcp_frontend`): the native engine terminates TLS in its workers, but a
+listener with TLS to its servers is served by the pure path, which says so in
+its status (data_path_reason); so is one routing on SNI (sni_passthrough) and one
+using what loadstone.datapath.native_gaps lists (PROXY protocol, request rules...).
 
 The four frontends (tcp_pure, http_pure, tcp_native, http_native) all answer to
 `seam.Frontend`, which is all the runtime and the admin API know of them.
@@ -64,7 +65,7 @@ def http_frontend(config: ListenerConfig) -> tuple[FrontendFactory, str, str | N
 
 def tcp_frontend(config: ListenerConfig) -> tuple[FrontendFactory, str, str | None]:
     """The frontend class for a tcp listener, its path and, for the pure one when
-    the native path is built, why it does not serve it (TLS, for now)."""
+    the native path is built, why it does not serve it (TLS to servers, for now)."""
     if IMPLEMENTATION != "native":
         return PureTcpFrontend, "pure", None
     refused = (

@@ -92,10 +92,9 @@ def refusal(config: ListenerConfig) -> str | None:
 
 
 def tls_refusal(config: ListenerConfig) -> str | None:
-    """Why the native engine (tcp or http) cannot serve a listener's TLS: it has no
-    TLS yet, so termination and re-encryption run on the pure path."""
-    if config.tls is not None:
-        return "TLS termination (native data path: not implemented yet)"
+    """Why the native engine (tcp or http) cannot serve a listener's TLS: it
+    terminates TLS in its workers (loadstone.tls.native), but re-encryption to
+    servers runs on the pure path."""
     if config.server_tls is not None or any(s.tls is not None for s in config.servers):
         return "TLS to servers (native data path: not implemented yet)"
     return None
@@ -198,4 +197,5 @@ class HttpFrontend(native.TcpFrontend):
             },
             # The pool's balancer, as the pure path shows it.
             "pools": {"default": {"balance": self.pool.balancer.name, "servers": servers}},
+            **self.tls_status(),
         }

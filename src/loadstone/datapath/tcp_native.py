@@ -44,6 +44,7 @@ from loadstone._fastpath import relay
 from loadstone.config.model import GlobalConfig, ListenerConfig
 from loadstone.datapath.traffic import Histogram, TrafficSnapshot
 from loadstone.server import Pool, ServerRuntime
+from loadstone.tls import native as tls_native
 
 if TYPE_CHECKING:
     from loadstone.sessionlog import SessionLog
@@ -247,6 +248,7 @@ class TcpFrontend:
             if ka is None
             else (max(1, int(ka.idle)), max(1, int(ka.interval)), ka.count),
         )
+        tls_native.configure(self.engine, self.lid, c, self.loop)  # TLS in the workers
 
     def _slot(self, server: ServerRuntime) -> int:
         slot = self._slots.get(server)
@@ -444,7 +446,10 @@ class TcpFrontend:
         return text
 
     def record(self, rec: relay.Record) -> None:
-        kind, _lid, slot, reason, arg, client, bytes_in, bytes_out, duration = rec
+        kind, _lid, slot, reason, arg, client, bytes_in, bytes_out, duration = rec[:9]
+        if kind == relay.REC_TLS_FAILED:
+            tls_native.log_failure(client, rec[9])
+            return
         server = self._server_at(slot)
         if kind == relay.REC_CONNECT_FAILED:
             if server is None:
@@ -473,6 +478,7 @@ class TcpFrontend:
             bytes_out=bytes_out,
             duration=duration,
             end=end,
+            tls=rec[9] or None,
         )
 
     def check_idle(self) -> None:
@@ -485,7 +491,18 @@ class TcpFrontend:
     # -- control ---------------------------------------------------------------------
 
     def status_extra(self) -> dict[str, object]:
-        return {}  # mode tcp adds nothing to a listener's status
+        return self.tls_status()  # mode tcp adds only its TLS, if any
+
+    def tls_status(self) -> dict[str, object]:
+        """The listener's TLS handshakes and certificates (the pure path's shape);
+        empty without TLS."""
+        if self.config.tls is None:
+            return {}
+        return {
+            "data_path": self.data_path,
+            "data_path_reason": None,
+            "tls": tls_native.status(self.engine, self.lid, self.config),
+        }
 
     async def wait_idle(self) -> None:
         if self.current_sessions == 0:

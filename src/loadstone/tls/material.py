@@ -90,10 +90,7 @@ def termination(listener: ListenerConfig) -> Termination | None:
     kept while its settings stay the same."""
     if listener.tls is None:
         return None
-    certs = _loaded.certificates.get(listener.name)
-    if certs is None:  # not prepared (a frontend made directly, as tests do)
-        certs = load_certificates(listener.tls, listener.mode, f"listeners.{listener.name}.tls")
-        _loaded.certificates[listener.name] = certs
+    certs = listener_certificates(listener)
     existing = _terminations.get(listener.name)
     if existing is not None and existing.config == listener.tls:
         existing.swap(certs)
@@ -101,6 +98,17 @@ def termination(listener: ListenerConfig) -> Termination | None:
     made = Termination(listener.tls, listener.mode, certs, f"listeners.{listener.name}.tls")
     _terminations[listener.name] = made
     return made
+
+
+def listener_certificates(listener: ListenerConfig) -> Certificates:
+    """The certificates of a listener with `tls`, as loaded (and checked) for the
+    current configuration; loaded now for a frontend made directly, as tests do."""
+    assert listener.tls is not None
+    certs = _loaded.certificates.get(listener.name)
+    if certs is None:
+        certs = load_certificates(listener.tls, listener.mode, f"listeners.{listener.name}.tls")
+        _loaded.certificates[listener.name] = certs
+    return certs
 
 
 def server_context(listener: ListenerConfig, server: ServerConfig) -> ssl.SSLContext | None:
@@ -138,6 +146,7 @@ __all__ = [
     "certificates",
     "check",
     "commit",
+    "listener_certificates",
     "load",
     "prepare",
     "server_context",
