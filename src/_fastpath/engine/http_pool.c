@@ -101,7 +101,12 @@ static int pool_put(ls_worker *W, ls_session *s)
     p->slot = s->slot;
     p->attempts = h->backend_requests;
     p->owner = NULL;
-    ls_list_push_front(&W->http_pool, &p->qlink);
+    /* Oldest first: http_take_pooled takes from the front, so the connection
+     * idle longest serves next and every pooled connection takes its turn.
+     * Reusing the newest (a stack) would pile the requests on the few
+     * connections at its top, and with them on the one worker of a
+     * multi-worker server (uwsgi, nginx) that accepted those. */
+    ls_list_push_back(&W->http_pool, &p->qlink);
     __atomic_fetch_add(&L->http_pooled, 1, __ATOMIC_RELAXED);
     timer_set(W, p, W->now_us + L->hcfg.keep_alive_ms * 1000);
     h->conn = NULL;
@@ -124,7 +129,7 @@ static void release_server(ls_worker *W, ls_session *s, int reusable)
 }
 
 /* proto_http.take_pooled: an idle connection to the picked server, if the
- * worker has one; 1 when the session got it. */
+ * worker has one, the one idle longest; 1 when the session got it. */
 static int http_take_pooled(ls_worker *W, ls_session *s)
 {
     ls_list *pos;

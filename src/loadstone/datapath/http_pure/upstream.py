@@ -15,6 +15,7 @@ re-frames the body (datapath.http_pure.framing).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from typing import Final, Protocol, cast
 
@@ -378,11 +379,16 @@ class RewritingBackend(Backend):
 
 
 class IdlePool:
-    """Server connections waiting between requests, by server, newest last."""
+    """Server connections waiting between requests, by server, newest last.
+
+    The one idle longest is taken first: every idle connection takes its turn, so
+    the requests spread over the workers of a multi-worker server (uwsgi, nginx)
+    as the connections do, instead of piling on the most recently used ones.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.idle: dict[ServerRuntime, list[Backend]] = {}
+        self.idle: dict[ServerRuntime, collections.deque[Backend]] = {}
         self.sweeper: asyncio.TimerHandle | None = None
         self.keep_alive = 0.0  # timeouts.http_keep_alive: how long one may wait
         self.closing = False  # the listener stops: no connection waits any more
@@ -391,7 +397,7 @@ class IdlePool:
         """An idle connection to `server` still open, if there is one."""
         idle = self.idle.get(server)
         while idle:
-            backend = idle.pop()
+            backend = idle.popleft()
             if backend.transport is not None and not backend.transport.is_closing():
                 return backend
         return None
@@ -410,7 +416,7 @@ class IdlePool:
             return
         idle = self.idle.get(backend.server)
         if idle is None:
-            idle = self.idle[backend.server] = []
+            idle = self.idle[backend.server] = collections.deque()
         if len(idle) >= MAX_IDLE_PER_SERVER or not backend.server.usable:
             if backend.transport is not None:
                 backend.transport.close()
@@ -446,7 +452,7 @@ class IdlePool:
         remaining = False
         for server, idle in list(self.idle.items()):
             while idle and idle[0].idle_since < limit:
-                backend = idle.pop(0)
+                backend = idle.popleft()
                 if backend.transport is not None:
                     backend.transport.close()
             if idle:
