@@ -4,6 +4,7 @@ and requests over the workers of one multi-worker backend.
 
     python benchmarks/costs.py [-d 5] [--strace-seconds 3]
         [--proxies loadstone,loadstone-pure,haproxy,nginx] [--scenarios http-keepalive,http-close]
+        [--loadstone before=/path/to/.venv/bin/loadstone --loadstone after=.venv/bin/loadstone]
 
 Throughput moves with whatever else the machine runs; these figures do not (or
 far less): a syscall count per request is the same on a quiet and a busy box, and
@@ -46,6 +47,7 @@ if __package__ in (None, ""):
 
 from benchmarks.harness import wrk
 from benchmarks.harness.backends import SHAPES, NginxBackends
+from benchmarks.harness.lineup import Build, parse_builds
 from benchmarks.harness.measure import measure, wrk_argv
 from benchmarks.harness.nginx_proxy import NginxProxy
 from benchmarks.harness.procs import process_tree
@@ -86,6 +88,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--proxies", default=",".join(PROXY_NAMES))
     parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS))
+    parser.add_argument(
+        "--loadstone",
+        action="append",
+        metavar="[LABEL=]PATH",
+        help="a loadstone build to count (repeatable, as in compare.py); each runs on "
+        "both data paths when --proxies names loadstone and loadstone-pure",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--keep-tmp", action="store_true")
     args = parser.parse_args(argv)
@@ -93,6 +102,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = set(args.proxy_list) - set(PROXY_NAMES)
     if unknown:
         parser.error(f"unknown proxies {sorted(unknown)}; known: {', '.join(PROXY_NAMES)}")
+    try:
+        args.builds = parse_builds(args.loadstone)
+    except ValueError as exc:
+        parser.error(str(exc))
     by_name = SCENARIOS
     try:
         args.scenario_list = [by_name[s] for s in args.scenarios.split(",") if s]
@@ -103,20 +116,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def build(name: str, workdir: Path, backends: NginxBackends, mode: str) -> Proxy:
+def build(
+    name: str, builds: Sequence[Build], workdir: Path, backends: NginxBackends, mode: str
+) -> list[Proxy]:
+    """The proxies `name` stands for (one per loadstone build), one worker, no logs."""
     if name in ("loadstone", "loadstone-pure"):
-        return Loadstone(
-            workdir,
-            backends.backends,
-            workers=1,
-            mode=mode,
-            pure_python=name == "loadstone-pure",
-            log="none",
-            name=name,
-        )
+        pure = name == "loadstone-pure"
+        return [
+            Loadstone(
+                workdir,
+                backends.backends,
+                workers=1,
+                mode=mode,
+                binary=b.binary,
+                pure_python=pure,
+                log="none",
+                name=f"{b.name}-pure" if pure else b.name,
+            )
+            for b in builds
+        ]
     if name == "haproxy":
-        return HAProxy(workdir, backends.backends, workers=1, mode=mode)
-    return NginxProxy(workdir, backends.backends, workers=1, mode=mode)
+        return [HAProxy(workdir, backends.backends, workers=1, mode=mode)]
+    return [NginxProxy(workdir, backends.backends, workers=1, mode=mode)]
 
 
 def context_switches(pid: int) -> int:
@@ -137,19 +158,39 @@ def backend_workers(backends: NginxBackends) -> list[int]:
     return sorted(p for root in backends.pids for p in process_tree(root) if p != root)
 
 
-def established_per_pid(port: int, pids: Sequence[int]) -> dict[int, int]:
-    """Established connections accepted on `port`, per owning process (ss -tnp)."""
+def _ss(filter_expr: str) -> list[list[str]]:
     out = subprocess.run(
-        ["ss", "-tnpH", "state", "established", f"( sport = :{port} )"],
+        ["ss", "-tnpH", "state", "established", filter_expr],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
+    return [line.split() for line in out.splitlines()]
+
+
+def _port(endpoint: str) -> int:
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+def established_per_pid(port: int, proxy_pid: int, pids: Sequence[int]) -> dict[int, int]:
+    """The proxy's established connections to `port`, per accepting backend process.
+
+    ss shows the owner of each end: the proxy's ends give its local ports, and the
+    backend's ends with those peer ports are counted per backend pid (connections
+    other proxies left idle on the same backend are not).
+    """
+    proxy = {f"pid={p}," for p in process_tree(proxy_pid)}
+    ours = {
+        _port(fields[2])
+        for fields in _ss(f"( dport = :{port} )")
+        if len(fields) >= 5 and any(tag in fields[4] for tag in proxy)
+    }
     counts = dict.fromkeys(pids, 0)
-    for line in out.splitlines():
-        for pid in pids:
-            if f"pid={pid}," in line:
-                counts[pid] += 1
+    for fields in _ss(f"( sport = :{port} )"):
+        if len(fields) >= 5 and _port(fields[3]) in ours:
+            for pid in pids:
+                if f"pid={pid}," in fields[4]:
+                    counts[pid] += 1
     return counts
 
 
@@ -217,7 +258,7 @@ def run_one(
 
         def sample() -> None:
             time.sleep(args.duration / 2)
-            sampled.update(established_per_pid(port, workers))
+            sampled.update(established_per_pid(port, proxy.pid, workers))
 
         sampler = threading.Thread(target=sample)
         sampler.start()
@@ -306,10 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     moddir.mkdir()
                     by_mode[scenario.mode] = []
                     for name in args.proxy_list:
-                        proxy = build(name, moddir, backends, scenario.mode)
-                        proxy.start()
-                        stack.callback(proxy.stop)
-                        by_mode[scenario.mode].append(proxy)
+                        for proxy in build(name, args.builds, moddir, backends, scenario.mode):
+                            proxy.start()
+                            stack.callback(proxy.stop)
+                            by_mode[scenario.mode].append(proxy)
                 for proxy in by_mode[scenario.mode]:
                     print(f"  {scenario.name} {proxy.name} ...", file=sys.stderr, flush=True)
                     results.append(run_one(proxy, scenario, backends, args))

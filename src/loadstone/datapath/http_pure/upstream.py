@@ -35,6 +35,13 @@ from loadstone.server import ServerRuntime
 
 IDLE_SWEEP: Final = 1.0  # seconds between sweeps of idle server connections
 MAX_IDLE_PER_SERVER: Final = 1024
+# A server connection is closed after this many requests instead of pooled again
+# (as nginx's upstream keepalive_requests default): behind one server with several
+# workers on one port, the kernel gives a new connection to whichever worker waits
+# in accept then, so connections opened in a burst at start all land on one worker
+# and would stay there; renewed while the server is busy, they land on the worker
+# with time to spare. The native path has the same limit (http_pool.c).
+MAX_REQUESTS_PER_CONNECTION: Final = 1000
 
 HttpParserError = httptools.HttpParserError
 HttpParserUpgrade = httptools.HttpParserUpgrade
@@ -417,7 +424,11 @@ class IdlePool:
         idle = self.idle.get(backend.server)
         if idle is None:
             idle = self.idle[backend.server] = collections.deque()
-        if len(idle) >= MAX_IDLE_PER_SERVER or not backend.server.usable:
+        if (
+            len(idle) >= MAX_IDLE_PER_SERVER
+            or backend.requests >= MAX_REQUESTS_PER_CONNECTION
+            or not backend.server.usable
+        ):
             if backend.transport is not None:
                 backend.transport.close()
             return
