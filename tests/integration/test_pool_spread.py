@@ -5,13 +5,16 @@ server connection belongs to the worker that accepted it: requests reach the
 workers as the proxy spreads them over its connections. Reusing the most recently
 released connection first (a stack) sends sequential requests down one connection
 while the others sit idle; taken oldest first, every pooled connection serves in
-turn. The backend records each request's client port, i.e. which of the proxy's
+turn; and a connection is renewed after 1000 requests, so that connections
+opened in one burst (all accepted by the one worker idle then) move over time.
+The backend's /echo names each request's client port, i.e. which of the proxy's
 server connections carried it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import json
 import urllib.request
 from collections.abc import Callable
@@ -48,3 +51,21 @@ def test_sequential_requests_take_turns_on_the_pooled_connections(
     assert {a["connections"] for a in answers} == {2}, answers  # no connection opened
     # Both pooled connections served, in turn: the one idle longest each time.
     assert ports[0] != ports[1] and ports[0] == ports[2] and ports[1] == ports[3], ports
+
+
+def test_a_server_connection_is_renewed_after_1000_requests(
+    backends: Callable[..., list[Backend]], loadstone: Callable[..., Loadstone]
+) -> None:
+    config = http_config(backends(1))
+    config["global"]["workers"] = 1
+    client = http.client.HTTPConnection("127.0.0.1", port_of(loadstone(config)), timeout=10)
+    try:
+        ports = []
+        for _ in range(1001):
+            client.request("GET", "/echo")
+            ports.append(json.loads(client.getresponse().read())["peer_port"])
+    finally:
+        client.close()
+    # One server connection for the first 1000 (kept between them), a new one then.
+    assert set(ports[:1000]) == {ports[0]}
+    assert ports[1000] != ports[0]
