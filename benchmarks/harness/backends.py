@@ -37,7 +37,7 @@ events {{
 }}
 
 http {{
-    access_log off;
+{access_log}
     default_type application/octet-stream;
     sendfile on;
     tcp_nopush on;
@@ -112,10 +112,19 @@ def write_content(www: Path) -> None:
 class NginxBackends:
     """The nginx processes of one `BackendShape`, sharing one content directory."""
 
-    def __init__(self, root: Path, shape: BackendShape = SHAPES[DEFAULT_SHAPE]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        shape: BackendShape = SHAPES[DEFAULT_SHAPE],
+        *,
+        log_workers: bool = False,
+    ) -> None:
         binary = nginx.find_binary()
         self.root = root
         self.shape = shape
+        # benchmarks/costs.py counts requests and connections per nginx worker from
+        # a log of `$pid $connection` lines; every other benchmark logs nothing.
+        self.log_workers = log_workers
         www = root / "www"
         write_content(www)
         ports = free_ports(shape.servers)
@@ -140,6 +149,12 @@ class NginxBackends:
         conf.write_text(
             _NGINX_CONF.format(
                 user_line=nginx.user_line(),
+                access_log=(
+                    f"    log_format workers '$pid $connection';\n"
+                    f"    access_log {prefix}/access.log workers;"
+                    if self.log_workers
+                    else "    access_log off;"
+                ),
                 workers=self.shape.workers,
                 temp_paths=nginx.temp_paths(prefix),
                 dir=prefix,
@@ -153,6 +168,10 @@ class NginxBackends:
             )
         )
         return nginx.start(f"nginx {backend.name}", binary, prefix, conf)
+
+    def access_log(self, backend: Backend) -> Path:
+        """The `$pid $connection` log of `backend` (with log_workers)."""
+        return self.root / f"nginx-{backend.name}" / "access.log"
 
     @property
     def pids(self) -> list[int]:

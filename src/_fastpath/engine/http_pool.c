@@ -17,6 +17,16 @@
  * connection in use are handed to its owner. Taking and giving back a pooled
  * connection is then a few pointer stores, no system call. */
 
+/* A server connection is closed after this many requests rather than pooled
+ * again (as nginx's upstream keepalive_requests default). Behind one server
+ * with several workers on one port, the kernel hands each new connection to
+ * whichever worker is waiting in accept at that moment: connections opened
+ * in the burst of a start all land on the one that was idle, and would stay
+ * there for good. Renewed now and then while the server is busy, they land
+ * on the worker with time to spare, and the workers' shares even out. The
+ * cost is one connect per 1000 requests. */
+#define LS_POOL_MAX_REQUESTS 1000
+
 static void pool_unlink(ls_session *p)
 {
     ls_list_del(&p->qlink);
@@ -101,7 +111,12 @@ static int pool_put(ls_worker *W, ls_session *s)
     p->slot = s->slot;
     p->attempts = h->backend_requests;
     p->owner = NULL;
-    ls_list_push_front(&W->http_pool, &p->qlink);
+    /* Oldest first: http_take_pooled takes from the front, so the connection
+     * idle longest serves next and every pooled connection takes its turn.
+     * Reusing the newest (a stack) would pile the requests on the few
+     * connections at its top, and with them on the one worker of a
+     * multi-worker server (uwsgi, nginx) that accepted those. */
+    ls_list_push_back(&W->http_pool, &p->qlink);
     __atomic_fetch_add(&L->http_pooled, 1, __ATOMIC_RELAXED);
     timer_set(W, p, W->now_us + L->hcfg.keep_alive_ms * 1000);
     h->conn = NULL;
@@ -115,6 +130,8 @@ static void release_server(ls_worker *W, ls_session *s, int reusable)
 {
     ls_http *h = s->http;
     ls_listener *L = s->L;
+    if (h->backend_requests >= LS_POOL_MAX_REQUESTS)
+        reusable = 0;
     if (!(s->fd[1] >= 0 && reusable && h->connected && !L->http_stopping && pool_put(W, s) == 0))
         drop_server_conn(W, s);
     if (s->slot >= 0) {
@@ -124,7 +141,7 @@ static void release_server(ls_worker *W, ls_session *s, int reusable)
 }
 
 /* proto_http.take_pooled: an idle connection to the picked server, if the
- * worker has one; 1 when the session got it. */
+ * worker has one, the one idle longest; 1 when the session got it. */
 static int http_take_pooled(ls_worker *W, ls_session *s)
 {
     ls_list *pos;

@@ -88,8 +88,8 @@ static void on_accept(ls_worker *W, ls_lsock *ls)
         s->dir[0].splice = s->dir[1].splice = W->e->splice_mode == LS_SPLICE_ON;
         s->start_us = W->now_us;
         memcpy(&s->client, &addr, alen < sizeof addr ? alen : sizeof addr);
-        /* TCP_NODELAY comes from the listening socket (Linux copies it) */
-        set_keepalive(fd, &L->cfg);
+        /* TCP_NODELAY and tcp_keepalive come from the listening socket (Linux
+         * copies them; listener.c listen_keepalive) */
         if (tls_attach(s) < 0) {
             close(fd);
             free(s);

@@ -15,6 +15,7 @@ re-frames the body (datapath.http_pure.framing).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from typing import Final, Protocol, cast
 
@@ -34,6 +35,13 @@ from loadstone.server import ServerRuntime
 
 IDLE_SWEEP: Final = 1.0  # seconds between sweeps of idle server connections
 MAX_IDLE_PER_SERVER: Final = 1024
+# A server connection is closed after this many requests instead of pooled again
+# (as nginx's upstream keepalive_requests default): behind one server with several
+# workers on one port, the kernel gives a new connection to whichever worker waits
+# in accept then, so connections opened in a burst at start all land on one worker
+# and would stay there; renewed while the server is busy, they land on the worker
+# with time to spare. The native path has the same limit (http_pool.c).
+MAX_REQUESTS_PER_CONNECTION: Final = 1000
 
 HttpParserError = httptools.HttpParserError
 HttpParserUpgrade = httptools.HttpParserUpgrade
@@ -378,11 +386,16 @@ class RewritingBackend(Backend):
 
 
 class IdlePool:
-    """Server connections waiting between requests, by server, newest last."""
+    """Server connections waiting between requests, by server, newest last.
+
+    The one idle longest is taken first: every idle connection takes its turn, so
+    the requests spread over the workers of a multi-worker server (uwsgi, nginx)
+    as the connections do, instead of piling on the most recently used ones.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.idle: dict[ServerRuntime, list[Backend]] = {}
+        self.idle: dict[ServerRuntime, collections.deque[Backend]] = {}
         self.sweeper: asyncio.TimerHandle | None = None
         self.keep_alive = 0.0  # timeouts.http_keep_alive: how long one may wait
         self.closing = False  # the listener stops: no connection waits any more
@@ -391,7 +404,7 @@ class IdlePool:
         """An idle connection to `server` still open, if there is one."""
         idle = self.idle.get(server)
         while idle:
-            backend = idle.pop()
+            backend = idle.popleft()
             if backend.transport is not None and not backend.transport.is_closing():
                 return backend
         return None
@@ -410,8 +423,12 @@ class IdlePool:
             return
         idle = self.idle.get(backend.server)
         if idle is None:
-            idle = self.idle[backend.server] = []
-        if len(idle) >= MAX_IDLE_PER_SERVER or not backend.server.usable:
+            idle = self.idle[backend.server] = collections.deque()
+        if (
+            len(idle) >= MAX_IDLE_PER_SERVER
+            or backend.requests >= MAX_REQUESTS_PER_CONNECTION
+            or not backend.server.usable
+        ):
             if backend.transport is not None:
                 backend.transport.close()
             return
@@ -446,7 +463,7 @@ class IdlePool:
         remaining = False
         for server, idle in list(self.idle.items()):
             while idle and idle[0].idle_since < limit:
-                backend = idle.pop(0)
+                backend = idle.popleft()
                 if backend.transport is not None:
                     backend.transport.close()
             if idle:

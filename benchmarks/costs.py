@@ -1,0 +1,369 @@
+"""Counts that stay valid on a loaded machine: syscalls and context switches per
+request, each process's CPU share, and how a proxy spreads its server connections
+and requests over the workers of one multi-worker backend.
+
+    python benchmarks/costs.py [-d 5] [--strace-seconds 3]
+        [--proxies loadstone,loadstone-pure,haproxy,nginx] [--scenarios http-keepalive,http-close]
+        [--loadstone before=/path/to/.venv/bin/loadstone --loadstone after=.venv/bin/loadstone]
+
+Throughput moves with whatever else the machine runs; these figures do not (or
+far less): a syscall count per request is the same on a quiet and a busy box, and
+the share of a multi-worker backend's requests each worker serves depends on how
+the proxy opens and reuses server connections, not on the load. The backend is
+one nginx with two workers on one port (`--backends one-multi` of compare.py),
+logging `$pid $connection` per request so that requests and connections can be
+counted per worker. Every proxy runs one worker, logging nothing.
+
+For each scenario and proxy:
+- a wrk run of `-d` seconds: requests, the proxy's context switches (voluntary
+  and involuntary, all threads) per request, the CPU share (in cores) of the
+  proxy, the backend, wrk and the rest of the machine;
+- a run of `--strace-seconds` with `strace -c -f` attached to the proxy's
+  processes: system calls per request (strace slows the proxy down; the count
+  per request does not change with it), the most frequent calls listed;
+- in keep-alive scenarios: the server connections per backend worker (`ss`,
+  mid-run) and the requests each worker served (the access log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import wrk
+from benchmarks.harness.backends import SHAPES, NginxBackends
+from benchmarks.harness.lineup import Build, parse_builds
+from benchmarks.harness.measure import measure, wrk_argv
+from benchmarks.harness.nginx_proxy import NginxProxy
+from benchmarks.harness.procs import process_tree
+from benchmarks.harness.proxies import HAProxy, Loadstone, Proxy
+from benchmarks.harness.scenarios import SCENARIOS, Scenario
+
+PROXY_NAMES = ("loadstone", "loadstone-pure", "haproxy", "nginx")
+DEFAULT_SCENARIOS = ("http-keepalive", "http-close")
+
+
+@dataclass(slots=True)
+class Spread:
+    """How one keep-alive run used the backend's workers (pid -> count)."""
+
+    connections: dict[int, int] = field(default_factory=dict)  # established, mid-run (ss)
+    requests: dict[int, int] = field(default_factory=dict)  # served (access log)
+    connections_used: dict[int, int] = field(default_factory=dict)  # that served >= 1
+
+
+@dataclass(slots=True)
+class Costs:
+    proxy: str
+    scenario: str
+    requests: int
+    requests_per_second: float  # under load: for scale only
+    ctx_switches_per_request: float
+    cpu_cores: dict[str, float]  # proxy, backend, wrk, other: average cores busy
+    syscalls_per_request: float
+    top_syscalls: dict[str, float]  # name -> calls per request
+    spread: Spread | None
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="costs", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-d", "--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument(
+        "--strace-seconds", type=int, default=3, help="seconds of the run under strace -c"
+    )
+    parser.add_argument("--proxies", default=",".join(PROXY_NAMES))
+    parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS))
+    parser.add_argument(
+        "--loadstone",
+        action="append",
+        metavar="[LABEL=]PATH",
+        help="a loadstone build to count (repeatable, as in compare.py); each runs on "
+        "both data paths when --proxies names loadstone and loadstone-pure",
+    )
+    parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--keep-tmp", action="store_true")
+    args = parser.parse_args(argv)
+    args.proxy_list = [p for p in args.proxies.split(",") if p]
+    unknown = set(args.proxy_list) - set(PROXY_NAMES)
+    if unknown:
+        parser.error(f"unknown proxies {sorted(unknown)}; known: {', '.join(PROXY_NAMES)}")
+    try:
+        args.builds = parse_builds(args.loadstone)
+    except ValueError as exc:
+        parser.error(str(exc))
+    by_name = SCENARIOS
+    try:
+        args.scenario_list = [by_name[s] for s in args.scenarios.split(",") if s]
+    except KeyError as exc:
+        parser.error(f"unknown scenario {exc}")
+    if any(s.rate for s in args.scenario_list):
+        parser.error("fixed-rate scenarios (h2load) are not counted here")
+    return args
+
+
+def build(
+    name: str, builds: Sequence[Build], workdir: Path, backends: NginxBackends, mode: str
+) -> list[Proxy]:
+    """The proxies `name` stands for (one per loadstone build), one worker, no logs."""
+    if name in ("loadstone", "loadstone-pure"):
+        pure = name == "loadstone-pure"
+        return [
+            Loadstone(
+                workdir,
+                backends.backends,
+                workers=1,
+                mode=mode,
+                binary=b.binary,
+                pure_python=pure,
+                log="none",
+                name=f"{b.name}-pure" if pure else b.name,
+            )
+            for b in builds
+        ]
+    if name == "haproxy":
+        return [HAProxy(workdir, backends.backends, workers=1, mode=mode)]
+    return [NginxProxy(workdir, backends.backends, workers=1, mode=mode)]
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary + involuntary context switches of every thread of the tree at `pid`."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{member}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    for line in (task / "status").read_text().splitlines():
+                        if "ctxt_switches:" in line:
+                            total += int(line.split()[1])
+    return total
+
+
+def backend_workers(backends: NginxBackends) -> list[int]:
+    """The worker pids of the backend nginx (its master's descendants)."""
+    return sorted(p for root in backends.pids for p in process_tree(root) if p != root)
+
+
+def _ss(filter_expr: str) -> list[list[str]]:
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", filter_expr],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [line.split() for line in out.splitlines()]
+
+
+def _port(endpoint: str) -> int:
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+def established_per_pid(port: int, proxy_pid: int, pids: Sequence[int]) -> dict[int, int]:
+    """The proxy's established connections to `port`, per accepting backend process.
+
+    ss shows the owner of each end: the proxy's ends give its local ports, and the
+    backend's ends with those peer ports are counted per backend pid (connections
+    other proxies left idle on the same backend are not).
+    """
+    proxy = {f"pid={p}," for p in process_tree(proxy_pid)}
+    ours = {
+        _port(fields[2])
+        for fields in _ss(f"( dport = :{port} )")
+        if len(fields) >= 5 and any(tag in fields[4] for tag in proxy)
+    }
+    counts = dict.fromkeys(pids, 0)
+    for fields in _ss(f"( sport = :{port} )"):
+        if len(fields) >= 5 and _port(fields[3]) in ours:
+            for pid in pids:
+                if f"pid={pid}," in fields[4]:
+                    counts[pid] += 1
+    return counts
+
+
+def log_offset(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def requests_per_pid(path: Path, offset: int) -> tuple[dict[int, int], dict[int, int]]:
+    """From the `$pid $connection` log after `offset`: requests and connections per pid."""
+    requests: collections.Counter[int] = collections.Counter()
+    connections: dict[int, set[str]] = collections.defaultdict(set)
+    with path.open("rb") as log:
+        log.seek(offset)
+        for line in log:
+            pid, _, conn = line.decode().strip().partition(" ")
+            if pid.isdigit():
+                requests[int(pid)] += 1
+                connections[int(pid)].add(conn)
+    return dict(requests), {pid: len(c) for pid, c in connections.items()}
+
+
+def parse_strace_summary(text: str) -> dict[str, int]:
+    """`strace -c` table -> calls per syscall."""
+    calls: dict[str, int] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        # % time, seconds, usecs/call, calls, [errors,] syscall
+        if len(parts) in (5, 6) and parts[3].isdigit() and parts[-1] != "total":
+            calls[parts[-1]] = calls.get(parts[-1], 0) + int(parts[3])
+    return calls
+
+
+def strace_run(proxy: Proxy, scenario: Scenario, seconds: int, workdir: Path) -> dict[str, float]:
+    """Syscalls per request of `proxy` over a wrk run with strace -c attached."""
+    out = workdir / f"strace-{proxy.name}-{scenario.name}.txt"
+    argv = ["strace", "-c", "-f", "-qq", "-o", str(out)]
+    for pid in process_tree(proxy.pid):
+        argv += ["-p", str(pid)]
+    tracer = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)  # strace says nothing when it has attached (-qq); a benchmark may wait
+        result, _ = wrk.run(
+            wrk_argv(proxy, scenario, duration=seconds, threads=1), duration=seconds
+        )
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=30)
+    calls = parse_strace_summary(out.read_text())
+    requests = max(result.requests, 1)
+    per_request = {name: n / requests for name, n in calls.items()}
+    per_request["total"] = sum(calls.values()) / requests
+    return per_request
+
+
+def run_one(
+    proxy: Proxy, scenario: Scenario, backends: NginxBackends, args: argparse.Namespace
+) -> Costs:
+    workers = backend_workers(backends)
+    log = backends.access_log(backends.backends[0])
+    offset = log_offset(log)
+    sampled: dict[int, int] = {}
+    sampler = None
+    if not scenario.headers:  # keep-alive: the connections stay; count them mid-run
+        port = backends.backends[0].port
+
+        def sample() -> None:
+            time.sleep(args.duration / 2)
+            sampled.update(established_per_pid(port, proxy.pid, workers))
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+    ctx_before = context_switches(proxy.pid)
+    run = measure(
+        proxy,
+        scenario,
+        duration=args.duration,
+        threads=1,
+        backend_pids=backends.pids,
+    )
+    ctx_used = context_switches(proxy.pid) - ctx_before
+    spread = None
+    if sampler is not None:
+        sampler.join()
+        time.sleep(0.2)  # nginx writes its log line after the response
+        served, used = requests_per_pid(log, offset)
+        spread = Spread(connections=sampled, requests=served, connections_used=used)
+    seconds = run.wrk.duration or args.duration
+    syscalls = strace_run(proxy, scenario, args.strace_seconds, args.workdir)
+    total = syscalls.pop("total")
+    top = dict(sorted(syscalls.items(), key=lambda kv: -kv[1])[:8])
+    return Costs(
+        proxy=proxy.name,
+        scenario=scenario.name,
+        requests=run.wrk.requests,
+        requests_per_second=run.wrk.requests_per_second,
+        ctx_switches_per_request=ctx_used / max(run.wrk.requests, 1),
+        cpu_cores={
+            "proxy": run.proxy_cpu_seconds / seconds,
+            "backend": run.backend_cpu_seconds / seconds,
+            "wrk": run.wrk.wrk_cpu_seconds / seconds,
+            "other": run.foreign_cpu_seconds / seconds,
+        },
+        syscalls_per_request=total,
+        top_syscalls=top,
+        spread=spread,
+    )
+
+
+def share(counts: dict[int, int]) -> str:
+    """'49/11' style: the counts per worker, largest first."""
+    values = sorted(counts.values(), reverse=True)
+    return "/".join(str(v) for v in values) if values else "-"
+
+
+def percent_split(counts: dict[int, int]) -> str:
+    total = sum(counts.values())
+    values = sorted(counts.values(), reverse=True)
+    return "/".join(f"{100 * v / total:.0f}%" for v in values) if total else "-"
+
+
+def print_table(results: Sequence[Costs]) -> None:
+    print(
+        "| scenario | proxy | syscalls/req | ctx switches/req | cores: proxy / backend / wrk "
+        "/ other | conns per backend worker | requests per worker | req/s (loaded) |"
+    )
+    print("|---|---|---:|---:|---|---|---|---:|")
+    for c in results:
+        cores = " / ".join(f"{c.cpu_cores[k]:.2f}" for k in ("proxy", "backend", "wrk", "other"))
+        conns = share(c.spread.connections) if c.spread else "-"
+        reqs = percent_split(c.spread.requests) if c.spread else "-"
+        print(
+            f"| {c.scenario} | {c.proxy} | {c.syscalls_per_request:.2f} | "
+            f"{c.ctx_switches_per_request:.3f} | {cores} | {conns} | {reqs} | "
+            f"{c.requests_per_second:,.0f} |"
+        )
+    print()
+    for c in results:
+        top = ", ".join(f"{name} {n:.2f}" for name, n in c.top_syscalls.items())
+        print(f"{c.scenario} {c.proxy}: {top}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.workdir = Path(tempfile.mkdtemp(prefix="loadstone-costs-"))
+    results: list[Costs] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            backends = NginxBackends(args.workdir, SHAPES["one-multi"], log_workers=True)
+            stack.callback(backends.stop)
+            by_mode: dict[str, list[Proxy]] = {}
+            for scenario in args.scenario_list:
+                if scenario.mode not in by_mode:
+                    moddir = args.workdir / scenario.mode
+                    moddir.mkdir()
+                    by_mode[scenario.mode] = []
+                    for name in args.proxy_list:
+                        for proxy in build(name, args.builds, moddir, backends, scenario.mode):
+                            proxy.start()
+                            stack.callback(proxy.stop)
+                            by_mode[scenario.mode].append(proxy)
+                for proxy in by_mode[scenario.mode]:
+                    print(f"  {scenario.name} {proxy.name} ...", file=sys.stderr, flush=True)
+                    results.append(run_one(proxy, scenario, backends, args))
+    finally:
+        if args.keep_tmp:
+            print(f"kept {args.workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(args.workdir, ignore_errors=True)
+    print_table(results)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
