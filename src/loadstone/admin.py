@@ -34,6 +34,7 @@ from prometheus_client.registry import Collector
 import loadstone
 from loadstone import datapath
 from loadstone.config.model import AdminConfig
+from loadstone.datapath.limits import LIMIT
 from loadstone.datapath.seam import Frontend
 from loadstone.runtime_view import ListenerView, RuntimeView
 from loadstone.server import Pool, ServerRuntime
@@ -100,6 +101,7 @@ def status_document(runtime: RuntimeView) -> dict[str, Any]:
         "uptime": round(time.time() - runtime.started_at, 3),
         "reload": runtime.reload_report.as_dict(),
         "logs": runtime.log_status(),
+        "limits": LIMIT.status(),
         "listeners": {name: listener_status(lr) for name, lr in runtime.listeners.items()},
         "vrrp": runtime.vrrp,
         "peers": runtime.peers_status(),
@@ -204,6 +206,7 @@ class RuntimeCollector(Collector):
                 dropped.add_metric([output, doc["destination"]], doc["dropped"])
             yield dropped
         yield from peer_metrics(self.runtime.peers_status())
+        yield from limit_metrics(LIMIT.status())
 
 
 class TlsMetrics:
@@ -240,6 +243,34 @@ class TlsMetrics:
 
     def families(self) -> Iterator[Metric]:
         yield from (self.handshakes, self.resumed, self.failures, self.expiry)
+
+
+def limit_metrics(limits: dict[str, Any]) -> Iterator[Metric]:
+    """global.maxconn and the descriptor limit (datapath.limits)."""
+    conns = GaugeMetricFamily(
+        "loadstone_process_connections", "Client connections of the process, all listeners"
+    )
+    conns.add_metric([], limits["connections"])
+    yield conns
+    if limits["maxconn"] is not None:
+        maxconn = GaugeMetricFamily("loadstone_process_maxconn", "global.maxconn")
+        maxconn.add_metric([], limits["maxconn"])
+        yield maxconn
+    paused = CounterMetricFamily(
+        "loadstone_accept_paused",
+        "Times accepting paused: at global.maxconn, or out of descriptors (fd_limit)",
+        labels=["reason"],
+    )
+    for reason, count in limits["accept_paused"].items():
+        paused.add_metric([reason], count)
+    yield paused
+    for name, doc, value in (
+        ("loadstone_process_open_fds", "Open file descriptors", limits["open_files"]),
+        ("loadstone_process_max_fds", "The descriptor limit (RLIMIT_NOFILE)", limits["max_files"]),
+    ):
+        gauge = GaugeMetricFamily(name, doc)
+        gauge.add_metric([], value)
+        yield gauge
 
 
 def peer_metrics(peers: dict[str, Any] | None) -> Iterator[Metric]:
