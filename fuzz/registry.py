@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from fuzz import targets_checks, targets_http
+from fuzz import targets_checks, targets_config, targets_http
 
 Target = Callable[[bytes], None]
 
@@ -21,6 +21,7 @@ TARGETS: dict[str, Target] = {
     "send_expect": targets_checks.send_expect,
     "mysql_greeting": targets_checks.mysql_greeting,
     "galera_status": targets_checks.galera_status,
+    "config_yaml": targets_config.config_yaml,
 }
 
 CORPUS = Path(__file__).parent / "corpus"
