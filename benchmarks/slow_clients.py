@@ -51,6 +51,8 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `tests` 
 
 from tests.integration.harness import Backend, Loadstone, free_port, wait_for
 
+from benchmarks.harness.procs import rss_bytes
+
 KINDS = ("slowloris", "slowread")
 DOWNLOAD = 1 << 30  # more than any socket buffer: the proxy cannot be done with it
 FILL = 2.0  # seconds: slow read, the downloads filling the buffers (see run_attack)
@@ -139,11 +141,14 @@ def raise_fd_limit() -> None:
 
 
 def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return rss_bytes(pid) // 1024  # loadstone is one process: its own VmRSS
+
+
+def read_to_eof(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
 
 
 def normal_latencies(port: int, count: int, pause: float = 0.02) -> list[float]:
@@ -154,12 +159,7 @@ def normal_latencies(port: int, count: int, pause: float = 0.02) -> list[float]:
         t0 = time.perf_counter()
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(request)
-            answer = b""
-            while True:
-                data = s.recv(65536)
-                if not data:
-                    break
-                answer += data
+            answer = read_to_eof(s)
         assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
         times.append(time.perf_counter() - t0)
         time.sleep(pause)

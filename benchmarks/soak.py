@@ -54,6 +54,9 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `tests` 
 
 from tests.integration.harness import Backend, Loadstone, free_port, wait_for
 
+from benchmarks.harness.procs import rss_bytes
+from benchmarks.slow_clients import read_to_eof
+
 CHECK_INTERVAL = 0.5
 FALL = 2
 CLIENTS = 6  # client threads per path
@@ -223,12 +226,7 @@ class Client:
         with socket.create_connection(("127.0.0.1", self.ports["tcp"]), timeout=10) as s:
             s.sendall(payload)
             s.shutdown(socket.SHUT_WR)
-            got = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                got += chunk
+            got = read_to_eof(s)
         if not got.startswith(payload + b"\nEOF"):
             raise ConnectionError(f"echo answered {got[:60]!r}")
 
@@ -268,11 +266,7 @@ def config(backends: dict[str, Backend], ports: dict[str, int], weight: int) -> 
 
 
 def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return rss_bytes(pid) // 1024  # loadstone is one process: its own VmRSS
 
 
 def slope_pct_per_10min(samples: list[tuple[float, int, int]]) -> float:
