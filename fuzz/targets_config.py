@@ -25,9 +25,11 @@ import yaml
 from fuzz.source import Source
 from loadstone.config.loader import ConfigError, parse_config
 
-# A problem line: a YAML path (`a.b[0].c`, an odd key quoted as `['a.b']`), "(top
-# level)", or "<source>[:line:col]" for YAML that does not parse.
-PROBLEM = re.compile(r"(\(top level\)|<string>(:\d+:\d+)?|(\w|\[')[^\n]*?): \S")
+# A problem line: "<YAML path>: <message>" on one line, the path as loadstone
+# writes it (`a.b[0].c`, an odd key quoted: `['a.b']`, `["it's"]`, or as it came:
+# `-lobal`), or "(top level): ..."; YAML that does not parse is reported as
+# "<source>[:line:col]: invalid YAML: ..." with PyYAML's own (multi-line) detail.
+PROBLEM = re.compile(r"<string>(:\d+:\d+)?: invalid YAML: .*|[^\s][^\n]*?: \S[^\n]*", re.S)
 
 ODD_VALUES: list[Any] = [
     None,
@@ -67,7 +69,7 @@ def check(text: str) -> None:
     except ConfigError as err:
         assert err.problems, "a ConfigError without problems"
         for line in err.problems:
-            assert PROBLEM.match(line), f"not a path-prefixed problem: {line!r}"
+            assert PROBLEM.fullmatch(line), f"not a path-prefixed problem: {line!r}"
 
 
 def mutate(node: Any, source: Source, depth: int = 0) -> Any:
