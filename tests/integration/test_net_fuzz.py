@@ -6,6 +6,7 @@ half under ASan+UBSan; long runs are recorded in benchmarks/README.md."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,8 @@ from fuzz.net import run
 
 pytestmark = [pytest.mark.integration]
 
-SECONDS = 5.0
+# NET_FUZZ_SECONDS: a longer run, e.g. under scripts/sanitize-tests
+SECONDS = float(os.environ.get("NET_FUZZ_SECONDS", "5"))
 
 
 @pytest.mark.parametrize("path", ["native", "pure"])
