@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.integration]
 SECONDS = float(os.environ.get("NET_FUZZ_SECONDS", "5"))
 
 
+@pytest.mark.timeout(SECONDS + 120)  # a long run (NET_FUZZ_SECONDS) outlives the default
 @pytest.mark.parametrize("path", ["native", "pure"])
 def test_mutated_streams_end_only_their_own_connection(path: str, tmp_path: Path) -> None:
     report = run(path, SECONDS, seed=17, workdir=tmp_path)
