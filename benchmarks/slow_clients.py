@@ -252,7 +252,7 @@ def run_attack(
     backend_cpu_before = cpu_seconds(backend_pid)
     receiving, sending = multiprocessing.Pipe(duplex=False)
     child = multiprocessing.Process(
-        target=_attack_process, args=(kind, port, n, timeout + slack + 5, sending)
+        target=_attack_process, args=(kind, port, n, timeout + slack + FILL + 5, sending)
     )
     child.start()
     sending.close()
