@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from fuzz import targets_checks, targets_http, targets_proxy, targets_tls
+from fuzz import (
+    targets_checks,
+    targets_config,
+    targets_http,
+    targets_proxy,
+    targets_tls,
+)
 
 Target = Callable[[bytes], None]
 
@@ -23,6 +29,7 @@ TARGETS: dict[str, Target] = {
     "galera_status": targets_checks.galera_status,
     "client_hello": targets_tls.client_hello,
     "proxy_header": targets_proxy.proxy_header,
+    "config_yaml": targets_config.config_yaml,
 }
 
 CORPUS = Path(__file__).parent / "corpus"

@@ -489,6 +489,22 @@ cdef class Engine:
         ls_server_codes(self.engine, lid, slot, codes)
         return [codes[k] for k in range(LS_HTTP_NCODES)]
 
+    def set_maxconn(self, long long maxconn, long long foreign):
+        """global.maxconn (0: none) and the client connections of the pure path."""
+        self._check()
+        ls_engine_set_maxconn(self.engine, maxconn, foreign)
+
+    def set_foreign_conns(self, long long foreign):
+        self._check()
+        ls_engine_set_foreign_conns(self.engine, foreign)
+
+    def limit_stats(self):
+        """(client sessions, pauses at the descriptor limit, pauses at global.maxconn)"""
+        self._check()
+        cdef ls_limit_stats st
+        ls_engine_limit_stats(self.engine, &st)
+        return (st.conns, st.accept_pauses, st.maxconn_pauses)
+
     def shutdown(self, int lid, int slot, int reason_id):
         """Close the listener's sessions (slot -1) or one server's; returns how many."""
         self._check()

@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from loadstone.anycast.metrics import anycast_metrics
 from loadstone.buildinfo import build_info
+from loadstone.datapath.limits import LIMIT
 from loadstone.datapath.traffic import BUCKETS, ROW_LABELS, Histogram, TrafficSnapshot
 from loadstone.runtime_view import ListenerView, RuntimeView
 from loadstone.status import listener_status
@@ -80,6 +81,7 @@ class RuntimeCollector(Collector):
             yield dropped
         yield from peer_metrics(self.runtime.peers_status())
         yield from anycast_metrics(self.runtime.anycast_status())
+        yield from limit_metrics(LIMIT.status())
 
 
 def add_codes(family: CounterMetricFamily, labels: list[str], row: list[int]) -> None:
@@ -302,6 +304,28 @@ class TlsMetrics:
 
     def families(self) -> Iterator[Metric]:
         yield from (self.handshakes, self.resumed, self.failures, self.expiry)
+
+
+def limit_metrics(limits: dict[str, Any]) -> Iterator[Metric]:
+    """global.maxconn and the accept pauses at it or at the descriptor limit
+    (datapath.limits); the descriptors themselves are process_open_fds/_max_fds."""
+    conns = GaugeMetricFamily(
+        "loadstone_process_connections", "Client connections of the process, all listeners"
+    )
+    conns.add_metric([], limits["connections"])
+    yield conns
+    if limits["maxconn"] is not None:
+        maxconn = GaugeMetricFamily("loadstone_process_maxconn", "global.maxconn")
+        maxconn.add_metric([], limits["maxconn"])
+        yield maxconn
+    paused = CounterMetricFamily(
+        "loadstone_accept_paused",
+        "Times accepting paused: at global.maxconn, or out of descriptors (fd_limit)",
+        labels=["reason"],
+    )
+    for reason, count in limits["accept_paused"].items():
+        paused.add_metric([reason], count)
+    yield paused
 
 
 def peer_metrics(peers: dict[str, Any] | None) -> Iterator[Metric]:

@@ -36,6 +36,7 @@ from loadstone.config import ConfigError, load_config
 from loadstone.config.model import Address, AnycastVip, Config, GlobalConfig, ListenerConfig
 from loadstone.datapath import DataPathError, http_frontend, monitor, tcp_frontend
 from loadstone.datapath import configure as configure_datapath
+from loadstone.datapath.limits import LIMIT
 from loadstone.datapath.seam import Frontend
 from loadstone.haproxy_socket.server import HaproxySocketError, HaproxySocketServer
 from loadstone.listeners.binding import BindError, bind_address
@@ -574,6 +575,7 @@ class Runtime:
 
         # Nothing can fail past this point: switch over.
         tls_material.commit(*tls_loaded)
+        LIMIT.configure(config.global_.maxconn)
         old_checks = self.checks
         old_listeners = self.listeners
         self.listeners = {}

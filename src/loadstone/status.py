@@ -8,6 +8,7 @@ from typing import Any
 
 import loadstone
 from loadstone import datapath
+from loadstone.datapath.limits import LIMIT
 from loadstone.datapath.seam import Frontend
 from loadstone.datapath.traffic import by_class
 from loadstone.runtime_view import ListenerView, RuntimeView
@@ -80,6 +81,7 @@ def status_document(runtime: RuntimeView) -> dict[str, Any]:
         "uptime": round(time.time() - runtime.started_at, 3),
         "reload": runtime.reload_report.as_dict(),
         "logs": runtime.log_status(),
+        "limits": LIMIT.status(),
         "listeners": {name: listener_status(lr) for name, lr in runtime.listeners.items()},
         "vrrp": runtime.vrrp,
         "peers": runtime.peers_status(),

@@ -6,6 +6,7 @@ the process; the access lines that do not fit are dropped and counted in
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 import re
 import select
@@ -13,13 +14,15 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import listener_config
-from tests.integration.harness import LOADSTONE, Backend, Loadstone, wait_for
+from tests.integration.harness import LOADSTONE, Backend, Loadstone, free_port, wait_for
+from tests.integration.test_http_mode import RecordingBackend
 
 pytestmark = [pytest.mark.integration]
 
@@ -132,3 +135,36 @@ def test_a_stdout_nobody_reads_stalls_nothing(
     assert ls.proc is not None
     ls.proc.send_signal(signal.SIGTERM)
     assert ls.proc.wait(30) == 0
+
+
+def test_checks_keep_their_interval_while_stdout_is_stalled(
+    stalled: Callable[[dict], tuple[Loadstone, int]], tmp_path: Path
+) -> None:
+    """Issue 17, part 6: the check probes arriving at a real backend keep their
+    interval while stdout is a pipe nobody reads and session lines are dropped."""
+    interval = 0.2
+    server = RecordingBackend("r1", free_port(), tmp_path / "requests.jsonl").start()
+    try:
+        check = {"type": "http", "path": "/health", "interval": "200ms", "rise": 1, "fall": 2}
+        config = listener_config([server], mode="http", check=check)
+        ls, _stdout = stalled(config)
+        ls.wait_all_up("web")
+        port = int(config["listeners"]["web"]["bind"][0].rsplit(":", 1)[1])
+        t0 = time.time()
+        fill(port)
+        wait_for(lambda: dropped_lines(ls) > 0, timeout=10, what="dropped access lines counted")
+        fill(port)  # stalled throughout: more lines dropped while the checks run
+        t1 = time.time()
+        assert dropped_lines(ls) > 0
+    finally:
+        server.stop()
+    probes = sorted(
+        r["time"] for r in server.requests() if r["target"] == "/health" and t0 <= r["time"] <= t1
+    )
+    gaps = [b - a for a, b in itertools.pairwise(probes)]
+    assert len(probes) >= 0.7 * (t1 - t0) / interval, (len(probes), t1 - t0)
+    gaps.sort()
+    median, worst = gaps[len(gaps) // 2], gaps[-1]
+    print(f"{len(probes)} probes in {t1 - t0:.1f} s: median gap {median:.3f} s, max {worst:.3f} s")
+    assert 0.8 * interval <= median <= 1.3 * interval, gaps
+    assert worst < 3 * interval, gaps

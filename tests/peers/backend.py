@@ -29,6 +29,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
@@ -85,6 +86,7 @@ def http_app(name: str, fail_file: str | None, record: str | None = None) -> web
         if record:
             line = {
                 "server": name,
+                "time": time.time(),  # when the head arrived (check timing tests)
                 "method": request.method,
                 "target": request.path_qs,
                 "headers": [[k, v] for k, v in request.headers.items()],

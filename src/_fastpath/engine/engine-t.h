@@ -30,6 +30,7 @@
 #define LS_OUTBOX_ENTRIES 1024
 #define LS_ACCEPT_BATCH 64  /* accepts per wake-up */
 #define LS_PIPE_POOL 64     /* idle pipes a worker keeps */
+#define LS_MAX_PAUSED 64    /* listening sockets a worker can pause (limits.c) */
 
 /* what an epoll event's data names: the low bits of the pointer */
 #define TAG_CLIENT 0u
@@ -226,6 +227,13 @@ typedef struct ls_outbox_entry {
     int32_t res; /* the send's result when the batch went through io_uring */
 } ls_outbox_entry;
 
+/* A listening socket a worker stopped watching (limits.c). */
+typedef struct ls_paused {
+    ls_lsock *ls; /* compared, never followed: it may have been freed */
+    ls_listener *L;
+    int fd;
+} ls_paused;
+
 struct ls_worker {
     ls_engine *e;
     int id;
@@ -254,6 +262,10 @@ struct ls_worker {
     volatile int stop;
     ls_list http_pool;  /* mode http: idle server connections (qlink) */
     ls_list http_flush; /* mode http: ls_http of sessions with bytes to write this round */
+    /* accepting paused at global.maxconn or the descriptor limit (limits.c) */
+    int npaused, pause_episode;
+    int64_t accept_resume_us, paused_nsessions;
+    ls_paused paused[LS_MAX_PAUSED];
 };
 
 struct ls_engine {
@@ -270,6 +282,9 @@ struct ls_engine {
     int nrecs, caprecs;
     int recfd;
     struct ls_tls_keys *tls_keys; /* session-ticket keys of every TLS listener (tls.c) */
+    /* limits.c: global.maxconn (0: none), the pure path's sessions, pauses */
+    int64_t maxconn, foreign_conns;
+    uint64_t accept_pauses, maxconn_pauses;
 };
 
 #endif

@@ -112,6 +112,7 @@
 #include "balance.c"
 #include "queue.c"
 #include "relay.c"
+#include "limits.c"
 #include "session.c"
 #include "connect.c"
 #include "http_parse.c"

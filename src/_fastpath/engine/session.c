@@ -56,12 +56,17 @@ static void on_accept(ls_worker *W, ls_lsock *ls)
     for (int k = 0; k < LS_ACCEPT_BATCH; k++) {
         if (ls->closed)
             return;
+        if (accept_full(W) && accept_pause(W, ls, 1))
+            return; /* global.maxconn: the clients wait in the backlog */
         ls_addr addr;
         socklen_t alen = sizeof addr;
         int fd = accept4(ls->fd, &addr.sa, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
+            if ((errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) &&
+                accept_pause(W, ls, 0))
+                return; /* out of descriptors: look again later (limits.c) */
             if ((errno == EMFILE || errno == ENFILE) && W->sparefd >= 0) {
                 /* Out of descriptors: refuse this one rather than spin on it. */
                 close(W->sparefd);
@@ -72,6 +77,7 @@ static void on_accept(ls_worker *W, ls_lsock *ls)
             }
             return;
         }
+        W->pause_episode = 0; /* accepting again: a later pause is a new one */
         ls_session *s = calloc(1, sizeof *s);
         if (!s) {
             close(fd);

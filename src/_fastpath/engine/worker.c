@@ -58,6 +58,7 @@ static void *worker_main(void *arg)
             int64_t wait = W->heap[0]->deadline_us - now_us();
             timeout = wait <= 0 ? 0 : (int)((wait + 999) / 1000);
         }
+        timeout = accept_timeout(W, timeout);
         /* After a round that had events, look once more without sleeping: under
          * load the peers answer while the round runs, and taking their events now
          * saves the worker a sleep and a wake-up (a context switch each way, the
@@ -116,6 +117,7 @@ static void *worker_main(void *arg)
             admit_arrived(W, s);
         }
         run_timers(W);
+        accept_maybe_resume(W);
         run_commands(W);
         flush_outbox(W);
         while (W->dead) {

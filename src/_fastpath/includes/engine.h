@@ -184,6 +184,17 @@ typedef struct ls_sstats {
 void ls_listener_stats(ls_engine *e, int lid, ls_lstats *out);
 void ls_server_stats(ls_engine *e, int lid, int slot, ls_sstats *out);
 
+/* global.maxconn (0: none) over the engine's client sessions and `foreign`
+ * ones (the pure path's), and the pauses of accepting (limits.c). */
+typedef struct ls_limit_stats {
+    int64_t conns; /* the engine's client sessions */
+    uint64_t accept_pauses;  /* at the descriptor limit */
+    uint64_t maxconn_pauses; /* at global.maxconn */
+} ls_limit_stats;
+void ls_engine_set_maxconn(ls_engine *e, int64_t maxconn, int64_t foreign);
+void ls_engine_set_foreign_conns(ls_engine *e, int64_t foreign);
+void ls_engine_limit_stats(ls_engine *e, ls_limit_stats *out);
+
 /* Close the sessions of a listener (slot -1) or of one of its servers, now;
  * returns how many were closed. Waits for every worker. */
 int ls_shutdown(ls_engine *e, int lid, int slot, int reason_id);

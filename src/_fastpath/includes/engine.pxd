@@ -83,6 +83,11 @@ cdef extern from "engine.h" nogil:
         uint64_t bytes_in
         uint64_t bytes_out
 
+    ctypedef struct ls_limit_stats:
+        int64_t conns
+        uint64_t accept_pauses
+        uint64_t maxconn_pauses
+
     ctypedef struct ls_engine:
         pass
 
@@ -104,6 +109,9 @@ cdef extern from "engine.h" nogil:
     void ls_listener_stats(ls_engine *e, int lid, ls_lstats *out)
     void ls_server_stats(ls_engine *e, int lid, int slot, ls_sstats *out)
     int ls_shutdown(ls_engine *e, int lid, int slot, int reason_id)
+    void ls_engine_set_maxconn(ls_engine *e, int64_t maxconn, int64_t foreign)
+    void ls_engine_set_foreign_conns(ls_engine *e, int64_t foreign)
+    void ls_engine_limit_stats(ls_engine *e, ls_limit_stats *out)
     ls_record *ls_take_records(ls_engine *e, int *n)
     uint64_t ls_blake2b64(const void *data, size_t len)
 

@@ -1233,6 +1233,13 @@ class GlobalConfig:
             "on SIGTERM, fail the health check and keep serving this long before draining",
         ),
     )
+    # HAProxy's global maxconn: at the bound the process stops accepting and
+    # clients wait in the kernel's backlog (datapath/limits.py); none: only the
+    # descriptor limit, where accepting pauses likewise.
+    maxconn: int | None = field(
+        default=None,
+        metadata=key(Int(1), "client connections of the whole process, all listeners together"),
+    )
     workers: int = field(default=1, metadata=key(Int(1, 64), "data-path threads (native path)"))
     # native path: relay with splice(2) (on), recv/send through a buffer (off),
     # or recv/send switching to splice once a transfer fills the buffer (auto)

@@ -26,6 +26,7 @@ import os
 from loadstone.config.model import GlobalConfig, ListenerConfig
 from loadstone.datapath import native_gaps, sni_passthrough
 from loadstone.datapath.http_pure import HttpFrontend as PureHttpFrontend
+from loadstone.datapath.limits import LIMIT
 from loadstone.datapath.seam import Frontend, FrontendFactory
 from loadstone.datapath.tcp_pure import TcpFrontend as PureTcpFrontend
 
@@ -83,6 +84,7 @@ def configure(global_config: GlobalConfig) -> None:
 
     Raises DataPathError when the native engine cannot serve (its llhttp failed
     the self-test)."""
+    LIMIT.configure(global_config.maxconn)
     if IMPLEMENTATION == "native":
         try:
             http_native.init_llhttp()

@@ -23,6 +23,8 @@ import socket
 from typing import Generic, Protocol, TypeVar
 
 from loadstone.config.model import ListenerConfig
+from loadstone.datapath.acceptor import Acceptor
+from loadstone.datapath.limits import LIMIT
 from loadstone.datapath.proxy_gate import Acceptance, ProxyCounts
 from loadstone.datapath.traffic import TrafficCounters, TrafficSnapshot
 from loadstone.server import Pool
@@ -80,7 +82,7 @@ class AcceptingFrontend(Generic[C]):
         self.bytes_in_done = 0  # of finished sessions (http: finished exchanges)
         self.bytes_out_done = 0
         self.denied_total = 0  # sessions ended before reaching a server
-        self.servers: dict[socket.socket, asyncio.AbstractServer] = {}
+        self.servers: dict[socket.socket, Acceptor] = {}
         self.idle_waiters: list[asyncio.Future[None]] = []
         self.traffic = TrafficCounters()  # histograms, HTTP codes: /metrics
         self.proxy_counts = ProxyCounts()  # connections closed for their PROXY header
@@ -114,10 +116,12 @@ class AcceptingFrontend(Generic[C]):
 
     async def start(self, sockets: list[socket.socket]) -> None:
         """Accept on these (already bound and listening) sockets too."""
+        # Our own accept loop, not loop.create_server: it pauses at global.maxconn
+        # and at the descriptor limit (datapath.acceptor).
         for sock in sockets:
-            self.servers[sock] = await self.loop.create_server(
-                self._protocol, sock=sock, backlog=self.config.backlog
-            )
+            acceptor = Acceptor(self.loop, sock, self._protocol)
+            self.servers[sock] = acceptor
+            acceptor.start()
 
     def _protocol(self) -> asyncio.BaseProtocol:
         """A new connection's protocol; on a TLS listener it first does the handshake."""
@@ -130,20 +134,21 @@ class AcceptingFrontend(Generic[C]):
 
     def unserve(self, sock: socket.socket) -> None:
         """Stop accepting on one socket and close it (its address left the config)."""
-        server = self.servers.pop(sock, None)
-        if server is not None:
-            server.close()
+        acceptor = self.servers.pop(sock, None)
+        if acceptor is not None:
+            acceptor.close()
         sock.close()
 
     def stop_accepting(self) -> None:
-        for server in self.servers.values():
-            server.close()
+        for acceptor in self.servers.values():
+            acceptor.close()
         self.servers.clear()
 
     # -- admission ---------------------------------------------------------------------
 
     def admit(self, conn: C) -> None:
         self.sessions_total += 1
+        LIMIT.opened()
         if len(self.active) >= self.config.maxconn:
             # Over maxconn: hold the client (not reading) until a slot frees, as
             # HAProxy's queue does, bounded by timeouts.queue.
@@ -170,9 +175,11 @@ class AcceptingFrontend(Generic[C]):
         if conn in self.active:
             self.active.discard(conn)
             self._admit_waiting()
+            LIMIT.closed()
         else:
             with contextlib.suppress(ValueError):
                 self.queued.remove(conn)
+                LIMIT.closed()
         self._account(conn)
         self._check_idle()
 

@@ -42,6 +42,7 @@ import orjson
 
 from loadstone._fastpath import relay
 from loadstone.config.model import GlobalConfig, ListenerConfig
+from loadstone.datapath.limits import LIMIT
 from loadstone.datapath.traffic import Histogram, TrafficSnapshot
 from loadstone.server import Pool, ServerRuntime
 from loadstone.tls import native as tls_native
@@ -132,6 +133,7 @@ def engine(loop: asyncio.AbstractEventLoop) -> relay.Engine:
             BUILD,
         )
         atexit.register(_close)
+        LIMIT.attach_native(_engine)  # global.maxconn is the engine's bound too
     if _reader_loop is not loop:
         if _reader_loop is not None and not _reader_loop.is_closed():
             _reader_loop.remove_reader(_engine.record_fd())
@@ -171,6 +173,7 @@ def _watch_records(loop: asyncio.AbstractEventLoop, fd: int) -> None:
 def _close() -> None:
     global _engine
     if _engine is not None:
+        LIMIT.attach_native(None)
         _engine.close()
         _engine = None
 

@@ -539,19 +539,28 @@ class ClientConnection(asyncio.Protocol, Exchange):
                 self._close("request-timeout")
         elif kind == T_CLIENT:
             if self.response_started:
-                self._abort_exchange("client-timeout")
-                self._close("client-timeout")
+                self._cut("client-timeout")
             else:
                 self._answer(408, "client-timeout")
         elif kind == T_SERVER:
             if self.response_started:
-                self._abort_exchange("server-timeout")
-                self._close("server-timeout")
+                self._cut("server-timeout")
             else:
                 self._answer(504, "server-timeout")
         elif kind == T_TUNNEL:
-            self._abort_exchange("tunnel-timeout")
-            self._close("tunnel-timeout")
+            self._cut("tunnel-timeout")
+
+    def _cut(self, end: str) -> None:
+        """A timeout in the middle of a response: abort, not close, as mode tcp does.
+        close() would keep the descriptor and the unsent bytes until a client that
+        stopped reading takes them, which a slow reader never does: hundreds of them
+        held gigabytes and every descriptor (benchmarks/slow_clients.py)."""
+        self._abort_exchange(end)
+        if self.frontend.writes:
+            self.frontend.flush_writes()
+        if self.transport is not None:
+            self.transport.abort()
+        self._close(end)
 
     # -- the maxconn queue (datapath.accept) ------------------------------------------------
 

@@ -1,0 +1,111 @@
+"""Process-wide bounds on accepting: `global.maxconn` and the descriptor limit.
+
+As in HAProxy, neither is met by accepting and closing: at `global.maxconn`
+(client connections of every listener, both data paths together) and when
+accept(2) fails for want of descriptors (EMFILE, ENFILE) or memory, the
+process stops accepting and the clients wait in the kernel's backlog until a
+connection ends or a retry finds room. The pure path's acceptors
+(datapath.acceptor) pause and resume here; the native engine does the same in
+its workers (engine/limits.c), told the bound and the pure path's count.
+
+`LIMIT` is the process's one instance: the status API and /metrics read it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from typing import Any, Protocol
+
+
+class NativeLimits(Protocol):
+    """What of the native engine (relay.Engine) the bound needs."""
+
+    def set_maxconn(self, maxconn: int, foreign: int) -> None: ...
+    def set_foreign_conns(self, foreign: int) -> None: ...
+    def limit_stats(self) -> tuple[int, int, int]: ...
+
+
+class Pausable(Protocol):
+    def resume(self) -> None: ...
+
+
+class ProcessLimit:
+    def __init__(self) -> None:
+        self.maxconn: int | None = None
+        self.pure_conns = 0  # admitted or queued client connections of the pure path
+        self.accept_pauses = 0  # pure path: accept(2) found no descriptor
+        self.maxconn_pauses = 0  # pure path: global.maxconn reached
+        self.paused: set[Pausable] = set()
+        self.native: NativeLimits | None = None
+
+    def configure(self, maxconn: int | None) -> None:
+        """Start and reload: the bound from global.maxconn (None: none)."""
+        self.maxconn = maxconn
+        if self.native is not None:
+            self.native.set_maxconn(maxconn or 0, self.pure_conns)
+        self._resume_paused()
+
+    def attach_native(self, engine: NativeLimits | None) -> None:
+        self.native = engine
+        if engine is not None:
+            engine.set_maxconn(self.maxconn or 0, self.pure_conns)
+
+    def _native_stats(self) -> tuple[int, int, int]:
+        return self.native.limit_stats() if self.native is not None else (0, 0, 0)
+
+    @property
+    def connections(self) -> int:
+        return self.pure_conns + self._native_stats()[0]
+
+    def full(self) -> bool:
+        return self.maxconn is not None and self.connections >= self.maxconn
+
+    def opened(self) -> None:
+        self.pure_conns += 1
+        if self.native is not None:
+            self.native.set_foreign_conns(self.pure_conns)
+
+    def closed(self) -> None:
+        self.pure_conns -= 1
+        if self.native is not None:
+            self.native.set_foreign_conns(self.pure_conns)
+        # A slot and a descriptor freed: paused acceptors look again.
+        self._resume_paused()
+
+    def paused_at(self, acceptor: Pausable, at_maxconn: bool) -> None:
+        if at_maxconn:
+            self.maxconn_pauses += 1
+        else:
+            self.accept_pauses += 1
+        self.paused.add(acceptor)
+
+    def _resume_paused(self) -> None:
+        if self.paused:
+            waiting = list(self.paused)
+            self.paused.clear()
+            for acceptor in waiting:
+                acceptor.resume()
+
+    def status(self) -> dict[str, Any]:
+        native_conns, native_fd_pauses, native_maxconn_pauses = self._native_stats()
+        return {
+            "maxconn": self.maxconn,
+            "connections": self.pure_conns + native_conns,
+            "accept_paused": {
+                "fd_limit": self.accept_pauses + native_fd_pauses,
+                "maxconn": self.maxconn_pauses + native_maxconn_pauses,
+            },
+            "open_files": _open_files(),
+            "max_files": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        }
+
+
+def _open_files() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # no /proc (or no descriptor left to read it)
+        return -1
+
+
+LIMIT = ProcessLimit()

@@ -1,0 +1,30 @@
+"""The soak's smoke version (benchmarks/soak.py, issue 17 part 7): one minute of
+mixed tcp and http load on both paths side by side, keep-alive and close, with
+a reload every 10 s and a backend of each listener killed every 20 s. Every
+failed request falls in a fault's window, descriptors come back to their count
+before the load, and RSS does not run away. The long runs and their figures are
+in benchmarks/README.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from benchmarks.soak import parser, soak
+
+pytestmark = [pytest.mark.integration]
+
+
+def test_a_minute_of_load_with_reloads_and_flapping_backends(tmp_path: Path) -> None:
+    # One minute cannot measure the 1 %-per-10-minutes bound (allocator warm-up is
+    # most of the slope over 48 s: 3-6 % here); a leak of a request's worth of
+    # memory each (tens of thousands of requests) still passes 30 % by far.
+    short = {"--minutes": "1", "--reload-every": "10", "--flap-every": "20", "--flap-down": "5"}
+    loose = {"--sample": "2", "--rss-growth": "30"}
+    args = parser().parse_args([word for pair in {**short, **loose}.items() for word in pair])
+    reports = soak(["native", "pure"], args, tmp_path)
+    for report in reports:
+        summary = report.summary()
+        assert report.ok, summary
+        assert summary["reloads"] >= 5 and summary["kills"] >= 4, summary
+        assert min(report.requests.values()) > 100, summary
