@@ -9,7 +9,13 @@ take effect on the next connection.
 
 Access: reads are open (the admin server binds to loopback by default). With
 global.admin.token_file set, every write needs `Authorization: Bearer <token>`:
-401 without one, 403 with a wrong one, compared in constant time.
+401 without one, 403 with a wrong one, compared in constant time. A write that a
+browser sends on behalf of another site (its `Origin` names another host than
+the request's `Host`, or `Sec-Fetch-Site` says cross-site) is refused with 403,
+token or not: without a token, a page on any site could otherwise POST to the
+loopback admin API from an operator's browser (the body is parsed as JSON
+whatever its Content-Type, so no CORS preflight stops it). curl, ctl and other
+tools send no `Origin` and are not affected; the stats page is same-origin.
 """
 
 from __future__ import annotations
@@ -43,7 +49,10 @@ async def require_token(
 ) -> web.StreamResponse:
     runtime = request.app[RUNTIME_KEY]
     token = runtime.admin_token
-    if request.method not in ("GET", "HEAD", "OPTIONS") and token is not None:
+    writes = request.method not in ("GET", "HEAD", "OPTIONS")
+    if writes and from_another_site(request):
+        return _error(403, "cross-site write refused (Origin does not match Host)")
+    if writes and token is not None:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             return _error(
@@ -54,6 +63,17 @@ async def require_token(
         if not hmac.compare_digest(header[7:].strip().encode(), token.encode()):
             return _error(403, "wrong token")
     return await handler(request)
+
+
+def from_another_site(request: web.Request) -> bool:
+    """Whether a browser sent this request for a page of another origin."""
+    if request.headers.get("Sec-Fetch-Site", "") in ("cross-site", "same-site"):
+        return True
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False  # not a browser's cross-origin request (curl, ctl, scripts)
+    host = request.headers.get("Host", "")
+    return origin in ("null", "") or origin.split("://", 1)[-1].rstrip("/") != host
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:

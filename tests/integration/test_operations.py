@@ -30,10 +30,16 @@ Backends = Callable[..., list[Backend]]
 Start = Callable[..., Loadstone]
 
 
-def post(ls: Loadstone, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+def post(
+    ls: Loadstone,
+    path: str,
+    body: Any = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else b""
     req = urllib.request.Request(
-        f"http://127.0.0.1:{ls.admin_port}{path}", data=data, method="POST"
+        f"http://127.0.0.1:{ls.admin_port}{path}", data=data, method="POST", headers=headers or {}
     )
     if token is not None:
         req.add_header("Authorization", f"Bearer {token}")
@@ -128,6 +134,27 @@ def test_weight_and_shutdown_sessions_and_bad_requests(
     assert code == 400 and "ready, drain, maint" in doc["error"]
     code, doc = post(ls, "/api/v1/listeners/web/servers/s1/weight", {"weight": 999})
     assert code == 400
+
+
+def test_cross_site_writes_are_refused_without_a_token(
+    backends: Backends, loadstone: Start
+) -> None:
+    """A page of another site in an operator's browser cannot drain a server
+    through the loopback admin API (a text/plain POST needs no CORS preflight)."""
+    ls = loadstone(listener_config(backends(1)))
+    path = "/api/v1/listeners/web/servers/s1/state"
+    drain = {"state": "drain"}
+    for headers in (
+        {"Origin": "http://evil.example", "Content-Type": "text/plain"},
+        {"Origin": "null"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ):
+        status, doc = post(ls, path, drain, headers=headers)
+        assert status == 403 and "cross-site" in doc["error"], headers
+    assert ls.server("web", "s1")["state"] == "up"
+    same_origin = {"Origin": f"http://127.0.0.1:{ls.admin_port}"}  # the stats page
+    assert post(ls, path, drain, headers=same_origin)[0] == 200
+    assert ls.server("web", "s1")["state"] == "drain"
 
 
 def test_token_protects_writes_not_reads(
