@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Write configs/grafana-dashboard.json (run after changing a panel here).
 
-Every query is filtered by $instance and $listener. Certificate expiry is left
-to the alert rules (configs/prometheus/): a panel of it would stay empty
-wherever TLS is not configured. Panels say in their title
+Every query is filtered by $instance and $listener. The TLS panels (days until
+a certificate expires, handshake failures) stay empty where no listener
+terminates TLS; the alert rules (configs/prometheus/) watch expiry too. Panels say in their title
 whether they sum over the selected instances ("all instances") or show one
 line per instance: three controllers scraped separately would otherwise triple
 every count. Rates use $__rate_interval, so they follow the scrape interval.
@@ -295,6 +295,45 @@ PANELS = [
         [(rate("loadstone_server_check_failures_total"), "{{instance}} {{listener}}/{{server}}")],
         12,
         8,
+        **unit("ops"),
+    ),
+    # -- TLS ---------------------------------------------------------------------------
+    panel(
+        "table",
+        "Days until a certificate expires (TLS listeners)",
+        [
+            (
+                f"min by (listener, file, subject) ("
+                f"loadstone_tls_certificate_expiry_timestamp_seconds{{{SEL}}} - time()) / 86400",
+                "{{listener}} {{subject}}",
+            )
+        ],
+        12,
+        6,
+        **unit(
+            "d",
+            thresholds={
+                "mode": "absolute",
+                "steps": [
+                    {"color": "red", "value": None},
+                    {"color": "orange", "value": 3},
+                    {"color": "green", "value": 30},
+                ],
+            },
+        ),
+    ),
+    panel(
+        "timeseries",
+        "TLS handshake failures / s by reason (all instances)",
+        [
+            (
+                "sum by (listener, reason) ("
+                f"rate(loadstone_tls_handshake_failures_total{{{SEL}}}[{RI}]))",
+                "{{listener}} {{reason}}",
+            )
+        ],
+        12,
+        6,
         **unit("ops"),
     ),
     # -- the process -------------------------------------------------------------------
