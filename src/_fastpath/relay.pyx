@@ -630,6 +630,7 @@ cdef class Engine:
                         r.method[: strlen(r.method)].decode("latin-1"),
                         r.target[: r.target_len].decode("latin-1"),
                         (r.t_request, r.t_queue, r.t_connect, r.t_response, r.duration),
+                        r.tls[: strlen(r.tls)].decode("ascii", errors="replace"),
                     )
                 out.append(record)
         finally:
@@ -838,7 +839,7 @@ cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, double now,
     timings[3] = r.t_response
     timings[4] = r.duration
     cdef size_t method_len = strlen(r.method)
-    buf.reserve(len(listener) + len(server) + 6 * (method_len + r.target_len) + 512)
+    buf.reserve(len(listener) + len(server) + 6 * (method_len + r.target_len) + 620)  # 96: tls
     cdef char *start = buf.data + buf.length
     cdef char *at = start
     cdef size_t room = buf.capacity - buf.length
@@ -864,7 +865,11 @@ cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, double now,
         for i in range(5):
             at += snprintf(at, room - (at - start), ',"%s":', ls_timing_keys[i])
             at += _json_seconds(at, room - (at - start), timings[i])
-        at += snprintf(at, room - (at - start), ',"end":"%s"}', end)
+        at += snprintf(at, room - (at - start), ',"end":"%s"', end)
+        if r.tls[0]:  # version/cipher/sni, as SessionLog.request's "tls"
+            at += snprintf(at, room - (at - start), ',"tls":"%s"', r.tls)
+        at[0] = b"}"
+        at += 1
     else:
         at += snprintf(
             at, room - (at - start), "%s http %s %s/%s %d ",
@@ -885,5 +890,7 @@ cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, double now,
         memcpy(at, r.target, r.target_len)
         at += r.target_len
         at += snprintf(at, room - (at - start), '" end=%s', end)
+        if r.tls[0]:
+            at += snprintf(at, room - (at - start), " tls=%s", r.tls)
     buf.length += <size_t>(at - start)
     return 0

@@ -135,6 +135,15 @@ def test_sni_alpn_versions_and_forwarded_proto(
     assert https_get(port, ca.path, "api.test") == (200, "n1 https")
     assert https_get(port, ca.path, "x.apps.test") == (200, "n1 https")
     assert https_get(port, ca.path, "rsa.test") == (200, "n1 https")
+
+    # The access log names the protocol, the cipher and the SNI of each request.
+    def access_log_tls() -> list[str] | None:
+        fields = [e.get("tls", "") for e in ls.session_logs() if e.get("event") == "http"]
+        return fields if len(fields) >= 3 else None
+
+    tls_fields = wait_for(access_log_tls, what="three access log lines")
+    assert [f.rsplit("/", 1)[-1] for f in tls_fields] == ["api.test", "x.apps.test", "rsa.test"]
+    assert all(f.startswith("TLSv1.3/TLS_") for f in tls_fields), tls_fields
     # A name no certificate has, and no name at all: the first certificate.
     assert "Peer certificate: CN = api.test" in s_client(
         port, "-brief", "-servername", "other.test"

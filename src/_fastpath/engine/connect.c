@@ -98,7 +98,8 @@ static void connect_failed(ls_worker *W, ls_session *s, int err)
         r->listener = L->id;
         r->slot = slot;
         r->arg = err;
-        if (why) /* the pure path's words (tls.upstream.handshake_error_text) */
+        r->tls[0] = 0; /* the pure path's words (tls.upstream.handshake_error_text) */
+        if (why)
             snprintf(r->tls, sizeof r->tls, "tls: %s%s",
                      verify_failed ? "certificate verify failed: " : "", why);
     }

@@ -147,9 +147,22 @@ class HttpFrontend(native.TcpFrontend):
         if rec[0] != relay.REC_HTTP:
             super().record(rec)  # a failed connect
             return
-        (_, _, slot, end, arg, client, bytes_in, bytes_out, _, status, method, target, timings) = (
-            rec
-        )
+        (
+            _,
+            _,
+            slot,
+            end,
+            arg,
+            client,
+            bytes_in,
+            bytes_out,
+            _,
+            status,
+            method,
+            target,
+            timings,
+            tls,
+        ) = rec
         server = self._server_at(slot)
         self.requests_total += 1
         self.status_counts[status_class(status)] += 1
@@ -172,6 +185,7 @@ class HttpFrontend(native.TcpFrontend):
             bytes_out,
             timings,
             word,
+            tls or None,
         )
 
     def stop_accepting(self) -> None:
