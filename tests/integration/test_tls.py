@@ -61,6 +61,7 @@ def nginx(tmp_path: Path) -> Iterator[Callable[..., int]]:
         listen {listen};
         {certs}
         location / {{ return 200 "{name} $http_x_forwarded_proto\\n"; }}
+        location /reused {{ return 200 "reused=$ssl_session_reused\\n"; }}
     }}
 """
         procs.append(start_nginx(tmp_path / f"nginx-{name}", server))
@@ -256,6 +257,12 @@ def test_reencryption_to_nginx_verifies_and_checks_over_tls(
     for _ in range(20):  # pooled (http) or one connection each (tcp): no descriptor kept
         assert get(port).endswith(b"tls1 \n")
     wait_for(lambda: ls.fd_count() <= baseline, timeout=10, what="fd count back to baseline")
+    if mode == "tcp" and datapath == "native":
+        # a connection of its own per client: the engine offers the session the
+        # server gave the one before (nginx says whether it resumed it)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /reused HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert s.makefile("rb").read().endswith(b"reused=r\n")
 
     # A CA that did not sign the server's certificate: the check fails...
     wrong = loadstone(config(listener(other_ca.path)))
