@@ -424,30 +424,38 @@ static int tls_attach(ls_session *s)
     return 0;
 }
 
-static void tls_upstream_free(ls_session *s);
+static void tls_client_unref(struct ls_tls_client *c); /* tls_upstream.c */
 
-static void tls_free(ls_session *s)
+/* One side's TLS (the client's, or a server's: tls_upstream.c), freed; NULL after. */
+static void tls_conn_free(ls_tls_conn **side)
 {
-    tls_upstream_free(s);
-    ls_tls_conn *t = s->tls;
+    ls_tls_conn *t = *side;
     if (!t)
         return;
     SSL_free(t->ssl);
     tls_ctx_unref(t->cfg);
+    tls_client_unref(t->client);
     free(t);
-    s->tls = NULL;
+    *side = NULL;
 }
 
-/* Before the descriptor closes: close_notify, when the connection is sound. */
-static void tls_close(ls_session *s)
+static void tls_free(ls_session *s)
 {
-    ls_tls_conn *t = s->tls;
+    tls_conn_free(&s->stls);
+    tls_conn_free(&s->tls);
+}
+
+/* Before a descriptor closes: close_notify, when the connection is sound. */
+static void tls_conn_close(ls_tls_conn *t)
+{
     if (!t || t->fatal || t->closed || !SSL_is_init_finished(t->ssl))
         return;
     t->closed = 1;
     SSL_shutdown(t->ssl);
     ERR_clear_error();
 }
+
+static void tls_close(ls_session *s) { tls_conn_close(s->tls); }
 
 /* The session's write side to the client ends (the server's FIN relayed). */
 static void tls_shutdown_write(ls_session *s) { tls_close(s); }

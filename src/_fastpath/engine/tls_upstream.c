@@ -15,7 +15,7 @@
  * handshake count), and the next connection to that server offers it.
  */
 
-static void tls_client_unref(ls_tls_client *c)
+static void tls_client_unref(struct ls_tls_client *c)
 {
     if (!c || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
@@ -146,27 +146,10 @@ static void tls_upstream_listener_free(ls_listener *L)
 
 /* The server side's SSL, without close_notify (a failed connect, a dropped
  * idle connection, the session's end after tls_upstream_close). */
-static void tls_upstream_free(ls_session *s)
-{
-    ls_tls_conn *t = s->stls;
-    if (!t)
-        return;
-    SSL_free(t->ssl);
-    tls_client_unref(t->client);
-    free(t);
-    s->stls = NULL;
-}
+static void tls_upstream_free(ls_session *s) { tls_conn_free(&s->stls); }
 
 /* close_notify to the server, when the connection is sound. */
-static void tls_upstream_close(ls_session *s)
-{
-    ls_tls_conn *t = s->stls;
-    if (!t || t->fatal || t->closed || !SSL_is_init_finished(t->ssl))
-        return;
-    t->closed = 1;
-    SSL_shutdown(t->ssl);
-    ERR_clear_error();
-}
+static void tls_upstream_close(ls_session *s) { tls_conn_close(s->stls); }
 
 static void tls_upstream_step(ls_worker *W, ls_session *s)
 {
