@@ -112,6 +112,9 @@ HTTP_END_WORDS = (
 
 
 LLHTTP_VERSION = ls_llhttp_version().decode()  # the vendored llhttp built in
+# the OpenSSL the engine's TLS runs on ("3.0.15"): the system's libssl, which
+# need not be the one Python's ssl module was built with
+OPENSSL_VERSION = OpenSSL_version(OPENSSL_VERSION_STRING).decode()
 
 
 def init_llhttp():
@@ -372,6 +375,49 @@ cdef class Engine:
         cdef char err[8]
         ls_listener_set_tls(self.engine, lid, NULL, err, sizeof(err))
 
+    def set_server_tls(self, int lid, int slot, settings):
+        """Connections to server `slot` of the listener use TLS from now on
+        (tls.h ls_tls_upstream_config): settings is (verify, ca_file, name,
+        name_is_ip, alpn wire bytes, (chain PEM, key PEM) or None), or None
+        for plain TCP. Raises ValueError with OpenSSL's reason."""
+        self._check()
+        cdef ls_tls_upstream_config cfg
+        cdef char err[256]
+        cdef int rc
+        if settings is None:
+            with nogil:
+                rc = ls_server_set_tls(self.engine, lid, slot, NULL, err, sizeof(err))
+            if rc < 0:
+                raise ValueError(err.decode(errors="replace"))
+            return
+        verify, ca_file, name, name_is_ip, alpn, client = settings
+        # the encoded bytes live through the call (the engine copies them)
+        cdef bytes ca_raw = ca_file.encode() if ca_file is not None else None
+        cdef bytes name_raw = name.encode("ascii") if name is not None else None
+        cdef bytes alpn_raw = alpn
+        cdef bytes chain = client[0] if client is not None else None
+        cdef bytes key = client[1] if client is not None else None
+        memset(&cfg, 0, sizeof(cfg))
+        cfg.verify = 1 if verify else 0
+        if ca_raw is not None:
+            cfg.ca_file = <const char *>ca_raw
+        if name_raw is not None:
+            cfg.name = <const char *>name_raw
+        cfg.name_is_ip = 1 if name_is_ip else 0
+        if alpn_raw:
+            cfg.alpn = <const unsigned char *>alpn_raw
+            cfg.alpn_len = len(alpn_raw)
+        if chain is not None:
+            cfg.client.chain = <const char *>chain
+            cfg.client.chain_len = len(chain)
+            cfg.client.key = <const char *>key
+            cfg.client.key_len = len(key)
+        err[0] = 0
+        with nogil:
+            rc = ls_server_set_tls(self.engine, lid, slot, &cfg, err, sizeof(err))
+        if rc < 0:
+            raise ValueError(err.decode(errors="replace"))
+
     def set_ticket_keys(self, bytes keys):
         """The session-ticket keys of every TLS listener: a concatenation of
         80-byte keys (name, AES key, HMAC key), the first one encrypting."""
@@ -572,9 +618,11 @@ cdef class Engine:
                     r.bytes_out,
                     r.duration,
                 )
-                if r.type == LS_REC_SESSION or r.type == LS_REC_TLS_FAILED:
+                if (r.type == LS_REC_SESSION or r.type == LS_REC_TLS_FAILED or
+                        r.type == LS_REC_CONNECT_FAILED):
                     # version/cipher/sni of a TLS session ("" for a plain one);
-                    # a failed handshake's reason
+                    # a failed handshake's reason (a client's, or a server's in
+                    # a failed connect; "" when the connect itself failed)
                     record += (r.tls[: strlen(r.tls)].decode("ascii", errors="replace"),)
                 elif r.type == LS_REC_HTTP:
                     record += (
@@ -582,6 +630,7 @@ cdef class Engine:
                         r.method[: strlen(r.method)].decode("latin-1"),
                         r.target[: r.target_len].decode("latin-1"),
                         (r.t_request, r.t_queue, r.t_connect, r.t_response, r.duration),
+                        r.tls[: strlen(r.tls)].decode("ascii", errors="replace"),
                     )
                 out.append(record)
         finally:
@@ -790,7 +839,7 @@ cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, double now,
     timings[3] = r.t_response
     timings[4] = r.duration
     cdef size_t method_len = strlen(r.method)
-    buf.reserve(len(listener) + len(server) + 6 * (method_len + r.target_len) + 512)
+    buf.reserve(len(listener) + len(server) + 6 * (method_len + r.target_len) + 620)  # 96: tls
     cdef char *start = buf.data + buf.length
     cdef char *at = start
     cdef size_t room = buf.capacity - buf.length
@@ -816,7 +865,11 @@ cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, double now,
         for i in range(5):
             at += snprintf(at, room - (at - start), ',"%s":', ls_timing_keys[i])
             at += _json_seconds(at, room - (at - start), timings[i])
-        at += snprintf(at, room - (at - start), ',"end":"%s"}', end)
+        at += snprintf(at, room - (at - start), ',"end":"%s"', end)
+        if r.tls[0]:  # version/cipher/sni, as SessionLog.request's "tls"
+            at += snprintf(at, room - (at - start), ',"tls":"%s"', r.tls)
+        at[0] = b"}"
+        at += 1
     else:
         at += snprintf(
             at, room - (at - start), "%s http %s %s/%s %d ",
@@ -837,5 +890,7 @@ cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, double now,
         memcpy(at, r.target, r.target_len)
         at += r.target_len
         at += snprintf(at, room - (at - start), '" end=%s', end)
+        if r.tls[0]:
+            at += snprintf(at, room - (at - start), " tls=%s", r.tls)
     buf.length += <size_t>(at - start)
     return 0

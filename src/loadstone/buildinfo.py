@@ -26,7 +26,8 @@ class BuildInfo:
     data_path: str  # "native" | "pure" (http listeners may still be pure: see their status)
     build: str  # the native build's variant: release | debug | asan...; none without it
     llhttp: str  # of the native engine; "none" without it
-    openssl: str  # the OpenSSL version the pure path's TLS uses (Python's ssl)
+    openssl: str  # the OpenSSL the TLS runs on: the engine's when native, else Python's ssl's
+    python_openssl: str  # the OpenSSL of Python's ssl (the pure path's TLS and the checks)
 
     def labels(self) -> dict[str, str]:
         return {
@@ -44,6 +45,13 @@ def openssl_version() -> str:
     return found.group(0) if found else ssl.OPENSSL_VERSION
 
 
+def engine_openssl_version() -> str | None:
+    """The OpenSSL the native engine is linked with (its TLS termination and
+    re-encryption run on it: OpenSSL_version from the C side), None without
+    the engine. It can differ from Python's (a wheel's own libssl)."""
+    return relay.OPENSSL_VERSION if datapath.IMPLEMENTATION == "native" else None
+
+
 def build_info() -> BuildInfo:
     native = datapath.IMPLEMENTATION == "native"
     return BuildInfo(
@@ -51,7 +59,8 @@ def build_info() -> BuildInfo:
         data_path=datapath.IMPLEMENTATION,
         build=datapath.BUILD,
         llhttp=relay.LLHTTP_VERSION if native else "none",
-        openssl=openssl_version(),
+        openssl=engine_openssl_version() or openssl_version(),
+        python_openssl=openssl_version(),
     )
 
 
@@ -80,7 +89,12 @@ def describe() -> dict[str, str]:
         "data path": info.data_path,
         "build": info.build,
         "llhttp": info.llhttp,
-        "OpenSSL": f"{info.openssl} (Python's ssl: the pure path's TLS)",
+        "OpenSSL": (
+            f"{info.openssl} (the engine's TLS), {info.python_openssl} (Python's ssl: "
+            "the pure path's TLS and the checks)"
+            if info.data_path == "native"
+            else f"{info.openssl} (Python's ssl: the pure path's TLS)"
+        ),
         "Python": platform.python_version(),
         "uvloop": _package_version("uvloop"),
         "kernel": f"{platform.system()} {platform.release()}",

@@ -61,6 +61,7 @@ def nginx(tmp_path: Path) -> Iterator[Callable[..., int]]:
         listen {listen};
         {certs}
         location / {{ return 200 "{name} $http_x_forwarded_proto\\n"; }}
+        location /reused {{ return 200 "reused=$ssl_session_reused\\n"; }}
     }}
 """
         procs.append(start_nginx(tmp_path / f"nginx-{name}", server))
@@ -135,6 +136,15 @@ def test_sni_alpn_versions_and_forwarded_proto(
     assert https_get(port, ca.path, "api.test") == (200, "n1 https")
     assert https_get(port, ca.path, "x.apps.test") == (200, "n1 https")
     assert https_get(port, ca.path, "rsa.test") == (200, "n1 https")
+
+    # The access log names the protocol, the cipher and the SNI of each request.
+    def access_log_tls() -> list[str] | None:
+        fields = [e.get("tls", "") for e in ls.session_logs() if e.get("event") == "http"]
+        return fields if len(fields) >= 3 else None
+
+    tls_fields = wait_for(access_log_tls, what="three access log lines")
+    assert [f.rsplit("/", 1)[-1] for f in tls_fields] == ["api.test", "x.apps.test", "rsa.test"]
+    assert all(f.startswith("TLSv1.3/TLS_") for f in tls_fields), tls_fields
     # A name no certificate has, and no name at all: the first certificate.
     assert "Peer certificate: CN = api.test" in s_client(
         port, "-brief", "-servername", "other.test"
@@ -207,38 +217,76 @@ def test_tcp_termination_with_client_certificates(
     assert logged[0].startswith("TLSv1.3/TLS_") and logged[0].endswith("/db.test"), logged
 
 
+@pytest.mark.parametrize("mode", ["http", "tcp"])
 def test_reencryption_to_nginx_verifies_and_checks_over_tls(
-    ca: Ca, tmp_path: Path, nginx: Callable[..., int], loadstone: Start
+    ca: Ca, tmp_path: Path, nginx: Callable[..., int], loadstone: Start, datapath: str, mode: str
 ) -> None:
     good = ca.issue("backend", ["backend.test", "127.0.0.1"], kind="rsa")
     backend = nginx("tls1", tls=(good.cert, good.key))
     other_ca = Ca(tmp_path / "other", name="other CA")
 
-    def listener(ca_file: Path) -> dict[str, Any]:
+    def listener(ca_file: Path, **extra: Any) -> dict[str, Any]:
         return {
-            "mode": "http",
-            "check": {"type": "http", "tls": True, "interval": "200ms"},
+            "mode": mode,
+            "check": {"type": "http" if mode == "http" else "tcp", "tls": True,
+                      "interval": "200ms"},
             "server_tls": {"verify": "required", "ca_file": str(ca_file), "sni": "backend.test"},
             "servers": [{"name": "tls1", "address": f"127.0.0.1:{backend}"}],
-        }
+            **extra,
+        }  # fmt: skip
+
+    def get(port: int) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            try:
+                return s.makefile("rb").read()
+            except ConnectionResetError:  # a tcp listener whose server was not reached
+                return b""
 
     ls = loadstone(config(listener(ca.path)))
+    # Re-encrypted in the C workers on the native path (engine/tls_upstream.c);
+    # a plain tcp listener's status names no data path: the process's does.
+    if mode == "http":
+        assert ls.status()["listeners"]["web"]["data_path"] == datapath
+    assert f'data_path="{datapath}"' in ls.get("/metrics").decode()
     ls.wait_all_up("web")
     port = port_of(ls)
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        reply = s.makefile("rb").read()
+    reply = get(port)
     assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"tls1 \n")
+    baseline = ls.fd_count()
+    for _ in range(20):  # pooled (http) or one connection each (tcp): no descriptor kept
+        assert get(port).endswith(b"tls1 \n")
+    wait_for(lambda: ls.fd_count() <= baseline, timeout=10, what="fd count back to baseline")
+    if mode == "tcp" and datapath == "native":
+        # a connection of its own per client: the engine offers the session the
+        # server gave the one before (nginx says whether it resumed it)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /reused HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert s.makefile("rb").read().endswith(b"reused=r\n")
 
-    # A CA that did not sign the server's certificate: the check and the
-    # connection fail, the client gets 503.
+    # A CA that did not sign the server's certificate: the check fails...
     wrong = loadstone(config(listener(other_ca.path)))
     wrong.wait_state("web", "tls1", "down")
     check = wrong.server("web", "tls1")["check"]
     assert "certificate verify failed" in str(check), check
-    with socket.create_connection(("127.0.0.1", port_of(wrong)), timeout=5) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert s.makefile("rb").read().startswith(b"HTTP/1.1 503")
+    # ...and so does a connection (no check to mark the server down first):
+    # the client gets 503 (http) or is closed (tcp), the failed connects are
+    # retried and logged with the reason, and no descriptor stays behind.
+    unchecked = listener(other_ca.path, retries=1)
+    del unchecked["check"]
+    wrong = loadstone(config(unchecked))
+    base = wrong.fd_count()
+    reply = get(port_of(wrong))
+    if mode == "http":
+        assert reply.startswith(b"HTTP/1.1 503")
+    else:
+        assert reply == b""  # closed (or reset: get() returns b"" then too)
+    lines = wait_for(
+        lambda: [x for x in wrong.stderr().splitlines() if "connect to tls1 (127.0.0.1:" in x],
+        what="the failed connects' lines",
+    )
+    assert "failed: tls: certificate verify failed: " in lines[0], lines
+    wait_for(lambda: wrong.fd_count() <= base, timeout=10, what="fd count back to baseline")
 
 
 def test_redirect_to_https(nginx: Callable[..., int], loadstone: Start) -> None:

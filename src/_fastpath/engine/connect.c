@@ -68,6 +68,8 @@ static void do_connect(ls_worker *W, ls_session *s)
     }
     if (r == 0) {
         s->wr[1] = 1;
+        if (tls_upstream_begin(W, s))
+            return;
         metrics_connected(W, s);
         s->proto->connected(W, s);
         return;
@@ -80,6 +82,9 @@ static void connect_failed(ls_worker *W, ls_session *s, int err)
 {
     ls_listener *L = s->L;
     int slot = s->slot;
+    const char *why = s->stls ? s->stls->why : NULL; /* a TLS handshake's reason */
+    int verify_failed = s->stls && s->stls->verify_failed;
+    tls_upstream_free(s);
     if (s->fd[1] >= 0) {
         close(s->fd[1]);
         s->fd[1] = -1;
@@ -93,6 +98,10 @@ static void connect_failed(ls_worker *W, ls_session *s, int err)
         r->listener = L->id;
         r->slot = slot;
         r->arg = err;
+        r->tls[0] = 0; /* the pure path's words (tls.upstream.handshake_error_text) */
+        if (why)
+            snprintf(r->tls, sizeof r->tls, "tls: %s%s",
+                     verify_failed ? "certificate verify failed: " : "", why);
     }
     if (s->nfailed == s->cap_failed) {
         int cap = s->cap_failed ? s->cap_failed * 2 : 4;

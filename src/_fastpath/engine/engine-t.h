@@ -138,6 +138,7 @@ struct ls_listener {
     int64_t http_pooled; /* idle server connections, all workers (atomic) */
     struct ls_lmetrics_w *metrics; /* [workers]: histograms, codes (metrics.c) */
     struct ls_tls *tls;  /* TLS termination (tls.c), NULL: plain TCP */
+    struct ls_tls_upstreams *tls_up; /* TLS to its servers by slot (tls_upstream.c) */
 };
 
 /* QUEUED: waiting for a maxconn slot (not counted as active). ADMITTING: taken
@@ -156,6 +157,7 @@ enum {
     ST_HTTP,   /* mode http: driven by http_*.c */
     ST_POOLED, /* mode http: an idle server connection in a worker's pool */
     ST_TLS_HANDSHAKE, /* a TLS listener's connection before admission (tls.c) */
+    ST_TLS_CONNECT,   /* connected to a TLS server, its handshake running (tls_upstream.c) */
 };
 
 typedef struct ls_dir {
@@ -205,6 +207,7 @@ struct ls_session {
     ls_session *owner;               /* mode http: a server connection object's user */
     int64_t connect_us;              /* when the connect in flight began (metrics.c) */
     struct ls_tls_conn *tls;         /* TLS on the client side (tls.c), else NULL */
+    struct ls_tls_conn *stls;        /* TLS on the server side (tls_upstream.c), else NULL */
 };
 
 enum { CMD_SHUTDOWN = 1, CMD_BARRIER, CMD_ADMIT, CMD_STOP, CMD_STOP_IDLE };

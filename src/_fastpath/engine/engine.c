@@ -108,6 +108,7 @@
 #include "timers.c"
 #include "metrics.c" /* the workers' Prometheus counters */
 #include "tls.c"
+#include "tls_upstream.c" /* TLS to servers */
 #include "control.c"
 #include "balance.c"
 #include "queue.c"

@@ -73,6 +73,7 @@ static void http_log(ls_worker *W, ls_session *s, int end, int arg)
     }
     r->duration = secs(W->now_us - h->t_begin);
     format_addr(&s->client, r->client, sizeof r->client);
+    tls_log_fields(s, r->tls, sizeof r->tls); /* version/cipher/sni on a TLS listener */
     r->status = h->status;
     r->t_request = h->t_head >= 0 ? secs(h->t_head - h->t_begin) : -1.0;
     r->t_queue = h->t_wait;

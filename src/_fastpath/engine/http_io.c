@@ -211,7 +211,7 @@ static int flush_server(ls_worker *W, ls_session *s)
         return 0;
     int moved = 0;
     if (h->out.len && s->wr[1]) {
-        ssize_t n = send(s->fd[1], h->out.p + h->out.off, h->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = sess_send(s, 1, h->out.p + h->out.off, h->out.len, 0);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 s->wr[1] = 0;
@@ -243,7 +243,7 @@ static int read_server(ls_worker *W, ls_session *s)
     if (!h->connected || !s->rd[1] || h->cout.len)
         return 0;
     char *buf = W->buf;
-    ssize_t n = recv(s->fd[1], buf, (size_t)W->e->bufsize, 0);
+    ssize_t n = sess_recv(s, 1, buf, (size_t)W->e->bufsize);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             s->rd[1] = 0;

@@ -37,6 +37,7 @@ static void pool_unlink(ls_session *p)
 static void conn_free(ls_worker *W, ls_session *p)
 {
     timer_del(W, p);
+    tls_upstream_free(p);
     if (p->fd[1] >= 0)
         close(p->fd[1]);
     p->fd[1] = -1;
@@ -72,10 +73,13 @@ static void drop_server_conn(ls_worker *W, ls_session *s)
     ls_http *h = s->http;
     if (h->conn) {
         h->conn->fd[1] = s->fd[1];
+        h->conn->stls = s->stls; /* the connection's TLS goes with its descriptor */
+        s->stls = NULL;
         h->conn->owner = NULL;
         conn_free(W, h->conn);
         h->conn = NULL;
     } else if (s->fd[1] >= 0) {
+        tls_upstream_free(s);
         close(s->fd[1]);
     }
     s->fd[1] = -1;
@@ -109,6 +113,8 @@ static int pool_put(ls_worker *W, ls_session *s)
         p->proto = s->proto;
     }
     p->slot = s->slot;
+    p->stls = s->stls;
+    s->stls = NULL;
     p->attempts = h->backend_requests;
     p->owner = NULL;
     /* Oldest first: http_take_pooled takes from the front, so the connection
@@ -156,6 +162,8 @@ static int http_take_pooled(ls_worker *W, ls_session *s)
         h->conn = p;
         h->backend_requests = p->attempts + 1;
         s->fd[1] = p->fd[1];
+        s->stls = p->stls;
+        p->stls = NULL;
         s->rd[1] = s->rdhup[1] = 0;
         s->wr[1] = 1;
         s->state = ST_HTTP;

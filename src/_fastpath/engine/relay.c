@@ -147,6 +147,8 @@ static void pump(ls_worker *W, ls_session *s, int d)
                 if (!s->dir[1 - d].shut) {
                     if (dst == 0)
                         tls_shutdown_write(s); /* close_notify first */
+                    else
+                        tls_upstream_close(s);
                     shutdown(dfd, SHUT_WR);
                 }
             }
@@ -184,7 +186,7 @@ static void pump(ls_worker *W, ls_session *s, int d)
                 count(W, s, d, n);
                 s->last_us = W->now_us;
                 if (n == W->e->bufsize) {
-                    if (W->e->splice_mode == LS_SPLICE_AUTO && !s->tls)
+                    if (W->e->splice_mode == LS_SPLICE_AUTO && !s->tls && !s->stls)
                         D->splice = 1; /* a bulk transfer: zero-copy from now on */
                 } else if (!s->rdhup[src]) {
                     s->rd[src] = 0; /* drained; the next byte brings a new edge */
@@ -290,7 +292,7 @@ static void outbox_send_batch(ls_worker *W, int from, int to)
     for (int i = from; i < to; i++) {
         ls_outbox_entry *o = &W->oents[i];
         o->res = LS_URING_UNKNOWN;
-        if (o->s->state != ST_RELAY || (o->s->tls && o->d == 1)) {
+        if (o->s->state != ST_RELAY || (o->s->tls && o->d == 1) || (o->s->stls && o->d == 0)) {
             /* TLS records are written by OpenSSL: relay_send, below */
             o->res = LS_URING_NOT_SENT; /* skipped below anyway */
             continue;

@@ -140,8 +140,14 @@ static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
             tls_handshake_event(W, s, ev);
             return;
         }
-        tls_note_event(s, ev);
+        tls_note_event(s, 0, ev);
     }
+    if (side == 1 && s->state == ST_TLS_CONNECT) {
+        tls_upstream_step(W, s); /* the server's handshake, inside the connect */
+        return;
+    }
+    if (side == 1 && s->stls)
+        tls_note_event(s, 1, ev);
     if (side == 1 && s->state == ST_CONNECTING) {
         if (ev & (EPOLLERR | EPOLLHUP)) {
             int err = sock_error(s->fd[1]);
@@ -156,6 +162,8 @@ static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
                 s->rd[1] = 1;
             if (ev & EPOLLRDHUP)
                 s->rdhup[1] = s->rd[1] = 1;
+            if (tls_upstream_begin(W, s))
+                return; /* connected once the server's handshake is done */
             metrics_connected(W, s);
             s->proto->connected(W, s);
         }
@@ -236,6 +244,7 @@ static void finish(ls_worker *W, ls_session *s, int reason, int arg)
     if (state != ST_TLS_HANDSHAKE) /* no session yet: the handshake's counters say it */
         s->proto->ended(W, s, reason, arg); /* before the descriptors close */
     tls_close(s);
+    tls_upstream_close(s);
     for (int i = 0; i < 2; i++) {
         if (s->fd[i] >= 0) {
             close(s->fd[i]);

@@ -56,6 +56,26 @@ typedef struct ls_tls_conn {
     uint8_t write_wants_read; /* SSL_write waits for it to be readable */
     uint8_t fatal;            /* an error: no more SSL calls but SSL_free */
     uint8_t closed;           /* close_notify sent */
+    struct ls_tls_client *client; /* on a server side: its settings (tls_upstream.c) */
+    const char *why;              /* on a server side: why its handshake failed (static) */
+    uint8_t verify_failed;        /* ... because the certificate did not verify */
 } ls_tls_conn;
+
+/* TLS to one server: the context of its settings and the session the last
+ * handshake with it left, which the next connection offers (resumption). */
+typedef struct ls_tls_client {
+    int refs; /* the listener's (while current) + one per connection (atomic) */
+    SSL_CTX *ctx;
+    char *name; /* verified, and sent as SNI unless an address; NULL: none */
+    uint8_t verify, name_is_ip;
+    pthread_mutex_t lock; /* session */
+    SSL_SESSION *session;
+} ls_tls_client;
+
+/* A listener's TLS to its servers, by slot (under the listener's lock). */
+typedef struct ls_tls_upstreams {
+    int n;
+    ls_tls_client **by_slot;
+} ls_tls_upstreams;
 
 #endif

@@ -424,27 +424,38 @@ static int tls_attach(ls_session *s)
     return 0;
 }
 
-static void tls_free(ls_session *s)
+static void tls_client_unref(struct ls_tls_client *c); /* tls_upstream.c */
+
+/* One side's TLS (the client's, or a server's: tls_upstream.c), freed; NULL after. */
+static void tls_conn_free(ls_tls_conn **side)
 {
-    ls_tls_conn *t = s->tls;
+    ls_tls_conn *t = *side;
     if (!t)
         return;
     SSL_free(t->ssl);
     tls_ctx_unref(t->cfg);
+    tls_client_unref(t->client);
     free(t);
-    s->tls = NULL;
+    *side = NULL;
 }
 
-/* Before the descriptor closes: close_notify, when the connection is sound. */
-static void tls_close(ls_session *s)
+static void tls_free(ls_session *s)
 {
-    ls_tls_conn *t = s->tls;
+    tls_conn_free(&s->stls);
+    tls_conn_free(&s->tls);
+}
+
+/* Before a descriptor closes: close_notify, when the connection is sound. */
+static void tls_conn_close(ls_tls_conn *t)
+{
     if (!t || t->fatal || t->closed || !SSL_is_init_finished(t->ssl))
         return;
     t->closed = 1;
     SSL_shutdown(t->ssl);
     ERR_clear_error();
 }
+
+static void tls_close(ls_session *s) { tls_conn_close(s->tls); }
 
 /* The session's write side to the client ends (the server's FIN relayed). */
 static void tls_shutdown_write(ls_session *s) { tls_close(s); }
@@ -551,21 +562,21 @@ static void tls_timeout(ls_worker *W, ls_session *s)
 
 /* An epoll event of the client socket of a TLS session: an edge in one
  * direction re-arms an operation of the other that waits for it. */
-static void tls_note_event(ls_session *s, uint32_t ev)
+static void tls_note_event(ls_session *s, int side, uint32_t ev)
 {
-    ls_tls_conn *t = s->tls;
+    ls_tls_conn *t = side ? s->stls : s->tls;
     if ((ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && t->read_wants_write)
-        s->rd[0] = 1;
+        s->rd[side] = 1;
     if ((ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && t->write_wants_read)
-        s->wr[0] = 1;
+        s->wr[side] = 1;
 }
 
 /* SSL_read (writing: SSL_write) until len bytes are moved, OpenSSL waits for
  * the socket (-1, EAGAIN; what it waits for is remembered) or the end (a read
  * returns 0 after what came before it; a write fails). */
-static ssize_t tls_io(ls_session *s, int writing, char *buf, size_t len)
+static ssize_t tls_io(ls_session *s, int side, int writing, char *buf, size_t len)
 {
-    ls_tls_conn *t = s->tls;
+    ls_tls_conn *t = side ? s->stls : s->tls;
     int broken = writing ? EPIPE : ECONNRESET;
     if (t->fatal || (writing && t->closed)) {
         errno = broken;
@@ -597,7 +608,7 @@ static ssize_t tls_io(ls_session *s, int writing, char *buf, size_t len)
         ERR_clear_error();
         if (done) {
             if (!writing)
-                s->rdhup[0] = 1; /* the end comes with the next read, not an edge */
+                s->rdhup[side] = 1; /* the end comes with the next read, not an edge */
             return (ssize_t)done;
         }
         if (t->fatal) {
@@ -609,18 +620,19 @@ static ssize_t tls_io(ls_session *s, int writing, char *buf, size_t len)
     return (ssize_t)done;
 }
 
-/* recv/send on one side of a session (0: the client), through its TLS if any. */
+/* recv/send on one side of a session (0: the client), through its TLS if any
+ * (the client's: tls; the server's: stls, tls_upstream.c). */
 static inline ssize_t sess_recv(ls_session *s, int side, void *buf, size_t len)
 {
-    if (side == 0 && s->tls)
-        return tls_io(s, 0, buf, len);
+    if (side ? s->stls != NULL : s->tls != NULL)
+        return tls_io(s, side, 0, buf, len);
     return recv(s->fd[side], buf, len, 0);
 }
 
 static inline ssize_t sess_send(ls_session *s, int side, const void *data, size_t len, int flags)
 {
-    if (side == 0 && s->tls)
-        return tls_io(s, 1, (char *)data, len); /* SSL_write does not write to it */
+    if (side ? s->stls != NULL : s->tls != NULL)
+        return tls_io(s, side, 1, (char *)data, len); /* SSL_write does not write to it */
     return send(s->fd[side], data, len, MSG_NOSIGNAL | MSG_DONTWAIT | flags);
 }
 

@@ -16,6 +16,7 @@ static void run_timers(ls_worker *W)
             do_connect(W, s);
             break;
         case ST_CONNECTING:
+        case ST_TLS_CONNECT: /* the server's handshake is part of the connect */
             timer_del(W, s);
             connect_failed(W, s, -1);
             break;
@@ -285,6 +286,7 @@ void ls_engine_free(ls_engine *e)
             free(L->table);
         }
         tls_listener_free(L);
+        tls_upstream_listener_free(L);
         free(L->wstats);
         free(L->metrics);
         free(L);

@@ -162,3 +162,22 @@ cdef extern from "tls.h" nogil:
     int ls_listener_set_tls(ls_engine *e, int lid, const ls_tls_config *cfg, char *err, int errlen)
     int ls_engine_set_ticket_keys(ls_engine *e, const unsigned char *keys, int n)
     void ls_listener_tls_stats(ls_engine *e, int lid, ls_tls_stats *out)
+
+    # TLS to servers (engine/tls_upstream.c)
+    ctypedef struct ls_tls_upstream_config:
+        int32_t verify
+        const char *ca_file
+        const char *name
+        int32_t name_is_ip
+        const unsigned char *alpn
+        int32_t alpn_len
+        ls_tls_cert client
+
+    int ls_server_set_tls(ls_engine *e, int lid, int slot, const ls_tls_upstream_config *cfg,
+                          char *err, int errlen)
+
+# the OpenSSL the engine is linked with (loadstone.buildinfo)
+cdef extern from "<openssl/crypto.h>" nogil:
+    int OPENSSL_VERSION_STRING
+    const char *OpenSSL_version(int t)
+

@@ -64,4 +64,22 @@ int ls_listener_set_tls(ls_engine *e, int lid, const ls_tls_config *cfg, char *e
 int ls_engine_set_ticket_keys(ls_engine *e, const unsigned char *keys, int n);
 void ls_listener_tls_stats(ls_engine *e, int lid, ls_tls_stats *out);
 
+/* TLS to one server (re-encryption; engine/tls_upstream.c): the settings the
+ * control plane validated (loadstone.tls.upstream, the pure path's). */
+typedef struct ls_tls_upstream_config {
+    int32_t verify;            /* 1: the certificate and name must check out; 0: none */
+    const char *ca_file;       /* trusted CAs, NULL: the system's */
+    const char *name;          /* the name verified (and sent as SNI), NULL: none */
+    int32_t name_is_ip;        /* name is an address: verified, never sent */
+    const unsigned char *alpn; /* wire format, NULL: no ALPN */
+    int32_t alpn_len;
+    ls_tls_cert client;        /* the client certificate, chain NULL: none */
+} ls_tls_upstream_config;
+
+/* Connections to the listener's server `slot` from now on use TLS with these
+ * settings (cfg NULL: plain TCP); those open keep theirs. 0, or -1 with
+ * OpenSSL's reason in err. */
+int ls_server_set_tls(ls_engine *e, int lid, int slot, const ls_tls_upstream_config *cfg,
+                      char *err, int errlen);
+
 #endif

@@ -92,11 +92,10 @@ def refusal(config: ListenerConfig) -> str | None:
 
 
 def tls_refusal(config: ListenerConfig) -> str | None:
-    """Why the native engine (tcp or http) cannot serve a listener's TLS: it
-    terminates TLS in its workers (loadstone.tls.native), but re-encryption to
-    servers runs on the pure path."""
-    if config.server_tls is not None or any(s.tls is not None for s in config.servers):
-        return "TLS to servers (native data path: not implemented yet)"
+    """Why the native engine (tcp or http) cannot serve a listener's TLS: none
+    now; it terminates TLS in its workers and re-encrypts to servers there too
+    (loadstone.tls.native). Kept as the one place a TLS gap would be named."""
+    del config
     return None
 
 
@@ -148,9 +147,22 @@ class HttpFrontend(native.TcpFrontend):
         if rec[0] != relay.REC_HTTP:
             super().record(rec)  # a failed connect
             return
-        (_, _, slot, end, arg, client, bytes_in, bytes_out, _, status, method, target, timings) = (
-            rec
-        )
+        (
+            _,
+            _,
+            slot,
+            end,
+            arg,
+            client,
+            bytes_in,
+            bytes_out,
+            _,
+            status,
+            method,
+            target,
+            timings,
+            tls,
+        ) = rec
         server = self._server_at(slot)
         self.requests_total += 1
         self.status_counts[status_class(status)] += 1
@@ -173,6 +185,7 @@ class HttpFrontend(native.TcpFrontend):
             bytes_out,
             timings,
             word,
+            tls or None,
         )
 
     def stop_accepting(self) -> None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import errno
 import logging
 import os
 import resource
@@ -292,8 +293,10 @@ class TcpFrontend:
 
     def _attach(self, pool: Pool) -> None:
         for server in pool.servers:
-            self._slot(server)
+            slot = self._slot(server)
             server.native = self
+            # TLS to the server runs in the workers too (engine/tls_upstream.c)
+            tls_native.configure_server(self.engine, self.lid, slot, self.config, server.config)
         pool.subscribe(self._pool_changed)
         self._publish()
 
@@ -443,6 +446,8 @@ class TcpFrontend:
     def _why(self, err: int) -> str:
         if err < 0:
             return "timeout"
+        if err == errno.EPROTO:  # the engine's word for a failed TLS handshake with a server
+            return "tls handshake failed"
         text = self._strerror.get(err)
         if text is None:
             text = self._strerror[err] = os.strerror(err).lower()
@@ -462,7 +467,7 @@ class TcpFrontend:
                 self.name,
                 server.name,
                 server.address,
-                self._why(arg),
+                rec[9] or self._why(arg),  # a TLS handshake's reason, if that failed
             )
             self.pool.connect_failed(server)
             return

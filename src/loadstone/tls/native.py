@@ -16,12 +16,13 @@ and so do its keys, so resumption keeps working across one.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 
 from loadstone._fastpath import relay
-from loadstone.config.model import ListenerConfig
-from loadstone.tls import material
+from loadstone.config.model import ListenerConfig, ServerConfig
+from loadstone.tls import material, upstream
 from loadstone.tls.certificates import read_pem
 
 # OpenSSL's TLS1_2_VERSION and TLS1_3_VERSION
@@ -78,6 +79,47 @@ def configure(
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
     _tickets.install(engine, loop)
+
+
+def configure_server(
+    engine: relay.Engine, lid: int, slot: int, listener: ListenerConfig, server: ServerConfig
+) -> None:
+    """Give server `slot` of listener `lid` its TLS settings (or none): the
+    engine's client context for them (engine/tls_upstream.c) from the settings
+    `loadstone.tls.material` already checked, as the pure path's
+    (`loadstone.tls.upstream.client_context`). Raises ValueError with OpenSSL's
+    reason if the engine refuses them."""
+    settings = material.server_tls(listener, server)
+    if settings is None:
+        engine.set_server_tls(lid, slot, None)
+        return
+    name = upstream.server_name(settings, server)
+    try:
+        ipaddress.ip_address(name or "")
+        name_is_ip = True  # verified as an address, never sent as SNI
+    except ValueError:
+        name_is_ip = False
+    client = None
+    if settings.certificate is not None:
+        where = f"listeners.{listener.name}.servers.{server.name}.tls"
+        chain = read_pem(settings.certificate, where, "certificate")
+        key_file = settings.key
+        client = (chain, chain if key_file is None else read_pem(key_file, where, "key"))
+    try:
+        engine.set_server_tls(
+            lid,
+            slot,
+            (
+                settings.verify == "required",
+                settings.ca_file,
+                name,
+                name_is_ip,
+                alpn_wire(settings.alpn),
+                client,
+            ),
+        )
+    except ValueError as exc:
+        raise ValueError(f"listeners.{listener.name}.servers.{server.name}.tls: {exc}") from None
 
 
 def log_failure(client: str, reason: str) -> None:
