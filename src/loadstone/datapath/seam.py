@@ -47,6 +47,11 @@ class Frontend(Protocol):
         """Soft stop: no new connections; open ones run on (http: idle keep-alive
         connections close now, the others after the response in flight)."""
 
+    def end_keep_alive(self) -> None:
+        """Leaving (global.stop_delay): accepting goes on, but http responses say
+        Connection: close and idle keep-alive connections close, so each client's
+        next request opens a connection to wherever the VIP is by then."""
+
     def reconfigure(self, config: ListenerConfig, pool: Pool) -> None:
         """A reload: new sessions use the new settings and pool; open ones run on."""
 
