@@ -34,8 +34,8 @@ VRRP_INSTANCE = "loadstone_internal_vip_51"  # as the shipped file names it
 
 
 # The vrrp_script either way configs/keepalived/keepalived.conf offers it.
-CTL_HEALTH = f"{LOADSTONE} ctl --url {ADMIN} health --timeout 2"  # the default
-CURL_HEALTH = f"/usr/bin/curl -sf --max-time 1 -o /dev/null {ADMIN}/api/v1/health"
+CTL_HEALTH = f"{LOADSTONE} ctl --url {ADMIN} health --timeout 2 --hold 0.6"  # the default
+CURL_HEALTH = f"/usr/bin/curl -sf --max-time 2 -o /dev/null {ADMIN}/api/v1/health?hold=0.8"
 
 
 def render_keepalived(
@@ -47,8 +47,9 @@ def render_keepalived(
         INTERFACE="eth0",
         VIRTUAL_ROUTER_ID="51",
         # The first controller highest, as kolla orders them; nopreempt keeps
-        # the VIP where it is once it moved.
-        PRIORITY=str(100 - controllers.index(host)),
+        # the VIP where it is once it moved. High, as the shipped file advises:
+        # a short takeover after a priority-0 advert.
+        PRIORITY=str(250 - controllers.index(host)),
         ADVERT_INT=f"{advert_int:g}",
         SRC_IP=me.address,
         PEER_IPS="\n        ".join(peers),

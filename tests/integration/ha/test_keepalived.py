@@ -54,6 +54,24 @@ def test_vip_moves_when_the_masters_loadstone_is_killed(bed: NetBed, tmp_path: P
     wait_for(lambda: pair.is_master(new_master), what="the notify hook on the new master")
 
 
+def test_a_killed_loadstone_is_noticed_at_once(bed: NetBed, tmp_path: Path) -> None:
+    """advert_int 0.1: the held health check (?hold=) fails the moment the
+    process dies, where a check run once a second left the VIP unserved for up
+    to a second (outage 1.2-1.6 s, a SYN retransmission included)."""
+    pair = Pair(bed, tmp_path, CONTROLLERS, advert_int=0.1).start()
+    master = pair.wait_vip()
+    out, _ = pair.start_prober("client")
+
+    bed.kill(pair.loadstones[master])
+
+    pair.wait_vip(away_from=master)
+    seconds, failed = measured_outage(out)
+    print(f"\nkill -9, advert_int 0.1: outage {seconds:.3f}s, {failed} failed requests")
+    # The issue's target is 0.5 s; the margin is for a loaded 2-core machine.
+    # Without the hold, a SYN retransmission alone makes it 1 s or more.
+    assert seconds < 0.9
+
+
 def test_vip_moves_when_the_masters_link_is_cut(bed: NetBed, tmp_path: Path) -> None:
     """The master's host vanishes from the wire: no reset reaches anyone, the
     peers notice the missing adverts (3 x advert_int + skew) and one takes over."""
