@@ -179,14 +179,11 @@ class HttpFrontend(native.TcpFrontend):
         """Soft stop: idle keep-alive connections close now, the others after the
         response in flight (which says Connection: close)."""
         super().stop_accepting()
-        self.end_keep_alive()
+        self.engine.http_stop(self.lid)
         native.drain_records()
 
     def end_keep_alive(self) -> None:
-        # The engine's soft-stop state (http_stopping) is just this: responses
-        # say Connection: close, idle connections close; accepting is the
-        # listening sockets' business (stop_accepting).
-        self.engine.http_stop(self.lid)
+        self.engine.http_close_after_response(self.lid)
 
     def status_extra(self) -> dict[str, Any]:
         """HTTP counters for the status API, the pure HttpFrontend's shape."""

@@ -175,14 +175,14 @@ class Pair:
         return str(wait_for(holder, timeout=timeout, what="the VIP on one host"))
 
     def start_prober(
-        self, client: str, interval: float = 0.02, timeout: float = 0.5
+        self, client: str, interval: float = 0.02, timeout: float = 0.5, keep_alive: bool = False
     ) -> tuple[Path, Any]:
-        out = self.tmp / "prober.out"
+        """keep_alive: the requests share one connection (prober.py keepalive)."""
+        out = self.tmp / ("prober-keepalive.out" if keep_alive else "prober.out")
         out.write_text("")
         url = f"http://{VIP}:{SERVICE_PORT}/"
-        proc = self.bed.spawn(
-            client, [sys.executable, str(PROBER), url, str(out), str(interval), str(timeout)]
-        )
+        argv = [sys.executable, str(PROBER), url, str(out), str(interval), str(timeout)]
+        proc = self.bed.spawn(client, argv + (["keepalive"] if keep_alive else []))
         wait_for(
             lambda: "ok" in out.read_text(),
             timeout=10,

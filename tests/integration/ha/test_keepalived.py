@@ -108,6 +108,10 @@ def test_planned_stop_moves_the_vip_before_draining(bed: NetBed, tmp_path: Path)
     # new master waits its skew time after the old one's priority-0 advert) is
     # answered on a retransmission (after 1 s, then 2 s more on a loaded machine).
     out, _ = pair.start_prober("client", timeout=5.0)
+    # A client of the API with a connection pool: during stop_delay every
+    # answer closes its connection, so its next request opens one to wherever
+    # the VIP is by then rather than die with the connection in the drain.
+    kept, _ = pair.start_prober("client", timeout=5.0, keep_alive=True)
 
     pair.loadstones[master].send_signal(signal.SIGTERM)
 
@@ -122,3 +126,7 @@ def test_planned_stop_moves_the_vip_before_draining(bed: NetBed, tmp_path: Path)
         f"slowest {slowest(out.read_text().splitlines()):.3f}s"
     )
     assert failed == []
+    kept_lines = kept.read_text().splitlines()
+    assert [line for line in kept_lines if " fail " in line] == []
+    # It went on being answered after the old master's loadstone exited.
+    assert kept_lines[-1].split()[1] == "ok" and kept_lines[-1].split()[3] != master

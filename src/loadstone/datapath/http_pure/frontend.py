@@ -159,17 +159,18 @@ class HttpListener(AcceptingFrontend[HttpConnection]):
     def stop_accepting(self) -> None:
         """Soft stop: no new connections; idle keep-alive ones close now, the others
         after the response in flight (which says Connection: close)."""
+        self.stopping = True
         self.upstreams.closing = True
         super().stop_accepting()
-        self.end_keep_alive()
+        for conn in list(self.active):
+            conn.close_if_idle()
         self._check_idle()
 
     def end_keep_alive(self) -> None:
-        """Responses say Connection: close (`stopping`), idle keep-alive
-        connections close now; new connections are still accepted."""
+        """Responses say Connection: close (`stopping`); idle connections stay
+        (a client may be sending on one right now: it learns of the close with
+        its next answer); new connections are still accepted."""
         self.stopping = True
-        for conn in list(self.active):
-            conn.close_if_idle()
 
     def _account(self, conn: HttpConnection) -> None:
         if conn.requests == 0:
