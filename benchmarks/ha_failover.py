@@ -28,11 +28,13 @@ Faults, on the VIP holder:
   SIGUSR1, its graceful soft-stop.
 
 Each with advert_int 1 (keepalived's default) and 0.1 (VRRPv3; the
-vrrp_script still runs every second, its minimum).
+vrrp_script still runs every second, its minimum). Priorities 250-248 on
+either proxy (a short takeover after a priority-0 advert).
 
 The proxies:
 - loadstone: roundrobin over the three backends, http check every 500 ms;
-  keepalived's vrrp_script asks /api/v1/health with curl;
+  keepalived's vrrp_script asks /api/v1/health?hold=0.8 with curl (held: it
+  fails the moment loadstone dies, docs/high-availability.md);
 - HAProxy as the OpenStack HA guide runs it: `option httpchk`, `check inter
   2000 rise 2 fall 5`, `option redispatch`, `retries 3`, bound to the VIP
   through net.ipv4.ip_nonlocal_bind=1 (as kolla sets it); keepalived's

@@ -301,6 +301,11 @@ cdef class Engine:
             n = ls_http_stop(self.engine, lid)
         return n
 
+    def http_close_after_response(self, int lid):
+        """Every response of an HTTP listener says Connection: close from now on."""
+        self._check()
+        ls_http_close_after_response(self.engine, lid)
+
     def http_idle_server_conns(self, int lid):
         self._check()
         return ls_http_idle_server_conns(self.engine, lid)

@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.exposition import choose_encoder
 
 from loadstone.config.model import AdminConfig
+from loadstone.health_hold import held_health, requested_hold
 from loadstone.metrics import RuntimeCollector
 from loadstone.runtime_view import RuntimeView
 from loadstone.server import Pool, ServerRuntime
@@ -189,9 +190,13 @@ class AdminServer:
     async def get_status(self, request: web.Request) -> web.Response:
         return _json(status_document(self.runtime))
 
-    async def get_health(self, request: web.Request) -> web.Response:
-        """200 while this instance may hold the VIP, else 503 and why (ctl health)."""
+    async def get_health(self, request: web.Request) -> web.StreamResponse:
+        """200 while this instance may hold the VIP, else 503 and why (ctl health);
+        ?hold=SECONDS: a healthy answer's body stays open (health_hold.py)."""
         problems = self.runtime.health_problems()
+        hold = requested_hold(request)
+        if hold and not problems:
+            return await held_health(request, self.runtime.health_problems, hold)
         return web.Response(
             status=503 if problems else 200,
             body=orjson.dumps({"healthy": not problems, "problems": problems}),

@@ -110,6 +110,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="an admin server that does not answer in this long is unhealthy (2)",
     )
+    health.add_argument(
+        "--hold",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="when healthy, wait this long and fail at once if loadstone dies or turns "
+        "unhealthy meanwhile (keepalived notices a kill -9 without waiting for the next run)",
+    )
     notify = sub.add_parser(
         "notify", help="keepalived's notify hook: report a VRRP transition to loadstone"
     )
@@ -180,17 +188,29 @@ class AdminClient:
     def post(self, route: str, body: Any = None) -> Any:
         return self.request(route, "POST", body)
 
-    def health(self, timeout: float) -> list[str]:
-        """Why the instance is unhealthy; empty when it is healthy."""
-        req = urllib.request.Request(f"{self.base}/health")
+    def health(self, timeout: float, hold: float = 0.0) -> list[str]:
+        """Why the instance is unhealthy; empty when it is healthy (for `hold`
+        seconds: a body cut short is a death, health_hold.py)."""
+        req = urllib.request.Request(f"{self.base}/health" + (f"?hold={hold:g}" if hold else ""))
         try:
-            with self.opener.open(req, timeout=timeout) as response:
+            # The socket's timeout is per read: the held body's end comes `hold` late.
+            with self.opener.open(req, timeout=timeout + hold) as response:
                 return list(json.loads(response.read())["problems"])
         except urllib.error.HTTPError as exc:
             if exc.code == 503:
                 return list(json.loads(exc.read())["problems"])
             raise CtlError(f"GET {self.where}/api/v1/health: HTTP {exc.code}") from None
-        except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+        except http.client.IncompleteRead:
+            raise CtlError(
+                f"the health at {self.where} ended early: loadstone died or turned unhealthy"
+            ) from None
+        except (
+            urllib.error.URLError,
+            OSError,
+            ValueError,
+            KeyError,
+            http.client.HTTPException,
+        ) as exc:
             reason = getattr(exc, "reason", exc)
             raise CtlError(f"cannot read the health at {self.where}: {reason}") from None
 
@@ -429,7 +449,7 @@ def run(args: argparse.Namespace) -> int:
             admin.post("/reopen-logs")
             print("log files reopened")
         elif args.action == "health":
-            problems = admin.health(args.timeout)
+            problems = admin.health(args.timeout, args.hold)
             if problems:
                 raise CtlError("unhealthy: " + "; ".join(problems))
         elif args.action == "notify":

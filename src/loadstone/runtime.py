@@ -430,6 +430,11 @@ class Runtime:
         self.leaving = True
         monitor.ProcessState.leaving = True  # listeners' monitor paths answer down too
         log.info("stopping: failing the health check for %.1fs before draining", delay)
+        # Keep-alive clients would go on sending to this host over their open
+        # connections, and lose a request when the drain closes one: each
+        # response now ends its connection, the next opens to the VIP's holder.
+        for frontend in self.all_frontends():
+            frontend.end_keep_alive()
         await asyncio.sleep(delay)
 
     async def _start_peers(self, key: bytes | None) -> None:

@@ -312,6 +312,16 @@ int ls_http_stop(ls_engine *e, int lid)
     return post_all_sync(e, CMD_STOP_IDLE, L, -1, 0);
 }
 
+/* Leaving (global.stop_delay): every response from now on says Connection:
+ * close, but idle connections stay: a client may be sending on one right now,
+ * and it learns of the close with its next answer instead. */
+void ls_http_close_after_response(ls_engine *e, int lid)
+{
+    ls_listener *L = get_listener(e, lid);
+    if (L)
+        L->http_stopping = 1;
+}
+
 int64_t ls_http_idle_server_conns(ls_engine *e, int lid)
 {
     ls_listener *L = get_listener(e, lid);

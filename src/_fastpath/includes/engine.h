@@ -217,6 +217,7 @@ void ls_listener_configure_http(ls_engine *e, int lid, const ls_hconfig *cfg);
 /* Soft stop: idle keep-alive connections close now, the others after their
  * response in flight. Waits for every worker. */
 int ls_http_stop(ls_engine *e, int lid);
+void ls_http_close_after_response(ls_engine *e, int lid);
 int64_t ls_http_idle_server_conns(ls_engine *e, int lid);
 
 #endif

@@ -120,6 +120,7 @@ cdef extern from "engine.h" nogil:
     void ls_http_set_answer(int status, const char *data, int len)
     void ls_listener_configure_http(ls_engine *e, int lid, const ls_hconfig *cfg)
     int ls_http_stop(ls_engine *e, int lid)
+    void ls_http_close_after_response(ls_engine *e, int lid)
     int64_t ls_http_idle_server_conns(ls_engine *e, int lid)
 
 

@@ -144,6 +144,9 @@ class AcceptingFrontend(Generic[C]):
             acceptor.close()
         self.servers.clear()
 
+    def end_keep_alive(self) -> None:
+        """Nothing to end but http's keep-alive (HttpListener overrides)."""
+
     # -- admission ---------------------------------------------------------------------
 
     def admit(self, conn: C) -> None:

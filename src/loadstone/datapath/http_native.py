@@ -195,6 +195,9 @@ class HttpFrontend(native.TcpFrontend):
         self.engine.http_stop(self.lid)
         native.drain_records()
 
+    def end_keep_alive(self) -> None:
+        self.engine.http_close_after_response(self.lid)
+
     def status_extra(self) -> dict[str, Any]:
         """HTTP counters for the status API, the pure HttpFrontend's shape."""
         native.drain_records()

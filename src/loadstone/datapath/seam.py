@@ -47,6 +47,12 @@ class Frontend(Protocol):
         """Soft stop: no new connections; open ones run on (http: idle keep-alive
         connections close now, the others after the response in flight)."""
 
+    def end_keep_alive(self) -> None:
+        """Leaving (global.stop_delay): accepting goes on, but http responses say
+        Connection: close, so each client's next request opens a connection to
+        wherever the VIP is by then. Idle connections stay open: closing one
+        races with a request the client may be sending on it."""
+
     def reconfigure(self, config: ListenerConfig, pool: Pool) -> None:
         """A reload: new sessions use the new settings and pool; open ones run on."""
 

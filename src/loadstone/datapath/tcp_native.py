@@ -370,6 +370,9 @@ class TcpFrontend:
             sock.close()
         self.sockets.clear()
 
+    def end_keep_alive(self) -> None:
+        """Nothing to end but http's keep-alive (HttpFrontend overrides)."""
+
     # -- counters --------------------------------------------------------------------
 
     def _stats(self, drain: bool = True) -> tuple[int, int, int, int, int, int]:

@@ -34,8 +34,8 @@ VRRP_INSTANCE = "loadstone_internal_vip_51"  # as the shipped file names it
 
 
 # The vrrp_script either way configs/keepalived/keepalived.conf offers it.
-CTL_HEALTH = f"{LOADSTONE} ctl --url {ADMIN} health --timeout 2"  # the default
-CURL_HEALTH = f"/usr/bin/curl -sf --max-time 1 -o /dev/null {ADMIN}/api/v1/health"
+CTL_HEALTH = f"{LOADSTONE} ctl --url {ADMIN} health --timeout 2 --hold 0.6"  # the default
+CURL_HEALTH = f"/usr/bin/curl -sf --max-time 2 -o /dev/null {ADMIN}/api/v1/health?hold=0.8"
 
 
 def render_keepalived(
@@ -47,8 +47,9 @@ def render_keepalived(
         INTERFACE="eth0",
         VIRTUAL_ROUTER_ID="51",
         # The first controller highest, as kolla orders them; nopreempt keeps
-        # the VIP where it is once it moved.
-        PRIORITY=str(100 - controllers.index(host)),
+        # the VIP where it is once it moved. High, as the shipped file advises:
+        # a short takeover after a priority-0 advert.
+        PRIORITY=str(250 - controllers.index(host)),
         ADVERT_INT=f"{advert_int:g}",
         SRC_IP=me.address,
         PEER_IPS="\n        ".join(peers),
@@ -174,14 +175,14 @@ class Pair:
         return str(wait_for(holder, timeout=timeout, what="the VIP on one host"))
 
     def start_prober(
-        self, client: str, interval: float = 0.02, timeout: float = 0.5
+        self, client: str, interval: float = 0.02, timeout: float = 0.5, keep_alive: bool = False
     ) -> tuple[Path, Any]:
-        out = self.tmp / "prober.out"
+        """keep_alive: the requests share one connection (prober.py keepalive)."""
+        out = self.tmp / ("prober-keepalive.out" if keep_alive else "prober.out")
         out.write_text("")
         url = f"http://{VIP}:{SERVICE_PORT}/"
-        proc = self.bed.spawn(
-            client, [sys.executable, str(PROBER), url, str(out), str(interval), str(timeout)]
-        )
+        argv = [sys.executable, str(PROBER), url, str(out), str(interval), str(timeout)]
+        proc = self.bed.spawn(client, argv + (["keepalive"] if keep_alive else []))
         wait_for(
             lambda: "ok" in out.read_text(),
             timeout=10,

@@ -54,6 +54,24 @@ def test_vip_moves_when_the_masters_loadstone_is_killed(bed: NetBed, tmp_path: P
     wait_for(lambda: pair.is_master(new_master), what="the notify hook on the new master")
 
 
+def test_a_killed_loadstone_is_noticed_at_once(bed: NetBed, tmp_path: Path) -> None:
+    """advert_int 0.1: the held health check (?hold=) fails the moment the
+    process dies, where a check run once a second left the VIP unserved for up
+    to a second (outage 1.2-1.6 s, a SYN retransmission included)."""
+    pair = Pair(bed, tmp_path, CONTROLLERS, advert_int=0.1).start()
+    master = pair.wait_vip()
+    out, _ = pair.start_prober("client")
+
+    bed.kill(pair.loadstones[master])
+
+    pair.wait_vip(away_from=master)
+    seconds, failed = measured_outage(out)
+    print(f"\nkill -9, advert_int 0.1: outage {seconds:.3f}s, {failed} failed requests")
+    # The issue's target is 0.5 s; the margin is for a loaded 2-core machine.
+    # Without the hold, a SYN retransmission alone makes it 1 s or more.
+    assert seconds < 0.9
+
+
 def test_vip_moves_when_the_masters_link_is_cut(bed: NetBed, tmp_path: Path) -> None:
     """The master's host vanishes from the wire: no reset reaches anyone, the
     peers notice the missing adverts (3 x advert_int + skew) and one takes over."""
@@ -90,6 +108,10 @@ def test_planned_stop_moves_the_vip_before_draining(bed: NetBed, tmp_path: Path)
     # new master waits its skew time after the old one's priority-0 advert) is
     # answered on a retransmission (after 1 s, then 2 s more on a loaded machine).
     out, _ = pair.start_prober("client", timeout=5.0)
+    # A client of the API with a connection pool: during stop_delay every
+    # answer closes its connection, so its next request opens one to wherever
+    # the VIP is by then rather than die with the connection in the drain.
+    kept, _ = pair.start_prober("client", timeout=5.0, keep_alive=True)
 
     pair.loadstones[master].send_signal(signal.SIGTERM)
 
@@ -104,3 +126,15 @@ def test_planned_stop_moves_the_vip_before_draining(bed: NetBed, tmp_path: Path)
         f"slowest {slowest(out.read_text().splitlines()):.3f}s"
     )
     assert failed == []
+    kept_lines = kept.read_text().splitlines()
+    kept_failed = [line for line in kept_lines if " fail " in line]
+    # 0 failed, but for one race the Connection: close cannot remove: a request
+    # in flight while the old holder loses the address gets no answer (its
+    # reply cannot leave from an address no longer local) and times out; seen
+    # in 1 of 3 runs. A request on a connection kept across the move is reset
+    # by the new holder (ConnectionResetError): that is what this test rules out.
+    assert len(kept_failed) <= 1 and all("TimeoutError" in line for line in kept_failed), (
+        kept_failed
+    )
+    # It went on being answered after the old master's loadstone exited.
+    assert kept_lines[-1].split()[1] == "ok"

@@ -166,6 +166,12 @@ class HttpListener(AcceptingFrontend[HttpConnection]):
             conn.close_if_idle()
         self._check_idle()
 
+    def end_keep_alive(self) -> None:
+        """Responses say Connection: close (`stopping`); idle connections stay
+        (a client may be sending on one right now: it learns of the close with
+        its next answer); new connections are still accepted."""
+        self.stopping = True
+
     def _account(self, conn: HttpConnection) -> None:
         if conn.requests == 0:
             self.denied_total += 1
