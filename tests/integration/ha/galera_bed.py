@@ -102,11 +102,11 @@ class GaleraPair(Pair):
 
 
 class BankClient:
-    """bank_client.py on the client host, through the VIP."""
+    """bank_client.py on the client host, through the VIP (the pair's, or `vip`)."""
 
-    def __init__(self, bed: NetBed, client: str, out: Path) -> None:
+    def __init__(self, bed: NetBed, client: str, out: Path, vip: str = VIP) -> None:
         self.out = out
-        argv = [sys.executable, "-m", "tests.integration.ha.bank_client", VIP, str(DB_PORT)]
+        argv = [sys.executable, "-m", "tests.integration.ha.bank_client", vip, str(DB_PORT)]
         self.proc = bed.spawn(client, [*argv, str(out)], stdin=subprocess.PIPE, cwd=ROOT)
 
     def state(self) -> dict[str, Any]:
