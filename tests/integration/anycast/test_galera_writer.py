@@ -29,18 +29,16 @@ import pytest
 from tests.integration.galera.cluster import (
     APP_PASSWORD,
     APP_USER,
-    MONITOR_PASSWORD,
-    MONITOR_USER,
     GaleraCluster,
     GaleraNode,
 )
 from tests.integration.galera.conftest import require_galera_software
 from tests.integration.ha.galera_bed import (
-    DB_PORT,
     BankClient,
     lost_commits,
     setup_bank,
     start_cluster,
+    writer_listener,
 )
 from tests.integration.harness import wait_for
 from tests.netbed.bgp import CLIENT_NET, CLIENTS, VIP, AnycastBed
@@ -74,25 +72,7 @@ class GaleraAnycastBed(AnycastBed):
     def loadstone_config(self, lb: str) -> dict[str, Any]:
         assert self.cluster is not None
         config = super().loadstone_config(lb)
-        password = self.tmp / "monitor.password"
-        password.write_text(MONITOR_PASSWORD)
-        password.chmod(0o600)
-        config["listeners"]["db"] = {
-            "bind": [f"{VIP}:{DB_PORT}"],
-            "mode": "tcp",
-            "balance": "active-backup",
-            "timeouts": {"client": "90m", "server": "90m"},
-            "check": {
-                "type": "galera",
-                "user": MONITOR_USER,
-                "password_file": str(password),
-                "interval": "500ms",
-                "timeout": "2s",
-                "rise": 2,
-                "fall": 3,
-            },
-            "servers": [{"name": n.name, "address": n.address} for n in self.cluster.nodes],
-        }
+        config["listeners"]["db"] = writer_listener(self.cluster, self.tmp, VIP)
         return config
 
     def writers(self) -> dict[str, str | None]:
@@ -119,6 +99,14 @@ class GaleraAnycastBed(AnycastBed):
         sources = ",".join(f"{CLIENT_NET}.{2 + i}" for i in range(CLIENTS))
         argv = [sys.executable, "-c", WHO_ANSWERS, VIP, str(queries), sources]
         return self.bed.run("client", [*argv, APP_USER, APP_PASSWORD]).split()
+
+    def start_bank(self, out: Path) -> BankClient:
+        """The bank workload on the client through the anycast VIP, 30 transfers in."""
+        assert self.cluster is not None
+        setup_bank(self.cluster)
+        bank = BankClient(self.bed, "client", out, vip=VIP)
+        bank.wait_more(30)
+        return bank
 
     def sessions_by_server(self, lb: str) -> dict[str, int]:
         servers = self.status(lb)["listeners"]["db"]["servers"]
@@ -182,10 +170,8 @@ def test_a_lost_site_leaves_the_other_writing_to_the_agreed_writer(
     bed = galera_anycast
     cluster = bed.cluster
     assert cluster is not None
-    setup_bank(cluster)
-    bank = BankClient(bed.bed, "client", tmp_path / "bank.json", vip=VIP)
+    bank = bed.start_bank(tmp_path / "bank.json")
     try:
-        bank.wait_more(30)
         lost = time.monotonic()
         for lb in SITE_A:
             bed.bed.cut_link(lb)
@@ -228,10 +214,8 @@ def test_the_writers_node_lost_moves_every_instance_to_one_new_writer(
     assert cluster is not None
     writer = bed.wait_agreement()
     others = [n.name for n in cluster.nodes if n.name != writer]
-    setup_bank(cluster)
-    bank = BankClient(bed.bed, "client", tmp_path / "bank.json", vip=VIP)
+    bank = bed.start_bank(tmp_path / "bank.json")
     try:
-        bank.wait_more(30)
         lost = time.monotonic()
         bed.bed.cut_link(writer)  # the host db1 runs on is named db1
         new = wait_for(
@@ -261,5 +245,10 @@ def test_the_writers_node_lost_moves_every_instance_to_one_new_writer(
         timeout=30,
         what=f"{writer} up again everywhere",
     )
-    assert set(bed.writers().values()) == {new}  # no failback on any instance
-    assert set(bed.who_answers(4)) == {new}
+    # One writer for all again, and the VIP's writes reach it. Not asserted:
+    # that it is still `new`. While the old writer rejoined, a loaded run saw
+    # `new` itself reported non-primary for a moment (Galera's view change
+    # with the tests' 1 s suspect timeout); an instance then chose afresh and
+    # the group followed it (docs/anycast.md).
+    settled = bed.wait_agreement()
+    assert set(bed.who_answers(4)) == {settled}
