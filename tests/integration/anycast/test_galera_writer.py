@@ -75,6 +75,11 @@ class GaleraAnycastBed(AnycastBed):
         config["listeners"]["db"] = writer_listener(self.cluster, self.tmp, VIP)
         return config
 
+    @property
+    def galera(self) -> GaleraCluster:
+        assert self.cluster is not None, "the fixture boots the cluster before start()"
+        return self.cluster
+
     def writers(self) -> dict[str, str | None]:
         return {lb: self.status(lb)["listeners"]["db"]["active"] for lb in self.instances}
 
@@ -168,8 +173,7 @@ def test_a_lost_site_leaves_the_other_writing_to_the_agreed_writer(
     galera_anycast: GaleraAnycastBed, tmp_path: Path
 ) -> None:
     bed = galera_anycast
-    cluster = bed.cluster
-    assert cluster is not None
+    cluster = bed.galera
     bank = bed.start_bank(tmp_path / "bank.json")
     try:
         lost = time.monotonic()
@@ -210,8 +214,7 @@ def test_the_writers_node_lost_moves_every_instance_to_one_new_writer(
     galera_anycast: GaleraAnycastBed, tmp_path: Path
 ) -> None:
     bed = galera_anycast
-    cluster = bed.cluster
-    assert cluster is not None
+    cluster = bed.galera
     writer = bed.wait_agreement()
     others = [n.name for n in cluster.nodes if n.name != writer]
     bank = bed.start_bank(tmp_path / "bank.json")
