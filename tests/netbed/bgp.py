@@ -123,12 +123,13 @@ class AnycastBed:
     peers_key: Path | None = None  # set: the instances are peers (global.peers)
     balance: str = "source"
     exabgp: tuple[str, ...] = ()  # instances announcing through ExaBGP, not BIRD
+    extra_hosts: tuple[str, ...] = ()  # more hosts on the switch (Galera nodes)
     bed: NetBed = field(init=False)
     loadstones: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     birds: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.bed = NetBed(["router", *self.instances, "be"])
+        self.bed = NetBed(["router", *self.instances, "be", *self.extra_hosts])
 
     # -- building ------------------------------------------------------------------
 

@@ -3,8 +3,9 @@ instances, and an instance announcing through ExaBGP beside BIRD ones.
 
 The backends (aiohttp) stand in for Galera nodes behind an active-backup
 listener, as in tests/integration/ha/test_writer_agreement.py: the agreement
-reads only each instance's eligibility verdicts, and a three-node Galera
-cluster does not boot in the namespaces in the time this suite has.
+reads only each instance's eligibility verdicts, and a backend fails at the
+touch of a file. The same agreement in front of a real Galera cluster, with
+the bank workload through the VIP: test_galera_writer.py.
 """
 
 from __future__ import annotations

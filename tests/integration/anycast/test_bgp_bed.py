@@ -132,7 +132,8 @@ def test_bird_stopped_under_loadstone_keeps_it_serving_and_reported(anycast: Any
 def test_a_lost_site_fails_over_to_the_other_and_its_writer(tmp_path: Path) -> None:
     # Site a (lb1, lb2) preferred by the router's local_pref; site b (lb3)
     # stands by. The instances are peers behind an active-backup listener (the
-    # backends stand in for Galera nodes, tests/integration/anycast/test_active_active.py).
+    # backends stand in for Galera nodes, tests/integration/anycast/test_active_active.py;
+    # with a real cluster and the bank workload: test_galera_writer.py).
     sites = {"lb1": 200, "lb2": 200, "lb3": 100}
     key = tmp_path / "peers.key"
     key.write_text("shared-key-of-the-anycast-group-42")

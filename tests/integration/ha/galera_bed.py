@@ -42,6 +42,32 @@ def start_cluster(bed: NetBed, controllers: list[str]) -> GaleraCluster:
     return cluster.boot()
 
 
+def writer_listener(
+    cluster: GaleraCluster, tmp: Path, vip: str, check_interval: str = "500ms"
+) -> dict[str, Any]:
+    """An active-backup listener on vip:3306 over the cluster's nodes, checked
+    `type: galera` (the monitor's password in a file under `tmp`)."""
+    password = tmp / "monitor.password"
+    password.write_text(MONITOR_PASSWORD)
+    password.chmod(0o600)
+    return {
+        "bind": [f"{vip}:{DB_PORT}"],
+        "mode": "tcp",
+        "balance": "active-backup",
+        "timeouts": {"client": "90m", "server": "90m"},
+        "check": {
+            "type": "galera",
+            "user": MONITOR_USER,
+            "password_file": str(password),
+            "interval": check_interval,
+            "timeout": "2s",
+            "rise": 2,
+            "fall": 3,
+        },
+        "servers": [{"name": n.name, "address": n.address} for n in cluster.nodes],
+    }
+
+
 @dataclass
 class GaleraPair(Pair):
     """Pair whose listener is a Galera writer on VIP:3306 (no stand-in backends)."""
@@ -66,30 +92,10 @@ class GaleraPair(Pair):
 
     def loadstone_config(self, host: str) -> dict[str, Any]:
         assert self.cluster is not None
-        password = self.tmp / "monitor.password"
-        password.write_text(MONITOR_PASSWORD)
-        password.chmod(0o600)
+        listener = writer_listener(self.cluster, self.tmp, VIP, self.check_interval)
         return {
             "global": {"admin": {"bind": ADMIN.removeprefix("http://")}, "grace": "1s"},
-            "listeners": {
-                "writer": {
-                    "bind": [f"{VIP}:{DB_PORT}"],
-                    "freebind": True,
-                    "mode": "tcp",
-                    "balance": "active-backup",
-                    "timeouts": {"client": "90m", "server": "90m"},
-                    "check": {
-                        "type": "galera",
-                        "user": MONITOR_USER,
-                        "password_file": str(password),
-                        "interval": self.check_interval,
-                        "timeout": "2s",
-                        "rise": 2,
-                        "fall": 3,
-                    },
-                    "servers": [{"name": n.name, "address": n.address} for n in self.cluster.nodes],
-                }
-            },
+            "listeners": {"writer": {**listener, "freebind": True}},
         }
 
     def writer(self, host: str) -> str | None:
@@ -102,11 +108,11 @@ class GaleraPair(Pair):
 
 
 class BankClient:
-    """bank_client.py on the client host, through the VIP."""
+    """bank_client.py on the client host, through the VIP (the pair's, or `vip`)."""
 
-    def __init__(self, bed: NetBed, client: str, out: Path) -> None:
+    def __init__(self, bed: NetBed, client: str, out: Path, vip: str = VIP) -> None:
         self.out = out
-        argv = [sys.executable, "-m", "tests.integration.ha.bank_client", VIP, str(DB_PORT)]
+        argv = [sys.executable, "-m", "tests.integration.ha.bank_client", vip, str(DB_PORT)]
         self.proc = bed.spawn(client, [*argv, str(out)], stdin=subprocess.PIPE, cwd=ROOT)
 
     def state(self) -> dict[str, Any]:
