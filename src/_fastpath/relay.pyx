@@ -416,8 +416,9 @@ cdef class Engine:
     def publish(self, int lid, str algorithm, list servers, ring_pos=(), ring_owner=()):
         """Swap in a new server table.
 
-        servers: [(slot, weight, maxconn or -1, ip, port)], in the order the
-        algorithm walks them. ring_pos / ring_owner: the `source` ring, its
+        servers: [(slot, weight, maxconn or -1, ip, port[, proxy_version])], in the
+        order the algorithm walks them; proxy_version: the PROXY protocol header the
+        engine sends first on each connection to it (0 none, 1, 2). ring_pos / ring_owner: the `source` ring, its
         owners as indexes into servers (-1 for a point of a server that takes
         no session now).
         """
@@ -434,8 +435,9 @@ cdef class Engine:
             if table == NULL or pos == NULL or owner == NULL:
                 raise MemoryError()
             for i in range(n):
-                slot, weight, maxconn, host, port = servers[i]
+                slot, weight, maxconn, host, port = servers[i][:5]
                 memset(&table[i], 0, sizeof(ls_tserver))
+                table[i].proxy_version = servers[i][5] if len(servers[i]) > 5 else 0
                 table[i].slot = slot
                 table[i].weight = weight
                 table[i].maxconn = maxconn

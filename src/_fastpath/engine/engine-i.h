@@ -56,6 +56,9 @@ static void sess_connect(ls_worker *W, ls_session *s);
 static void do_connect(ls_worker *W, ls_session *s);
 static void connect_failed(ls_worker *W, ls_session *s, int err);
 
+/* proxy_proto.c */
+static void server_connected(ls_worker *W, ls_session *s);
+
 /* listener.c */
 static ls_listener *get_listener(ls_engine *e, int lid);
 

@@ -205,6 +205,7 @@ struct ls_session {
     ls_session *owner;               /* mode http: a server connection object's user */
     int64_t connect_us;              /* when the connect in flight began (metrics.c) */
     struct ls_tls_conn *tls;         /* TLS on the client side (tls.c), else NULL */
+    uint8_t proxy_version;           /* PROXY header to the picked server: 0, 1, 2 (proxy_proto.c) */
 };
 
 enum { CMD_SHUTDOWN = 1, CMD_BARRIER, CMD_ADMIT, CMD_STOP, CMD_STOP_IDLE };

@@ -157,7 +157,7 @@ static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
             if (ev & EPOLLRDHUP)
                 s->rdhup[1] = s->rd[1] = 1;
             metrics_connected(W, s);
-            s->proto->connected(W, s);
+            server_connected(W, s); /* the PROXY header, then the protocol's */
         }
         return;
     }

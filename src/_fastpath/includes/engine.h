@@ -106,6 +106,7 @@ typedef struct ls_tserver {
     int32_t maxconn; /* -1: no limit */
     socklen_t addrlen;
     struct sockaddr_in6 addr; /* large enough for sockaddr_in too */
+    int32_t proxy_version;    /* PROXY protocol header sent first: 0 none, 1, 2 */
 } ls_tserver;
 
 /* Listener settings; copied in whole by ls_listener_configure. */

@@ -39,6 +39,7 @@ cdef extern from "engine.h" nogil:
         int32_t maxconn
         socklen_t addrlen
         sockaddr_in6 addr
+        int32_t proxy_version
 
     ctypedef struct ls_lconfig:
         int32_t maxconn

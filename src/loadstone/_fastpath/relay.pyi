@@ -88,7 +88,7 @@ class Engine:
         self,
         lid: int,
         algorithm: str,
-        servers: list[tuple[int, int, int, str, int]],
+        servers: list[tuple[int, int, int, str, int]] | list[tuple[int, int, int, str, int, int]],
         ring_pos: list[int] | tuple[int, ...] = (),
         ring_owner: list[int] | tuple[int, ...] = (),
     ) -> None: ...

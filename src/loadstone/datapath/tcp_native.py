@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("loadstone.datapath")
 
+# A server's send_proxy as the engine's table holds it (engine/proxy_proto.c).
+_PROXY_VERSIONS = {None: 0, "v1": 1, "v2": 2}
+
 BUILD: str = relay.BUILD
 
 
@@ -319,6 +322,7 @@ class TcpFrontend:
                 -1 if s.maxconn is None else s.maxconn,
                 s.connect_host,
                 s.address.port,
+                _PROXY_VERSIONS[self.config.proxy_version(s.config)],
             )
             for s in servers
         ]
