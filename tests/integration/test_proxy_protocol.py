@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from loadstone.proxy_protocol import encode, parse
 from tests.importer.sidebyside import HAPROXY, HAProxy
 from tests.integration.harness import Backend, Loadstone, free_port, wait_for
 from tests.peers import mariadb
@@ -110,6 +111,70 @@ def test_server_off_overrides_listener(db: MariaDB, loadstone: Callable[..., Loa
     loadstone(config(db=listener))
     # No header: MariaDB sees loadstone's own address.
     assert who_am_i("127.0.0.1", port, "127.0.0.5")[0] == "app@127.0.0.1"
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_send_proxy_header_bytes_ipv6(
+    backends: Callable[..., list[Backend]], loadstone: Callable[..., Loadstone], version: str
+) -> None:
+    """An echo server sends back the header it got: the one the pure path's
+    encoder builds for the IPv6 client and the address it reached, then the data."""
+    (echo,) = backends(1, mode="echo")
+    port = free_port()
+    listener = tcp_listener(port, echo.address, send_proxy=version)
+    listener["bind"] = [f"[::1]:{port}"]
+    loadstone(config(echo=listener))
+    with socket.create_connection(("::1", port)) as s:
+        client = s.getsockname()[:2]
+        s.sendall(b"ping")
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(5)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    expected = encode(version, (client[0], client[1]), ("::1", port))
+    assert answer.startswith(expected + b"ping\nEOF "), answer
+    parsed = parse(answer)
+    assert parsed is not None and parsed[0].source == ("::1", client[1])
+
+
+def test_http_send_proxy_one_header_per_connection(
+    backends: Callable[..., list[Backend]],
+    loadstone: Callable[..., Loadstone],
+    tmp_path: Path,
+    datapath: str,
+) -> None:
+    """mode http with send_proxy v2 into HAProxy's `accept-proxy` (mode http,
+    forwardfor): each client's requests reach the server under its own address,
+    two clients' requests never share a server connection (and its header)."""
+    assert HAPROXY is not None
+    (web,) = backends(1)
+    ls_port, ha_port = free_port(), free_port()
+    haproxy = HAProxy(
+        tmp_path,
+        "defaults\n    mode http\n    timeout connect 2s\n    timeout client 10s\n"
+        "    timeout server 10s\n\n"
+        f"listen front\n    bind 127.0.0.1:{ha_port} accept-proxy\n    option forwardfor\n"
+        f"    server back {web.address}\n",
+    )
+    try:
+        ls = loadstone(
+            config(
+                web={
+                    "bind": [f"127.0.0.1:{ls_port}"],
+                    "mode": "http",
+                    "send_proxy": "v2",
+                    "servers": [{"name": "haproxy", "address": f"127.0.0.1:{ha_port}"}],
+                }
+            )
+        )
+        assert ls.status()["listeners"]["web"]["data_path"] == datapath
+        first = wait_for(lambda: _echo_xff(ls_port, "127.0.0.12"))
+        second = _echo_xff(ls_port, "127.0.0.13")
+        third = _echo_xff(ls_port, "127.0.0.12")
+    finally:
+        haproxy.stop()
+    assert (first, second, third) == ("127.0.0.12", "127.0.0.13", "127.0.0.12")
 
 
 def test_haproxy_send_proxy_into_accept_proxy(
