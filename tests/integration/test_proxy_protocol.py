@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -319,6 +320,34 @@ def test_accept_proxy_refusals(
         what="a session line naming the header's client",
     )
     wait_for(lambda: ls.fd_count() <= fds, what="no descriptor left open")
+
+
+def test_accept_proxy_v2_ipv6_in_pieces_passed_on(
+    backends: Callable[..., list[Backend]], loadstone: Callable[..., Loadstone]
+) -> None:
+    """A v2 header for IPv6 addresses arriving in three pieces is read whole,
+    and the header sent on (v1) names its addresses, not the connection's."""
+    (echo,) = backends(1, mode="echo")
+    port = free_port()
+    listener = tcp_listener(
+        port, echo.address, send_proxy="v1", accept_proxy={"trusted": ["::1/128"]}
+    )
+    listener["bind"] = [f"[::1]:{port}"]
+    loadstone(config(echo=listener))
+    header = encode("v2", ("2001:db8::7", 4000), ("2001:db8::1", 443))
+    with socket.create_connection(("::1", port)) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # The pieces are the scenario (a header split across segments), not a wait.
+        for piece in (header[:10], header[10:20], header[20:] + b"ping"):
+            s.sendall(piece)
+            time.sleep(0.05)
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(5)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    sent_on = encode("v1", ("2001:db8::7", 4000), ("2001:db8::1", 443))
+    assert answer.startswith(sent_on + b"ping\nEOF "), answer
 
 
 def test_accept_proxy_before_tls(
