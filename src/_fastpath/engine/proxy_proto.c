@@ -326,7 +326,9 @@ static int proxy_gate(ls_worker *W, ls_session *s)
     if (!pa)
         return 0;
     if (!proxy_trusted(pa, &s->client)) {
-        s->proxy_watch = 1;
+        /* Behind TLS the socket holds ciphertext (a header there fails the
+         * handshake instead): nothing to watch. */
+        s->proxy_watch = !s->tls;
         return 0;
     }
     s->state = ST_PROXY_HEADER;
@@ -340,7 +342,10 @@ static void proxy_done(ls_worker *W, ls_session *s)
 {
     timer_del(W, s);
     s->state = ST_PICKING;
-    s->rd[0] = 1; /* what followed the header is in the socket: no new edge comes */
+    /* What followed the header is in the socket, and the socket's EPOLLOUT edge
+     * came while the header was read: neither brings a new edge. A send that
+     * finds the socket full clears wr[0] again. */
+    s->rd[0] = s->wr[0] = 1;
     if (s->tls)
         tls_begin(W, s);
     else
@@ -351,6 +356,7 @@ static void proxy_done(ls_worker *W, ls_session *s)
 static void proxy_header_event(ls_worker *W, ls_session *s, uint32_t ev)
 {
     static __thread char buf[PROXY_V2_MAX];
+    note_event(s, 0, ev);
     ssize_t n;
     do
         n = recv(s->fd[0], buf, sizeof buf, MSG_PEEK);
@@ -416,6 +422,10 @@ static int proxy_watch_client(ls_worker *W, ls_session *s)
     do
         n = recv(s->fd[0], peek, sizeof peek, MSG_PEEK);
     while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        s->rd[0] = 0; /* nothing yet: the first bytes bring an edge */
+        return 1;
+    }
     if (n <= 0 || !proxy_could_start(peek, (size_t)n)) {
         s->proxy_watch = 0; /* not a header (or nothing, or the end): relayed as is */
         return 0;
