@@ -57,6 +57,17 @@ def forwarded_for(response: bytes) -> str:
     return dict((k.lower(), v) for k, v in body["headers"]).get("x-forwarded-for", "")
 
 
+def _send_all_read_all(s: socket.socket, payload: bytes) -> bytes:
+    """Send `payload` and the end of the stream, and read the whole answer."""
+    s.sendall(payload)
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(5)
+    answer = b""
+    while chunk := s.recv(65536):
+        answer += chunk
+    return answer
+
+
 def tcp_listener(port: int, server: str, **options: Any) -> dict[str, Any]:
     return {
         "bind": [f"127.0.0.1:{port}"],
@@ -127,12 +138,7 @@ def test_send_proxy_header_bytes_ipv6(
     loadstone(config(echo=listener))
     with socket.create_connection(("::1", port)) as s:
         client = s.getsockname()[:2]
-        s.sendall(b"ping")
-        s.shutdown(socket.SHUT_WR)
-        s.settimeout(5)
-        answer = b""
-        while chunk := s.recv(65536):
-            answer += chunk
+        answer = _send_all_read_all(s, b"ping")
     expected = encode(version, (client[0], client[1]), ("::1", port))
     assert answer.startswith(expected + b"ping\nEOF "), answer
     parsed = parse(answer)
@@ -288,12 +294,7 @@ def test_accept_proxy_refusals(
         assert s.recv(10) == b""
     # A valid header from a trusted source is relayed without its header.
     with socket.create_connection(("127.0.0.1", trusted_port)) as s:
-        s.sendall(b"PROXY TCP4 10.1.2.3 127.0.0.1 4000 80\r\nping")
-        s.shutdown(socket.SHUT_WR)
-        s.settimeout(5)
-        answer = b""
-        while chunk := s.recv(65536):
-            answer += chunk
+        answer = _send_all_read_all(s, b"PROXY TCP4 10.1.2.3 127.0.0.1 4000 80\r\nping")
     assert answer.startswith(b"ping\nEOF ")
     # An untrusted source may not choose its address, but is served without one.
     assert _closed_without_answer(untrusted_port, b"PROXY TCP4 10.9.9.9 127.0.0.1 1 2\r\nx")
@@ -338,14 +339,10 @@ def test_accept_proxy_v2_ipv6_in_pieces_passed_on(
     with socket.create_connection(("::1", port)) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # The pieces are the scenario (a header split across segments), not a wait.
-        for piece in (header[:10], header[10:20], header[20:] + b"ping"):
+        for piece in (header[:10], header[10:20]):
             s.sendall(piece)
             time.sleep(0.05)
-        s.shutdown(socket.SHUT_WR)
-        s.settimeout(5)
-        answer = b""
-        while chunk := s.recv(65536):
-            answer += chunk
+        answer = _send_all_read_all(s, header[20:] + b"ping")
     sent_on = encode("v1", ("2001:db8::7", 4000), ("2001:db8::1", 443))
     assert answer.startswith(sent_on + b"ping\nEOF "), answer
 

@@ -272,29 +272,23 @@ static int parse_v2(const unsigned char *d, size_t n, ls_addr *src, ls_addr *dst
         return 1; /* LOCAL, or UNSPEC: the connection's own addresses */
     if ((fam & 0x0f) > 2)
         return -1;
-    memset(src, 0, sizeof *src);
-    memset(dst, 0, sizeof *dst);
-    if ((fam >> 4) == 1) {
-        if (body < 12)
-            return -1;
-        src->in4.sin_family = dst->in4.sin_family = AF_INET;
-        memcpy(&src->in4.sin_addr, d + 16, 4);
-        memcpy(&dst->in4.sin_addr, d + 20, 4);
-        memcpy(&src->in4.sin_port, d + 24, 2);
-        memcpy(&dst->in4.sin_port, d + 26, 2);
-        return 1;
+    if ((fam >> 4) > 2)
+        return 1; /* AF_UNIX: no address of ours to use */
+    int family = (fam >> 4) == 1 ? AF_INET : AF_INET6;
+    size_t alen = family == AF_INET ? 4 : 16; /* then: src, dst, sport, dport */
+    if (body < 2 * alen + 4)
+        return -1;
+    ls_addr *ends[2] = {src, dst};
+    for (int i = 0; i < 2; i++) {
+        ls_addr *a = ends[i];
+        memset(a, 0, sizeof *a);
+        a->sa.sa_family = (sa_family_t)family;
+        void *ip = family == AF_INET ? (void *)&a->in4.sin_addr : (void *)&a->in6.sin6_addr;
+        void *port = family == AF_INET ? (void *)&a->in4.sin_port : (void *)&a->in6.sin6_port;
+        memcpy(ip, d + 16 + (size_t)i * alen, alen);
+        memcpy(port, d + 16 + 2 * alen + (size_t)i * 2, 2); /* both in network order */
     }
-    if ((fam >> 4) == 2) {
-        if (body < 36)
-            return -1;
-        src->in6.sin6_family = dst->in6.sin6_family = AF_INET6;
-        memcpy(&src->in6.sin6_addr, d + 16, 16);
-        memcpy(&dst->in6.sin6_addr, d + 32, 16);
-        memcpy(&src->in6.sin6_port, d + 48, 2);
-        memcpy(&dst->in6.sin6_port, d + 50, 2);
-        return 1;
-    }
-    return 1; /* AF_UNIX: no address of ours to use */
+    return 1;
 }
 
 static int proxy_parse(const char *d, size_t n, ls_addr *src, ls_addr *dst, size_t *len)
