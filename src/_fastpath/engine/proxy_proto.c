@@ -1,6 +1,7 @@
-/* proxy_proto.c: the PROXY protocol header (HAProxy's proxy-protocol.txt,
- * versions 1 and 2) the engine writes first on a new server connection when
- * the picked server has `send_proxy` (part of the unity build engine.c). The
+/* proxy_proto.c: the PROXY protocol (HAProxy's proxy-protocol.txt, versions 1
+ * and 2) in the engine (part of the unity build engine.c): the header written
+ * first on a new server connection when the picked server has `send_proxy`,
+ * and, further down, the header read from clients with `accept_proxy`. The
  * pure path's twin is loadstone/proxy_protocol.py `encode`; the header here is
  * byte for byte the same.
  *
