@@ -13,7 +13,7 @@ releases the GIL while it waits.
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.errno cimport errno
 from libc.stdint cimport int32_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset, strlen
 from libc.stdio cimport snprintf
 from libc.time cimport gmtime_r, strftime, tm
@@ -293,6 +293,40 @@ cdef class Engine:
         cfg.nexcept = len(except_nets)
         ls_listener_configure_http(self.engine, lid, &cfg)
 
+    def proxy_accept(self, int lid, timeout, list nets):
+        """accept_proxy for the listener's next connections: nets [(4 or 6, packed
+        address bytes, prefix length)] trusted to send a PROXY header whole within
+        `timeout` seconds; timeout None: accept no header (nets ignored)."""
+        self._check()
+        cdef int n = len(nets)
+        cdef ls_hnet *table = <ls_hnet *>calloc(n if n else 1, sizeof(ls_hnet))
+        cdef int i
+        cdef bytes packed
+        if table == NULL:
+            raise MemoryError()
+        try:
+            for i in range(n):
+                version, packed, prefix = nets[i]
+                table[i].family = AF_INET if version == 4 else AF_INET6
+                table[i].prefix = prefix
+                memcpy(table[i].addr, <const char *>packed, len(packed))
+            if timeout is None:
+                ls_listener_proxy_accept(self.engine, lid, 0, NULL, -1)
+            else:
+                ls_listener_proxy_accept(
+                    self.engine, lid, max(1, <long long>(timeout * 1000)), table, n
+                )
+        finally:
+            free(table)
+
+    def proxy_refused(self, int lid):
+        """Connections closed for their PROXY header: (malformed, truncated,
+        timeout, untrusted)."""
+        self._check()
+        cdef uint64_t out[8]
+        ls_listener_proxy_refused(self.engine, lid, out)
+        return (out[0], out[1], out[2], out[3])
+
     def http_stop(self, int lid):
         """Soft stop of an HTTP listener: its idle keep-alive connections close now."""
         self._check()
@@ -467,8 +501,9 @@ cdef class Engine:
     def publish(self, int lid, str algorithm, list servers, ring_pos=(), ring_owner=()):
         """Swap in a new server table.
 
-        servers: [(slot, weight, maxconn or -1, ip, port)], in the order the
-        algorithm walks them. ring_pos / ring_owner: the `source` ring, its
+        servers: [(slot, weight, maxconn or -1, ip, port[, proxy_version])], in the
+        order the algorithm walks them; proxy_version: the PROXY protocol header the
+        engine sends first on each connection to it (0 none, 1, 2). ring_pos / ring_owner: the `source` ring, its
         owners as indexes into servers (-1 for a point of a server that takes
         no session now).
         """
@@ -485,8 +520,9 @@ cdef class Engine:
             if table == NULL or pos == NULL or owner == NULL:
                 raise MemoryError()
             for i in range(n):
-                slot, weight, maxconn, host, port = servers[i]
+                slot, weight, maxconn, host, port = servers[i][:5]
                 memset(&table[i], 0, sizeof(ls_tserver))
+                table[i].proxy_version = servers[i][5] if len(servers[i]) > 5 else 0
                 table[i].slot = slot
                 table[i].weight = weight
                 table[i].maxconn = maxconn

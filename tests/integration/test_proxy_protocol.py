@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from loadstone.proxy_protocol import encode, parse
 from tests.importer.sidebyside import HAPROXY, HAProxy
 from tests.integration.harness import Backend, Loadstone, free_port, wait_for
 from tests.peers import mariadb
@@ -55,6 +57,17 @@ def forwarded_for(response: bytes) -> str:
     return dict((k.lower(), v) for k, v in body["headers"]).get("x-forwarded-for", "")
 
 
+def _send_all_read_all(s: socket.socket, payload: bytes) -> bytes:
+    """Send `payload` and the end of the stream, and read the whole answer."""
+    s.sendall(payload)
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(5)
+    answer = b""
+    while chunk := s.recv(65536):
+        answer += chunk
+    return answer
+
+
 def tcp_listener(port: int, server: str, **options: Any) -> dict[str, Any]:
     return {
         "bind": [f"127.0.0.1:{port}"],
@@ -81,8 +94,8 @@ def test_send_proxy_to_mariadb(
     user, host = who_am_i("127.0.0.1", port, "127.0.0.5")
     assert user == "app@127.0.0.5"
     assert host.startswith("127.0.0.5:")
-    if ls.status()["datapath"] == "native":
-        assert "send_proxy" in ls.status()["listeners"]["db"]["data_path_reason"]
+    # send_proxy runs on either data path: no reason to fall back to the pure one.
+    assert "data_path_reason" not in ls.status()["listeners"]["db"]
 
 
 def test_send_proxy_v2_same_as_haproxy(
@@ -110,6 +123,65 @@ def test_server_off_overrides_listener(db: MariaDB, loadstone: Callable[..., Loa
     loadstone(config(db=listener))
     # No header: MariaDB sees loadstone's own address.
     assert who_am_i("127.0.0.1", port, "127.0.0.5")[0] == "app@127.0.0.1"
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_send_proxy_header_bytes_ipv6(
+    backends: Callable[..., list[Backend]], loadstone: Callable[..., Loadstone], version: str
+) -> None:
+    """An echo server sends back the header it got: the one the pure path's
+    encoder builds for the IPv6 client and the address it reached, then the data."""
+    (echo,) = backends(1, mode="echo")
+    port = free_port()
+    listener = tcp_listener(port, echo.address, send_proxy=version)
+    listener["bind"] = [f"[::1]:{port}"]
+    loadstone(config(echo=listener))
+    with socket.create_connection(("::1", port)) as s:
+        client = s.getsockname()[:2]
+        answer = _send_all_read_all(s, b"ping")
+    expected = encode(version, (client[0], client[1]), ("::1", port))
+    assert answer.startswith(expected + b"ping\nEOF "), answer
+    parsed = parse(answer)
+    assert parsed is not None and parsed[0].source == ("::1", client[1])
+
+
+def test_http_send_proxy_one_header_per_connection(
+    backends: Callable[..., list[Backend]],
+    loadstone: Callable[..., Loadstone],
+    tmp_path: Path,
+    datapath: str,
+) -> None:
+    """mode http with send_proxy v2 into HAProxy's `accept-proxy` (mode http,
+    forwardfor): each client's requests reach the server under its own address,
+    two clients' requests never share a server connection (and its header)."""
+    assert HAPROXY is not None
+    (web,) = backends(1)
+    ls_port, ha_port = free_port(), free_port()
+    haproxy = HAProxy(
+        tmp_path,
+        "defaults\n    mode http\n    timeout connect 2s\n    timeout client 10s\n"
+        "    timeout server 10s\n\n"
+        f"listen front\n    bind 127.0.0.1:{ha_port} accept-proxy\n    option forwardfor\n"
+        f"    server back {web.address}\n",
+    )
+    try:
+        ls = loadstone(
+            config(
+                web={
+                    "bind": [f"127.0.0.1:{ls_port}"],
+                    "mode": "http",
+                    "send_proxy": "v2",
+                    "servers": [{"name": "haproxy", "address": f"127.0.0.1:{ha_port}"}],
+                }
+            )
+        )
+        assert ls.status()["listeners"]["web"]["data_path"] == datapath
+        first = wait_for(lambda: _echo_xff(ls_port, "127.0.0.12"))
+        second = _echo_xff(ls_port, "127.0.0.13")
+        third = _echo_xff(ls_port, "127.0.0.12")
+    finally:
+        haproxy.stop()
+    assert (first, second, third) == ("127.0.0.12", "127.0.0.13", "127.0.0.12")
 
 
 def test_haproxy_send_proxy_into_accept_proxy(
@@ -222,12 +294,7 @@ def test_accept_proxy_refusals(
         assert s.recv(10) == b""
     # A valid header from a trusted source is relayed without its header.
     with socket.create_connection(("127.0.0.1", trusted_port)) as s:
-        s.sendall(b"PROXY TCP4 10.1.2.3 127.0.0.1 4000 80\r\nping")
-        s.shutdown(socket.SHUT_WR)
-        s.settimeout(5)
-        answer = b""
-        while chunk := s.recv(65536):
-            answer += chunk
+        answer = _send_all_read_all(s, b"PROXY TCP4 10.1.2.3 127.0.0.1 4000 80\r\nping")
     assert answer.startswith(b"ping\nEOF ")
     # An untrusted source may not choose its address, but is served without one.
     assert _closed_without_answer(untrusted_port, b"PROXY TCP4 10.9.9.9 127.0.0.1 1 2\r\nx")
@@ -254,6 +321,30 @@ def test_accept_proxy_refusals(
         what="a session line naming the header's client",
     )
     wait_for(lambda: ls.fd_count() <= fds, what="no descriptor left open")
+
+
+def test_accept_proxy_v2_ipv6_in_pieces_passed_on(
+    backends: Callable[..., list[Backend]], loadstone: Callable[..., Loadstone]
+) -> None:
+    """A v2 header for IPv6 addresses arriving in three pieces is read whole,
+    and the header sent on (v1) names its addresses, not the connection's."""
+    (echo,) = backends(1, mode="echo")
+    port = free_port()
+    listener = tcp_listener(
+        port, echo.address, send_proxy="v1", accept_proxy={"trusted": ["::1/128"]}
+    )
+    listener["bind"] = [f"[::1]:{port}"]
+    loadstone(config(echo=listener))
+    header = encode("v2", ("2001:db8::7", 4000), ("2001:db8::1", 443))
+    with socket.create_connection(("::1", port)) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # The pieces are the scenario (a header split across segments), not a wait.
+        for piece in (header[:10], header[10:20]):
+            s.sendall(piece)
+            time.sleep(0.05)
+        answer = _send_all_read_all(s, header[20:] + b"ping")
+    sent_on = encode("v1", ("2001:db8::7", 4000), ("2001:db8::1", 443))
+    assert answer.startswith(sent_on + b"ping\nEOF "), answer
 
 
 def test_accept_proxy_before_tls(

@@ -164,6 +164,7 @@ static int pick_server(ls_listener *L, ls_session *s)
         slot = t->slot;
         memcpy(&s->saddr, &t->addr, t->addrlen);
         s->saddrlen = t->addrlen;
+        s->proxy_version = (uint8_t)t->proxy_version;
         __atomic_fetch_add(&slot_shared(L, slot)->live, 1, __ATOMIC_RELAXED);
     }
     pthread_mutex_unlock(&L->lock);

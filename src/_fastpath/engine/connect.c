@@ -68,10 +68,7 @@ static void do_connect(ls_worker *W, ls_session *s)
     }
     if (r == 0) {
         s->wr[1] = 1;
-        if (tls_upstream_begin(W, s))
-            return;
-        metrics_connected(W, s);
-        s->proto->connected(W, s);
+        server_connected(W, s); /* the PROXY header, TLS, then the protocol's */
         return;
     }
     s->state = ST_CONNECTING;

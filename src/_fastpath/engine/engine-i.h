@@ -56,6 +56,14 @@ static void sess_connect(ls_worker *W, ls_session *s);
 static void do_connect(ls_worker *W, ls_session *s);
 static void connect_failed(ls_worker *W, ls_session *s, int err);
 
+/* proxy_proto.c */
+static void server_connected(ls_worker *W, ls_session *s);
+static int proxy_gate(ls_worker *W, ls_session *s);
+static void proxy_header_event(ls_worker *W, ls_session *s, uint32_t ev);
+static void proxy_timeout(ls_worker *W, ls_session *s);
+static int proxy_watch_client(ls_worker *W, ls_session *s);
+static void proxy_accept_free(ls_listener *L);
+
 /* listener.c */
 static ls_listener *get_listener(ls_engine *e, int lid);
 

@@ -65,8 +65,17 @@ typedef struct ls_chunk {
 
 typedef struct ls_lwstats {
     uint64_t sessions_total, bytes_in, bytes_out, denied;
-    char pad[32];
+    uint64_t proxy_refused[LS_PROXY_NREFUSED]; /* accept_proxy's refusals (proxy_proto.c) */
 } __attribute__((aligned(64))) ls_lwstats;
+
+/* A listener's accept_proxy (proxy_proto.c): the networks trusted to send a
+ * PROXY header, and the time a header may take. */
+typedef struct ls_paccept {
+    int64_t timeout_ms;
+    struct ls_paccept *prev; /* settings replaced, kept until the listener goes */
+    int nnets;
+    ls_hnet nets[];
+} ls_paccept;
 
 typedef struct ls_session ls_session;
 typedef struct ls_worker ls_worker;
@@ -139,6 +148,8 @@ struct ls_listener {
     struct ls_lmetrics_w *metrics; /* [workers]: histograms, codes (metrics.c) */
     struct ls_tls *tls;  /* TLS termination (tls.c), NULL: plain TCP */
     struct ls_tls_upstreams *tls_up; /* TLS to its servers by slot (tls_upstream.c) */
+    ls_paccept *volatile paccept; /* accept_proxy (proxy_proto.c), NULL: none */
+    ls_paccept *paccept_old;
 };
 
 /* QUEUED: waiting for a maxconn slot (not counted as active). ADMITTING: taken
@@ -158,6 +169,7 @@ enum {
     ST_POOLED, /* mode http: an idle server connection in a worker's pool */
     ST_TLS_HANDSHAKE, /* a TLS listener's connection before admission (tls.c) */
     ST_TLS_CONNECT,   /* connected to a TLS server, its handshake running (tls_upstream.c) */
+    ST_PROXY_HEADER,  /* a trusted client's PROXY header being read (proxy_proto.c) */
 };
 
 typedef struct ls_dir {
@@ -208,6 +220,9 @@ struct ls_session {
     int64_t connect_us;              /* when the connect in flight began (metrics.c) */
     struct ls_tls_conn *tls;         /* TLS on the client side (tls.c), else NULL */
     struct ls_tls_conn *stls;        /* TLS on the server side (tls_upstream.c), else NULL */
+    uint8_t proxy_version;           /* PROXY header to the picked server: 0, 1, 2 (proxy_proto.c) */
+    uint8_t proxy_watch;             /* an untrusted client's first bytes not seen yet */
+    ls_addr proxy_dst;               /* the address a PROXY header said the client reached */
 };
 
 enum { CMD_SHUTDOWN = 1, CMD_BARRIER, CMD_ADMIT, CMD_STOP, CMD_STOP_IDLE };

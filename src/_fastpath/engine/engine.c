@@ -16,6 +16,7 @@
  *   relay.c       moving bytes: pump, the outbox, splice pipes
  *   session.c     accept, epoll events, finish; proto_tcp
  *   connect.c     pick, connect, retry and redispatch
+ *   proxy_proto.c the PROXY protocol: headers sent to servers, read from clients
  *   http_parse.c  mode http: llhttp's callbacks, the head rebuilt for the server
  *   http_selftest.c  the self-test of the llhttp built in
  *   http_io.c     reading, parsing, relaying, the round's writes
@@ -116,6 +117,7 @@
 #include "limits.c"
 #include "session.c"
 #include "connect.c"
+#include "proxy_proto.c" /* PROXY protocol headers, sent and accepted */
 #include "http_parse.c"
 #include "http_selftest.c"
 #include "http_io.c"

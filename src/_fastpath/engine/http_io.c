@@ -345,6 +345,8 @@ static int read_client(ls_worker *W, ls_session *s)
             return 0;
         if (h->out.len >= PENDING_LIMIT || h->in.len >= IN_LIMIT)
             return 0;
+        if (s->proxy_watch && proxy_watch_client(W, s))
+            return s->state == ST_CLOSED; /* a header from an untrusted client, or wait */
         ssize_t n = sess_recv(s, 0, W->buf, (size_t)W->e->bufsize);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {

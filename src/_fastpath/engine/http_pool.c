@@ -136,8 +136,8 @@ static void release_server(ls_worker *W, ls_session *s, int reusable)
 {
     ls_http *h = s->http;
     ls_listener *L = s->L;
-    if (h->backend_requests >= LS_POOL_MAX_REQUESTS)
-        reusable = 0;
+    if (h->backend_requests >= LS_POOL_MAX_REQUESTS || s->proxy_version)
+        reusable = 0; /* a connection that told one client's address serves no other */
     if (!(s->fd[1] >= 0 && reusable && h->connected && !L->http_stopping && pool_put(W, s) == 0))
         drop_server_conn(W, s);
     if (s->slot >= 0) {
@@ -150,6 +150,8 @@ static void release_server(ls_worker *W, ls_session *s, int reusable)
  * worker has one, the one idle longest; 1 when the session got it. */
 static int http_take_pooled(ls_worker *W, ls_session *s)
 {
+    if (s->proxy_version)
+        return 0; /* its own connection, with its own PROXY header */
     ls_list *pos;
     LS_LIST_FOR_EACH(pos, &W->http_pool) {
         ls_session *p = LS_LIST_ELEM(pos, ls_session, qlink);

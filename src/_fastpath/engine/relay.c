@@ -158,6 +158,8 @@ static void pump(ls_worker *W, ls_session *s, int d)
         }
         if (!s->rd[src])
             return;
+        if (src == 0 && s->proxy_watch && proxy_watch_client(W, s))
+            return; /* an untrusted client's header (closed), or too few bytes to tell */
         if (++rounds > LS_ROUNDS) {
             ready_push(W, s); /* let the other sessions of this round go first */
             return;

@@ -123,6 +123,8 @@ static void on_accept(ls_worker *W, ls_lsock *ls)
             finish(W, s, LS_END_CLIENT_RESET, 0);
             continue;
         }
+        if (proxy_gate(W, s))
+            continue; /* a trusted client's PROXY header first (proxy_proto.c) */
         if (s->tls)
             tls_begin(W, s); /* admitted once the handshake is done */
         else
@@ -135,6 +137,10 @@ static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
 {
     if (s->state == ST_CLOSED)
         return;
+    if (s->state == ST_PROXY_HEADER) {
+        proxy_header_event(W, s, ev);
+        return;
+    }
     if (s->tls && side == 0) {
         if (s->state == ST_TLS_HANDSHAKE) {
             tls_handshake_event(W, s, ev);
@@ -162,10 +168,7 @@ static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
                 s->rd[1] = 1;
             if (ev & EPOLLRDHUP)
                 s->rdhup[1] = s->rd[1] = 1;
-            if (tls_upstream_begin(W, s))
-                return; /* connected once the server's handshake is done */
-            metrics_connected(W, s);
-            s->proto->connected(W, s);
+            server_connected(W, s); /* the PROXY header, TLS, then the protocol's */
         }
         return;
     }
@@ -232,7 +235,7 @@ static void finish(ls_worker *W, ls_session *s, int reason, int arg)
     } else {
         s->state = ST_CLOSED;
         /* a TLS handshake that did not complete: never admitted */
-        admitted = state != ST_EXPIRED && state != ST_TLS_HANDSHAKE;
+        admitted = state != ST_EXPIRED && state != ST_TLS_HANDSHAKE && state != ST_PROXY_HEADER;
     }
     if (admitted) {
         pthread_mutex_lock(&L->lock);
@@ -241,7 +244,8 @@ static void finish(ls_worker *W, ls_session *s, int reason, int arg)
         pthread_mutex_unlock(&L->lock);
         dispatch_admitted(W, next);
     }
-    if (state != ST_TLS_HANDSHAKE) /* no session yet: the handshake's counters say it */
+    if (state != ST_TLS_HANDSHAKE && state != ST_PROXY_HEADER) /* no session yet: the
+                                  handshake's (the PROXY refusals') counters say it */
         s->proto->ended(W, s, reason, arg); /* before the descriptors close */
     tls_close(s);
     tls_upstream_close(s);

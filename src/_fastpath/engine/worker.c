@@ -27,6 +27,9 @@ static void run_timers(ls_worker *W)
         case ST_TLS_HANDSHAKE:
             tls_timeout(W, s);
             break;
+        case ST_PROXY_HEADER:
+            proxy_timeout(W, s);
+            break;
         case ST_RELAY: {
             /* the idle deadline is re-armed lazily (engine.c: Timers) */
             int64_t real = s->last_us + s->proto->relay_idle_ms(s) * 1000;
@@ -287,6 +290,7 @@ void ls_engine_free(ls_engine *e)
         }
         tls_listener_free(L);
         tls_upstream_listener_free(L);
+        proxy_accept_free(L);
         free(L->wstats);
         free(L->metrics);
         free(L);

@@ -106,6 +106,7 @@ typedef struct ls_tserver {
     int32_t maxconn; /* -1: no limit */
     socklen_t addrlen;
     struct sockaddr_in6 addr; /* large enough for sockaddr_in too */
+    int32_t proxy_version;    /* PROXY protocol header sent first: 0 none, 1, 2 */
 } ls_tserver;
 
 /* Listener settings; copied in whole by ls_listener_configure. */
@@ -167,6 +168,18 @@ int ls_listener_new_slot(ls_engine *e, int lid);              /* -1 when full */
  * an index into servers, or -1 for a point whose server takes no sessions. */
 int ls_listener_publish(ls_engine *e, int lid, int alg, const ls_tserver *servers, int n,
                         const uint64_t *ring_pos, const int32_t *ring_owner, int nring);
+
+/* accept_proxy: connections from `nets` must start with a PROXY header, whole
+ * within timeout_ms; n < 0: none (proxy_proto.c). Refusals by reason: */
+enum {
+    LS_PROXY_REFUSED_MALFORMED = 0,
+    LS_PROXY_REFUSED_TRUNCATED,
+    LS_PROXY_REFUSED_TIMEOUT,
+    LS_PROXY_REFUSED_UNTRUSTED,
+    LS_PROXY_NREFUSED,
+};
+void ls_listener_proxy_accept(ls_engine *e, int lid, int64_t timeout_ms, const ls_hnet *nets, int n);
+void ls_listener_proxy_refused(ls_engine *e, int lid, uint64_t out[LS_PROXY_NREFUSED]);
 
 /* Counters, summed over the workers. */
 typedef struct ls_lstats {

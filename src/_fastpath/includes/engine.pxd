@@ -39,6 +39,7 @@ cdef extern from "engine.h" nogil:
         int32_t maxconn
         socklen_t addrlen
         sockaddr_in6 addr
+        int32_t proxy_version
 
     ctypedef struct ls_lconfig:
         int32_t maxconn
@@ -119,6 +120,9 @@ cdef extern from "engine.h" nogil:
     const char *ls_llhttp_version()
     void ls_http_set_answer(int status, const char *data, int len)
     void ls_listener_configure_http(ls_engine *e, int lid, const ls_hconfig *cfg)
+    int LS_PROXY_NREFUSED
+    void ls_listener_proxy_accept(ls_engine *e, int lid, int64_t timeout_ms, const ls_hnet *nets, int n)
+    void ls_listener_proxy_refused(ls_engine *e, int lid, uint64_t *out)
     int ls_http_stop(ls_engine *e, int lid)
     void ls_http_close_after_response(ls_engine *e, int lid)
     int64_t ls_http_idle_server_conns(ls_engine *e, int lid)

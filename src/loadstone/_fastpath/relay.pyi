@@ -90,10 +90,14 @@ class Engine:
         self,
         lid: int,
         algorithm: str,
-        servers: list[tuple[int, int, int, str, int]],
+        servers: list[tuple[int, int, int, str, int]] | list[tuple[int, int, int, str, int, int]],
         ring_pos: list[int] | tuple[int, ...] = (),
         ring_owner: list[int] | tuple[int, ...] = (),
     ) -> None: ...
+    def proxy_accept(
+        self, lid: int, timeout: float | None, nets: list[tuple[int, bytes, int]]
+    ) -> None: ...
+    def proxy_refused(self, lid: int) -> tuple[int, int, int, int]: ...
     def set_tls(
         self,
         lid: int,

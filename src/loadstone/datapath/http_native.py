@@ -214,4 +214,5 @@ class HttpFrontend(native.TcpFrontend):
             # The pool's balancer, as the pure path shows it.
             "pools": {"default": {"balance": self.pool.balancer.name, "servers": servers}},
             **self.tls_status(),
+            **self.proxy_status(),
         }

@@ -11,10 +11,6 @@ _NOT_NATIVE = "native data path: not implemented"
 
 def refusal(listener: ListenerConfig) -> str | None:
     """Why the native engine cannot serve `listener`, or None."""
-    if listener.accept_proxy is not None:
-        return f"accept_proxy ({_NOT_NATIVE})"
-    if any(listener.proxy_version(s) is not None for s in listener.servers):
-        return f"send_proxy ({_NOT_NATIVE})"
     if listener.monitor is not None:
         return f"monitor ({_NOT_NATIVE})"
     if listener.request_rules:

@@ -33,6 +33,7 @@ import asyncio
 import atexit
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import resource
@@ -52,6 +53,11 @@ if TYPE_CHECKING:
     from loadstone.sessionlog import SessionLog
 
 log = logging.getLogger("loadstone.datapath")
+
+# A server's send_proxy as the engine's table holds it (engine/proxy_proto.c).
+_PROXY_VERSIONS = {None: 0, "v1": 1, "v2": 2}
+# The engine's accept_proxy refusal counts, in its order (LS_PROXY_REFUSED_*).
+_PROXY_REFUSALS = ("malformed", "truncated", "timeout", "untrusted")
 
 BUILD: str = relay.BUILD
 
@@ -253,6 +259,16 @@ class TcpFrontend:
             else (max(1, int(ka.idle)), max(1, int(ka.interval)), ka.count),
         )
         tls_native.configure(self.engine, self.lid, c, self.loop)  # TLS in the workers
+        accept = c.accept_proxy
+        if accept is None:
+            self.engine.proxy_accept(self.lid, None, [])
+        else:
+            nets = [ipaddress.ip_network(n) for n in accept.trusted]
+            self.engine.proxy_accept(
+                self.lid,
+                accept.timeout,
+                [(n.version, n.network_address.packed, n.prefixlen) for n in nets],
+            )
 
     def _slot(self, server: ServerRuntime) -> int:
         slot = self._slots.get(server)
@@ -322,6 +338,7 @@ class TcpFrontend:
                 -1 if s.maxconn is None else s.maxconn,
                 s.connect_host,
                 s.address.port,
+                _PROXY_VERSIONS[self.config.proxy_version(s.config)],
             )
             for s in servers
         ]
@@ -502,7 +519,15 @@ class TcpFrontend:
     # -- control ---------------------------------------------------------------------
 
     def status_extra(self) -> dict[str, object]:
-        return self.tls_status()  # mode tcp adds only its TLS, if any
+        return {**self.tls_status(), **self.proxy_status()}  # mode tcp: TLS and PROXY only
+
+    def proxy_status(self) -> dict[str, object]:
+        """Connections refused for their PROXY header (with accept_proxy), by reason,
+        as the pure path shows them."""
+        if self.config.accept_proxy is None:
+            return {}
+        counts = zip(_PROXY_REFUSALS, self.engine.proxy_refused(self.lid), strict=True)
+        return {"proxy_protocol": {"refused": {r: n for r, n in counts if n}}}
 
     def tls_status(self) -> dict[str, object]:
         """The listener's TLS handshakes and certificates (the pure path's shape);
