@@ -328,13 +328,14 @@ def run_path(
     slack: float,
     normal_requests: int,
     workdir: Path,
+    loop: str = "uvloop",
 ) -> list[AttackResult]:
     attacked = Backend("attacked", free_port()).start()
     normal = Backend("normal", free_port()).start()
     ports = (free_port(), free_port())
     env = {"LOADSTONE_NO_EXTENSIONS": "1" if path == "pure" else "0"}
     config = loadstone_config(attacked, normal, ports, http_request, idle)
-    ls = Loadstone(workdir, config, env=env)
+    ls = Loadstone(workdir, config, loop=loop, env=env)
     results = []
     try:
         ls.start()
