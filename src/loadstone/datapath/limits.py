@@ -36,6 +36,7 @@ class NativeLimits(Protocol):
 
     def set_maxconn(self, maxconn: int, foreign: int) -> None: ...
     def set_foreign_conns(self, foreign: int) -> None: ...
+    def set_bound_from_fds(self, from_fds: bool) -> None: ...
     def limit_stats(self) -> tuple[int, int, int]: ...
 
 
@@ -73,6 +74,7 @@ class ProcessLimit:
         if self.native is not None:
             # The engine's workers pause at it too, counting the pure path's sessions.
             self.native.set_maxconn(self.bound or 0, self.pure_conns)
+            self.native.set_bound_from_fds(self.bound is not None and not self.at_maxconn())
 
     def _native_stats(self) -> tuple[int, int, int]:
         return self.native.limit_stats() if self.native is not None else (0, 0, 0)
