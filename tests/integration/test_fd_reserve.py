@@ -17,14 +17,16 @@ import select
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from loadstone.datapath.limits import FD_RESERVE, FDS_PER_SESSION
 from tests.integration.conftest import listener_config
 from tests.integration.harness import Backend, Loadstone, wait_for
-from tests.integration.test_exhaustion import cpu_seconds, echo
+from tests.integration.test_exhaustion import clients, cpu_seconds, echo
+
+__all__ = ["clients"]  # the fixture, for pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("datapath")]
 
@@ -32,19 +34,12 @@ SESSIONS = 8  # what the lowered limit leaves room for
 LATE = 6  # clients past the bound
 
 
-@pytest.fixture
-def held() -> Iterator[list[socket.socket]]:
-    sockets: list[socket.socket] = []
-    yield sockets
-    for s in sockets:
-        s.close()
-
-
 def test_sessions_past_the_descriptor_bound_wait_and_are_served(
     backends: Callable[..., list[Backend]],
     loadstone: Callable[..., Loadstone],
-    held: list[socket.socket],
+    clients: list[socket.socket],  # closed at the end (test_exhaustion's fixture)
 ) -> None:
+    held = clients
     (server,) = backends(1, mode="echo")
     config = listener_config([server])
     config["listeners"]["web"]["servers"][0]["check"] = False
