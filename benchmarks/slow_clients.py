@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/slow_clients.py                   # 2,000 per attack
     .venv/bin/python benchmarks/slow_clients.py -n 5000 --json
     .venv/bin/python benchmarks/slow_clients.py --paths native --kinds slowloris
+    .venv/bin/python benchmarks/slow_clients.py --paths pure --loop asyncio
 
 For each data path and each attack, against one loadstone http listener in front
 of one aiohttp backend (tests/peers/backend.py):
@@ -328,13 +329,14 @@ def run_path(
     slack: float,
     normal_requests: int,
     workdir: Path,
+    loop: str = "uvloop",
 ) -> list[AttackResult]:
     attacked = Backend("attacked", free_port()).start()
     normal = Backend("normal", free_port()).start()
     ports = (free_port(), free_port())
     env = {"LOADSTONE_NO_EXTENSIONS": "1" if path == "pure" else "0"}
     config = loadstone_config(attacked, normal, ports, http_request, idle)
-    ls = Loadstone(workdir, config, env=env)
+    ls = Loadstone(workdir, config, loop=loop, env=env)
     results = []
     try:
         ls.start()
@@ -371,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=float, default=10.0, help="timeouts.client and .server")
     parser.add_argument("--slack", type=float, default=3.0, help="allowed past a timeout")
     parser.add_argument("--normal-requests", type=int, default=300)
+    parser.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     raise_fd_limit()
@@ -386,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.slack,
                 args.normal_requests,
                 Path(tmp),
+                args.loop,
             )
     for r in results:
         if r.p99_ratio > 2.0:

@@ -581,6 +581,12 @@ cdef class Engine:
         self._check()
         ls_engine_set_maxconn(self.engine, maxconn, foreign)
 
+    def set_bound_from_fds(self, bint from_fds):
+        """Whether the bound of set_maxconn is the descriptor limit's (its pauses
+        then count as fd_limit) rather than global.maxconn."""
+        self._check()
+        ls_engine_set_bound_from_fds(self.engine, from_fds)
+
     def set_foreign_conns(self, long long foreign):
         self._check()
         ls_engine_set_foreign_conns(self.engine, foreign)

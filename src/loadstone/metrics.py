@@ -318,6 +318,14 @@ def limit_metrics(limits: dict[str, Any]) -> Iterator[Metric]:
         maxconn = GaugeMetricFamily("loadstone_process_maxconn", "global.maxconn")
         maxconn.add_metric([], limits["maxconn"])
         yield maxconn
+    if limits.get("fd_bound") is not None:
+        fd_bound = GaugeMetricFamily(
+            "loadstone_process_fd_bound",
+            "Client connections RLIMIT_NOFILE leaves room for (two descriptors each, a reserve"
+            " kept); accepting pauses there too",
+        )
+        fd_bound.add_metric([], limits["fd_bound"])
+        yield fd_bound
     paused = CounterMetricFamily(
         "loadstone_accept_paused",
         "Times accepting paused: at global.maxconn, or out of descriptors (fd_limit)",

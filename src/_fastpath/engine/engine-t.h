@@ -302,6 +302,7 @@ struct ls_engine {
     struct ls_tls_keys *tls_keys; /* session-ticket keys of every TLS listener (tls.c) */
     /* limits.c: global.maxconn (0: none), the pure path's sessions, pauses */
     int64_t maxconn, foreign_conns;
+    int bound_from_fds; /* maxconn is the descriptor bound (datapath/limits.py) */
     uint64_t accept_pauses, maxconn_pauses;
 };
 

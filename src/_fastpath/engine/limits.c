@@ -25,10 +25,15 @@ static int64_t process_conns(ls_engine *e)
     return n;
 }
 
+/* 0: room; 1: at global.maxconn; 2: at the bound the descriptor limit sets
+ * (RLIMIT_NOFILE, two descriptors a session and a reserve: the control plane
+ * gives the engine the smaller of the two, and says which it is). */
 static int accept_full(ls_worker *W)
 {
     int64_t max = __atomic_load_n(&W->e->maxconn, __ATOMIC_RELAXED);
-    return max > 0 && process_conns(W->e) >= max;
+    if (max <= 0 || process_conns(W->e) < max)
+        return 0;
+    return __atomic_load_n(&W->e->bound_from_fds, __ATOMIC_RELAXED) ? 2 : 1;
 }
 
 /* Stop watching ls in this worker; 0 when there is no room to remember it (the
@@ -103,6 +108,11 @@ void ls_engine_set_maxconn(ls_engine *e, int64_t maxconn, int64_t foreign)
 {
     __atomic_store_n(&e->maxconn, maxconn, __ATOMIC_RELAXED);
     __atomic_store_n(&e->foreign_conns, foreign, __ATOMIC_RELAXED);
+}
+
+void ls_engine_set_bound_from_fds(ls_engine *e, int from_fds)
+{
+    __atomic_store_n(&e->bound_from_fds, from_fds, __ATOMIC_RELAXED);
 }
 
 void ls_engine_set_foreign_conns(ls_engine *e, int64_t foreign)

@@ -56,8 +56,9 @@ static void on_accept(ls_worker *W, ls_lsock *ls)
     for (int k = 0; k < LS_ACCEPT_BATCH; k++) {
         if (ls->closed)
             return;
-        if (accept_full(W) && accept_pause(W, ls, 1))
-            return; /* global.maxconn: the clients wait in the backlog */
+        int full = accept_full(W);
+        if (full && accept_pause(W, ls, full == 1))
+            return; /* global.maxconn or the descriptor bound: the clients wait in the backlog */
         ls_addr addr;
         socklen_t alen = sizeof addr;
         int fd = accept4(ls->fd, &addr.sa, &alen, SOCK_NONBLOCK | SOCK_CLOEXEC);

@@ -206,6 +206,7 @@ typedef struct ls_limit_stats {
 } ls_limit_stats;
 void ls_engine_set_maxconn(ls_engine *e, int64_t maxconn, int64_t foreign);
 void ls_engine_set_foreign_conns(ls_engine *e, int64_t foreign);
+void ls_engine_set_bound_from_fds(ls_engine *e, int from_fds);
 void ls_engine_limit_stats(ls_engine *e, ls_limit_stats *out);
 
 /* Close the sessions of a listener (slot -1) or of one of its servers, now;

@@ -112,6 +112,7 @@ cdef extern from "engine.h" nogil:
     int ls_shutdown(ls_engine *e, int lid, int slot, int reason_id)
     void ls_engine_set_maxconn(ls_engine *e, int64_t maxconn, int64_t foreign)
     void ls_engine_set_foreign_conns(ls_engine *e, int64_t foreign)
+    void ls_engine_set_bound_from_fds(ls_engine *e, int from_fds)
     void ls_engine_limit_stats(ls_engine *e, ls_limit_stats *out)
     ls_record *ls_take_records(ls_engine *e, int *n)
     uint64_t ls_blake2b64(const void *data, size_t len)

@@ -73,7 +73,7 @@ class Acceptor:
     def _readable(self) -> None:
         for _ in range(BATCH):
             if LIMIT.full():
-                self._pause(at_maxconn=True)
+                self._pause(at_maxconn=LIMIT.at_maxconn())
                 return
             try:
                 conn, _ = self.sock.accept()

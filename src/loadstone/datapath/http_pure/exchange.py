@@ -226,14 +226,10 @@ class Exchange(Connector[Backend]):
         to_server = self.to_server
         backend = self.backend
         if backend is not None and backend.transport is not None:
-            frontend = self.frontend
-            frontend.writes += (
+            self.frontend.queue_write(
                 backend.transport,
                 to_server[0] if len(to_server) == 1 else b"".join(to_server),
             )
-            if not frontend.flush_pending:
-                frontend.flush_pending = True
-                self.loop.call_soon(frontend.flush_writes)
             self.head_written = True
         to_server.clear()
 
@@ -296,11 +292,7 @@ class Exchange(Connector[Backend]):
         self.response_started = True
         self.bytes_out += len(data)
         if self.transport is not None:
-            frontend = self.frontend
-            frontend.writes += (self.transport, data)
-            if not frontend.flush_pending:
-                frontend.flush_pending = True
-                self.loop.call_soon(frontend.flush_writes)
+            self.frontend.queue_write(self.transport, data)
 
     def response_done(self, backend: Backend) -> None:
         req = self.req

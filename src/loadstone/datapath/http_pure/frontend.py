@@ -19,7 +19,8 @@ connect loop (retries, redispatch, back-off) is datapath.connect's.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+import asyncio
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from loadstone.balance import make_balancer
 from loadstone.balance.active_backup import ActiveBackup
@@ -31,6 +32,11 @@ from loadstone.http.request_rules import RequestRules
 from loadstone.http.response import ResponsePolicy
 from loadstone.http.routing import Router
 from loadstone.server import Pool, ServerRuntime
+
+# Bytes of batched writes (HttpListener.queue_write) after which they are made at
+# once rather than at the end of the loop iteration: a few small answers batch
+# as before; a bulk read goes out before the next read is made.
+FLUSH_AT: Final = 64 * 1024
 
 if TYPE_CHECKING:
     from loadstone.balance.base import Balancer
@@ -82,6 +88,7 @@ class HttpListener(AcceptingFrontend[HttpConnection]):
         # event pass): a peer woken by the first write is still awake for the
         # next ones, instead of each write waking it (and preempting us) anew.
         self.writes: list[Any] = []
+        self.writes_size = 0  # bytes in self.writes
         self.flush_pending = False
 
     def _configured(self) -> None:
@@ -181,12 +188,30 @@ class HttpListener(AcceptingFrontend[HttpConnection]):
         if self.stopping and not self.active and not self.queued:
             self.upstreams.close_all()
 
+    def queue_write(self, transport: asyncio.Transport, data: bytes) -> None:
+        """Write `data` at the end of this loop iteration, or at once past FLUSH_AT.
+
+        Flow control needs the write to happen within the read that produced it:
+        libuv (uvloop) reads a readable socket up to 32 times in one go, and only
+        a transport that has been written to can pause the reading of the other
+        side (`pause_writing`) before the next of those reads. Held back until
+        the end of the iteration, the reads of one slow reader's server piled up
+        32 x 256 KiB instead of stopping at the high-water mark."""
+        self.writes += (transport, data)
+        self.writes_size += len(data)
+        if self.writes_size >= FLUSH_AT:
+            self.flush_writes()
+        elif not self.flush_pending:
+            self.flush_pending = True
+            self.loop.call_soon(self.flush_writes)
+
     def flush_writes(self) -> None:
         self.flush_pending = False
         writes = self.writes
         if not writes:
             return
         self.writes = []
+        self.writes_size = 0
         for i in range(0, len(writes), 2):
             transport = writes[i]
             if not transport.is_closing():
