@@ -200,10 +200,25 @@ class Pair:
         return bool(vrrp.get(VRRP_INSTANCE, {}).get("state") == "MASTER")
 
 
-def measured_outage(out: Path, timeout: float = 20) -> tuple[float, int]:
-    """Once the prober has failed and then succeeded again: (outage, failed)."""
+def measured_outage(
+    out: Path, timeout: float = 20, after: float | None = None
+) -> tuple[float, int]:
+    """Once the prober has failed and then succeeded again: (outage, failed).
+    With `after` (a fault's CLOCK_MONOTONIC time), 20 answers after it and no
+    failure at all also end the wait: a failover no request noticed, (0.0, 0)."""
+
+    def ended() -> tuple[float, int] | None:
+        lines = out.read_text().splitlines()
+        found = outage(lines)
+        if found is not None or after is None:
+            return found
+        later = [line.split()[1] for line in lines if float(line.split()[0]) > after]
+        if len(later) >= 20 and "fail" not in later:
+            return (0.0, 0)
+        return None
+
     result: tuple[float, int] | None = wait_for(
-        lambda: outage(out.read_text().splitlines()), timeout=timeout, what="the end of the outage"
+        ended, timeout=timeout, what="the end of the outage"
     )
     assert result is not None  # wait_for returns only a truthy value
     return result
