@@ -42,10 +42,15 @@ def test_smoke_kill_with_fast_adverts(tmp_path: Path) -> None:
     for r in rows:
         assert 0 < r["vip_moved_s"] < 10
         for client in ("new", "keep-alive"):
-            # A kill -9 is seen by the clients (refused connects), and it ends.
-            assert r[client]["failed"] > 0
-            assert 0 < r[client]["outage_s"] < 10
-            assert r[client]["outage_sent_s"] <= r[client]["outage_s"]
+            # The outage ends. It may be none at all: with the held health check
+            # loadstone's VIP can move before a client's next request (a run of a
+            # fresh clone saw 0 failed); HAProxy's unheld check always costs some.
+            figures = r[client]
+            assert 0 <= figures["outage_s"] < 10
+            assert figures["outage_sent_s"] <= figures["outage_s"]
+            assert (figures["failed"] == 0) == (figures["outage_s"] == 0)
+            if r["proxy"] == "haproxy":
+                assert figures["failed"] > 0
         cells = [
             f"{c['outage_sent_s']:.2f} / {c['outage_s']:.2f} s, {c['failed']}"
             for c in (r["new"], r["keep-alive"])
