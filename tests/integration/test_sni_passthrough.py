@@ -2,7 +2,9 @@
 the TLS untouched to the pool routed to it. The backends are nginx TLS servers,
 each with its own certificate, so the certificate a client sees (curl verifying
 it, openssl s_client printing it) proves which pool the connection reached.
-Bad first flights (not TLS, truncated, slow, silent) end that connection only."""
+Bad first flights (not TLS, truncated, slow, silent) end that connection only.
+Every test runs on both data paths (the native engine reads the ClientHello in
+its workers, engine/sni.c), with the same counts and log lines."""
 
 from __future__ import annotations
 
@@ -52,14 +54,14 @@ def passthrough(ca: Ca, nginx: Callable[..., int], timeout: str = "5s") -> dict[
     })  # fmt: skip
 
 
-@pytest.mark.usefixtures("datapath")
-def test_each_name_reaches_its_pool(ca: Ca, nginx: Callable[..., int], loadstone: Start) -> None:
+def test_each_name_reaches_its_pool(
+    ca: Ca, nginx: Callable[..., int], loadstone: Start, datapath: str
+) -> None:
     ls = loadstone(passthrough(ca, nginx))
     port = port_of(ls)
     listener = ls.status()["listeners"]["web"]
-    assert listener["data_path"] == "pure"
-    if ls.status()["datapath"] == "native":
-        assert "SNI passthrough" in listener["data_path_reason"]
+    assert listener["data_path"] == datapath
+    assert listener["data_path_reason"] is None
 
     # curl verifies the backend's own certificate: the TLS went through untouched.
     assert https_get(port, ca.path, "a.test") == (200, "na")
@@ -103,10 +105,11 @@ def _drain(sock: socket.socket) -> float:
 
 
 def test_bad_first_flights_end_at_once_or_at_the_inspect_timeout(
-    ca: Ca, nginx: Callable[..., int], loadstone: Start
+    ca: Ca, nginx: Callable[..., int], loadstone: Start, datapath: str
 ) -> None:
     ls = loadstone(passthrough(ca, nginx, timeout="700ms"))
     port = port_of(ls)
+    assert ls.status()["listeners"]["web"]["data_path"] == datapath
     assert https_get(port, ca.path, "a.test") == (200, "na")
     baseline = ls.fd_count()
     hello = _client_hello("a.test")
