@@ -93,6 +93,43 @@ def test_each_name_reaches_its_pool(
     assert routed == {"a": 3, "b": 2, "default": 2}, routed
 
 
+def test_a_client_hello_in_several_records_and_reads_is_relayed_untouched(
+    ca: Ca, nginx: Callable[..., int], loadstone: Start, datapath: str
+) -> None:
+    # The ClientHello re-cut into three records and sent in several writes: the
+    # proxy reads it in pieces, routes it by its name, and nginx completes the
+    # handshake on the bytes it relayed (any change would fail the Finished).
+    ls = loadstone(passthrough(ca, nginx))
+    port = port_of(ls)
+    ctx = ssl.create_default_context(cafile=str(ca.path))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="x.a.test")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    flight = outgoing.read()
+    body = flight[5:]
+    pieces = [body[:40], body[40:200], body[200:]]
+    records = b"".join(flight[:3] + len(p).to_bytes(2, "big") + p for p in pieces)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for at in range(0, len(records), 150):
+            sock.sendall(records[at : at + 150])
+            time.sleep(0.05)  # the client's pace (separate reads), not a synchronisation
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())  # a TLS 1.2 client's flight, if any
+                data = sock.recv(65536)
+                assert data, "closed during the handshake"
+                incoming.write(data)
+        sock.sendall(outgoing.read())  # the client's last flight
+        cert = tls.getpeercert()
+    assert cert is not None and ("commonName", "a.test") in [n[0] for n in cert["subject"]]
+    sni = ls.status()["listeners"]["web"]["sni_passthrough"]
+    assert sni["routed"] == {"a": 1} and sni["refused"] == {}, sni
+
+
 def _drain(sock: socket.socket) -> float:
     """Read until loadstone closes the connection; return when that was."""
     sock.settimeout(10)
