@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.integration import test_tls
-from tests.integration.harness import Loadstone, wait_for
+from tests.integration.harness import Loadstone, free_port, wait_for
 from tests.integration.test_tls import config, https_get, port_of, s_client
 from tests.tlscerts import Ca
 
@@ -128,6 +128,23 @@ def test_a_client_hello_in_several_records_and_reads_is_relayed_untouched(
     assert cert is not None and ("commonName", "a.test") in [n[0] for n in cert["subject"]]
     sni = ls.status()["listeners"]["web"]["sni_passthrough"]
     assert sni["routed"] == {"a": 1} and sni["refused"] == {}, sni
+
+
+def test_a_retry_stays_in_the_routed_pool(
+    ca: Ca, nginx: Callable[..., int], loadstone: Start, datapath: str
+) -> None:
+    # Pool a gets a server nothing listens on, first in round-robin order: a
+    # connection sent there is retried on a server of the same pool (the
+    # engine picks from the pool's own table), never on b's or the default's.
+    cfg = passthrough(ca, nginx)
+    pool_a = cfg["listeners"]["web"]["pools"]["a"]
+    pool_a["servers"].insert(0, {"name": "dead", "address": f"127.0.0.1:{free_port()}"})
+    ls = loadstone(cfg)
+    port = port_of(ls)
+    for _ in range(4):
+        assert "Peer certificate: CN = a.test" in s_client(port, "-brief", "-servername", "a.test")
+    sni = ls.status()["listeners"]["web"]["sni_passthrough"]
+    assert sni["routed"] == {"a": 4} and sni["pools"]["a"] == ["dead", "na"], sni
 
 
 def _drain(sock: socket.socket) -> float:
