@@ -216,6 +216,37 @@ def test_bad_first_flights_end_at_once_or_at_the_inspect_timeout(
     ], ends
 
 
+def test_an_sslv2_hello_an_oversized_one_and_a_truncated_one_with_a_fin(
+    ca: Ca, nginx: Callable[..., int], loadstone: Start, datapath: str
+) -> None:
+    ls = loadstone(passthrough(ca, nginx, timeout="700ms"))
+    port = port_of(ls)
+    assert https_get(port, ca.path, "a.test") == (200, "na")
+    baseline = ls.fd_count()
+    hello = _client_hello("a.test")
+    start = time.monotonic()
+    sslv2 = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sslv2.sendall(b"\x80\x2e\x01\x00\x02" + bytes(43))
+    oversized = socket.create_connection(("127.0.0.1", port), timeout=5)
+    oversized.sendall(b"\x16\x03\x01\x00\x04\x01\x01\x00\x01")  # a 65,536 + 1 byte hello
+    truncated = socket.create_connection(("127.0.0.1", port), timeout=5)
+    truncated.sendall(hello[:100])
+    truncated.shutdown(socket.SHUT_WR)  # its FIN: the session waits for the timeout all the same
+    for sock in (sslv2, oversized):
+        assert _drain(sock) - start < 0.6
+        sock.close()
+    ended = _drain(truncated) - start
+    assert 0.6 <= ended < 5, ended
+    truncated.close()
+    wait_for(lambda: ls.fd_count() <= baseline, timeout=10, what="fd count back to baseline")
+    sni = ls.status()["listeners"]["web"]["sni_passthrough"]
+    assert sni["refused"] == {
+        "SSLv2 hello": 1,
+        "ClientHello too large": 1,
+        "sni-inspect-timeout": 1,
+    }, sni
+
+
 def _client_hello(name: str) -> bytes:
     """The first flight of a real client (Python's ssl), for truncating."""
     ctx = ssl.create_default_context()
