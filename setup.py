@@ -177,6 +177,8 @@ def _extensions() -> list[Extension]:
                 "blake2b.h",
                 "uring.h",
                 "tls.h",
+                "sni.h",
+                "clienthello.h",
                 "engine.pxd",
                 "engine_metrics.pxd",
             )

@@ -12,7 +12,7 @@ releases the GIL while it waits.
 
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.errno cimport errno
-from libc.stdint cimport int32_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset, strlen
 from libc.stdio cimport snprintf
@@ -68,6 +68,8 @@ END_CLIENT_TIMEOUT = 5
 END_SERVER_TIMEOUT = 6
 END_CONNECT_FAILED = 9
 END_SHUTDOWN = 10
+END_SNI_REFUSED = LS_END_SNI_REFUSED  # arg: an index of SNI_REASONS
+END_SNI_TIMEOUT = LS_END_SNI_TIMEOUT
 END_WORDS = (
     "",
     "client-close",
@@ -80,7 +82,16 @@ END_WORDS = (
     "no-server",
     "connect-failed",
     "shutdown",
+    "sni-refused",
+    "sni-inspect-timeout",
 )
+# SNI passthrough's refusals by index (engine/sni.c): the ClientHello reader's
+# reasons (engine/clienthello.c, the words of loadstone.tls.clienthello), then
+# the inspect timeout (sni_passthrough.INSPECT_TIMEOUT_REASON).
+SNI_REASONS = tuple(
+    ls_ch_reasons[i].decode() for i in range(LS_CH_NREASONS)
+) + ("sni-inspect-timeout",)
+SNI_MAX_POOLS = LS_SNI_MAX_POOLS
 REC_SESSION = LS_REC_SESSION
 REC_CONNECT_FAILED = LS_REC_CONNECT_FAILED
 REC_HTTP = LS_REC_HTTP
@@ -129,6 +140,46 @@ def init_llhttp():
 def set_http_answer(int status, bytes data):
     """The bytes the engine sends when it answers `status` itself."""
     ls_http_set_answer(status, data, len(data))
+
+
+def read_client_hello(pieces):
+    """The engine's ClientHello reader (engine/clienthello.c) fed these pieces
+    one after the other, as reads would bring them: ("hello", server_name or
+    None, alpn names, versions, size), ("error", reason) or ("more",). The
+    twin test compares it with loadstone.tls.clienthello."""
+    cdef ls_ch_reader reader
+    cdef ls_ch_hello hello
+    cdef bytearray data = bytearray()
+    cdef int r = LS_CH_MORE
+    cdef size_t i
+    ls_ch_init(&reader)
+    try:
+        for piece in pieces:
+            data += piece
+            if not data:
+                continue  # nothing to read yet, as Python's feed(b"")
+            r = ls_ch_feed(&reader, <const uint8_t *><char *>data, len(data), &hello)
+            if r != LS_CH_MORE:
+                break
+        if r == LS_CH_ERROR:
+            return ("error", ls_ch_reasons[reader.reason].decode())
+        if r == LS_CH_MORE:
+            return ("more",)
+        name = None
+        if hello.has_server_name:
+            name = hello.server_name[: hello.server_name_len].decode("ascii")
+        alpn = []
+        raw = (<const char *>hello.alpn)[: hello.alpn_len] if hello.alpn_len else b""
+        at = 0
+        while at < len(raw):
+            alpn.append(raw[at + 1 : at + 1 + raw[at]].decode("latin-1"))
+            at += 1 + raw[at]
+        versions = []
+        for i in range(hello.nversions):
+            versions.append((hello.versions[2 * i] << 8) | hello.versions[2 * i + 1])
+        return ("hello", name, tuple(alpn), tuple(versions), hello.size)
+    finally:
+        ls_ch_free(&reader)
 
 
 def blake2b64(bytes data):
@@ -327,6 +378,47 @@ cdef class Engine:
         ls_listener_proxy_refused(self.engine, lid, out)
         return (out[0], out[1], out[2], out[3])
 
+    def set_sni(self, int lid, inspect_timeout, int default_pool, list routes):
+        """SNI passthrough for the listener's next admitted sessions: routes
+        [(name, pool id, is_suffix)] in the order written (a suffix is ".example"
+        for "*.example"), the default pool's id, the inspect timeout in seconds;
+        inspect_timeout None: no passthrough."""
+        self._check()
+        cdef int n = len(routes), i, rc
+        cdef bytes raw
+        cdef ls_sni_route *table = <ls_sni_route *>calloc(n if n else 1, sizeof(ls_sni_route))
+        if table == NULL:
+            raise MemoryError()
+        names = [name.encode("ascii") for name, _, _ in routes]  # kept alive for the call
+        try:
+            for i in range(n):
+                raw = names[i]
+                table[i].name = raw
+                table[i].pool = routes[i][1]
+                table[i].suffix = routes[i][2]
+            if inspect_timeout is None:
+                rc = ls_listener_set_sni(self.engine, lid, 0, 0, NULL, -1)
+            else:
+                rc = ls_listener_set_sni(
+                    self.engine, lid, max(1, <long long>(inspect_timeout * 1000)),
+                    default_pool, table, n,
+                )
+            if rc < 0:
+                raise ValueError("SNI passthrough refused by the engine (pool id out of range?)")
+        finally:
+            free(table)
+
+    def sni_stats(self, int lid):
+        """SNI passthrough's counts: (routed by pool id, refused by SNI_REASONS index)."""
+        self._check()
+        cdef uint64_t routed[64]
+        cdef uint64_t refused[64]
+        ls_listener_sni_stats(self.engine, lid, routed, refused)
+        return (
+            [routed[i] for i in range(LS_SNI_MAX_POOLS)],
+            [refused[i] for i in range(LS_SNI_NREFUSED)],
+        )
+
     def http_stop(self, int lid):
         """Soft stop of an HTTP listener: its idle keep-alive connections close now."""
         self._check()
@@ -498,8 +590,10 @@ cdef class Engine:
             raise RuntimeError("too many servers in one listener")
         return slot
 
-    def publish(self, int lid, str algorithm, list servers, ring_pos=(), ring_owner=()):
-        """Swap in a new server table.
+    def publish(self, int lid, str algorithm, list servers, ring_pos=(), ring_owner=(),
+                int pool=-1):
+        """Swap in a new server table (the listener's, or with pool >= 0 the table
+        of that SNI passthrough pool id).
 
         servers: [(slot, weight, maxconn or -1, ip, port[, proxy_version])], in the
         order the algorithm walks them; proxy_version: the PROXY protocol header the
@@ -530,9 +624,14 @@ cdef class Engine:
             for i in range(nring):
                 pos[i] = ring_pos[i]
                 owner[i] = ring_owner[i]
-            err = ls_listener_publish(
-                self.engine, lid, ALGORITHMS[algorithm], table, n, pos, owner, nring
-            )
+            if pool < 0:
+                err = ls_listener_publish(
+                    self.engine, lid, ALGORITHMS[algorithm], table, n, pos, owner, nring
+                )
+            else:
+                err = ls_listener_publish_pool(
+                    self.engine, lid, pool, ALGORITHMS[algorithm], table, n, pos, owner, nring
+                )
             if err < 0:
                 raise OSError(-err, "cannot publish the server table")
         finally:

@@ -20,9 +20,9 @@ SEEDS = sorted((ROOT / "fuzz" / "c" / "corpus").iterdir())
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def _replay(files: list[Path]) -> subprocess.CompletedProcess[str]:
+def _replay(files: list[Path], target: str = "http_engine") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(ROOT / "scripts" / "fuzz-c"), "--replay", *map(str, files)],
+        [str(ROOT / "scripts" / "fuzz-c"), "--target", target, "--replay", *map(str, files)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -39,3 +39,12 @@ def test_reproducers_and_seeds_run_clean_through_the_engine() -> None:
     done = _replay([*REPRODUCERS, *SEEDS])
     assert done.returncode == 0, done.stderr[-4000:]
     assert f"Executed {SEEDS[-1]} in" in done.stderr
+
+
+def test_the_clienthello_corpus_runs_clean_through_the_engines_reader() -> None:
+    # fuzz/c/clienthello_fuzz.c: the reader of SNI passthrough, whole and split
+    # reads agreeing, over the Python twin's corpus
+    seeds = sorted((ROOT / "fuzz" / "corpus" / "client_hello").iterdir())
+    done = _replay(seeds, "clienthello")
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert f"Executed {seeds[-1]} in" in done.stderr

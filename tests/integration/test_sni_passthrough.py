@@ -2,7 +2,9 @@
 the TLS untouched to the pool routed to it. The backends are nginx TLS servers,
 each with its own certificate, so the certificate a client sees (curl verifying
 it, openssl s_client printing it) proves which pool the connection reached.
-Bad first flights (not TLS, truncated, slow, silent) end that connection only."""
+Bad first flights (not TLS, truncated, slow, silent) end that connection only.
+Every test runs on both data paths (the native engine reads the ClientHello in
+its workers, engine/sni.c), with the same counts and log lines."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pytest
 import yaml
 
 from tests.integration import test_tls
-from tests.integration.harness import Loadstone, wait_for
+from tests.integration.harness import Loadstone, free_port, wait_for
 from tests.integration.test_tls import config, https_get, port_of, s_client
 from tests.tlscerts import Ca
 
@@ -52,14 +54,14 @@ def passthrough(ca: Ca, nginx: Callable[..., int], timeout: str = "5s") -> dict[
     })  # fmt: skip
 
 
-@pytest.mark.usefixtures("datapath")
-def test_each_name_reaches_its_pool(ca: Ca, nginx: Callable[..., int], loadstone: Start) -> None:
+def test_each_name_reaches_its_pool(
+    ca: Ca, nginx: Callable[..., int], loadstone: Start, datapath: str
+) -> None:
     ls = loadstone(passthrough(ca, nginx))
     port = port_of(ls)
     listener = ls.status()["listeners"]["web"]
-    assert listener["data_path"] == "pure"
-    if ls.status()["datapath"] == "native":
-        assert "SNI passthrough" in listener["data_path_reason"]
+    assert listener["data_path"] == datapath
+    assert listener["data_path_reason"] is None
 
     # curl verifies the backend's own certificate: the TLS went through untouched.
     assert https_get(port, ca.path, "a.test") == (200, "na")
@@ -91,6 +93,60 @@ def test_each_name_reaches_its_pool(ca: Ca, nginx: Callable[..., int], loadstone
     assert routed == {"a": 3, "b": 2, "default": 2}, routed
 
 
+def test_a_client_hello_in_several_records_and_reads_is_relayed_untouched(
+    ca: Ca, nginx: Callable[..., int], loadstone: Start, datapath: str
+) -> None:
+    # The ClientHello re-cut into three records and sent in several writes: the
+    # proxy reads it in pieces, routes it by its name, and nginx completes the
+    # handshake on the bytes it relayed (any change would fail the Finished).
+    ls = loadstone(passthrough(ca, nginx))
+    port = port_of(ls)
+    ctx = ssl.create_default_context(cafile=str(ca.path))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="x.a.test")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    flight = outgoing.read()
+    body = flight[5:]
+    pieces = [body[:40], body[40:200], body[200:]]
+    records = b"".join(flight[:3] + len(p).to_bytes(2, "big") + p for p in pieces)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        for at in range(0, len(records), 150):
+            sock.sendall(records[at : at + 150])
+            time.sleep(0.05)  # the client's pace (separate reads), not a synchronisation
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())  # a TLS 1.2 client's flight, if any
+                data = sock.recv(65536)
+                assert data, "closed during the handshake"
+                incoming.write(data)
+        sock.sendall(outgoing.read())  # the client's last flight
+        cert = tls.getpeercert()
+    assert cert is not None and ("commonName", "a.test") in [n[0] for n in cert["subject"]]
+    sni = ls.status()["listeners"]["web"]["sni_passthrough"]
+    assert sni["routed"] == {"a": 1} and sni["refused"] == {}, sni
+
+
+def test_a_retry_stays_in_the_routed_pool(
+    ca: Ca, nginx: Callable[..., int], loadstone: Start, datapath: str
+) -> None:
+    # Pool a gets a server nothing listens on, first in round-robin order: a
+    # connection sent there is retried on a server of the same pool (the
+    # engine picks from the pool's own table), never on b's or the default's.
+    cfg = passthrough(ca, nginx)
+    pool_a = cfg["listeners"]["web"]["pools"]["a"]
+    pool_a["servers"].insert(0, {"name": "dead", "address": f"127.0.0.1:{free_port()}"})
+    ls = loadstone(cfg)
+    port = port_of(ls)
+    for _ in range(4):
+        assert "Peer certificate: CN = a.test" in s_client(port, "-brief", "-servername", "a.test")
+    sni = ls.status()["listeners"]["web"]["sni_passthrough"]
+    assert sni["routed"] == {"a": 4} and sni["pools"]["a"] == ["dead", "na"], sni
+
+
 def _drain(sock: socket.socket) -> float:
     """Read until loadstone closes the connection; return when that was."""
     sock.settimeout(10)
@@ -103,10 +159,11 @@ def _drain(sock: socket.socket) -> float:
 
 
 def test_bad_first_flights_end_at_once_or_at_the_inspect_timeout(
-    ca: Ca, nginx: Callable[..., int], loadstone: Start
+    ca: Ca, nginx: Callable[..., int], loadstone: Start, datapath: str
 ) -> None:
     ls = loadstone(passthrough(ca, nginx, timeout="700ms"))
     port = port_of(ls)
+    assert ls.status()["listeners"]["web"]["data_path"] == datapath
     assert https_get(port, ca.path, "a.test") == (200, "na")
     baseline = ls.fd_count()
     hello = _client_hello("a.test")
@@ -157,6 +214,37 @@ def test_bad_first_flights_end_at_once_or_at_the_inspect_timeout(
         "sni-refused (not TLS (plain text))",
         "sni-refused (not TLS (record type))",
     ], ends
+
+
+def test_an_sslv2_hello_an_oversized_one_and_a_truncated_one_with_a_fin(
+    ca: Ca, nginx: Callable[..., int], loadstone: Start, datapath: str
+) -> None:
+    ls = loadstone(passthrough(ca, nginx, timeout="700ms"))
+    port = port_of(ls)
+    assert https_get(port, ca.path, "a.test") == (200, "na")
+    baseline = ls.fd_count()
+    hello = _client_hello("a.test")
+    start = time.monotonic()
+    sslv2 = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sslv2.sendall(b"\x80\x2e\x01\x00\x02" + bytes(43))
+    oversized = socket.create_connection(("127.0.0.1", port), timeout=5)
+    oversized.sendall(b"\x16\x03\x01\x00\x04\x01\x01\x00\x01")  # a 65,536 + 1 byte hello
+    truncated = socket.create_connection(("127.0.0.1", port), timeout=5)
+    truncated.sendall(hello[:100])
+    truncated.shutdown(socket.SHUT_WR)  # its FIN: the session waits for the timeout all the same
+    for sock in (sslv2, oversized):
+        assert _drain(sock) - start < 0.6
+        sock.close()
+    ended = _drain(truncated) - start
+    assert 0.6 <= ended < 5, ended
+    truncated.close()
+    wait_for(lambda: ls.fd_count() <= baseline, timeout=10, what="fd count back to baseline")
+    sni = ls.status()["listeners"]["web"]["sni_passthrough"]
+    assert sni["refused"] == {
+        "SSLv2 hello": 1,
+        "ClientHello too large": 1,
+        "sni-inspect-timeout": 1,
+    }, sni
 
 
 def _client_hello(name: str) -> bytes:

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from loadstone.config import ConfigError, parse_config
-from loadstone.datapath.sni_passthrough import log_field
+from loadstone.datapath.sni_passthrough import MAX_NATIVE_POOLS, log_field, native_refusal
 from loadstone.tls.clienthello import (
     MAX_RECORD,
     ClientHello,
@@ -160,6 +160,18 @@ def test_configuration() -> None:
     assert passthrough.routes[1].names == ("b.test",)
     assert passthrough.default_pool == "default"
     assert [(s.name, s.pool) for s in listener.servers] == [("a1", "a")]
+
+
+def test_the_native_path_serves_passthrough_up_to_its_pool_count() -> None:
+    assert native_refusal(parse_config(PASSTHROUGH).listeners[0]) is None
+    pools = "".join(
+        f'      p{i}: {{servers: [{{name: s{i}, address: "10.0.1.{i}:443"}}]}}\n'
+        for i in range(MAX_NATIVE_POOLS)
+    )
+    many = parse_config(PASSTHROUGH.replace("    pools:\n", "    pools:\n" + pools))
+    assert native_refusal(many.listeners[0]) == (
+        f"SNI passthrough with more than {MAX_NATIVE_POOLS} pools (native data path)"
+    )
 
 
 def problems(text: str) -> list[str]:

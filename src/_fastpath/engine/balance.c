@@ -131,7 +131,7 @@ static int pick_server(ls_listener *L, ls_session *s)
         s->hashed = 1;
     }
     pthread_mutex_lock(&L->lock);
-    ls_table *T = L->table;
+    ls_table *T = sni_table(L, s); /* L->table, or the SNI pool's (sni.c) */
     int exclude = L->cfg.redispatch && s->nfailed > 0;
     int i = -1;
     if (T && T->n) {

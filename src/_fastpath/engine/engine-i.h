@@ -67,6 +67,15 @@ static void proxy_accept_free(ls_listener *L);
 /* listener.c */
 static ls_listener *get_listener(ls_engine *e, int lid);
 
+/* sni.c */
+static int sni_begin(ls_worker *W, ls_session *s);
+static void sni_event(ls_worker *W, ls_session *s, uint32_t ev);
+static void sni_timeout(ls_worker *W, ls_session *s);
+static void sni_free(ls_session *s);
+static void sni_log_fields(const ls_session *s, char *out, size_t size);
+static ls_table *sni_table(ls_listener *L, const ls_session *s);
+static void sni_listener_free(ls_listener *L);
+
 /* counters and shared state of a server slot */
 
 static inline ls_slot_shared *slot_shared(ls_listener *L, int slot)

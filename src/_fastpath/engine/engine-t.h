@@ -150,6 +150,7 @@ struct ls_listener {
     struct ls_tls_upstreams *tls_up; /* TLS to its servers by slot (tls_upstream.c) */
     ls_paccept *volatile paccept; /* accept_proxy (proxy_proto.c), NULL: none */
     ls_paccept *paccept_old;
+    struct ls_sni *sni; /* SNI passthrough (sni.c), NULL: none */
 };
 
 /* QUEUED: waiting for a maxconn slot (not counted as active). ADMITTING: taken
@@ -170,6 +171,7 @@ enum {
     ST_TLS_HANDSHAKE, /* a TLS listener's connection before admission (tls.c) */
     ST_TLS_CONNECT,   /* connected to a TLS server, its handshake running (tls_upstream.c) */
     ST_PROXY_HEADER,  /* a trusted client's PROXY header being read (proxy_proto.c) */
+    ST_SNI_INSPECT,   /* admitted, its ClientHello being read to choose a pool (sni.c) */
 };
 
 typedef struct ls_dir {
@@ -223,6 +225,8 @@ struct ls_session {
     uint8_t proxy_version;           /* PROXY header to the picked server: 0, 1, 2 (proxy_proto.c) */
     uint8_t proxy_watch;             /* an untrusted client's first bytes not seen yet */
     ls_addr proxy_dst;               /* the address a PROXY header said the client reached */
+    struct ls_sni_conn *sni;         /* SNI passthrough: the ClientHello read (sni.c), else NULL */
+    int32_t route;                   /* SNI passthrough: 1 + the pool id chosen; 0: the listener's table */
 };
 
 enum { CMD_SHUTDOWN = 1, CMD_BARRIER, CMD_ADMIT, CMD_STOP, CMD_STOP_IDLE };

@@ -25,6 +25,8 @@
  *   http_session.c   a client connection: set-up, proto_http, control calls
  *   worker.c      the worker loop and threads, the engine's life
  *   listener.c    the control plane's calls about listeners
+ *   sni.c         SNI passthrough: an admitted tcp session reads its ClientHello
+ *                 (clienthello.c, the sans-IO reader) and picks its pool's table
  *
  * Theory of operation
  * -------------------
@@ -105,6 +107,7 @@
 #include "engine-i.h"
 #include "http-i.h"
 #include "tls-t.h"
+#include "sni-t.h"
 
 #include "timers.c"
 #include "metrics.c" /* the workers' Prometheus counters */
@@ -126,5 +129,6 @@
 #include "http_session.c"
 #include "worker.c"
 #include "listener.c"
+#include "sni.c" /* SNI passthrough: the ClientHello read before a pool is chosen */
 
 uint64_t ls_blake2b64(const void *data, size_t len) { return ls_blake2b64_impl(data, len); }

@@ -158,15 +158,26 @@ int ls_listener_new_slot(ls_engine *e, int lid)
     return slot;
 }
 
-int ls_listener_publish(ls_engine *e, int lid, int alg, const ls_tserver *servers, int n,
-                        const uint64_t *ring_pos, const int32_t *ring_owner, int nring)
+static void table_free(ls_table *T)
 {
-    ls_listener *L = get_listener(e, lid);
-    if (!L)
-        return -EINVAL;
-    ls_table *T = calloc(1, sizeof *T);
     if (!T)
-        return -ENOMEM;
+        return;
+    free(T->servers);
+    free(T->ring_pos);
+    free(T->ring_owner);
+    free(T);
+}
+
+/* A copy of a server table the control plane publishes (the listener's, or a
+ * pool's: sni.c); NULL with *err -ENOMEM or -EINVAL (a slot never made). */
+static ls_table *table_new(ls_listener *L, int alg, const ls_tserver *servers, int n,
+                           const uint64_t *ring_pos, const int32_t *ring_owner, int nring,
+                           int *err)
+{
+    ls_table *T = calloc(1, sizeof *T);
+    *err = -ENOMEM;
+    if (!T)
+        return NULL;
     T->alg = alg;
     T->n = n;
     T->nring = nring;
@@ -174,19 +185,14 @@ int ls_listener_publish(ls_engine *e, int lid, int alg, const ls_tserver *server
     T->ring_pos = malloc((size_t)(nring ? nring : 1) * sizeof *T->ring_pos);
     T->ring_owner = malloc((size_t)(nring ? nring : 1) * sizeof *T->ring_owner);
     if (!T->servers || !T->ring_pos || !T->ring_owner) {
-        free(T->servers);
-        free(T->ring_pos);
-        free(T->ring_owner);
-        free(T);
-        return -ENOMEM;
+        table_free(T);
+        return NULL;
     }
     for (int i = 0; i < n; i++) {
         if (servers[i].slot < 0 || servers[i].slot >= L->nslots) {
-            free(T->servers);
-            free(T->ring_pos);
-            free(T->ring_owner);
-            free(T);
-            return -EINVAL;
+            table_free(T);
+            *err = -EINVAL;
+            return NULL;
         }
     }
     memcpy(T->servers, servers, (size_t)n * sizeof *servers);
@@ -194,6 +200,19 @@ int ls_listener_publish(ls_engine *e, int lid, int alg, const ls_tserver *server
         memcpy(T->ring_pos, ring_pos, (size_t)nring * sizeof *ring_pos);
         memcpy(T->ring_owner, ring_owner, (size_t)nring * sizeof *ring_owner);
     }
+    return T;
+}
+
+int ls_listener_publish(ls_engine *e, int lid, int alg, const ls_tserver *servers, int n,
+                        const uint64_t *ring_pos, const int32_t *ring_owner, int nring)
+{
+    ls_listener *L = get_listener(e, lid);
+    if (!L)
+        return -EINVAL;
+    int err;
+    ls_table *T = table_new(L, alg, servers, n, ring_pos, ring_owner, nring, &err);
+    if (!T)
+        return err;
     pthread_mutex_lock(&L->lock);
     ls_table *old = L->table;
     L->table = T;
@@ -210,12 +229,7 @@ int ls_listener_publish(ls_engine *e, int lid, int alg, const ls_tserver *server
     if (L->lc_next >= n)
         L->lc_next = 0;
     pthread_mutex_unlock(&L->lock);
-    if (old) {
-        free(old->servers);
-        free(old->ring_pos);
-        free(old->ring_owner);
-        free(old);
-    }
+    table_free(old);
     return 0;
 }
 

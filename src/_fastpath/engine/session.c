@@ -142,6 +142,10 @@ static void on_session(ls_worker *W, ls_session *s, int side, uint32_t ev)
         proxy_header_event(W, s, ev);
         return;
     }
+    if (s->state == ST_SNI_INSPECT) {
+        sni_event(W, s, ev); /* the client's side alone: no server yet */
+        return;
+    }
     if (s->tls && side == 0) {
         if (s->state == ST_TLS_HANDSHAKE) {
             tls_handshake_event(W, s, ev);
@@ -272,6 +276,7 @@ static void sess_free(ls_session *s)
     if (s->proto->release)
         s->proto->release(s);
     tls_free(s);
+    sni_free(s);
     free(s->failed);
     free(s);
 }
@@ -279,7 +284,11 @@ static void sess_free(ls_session *s)
 /* ---------------------------------------------------------------------------------- */
 /* mode tcp: the session is a relay once connected                                    */
 
-static void tcp_admitted(ls_worker *W, ls_session *s) { sess_connect(W, s); }
+static void tcp_admitted(ls_worker *W, ls_session *s)
+{
+    if (!sni_begin(W, s)) /* SNI passthrough reads the ClientHello first (sni.c) */
+        sess_connect(W, s);
+}
 
 static void tcp_connected(ls_worker *W, ls_session *s) { relay_start(W, s, s->L->cfg.idle_ms); }
 
@@ -313,6 +322,7 @@ static void tcp_ended(ls_worker *W, ls_session *s, int reason, int arg)
         r->duration = (double)(W->now_us - s->start_us) / 1e6;
         format_addr(&s->client, r->client, sizeof r->client);
         tls_log_fields(s, r->tls, sizeof r->tls);
+        sni_log_fields(s, r->tls, sizeof r->tls);
     }
 }
 

@@ -30,6 +30,9 @@ static void run_timers(ls_worker *W)
         case ST_PROXY_HEADER:
             proxy_timeout(W, s);
             break;
+        case ST_SNI_INSPECT:
+            sni_timeout(W, s);
+            break;
         case ST_RELAY: {
             /* the idle deadline is re-armed lazily (engine.c: Timers) */
             int64_t real = s->last_us + s->proto->relay_idle_ms(s) * 1000;
@@ -291,6 +294,7 @@ void ls_engine_free(ls_engine *e)
         tls_listener_free(L);
         tls_upstream_listener_free(L);
         proxy_accept_free(L);
+        sni_listener_free(L);
         free(L->wstats);
         free(L->metrics);
         free(L);

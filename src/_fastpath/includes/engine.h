@@ -44,6 +44,8 @@ enum {
     LS_END_NO_SERVER,
     LS_END_CONNECT_FAILED, /* arg: errno, or -1 for a connect timeout */
     LS_END_SHUTDOWN,       /* arg: the reason id given to ls_shutdown */
+    LS_END_SNI_REFUSED,    /* SNI passthrough: not a ClientHello (arg: LS_CH_* reason, sni.h) */
+    LS_END_SNI_TIMEOUT,    /* SNI passthrough: no whole ClientHello by the inspect timeout */
 };
 
 /* Records handed to the control plane in batches. */

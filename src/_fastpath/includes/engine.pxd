@@ -182,6 +182,47 @@ cdef extern from "tls.h" nogil:
     int ls_server_set_tls(ls_engine *e, int lid, int slot, const ls_tls_upstream_config *cfg,
                           char *err, int errlen)
 
+# SNI passthrough (sni.h, engine/sni.c) and its ClientHello reader (clienthello.h)
+cdef extern from "sni.h" nogil:
+    int LS_SNI_MAX_POOLS
+    int LS_SNI_NREFUSED
+    int LS_SNI_TIMEOUT
+    int LS_END_SNI_REFUSED, LS_END_SNI_TIMEOUT
+
+    ctypedef struct ls_sni_route:
+        const char *name
+        int32_t pool
+        int32_t suffix
+
+    int ls_listener_set_sni(ls_engine *e, int lid, int64_t inspect_ms, int default_pool,
+                            const ls_sni_route *routes, int n)
+    int ls_listener_publish_pool(ls_engine *e, int lid, int pool, int alg,
+                                 const ls_tserver *servers, int n, const uint64_t *ring_pos,
+                                 const int32_t *ring_owner, int nring)
+    void ls_listener_sni_stats(ls_engine *e, int lid, uint64_t *routed, uint64_t *refused)
+
+cdef extern from "clienthello.h" nogil:
+    int LS_CH_ERROR, LS_CH_MORE, LS_CH_DONE
+    int LS_CH_NREASONS
+    const char *const *ls_ch_reasons
+
+    ctypedef struct ls_ch_hello:
+        int has_server_name
+        const char *server_name
+        size_t server_name_len
+        const uint8_t *alpn
+        size_t alpn_len
+        const uint8_t *versions
+        size_t nversions
+        size_t size
+
+    ctypedef struct ls_ch_reader:
+        int reason
+
+    void ls_ch_init(ls_ch_reader *r)
+    void ls_ch_free(ls_ch_reader *r)
+    int ls_ch_feed(ls_ch_reader *r, const uint8_t *data, size_t len, ls_ch_hello *out)
+
 # the OpenSSL the engine is linked with (loadstone.buildinfo)
 cdef extern from "<openssl/crypto.h>" nogil:
     int OPENSSL_VERSION_STRING

@@ -10,6 +10,10 @@ END_CLIENT_TIMEOUT: int
 END_SERVER_TIMEOUT: int
 END_CONNECT_FAILED: int
 END_SHUTDOWN: int
+END_SNI_REFUSED: int  # arg: an index of SNI_REASONS
+END_SNI_TIMEOUT: int
+SNI_REASONS: tuple[str, ...]  # the ClientHello reader's reasons, then "sni-inspect-timeout"
+SNI_MAX_POOLS: int
 REC_SESSION: int
 REC_CONNECT_FAILED: int
 REC_HTTP: int
@@ -24,6 +28,9 @@ HTTP_END_SHUTDOWN: int
 Record = tuple[Any, ...]
 
 def blake2b64(data: bytes) -> int: ...
+
+# ("hello", server_name | None, alpn, versions, size) | ("error", reason) | ("more",)
+def read_client_hello(pieces: list[bytes]) -> tuple[Any, ...]: ...
 
 LLHTTP_VERSION: str  # of the llhttp built in (src/_fastpath/vendor/llhttp)
 OPENSSL_VERSION: str  # of the OpenSSL the engine is linked with ("3.0.15")
@@ -93,11 +100,20 @@ class Engine:
         servers: list[tuple[int, int, int, str, int]] | list[tuple[int, int, int, str, int, int]],
         ring_pos: list[int] | tuple[int, ...] = (),
         ring_owner: list[int] | tuple[int, ...] = (),
+        pool: int = -1,
     ) -> None: ...
     def proxy_accept(
         self, lid: int, timeout: float | None, nets: list[tuple[int, bytes, int]]
     ) -> None: ...
     def proxy_refused(self, lid: int) -> tuple[int, int, int, int]: ...
+    def set_sni(
+        self,
+        lid: int,
+        inspect_timeout: float | None,
+        default_pool: int,
+        routes: list[tuple[str, int, bool]],
+    ) -> None: ...
+    def sni_stats(self, lid: int) -> tuple[list[int], list[int]]: ...
     def set_tls(
         self,
         lid: int,

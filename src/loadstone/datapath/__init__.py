@@ -9,8 +9,9 @@ HTTP path serves a listener whose configuration uses only what it implements
 (loadstone.datapath.http_native.refusal), the pure one the others. Mode tcp is
 too (`tcp_frontend`): the native engine terminates TLS in its workers, but a
 listener with TLS to its servers is served by the pure path, which says so in
-its status (data_path_reason); so is one routing on SNI (sni_passthrough) and one
-using what loadstone.datapath.native_gaps lists (PROXY protocol, request rules...).
+its status (data_path_reason); so is one using what loadstone.datapath.native_gaps
+lists (monitor, request rules) and one routing on SNI to more pools than the
+engine numbers (sni_passthrough.native_refusal; passthrough itself is native).
 
 The four frontends (tcp_pure, http_pure, tcp_native, http_native) all answer to
 `seam.Frontend`, which is all the runtime and the admin API know of them.

@@ -10,8 +10,10 @@ cannot be a ClientHello end the session at once; a ClientHello that is not
 whole by `inspect_timeout` (truncated, slow, or a client that sends nothing)
 ends it then. Both are counted by reason in the listener's status.
 
-The native engine does not inspect ClientHellos: `native_refusal` sends such a
-listener to the pure path, which says so in its data_path_reason.
+The native engine has the same state in its workers (engine/sni.c, with the
+C twin of the ClientHello reader, engine/clienthello.c; datapath/sni_native.py
+is its control plane), up to MAX_NATIVE_POOLS pools: `native_refusal` sends a
+listener with more to the pure path, which says so in its data_path_reason.
 """
 
 from __future__ import annotations
@@ -23,13 +25,19 @@ from loadstone.datapath.http_pure.frontend import RoutePool
 from loadstone.server import Pool, ServerRuntime
 from loadstone.tls.clienthello import ClientHello, version_name
 
-NATIVE_REASON = "SNI passthrough (native data path: not implemented yet)"
+# The engine numbers a listener's pools (LS_SNI_MAX_POOLS in includes/sni.h).
+MAX_NATIVE_POOLS = 64
 INSPECT_TIMEOUT_REASON = "sni-inspect-timeout"
 
 
 def native_refusal(config: ListenerConfig) -> str | None:
     """Why the native tcp path does not serve this listener, or None when it may."""
-    return NATIVE_REASON if config.sni_passthrough is not None else None
+    if config.sni_passthrough is None:
+        return None
+    pools = {"default", *(p.name for p in config.pools), *(s.pool for s in config.servers)}
+    if len(pools) > MAX_NATIVE_POOLS:
+        return f"SNI passthrough with more than {MAX_NATIVE_POOLS} pools (native data path)"
+    return None
 
 
 def _grease(version: int) -> bool:

@@ -43,8 +43,11 @@ from typing import TYPE_CHECKING, TypedDict
 import orjson
 
 from loadstone._fastpath import relay
+from loadstone.balance.base import Balancer
 from loadstone.config.model import GlobalConfig, ListenerConfig
 from loadstone.datapath.limits import LIMIT
+from loadstone.datapath.sni_native import NativeSni, Table
+from loadstone.datapath.sni_native import end_word as sni_end_word
 from loadstone.datapath.traffic import Histogram, TrafficSnapshot
 from loadstone.server import Pool, ServerRuntime
 from loadstone.tls import native as tls_native
@@ -235,6 +238,7 @@ class TcpFrontend:
         self._reasons: list[str] = []
         self._strerror: dict[int, str] = {}
         self._log_names: tuple[bool, bytes, list[bytes], int] | None = None
+        self.sni = NativeSni(self.engine, self.lid)  # sni_passthrough (engine/sni.c)
         self._configure()
         self._attach(pool)
 
@@ -259,6 +263,7 @@ class TcpFrontend:
             else (max(1, int(ka.idle)), max(1, int(ka.interval)), ka.count),
         )
         tls_native.configure(self.engine, self.lid, c, self.loop)  # TLS in the workers
+        self.sni.configure(c, self.pool)  # its pools, before their tables are published
         accept = c.accept_proxy
         if accept is None:
             self.engine.proxy_accept(self.lid, None, [])
@@ -315,18 +320,25 @@ class TcpFrontend:
             tls_native.configure_server(self.engine, self.lid, slot, self.config, server.config)
         pool.subscribe(self._pool_changed)
         self._publish()
+        self.sni.install(self.config)  # routes to the pool tables just published
 
     def _pool_changed(self, pool: Pool, server: ServerRuntime | None) -> None:
         if pool is self.pool:
             self._publish()
 
     def _publish(self) -> None:
-        """Send the engine the servers that take new sessions now."""
-        pool = self.pool
-        balancer = pool.balancer
+        """Send the engine the servers that take new sessions now: the listener's
+        table, and with sni_passthrough one per pool."""
         balance = self.config.balance
+        self.engine.publish(self.lid, balance, *self._table(balance, self.pool.balancer))
+        for pool_id, algorithm, table in self.sni.tables(self._table):
+            self.engine.publish(self.lid, algorithm, *table, pool=pool_id)
+
+    def _table(self, balance: str, balancer: Balancer) -> Table:
+        """The rows and `source` ring of a balancer's servers, as publish takes them."""
         if balance == "active-backup":
-            servers = [pool.active] if pool.active is not None else []
+            active = balancer.active
+            servers = [active] if active is not None else []
         elif balance == "first":
             servers = list(balancer.candidates)  # weight plays no part
         else:  # weighted: weight 0 means no new sessions
@@ -351,7 +363,7 @@ class TcpFrontend:
             position = {s: i for i, s in enumerate(servers)}
             ring_pos = ring.positions
             ring_owner = [position.get(owner, -1) for owner in ring.owners]
-        self.engine.publish(self.lid, balance, rows, ring_pos, ring_owner)
+        return rows, ring_pos, ring_owner
 
     def reconfigure(self, config: ListenerConfig, pool: Pool) -> None:
         """A reload: new sessions use the new settings and pool; open ones run on."""
@@ -496,7 +508,7 @@ class TcpFrontend:
         elif reason == relay.END_SHUTDOWN:
             end = self._shutdown_word(arg)
         else:
-            end = relay.END_WORDS[reason]
+            end = sni_end_word(reason, arg) or relay.END_WORDS[reason]
         # No `log` check: the engine made this record only if the line is wanted.
         self.sessionlog.session(
             client=client,
@@ -519,7 +531,18 @@ class TcpFrontend:
     # -- control ---------------------------------------------------------------------
 
     def status_extra(self) -> dict[str, object]:
-        return {**self.tls_status(), **self.proxy_status()}  # mode tcp: TLS and PROXY only
+        # mode tcp: TLS, PROXY and SNI passthrough only
+        return {**self.tls_status(), **self.proxy_status(), **self.sni_status()}
+
+    def sni_status(self) -> dict[str, object]:
+        """sni_passthrough's counts (the pure path's shape); empty without it."""
+        if self.config.sni_passthrough is None:
+            return {}
+        return {
+            "data_path": self.data_path,
+            "data_path_reason": None,
+            "sni_passthrough": self.sni.status(),
+        }
 
     def proxy_status(self) -> dict[str, object]:
         """Connections refused for their PROXY header (with accept_proxy), by reason,
