@@ -7,11 +7,12 @@ without the extension (no compiler, not Linux: no epoll/splice).
 Mode http is chosen per listener on top of that (`http_frontend`): the native
 HTTP path serves a listener whose configuration uses only what it implements
 (loadstone.datapath.http_native.refusal), the pure one the others. Mode tcp is
-too (`tcp_frontend`): the native engine terminates TLS in its workers, but a
-listener with TLS to its servers is served by the pure path, which says so in
-its status (data_path_reason); so is one using what loadstone.datapath.native_gaps
-lists (monitor, request rules) and one routing on SNI to more pools than the
-engine numbers (sni_passthrough.native_refusal; passthrough itself is native).
+too (`tcp_frontend`): the native engine terminates TLS, re-encrypts to servers
+and routes on SNI in its workers; a listener using what
+loadstone.datapath.native_gaps lists (monitor, request rules, rate limits) or
+routing on SNI to more pools than the engine numbers
+(sni_passthrough.native_refusal) is served by the pure path, which says so in
+its status (data_path_reason).
 
 The four frontends (tcp_pure, http_pure, tcp_native, http_native) all answer to
 `seam.Frontend`, which is all the runtime and the admin API know of them.
@@ -67,7 +68,7 @@ def http_frontend(config: ListenerConfig) -> tuple[FrontendFactory, str, str | N
 
 def tcp_frontend(config: ListenerConfig) -> tuple[FrontendFactory, str, str | None]:
     """The frontend class for a tcp listener, its path and, for the pure one when
-    the native path is built, why it does not serve it (TLS to servers, for now)."""
+    the native path is built, why it does not serve it."""
     if IMPLEMENTATION != "native":
         return PureTcpFrontend, "pure", None
     refused = (
