@@ -40,8 +40,8 @@ class Writer:
     server: str | None  # None: no eligible server
     chosen: float  # wall-clock time of the failover that chose it; 0.0: a fresh pick
     # When the choice was made (wall clock), which ranks fresh picks: the older
-    # stands (peers/agreement.py). A peer from before it was sent reports none:
-    # 0.0, as old as can be, which is what its fresh picks meant to it.
+    # stands (peers/agreement.py). An older loadstone sends none: read as 0.0,
+    # the oldest, which is how its own rule ranked its fresh picks.
     since: float = 0.0
 
 
