@@ -101,7 +101,7 @@ class Pool:
                 and isinstance(now, ActiveBackup)
                 and now.active is before.active
             ):
-                now.chosen_at = before.chosen_at
+                now.chosen_at, now.since = before.chosen_at, before.since
         self._subscribers: list[ChangeCallback] = []
         # Called when the data path saw a connect to a server fail: the checker
         # re-checks at once instead of waiting for its next interval.
@@ -168,13 +168,13 @@ class Pool:
         server.weight = weight
         self._changed(server)
 
-    def adopt_active(self, name: str, chosen_at: float) -> bool:
+    def adopt_active(self, name: str, chosen_at: float, since: float) -> bool:
         """Make `name` the active server of an active-backup pool, as a peer
         instance chose it (loadstone.peers); False if that cannot be."""
         if not isinstance(self.balancer, ActiveBackup):
             return False
         previous = self.balancer.active
-        if not self.balancer.adopt(name, chosen_at):
+        if not self.balancer.adopt(name, chosen_at, since):
             return False
         self._changed(None)  # the subscribers (native data path) learn the new writer
         if previous is not None and previous is not self.balancer.active and self.shutdown_on_down:

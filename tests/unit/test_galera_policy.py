@@ -1,6 +1,7 @@
 """The Galera writer policy around the probe: immediate verdicts, start-up down,
-the first writer waiting for earlier servers' first checks, closed sessions,
-credentials and error details. No MySQL server here (tests/integration/galera)."""
+the first writer waiting for earlier servers' first checks, the writer as a
+fresh pick or a failover (for the peers), closed sessions, credentials and
+error details. No MySQL server here (tests/integration/galera)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import time
 import pymysql
 import pytest
 
+from loadstone.balance import active_backup
+from loadstone.balance.active_backup import ActiveBackup
 from loadstone.checks.credentials import read_password
 from loadstone.checks.dialogue import Verdict
 from loadstone.checks.galera import GaleraProbe
@@ -20,6 +23,9 @@ from loadstone.checks.registry import PROBES, make_probe
 from loadstone.checks.scheduler import CheckScheduler
 from loadstone.checks.state import HealthCounter
 from loadstone.config.model import Address, CheckConfig, ListenerConfig, ServerConfig
+from loadstone.peers.agreement import writer_to_adopt
+from loadstone.peers.channel import own_writer
+from loadstone.peers.codec import Writer
 from loadstone.server import Pool
 
 GALERA = CheckConfig(type="galera", user="monitor")
@@ -214,6 +220,79 @@ def test_same_writer_whatever_order_the_first_checks_answer(order: tuple[str, ..
     for name in order:
         report(pool, name, name != "db1", "x")
     assert pool.active is pool.by_name["db2"]
+
+
+# -- the writer as a choice, for the peers' agreement (loadstone.peers) -----------------
+
+
+class Clock:
+    """time.time() for the balancer, moved by the test: picks made in one test
+    are microseconds apart, and `since` must order them."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def time(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(active_backup, "time", clock)
+    return clock
+
+
+def all_up(pool: Pool) -> Pool:
+    for name in pool.by_name:
+        report(pool, name, True, "synced")
+    return pool
+
+
+def test_a_start_pick_is_fresh_and_a_failover_is_not(clock: Clock) -> None:
+    pool = all_up(make_pool())
+    started = own_writer(balancer(pool))
+    assert started == Writer("db1", 0.0, started.since) and started.since > 0
+    report(pool, "db1", False, "non-primary")
+    moved = own_writer(balancer(pool))
+    assert moved.server == "db2" and moved.chosen == moved.since > started.since
+
+
+def test_a_pick_after_every_server_was_down_is_fresh(clock: Clock) -> None:
+    pool = all_up(make_pool())
+    for name in ("db1", "db2", "db3"):  # cut off: db1 first, so db2 and db3 were failovers
+        report(pool, name, False, "timeout")
+    assert pool.active is None
+    report(pool, "db3", True, "synced")  # back: db3's check answers first
+    back = own_writer(balancer(pool))
+    assert back.server == "db3" and back.chosen == 0.0, back
+
+
+def test_a_returning_site_joins_the_groups_writer_instead_of_moving_it(clock: Clock) -> None:
+    # lb1 and lb2 lose every node while cut off; lb3 stays on db1. Back, their
+    # checks rise in another order; the rule, applied both ways, leaves the
+    # group on db1. (With "the newest choice wins" the group moved to db3.)
+    group = {lb: all_up(make_pool()) for lb in ("lb1", "lb2", "lb3")}
+    for lb in ("lb1", "lb2"):
+        for name in ("db1", "db2", "db3"):
+            report(group[lb], name, False, "timeout")
+        for name in ("db3", "db2", "db1"):
+            report(group[lb], name, True, "synced")
+        assert group[lb].active is group[lb].by_name["db3"]
+    for _ in range(2):  # every instance hears every other, twice
+        for lb, pool in group.items():
+            own = own_writer(balancer(pool))
+            peers = [own_writer(balancer(p)) for other, p in group.items() if other != lb]
+            chosen = writer_to_adopt(own, peers, [s.name for s in pool.servers if s.usable])
+            if chosen is not None and chosen.server is not None:
+                assert pool.adopt_active(chosen.server, chosen.chosen, chosen.since)
+    assert {lb: p.active.name for lb, p in group.items() if p.active} == dict.fromkeys(group, "db1")
+
+
+def balancer(pool: Pool) -> ActiveBackup:
+    assert isinstance(pool.balancer, ActiveBackup)
+    return pool.balancer
 
 
 def test_readers_spread_as_soon_as_each_is_checked() -> None:

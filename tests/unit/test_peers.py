@@ -30,6 +30,17 @@ def report(seq: int = 1, sent: float = NOW, boot: str = "b1", **writers: Writer)
 def test_a_report_round_trips() -> None:
     sent = report(galera=Writer("db2", NOW - 30), other=Writer(None, 0.0))
     assert decode(encode(sent, KEY), KEY) == sent
+    fresh = report(galera=Writer("db1", 0.0, NOW - 5))
+    assert decode(encode(fresh, KEY), KEY) == fresh
+
+
+def test_a_report_without_since_reads_as_the_oldest_choice() -> None:
+    # What an instance from before `since` sends: its fresh picks ranked as
+    # the oldest, which is what 0.0 meant to it.
+    writers = b'"writers":{"g":{"server":"db1","chosen":0.0}}'
+    body = b'{"from":"a","boot":"b","seq":1,"sent":1.0,' + writers + b"}"
+    data = MAGIC + hmac.digest(KEY, body, hashlib.sha256) + body
+    assert decode(data, KEY).writers == {"g": Writer("db1", 0.0, 0.0)}
 
 
 @pytest.mark.parametrize(
@@ -128,3 +139,121 @@ def test_disagreeing_peers_the_newest_choice_wins_then_configuration_order() -> 
 
 def test_no_peer_reports_keeps_the_own_rule() -> None:
     assert writer_to_adopt(Writer("db1", 0.0), [], ORDER) is None
+
+
+def fresh(server: str | None, since: float) -> Writer:
+    """A pick made with no usable writer before it (at start, or after every
+    server was down): no failure behind it."""
+    return Writer(server, 0.0, since)
+
+
+def failover(server: str, at: float) -> Writer:
+    return Writer(server, at, at)
+
+
+# (own, reported, eligible here, adopted or None): the rule as a table.
+CASES = {
+    "the writer failed at a peer first: follow its failover": (
+        fresh("db1", NOW - 100),
+        [failover("db2", NOW), fresh("db1", NOW - 100)],
+        ORDER,
+        failover("db2", NOW),
+    ),
+    "the instance that cannot reach the writer keeps its failover": (
+        failover("db2", NOW),
+        [fresh("db1", NOW - 100), fresh("db1", NOW - 100)],
+        ["db2", "db3"],
+        None,
+    ),
+    "a newer failover replaces an older one": (
+        failover("db2", NOW),
+        [failover("db3", NOW + 5)],
+        ORDER,
+        failover("db3", NOW + 5),
+    ),
+    "an older failover does not replace a newer one": (
+        failover("db3", NOW + 5),
+        [failover("db2", NOW)],
+        ORDER,
+        None,
+    ),
+    "returning site: its fresh pick joins the group's standing writer": (
+        fresh("db2", NOW),  # every node was down while cut off; db2 rose first
+        [fresh("db1", NOW - 100), fresh("db3", NOW + 1)],
+        ORDER,
+        fresh("db1", NOW - 100),
+    ),
+    "returning site: the group's side does not move": (
+        fresh("db1", NOW - 100),
+        [fresh("db2", NOW), fresh("db3", NOW + 1)],
+        ORDER,
+        None,
+    ),
+    "returning site: the group's earlier failover stands": (
+        fresh("db1", NOW),
+        [failover("db2", NOW - 50)],
+        ORDER,
+        failover("db2", NOW - 50),
+    ),
+    "a fresh pick, however old, never outranks a failover": (
+        failover("db2", NOW - 1000),
+        [fresh("db1", NOW - 5000)],
+        ORDER,
+        None,
+    ),
+    "a restart's pick in order joins the group's older pick": (
+        fresh("db1", NOW),  # db1 was down when the group started on db2
+        [fresh("db2", NOW - 100)],
+        ORDER,
+        fresh("db2", NOW - 100),
+    ),
+    "a copy ranks as its original: nothing to do": (
+        fresh("db1", NOW - 100),
+        [fresh("db1", NOW - 100)],
+        ORDER,
+        None,
+    ),
+    "equal failovers: configuration order": (
+        fresh("db1", NOW - 100),
+        [failover("db3", NOW), failover("db2", NOW)],
+        ORDER,
+        failover("db2", NOW),
+    ),
+    "equal fresh picks: configuration order, own included": (
+        fresh("db2", NOW),
+        [fresh("db1", NOW)],
+        ORDER,
+        fresh("db1", NOW),
+    ),
+    "equal fresh picks: the own earlier in order stays": (
+        fresh("db1", NOW),
+        [fresh("db2", NOW)],
+        ORDER,
+        None,
+    ),
+    "the strongest not eligible here: the strongest that is": (
+        fresh("db1", NOW - 100),
+        [failover("db2", NOW + 3), failover("db3", NOW)],
+        ["db1", "db3"],
+        failover("db3", NOW),
+    ),
+    "no writer yet (waiting for a first check): any eligible choice": (
+        Writer(None, 0.0),
+        [fresh("db2", NOW - 100)],
+        ["db2", "db3"],
+        fresh("db2", NOW - 100),
+    ),
+    "an older peer's fresh pick (no since) counts as the oldest": (
+        fresh("db1", NOW),
+        [Writer("db2", 0.0)],
+        ORDER,
+        Writer("db2", 0.0),
+    ),
+}
+
+
+@pytest.mark.parametrize(("own", "reported", "eligible", "adopted"), CASES.values(), ids=CASES)
+def test_the_rule(
+    own: Writer, reported: list[Writer], eligible: list[str], adopted: Writer | None
+) -> None:
+    assert writer_to_adopt(own, reported, eligible) == adopted

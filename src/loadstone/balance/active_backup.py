@@ -39,11 +39,13 @@ class ActiveBackup(Balancer):
     def __init__(self, servers: Sequence[ServerRuntime]) -> None:
         self._active: ServerRuntime | None = None  # before super(): its __init__ refreshes
         self._waiting = False  # no active server because an earlier one is unchecked
-        # When the active server was chosen (wall clock), for the peers'
-        # agreement (loadstone.peers.agreement): 0.0 for the first pick after a
-        # start, made without history; the time of the failover otherwise.
+        # The active server as a choice, for the peers' agreement
+        # (loadstone.peers.agreement): `chosen_at` is the wall-clock time of
+        # the failover that chose it, 0.0 for a fresh pick (made with no usable
+        # writer before it: at start, or after every server was down), and
+        # `since` when the choice was made. Both are a peer's when adopted.
         self.chosen_at = 0.0
-        self._had_active = False
+        self.since = 0.0
         # Non-backup servers first, each group in configuration order (sorted is stable).
         self._in_order = tuple(sorted(servers, key=lambda s: s.backup))
         super().__init__(servers)
@@ -61,8 +63,12 @@ class ActiveBackup(Balancer):
         for server in self._in_order:
             if server.usable:
                 self._active = server
-                self.chosen_at = time.time() if self._had_active else 0.0
-                self._had_active = True
+                self.since = time.time()
+                # A failover only if it replaces a writer that was in use: an
+                # instance that saw every server down (cut off from its site)
+                # and picks the first to come back saw no failure of the
+                # group's writer, and must not move the group (agreement.py).
+                self.chosen_at = self.since if current is not None else 0.0
                 return
             if _unchecked(server):
                 self._waiting = True
@@ -87,15 +93,14 @@ class ActiveBackup(Balancer):
         self.rebuild()
         return self._active
 
-    def adopt(self, name: str, chosen_at: float) -> bool:
-        """Make `name` the active server, as a peer chose it at `chosen_at`
-        (loadstone.peers); False if it is not usable here."""
+    def adopt(self, name: str, chosen_at: float, since: float) -> bool:
+        """Make `name` the active server, as a peer's choice (`chosen_at`,
+        `since`: loadstone.peers); False if it is not usable here."""
         for server in self.servers:
             if server.name == name and server.usable:
                 self._active = server
                 self._waiting = False
-                self._had_active = True
-                self.chosen_at = chosen_at
+                self.chosen_at, self.since = chosen_at, since
                 return True
         return False
 

@@ -92,7 +92,7 @@ class PeerChannel(asyncio.DatagramProtocol):
 
     def own_writers(self) -> dict[str, Writer]:
         return {
-            name: Writer(pool.active.name if pool.active else None, pool.balancer.chosen_at)
+            name: own_writer(pool.balancer)
             for name, pool in self.pools().items()
             if isinstance(pool.balancer, ActiveBackup)
         }
@@ -162,13 +162,13 @@ class PeerChannel(asyncio.DatagramProtocol):
         for listener, pool in self.pools().items():
             if not isinstance(pool.balancer, ActiveBackup):
                 continue
-            own = Writer(pool.active.name if pool.active else None, pool.balancer.chosen_at)
+            own = own_writer(pool.balancer)
             reported = [r.writers[listener] for r in up if listener in r.writers]
             eligible = [s.name for s in pool.servers if s.usable]
             chosen = writer_to_adopt(own, reported, eligible)
             if chosen is None or chosen.server is None:
                 continue
-            if pool.adopt_active(chosen.server, chosen.chosen):
+            if pool.adopt_active(chosen.server, chosen.chosen, chosen.since):
                 self.adopted += 1
                 log.info(
                     "peers: listener %s adopts writer %s (was %s), as its peers chose it",
@@ -189,10 +189,16 @@ class PeerChannel(asyncio.DatagramProtocol):
                     "up": p.up(now, self.config.interval),
                     "last_heard": round(now - p.heard_at, 3) if p.heard_at is not None else None,
                     "writers": {
-                        listener: {"server": w.server, "chosen": w.chosen}
+                        listener: {"server": w.server, "chosen": w.chosen, "since": w.since}
                         for listener, w in (p.report.writers if p.report else {}).items()
                     },
                 }
                 for name, p in self.peers.items()
             },
         }
+
+
+def own_writer(balancer: ActiveBackup) -> Writer:
+    """This instance's writer of an active-backup pool, as its peers see it."""
+    active = balancer.active
+    return Writer(active.name if active else None, balancer.chosen_at, balancer.since)

@@ -4,7 +4,7 @@ it is refused.
 A datagram is MAGIC, a 32-byte HMAC-SHA256 of the body under the group's
 shared key, then the body, JSON:
     {"from": "ctl1", "boot": "9f2c...", "seq": 42, "sent": 1733520000.5,
-     "writers": {"galera": {"server": "db2", "chosen": 1733519990.1}}}
+     "writers": {"galera": {"server": "db2", "chosen": 1733519990.1, "since": 1733519990.1}}}
 `boot` is drawn at each start and `seq` counts up within it, so a replayed
 datagram (same boot, a seq already seen) is refused, and `sent` bounds how old
 a datagram may be (MAX_AGE), so one recorded before a restart is refused too.
@@ -38,7 +38,11 @@ class Refused(Exception):
 @dataclass(frozen=True, slots=True)
 class Writer:
     server: str | None  # None: no eligible server
-    chosen: float  # wall-clock time it was chosen; 0.0: a fresh start's pick, no history
+    chosen: float  # wall-clock time of the failover that chose it; 0.0: a fresh pick
+    # When the choice was made (wall clock), which ranks fresh picks: the older
+    # stands (peers/agreement.py). An older loadstone sends none: read as 0.0,
+    # the oldest, which is how its own rule ranked its fresh picks.
+    since: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +62,8 @@ def encode(report: Report, key: bytes) -> bytes:
             "seq": report.seq,
             "sent": report.sent,
             "writers": {
-                name: {"server": w.server, "chosen": w.chosen} for name, w in report.writers.items()
+                name: {"server": w.server, "chosen": w.chosen, "since": w.since}
+                for name, w in report.writers.items()
             },
         },
         separators=(",", ":"),
@@ -78,7 +83,7 @@ def decode(data: bytes, key: bytes) -> Report:
     try:
         doc = json.loads(body)
         writers = {
-            str(name): Writer(_server(w["server"]), _time(w["chosen"]))
+            str(name): Writer(_server(w["server"]), _time(w["chosen"]), _time(w.get("since", 0.0)))
             for name, w in _mapping(doc["writers"]).items()
         }
         report = Report(

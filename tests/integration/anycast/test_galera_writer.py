@@ -8,8 +8,10 @@ anycast VIP.
 Sites: lb1 and lb2 (site a) are preferred by the router; lb3 (site b) stands
 by. Shown: (a) the three instances name one writer and writes through the VIP
 land on that node; (b) site a lost: lb3 takes the VIP and keeps writing to the
-agreed writer; (c) the writer's node lost: the three move together to one new
-writer. In (b) and (c) no acknowledged commit is lost.
+agreed writer; site a back: its instances, which saw every node down and chose
+afresh, join that writer instead of moving the group; (c) the writer's node
+lost: the three move together to one new writer. In (b) and (c) no
+acknowledged commit is lost.
 
 The cluster and the bed start once for the module (the cluster's boot ~30-60 s
 on a loaded 2-core machine); the tests run in order, each leaving the bed whole.
@@ -175,6 +177,7 @@ def test_a_lost_site_leaves_the_other_writing_to_the_agreed_writer(
     bed = galera_anycast
     cluster = bed.galera
     bank = bed.start_bank(tmp_path / "bank.json")
+    adopted_before = {lb: bed.status(lb)["peers"]["adopted"] for lb in bed.instances}
     try:
         lost = time.monotonic()
         for lb in SITE_A:
@@ -193,6 +196,7 @@ def test_a_lost_site_leaves_the_other_writing_to_the_agreed_writer(
     finally:
         for lb in SITE_A:
             bed.bed.restore_link(lb)
+        back = time.monotonic()
         state = bank.finish()
     print(
         f"\nsite a lost: VIP on lb3 after {moved:.2f}s, first commit through it "
@@ -203,11 +207,18 @@ def test_a_lost_site_leaves_the_other_writing_to_the_agreed_writer(
     missing = lost_commits(cluster, "db1", state["committed"])
     assert not missing, f"{len(missing)} acknowledged transfers lost"
     bed.wait_next_hops(SITE_A, timeout=40)
-    # Site a back: the three agree on one writer again. Not necessarily db1:
-    # an instance back from isolation saw every node down, chose afresh when
-    # its checks came up (whichever node rose first), and that newest choice
-    # can win the group over (peers/agreement.py; docs/anycast.md).
-    bed.wait_agreement()
+    # Site a back: lb1 and lb2 saw every node down while cut off and chose
+    # afresh when their checks came up (whichever node rose first). A fresh
+    # pick does not outrank the writer the group stood on (peers/agreement.py):
+    # they join db1, and lb3, which never lost db1, never moves.
+    bed.wait_writer("db1")
+    adopted = {lb: bed.status(lb)["peers"]["adopted"] - adopted_before[lb] for lb in bed.instances}
+    print(
+        f"site a back: all three on db1 {time.monotonic() - back:.2f}s after its links, "
+        f"writers adopted since the loss {adopted}"
+    )
+    assert adopted["lb3"] == 0
+    assert set(bed.who_answers(4)) == {"db1"}
 
 
 def test_the_writers_node_lost_moves_every_instance_to_one_new_writer(
@@ -251,7 +262,7 @@ def test_the_writers_node_lost_moves_every_instance_to_one_new_writer(
     # One writer for all again, and the VIP's writes reach it. Not asserted:
     # that it is still `new`. While the old writer rejoined, a loaded run saw
     # `new` itself reported non-primary for a moment (Galera's view change
-    # with the tests' 1 s suspect timeout); an instance then chose afresh and
-    # the group followed it (docs/anycast.md).
+    # with the tests' 1 s suspect timeout); an instance then failed over and,
+    # a failover outranking, the group followed it (docs/anycast.md).
     settled = bed.wait_agreement()
     assert set(bed.who_answers(4)) == {settled}

@@ -159,7 +159,7 @@ class HttpListener(AcceptingFrontend[HttpConnection]):
             or route.balancer.active is active
         ):
             return
-        route.balancer.adopt(active.name, pool.balancer.chosen_at)
+        route.balancer.adopt(active.name, pool.balancer.chosen_at, pool.balancer.since)
 
     # -- accepting ---------------------------------------------------------------------
 
