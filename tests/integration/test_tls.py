@@ -289,6 +289,18 @@ def test_reencryption_to_nginx_verifies_and_checks_over_tls(
         what="the failed connects' lines",
     )
     assert "failed: tls: certificate verify failed: " in lines[0], lines
+    # Both handshakes are counted for the server with their reason (status, /metrics).
+    wait_for(
+        lambda: (
+            wrong.server("web", "tls1")["tls_handshake_failures"]
+            == {"certificate_verify_failed": 2}
+        ),
+        what="the failed handshakes counted",
+    )
+    assert (
+        'loadstone_server_tls_handshake_failures_total{listener="web",'
+        'reason="certificate_verify_failed",server="tls1"} 2.0'
+    ) in wrong.get("/metrics").decode()
     wait_for(lambda: wrong.fd_count() <= base, timeout=10, what="fd count back to baseline")
 
 

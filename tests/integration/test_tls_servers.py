@@ -1,0 +1,86 @@
+"""TLS to servers (re-encryption), on both data paths: failed handshakes
+counted per server by reason (a server that speaks no TLS, one that never
+answers the ClientHello). The verification failure itself is
+test_tls.test_reencryption_to_nginx_verifies_and_checks_over_tls's."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.integration import test_tls
+from tests.integration.harness import Loadstone, free_port, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("datapath")]
+
+Start = Callable[..., Loadstone]
+
+# The TLS suite's nginx servers.
+nginx = test_tls.nginx
+
+CLIENT_ADDRESS = "127.0.0.2"
+
+
+def listeners(**by_name: dict[str, Any]) -> dict[str, Any]:
+    for listener in by_name.values():
+        listener["bind"] = [f"127.0.0.1:{free_port()}"]
+    return {
+        "global": {"grace": "1s"},
+        "defaults": {"timeouts": {"connect": "1s"}},
+        "listeners": by_name,
+    }
+
+
+def get(ls: Loadstone, listener: str, path: str = "/") -> bytes:
+    """A request through `listener` from CLIENT_ADDRESS; what came back (b"":
+    the connection was closed without an answer)."""
+    port = int(ls.config["listeners"][listener]["bind"][0].rsplit(":", 1)[1])
+    address = ("127.0.0.1", port)
+    with socket.create_connection(address, timeout=5, source_address=(CLIENT_ADDRESS, 0)) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        try:
+            return s.makefile("rb").read()
+        except ConnectionResetError:
+            return b""
+
+
+def test_failed_handshakes_are_counted_by_reason(
+    nginx: Callable[..., int], loadstone: Start
+) -> None:
+    plain = nginx("plain")  # answers a ClientHello with HTTP's 400
+    # A server that takes the connection (the kernel completes it from the
+    # backlog) and never answers the ClientHello.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    tls = {"verify": "none"}
+    with silent:
+        silent_port = silent.getsockname()[1]
+        ls = loadstone(listeners(
+            plain=dict(mode="tcp", retries=0, servers=[
+                {"name": "p", "address": f"127.0.0.1:{plain}", "tls": tls}]),
+            silent=dict(mode="tcp", retries=0, timeouts={"connect": "300ms"}, servers=[
+                {"name": "s", "address": f"127.0.0.1:{silent_port}", "tls": tls}]),
+        ))  # fmt: skip
+        baseline = ls.fd_count()
+        assert get(ls, "plain") == b""
+        assert get(ls, "silent") == b""
+        wait_for(
+            lambda: (
+                ls.server("plain", "p")["tls_handshake_failures"] == {"wrong_version_number": 1}
+                and ls.server("silent", "s")["tls_handshake_failures"] == {"timeout": 1}
+            ),
+            what="both failures counted",
+        )
+    metrics = ls.get("/metrics").decode()
+    family = "loadstone_server_tls_handshake_failures_total"
+    assert f'{family}{{listener="silent",reason="timeout",server="s"}} 1.0' in metrics
+    assert f'{family}{{listener="plain",reason="wrong_version_number",server="p"}} 1.0' in metrics
+    # Logged with the reason, as a failed connect.
+    log = ls.stderr()
+    assert "plain: connect to p (127.0.0.1:" in log and "failed: tls: wrong version number" in log
+    assert "silent: connect to s (127.0.0.1:" in log and "failed: tls: handshake timeout" in log
+    wait_for(lambda: ls.fd_count() <= baseline, timeout=10, what="fd count back to baseline")
