@@ -47,21 +47,29 @@ def ca(tmp_path: Path) -> Ca:
 
 @pytest.fixture
 def nginx(tmp_path: Path) -> Iterator[Callable[..., int]]:
-    """nginx answering "<name> <X-Forwarded-Proto>"; over TLS with `tls=(cert, key)`."""
+    """nginx answering "<name> <X-Forwarded-Proto>"; over TLS with `tls=(cert, key)`;
+    `listen` options (proxy_protocol) and server directives (`extra`) added.
+    /peer says what the connection brought: SNI, ALPN, client certificate, PROXY
+    header's address."""
     if shutil.which("nginx") is None:
         pytest.skip("nginx is not installed (apt-get install nginx-light)")
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(name: str, tls: tuple[Path, Path] | None = None) -> int:
+    def start(
+        name: str, tls: tuple[Path, Path] | None = None, listen_options: str = "", extra: str = ""
+    ) -> int:
         port = free_port()
-        listen = f"127.0.0.1:{port}" + (" ssl" if tls else "")
+        listen = f"127.0.0.1:{port}" + (" ssl" if tls else "") + f" {listen_options}"
         certs = f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]};" if tls else ""
+        peer = "sni=$ssl_server_name alpn=$ssl_alpn_protocol client=$ssl_client_s_dn"
         server = f"""
     server {{
         listen {listen};
         {certs}
+        {extra}
         location / {{ return 200 "{name} $http_x_forwarded_proto\\n"; }}
         location /reused {{ return 200 "reused=$ssl_session_reused\\n"; }}
+        location /peer {{ return 200 "{peer} proxy=$proxy_protocol_addr\\n"; }}
     }}
 """
         procs.append(start_nginx(tmp_path / f"nginx-{name}", server))

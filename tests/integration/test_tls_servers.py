@@ -1,24 +1,29 @@
-"""TLS to servers (re-encryption), on both data paths: failed handshakes
-counted per server by reason (a server that speaks no TLS, one that never
-answers the ClientHello). The verification failure itself is
+"""TLS to servers (re-encryption) seen from nginx, on both data paths: `verify:
+none` to a certificate no CA signed that loadstone knows, the SNI, ALPN and
+client certificate a server gets, and failed handshakes counted per server by
+reason (a server that speaks no TLS, one that never answers the ClientHello).
+The verification failure itself is
 test_tls.test_reencryption_to_nginx_verifies_and_checks_over_tls's."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration import test_tls
 from tests.integration.harness import Loadstone, free_port, wait_for
+from tests.tlscerts import Ca
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("datapath")]
 
 Start = Callable[..., Loadstone]
 
-# The TLS suite's nginx servers.
+# The TLS suite's fixtures: a CA made at run time, nginx servers.
+ca = test_tls.ca
 nginx = test_tls.nginx
 
 CLIENT_ADDRESS = "127.0.0.2"
@@ -34,7 +39,7 @@ def listeners(**by_name: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def get(ls: Loadstone, listener: str, path: str = "/") -> bytes:
+def get(ls: Loadstone, listener: str, path: str = "/peer") -> bytes:
     """A request through `listener` from CLIENT_ADDRESS; what came back (b"":
     the connection was closed without an answer)."""
     port = int(ls.config["listeners"][listener]["bind"][0].rsplit(":", 1)[1])
@@ -45,6 +50,47 @@ def get(ls: Loadstone, listener: str, path: str = "/") -> bytes:
             return s.makefile("rb").read()
         except ConnectionResetError:
             return b""
+
+
+def test_server_tls_settings_reach_nginx(
+    ca: Ca, tmp_path: Path, nginx: Callable[..., int], loadstone: Start, datapath: str
+) -> None:
+    other_ca = Ca(tmp_path / "other", name="other CA")
+    untrusted = other_ca.issue("untrusted", ["elsewhere.test"])
+    served = ca.issue("backend", ["backend.test"], kind="rsa")
+    client = ca.issue("client", ["client.test"], client=True)
+    anyone = nginx("anyone", tls=(untrusted.cert, untrusted.key))
+    mutual = nginx(
+        "mutual",
+        tls=(served.cert, served.key),
+        extra=f"ssl_verify_client on; ssl_client_certificate {ca.path};",
+    )
+    verified = {"verify": "required", "ca_file": str(ca.path), "sni": "backend.test"}
+
+    def server(name: str, port: int, **extra: Any) -> list[dict[str, Any]]:
+        return [{"name": name, "address": f"127.0.0.1:{port}", **extra}]
+
+    ls = loadstone(listeners(
+        unverified=dict(mode="tcp", servers=server("anyone", anyone, tls={"verify": "none"})),
+        mutual=dict(mode="http", servers=server("mutual", mutual, tls={
+            **verified, "alpn": ["http/1.1"], "certificate": str(client.bundle)})),
+        anonymous=dict(mode="http", servers=server("mutual", mutual, tls=verified)),
+    ))  # fmt: skip
+    if datapath == "native":  # re-encrypted in the engine's workers (engine/tls_upstream.c)
+        assert ls.status()["listeners"]["mutual"]["data_path"] == "native"
+
+    # verify: none takes a certificate no trusted CA signed (127.0.0.1: no SNI sent).
+    reply = get(ls, "unverified")
+    assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"sni= alpn= client= proxy=\n")
+    # The SNI and ALPN offered, and the client certificate nginx requires.
+    reply = get(ls, "mutual")
+    assert reply.startswith(b"HTTP/1.1 200"), reply
+    assert reply.endswith(b"sni=backend.test alpn=http/1.1 client=CN=client.test proxy=\n")
+    # (without it, nginx refuses the request)
+    assert get(ls, "anonymous").startswith(b"HTTP/1.1 400")
+    for name in ("unverified", "mutual"):
+        for doc in ls.status()["listeners"][name]["servers"].values():
+            assert doc["tls_handshake_failures"] == {}, (name, doc)
 
 
 def test_failed_handshakes_are_counted_by_reason(
