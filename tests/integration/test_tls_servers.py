@@ -1,8 +1,9 @@
 """TLS to servers (re-encryption) seen from nginx, on both data paths: `verify:
 none` to a certificate no CA signed that loadstone knows, the SNI, ALPN and
-client certificate a server gets, and failed handshakes counted per server by
-reason (a server that speaks no TLS, one that never answers the ClientHello).
-The verification failure itself is
+client certificate a server gets, the PROXY header in clear before the TLS
+ClientHello (nginx `listen ... ssl proxy_protocol`), and failed handshakes
+counted per server by reason (a server that speaks no TLS, one that never
+answers the ClientHello). The verification failure itself is
 test_tls.test_reencryption_to_nginx_verifies_and_checks_over_tls's."""
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ Start = Callable[..., Loadstone]
 ca = test_tls.ca
 nginx = test_tls.nginx
 
-CLIENT_ADDRESS = "127.0.0.2"
+CLIENT_ADDRESS = "127.0.0.2"  # not loadstone's own: the PROXY header must carry it
 
 
 def listeners(**by_name: dict[str, Any]) -> dict[str, Any]:
@@ -52,7 +53,7 @@ def get(ls: Loadstone, listener: str, path: str = "/peer") -> bytes:
             return b""
 
 
-def test_server_tls_settings_reach_nginx(
+def test_server_tls_settings_and_proxy_header_reach_nginx(
     ca: Ca, tmp_path: Path, nginx: Callable[..., int], loadstone: Start, datapath: str
 ) -> None:
     other_ca = Ca(tmp_path / "other", name="other CA")
@@ -65,6 +66,7 @@ def test_server_tls_settings_reach_nginx(
         tls=(served.cert, served.key),
         extra=f"ssl_verify_client on; ssl_client_certificate {ca.path};",
     )
+    proxied = nginx("proxied", tls=(served.cert, served.key), listen_options="proxy_protocol")
     verified = {"verify": "required", "ca_file": str(ca.path), "sni": "backend.test"}
 
     def server(name: str, port: int, **extra: Any) -> list[dict[str, Any]]:
@@ -75,6 +77,10 @@ def test_server_tls_settings_reach_nginx(
         mutual=dict(mode="http", servers=server("mutual", mutual, tls={
             **verified, "alpn": ["http/1.1"], "certificate": str(client.bundle)})),
         anonymous=dict(mode="http", servers=server("mutual", mutual, tls=verified)),
+        proxy_http=dict(mode="http", send_proxy="v1",
+                        servers=server("proxied", proxied, tls=verified)),
+        proxy_tcp=dict(mode="tcp", send_proxy="v2",
+                       servers=server("proxied", proxied, tls=verified)),
     ))  # fmt: skip
     if datapath == "native":  # re-encrypted in the engine's workers (engine/tls_upstream.c)
         assert ls.status()["listeners"]["mutual"]["data_path"] == "native"
@@ -88,7 +94,13 @@ def test_server_tls_settings_reach_nginx(
     assert reply.endswith(b"sni=backend.test alpn=http/1.1 client=CN=client.test proxy=\n")
     # (without it, nginx refuses the request)
     assert get(ls, "anonymous").startswith(b"HTTP/1.1 400")
-    for name in ("unverified", "mutual"):
+    # The PROXY header before the ClientHello (v1 and v2): nginx reads the
+    # client's address from it, then does its TLS handshake.
+    for listener in ("proxy_http", "proxy_tcp"):
+        reply = get(ls, listener)
+        assert reply.startswith(b"HTTP/1.1 200"), (listener, reply)
+        assert reply.endswith(f"sni=backend.test alpn= client= proxy={CLIENT_ADDRESS}\n".encode())
+    for name in ("unverified", "mutual", "proxy_http", "proxy_tcp"):
         for doc in ls.status()["listeners"][name]["servers"].values():
             assert doc["tls_handshake_failures"] == {}, (name, doc)
 

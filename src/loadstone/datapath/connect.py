@@ -12,12 +12,13 @@ exchange routes, honours its persistence cookie and may reuse an idle server
 connection), and so is what "connected" and "give up" mean. What is shared is
 everything between: the attempt count, the server's session accounting, the
 back-off before trying a server that already failed, the connect timeout, the
-log line, the count of failed TLS handshakes and the pool's re-check of a
-failed server (Pool.connect_failed).
+PROXY header (send_proxy), the log line, the count of failed TLS handshakes and
+the pool's re-check of a failed server (Pool.connect_failed).
 
-To a TLS server (re-encryption) the connect has two steps: the TCP connection,
-then the TLS handshake, whose failure (or a timeout during it) is counted per
-server and reason.
+To a TLS server (re-encryption) the connect has two steps, as HAProxy's and
+the native engine's (engine/proxy_proto.c server_connected): the TCP connection,
+on which the PROXY header goes in clear, then the TLS handshake, whose failure
+(or a timeout during it) is counted per server and reason.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import time
 from typing import Generic, Protocol, TypeVar
 
 from loadstone.config.model import ListenerConfig
+from loadstone.datapath.proxy_gate import header_to
 from loadstone.datapath.traffic import TrafficCounters
 from loadstone.server import Pool, ServerRuntime
 from loadstone.tls.material import server_context, server_tls
@@ -136,6 +138,10 @@ class Connector(Generic[P]):
         """A new protocol object for a connection to `server`."""
         raise NotImplementedError
 
+    def _client_transport(self) -> asyncio.BaseTransport | None:
+        """The client's connection, whose addresses a PROXY header names."""
+        raise NotImplementedError
+
     def _connected(self, transport: asyncio.Transport, upstream: P, took: float) -> None:
         """The connection is up (`took` seconds after the connect began)."""
         raise NotImplementedError
@@ -189,6 +195,8 @@ class Connector(Generic[P]):
         # on a path taken once per connection.
         timer = loop.call_later(self.frontend.config.timeouts.connect, self._connect_expired)
         listener = self.frontend.config
+        # send_proxy: the header goes before any other byte, a TLS ClientHello's too
+        header = header_to(listener, server.config, self._client_transport())
         # TLS to the server (re-encryption): the handshake is part of the connect,
         # under the same timeout, and a failed verification a failed connect.
         tls = server_context(listener, server.config)
@@ -198,7 +206,7 @@ class Connector(Generic[P]):
                     lambda: self._upstream(server), server.connect_host, server.address.port
                 )
             else:
-                transport, upstream = await self._connect_tls(server, tls)
+                transport, upstream = await self._connect_tls(server, tls, header)
         except asyncio.CancelledError:
             timer.cancel()
             if self._ended() or not self.connect_timed_out:
@@ -217,17 +225,25 @@ class Connector(Generic[P]):
         if self._ended() or self.server is not server:
             transport.close()
             return
+        if header and tls is None:
+            transport.write(header)  # (to a TLS server it went before the handshake)
         took = _now() - started
         self.frontend.traffic.connect.observe(took)
         self._connected(transport, upstream, took)
 
     async def _connect_tls(
-        self, server: ServerRuntime, tls: ssl.SSLContext
+        self, server: ServerRuntime, tls: ssl.SSLContext, header: bytes
     ) -> tuple[asyncio.Transport, P]:
-        """The TCP connection, then the TLS handshake (what a failure counts as
-        depends on the step: tls_handshaking)."""
+        """The TCP connection, the PROXY header on it in clear, then the TLS
+        handshake (what a failure counts as depends on the step: tls_handshaking)."""
         loop = self.loop
         sock = await _tcp_connect(loop, server.connect_host, server.address.port)
+        try:
+            if header:
+                await loop.sock_sendall(sock, header)
+        except BaseException:
+            sock.close()
+            raise
         self.tls_handshaking = True
         # The socket is the transport's from here, closed with it.
         connected = await loop.create_connection(
