@@ -128,6 +128,11 @@ class ServerFamilies:
         self.connect_errors = CounterMetricFamily(
             "loadstone_server_connect_errors", "Failed connects to the server", labels=sl
         )
+        self.tls_failures = CounterMetricFamily(
+            "loadstone_server_tls_handshake_failures",
+            "TLS handshakes with the server (re-encryption) that failed, by reason",
+            labels=[*sl, "reason"],
+        )
         self.check_ok = GaugeMetricFamily(
             "loadstone_server_check_success", "1 if the last health check passed", labels=sl
         )
@@ -168,6 +173,8 @@ class ServerFamilies:
             self.bytes.add_metric([*labels, "in"], s.bytes_in)
             self.bytes.add_metric([*labels, "out"], s.bytes_out)
             self.connect_errors.add_metric(labels, s.connect_errors)
+            for reason, count in s.tls_failures.items():
+                self.tls_failures.add_metric([*labels, reason], count)
             if s.check_status in ("ok", "failed"):
                 self.check_ok.add_metric(labels, 1 if s.check_status == "ok" else 0)
                 self.check_duration.add_metric(labels, s.check_duration)
@@ -187,6 +194,7 @@ class ServerFamilies:
             self.total,
             self.bytes,
             self.connect_errors,
+            self.tls_failures,
             self.check_ok,
             self.check_duration,
             self.checks,

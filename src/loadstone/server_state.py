@@ -20,6 +20,8 @@ from loadstone.config.model import Address, ServerConfig
 AdminState = Literal["ready", "drain", "maint"]
 CheckStatus = Literal["ok", "failed", "unchecked", "disabled"]
 
+TLS_FAILURE_KINDS = 16  # distinct reasons counted per server, "other" included
+
 
 class Session(Protocol):
     """What the control plane may do with a live session of the data path."""
@@ -66,6 +68,7 @@ class ServerRuntime:
         "name",
         "native",
         "sessions_started",
+        "tls_failures",
         "weight",
         "weight_overridden",
     )
@@ -100,6 +103,9 @@ class ServerRuntime:
         self.bytes_in_done = 0  # bytes of finished sessions
         self.bytes_out_done = 0
         self.connect_errors = 0
+        # Failed TLS handshakes with the server (re-encryption), by reason: a
+        # bounded set of labels (`tls_handshake_failed`), both data paths.
+        self.tls_failures: dict[str, int] = {}
 
     @property
     def sessions(self) -> int:
@@ -148,6 +154,14 @@ class ServerRuntime:
         self.live.discard(session)
         self.bytes_in_done += session.bytes_in
         self.bytes_out_done += session.bytes_out
+
+    def tls_handshake_failed(self, reason: str) -> None:
+        """Count a failed TLS handshake with the server (a metrics label: past
+        TLS_FAILURE_KINDS distinct reasons, the rest count as "other")."""
+        failures = self.tls_failures
+        if reason not in failures and len(failures) >= TLS_FAILURE_KINDS - 1:
+            reason = "other"
+        failures[reason] = failures.get(reason, 0) + 1
 
     def shutdown_sessions(self, reason: str) -> int:
         if self.native is not None:

@@ -27,6 +27,8 @@ def server_status(server: ServerRuntime) -> dict[str, Any]:
         "bytes_in": server.bytes_in,
         "bytes_out": server.bytes_out,
         "connect_errors": server.connect_errors,
+        # failed TLS handshakes with the server (re-encryption), by reason
+        "tls_handshake_failures": dict(server.tls_failures),
         "last_change": server.last_change,
         "check": {
             "status": server.check_status,

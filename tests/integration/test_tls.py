@@ -47,21 +47,29 @@ def ca(tmp_path: Path) -> Ca:
 
 @pytest.fixture
 def nginx(tmp_path: Path) -> Iterator[Callable[..., int]]:
-    """nginx answering "<name> <X-Forwarded-Proto>"; over TLS with `tls=(cert, key)`."""
+    """nginx answering "<name> <X-Forwarded-Proto>"; over TLS with `tls=(cert, key)`;
+    `listen` options (proxy_protocol) and server directives (`extra`) added.
+    /peer says what the connection brought: SNI, ALPN, client certificate, PROXY
+    header's address."""
     if shutil.which("nginx") is None:
         pytest.skip("nginx is not installed (apt-get install nginx-light)")
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(name: str, tls: tuple[Path, Path] | None = None) -> int:
+    def start(
+        name: str, tls: tuple[Path, Path] | None = None, listen_options: str = "", extra: str = ""
+    ) -> int:
         port = free_port()
-        listen = f"127.0.0.1:{port}" + (" ssl" if tls else "")
+        listen = f"127.0.0.1:{port}" + (" ssl" if tls else "") + f" {listen_options}"
         certs = f"ssl_certificate {tls[0]}; ssl_certificate_key {tls[1]};" if tls else ""
+        peer = "sni=$ssl_server_name alpn=$ssl_alpn_protocol client=$ssl_client_s_dn"
         server = f"""
     server {{
         listen {listen};
         {certs}
+        {extra}
         location / {{ return 200 "{name} $http_x_forwarded_proto\\n"; }}
         location /reused {{ return 200 "reused=$ssl_session_reused\\n"; }}
+        location /peer {{ return 200 "{peer} proxy=$proxy_protocol_addr\\n"; }}
     }}
 """
         procs.append(start_nginx(tmp_path / f"nginx-{name}", server))
@@ -289,6 +297,18 @@ def test_reencryption_to_nginx_verifies_and_checks_over_tls(
         what="the failed connects' lines",
     )
     assert "failed: tls: certificate verify failed: " in lines[0], lines
+    # Both handshakes are counted for the server with their reason (status, /metrics).
+    wait_for(
+        lambda: (
+            wrong.server("web", "tls1")["tls_handshake_failures"]
+            == {"certificate_verify_failed": 2}
+        ),
+        what="the failed handshakes counted",
+    )
+    assert (
+        'loadstone_server_tls_handshake_failures_total{listener="web",'
+        'reason="certificate_verify_failed",server="tls1"} 2.0'
+    ) in wrong.get("/metrics").decode()
     wait_for(lambda: wrong.fd_count() <= base, timeout=10, what="fd count back to baseline")
 
 
@@ -573,19 +593,22 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 def test_testssl_finds_nothing_high_or_critical(
     ca: Ca, nginx: Callable[..., int], loadstone: Start
 ) -> None:
-    """testssl.sh (Debian) against a listener with the default settings; its
-    output is kept in test-artifacts/testssl-default-listener.{txt,json}."""
+    """testssl.sh (Debian) against a listener with the default settings, served
+    by the native engine (the production path; the pure path's versions and
+    ciphers are the s_client tests'); its output is kept in
+    test-artifacts/testssl-default-listener.{txt,json}."""
     if shutil.which("testssl") is None:
         pytest.skip("testssl.sh is not installed (apt-get install testssl.sh)")
     rsa = ca.issue("rsa", ["api.test"], kind="rsa", crl_url="http://127.0.0.1/ca.crl")
     ecdsa = ca.issue("ecdsa", ["api.test"], crl_url="http://127.0.0.1/ca.crl")
-    backend = nginx("n1")
+    # HSTS from the server: a listener's response header rule is pure-path only
+    backend = nginx("n1", extra='add_header Strict-Transport-Security "max-age=63072000" always;')
     ls = loadstone(config({
         "mode": "http",
         "tls": {"certificates": [str(ecdsa.bundle), str(rsa.bundle)]},
-        "response_headers": [{"set": "Strict-Transport-Security", "value": "max-age=63072000"}],
         "servers": [{"name": "n1", "address": f"127.0.0.1:{backend}"}],
     }))  # fmt: skip
+    assert ls.status()["listeners"]["web"]["data_path"] == ("native" if NATIVE_BUILT else "pure")
     ARTIFACTS.mkdir(exist_ok=True)
     report = ARTIFACTS / "testssl-default-listener.json"
     report.unlink(missing_ok=True)

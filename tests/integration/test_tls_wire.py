@@ -1,11 +1,13 @@
 """TLS seen from the wire and the log: the http access log's TLS fields (JSON
-and text, on both data paths), and renegotiation refused by a listener while
-others are served on the pure path (LOADSTONE_NO_EXTENSIONS=1)."""
+and text), renegotiation refused by a listener while others are served, and
+optional client certificates, each on both data paths."""
 
 from __future__ import annotations
 
 import os
 import re
+import socket
+import ssl
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -81,9 +83,10 @@ def test_access_log_has_version_cipher_and_sni(
 
 
 def test_renegotiation_is_refused_and_others_are_served(
-    ca: Ca, nginx: Callable[..., int], loadstone: Start
+    ca: Ca, nginx: Callable[..., int], loadstone: Start, datapath: str
 ) -> None:
-    ls = loadstone(tls_listener(ca, nginx, "tcp"), env=PURE)
+    ls = loadstone(tls_listener(ca, nginx, "tcp"))
+    assert ls.status()["listeners"]["web"]["data_path"] == datapath
     port = port_of(ls)
     assert https_get(port, ca.path, "api.test") == (200, "n1")
     baseline = ls.fd_count()
@@ -114,3 +117,45 @@ def test_renegotiation_is_refused_and_others_are_served(
     # Others are served, and nothing is left open.
     assert https_get(port, ca.path, "api.test") == (200, "n1")
     wait_for(lambda: ls.fd_count() <= baseline, timeout=10, what="fd count back to baseline")
+
+
+def test_optional_client_certificate_admits_clients_with_and_without_one(
+    ca: Ca, nginx: Callable[..., int], loadstone: Start, datapath: str
+) -> None:
+    """verify_client: optional (required refusing a client without one is
+    test_tls.test_tcp_termination_with_client_certificates's)."""
+    cert = ca.issue("server", ["api.test"])
+    client = ca.issue("client", ["client.test"], client=True)
+    stranger = Ca(ca.directory / "stranger", name="stranger CA").issue(
+        "stranger", ["stranger.test"], client=True
+    )
+    backend = nginx("n1")
+    ls = loadstone(config({
+        "mode": "tcp",
+        "tls": {"certificates": str(cert.bundle), "client_ca": str(ca.path),
+                "verify_client": "optional"},
+        "servers": [{"name": "n1", "address": f"127.0.0.1:{backend}"}],
+    }))  # fmt: skip
+    assert ls.status()["listeners"]["web"]["data_path"] == datapath
+
+    def get(certificate: Path | None) -> bytes:
+        ctx = ssl.create_default_context(cafile=str(ca.path))
+        if certificate is not None:
+            ctx.load_cert_chain(str(certificate))
+        with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=5) as raw:
+            try:  # TLS 1.3: a refused certificate shows at the first read
+                with ctx.wrap_socket(raw, server_hostname="api.test") as tls:
+                    tls.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                    return tls.makefile("rb").read()
+            except (ssl.SSLError, ConnectionError):
+                return b""
+
+    # No certificate, and one the CA signed: both served.
+    assert get(None).endswith(b"n1 \n")
+    assert get(client.bundle).endswith(b"n1 \n")
+    # A certificate that does not verify is still refused: optional is not "none".
+    assert get(stranger.bundle) == b""
+    wait_for(
+        lambda: sum(ls.status()["listeners"]["web"]["tls"]["failures"].values()) == 1,
+        what="the stranger's handshake counted as failed",
+    )

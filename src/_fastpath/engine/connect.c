@@ -81,6 +81,8 @@ static void connect_failed(ls_worker *W, ls_session *s, int err)
     int slot = s->slot;
     const char *why = s->stls ? s->stls->why : NULL; /* a TLS handshake's reason */
     int verify_failed = s->stls && s->stls->verify_failed;
+    if (!why && err < 0 && s->stls && !SSL_is_init_finished(s->stls->ssl))
+        why = "handshake timeout"; /* the connect timeout ran out in the server's handshake */
     tls_upstream_free(s);
     if (s->fd[1] >= 0) {
         close(s->fd[1]);

@@ -12,23 +12,38 @@ exchange routes, honours its persistence cookie and may reuse an idle server
 connection), and so is what "connected" and "give up" mean. What is shared is
 everything between: the attempt count, the server's session accounting, the
 back-off before trying a server that already failed, the connect timeout, the
-log line and the pool's re-check of a failed server (Pool.connect_failed).
+PROXY header (send_proxy), the log line, the count of failed TLS handshakes and
+the pool's re-check of a failed server (Pool.connect_failed).
+
+To a TLS server (re-encryption) the connect has two steps, as HAProxy's and
+the native engine's (engine/proxy_proto.c server_connected): the TCP connection,
+on which the PROXY header goes in clear, then the TLS handshake, whose failure
+(or a timeout during it) is counted per server and reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
+import socket
 import ssl
 import time
 from typing import Generic, Protocol, TypeVar
 
 from loadstone.config.model import ListenerConfig
+from loadstone.datapath.proxy_gate import header_to
 from loadstone.datapath.traffic import TrafficCounters
 from loadstone.server import Pool, ServerRuntime
 from loadstone.tls.material import server_context, server_tls
-from loadstone.tls.upstream import handshake_error_text, server_name
+from loadstone.tls.upstream import (
+    HANDSHAKE_CLOSED,
+    HANDSHAKE_TIMEOUT,
+    failure_label,
+    handshake_error_text,
+    server_name,
+)
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 
@@ -50,6 +65,37 @@ def _sni(listener: ListenerConfig, server: ServerRuntime) -> str | None:
     return None if settings is None else server_name(settings, server.config)
 
 
+def _handshake_error_text(exc: BaseException) -> str:
+    """A failure during the TLS handshake with a server, in the engine's words."""
+    if isinstance(exc, ConnectionError | EOFError | ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        return HANDSHAKE_CLOSED
+    if isinstance(exc, ssl.SSLError):
+        return handshake_error_text(exc)
+    if isinstance(exc, TimeoutError):
+        return HANDSHAKE_TIMEOUT
+    return f"tls: {errno_text(exc)}"
+
+
+async def _tcp_connect(loop: asyncio.AbstractEventLoop, host: str, port: int) -> socket.socket:
+    """A connected non-blocking socket to `host` (an address, or a name looked up
+    here), for a connection that goes on with a TLS handshake."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        address: tuple[object, ...] = (host, port)
+    except ValueError:
+        found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _type, _proto, _name, address = found[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_connect(sock, address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 class _Frontend(Protocol):
     """What the connect loop reads of its frontend."""
 
@@ -63,7 +109,9 @@ class Connector(Generic[P]):
     """Mixin of an object that connects to servers: a tcp session, an http client
     connection. `P` is the protocol of its server connections."""
 
-    __slots__ = ("attempts", "connect_task", "connect_timed_out", "failed", "server")
+    __slots__ = (
+        "attempts", "connect_task", "connect_timed_out", "failed", "server", "tls_handshaking",
+    )  # fmt: skip
 
     # Provided by the owner, which is the servers' Session (loadstone.server).
     frontend: _Frontend
@@ -78,6 +126,7 @@ class Connector(Generic[P]):
         self.failed: list[ServerRuntime] = []  # of this session/exchange, in order
         self.connect_task: asyncio.Task[None] | None = None
         self.connect_timed_out = False
+        self.tls_handshaking = False  # the attempt in flight is in its TLS handshake
 
     # -- the owner's hooks -------------------------------------------------------------
 
@@ -87,6 +136,10 @@ class Connector(Generic[P]):
 
     def _upstream(self, server: ServerRuntime) -> P:
         """A new protocol object for a connection to `server`."""
+        raise NotImplementedError
+
+    def _client_transport(self) -> asyncio.BaseTransport | None:
+        """The client's connection, whose addresses a PROXY header names."""
         raise NotImplementedError
 
     def _connected(self, transport: asyncio.Transport, upstream: P, took: float) -> None:
@@ -136,21 +189,24 @@ class Connector(Generic[P]):
             await asyncio.sleep(delay)
         loop = self.loop
         self.connect_timed_out = False
+        self.tls_handshaking = False
         started = _now()
         # A plain timer that cancels this task costs less than asyncio.timeout()
         # on a path taken once per connection.
         timer = loop.call_later(self.frontend.config.timeouts.connect, self._connect_expired)
+        listener = self.frontend.config
+        # send_proxy: the header goes before any other byte, a TLS ClientHello's too
+        header = header_to(listener, server.config, self._client_transport())
+        # TLS to the server (re-encryption): the handshake is part of the connect,
+        # under the same timeout, and a failed verification a failed connect.
+        tls = server_context(listener, server.config)
         try:
-            # TLS to the server (re-encryption): the handshake is part of the
-            # connect, under the same timeout, and a failed verification a failed connect.
-            tls = server_context(self.frontend.config, server.config)
-            transport, upstream = await loop.create_connection(
-                lambda: self._upstream(server),
-                server.connect_host,
-                server.address.port,
-                ssl=tls,
-                server_hostname=None if tls is None else _sni(self.frontend.config, server),
-            )
+            if tls is None:
+                transport, upstream = await loop.create_connection(
+                    lambda: self._upstream(server), server.connect_host, server.address.port
+                )
+            else:
+                transport, upstream = await self._connect_tls(server, tls, header)
         except asyncio.CancelledError:
             timer.cancel()
             if self._ended() or not self.connect_timed_out:
@@ -169,9 +225,36 @@ class Connector(Generic[P]):
         if self._ended() or self.server is not server:
             transport.close()
             return
+        if header and tls is None:
+            transport.write(header)  # (to a TLS server it went before the handshake)
         took = _now() - started
         self.frontend.traffic.connect.observe(took)
         self._connected(transport, upstream, took)
+
+    async def _connect_tls(
+        self, server: ServerRuntime, tls: ssl.SSLContext, header: bytes
+    ) -> tuple[asyncio.Transport, P]:
+        """The TCP connection, the PROXY header on it in clear, then the TLS
+        handshake (what a failure counts as depends on the step: tls_handshaking)."""
+        loop = self.loop
+        sock = await _tcp_connect(loop, server.connect_host, server.address.port)
+        try:
+            if header:
+                await loop.sock_sendall(sock, header)
+        except BaseException:
+            sock.close()
+            raise
+        self.tls_handshaking = True
+        # The socket is the transport's from here, closed with it.
+        connected = await loop.create_connection(
+            lambda: self._upstream(server),
+            sock=sock,
+            ssl=tls,
+            # (asyncio's default with a host: the address connected to)
+            server_hostname=_sni(self.frontend.config, server) or server.connect_host,
+        )
+        self.tls_handshaking = False
+        return connected
 
     def _connect_expired(self) -> None:
         if self.connect_task is not None:
@@ -184,7 +267,11 @@ class Connector(Generic[P]):
         frontend = self.frontend
         frontend.pool.connect_failed(server)
         self.failed.append(server)
-        why = "timeout" if isinstance(exc, TimeoutError) else errno_text(exc)
+        if self.tls_handshaking:
+            why = _handshake_error_text(exc)
+            server.tls_handshake_failed(failure_label(why) or "other")
+        else:
+            why = "timeout" if isinstance(exc, TimeoutError) else errno_text(exc)
         self.log.info(
             "%s: connect to %s (%s) failed: %s", frontend.name, server.name, server.address, why
         )

@@ -51,6 +51,7 @@ from loadstone.datapath.sni_native import end_word as sni_end_word
 from loadstone.datapath.traffic import Histogram, TrafficSnapshot
 from loadstone.server import Pool, ServerRuntime
 from loadstone.tls import native as tls_native
+from loadstone.tls import upstream as tls_upstream
 
 if TYPE_CHECKING:
     from loadstone.sessionlog import SessionLog
@@ -494,13 +495,17 @@ class TcpFrontend:
         if kind == relay.REC_CONNECT_FAILED:
             if server is None:
                 return
+            handshake = rec[9]  # a TLS handshake's reason, if that failed
             log.info(
                 "%s: connect to %s (%s) failed: %s",
                 self.name,
                 server.name,
                 server.address,
-                rec[9] or self._why(arg),  # a TLS handshake's reason, if that failed
+                handshake or self._why(arg),
             )
+            label = tls_upstream.failure_label(handshake)
+            if label is not None:
+                server.tls_handshake_failed(label)
             self.pool.connect_failed(server)
             return
         if reason == relay.END_CONNECT_FAILED:

@@ -46,7 +46,6 @@ import time
 from loadstone.datapath.accept import AcceptingFrontend
 from loadstone.datapath.connect import Connector
 from loadstone.datapath.http_pure.frontend import RoutePool
-from loadstone.datapath.proxy_gate import header_to
 from loadstone.datapath.sni_passthrough import (
     INSPECT_TIMEOUT_REASON,
     SniCounts,
@@ -268,6 +267,9 @@ class TcpSession(Connector[_ServerSide]):
     def _upstream(self, server: ServerRuntime) -> _ServerSide:
         return _ServerSide(self)
 
+    def _client_transport(self) -> asyncio.BaseTransport | None:
+        return self.client
+
     def _give_up(self, why: str) -> None:
         self.end_reason = f"connect-failed ({why})"
         self.finish(self.end_reason)
@@ -276,11 +278,7 @@ class TcpSession(Connector[_ServerSide]):
         self.server_transport = transport
         transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
         apply_keepalive(transport, self.frontend.config)
-        if self.server is not None:
-            # send_proxy: the header goes before any byte of the client's.
-            header = header_to(self.frontend.config, self.server.config, self.client)
-            if header:
-                transport.write(header)
+        # (send_proxy: the connect loop wrote the header first, datapath.connect)
         pending = self.pending
         self.pending = None
         if pending:

@@ -1,5 +1,6 @@
 """TLS to servers (re-encryption) and TLS health checks: one client context per
-server TLS setting, with verification, SNI and ALPN."""
+server TLS setting, with verification, SNI and ALPN; the words and labels of a
+failed handshake with a server."""
 
 from __future__ import annotations
 
@@ -41,6 +42,32 @@ def handshake_error_text(exc: ssl.SSLError) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
         return f"tls: certificate verify failed: {exc.verify_message}"
     return f"tls: {(exc.reason or str(exc)).lower().replace('_', ' ')}"
+
+
+# What a failed connect's log line says when the TLS handshake did not finish
+# in the connect timeout, or the server closed during it (the engine's words too:
+# engine/connect.c, engine/tls_upstream.c).
+HANDSHAKE_TIMEOUT = "tls: handshake timeout"
+HANDSHAKE_CLOSED = "tls: closed"
+_LABEL_MAX = 47  # as the engine's labels of a listener's failures (LS_TLS_REASON_MAX - 1)
+
+
+def failure_label(why: str) -> str | None:
+    """The reason label a failed handshake with a server is counted under
+    (ServerRuntime.tls_failures), from its log text ("tls: ...", which both data
+    paths write alike), or None when `why` is no TLS handshake's failure:
+    certificate_verify_failed, timeout, closed, or OpenSSL's reason
+    (wrong_version_number, tlsv1_alert_unknown_ca ...), as the listeners' own
+    handshake failures are labelled (loadstone.tls.termination.failure_reason)."""
+    if not why.startswith("tls: "):
+        return None
+    if why.startswith("tls: certificate verify failed"):
+        return "certificate_verify_failed"
+    if why == HANDSHAKE_TIMEOUT:
+        return "timeout"
+    if why == "tls: unexpected eof while reading":  # OpenSSL's words for "closed"
+        return "closed"
+    return why[len("tls: ") :].replace(" ", "_")[:_LABEL_MAX]
 
 
 def check_context() -> ssl.SSLContext:

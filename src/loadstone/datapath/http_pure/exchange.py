@@ -35,7 +35,6 @@ from loadstone.datapath.http_pure.state import (
     now,
 )
 from loadstone.datapath.http_pure.upstream import Backend, HttpParserError, RewritingBackend
-from loadstone.datapath.proxy_gate import header_to
 from loadstone.datapath.transport import apply_keepalive
 from loadstone.http import message
 from loadstone.http.request import HAS_BODY, IDEMPOTENT
@@ -187,13 +186,15 @@ class Exchange(Connector[Backend]):
         frontend = self.frontend
         return frontend.backend_class(frontend.upstreams, server)
 
+    def _client_transport(self) -> asyncio.BaseTransport | None:
+        return self.transport
+
     def _connected(self, transport: asyncio.Transport, upstream: Backend, took: float) -> None:
         apply_keepalive(transport, self.frontend.config)
-        header = header_to(self.frontend.config, upstream.server.config, self.transport)
-        if header:
-            # send_proxy: the header names this client, so the connection serves
-            # no other one: it is closed after this exchange, never pooled.
-            transport.write(header)
+        if self.frontend.config.proxy_version(upstream.server.config) is not None:
+            # send_proxy: the header (the connect loop wrote it first) names this
+            # client, so the connection serves no other one: it is closed after
+            # this exchange, never pooled.
             self.backend_reusable = False
         self.t_connect = took
         self._attach(upstream, reused=False)
