@@ -182,20 +182,19 @@ def _replace_once(path: Path, old: str, new: str) -> Path:
     return path
 
 
+@dataclass(frozen=True, slots=True)
+class TlsSetup:
+    """What the TLS proxies are given alike: the certificate and `maxconn` (room_for)."""
+
+    cert: Issued
+    maxconn: int = MAXCONN
+
+
 class TlsHAProxy(HAProxy):
     """HAProxy 2.6 with `bind ... ssl crt`; its session cache and tickets are on by default."""
 
-    def __init__(
-        self,
-        workdir: Path,
-        backends: Sequence[Backend],
-        *,
-        workers: int,
-        cert: Issued,
-        maxconn: int = MAXCONN,
-    ):
-        self.cert = cert
-        self.maxconn = maxconn
+    def __init__(self, workdir: Path, backends: Sequence[Backend], *, workers: int, tls: TlsSetup):
+        self.cert, self.maxconn = tls.cert, tls.maxconn
         super().__init__(
             workdir,
             backends,
@@ -257,12 +256,10 @@ class TlsLoadstone(Loadstone):
         backends: Sequence[Backend],
         *,
         workers: int,
-        cert: Issued,
+        tls: TlsSetup,
         pure_python: bool,
-        maxconn: int = MAXCONN,
     ):
-        self.cert = cert
-        self.maxconn = maxconn
+        self.cert, self.maxconn = tls.cert, tls.maxconn
         self.admin_port = free_ports(1)[0]
         self.data_path = "unknown"
         super().__init__(workdir, backends, workers=workers, mode="http", pure_python=pure_python)
@@ -300,14 +297,12 @@ class TlsLoadstone(Loadstone):
 
 
 def build(name: str, workdir: Path, backends: NginxBackends, args: Any, cert: Issued) -> Proxy:
-    servers, workers, maxconn = backends.backends, args.workers, args.maxconn
+    servers, workers, tls = backends.backends, args.workers, TlsSetup(cert, args.maxconn)
     if name == "loadstone":
         pure = args.pure_python
-        return TlsLoadstone(
-            workdir, servers, workers=workers, cert=cert, pure_python=pure, maxconn=maxconn
-        )
+        return TlsLoadstone(workdir, servers, workers=workers, tls=tls, pure_python=pure)
     if name == "haproxy":
-        return TlsHAProxy(workdir, servers, workers=workers, cert=cert, maxconn=maxconn)
+        return TlsHAProxy(workdir, servers, workers=workers, tls=tls)
     # nginx: 2 x MAXCONN worker_connections already, each idle client takes one
     return TlsNginx(workdir, servers, workers=workers, cert=cert)
 
