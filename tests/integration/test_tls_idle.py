@@ -17,10 +17,14 @@ import pytest
 from tests.integration import test_tls
 from tests.integration.conftest import NATIVE_BUILT
 from tests.integration.harness import Loadstone, wait_for
-from tests.integration.test_tls import config, port_of
+from tests.integration.test_tls import port_of
+from tests.integration.test_tls_wire import tls_listener
 from tests.tlscerts import Ca
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not NATIVE_BUILT, reason="the native data path is not built here"),
+]
 
 Start = Callable[..., Loadstone]
 
@@ -53,17 +57,10 @@ def get(tls: ssl.SSLSocket) -> bytes:
 def test_idle_clients_hold_little_and_still_serve_and_resume(
     ca: Ca, nginx: Callable[..., int], loadstone: Start
 ) -> None:
-    if not NATIVE_BUILT:
-        pytest.skip("the native data path is not built here")
-    cert = ca.issue("server", ["api.test"])
-    backend = nginx("n1")
-    ls = loadstone(config({
-        "mode": "http",
-        "forwardfor": True,
-        "forwarded_proto": "auto",  # the connection's X-Forwarded lines, kept since accept
-        "tls": {"certificates": str(cert.bundle)},
-        "servers": [{"name": "n1", "address": f"127.0.0.1:{backend}"}],
-    }))  # fmt: skip
+    listener = tls_listener(ca, nginx, "http")
+    # the connection's X-Forwarded lines, made at accept and sent with every request
+    listener["listeners"]["web"].update(forwardfor=True, forwarded_proto="auto")
+    ls = loadstone(listener)
     assert ls.status()["listeners"]["web"]["data_path"] == "native"
     assert ls.proc is not None
     port = port_of(ls)
