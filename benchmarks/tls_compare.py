@@ -1,7 +1,7 @@
 """TLS side by side: loadstone, HAProxy and nginx terminating TLS (http mode) in
 front of the same two nginx backends.
 
-    python benchmarks/tls_compare.py [-d 10] [--workers 1] [--json OUT]
+    python benchmarks/tls_compare.py [-d 10] [--workers 1] [--repeat 1] [--json OUT]
     python benchmarks/tls_compare.py --quick            # a few seconds per figure
     python -m benchmarks.tls_compare --proxies loadstone,haproxy --scenarios handshake-ecdsa
 
@@ -24,7 +24,14 @@ targets (issue 13):
 
 The output is a table of each figure and loadstone's ratio to each peer, with
 the target for the ratio to HAProxy beside it (for `idle`, lower is better:
-the ratio is loadstone's bytes over the peer's).
+the ratio is loadstone's bytes over the peer's); with --repeat, the medians
+of the runs, whose order alternates. Below it: the path the status
+API says loadstone's TLS listener is served by (`native`, or `pure` with its
+`data_path_reason`: the two are different programs), and what each proxy
+negotiates with `openssl s_client` (version, cipher, key exchange group), which
+must be the same for a fair run. `--perf DIR` records each proxy under each
+scenario with `perf record -g` and writes a summary by library and by function
+beside each profile (DIR/SCENARIO-PROXY.txt).
 """
 
 from __future__ import annotations
@@ -38,10 +45,12 @@ import re
 import resource
 import shutil
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,10 +71,11 @@ from benchmarks.harness.backends import (
     Backend,
     NginxBackends,
 )
-from benchmarks.harness.net import LOOPBACK
+from benchmarks.harness.net import LOOPBACK, free_ports
 from benchmarks.harness.nginx_proxy import NginxProxy
+from benchmarks.harness.perf import recorded
 from benchmarks.harness.procs import cpu_seconds, rss_bytes
-from benchmarks.harness.proxies import HAProxy, Loadstone, Proxy
+from benchmarks.harness.proxies import MAXCONN, HAProxy, Loadstone, Proxy
 
 REPO = Path(__file__).resolve().parent.parent
 PROXIES = ("loadstone", "haproxy", "nginx")
@@ -76,6 +86,39 @@ CIPHERS = (
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 )
 SERVER_NAME = "bench.test"
+# How long each proxy waits for a request head on a new connection: the idle
+# scenario's clients send none, and 8,000 handshakes on a loaded machine take
+# longer than the 10 s the proxies default to (HAProxy's `timeout http-request`,
+# loadstone's timeouts.http_request), which closed the first clients before the
+# RSS was read. The same for all three.
+REQUEST_TIMEOUT_S = 300
+# Descriptors a proxy may need per connection it admits: two (the client's and
+# a server's); HAProxy also counts half a pipe pair per connection unless told
+# otherwise (`maxpipes`), and refuses to start past the hard limit.
+FDS_PER_CONN = 2
+HAPROXY_PIPES = 64  # the TLS scenarios never splice
+
+
+def room_for(idle_clients: int) -> int:
+    """The `maxconn` every proxy gets: the harness's usual figure, or more when
+    the idle scenario holds more clients (HAProxy closes the clients past its
+    maxconn, so they would hold nothing). Within the descriptor limit of this
+    process, which the proxies inherit, raised to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        return max(MAXCONN, idle_clients + 1000)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    fits = (hard - 2 * HAPROXY_PIPES - 1000) // FDS_PER_CONN
+    return max(MAXCONN, min(idle_clients + 1000, fits))
+
+
+def _with_maxconn(path: Path, old: str, new: str, count: int) -> Path:
+    text = path.read_text()
+    if text.count(old) != count:
+        raise RuntimeError(f"{path}: expected {count} {old!r} to change")
+    path.write_text(text.replace(old, new))
+    return path
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,11 +182,19 @@ def _replace_once(path: Path, old: str, new: str) -> Path:
     return path
 
 
+@dataclass(frozen=True, slots=True)
+class TlsSetup:
+    """What the TLS proxies are given alike: the certificate and `maxconn` (room_for)."""
+
+    cert: Issued
+    maxconn: int = MAXCONN
+
+
 class TlsHAProxy(HAProxy):
     """HAProxy 2.6 with `bind ... ssl crt`; its session cache and tickets are on by default."""
 
-    def __init__(self, workdir: Path, backends: Sequence[Backend], *, workers: int, cert: Issued):
-        self.cert = cert
+    def __init__(self, workdir: Path, backends: Sequence[Backend], *, workers: int, tls: TlsSetup):
+        self.cert, self.maxconn = tls.cert, tls.maxconn
         super().__init__(
             workdir,
             backends,
@@ -154,12 +205,16 @@ class TlsHAProxy(HAProxy):
                 f"ssl-default-bind-ciphers {CIPHERS}",
                 "ssl-default-bind-options ssl-min-ver TLSv1.2",
             ],
+            extra_defaults=[f"timeout http-request {REQUEST_TIMEOUT_S}s"],
         )
 
     def write_config(self) -> Path:
         bind = f"    bind {LOOPBACK}:{self.port}\n"
         tls = f"    bind {LOOPBACK}:{self.port} ssl crt {self.cert.bundle} alpn http/1.1\n"
-        return _replace_once(super().write_config(), bind, tls)
+        path = _replace_once(super().write_config(), bind, tls)
+        # global and defaults; pipes are left out of HAProxy's descriptor count
+        path = _with_maxconn(path, f"maxconn {MAXCONN}\n", f"maxconn {self.maxconn}\n", 2)
+        return _replace_once(path, "\nglobal\n", f"\nglobal\n    maxpipes {HAPROXY_PIPES}\n")
 
     def probe(self) -> tuple[int, int]:
         return https_get(self.port)
@@ -183,6 +238,7 @@ class TlsNginx(NginxProxy):
             "        ssl_prefer_server_ciphers on;\n"
             "        ssl_session_cache shared:TLS:20m;\n"
             "        ssl_session_tickets on;\n"
+            f"        client_header_timeout {REQUEST_TIMEOUT_S}s;\n"
         )
         return _replace_once(super().write_config(), listen, tls)
 
@@ -191,7 +247,8 @@ class TlsNginx(NginxProxy):
 
 
 class TlsLoadstone(Loadstone):
-    """loadstone with `tls` on its listener (session cache and tickets are its defaults)."""
+    """loadstone with `tls` on its listener (session cache and tickets are its
+    defaults), and its admin API on, to read which data path serves the listener."""
 
     def __init__(
         self,
@@ -199,28 +256,75 @@ class TlsLoadstone(Loadstone):
         backends: Sequence[Backend],
         *,
         workers: int,
-        cert: Issued,
+        tls: TlsSetup,
         pure_python: bool,
     ):
-        self.cert = cert
+        self.cert, self.maxconn = tls.cert, tls.maxconn
+        self.admin_port = free_ports(1)[0]
+        self.data_path = "unknown"
         super().__init__(workdir, backends, workers=workers, mode="http", pure_python=pure_python)
 
     def write_config(self) -> Path:
+        admin = f'  admin: {{bind: "{LOOPBACK}:{self.admin_port}"}}\n'
+        path = _replace_once(super().write_config(), "  admin: {bind: null}\n", admin)
+        timeouts = "  timeouts: {"
+        path = _replace_once(path, timeouts, f"{timeouts}http_request: {REQUEST_TIMEOUT_S}s, ")
+        path = _with_maxconn(path, f"maxconn: {MAXCONN}\n", f"maxconn: {self.maxconn}\n", 1)
         mode = "    mode: http\n"
         tls = f'{mode}    tls: {{certificates: ["{self.cert.bundle}"], ciphers: "{CIPHERS}"}}\n'
-        return _replace_once(super().write_config(), mode, tls)
+        return _replace_once(path, mode, tls)
+
+    def start(self) -> None:
+        super().start()
+        self.data_path = self.listener_data_path()
+
+    def listener_data_path(self) -> str:
+        """`native`, or `pure (<data_path_reason>)`: what the status API says
+        serves the TLS listener (the build alone does not tell: a listener using
+        something the engine lacks is served by the pure path)."""
+        url = f"http://{LOOPBACK}:{self.admin_port}/api/v1/status"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            listener = json.load(response)["listeners"]["bench"]
+        path = str(listener.get("data_path", "unknown"))
+        why = listener.get("data_path_reason")
+        return f"{path} ({why})" if why else path
+
+    def version(self) -> str:
+        return f"{super().version()}, TLS listener served by the {self.data_path} path"
 
     def probe(self) -> tuple[int, int]:
         return https_get(self.port)
 
 
 def build(name: str, workdir: Path, backends: NginxBackends, args: Any, cert: Issued) -> Proxy:
-    servers, workers = backends.backends, args.workers
+    servers, workers, tls = backends.backends, args.workers, TlsSetup(cert, args.maxconn)
     if name == "loadstone":
         pure = args.pure_python
-        return TlsLoadstone(workdir, servers, workers=workers, cert=cert, pure_python=pure)
-    peer = TlsHAProxy if name == "haproxy" else TlsNginx
-    return peer(workdir, servers, workers=workers, cert=cert)
+        return TlsLoadstone(workdir, servers, workers=workers, tls=tls, pure_python=pure)
+    if name == "haproxy":
+        return TlsHAProxy(workdir, servers, workers=workers, tls=tls)
+    # nginx: 2 x MAXCONN worker_connections already, each idle client takes one
+    return TlsNginx(workdir, servers, workers=workers, cert=cert)
+
+
+def negotiated(proxy: Proxy) -> str:
+    """What `openssl s_client` (the s_time scenarios' client, default settings)
+    negotiates with the proxy: version, cipher, and the key exchange group, which
+    the proxies choose differently unless told (a HelloRetryRequest shows as a
+    group the client did not offer a key share for)."""
+    done = subprocess.run(
+        ["openssl", "s_client", "-brief", "-connect", f"{LOOPBACK}:{proxy.port}",
+         "-servername", SERVER_NAME],
+        input="", capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    fields = dict(
+        line.split(":", 1) for line in (done.stdout + done.stderr).splitlines() if ":" in line
+    )
+    wanted = ("Protocol version", "Ciphersuite", "Peer signature type", "Server Temp Key")
+    shown = [fields[k].strip() for k in wanted if k in fields]
+    if "Negotiated TLS1.3 group" in fields:  # OpenSSL 3.2 and later
+        shown.append(fields["Negotiated TLS1.3 group"].strip())
+    return ", ".join(shown) or "(no handshake)"
 
 
 # -- measurements -------------------------------------------------------------------------
@@ -295,7 +399,7 @@ async def _idle(proxy: Proxy, scenario: Scenario, clients: int, settle: float) -
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    held: list[asyncio.StreamWriter] = []
+    held: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     failures = 0
     gate = asyncio.Semaphore(64)  # handshakes in flight at once
 
@@ -303,7 +407,7 @@ async def _idle(proxy: Proxy, scenario: Scenario, clients: int, settle: float) -
         nonlocal failures
         async with gate:
             try:
-                _, writer = await asyncio.wait_for(
+                reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(
                         LOOPBACK, proxy.port, ssl=ctx, server_hostname=SERVER_NAME
                     ),
@@ -312,7 +416,7 @@ async def _idle(proxy: Proxy, scenario: Scenario, clients: int, settle: float) -
             except (OSError, TimeoutError):
                 failures += 1
                 return
-            held.append(writer)
+            held.append((reader, writer))
 
     await asyncio.sleep(settle)
     before = rss_bytes(proxy.pid)
@@ -322,12 +426,16 @@ async def _idle(proxy: Proxy, scenario: Scenario, clients: int, settle: float) -
         await asyncio.sleep(settle)  # lazily allocated state settles
         grown = rss_bytes(proxy.pid) - before
         wall = time.monotonic() - started
+        # a connection the proxy closed meanwhile holds nothing: it is an error
+        # here, not a client whose memory is counted
+        await asyncio.sleep(0)
+        closed = sum(reader.at_eof() or writer.is_closing() for reader, writer in held)
     finally:
-        for writer in held:
+        for _, writer in held:
             writer.transport.abort()
         await asyncio.sleep(0.5)
     per = grown / len(held) if held else 0.0
-    return Figure(scenario.name, proxy.name, per, 0.0, len(held), wall, failures)
+    return Figure(scenario.name, proxy.name, per, 0.0, len(held), wall, failures + closed)
 
 
 def _per(cpu: float, count: int) -> float:
@@ -350,6 +458,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--proxies", default=",".join(PROXIES), help="rows in this order (loadstone first)"
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per scenario and proxy, the order reversed every other run; medians shown",
+    )
     parser.add_argument("--clients", type=int, default=2, help="openssl s_time processes at once")
     parser.add_argument("--idle-clients", type=int, default=8000, help="connections held (idle)")
     parser.add_argument(
@@ -358,6 +472,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--pure-python", action="store_true", help="LOADSTONE_NO_EXTENSIONS=1")
     parser.add_argument("--json", type=Path, metavar="OUT", help="write the figures here")
     parser.add_argument("--markdown", action="store_true", help="also print Markdown tables")
+    parser.add_argument(
+        "--perf",
+        type=Path,
+        metavar="DIR",
+        help="perf record -g each proxy under each scenario; profiles and summaries in DIR",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration = min(args.duration, 2)
@@ -382,11 +502,21 @@ def run_scenario(scenario: Scenario, proxy: Proxy, args: argparse.Namespace) -> 
     return wrk_over_tls(proxy, scenario, args.duration)
 
 
-def collect(args: argparse.Namespace) -> tuple[list[Figure], dict[str, str]]:
+@dataclass(slots=True)
+class Collected:
+    figures: list[Figure]
+    versions: dict[str, str]  # by proxy
+    handshakes: dict[str, str]  # "key proxy": what s_client negotiates (negotiated)
+
+
+def collect(args: argparse.Namespace) -> Collected:
     workdir = Path(tempfile.mkdtemp(prefix="loadstone-tls-bench-"))
-    figures: list[Figure] = []
-    versions: dict[str, str] = {}
-    # The idle scenario holds a descriptor per client in this process.
+    collected = Collected([], {}, {})
+    figures, versions = collected.figures, collected.versions
+    # The idle scenario holds a descriptor per client in this process, and each
+    # proxy one per client (room_for).
+    idle = any(s.name == "idle" for s in args.scenario_list)
+    args.maxconn = room_for(args.idle_clients) if idle else MAXCONN
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
@@ -409,17 +539,38 @@ def collect(args: argparse.Namespace) -> tuple[list[Figure], dict[str, str]]:
                         proxy.start()
                         stack.callback(stop_proxy, proxy)
                         versions.setdefault(proxy.name, proxy.version())
-                for proxy in proxies:
-                    figure = run_scenario(scenario, proxy, args)
-                    figures.append(figure)
-                    progress(
-                        f"  {scenario.name:<16} {proxy.name:<10} {figure.value:>12,.1f} "
-                        f"{scenario.unit:<10} {figure.cpu_us:>8,.1f} cpu us"
-                        + (f"  ERRORS {figure.errors}" if figure.errors else "")
-                    )
+                        collected.handshakes[f"{scenario.key} {proxy.name}"] = negotiated(proxy)
+                # idle once: a second run would find the first one's freed memory
+                for run in range(1 if scenario.name == "idle" else args.repeat):
+                    # a loaded machine drifts: every other run goes the other way round
+                    for proxy in proxies[::-1] if run % 2 else proxies:
+                        name = f"{scenario.name}-{proxy.name}" + (f"-{run + 1}" if run else "")
+                        with recorded(proxy.pid, args.perf, name):
+                            figure = run_scenario(scenario, proxy, args)
+                        figures.append(figure)
+                        progress(
+                            f"  {scenario.name:<16} {proxy.name:<10} {figure.value:>12,.1f} "
+                            f"{scenario.unit:<10} {figure.cpu_us:>8,.1f} cpu us"
+                            + (f"  ERRORS {figure.errors}" if figure.errors else "")
+                        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return figures, versions
+    return collected
+
+
+def median_figure(runs: Sequence[Figure]) -> Figure:
+    """One figure for the repeated runs of a scenario and proxy: the median of
+    each measured field, the counts and errors summed."""
+    return Figure(
+        runs[0].scenario,
+        runs[0].proxy,
+        statistics.median(f.value for f in runs),
+        statistics.median(f.cpu_us for f in runs),
+        sum(f.count for f in runs),
+        sum(f.seconds for f in runs),
+        sum(f.errors for f in runs),
+        statistics.median(f.resumed_share for f in runs),
+    )
 
 
 def _row(
@@ -451,7 +602,11 @@ def table(figures: Sequence[Figure], proxies: Sequence[str], markdown: bool) -> 
     rows: list[tuple[str, ...]] = []
     for scenario in dict.fromkeys(f.scenario for f in figures):
         meta = SCENARIOS[scenario]
-        by_proxy = {f.proxy: f for f in figures if f.scenario == scenario}
+        runs: dict[str, list[Figure]] = {}
+        for f in figures:
+            if f.scenario == scenario:
+                runs.setdefault(f.proxy, []).append(f)
+        by_proxy = {proxy: median_figure(each) for proxy, each in runs.items()}
         rows.append(_row(by_proxy, proxies, (scenario, meta.unit, "value", meta.target), True))
         if meta.name == "resumed":
             rows.append(_row(by_proxy, proxies, ("", "resumed share", "resumed_share", ""), False))
@@ -471,29 +626,34 @@ def _ratio(ours: float, theirs: float) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw)
-    for tool in ("openssl", "wrk", "haproxy", "nginx"):
+    for tool in ("openssl", "wrk", "haproxy", "nginx", *(("perf",) if args.perf else ())):
         if shutil.which(tool) is None:
             progress(f"tls_compare: {tool} is not installed")
             return 2
+    if args.perf:
+        args.perf.mkdir(parents=True, exist_ok=True)
     try:
-        figures, versions = collect(args)
+        collected = collect(args)
     except (RuntimeError, OSError, subprocess.SubprocessError, wrk.WrkOutputError) as exc:
         progress(f"tls_compare: {exc}")
         return 2
     meta = {**report.machine_info(REPO), "command": command_line(raw, "tls_compare")}
     print(
         f"\n{meta['date']}  {meta['nproc']} x {meta['cpu_model']}  workers={args.workers}  "
-        f"duration={args.duration}s  s_time clients={args.clients}  "
+        f"duration={args.duration}s x {args.repeat}  s_time clients={args.clients}  "
         f"idle clients={args.idle_clients}\n"
     )
+    figures, versions = collected.figures, collected.versions
     print(table(figures, args.proxy_list, markdown=False))
     for name, version in versions.items():
         print(f"{name}: {version}")
+    for who, handshake in collected.handshakes.items():
+        print(f"s_client to {who}: {handshake}")
     if args.markdown:
         print("\n" + table(figures, args.proxy_list, markdown=True))
     if args.json:
         document = {
-            "meta": {**meta, "proxies": versions},
+            "meta": {**meta, "proxies": versions, "negotiated": collected.handshakes},
             "options": {k: v for k, v in vars(args).items() if k not in ("scenario_list", "json")},
             "figures": [asdict(f) for f in figures],
         }

@@ -4,6 +4,7 @@ three scenarios for a second each."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -35,6 +36,17 @@ def test_table_gives_ratios_and_targets() -> None:
     assert markdown.startswith("| scenario | unit | loadstone | haproxy | loadstone/haproxy |")
 
 
+def test_repeated_runs_show_their_medians() -> None:
+    figures = [
+        figure("keepalive", "loadstone", v, cpu=c) for v, c in ((900, 30), (1200, 10), (1000, 20))
+    ]
+    figures += [figure("keepalive", "haproxy", 1000, cpu=20)]
+    text = tls_compare.table(figures, ["loadstone", "haproxy"], markdown=False)
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    assert lines[2][:5] == ["keepalive", "req/s", "1,000.0", "1,000.0", "1.00x"]
+    assert lines[3][:5] == ["cpu", "us/req", "20.0", "20.0", "1.00x"]
+
+
 def test_smoke_run(tmp_path: Path) -> None:
     out = tmp_path / "tls.json"
     status = tls_compare.main(
@@ -54,3 +66,11 @@ def test_smoke_run(tmp_path: Path) -> None:
         assert f["value"] > 0 or key[0] == "idle", (key, f)
     assert seen["idle", "loadstone"]["count"] == 20
     assert seen["keepalive", "haproxy"]["cpu_us"] > 0
+    # which path served the TLS listener, as its status says; the same handshake for both
+    meta = json.loads(out.read_text())["meta"]
+    built = importlib.util.find_spec("loadstone._fastpath.relay") is not None
+    path = "native" if built else "pure"
+    assert meta["proxies"]["loadstone"].endswith(f"TLS listener served by the {path} path")
+    negotiated = meta["negotiated"]
+    assert negotiated["ecdsa loadstone"] == negotiated["ecdsa haproxy"]
+    assert negotiated["ecdsa loadstone"].startswith("TLSv1.3, TLS_AES_256_GCM_SHA384, X25519")

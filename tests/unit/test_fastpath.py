@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import re
 import select
 import socket
@@ -267,3 +268,23 @@ def test_which_sessions_and_requests_a_listener_logs(
     mode: str, end: str, status: int | None, expected: bool
 ) -> None:
     assert logged(mode, end, status) is expected  # type: ignore[arg-type]
+
+
+def test_access_log_decimals_are_printfs() -> None:
+    """The engine's log lines write their seconds and milliseconds without
+    printf's float conversion (relay._fixed): the same text as "%.*f" for
+    every value but an exact binary tie, which never comes from a clock."""
+    rng = random.Random(13)
+    values = [0.0, 1.0, 0.5e-6, 9.9999995, 123.0004, 1.7e9 + 0.123456, 999999.9999996]
+    values += [rng.uniform(0, 10) for _ in range(3000)]
+    values += [rng.uniform(0, 2e9) for _ in range(2000)]
+    values += [rng.expovariate(1000) for _ in range(2000)]
+    for value in values:
+        for digits in (3, 6):
+            scaled = value * 10**digits
+            if abs(scaled - int(scaled) - 0.5) < 1e-3:
+                continue  # a tie to the last digit's precision: either way is right
+            assert relay.fixed_decimal(value, digits) == f"{value:.{digits}f}".encode(), value
+    # negative (-1: a phase never reached), huge and not-a-number: printf's own text
+    for value in (-1.0, -0.25, 5e13, float("nan"), float("inf")):
+        assert relay.fixed_decimal(value, 6) == f"{value:.6f}".encode()

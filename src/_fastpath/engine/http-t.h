@@ -35,7 +35,7 @@ struct ls_http {
     ls_field *fields;
     int nfields, capfields;
     uint32_t url_len;
-    char extra[320]; /* X-Forwarded-* lines of this connection */
+    char *extra; /* X-Forwarded-* lines of this connection (malloc'ed to their size) */
     int extra_len;
     /* per connection */
     int requests;

@@ -150,7 +150,7 @@ static void server_connected(ls_worker *W, ls_session *s)
 #define PROXY_V2_MAX (16 + 65535)
 
 static int in_net(const ls_hnet *n, int family, const uint8_t *addr); /* http_session.c */
-static void connection_lines(ls_session *s, ls_http *h);                /* http_session.c */
+static int connection_lines(ls_session *s, ls_http *h);                  /* http_session.c */
 
 /* Is the client (a connection's own address) in the listener's trusted networks?
  * An IPv4-mapped IPv6 address matches as IPv4 too. */
@@ -399,8 +399,11 @@ static void proxy_header_event(ls_worker *W, ls_session *s, uint32_t ev)
     if (src.sa.sa_family != AF_UNSPEC) {
         s->client = src;
         s->proxy_dst = dst;
-        if (s->http)
-            connection_lines(s, s->http); /* X-Forwarded-For: the header's client */
+        /* X-Forwarded-For: the header's client */
+        if (s->http && connection_lines(s, s->http) < 0) {
+            finish(W, s, LS_END_CLIENT_RESET, 0);
+            return;
+        }
     }
     if (ev & (EPOLLRDHUP | EPOLLHUP))
         s->rdhup[0] = 1;
