@@ -262,9 +262,11 @@ cdef class Engine:
         str forwardfor,
         str proto_line,
         list except_nets,
+        int max_requests=1000,
     ):
         """Serve the listener in mode http (load_llhttp first). Timeouts in seconds;
-        except_nets: [(4 or 6, packed address bytes, prefix length)]."""
+        except_nets: [(4 or 6, packed address bytes, prefix length)]; max_requests:
+        requests a server connection serves before it is closed."""
         self._check()
         cdef ls_hconfig cfg
         memset(&cfg, 0, sizeof(cfg))
@@ -291,6 +293,7 @@ cdef class Engine:
             cfg.except_[i].prefix = prefix
             memcpy(cfg.except_[i].addr, <const char *>packed, len(packed))
         cfg.nexcept = len(except_nets)
+        cfg.max_requests = max(1, max_requests)
         ls_listener_configure_http(self.engine, lid, &cfg)
 
     def proxy_accept(self, int lid, timeout, list nets):

@@ -69,3 +69,25 @@ def test_a_server_connection_is_renewed_after_1000_requests(
     # One server connection for the first 1000 (kept between them), a new one then.
     assert set(ports[:1000]) == {ports[0]}
     assert ports[1000] != ports[0]
+
+
+def test_server_max_requests_sets_when_a_server_connection_is_renewed(
+    backends: Callable[..., list[Backend]], loadstone: Callable[..., Loadstone]
+) -> None:
+    # HAProxy's max-reuse, nginx's keepalive_requests: here 3 requests a connection.
+    config = http_config(backends(1), server_max_requests=3)
+    config["global"]["workers"] = 1
+    client = http.client.HTTPConnection("127.0.0.1", port_of(loadstone(config)), timeout=10)
+    try:
+        answers = []
+        for _ in range(7):
+            client.request("GET", "/echo")
+            answers.append(json.loads(client.getresponse().read()))
+    finally:
+        client.close()
+    ports = [a["peer_port"] for a in answers]
+    # Three requests on each server connection, then a new one (the client's own
+    # connection stays: only the server side is renewed).
+    assert ports[0] == ports[1] == ports[2] != ports[3], ports
+    assert ports[3] == ports[4] == ports[5] != ports[6], ports
+    assert answers[6]["connections"] == 3, answers
