@@ -108,11 +108,6 @@ static void http_admitted(ls_worker *W, ls_session *s)
     h->t_wait = s->start_us < W->now_us - 1000 ? secs(W->now_us - s->start_us) : 0.0;
     h->tkind = T_HEAD;
     timer_set(W, s, W->now_us + s->L->hcfg.request_ms * 1000);
-    /* An HTTP client speaks first, and has most likely sent its request by the
-     * time this worker woke to accept it (always with defer_accept): read it now
-     * rather than wait for its event, so the request goes out in this round. */
-    if (!s->tls)
-        s->rd[0] = 1;
     http_progress(W, s);
 }
 
