@@ -443,30 +443,3 @@ def test_ipv6_listener_and_server(loadstone: Start) -> None:
         wait_for(lambda: [e for e in ls.session_logs() if e["client"].startswith("[::1]:")])
     finally:
         backend.stop()
-
-
-def test_a_server_that_speaks_first_is_heard_before_the_client_sends(loadstone: Start) -> None:
-    """MySQL and AMQP servers greet first. The native engine reads a new
-    session's client at once when its server connect completes within connect()
-    (a local server): finding nothing, it must wait for either side."""
-    server = socket.create_server(("127.0.0.1", 0))
-    port = server.getsockname()[1]
-
-    def greet() -> None:
-        with server:
-            conn, _ = server.accept()
-            with conn:
-                conn.sendall(b"hello from the server\n")
-                assert conn.recv(64) == b"and from the client\n"
-                conn.sendall(b"bye\n")
-
-    greeter = threading.Thread(target=greet, daemon=True)
-    greeter.start()
-    ls = loadstone(listener_config([Backend("greeter", port)]))
-    with socket.create_connection(("127.0.0.1", proxy_port(ls)), timeout=5) as client:
-        reader = client.makefile("rb")
-        assert reader.readline() == b"hello from the server\n"
-        client.sendall(b"and from the client\n")
-        assert reader.readline() == b"bye\n"
-    greeter.join(timeout=5)
-    assert not greeter.is_alive()

@@ -40,28 +40,6 @@ static void sess_connect(ls_worker *W, ls_session *s)
     do_connect(W, s);
 }
 
-/* A connect() that said EINPROGRESS, asked once more: 1 when it is done. To a
- * server on this host (any local address goes through the loopback device) the
- * handshake has usually completed inside the first call: its SYN, the SYN-ACK
- * and the ACK are handled before connect() returns. Learning it now rather than
- * from the EPOLLOUT event of the next round lets the client's first bytes go to
- * the server in this round, one pass of the loop (and one sleep and wake-up of
- * the worker) earlier per new connection. Those bytes are most likely in the
- * client socket already (a client sends as soon as its connect() returns, before
- * this worker was even woken to accept): they are read without waiting for
- * their event, at the cost of one recv() answering EAGAIN when the client waits
- * for the server to speak first. A remote server answers EALREADY (one system
- * call spent); its connect ends with the EPOLLOUT event as before. 0: still in
- * progress, -errno: failed (a local server refused it). */
-static int connect_done(ls_session *s)
-{
-    if (connect(s->fd[1], &s->saddr.sa, s->saddrlen) < 0 && errno != EISCONN)
-        return errno == EALREADY || errno == EINPROGRESS || errno == EINTR ? 0 : -errno;
-    if (!s->http && !s->tls && !s->proxy_watch)
-        s->rd[0] = 1; /* a plain tcp relay: read the client at once (above) */
-    return 1;
-}
-
 static void do_connect(ls_worker *W, ls_session *s)
 {
     ls_listener *L = s->L;
@@ -88,12 +66,7 @@ static void do_connect(ls_worker *W, ls_session *s)
         connect_failed(W, s, errno);
         return;
     }
-    int done = r == 0 ? 1 : connect_done(s);
-    if (done < 0) {
-        connect_failed(W, s, -done); /* refused already: retried at once */
-        return;
-    }
-    if (done) {
+    if (r == 0) {
         s->wr[1] = 1;
         server_connected(W, s); /* the PROXY header, TLS, then the protocol's */
         return;
