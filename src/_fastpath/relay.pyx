@@ -15,6 +15,7 @@ from libc.errno cimport errno
 from libc.stdint cimport int32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset, strlen
+from libc.math cimport floor
 from libc.stdio cimport snprintf
 from libc.time cimport gmtime_r, strftime, tm
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
@@ -631,7 +632,12 @@ cdef class Engine:
         cdef ls_record *r
         cdef _LineBuffer buf
         cdef char stamp[40]
+        cdef char now_text[40]
         cdef double now = _wall_clock(stamp) if n else 0.0
+        # The JSON lines' "time", formatted once for the batch: a double's %.6f
+        # costs glibc a multi-precision division, and was the bulk of this
+        # function's time with six of them per request line.
+        snprintf(now_text, sizeof(now_text), "%.6f", now)
         out = []
         lines = {}
         buffers = {}
@@ -653,9 +659,9 @@ cdef class Engine:
                         buf = buffers[r.listener] = _LineBuffer()
                     if r.type == LS_REC_SESSION:
                         # The engine made this record only if `log` wants it.
-                        _format_session(buf, r, names, now, stamp)
+                        _format_session(buf, r, names, now_text, stamp)
                     else:
-                        _format_http(buf, r, names, now, stamp)
+                        _format_http(buf, r, names, now_text, stamp)
                     continue
                 record = (
                     r.type,
@@ -727,6 +733,14 @@ cdef _hist(ls_hist *h):
     return ([h.n[b] for b in range(LS_HIST_BOUNDS + 1)], h.sum_us / 1e6)
 
 
+def json_seconds(double t):
+    """A duration as the JSON access and session lines write it (tests compare it
+    with %.6f, trailing zeros dropped)."""
+    cdef char out[64]
+    cdef int k = _json_seconds(out, sizeof(out), t)
+    return out[:k].decode("ascii")
+
+
 def metric_buckets():
     """The histograms' upper bounds in seconds (engine/metrics.c)."""
     return [ls_hist_bounds_us[b] / 1e6 for b in range(LS_HIST_BOUNDS)]
@@ -794,7 +808,7 @@ cdef bytes _server_name(tuple names, int slot):
     return servers[slot] if 0 <= slot < len(servers) else b"-"
 
 
-cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, double now,
+cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, const char *now,
                          const char *stamp) except -1:
     cdef bint as_json = names[0]
     cdef bytes listener = names[1]
@@ -813,7 +827,7 @@ cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, double now,
         # the microsecond as there, with the trailing zeros dropped.
         k = snprintf(
             at, room,
-            '{"time":%.6f,"event":"session","client":"%s","listener":"%s","server":"%s",'
+            '{"time":%s,"event":"session","client":"%s","listener":"%s","server":"%s",'
             '"bytes_in":%llu,"bytes_out":%llu,"duration":',
             now, r.client, <const char *>listener, <const char *>server,
             <unsigned long long>r.bytes_in, <unsigned long long>r.bytes_out,
@@ -869,14 +883,52 @@ cdef size_t _json_escaped(char *out, const char *s, size_t n):
 
 
 cdef int _json_seconds(char *out, size_t room, double t):
-    """A duration in seconds to the microsecond, trailing zeros dropped (-1: not reached)."""
-    cdef int k = snprintf(out, room, "%.6f", t)
+    """A duration in seconds to the microsecond, trailing zeros dropped (-1: not reached).
+
+    The text of snprintf's %.6f, written from whole microseconds: glibc prints a
+    double through multi-precision arithmetic, which made most of the control
+    thread's time per logged request. Values %.6f might round otherwise (within
+    a millionth of a microsecond of a half), negative ones and any too large for
+    a 64-bit count still go through snprintf."""
+    cdef double x = t * 1e6
+    cdef double frac
+    cdef long long us, whole
+    cdef int k = 0, i, last
+    cdef char digits[24]
+    if t >= 0 and x < 9e15:
+        frac = x - floor(x)
+        if not (0.499999 < frac < 0.500001) and room >= 32:
+            us = <long long>floor(x + 0.5)
+            whole = us // 1000000
+            us = us % 1000000
+            i = 0
+            while True:
+                digits[i] = <char>(48 + whole % 10)
+                i += 1
+                whole //= 10
+                if whole == 0:
+                    break
+            while i:
+                i -= 1
+                out[k] = digits[i]
+                k += 1
+            out[k] = b"."
+            k += 1
+            last = k  # at least one digit after the point, as %.6f stripped
+            for i in range(5, -1, -1):
+                out[k + i] = <char>(48 + us % 10)
+                us //= 10
+                if out[k + i] != b"0" and last == k:
+                    last = k + i
+            k = last + 1
+            return k
+    k = snprintf(out, room, "%.6f", t)
     while k > 1 and out[k - 1] == b"0" and out[k - 2] != b".":
         k -= 1
     return k
 
 
-cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, double now,
+cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, const char *now,
                       const char *stamp) except -1:
     cdef bint as_json = names[0]
     cdef bytes listener = names[1]
@@ -902,7 +954,7 @@ cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, double now,
         # microsecond (orjson writes the shortest exact repr of the double).
         at += snprintf(
             at, room - (at - start),
-            '{"time":%.6f,"event":"http","client":"%s","listener":"%s","server":"%s","method":"',
+            '{"time":%s,"event":"http","client":"%s","listener":"%s","server":"%s","method":"',
             now, r.client, <const char *>listener, <const char *>server,
         )
         at += _json_escaped(at, r.method, method_len)
