@@ -836,6 +836,40 @@ cdef char *_put_int(char *at, long long v):
     return at
 
 
+cdef char *_put_head(char *at, const char *now, const char *event, ls_record *r,
+                     const char *listener, const char *server):
+    """The start of a JSON line, the same for sessions and requests:
+    {"time":..,"event":"..","client":"..","listener":"..","server":".." """
+    at = _put(at, b'{"time":')
+    at = _put(at, now)
+    at = _put(at, b',"event":"')
+    at = _put(at, event)
+    at = _put(at, b'","client":"')
+    at = _put(at, r.client)
+    at = _put(at, b'","listener":"')
+    at = _put(at, listener)
+    at = _put(at, b'","server":"')
+    at = _put(at, server)
+    at[0] = b'"'
+    return at + 1
+
+
+cdef char *_put_tail(char *at, const char *end, ls_record *r):
+    """The end of a JSON line: ,"end":"..", the "tls" field of a TLS listener's
+    session or request (version/cipher/sni, as SessionLog's), and the brace."""
+    at = _put(at, b',"end":"')
+    at = _put(at, end)
+    at[0] = b'"'
+    at += 1
+    if r.tls[0]:
+        at = _put(at, b',"tls":"')
+        at = _put(at, r.tls)
+        at[0] = b'"'
+        at += 1
+    at[0] = b"}"
+    return at + 1
+
+
 cdef bytes _server_name(tuple names, int slot):
     """The server's name as a line shows it (log_names' list), "-" for none."""
     cdef list servers = names[2]
@@ -861,31 +895,14 @@ cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, const char 
         # The keys and order of SessionLog.session's JSON; duration rounded to
         # the microsecond as there, with the trailing zeros dropped.
         line = at
-        at = _put(at, b'{"time":')
-        at = _put(at, now)
-        at = _put(at, b',"event":"session","client":"')
-        at = _put(at, r.client)
-        at = _put(at, b'","listener":"')
-        at = _put(at, <const char *>listener)
-        at = _put(at, b'","server":"')
-        at = _put(at, <const char *>server)
-        at = _put(at, b'","bytes_in":')
+        at = _put_head(at, now, b"session", r, listener, server)
+        at = _put(at, b',"bytes_in":')
         at = _put_int(at, <long long>r.bytes_in)
         at = _put(at, b',"bytes_out":')
         at = _put_int(at, <long long>r.bytes_out)
         at = _put(at, b',"duration":')
         at += _json_seconds(at, room - <size_t>(at - line), r.duration)
-        at = _put(at, b',"end":"')
-        at = _put(at, end)
-        at[0] = b'"'
-        at += 1
-        if r.tls[0]:
-            at = _put(at, b',"tls":"')
-            at = _put(at, r.tls)
-            at[0] = b'"'
-            at += 1
-        at[0] = b"}"
-        at += 1
+        at = _put_tail(at, end, r)
         k = <int>(at - line)
     else:
         k = snprintf(
@@ -945,24 +962,13 @@ cdef int _json_seconds(char *out, size_t room, double t):
     cdef double frac
     cdef long long us, whole
     cdef int k = 0, i, last
-    cdef char digits[24]
     if t >= 0 and x < 9e15:
         frac = x - floor(x)
         if not (0.499999 < frac < 0.500001) and room >= 32:
             us = <long long>floor(x + 0.5)
             whole = us // 1000000
             us = us % 1000000
-            i = 0
-            while True:
-                digits[i] = <char>(48 + whole % 10)
-                i += 1
-                whole //= 10
-                if whole == 0:
-                    break
-            while i:
-                i -= 1
-                out[k] = digits[i]
-                k += 1
+            k = <int>(_put_int(out, whole) - out)
             out[k] = b"."
             k += 1
             last = k  # at least one digit after the point, as %.6f stripped
@@ -1003,15 +1009,8 @@ cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, const char *no
     if as_json:
         # The keys and order of SessionLog.request's JSON; the timings to the
         # microsecond (orjson writes the shortest exact repr of the double).
-        at = _put(at, b'{"time":')
-        at = _put(at, now)
-        at = _put(at, b',"event":"http","client":"')
-        at = _put(at, r.client)
-        at = _put(at, b'","listener":"')
-        at = _put(at, <const char *>listener)
-        at = _put(at, b'","server":"')
-        at = _put(at, <const char *>server)
-        at = _put(at, b'","method":"')
+        at = _put_head(at, now, b"http", r, listener, server)
+        at = _put(at, b',"method":"')
         at += _json_escaped(at, r.method, method_len)
         at = _put(at, b'","target":"')
         at += _json_escaped(at, r.target, r.target_len)
@@ -1026,17 +1025,7 @@ cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, const char *no
             at = _put(at, ls_timing_keys[i])
             at = _put(at, b'":')
             at += _json_seconds(at, room - <size_t>(at - start), timings[i])
-        at = _put(at, b',"end":"')
-        at = _put(at, end)
-        at[0] = b'"'
-        at += 1
-        if r.tls[0]:  # version/cipher/sni, as SessionLog.request's "tls"
-            at = _put(at, b',"tls":"')
-            at = _put(at, r.tls)
-            at[0] = b'"'
-            at += 1
-        at[0] = b"}"
-        at += 1
+        at = _put_tail(at, end, r)
     else:
         at += snprintf(
             at, room - (at - start), "%s http %s %s/%s %d ",
