@@ -125,6 +125,7 @@ static void fz_setup(uint8_t options)
     c->request_ms = c->keep_alive_ms = c->client_ms = c->server_ms = c->tunnel_ms = 1000;
     c->max_head_size = options & 8 ? 256 : 16384;
     c->max_headers = options & 16 ? 4 : 100;
+    c->max_requests = 1000;
     if (options & 1)
         copy_str(c->forwardfor, sizeof c->forwardfor, "X-Forwarded-For");
     c->forwarded_port = options & 2 ? 1 : 0;

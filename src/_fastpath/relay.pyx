@@ -10,11 +10,13 @@ Every call that waits for the workers (removing a socket, shutting sessions)
 releases the GIL while it waits.
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.errno cimport errno
 from libc.stdint cimport int32_t, uint8_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset, strlen
+from libc.math cimport floor
 from libc.stdio cimport snprintf
 from libc.time cimport gmtime_r, strftime, tm
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
@@ -313,9 +315,11 @@ cdef class Engine:
         str forwardfor,
         str proto_line,
         list except_nets,
+        int max_requests=1000,
     ):
         """Serve the listener in mode http (load_llhttp first). Timeouts in seconds;
-        except_nets: [(4 or 6, packed address bytes, prefix length)]."""
+        except_nets: [(4 or 6, packed address bytes, prefix length)]; max_requests:
+        requests a server connection serves before it is closed."""
         self._check()
         cdef ls_hconfig cfg
         memset(&cfg, 0, sizeof(cfg))
@@ -342,6 +346,7 @@ cdef class Engine:
             cfg.except_[i].prefix = prefix
             memcpy(cfg.except_[i].addr, <const char *>packed, len(packed))
         cfg.nexcept = len(except_nets)
+        cfg.max_requests = max(1, max_requests)
         ls_listener_configure_http(self.engine, lid, &cfg)
 
     def proxy_accept(self, int lid, timeout, list nets):
@@ -727,7 +732,12 @@ cdef class Engine:
         cdef ls_record *r
         cdef _LineBuffer buf
         cdef char stamp[40]
+        cdef char now_text[40]
         cdef double now = _wall_clock(stamp) if n else 0.0
+        # The JSON lines' "time", formatted once for the batch: a double's %.6f
+        # costs glibc a multi-precision division, and was the bulk of this
+        # function's time with six of them per request line.
+        snprintf(now_text, sizeof(now_text), "%.6f", now)
         out = []
         lines = {}
         buffers = {}
@@ -749,9 +759,9 @@ cdef class Engine:
                         buf = buffers[r.listener] = _LineBuffer()
                     if r.type == LS_REC_SESSION:
                         # The engine made this record only if `log` wants it.
-                        _format_session(buf, r, names, now, stamp)
+                        _format_session(buf, r, names, now_text, stamp)
                     else:
-                        _format_http(buf, r, names, now, stamp)
+                        _format_http(buf, r, names, now_text, stamp)
                     continue
                 record = (
                     r.type,
@@ -823,6 +833,14 @@ cdef _hist(ls_hist *h):
     return ([h.n[b] for b in range(LS_HIST_BOUNDS + 1)], h.sum_us / 1e6)
 
 
+def json_seconds(double t):
+    """A duration as the JSON access and session lines write it (tests compare it
+    with %.6f, trailing zeros dropped)."""
+    cdef char out[64]
+    cdef int k = _json_seconds(out, sizeof(out), t)
+    return out[:k].decode("ascii")
+
+
 def metric_buckets():
     """The histograms' upper bounds in seconds (engine/metrics.c)."""
     return [ls_hist_bounds_us[b] / 1e6 for b in range(LS_HIST_BOUNDS)]
@@ -884,13 +902,80 @@ cdef const char *ls_timing_keys[5]
 ls_timing_keys[:] = [b"t_request", b"t_queue", b"t_connect", b"t_response", b"t_total"]
 
 
+cdef inline char *_put(char *at, const char *s):
+    """`s` copied to `at` (the line buffer has room: reserved per line); returns
+    the end of what was written. The JSON lines are put together with these
+    rather than snprintf, whose format parsing was a third of the control
+    thread's time per logged request once the floats were gone."""
+    cdef size_t n = strlen(s)
+    memcpy(at, s, n)
+    return at + n
+
+
+@cython.cdivision(True)
+cdef char *_put_int(char *at, long long v):
+    """`v` in decimal, as %lld writes it."""
+    cdef char digits[24]
+    cdef int i = 0
+    cdef unsigned long long u = <unsigned long long>v
+    if v < 0:
+        at[0] = b"-"
+        at += 1
+        u = <unsigned long long>(-(v + 1)) + 1
+    while True:
+        digits[i] = <char>(48 + u % 10)
+        i += 1
+        u //= 10
+        if u == 0:
+            break
+    while i:
+        i -= 1
+        at[0] = digits[i]
+        at += 1
+    return at
+
+
+cdef char *_put_head(char *at, const char *now, const char *event, ls_record *r,
+                     const char *listener, const char *server):
+    """The start of a JSON line, the same for sessions and requests:
+    {"time":..,"event":"..","client":"..","listener":"..","server":".." """
+    at = _put(at, b'{"time":')
+    at = _put(at, now)
+    at = _put(at, b',"event":"')
+    at = _put(at, event)
+    at = _put(at, b'","client":"')
+    at = _put(at, r.client)
+    at = _put(at, b'","listener":"')
+    at = _put(at, listener)
+    at = _put(at, b'","server":"')
+    at = _put(at, server)
+    at[0] = b'"'
+    return at + 1
+
+
+cdef char *_put_tail(char *at, const char *end, ls_record *r):
+    """The end of a JSON line: ,"end":"..", the "tls" field of a TLS listener's
+    session or request (version/cipher/sni, as SessionLog's), and the brace."""
+    at = _put(at, b',"end":"')
+    at = _put(at, end)
+    at[0] = b'"'
+    at += 1
+    if r.tls[0]:
+        at = _put(at, b',"tls":"')
+        at = _put(at, r.tls)
+        at[0] = b'"'
+        at += 1
+    at[0] = b"}"
+    return at + 1
+
+
 cdef bytes _server_name(tuple names, int slot):
     """The server's name as a line shows it (log_names' list), "-" for none."""
     cdef list servers = names[2]
     return servers[slot] if 0 <= slot < len(servers) else b"-"
 
 
-cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, double now,
+cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, const char *now,
                          const char *stamp) except -1:
     cdef bint as_json = names[0]
     cdef bytes listener = names[1]
@@ -898,6 +983,7 @@ cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, double now,
     cdef const char *end = ls_end_words[r.reason]
     buf.reserve(len(listener) + len(server) + 420)  # 96 of them: the tls field
     cdef char *at = buf.data + buf.length
+    cdef char *line
     cdef size_t room = buf.capacity - buf.length
     cdef int k
     if buf.length:
@@ -907,18 +993,16 @@ cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, double now,
     if as_json:
         # The keys and order of SessionLog.session's JSON; duration rounded to
         # the microsecond as there, with the trailing zeros dropped.
-        k = snprintf(
-            at, room,
-            '{"time":%.6f,"event":"session","client":"%s","listener":"%s","server":"%s",'
-            '"bytes_in":%llu,"bytes_out":%llu,"duration":',
-            now, r.client, <const char *>listener, <const char *>server,
-            <unsigned long long>r.bytes_in, <unsigned long long>r.bytes_out,
-        )
-        k += _json_seconds(at + k, room - k, r.duration)
-        k += snprintf(at + k, room - k, ',"end":"%s"', end)
-        if r.tls[0]:
-            k += snprintf(at + k, room - k, ',"tls":"%s"', r.tls)
-        k += snprintf(at + k, room - k, '}')
+        line = at
+        at = _put_head(at, now, b"session", r, listener, server)
+        at = _put(at, b',"bytes_in":')
+        at = _put_int(at, <long long>r.bytes_in)
+        at = _put(at, b',"bytes_out":')
+        at = _put_int(at, <long long>r.bytes_out)
+        at = _put(at, b',"duration":')
+        at += _json_seconds(at, room - <size_t>(at - line), r.duration)
+        at = _put_tail(at, end, r)
+        k = <int>(at - line)
     else:
         k = snprintf(
             at, room,
@@ -1006,15 +1090,43 @@ def fixed_decimal(double value, int digits):
     return PyBytes_FromStringAndSize(out, n)
 
 
+@cython.cdivision(True)
 cdef int _json_seconds(char *out, size_t room, double t):
-    """A duration in seconds to the microsecond, trailing zeros dropped (-1: not reached)."""
-    cdef int k = _fixed(out, room, t, 6)
+    """A duration in seconds to the microsecond, trailing zeros dropped (-1: not reached).
+
+    The text of snprintf's %.6f, written from whole microseconds: glibc prints a
+    double through multi-precision arithmetic, which made most of the control
+    thread's time per logged request. Values %.6f might round otherwise (within
+    a millionth of a microsecond of a half), negative ones and any too large for
+    a 64-bit count still go through snprintf."""
+    cdef double x = t * 1e6
+    cdef double frac
+    cdef long long us, whole
+    cdef int k = 0, i, last
+    if t >= 0 and x < 9e15:
+        frac = x - floor(x)
+        if not (0.499999 < frac < 0.500001) and room >= 32:
+            us = <long long>floor(x + 0.5)
+            whole = us // 1000000
+            us = us % 1000000
+            k = <int>(_put_int(out, whole) - out)
+            out[k] = b"."
+            k += 1
+            last = k  # at least one digit after the point, as %.6f stripped
+            for i in range(5, -1, -1):
+                out[k + i] = <char>(48 + us % 10)
+                us //= 10
+                if out[k + i] != b"0" and last == k:
+                    last = k + i
+            k = last + 1
+            return k
+    k = snprintf(out, room, "%.6f", t)
     while k > 1 and out[k - 1] == b"0" and out[k - 2] != b".":
         k -= 1
     return k
 
 
-cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, double now,
+cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, const char *now,
                       const char *stamp) except -1:
     cdef bint as_json = names[0]
     cdef bytes listener = names[1]
@@ -1038,28 +1150,23 @@ cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, double now,
     if as_json:
         # The keys and order of SessionLog.request's JSON; the timings to the
         # microsecond (orjson writes the shortest exact repr of the double).
-        at += snprintf(at, room - (at - start), '{"time":')
-        at += _fixed(at, room - (at - start), now, 6)
-        at += snprintf(
-            at, room - (at - start),
-            ',"event":"http","client":"%s","listener":"%s","server":"%s","method":"',
-            r.client, <const char *>listener, <const char *>server,
-        )
+        at = _put_head(at, now, b"http", r, listener, server)
+        at = _put(at, b',"method":"')
         at += _json_escaped(at, r.method, method_len)
-        at += snprintf(at, room - (at - start), '","target":"')
+        at = _put(at, b'","target":"')
         at += _json_escaped(at, r.target, r.target_len)
-        at += snprintf(
-            at, room - (at - start), '","status":%d,"bytes_in":%llu,"bytes_out":%llu',
-            r.status, <unsigned long long>r.bytes_in, <unsigned long long>r.bytes_out,
-        )
+        at = _put(at, b'","status":')
+        at = _put_int(at, r.status)
+        at = _put(at, b',"bytes_in":')
+        at = _put_int(at, <long long>r.bytes_in)
+        at = _put(at, b',"bytes_out":')
+        at = _put_int(at, <long long>r.bytes_out)
         for i in range(5):
-            at += snprintf(at, room - (at - start), ',"%s":', ls_timing_keys[i])
-            at += _json_seconds(at, room - (at - start), timings[i])
-        at += snprintf(at, room - (at - start), ',"end":"%s"', end)
-        if r.tls[0]:  # version/cipher/sni, as SessionLog.request's "tls"
-            at += snprintf(at, room - (at - start), ',"tls":"%s"', r.tls)
-        at[0] = b"}"
-        at += 1
+            at = _put(at, b',"')
+            at = _put(at, ls_timing_keys[i])
+            at = _put(at, b'":')
+            at += _json_seconds(at, room - <size_t>(at - start), timings[i])
+        at = _put_tail(at, end, r)
     else:
         at += snprintf(
             at, room - (at - start), "%s http %s %s/%s %d ",

@@ -39,7 +39,7 @@ from loadstone.datapath import configure as configure_datapath
 from loadstone.datapath.limits import LIMIT
 from loadstone.datapath.seam import Frontend
 from loadstone.haproxy_socket.server import HaproxySocketError, HaproxySocketServer
-from loadstone.listeners.binding import BindError, bind_address
+from loadstone.listeners.binding import BindError, bind_address, set_defer_accept
 from loadstone.logtargets.outputs import LogOutputs
 from loadstone.peers.channel import PeerChannel
 from loadstone.server import Pool
@@ -603,6 +603,8 @@ class Runtime:
                     lr.frontend.unserve(lr.sockets.pop(address))
                 lr.config = listener
                 lr.pool = pool
+                for sock in lr.sockets.values():
+                    set_defer_accept(sock, listener)  # the kept sockets follow the reload
                 if self._http_path_changes(lr, listener):
                     await self._switch_frontend(lr, listener)
                 else:

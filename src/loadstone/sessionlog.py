@@ -5,7 +5,7 @@ A listener's `log` says which: `all`, `errors` (only what did not end the
 normal way, `logged` below) or `none`.
 
 Lines are collected and written in batches (at most every FLUSH_INTERVAL, or at
-BATCH_LINES lines): a proxy handling tens of thousands of short sessions a
+BATCH_LINES lines or BATCH_CHARS characters): a proxy handling tens of thousands of short sessions a
 second must not pay a write(2) per session. `flush()` is called on stop. With a
 sink (loadstone.logtargets.sinks), a batch is handed to its writer thread and
 the event loop never waits for the destination; without one (tests, tools) it is
@@ -26,6 +26,12 @@ from loadstone.logtargets.sinks import Sink
 
 FLUSH_INTERVAL = 0.25
 BATCH_LINES = 512
+# The native path hands over its lines joined, one text per drain of the engine
+# (tcp_native.DRAIN_INTERVAL), so the count of entries says little: at 70k
+# requests a second a quarter of a second of them was 5 million characters,
+# more than a sink takes at once (sinks.DEFAULT_CAPACITY), and the whole batch
+# was dropped. Flushed by size too, a batch stays well under that.
+BATCH_CHARS = 256 * 1024
 
 # How a TCP session normally ends: one side closed its half, the other followed.
 NORMAL_SESSION_ENDS = frozenset({"client-close", "server-close"})
@@ -53,6 +59,7 @@ class SessionLog:
         self.stream = stream or sys.stdout
         self.sink = sink
         self.lines: list[str] = []
+        self.chars = 0  # in self.lines
         self._flush_handle: asyncio.TimerHandle | None = None
 
     def session(
@@ -157,9 +164,11 @@ class SessionLog:
         self._append(text)
 
     def _append(self, line: str) -> None:
-        """Queue a line; written at BATCH_LINES or after FLUSH_INTERVAL."""
+        """Queue a line (or lines joined); written at BATCH_LINES, BATCH_CHARS or
+        after FLUSH_INTERVAL."""
         self.lines.append(line)
-        if len(self.lines) >= BATCH_LINES:
+        self.chars += len(line)
+        if len(self.lines) >= BATCH_LINES or self.chars >= BATCH_CHARS:
             self.flush()
         elif self._flush_handle is None:
             try:
@@ -182,6 +191,7 @@ class SessionLog:
             self.stream.write("\n".join(self.lines))
             self.stream.flush()
         self.lines.clear()
+        self.chars = 0
 
 
 def _stamp(now: float) -> str:

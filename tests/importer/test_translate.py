@@ -430,3 +430,15 @@ def test_conditional_use_backend_in_tcp_mode_is_reported() -> None:
         "h.cfg:8: use_backend other if net: loadstone routes http requests only; in tcp mode every"
         " connection goes to the default backend",
     ]
+
+
+def test_bind_defer_accept_becomes_defer_accept() -> None:
+    config, report = imp(
+        HTTP_DEFAULTS + "listen api\n  bind 198.18.0.10:8774 defer-accept\n"
+        "  server a 198.18.0.11:8774\n"
+        "listen plain\n  bind 198.18.0.10:8775\n  server a 198.18.0.11:8775\n"
+    )
+    assert listener(config, "api")["defer_accept"] is True
+    assert "defer_accept" not in listener(config, "plain")
+    assert "freebind" not in listener(config, "api")  # a translated option of its own
+    assert report == []

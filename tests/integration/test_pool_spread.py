@@ -18,6 +18,7 @@ import http.client
 import json
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -53,19 +54,40 @@ def test_sequential_requests_take_turns_on_the_pooled_connections(
     assert ports[0] != ports[1] and ports[0] == ports[2] and ports[1] == ports[3], ports
 
 
+def echoes_on_one_connection(port: int, n: int) -> list[dict[str, Any]]:
+    """`n` requests of /echo one after the other on one client connection."""
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        answers = []
+        for _ in range(n):
+            client.request("GET", "/echo")
+            answers.append(json.loads(client.getresponse().read()))
+        return answers
+    finally:
+        client.close()
+
+
 def test_a_server_connection_is_renewed_after_1000_requests(
     backends: Callable[..., list[Backend]], loadstone: Callable[..., Loadstone]
 ) -> None:
     config = http_config(backends(1))
     config["global"]["workers"] = 1
-    client = http.client.HTTPConnection("127.0.0.1", port_of(loadstone(config)), timeout=10)
-    try:
-        ports = []
-        for _ in range(1001):
-            client.request("GET", "/echo")
-            ports.append(json.loads(client.getresponse().read())["peer_port"])
-    finally:
-        client.close()
+    ports = [a["peer_port"] for a in echoes_on_one_connection(port_of(loadstone(config)), 1001)]
     # One server connection for the first 1000 (kept between them), a new one then.
     assert set(ports[:1000]) == {ports[0]}
     assert ports[1000] != ports[0]
+
+
+def test_server_max_requests_sets_when_a_server_connection_is_renewed(
+    backends: Callable[..., list[Backend]], loadstone: Callable[..., Loadstone]
+) -> None:
+    # HAProxy's max-reuse, nginx's keepalive_requests: here 3 requests a connection.
+    config = http_config(backends(1), server_max_requests=3)
+    config["global"]["workers"] = 1
+    answers = echoes_on_one_connection(port_of(loadstone(config)), 7)
+    ports = [a["peer_port"] for a in answers]
+    # Three requests on each server connection, then a new one (the client's own
+    # connection stays: only the server side is renewed).
+    assert ports[0] == ports[1] == ports[2] != ports[3], ports
+    assert ports[3] == ports[4] == ports[5] != ports[6], ports
+    assert answers[6]["connections"] == 3, answers

@@ -288,3 +288,25 @@ def test_access_log_decimals_are_printfs() -> None:
     # negative (-1: a phase never reached), huge and not-a-number: printf's own text
     for value in (-1.0, -0.25, 5e13, float("nan"), float("inf")):
         assert relay.fixed_decimal(value, 6) == f"{value:.6f}".encode()
+
+
+def test_json_seconds_is_the_text_of_printf_rounding_to_the_microsecond() -> None:
+    """The log lines' durations are written from whole microseconds rather than by
+    snprintf("%.6f") (glibc's multi-precision float printing was most of the control
+    thread's time per logged request): the same text, trailing zeros dropped."""
+
+    def printf(t: float) -> str:
+        text = "%.6f" % t  # noqa: UP031 - printf's own rounding is the reference
+        while len(text) > 1 and text[-1] == "0" and text[-2] != ".":
+            text = text[:-1]
+        return text
+
+    rng = random.Random(19)
+    values = [0.0, 1e-7, 4.9e-7, 5e-7, 5.1e-7, 1e-6, 0.1, 0.25, 0.5, 0.999_999_5, 1.0, 2.5e-6,
+              123.456_5, 3600.000_001, 86_400.0, 1e9, 9e9, -1.0, -0.000_001_5]  # fmt: skip
+    values += [rng.uniform(0, 1) for _ in range(20_000)]
+    values += [rng.uniform(0, 0.01) for _ in range(20_000)]
+    values += [rng.expovariate(1 / 30) for _ in range(20_000)]
+    values += [round(rng.uniform(0, 100), 7) for _ in range(20_000)]  # near the halves
+    mismatched = [t for t in values if relay.json_seconds(t) != printf(t)]
+    assert mismatched == [], mismatched[:10]

@@ -177,3 +177,13 @@ def test_route_to_unknown_pool() -> None:
     assert problems("    mode: http\n" + SERVERS + "    routes: [{host: a, pool: missing}]\n") == [
         "listeners.api.routes[0].pool: unknown pool 'missing'; known: default"
     ]
+
+
+def test_server_max_requests() -> None:
+    assert one("    mode: http\n" + SERVERS).server_max_requests == 1000
+    inherited = one("    mode: http\n" + SERVERS, "defaults: {server_max_requests: 100}")
+    assert inherited.server_max_requests == 100
+    assert one("    mode: http\n    server_max_requests: 1\n" + SERVERS).server_max_requests == 1
+    assert problems("    mode: http\n    server_max_requests: 0\n" + SERVERS) == [
+        "listeners.api.server_max_requests: must be 1-2147483647, got 0"
+    ]

@@ -17,16 +17,15 @@
  * connection in use are handed to its owner. Taking and giving back a pooled
  * connection is then a few pointer stores, no system call. */
 
-/* A server connection is closed after this many requests rather than pooled
- * again (as nginx's upstream keepalive_requests default). Behind one server
+/* A server connection is closed after server_max_requests requests (the
+ * listener's hcfg.max_requests, 1000 by default as nginx's upstream
+ * keepalive_requests) rather than pooled again. Behind one server
  * with several workers on one port, the kernel hands each new connection to
  * whichever worker is waiting in accept at that moment: connections opened
  * in the burst of a start all land on the one that was idle, and would stay
  * there for good. Renewed now and then while the server is busy, they land
  * on the worker with time to spare, and the workers' shares even out. The
  * cost is one connect per 1000 requests. */
-#define LS_POOL_MAX_REQUESTS 1000
-
 static void pool_unlink(ls_session *p)
 {
     ls_list_del(&p->qlink);
@@ -136,7 +135,7 @@ static void release_server(ls_worker *W, ls_session *s, int reusable)
 {
     ls_http *h = s->http;
     ls_listener *L = s->L;
-    if (h->backend_requests >= LS_POOL_MAX_REQUESTS || s->proxy_version)
+    if (h->backend_requests >= L->hcfg.max_requests || s->proxy_version)
         reusable = 0; /* a connection that told one client's address serves no other */
     if (!(s->fd[1] >= 0 && reusable && h->connected && !L->http_stopping && pool_put(W, s) == 0))
         drop_server_conn(W, s);

@@ -146,6 +146,7 @@ typedef struct ls_hconfig {
     char proto_line[96];        /* "X-Forwarded-Proto: https\r\n", or "" */
     int32_t nexcept;            /* forwardfor's `except` networks */
     ls_hnet except[LS_HTTP_MAX_EXCEPT];
+    int32_t max_requests; /* a server connection serves this many, then closes (>= 1) */
 } ls_hconfig;
 
 typedef struct ls_engine ls_engine;

@@ -69,6 +69,7 @@ cdef extern from "engine.h" nogil:
         char proto_line[96]
         int32_t nexcept
         ls_hnet *except_ "except"
+        int32_t max_requests
 
     ctypedef struct ls_lstats:
         int64_t current

@@ -759,6 +759,16 @@ class ListenerConfig:
             Bool(), "IP_TRANSPARENT: bind any address and accept TPROXY-diverted connections"
         ),
     )
+    # TCP_DEFER_ACCEPT (HAProxy's `bind ... defer-accept`): for protocols whose
+    # client speaks first (HTTP, TLS). Off by default: MySQL and AMQP servers
+    # speak first, and their clients would wait for the kernel's deadline.
+    defer_accept: bool = field(
+        default=False,
+        metadata=key(
+            Bool(),
+            "accept a connection once its first bytes arrive (only where clients speak first)",
+        ),
+    )
     accept_proxy: ProxyAccept | None = field(
         default=None,
         metadata=key(
@@ -945,6 +955,20 @@ class ListenerConfig:
         default=100,
         metadata=key(
             Int(1, 1000), "header fields in one request or response", inherit=True, only=_HTTP
+        ),
+    )
+    # A server connection is renewed after this many requests (HAProxy `max-reuse`,
+    # nginx `keepalive_requests`): behind a server with several workers on one port
+    # the kernel gives each new connection to whichever worker waits in accept, so
+    # connections opened in a burst land on one worker; renewed while the server is
+    # busy, they spread over its workers.
+    server_max_requests: int = field(
+        default=1000,
+        metadata=key(
+            Int(1, 2**31 - 1),
+            "requests one server connection serves before it is closed (1: none reused)",
+            inherit=True,
+            only=_HTTP,
         ),
     )
     haproxy_names: HaproxyNames | None = field(

@@ -132,6 +132,7 @@ class HttpFrontend(native.TcpFrontend):
             tunnel=t.tunnel,
             max_head_size=c.max_head_size,
             max_headers=c.max_headers,
+            max_requests=c.server_max_requests,
             forwarded_port=c.forwarded_port,
             forwardfor=ff.header if ff is not None else "",
             proto_line=f"X-Forwarded-Proto: {proto}\r\n" if proto is not None else "",

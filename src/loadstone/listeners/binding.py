@@ -19,6 +19,11 @@ IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
 IPV6_FREEBIND = 78
 IP_TRANSPARENT = getattr(socket, "IP_TRANSPARENT", 19)
 IPV6_TRANSPARENT = 75
+TCP_DEFER_ACCEPT = getattr(socket, "TCP_DEFER_ACCEPT", 9)
+# How long the kernel holds a connection that has sent nothing (defer_accept): it
+# is then accepted all the same (Linux since 2.6.32), so a client that waits for
+# the server to speak first is late by about this much, not lost. HAProxy's value.
+DEFER_ACCEPT_SECONDS = 1
 
 
 class BindError(Exception):
@@ -60,6 +65,15 @@ def bind_listener(config: ListenerConfig) -> list[socket.socket]:
     return sockets
 
 
+def set_defer_accept(sock: socket.socket, config: ListenerConfig) -> None:
+    """TCP_DEFER_ACCEPT on a listening socket as `defer_accept` says (also on the
+    sockets a reload keeps): the kernel completes the accept only once the client's
+    first bytes are in, so the proxy wakes once per connection for its accept and
+    its first read together."""
+    seconds = DEFER_ACCEPT_SECONDS if config.defer_accept else 0
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_DEFER_ACCEPT, seconds)
+
+
 def bind_address(address: Address, config: ListenerConfig) -> socket.socket:
     family, host = _family_and_host(address)
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -82,6 +96,7 @@ def bind_address(address: Address, config: ListenerConfig) -> socket.socket:
                 sock.setsockopt(socket.IPPROTO_IP, IP_TRANSPARENT, 1)
         sock.bind((host, address.port))
         sock.listen(config.backlog)
+        set_defer_accept(sock, config)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()

@@ -102,6 +102,7 @@ class HttpListener(AcceptingFrontend[HttpConnection]):
         self.t_http_request = t.http_request
         self.t_http_keep_alive = t.http_keep_alive
         self.upstreams.keep_alive = t.http_keep_alive
+        self.upstreams.max_requests = config.server_max_requests
         self.t_client = t.client
         self.t_server = t.server
         self.req_policy = RequestPolicy(config)

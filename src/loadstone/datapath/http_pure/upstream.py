@@ -35,13 +35,6 @@ from loadstone.server import ServerRuntime
 
 IDLE_SWEEP: Final = 1.0  # seconds between sweeps of idle server connections
 MAX_IDLE_PER_SERVER: Final = 1024
-# A server connection is closed after this many requests instead of pooled again
-# (as nginx's upstream keepalive_requests default): behind one server with several
-# workers on one port, the kernel gives a new connection to whichever worker waits
-# in accept then, so connections opened in a burst at start all land on one worker
-# and would stay there; renewed while the server is busy, they land on the worker
-# with time to spare. The native path has the same limit (http_pool.c).
-MAX_REQUESTS_PER_CONNECTION: Final = 1000
 
 HttpParserError = httptools.HttpParserError
 HttpParserUpgrade = httptools.HttpParserUpgrade
@@ -398,6 +391,13 @@ class IdlePool:
         self.idle: dict[ServerRuntime, collections.deque[Backend]] = {}
         self.sweeper: asyncio.TimerHandle | None = None
         self.keep_alive = 0.0  # timeouts.http_keep_alive: how long one may wait
+        # server_max_requests: a connection that served this many is closed instead
+        # of pooled again. Behind one server with several workers on one port, the
+        # kernel gives a new connection to whichever worker waits in accept then, so
+        # connections opened in a burst at start all land on one worker and would
+        # stay there; renewed while the server is busy, they land on the worker with
+        # time to spare. The native path has the same limit (http_pool.c).
+        self.max_requests = 1000
         self.closing = False  # the listener stops: no connection waits any more
 
     def take(self, server: ServerRuntime) -> Backend | None:
@@ -426,7 +426,7 @@ class IdlePool:
             idle = self.idle[backend.server] = collections.deque()
         if (
             len(idle) >= MAX_IDLE_PER_SERVER
-            or backend.requests >= MAX_REQUESTS_PER_CONNECTION
+            or backend.requests >= self.max_requests
             or not backend.server.usable
         ):
             if backend.transport is not None:

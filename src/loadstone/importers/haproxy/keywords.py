@@ -494,7 +494,9 @@ SERVER_OPTIONS: dict[str, Option] = {
         1, _unsupported("idle server connections: timeouts.http_keep_alive")
     ),
     "pool-low-conn": Option(1, _unsupported("loadstone sizes its idle pool itself")),
-    "max-reuse": Option(1, _unsupported("loadstone sizes its idle pool itself")),
+    "max-reuse": Option(
+        1, _unsupported("per server in HAProxy; loadstone's is per listener: server_max_requests")
+    ),
     **_tls_options(_SERVER_TLS_FLAGS, _SERVER_TLS_VALUED),
     # TLS to servers, translated into the server's `tls` (and check.tls)
     "ssl": Option(0, T),
@@ -517,7 +519,7 @@ BIND_OPTIONS: dict[str, Option] = {
     "backlog": Option(1, _unsupported("backlog is per listener in loadstone")),
     "v4v6": Option(0, _unsupported("loadstone binds IPv6 wildcards with IPV6_V6ONLY")),
     "v6only": Option(0, _no_effect("loadstone binds IPv6 wildcards with IPV6_V6ONLY anyway")),
-    "defer-accept": Option(0, _unsupported("no TCP_DEFER_ACCEPT in loadstone")),
+    "defer-accept": Option(0, T),
     "tfo": Option(0, _unsupported("no TCP Fast Open in loadstone")),
     "mss": Option(1, _unsupported("no MSS setting in loadstone")),
     "nice": Option(1, _unsupported("no priorities between listeners")),

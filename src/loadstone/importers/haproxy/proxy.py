@@ -108,6 +108,7 @@ class ProxyState:
     freebind: bool = False
     accept_proxy: bool = False  # a bind line with accept-proxy
     transparent: bool = False  # a bind line with transparent (IP_TRANSPARENT)
+    defer_accept: bool = False  # a bind line with defer-accept (TCP_DEFER_ACCEPT)
     tls_binds: int = 0  # bind lines that terminate TLS
     # Each TLS bind line: its directive, addresses and TLS options (name -> value).
     tls_bind_lines: list[tuple[Directive, list[str], dict[str, str]]] = field(default_factory=list)
@@ -243,6 +244,8 @@ def _bind(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
     if s.kind in ("defaults", "backend"):
         raise TranslationError(d.location, f"'bind' is not allowed in a {s.kind} section")
     _need(d, 1)
+    if "defer-accept" in d.args[1:]:
+        s.defer_accept = True  # a TLS bind line's too: its client speaks first
     if "ssl" in d.args[1:]:
         # Bound with TLS if every bind of the frontend is (translate.listener);
         # serving plaintext where HAProxy terminated TLS would be wrong.
@@ -276,6 +279,8 @@ def _bind(r: Report, s: ProxyState, d: Directive, negated: bool) -> None:
             # IP_TRANSPARENT, and IP_FREEBIND as earlier imports wrote (both let
             # a VIP held by another node be bound).
             s.transparent = s.freebind = True
+        elif name == "defer-accept":
+            pass  # s.defer_accept, above
         elif option.entry.kind is Kind.TRANSLATED:
             s.freebind = True
         else:
@@ -315,7 +320,7 @@ def _tls_bind_options(r: Report, d: Directive) -> dict[str, str]:
             and option.entry.kind is not Kind.TLS
         ):
             r.note(d, option.entry, what=" ".join(("bind ...", name, *value)))
-        elif name not in ("transparent", "freebind", "accept-proxy"):
+        elif name not in ("transparent", "freebind", "accept-proxy", "defer-accept"):
             r.note(
                 d,
                 Entry(Kind.UNSUPPORTED, "TLS bind option not translated"),

@@ -403,6 +403,8 @@ class _Translator:
             out["freebind"] = True
         if fe.transparent:
             out["transparent"] = True
+        if fe.defer_accept:
+            out["defer_accept"] = True
         if fe.accept_proxy:
             # HAProxy takes a header from any client of an accept-proxy bind;
             # loadstone asks whom to trust: every address, as HAProxy, until narrowed.
@@ -565,6 +567,8 @@ class _Translator:
             out["freebind"] = True
         if fe.transparent:
             out["transparent"] = True
+        if fe.defer_accept:
+            out["defer_accept"] = True
         maxconn = fe.maxconn if fe.maxconn is not None else self.global_maxconn
         if maxconn is not None:
             out["maxconn"] = maxconn
