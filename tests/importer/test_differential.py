@@ -29,7 +29,15 @@ from tests.importer.sidebyside import (
     loadstone_states,
     tcp_who,
 )
-from tests.integration.harness import Backend, Loadstone, free_port_on, port_open, wait_for
+from tests.integration.harness import (
+    Backend,
+    Loadstone,
+    free_port_on,
+    port_open,
+    start_backends,
+    stop_backends,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -75,8 +83,9 @@ def side_by_side(tmp_path: Path) -> Iterator[dict[str, Any]]:
               3306: free_port_on("127.0.0.10", "127.0.0.20")}  # fmt: skip
     backends: list[Backend] = []
     for name, n in CONTROLLERS.items():
-        backends.append(Backend(name, http_port, "http", host=f"127.0.0.{n}").start())
-        backends.append(Backend(name, tcp_port, "echo", host=f"127.0.0.{n}").start())
+        backends.append(Backend(name, http_port, "http", host=f"127.0.0.{n}"))
+        backends.append(Backend(name, tcp_port, "echo", host=f"127.0.0.{n}"))
+    start_backends(backends)
     servers = {5000: http_port, 3306: tcp_port}
     (tmp_path / "ls").mkdir()
     import_src = tmp_path / "ls" / "haproxy.cfg"
@@ -98,8 +107,7 @@ def side_by_side(tmp_path: Path) -> Iterator[dict[str, Any]]:
     finally:
         ls.stop()
         haproxy.stop()
-        for backend in backends:
-            backend.stop()
+        stop_backends(backends)
 
 
 def both_up(ctx: dict[str, Any]) -> bool:

@@ -190,7 +190,9 @@ class NetBed:
         if self._closed:
             return
         self._closed = True
-        stop_processes(self.procs)
+        # A short patience: the namespaces go next, and with them whatever a
+        # daemon would clean up on TERM (its addresses, its rules).
+        stop_processes(self.procs, patience=2.0)
         mine = [ns for ns in _namespaces() if ns.startswith(self.tag)]
         for ns in mine:
             # Whatever our processes left running in the bed (keepalived's
