@@ -580,8 +580,8 @@ def test_testssl_finds_nothing_high_or_critical(
     protocols, -s cipher categories, -f forward secrecy, -P the server's
     picks, -S certificates and defaults, -h headers, -U every vulnerability
     (RC4, SWEET32, BEAST, ...). Left out: -e (each of its ~370 ciphers tried,
-    listed only) and -c (client simulation, informational): half the scan's
-    time, neither ever rating anything HIGH or CRITICAL."""
+    listed only) and -c (client simulation, informational): ~40 % of the
+    scan's time, neither ever rating anything HIGH or CRITICAL."""
     if shutil.which("testssl") is None:
         pytest.skip("testssl.sh is not installed (apt-get install testssl.sh)")
     rsa = ca.issue("rsa", ["api.test"], kind="rsa", crl_url="http://127.0.0.1/ca.crl")
