@@ -36,7 +36,7 @@ def test_smoke_run_writes_consistent_report_and_plots(tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = [
         sys.executable, "-m", "benchmarks.kolla_scenarios", "--lite",
-        "--proxy", "loadstone", "--duration", "6", "--users", "10", "--out", str(out),
+        "--proxy", "loadstone", "--duration", "4", "--users", "10", "--out", str(out),
     ]  # fmt: skip
     done = subprocess.run(
         argv,

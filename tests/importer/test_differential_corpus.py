@@ -35,7 +35,14 @@ from tests.importer.sidebyside import (
     wait_until_up,
 )
 from tests.importer.test_corpus import CASES, CORPUS
-from tests.integration.harness import Backend, Loadstone, port_open, wait_for
+from tests.integration.harness import (
+    Backend,
+    Loadstone,
+    port_open,
+    start_backends,
+    stop_backends,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -83,10 +90,12 @@ def corpus_side_by_side(
     ls_ports.servers = ha_ports.servers  # the same backends for both
     ls_text = loopback(text, ls_ports, map_dir)
     assert ls_ports.backends == ha_ports.backends
-    backends = [
-        Backend(f"{corpus_port}@{host}", port, "http", host=host).start()
-        for host, port, corpus_port in sorted(ha_ports.backends)
-    ]
+    backends = start_backends(
+        [
+            Backend(f"{corpus_port}@{host}", port, "http", host=host)
+            for host, port, corpus_port in sorted(ha_ports.backends)
+        ]
+    )
     (tmp_path / "import").mkdir()
     source = tmp_path / "import" / "haproxy.cfg"
     source.write_text(ls_text)
@@ -98,8 +107,7 @@ def corpus_side_by_side(
     finally:
         ls.stop()
         haproxy.stop()
-        for backend in backends:
-            backend.stop()
+        stop_backends(backends)
 
 
 @pytest.mark.parametrize("corpus_side_by_side", sorted(CASES), indirect=True)

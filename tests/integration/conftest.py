@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Backend, Loadstone, free_port
+from tests.integration.harness import Backend, Loadstone, free_port, start_backends, stop_backends
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -27,13 +27,11 @@ def backends() -> Iterator[Callable[..., list[Backend]]]:
         new = [
             Backend(f"{prefix}{len(started) + i + 1}", free_port(), mode, **kw) for i in range(n)
         ]
-        for backend in new:
-            started.append(backend.start())
-        return new
+        started.extend(new)  # stopped at the end even if one fails to start
+        return start_backends(new)
 
     yield start
-    for backend in started:
-        backend.stop()
+    stop_backends(started)
 
 
 @pytest.fixture(params=["uvloop", "asyncio"])

@@ -28,6 +28,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -189,8 +190,9 @@ class NetBed:
         if self._closed:
             return
         self._closed = True
-        for proc in self.procs:
-            _stop(proc)
+        # A short patience: the namespaces go next, and with them whatever a
+        # daemon would clean up on TERM (its addresses, its rules).
+        stop_processes(self.procs, patience=2.0)
         mine = [ns for ns in _namespaces() if ns.startswith(self.tag)]
         for ns in mine:
             # Whatever our processes left running in the bed (keepalived's
@@ -209,18 +211,25 @@ class NetBed:
         self.close()
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL: daemons such as keepalived clean up on TERM."""
-    if proc.poll() is None:
+def stop_processes(procs: Sequence[subprocess.Popen[bytes]], patience: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL: daemons such as keepalived clean up on TERM. All
+    are told at once and given the same `patience`: one by one, a loadstone
+    in its stop_delay or a keepalived sending its last adverts made the
+    teardown wait for each in turn."""
+    running = [proc for proc in procs if proc.poll() is None]
+    for proc in running:
         proc.terminate()
+    deadline = time.monotonic() + patience
+    for proc in running:
         try:
-            proc.wait(5)
+            proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-    for pipe in (proc.stdin, proc.stdout, proc.stderr):
-        if pipe is not None:
-            pipe.close()
+    for proc in procs:
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def _exit_on_sigterm() -> None:

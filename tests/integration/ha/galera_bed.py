@@ -24,8 +24,7 @@ from tests.integration.galera.cluster import MONITOR_PASSWORD, MONITOR_USER, Gal
 from tests.integration.galera.conftest import TEST_PROVIDER_OPTIONS
 from tests.integration.ha.pair import ADMIN, VIP, Pair
 from tests.integration.harness import ROOT, wait_for
-from tests.netbed.bed import NetBed
-from tests.netbed.bed import _stop as stop_process
+from tests.netbed.bed import NetBed, stop_processes
 
 DB_PORT = 3306  # on the VIP, as kolla serves it
 
@@ -103,8 +102,7 @@ class GaleraPair(Pair):
 
     def stop(self) -> None:
         """Stop what start() started (the bed and its cluster outlive a test)."""
-        for proc in self.bed.procs[self._first_proc :]:
-            stop_process(proc)
+        stop_processes(self.bed.procs[self._first_proc :])
 
 
 class BankClient:
