@@ -1054,8 +1054,7 @@ cdef int _fixed(char *out, size_t room, double value, int digits):
     float conversion was most of the cost of an access-log line (a perf
     profile of keep-alive requests over TLS: 5 % of loadstone's CPU)."""
     cdef long long scale = 1
-    cdef int i, k = 0, w = 0
-    cdef char reverse[20]
+    cdef int i, k = 0
     for i in range(digits):
         scale *= 10
     if not (0 <= value < 1e12) or room < 40:  # negative, huge, NaN: printf's
@@ -1063,16 +1062,7 @@ cdef int _fixed(char *out, size_t room, double value, int digits):
     cdef unsigned long long n = <unsigned long long>(value * scale + 0.5)
     cdef unsigned long long whole = n // <unsigned long long>scale
     cdef unsigned long long frac = n % <unsigned long long>scale
-    while True:
-        reverse[w] = <char>(48 + whole % 10)
-        w += 1
-        whole //= 10
-        if whole == 0:
-            break
-    while w:
-        w -= 1
-        out[k] = reverse[w]
-        k += 1
+    k = <int>(_put_int(out, <long long>whole) - out)
     out[k] = b"."
     k += 1
     for i in range(digits - 1, -1, -1):
