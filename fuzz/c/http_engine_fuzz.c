@@ -132,6 +132,15 @@ static void fz_setup(uint8_t options)
     if (options & 4)
         copy_str(c->proto_line, sizeof c->proto_line, "X-Forwarded-Proto: https\r\n");
     fz_listener.http_stopping = options & 32 ? 1 : 0;
+    if (options & 64) { /* request_headers: a delete and a set (http_native.compile_rules) */
+        ls_hrules *r = &c->req_rules;
+        copy_str(r->drop[0], sizeof r->drop[0], "x-a");
+        copy_str(r->drop[1], sizeof r->drop[1], "host");
+        r->ndrop = 2;
+        static const char lines[] = "Host: rule.example\r\nX-Rule: 1\r\n";
+        memcpy(r->lines, lines, sizeof lines - 1);
+        r->lines_len = sizeof lines - 1;
+    }
     fz_worker.e = &fz_engine;
     fz_worker.heap_len = 0;
     fz_worker.now_us = 1000000;

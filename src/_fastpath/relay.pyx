@@ -121,6 +121,7 @@ HTTP_END_WORDS = (
     "client-close",
     "client-reset",
     "shutdown",
+    "redirect",
 )
 
 
@@ -316,10 +317,17 @@ cdef class Engine:
         str proto_line,
         list except_nets,
         int max_requests=1000,
+        tuple request_rules=((), b""),
+        tuple response_rules=((), b""),
+        int redirect_code=0,
+        str redirect_scheme="",
     ):
         """Serve the listener in mode http (load_llhttp first). Timeouts in seconds;
         except_nets: [(4 or 6, packed address bytes, prefix length)]; max_requests:
-        requests a server connection serves before it is closed."""
+        requests a server connection serves before it is closed; request_rules and
+        response_rules: (names the rules remove, lines they add) as
+        http_native.compile_rules makes them; redirect_code: every request answered
+        with a redirect to `redirect_scheme` (0: none)."""
         self._check()
         cdef ls_hconfig cfg
         memset(&cfg, 0, sizeof(cfg))
@@ -347,6 +355,13 @@ cdef class Engine:
             memcpy(cfg.except_[i].addr, <const char *>packed, len(packed))
         cfg.nexcept = len(except_nets)
         cfg.max_requests = max(1, max_requests)
+        _set_rules(&cfg.req_rules, request_rules)
+        _set_rules(&cfg.resp_rules, response_rules)
+        cdef bytes scheme = redirect_scheme.encode("ascii")
+        if redirect_code not in (0, 301, 302, 303, 307, 308) or len(scheme) >= 16:
+            raise ValueError("redirect code or scheme not supported")
+        cfg.redirect_code = redirect_code
+        memcpy(cfg.redirect_scheme, <const char *>scheme, len(scheme))
         ls_listener_configure_http(self.engine, lid, &cfg)
 
     def proxy_accept(self, int lid, timeout, list nets):
@@ -796,6 +811,26 @@ cdef class Engine:
         return lines, out, http_counts
 
 
+cdef void _set_rules(ls_hrules *r, tuple rules) except *:
+    """One direction's header rules into the engine's fixed-size table;
+    ValueError beyond its limits (http_native.refusal keeps such a listener on
+    the pure path before it gets here)."""
+    names, lines = rules
+    cdef bytes name
+    cdef bytes block = lines
+    if len(names) > LS_HTTP_MAX_RULES or len(block) > LS_HTTP_RULE_LINES:
+        raise ValueError("too many header rules, or their lines too long")
+    cdef int i
+    for i in range(len(names)):
+        name = names[i]
+        if len(name) >= LS_HTTP_RULE_NAME:
+            raise ValueError("header rule name too long")
+        memcpy(r.drop[i], <const char *>name, len(name))
+    r.ndrop = len(names)
+    memcpy(r.lines, <const char *>block, len(block))
+    r.lines_len = len(block)
+
+
 cdef inline bint _formatted_here(ls_record *r):
     """Whether take_records writes this record's log line itself: every session
     and request end but those that need words from Python (a failed connect's
@@ -803,7 +838,8 @@ cdef inline bint _formatted_here(ls_record *r):
     if r.type == LS_REC_SESSION:
         return 0 < r.reason < LS_END_CONNECT_FAILED
     if r.type == LS_REC_HTTP:
-        return 0 < r.reason < LS_HEND_SHUTDOWN and r.reason != LS_HEND_CONNECT_FAILED
+        return (0 < r.reason <= LS_HEND_REDIRECT and r.reason != LS_HEND_CONNECT_FAILED
+                and r.reason != LS_HEND_SHUTDOWN)
     return False
 
 
@@ -892,7 +928,7 @@ cdef extern from *:
         "", "ok", "bad-request", "bad-request-body", "no-server", "connect-failed",
         "request-timeout", "client-timeout", "server-timeout", "tunnel-timeout",
         "server-error", "server-close", "server-reset", "server-abort",
-        "client-close", "client-reset", "shutdown",
+        "client-close", "client-reset", "shutdown", "redirect",
     };
     """
     const char *const *ls_end_words

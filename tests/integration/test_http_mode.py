@@ -262,7 +262,6 @@ def test_forwarded_headers_and_rules(backends: Backends, loadstone: Start) -> No
                 {"delete": "Server"},
                 {"set": "Strict-Transport-Security", "value": "max-age=63072000"},
             ],
-            rewrite_location="https",
         )
     )
     port = port_of(ls)
@@ -282,6 +281,13 @@ def test_forwarded_headers_and_rules(backends: Backends, loadstone: Start) -> No
     assert [v for k, v in pairs if k == "x-multi"] == ["one", "two"]
     assert response.header("Server") is None
     assert response.header("Strict-Transport-Security") == "max-age=63072000"
+
+
+def test_rewrite_location(backends: Backends, loadstone: Start) -> None:
+    """The server's http:// Location made https:// (pure path only: on the
+    native one the listener is served by the pure path, the fixture checks)."""
+    ls = loadstone(http_config(backends(1), rewrite_location="https"))
+    port = port_of(ls)
     redirect = get(port, "/redirect")
     assert redirect.status == 302
     assert redirect.header("Location") == "https://test/landed"

@@ -78,10 +78,8 @@ def test_metrics_pass_promtool_with_traffic_on_both_paths(
         "defaults": {"timeouts": {"connect": "1s", "check": "500ms"}},
         "listeners": {
             "native_web": http_listener("native_web"),
-            # a header rule keeps this one on the pure path
-            "pure_web": http_listener(
-                "pure_web", request_headers=[{"set": "X-Path", "value": "pure"}]
-            ),
+            # Location rewriting keeps this one on the pure path
+            "pure_web": http_listener("pure_web", rewrite_location="https"),
             "db": {
                 "bind": [f"127.0.0.1:{ports['db']}"],
                 "mode": "tcp",

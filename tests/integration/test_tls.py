@@ -312,7 +312,7 @@ def test_reencryption_to_nginx_verifies_and_checks_over_tls(
     wait_for(lambda: wrong.fd_count() <= base, timeout=10, what="fd count back to baseline")
 
 
-def test_redirect_to_https(nginx: Callable[..., int], loadstone: Start) -> None:
+def test_redirect_to_https(nginx: Callable[..., int], loadstone: Start, datapath: str) -> None:
     backend = nginx("n1")
     ls = loadstone(config({
         "mode": "http",
@@ -324,6 +324,45 @@ def test_redirect_to_https(nginx: Callable[..., int], loadstone: Start) -> None:
         reply = s.makefile("rb").read()
     assert reply.startswith(b"HTTP/1.1 301 ")
     assert b"location: https://api.test:5000/v3/auth?x=1\r\n" in reply
+    assert ls.status()["listeners"]["web"]["data_path"] == datapath
+
+
+def test_hsts_response_header_rule_on_a_tls_listener(
+    ca: Ca, nginx: Callable[..., int], loadstone: Start, datapath: str
+) -> None:
+    """HSTS through `response_headers` on a TLS listener, served by the data
+    path asked for (the native one terminates TLS and applies the rule in C)."""
+    cert = ca.issue("server", ["api.test"])
+    backend = nginx("n1", extra="add_header X-From-Nginx yes;")
+    hsts = "max-age=63072000; includeSubDomains"
+    ls = loadstone(config({
+        "mode": "http",
+        "tls": {"certificates": str(cert.bundle)},
+        "response_headers": [{"set": "Strict-Transport-Security", "value": hsts},
+                             {"delete": "Server"}],
+        "servers": [{"name": "n1", "address": f"127.0.0.1:{backend}"}],
+    }))  # fmt: skip
+    listener = ls.status()["listeners"]["web"]
+    assert listener["data_path"] == datapath
+    if datapath == "native":
+        assert listener["data_path_reason"] is None
+    ctx = ssl.create_default_context(cafile=str(ca.path))
+    with tls_connect(port_of(ls), ctx, "api.test") as s:
+        for _ in range(2):  # two responses on one kept connection
+            s.sendall(b"GET / HTTP/1.1\r\nHost: api.test\r\n\r\n")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                assert chunk, "closed before the head"
+                data += chunk
+            head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+            assert head.startswith("http/1.1 200 ")
+            assert f"\r\nstrict-transport-security: {hsts}".lower() in head
+            assert "\r\nx-from-nginx: yes" in head and "\r\nserver:" not in head
+            length = int(head.split("content-length: ")[1].split("\r\n")[0])
+            body = data.split(b"\r\n\r\n", 1)[1]
+            while len(body) < length:
+                body += s.recv(65536)
 
 
 def test_bad_input_ends_one_connection_and_leaks_nothing(
@@ -608,7 +647,8 @@ def test_testssl_finds_nothing_high_or_critical(
         pytest.skip("testssl.sh is not installed (apt-get install testssl.sh)")
     rsa = ca.issue("rsa", ["api.test"], kind="rsa", crl_url="http://127.0.0.1/ca.crl")
     ecdsa = ca.issue("ecdsa", ["api.test"], crl_url="http://127.0.0.1/ca.crl")
-    # HSTS from the server: a listener's response header rule is pure-path only
+    # HSTS from the server here (a listener's response_headers rule, served
+    # natively too, is test_hsts_response_header_rule_on_a_tls_listener)
     backend = nginx("n1", extra='add_header Strict-Transport-Security "max-age=63072000" always;')
     ls = loadstone(config({
         "mode": "http",

@@ -10,6 +10,7 @@ import pytest
 
 from loadstone.config import parse_config
 from loadstone.config.model import ListenerConfig
+from loadstone.http.rules import HeaderRules
 
 relay = pytest.importorskip("loadstone._fastpath.relay", reason="native data path not built")
 http_native = pytest.importorskip("loadstone.datapath.http_native")
@@ -67,6 +68,9 @@ def test_a_failed_self_test_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
         "    forwarded_proto: https\n    forwarded_port: true",
         "    balance: source",
         "    balance: leastconn\n    timeouts: {tunnel: 1h, http_request: 5s}",
+        "    request_headers: [{set: X-A, value: b}]",
+        "    response_headers: [{delete: Server}, {set: Strict-Transport-Security, value: x}]",
+        "    redirect: {scheme: https, code: 308}",
     ],
 )
 def test_what_the_openstack_api_listeners_use_is_native(extra: str) -> None:
@@ -77,8 +81,6 @@ def test_what_the_openstack_api_listeners_use_is_native(extra: str) -> None:
     ("extra", "why"),
     [
         ("    cookie: {name: SERVERID, mode: insert}", "cookie persistence"),
-        ("    request_headers: [{set: X-A, value: b}]", "request header rules"),
-        ("    response_headers: [{delete: Server}]", "response header rules"),
         ("    rewrite_location: https", "Location rewriting"),
     ],
 )
@@ -90,3 +92,59 @@ def test_what_only_the_pure_path_implements_keeps_it(extra: str, why: str) -> No
 def test_the_environment_can_force_the_pure_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOADSTONE_HTTP_PATH", "pure")
     assert http_native.refusal(listener("")) == "LOADSTONE_HTTP_PATH=pure"
+
+
+def _rules(field: str, rules: list[str]) -> str:
+    return f"    {field}: [{', '.join(rules)}]"
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        (
+            _rules("request_headers", [f"{{add: X-{i}, value: v}}" for i in range(33)]),
+            "request_headers has more than 32 rules",
+        ),
+        (
+            _rules("response_headers", ["{delete: X-" + "n" * 62 + "}"]),
+            "a response_headers name is longer than 63 bytes",
+        ),
+        (
+            _rules("response_headers", [f"{{add: X-{i}, value: {'v' * 300}}}" for i in range(14)]),
+            "response_headers add more than 4096 bytes of header lines",
+        ),
+    ],
+)
+def test_header_rules_beyond_the_engine_table_keep_the_pure_path(extra: str, why: str) -> None:
+    assert http_native.refusal(listener(extra)) == why
+
+
+def test_compiled_rules_do_what_the_pure_path_rules_do() -> None:
+    """compile_rules' (names dropped, lines added) is HeaderRules.apply for any head."""
+    config = listener(
+        _rules(
+            "response_headers",
+            [
+                "{add: X-A, value: '1'}",
+                "{set: x-b, value: two}",
+                "{add: X-C, value: c}",
+                "{add: x-a, value: '2'}",
+                "{delete: X-C}",
+                "{set: X-D, value: d}",
+                "{add: X-D, value: e}",
+            ],
+        )
+    )
+    drop, lines = http_native.compile_rules(config.response_headers)
+    assert drop == (b"x-b", b"x-c", b"x-d")
+    assert lines == b"X-A: 1\r\nx-b: two\r\nx-a: 2\r\nX-D: d\r\nX-D: e\r\n"
+    for head in (
+        [],
+        [(b"X-B", b"old"), (b"Server", b"s"), (b"x-c", b"c"), (b"X-A", b"0")],
+        [(b"x-d", b"1"), (b"X-D", b"2"), (b"Other", b"o")],
+    ):
+        pure = list(head)
+        HeaderRules(config.response_headers).apply(pure)
+        native = [h for h in head if h[0].lower() not in drop]
+        added = [tuple(line.split(b": ", 1)) for line in lines.split(b"\r\n") if line]
+        assert pure == native + added

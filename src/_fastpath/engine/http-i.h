@@ -11,6 +11,7 @@
 /* http_parse.c */
 static void copy_str(char *dst, size_t size, const char *src);
 static void parsers_init(void);
+static int rule_drops(const ls_hrules *r, const char *name, size_t n);
 
 /* http_io.c */
 static void buf_free(ls_buf *b);

@@ -32,6 +32,7 @@ struct ls_http {
     ls_buf rhead; /* the head rebuilt for the server (kept for a resend) */
     ls_buf out;   /* to the server: rhead, then the re-framed body */
     ls_buf cout;  /* to the client: what it did not take yet */
+    ls_buf rhold; /* response rules: the start of a response head not all read yet */
     ls_field *fields;
     int nfields, capfields;
     uint32_t url_len;
@@ -46,6 +47,8 @@ struct ls_http {
     int bad_status;
     const char *bad_reason;
     uint32_t head_bytes;
+    uint32_t host, host_len; /* the Host value (offset into head), for a redirect */
+    uint8_t has_host;
     char method[24];
     int64_t t_begin, t_head;
     /* the exchange in flight */

@@ -45,6 +45,15 @@
  * timeouts.tunnel as its idle timeout.
  */
 
+/* The status lines of the redirects (loadstone.http.message.STATUS_LINES). */
+static const char *const status_lines[600] = {
+    [301] = "HTTP/1.1 301 Moved Permanently\r\n",
+    [302] = "HTTP/1.1 302 Found\r\n",
+    [303] = "HTTP/1.1 303 See Other\r\n",
+    [307] = "HTTP/1.1 307 Temporary Redirect\r\n",
+    [308] = "HTTP/1.1 308 Permanent Redirect\r\n",
+};
+
 /* The answers the proxy makes itself, as loadstone.http.message.ANSWERS. */
 static struct {
     char *data;
@@ -163,6 +172,46 @@ static void response_done(ls_worker *W, ls_session *s)
     timer_set(W, s, W->now_us + s->L->hcfg.keep_alive_ms * 1000);
 }
 
+/* `redirect` on the listener: every request answered with the same URL in
+ * another scheme, then the connection closes (the pure path's _redirect and
+ * loadstone.http.message.redirect, byte for byte). No Host (HTTP/1.0): no
+ * URL to send the client to, 400. */
+static void http_redirect(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    const ls_hconfig *c = &s->L->hcfg;
+    if (!h->has_host || !h->host_len) {
+        http_answer(W, s, 400, LS_HEND_BAD_REQUEST, 0);
+        return;
+    }
+    const char *base = h->head.p + h->head.off;
+    int code = c->redirect_code;
+    const char *line = code > 0 && code < 600 ? status_lines[code] : NULL;
+    ls_buf b = {0};
+    int err = !line || buf_append(&b, line, strlen(line));
+    err |= buf_append(&b, "location: ", 10);
+    err |= buf_append(&b, c->redirect_scheme, strlen(c->redirect_scheme));
+    err |= buf_append(&b, "://", 3);
+    err |= buf_append(&b, base + h->host, h->host_len);
+    err |= buf_append(&b, base, h->url_len);
+    static const char rest[] = "\r\ncontent-length: 0\r\ncache-control: no-cache\r\n"
+                               "connection: close\r\n\r\n";
+    err |= buf_append(&b, rest, sizeof rest - 1);
+    if (err) {
+        buf_free(&b);
+        http_answer(W, s, 500, LS_HEND_BAD_REQUEST, 0);
+        return;
+    }
+    h->status = code;
+    to_client(W, s, b.p + b.off, b.len);
+    buf_free(&b);
+    if (s->state == ST_CLOSED)
+        return;
+    http_log(W, s, LS_HEND_REDIRECT, 0);
+    h->exchange = 0;
+    close_after_write(W, s);
+}
+
 static void start_exchange(ls_worker *W, ls_session *s)
 {
     ls_http *h = s->http;
@@ -182,6 +231,11 @@ static void start_exchange(ls_worker *W, ls_session *s)
     h->log_slot = -1;
     s->attempts = 0;
     s->nfailed = 0;
+    h->rhold.off = h->rhold.len = 0;
+    if (L->hcfg.redirect_code) {
+        http_redirect(W, s);
+        return;
+    }
     llhttp_init(&h->resp, HTTP_RESPONSE, &resp_settings);
     h->resp.data = s;
     if (h->flags & H_HAS_BODY && !h->req_complete) {
@@ -235,6 +289,7 @@ static void server_lost(ls_worker *W, ls_session *s, int reset)
             h->reused = 0;
             h->req_sent = 0;
             h->out.off = h->out.len = 0;
+            h->rhold.off = h->rhold.len = 0; /* a head the lost connection began */
             buf_append(&h->out, h->rhead.p + h->rhead.off, h->rhead.len);
             llhttp_init(&h->resp, HTTP_RESPONSE, &resp_settings);
             h->resp.data = s;

@@ -102,52 +102,108 @@ static int keeps_connection(ls_session *s)
            (h->req_complete || !(h->flags & H_HAS_BODY));
 }
 
+/* The listener's response_headers, or NULL when it has none. */
+static const ls_hrules *resp_rules(const ls_session *s)
+{
+    const ls_hrules *r = &s->L->hcfg.resp_rules;
+    return r->ndrop || r->lines_len ? r : NULL;
+}
+
+/* One head (`len` bytes up to the CRLF of its last field) copied to out + *o
+ * without its Connection and Keep-Alive lines nor the fields rules `r` drop,
+ * with the rules' lines, then `add`, then the blank line; `v11`: its status
+ * line made to say HTTP/1.1. */
+static void put_head(char *out, size_t *o, const char *data, size_t len, const char *add,
+                     int v11, const ls_hrules *r)
+{
+    size_t i = 0;
+    while (i < len) {
+        const char *eol = memmem(data + i, len - i, "\r\n", 2);
+        size_t line = eol ? (size_t)(eol - (data + i)) + 2 : len - i;
+        int cut = i > 0 && ((line >= 11 && strncasecmp(data + i, "connection:", 11) == 0) ||
+                            (line >= 11 && strncasecmp(data + i, "keep-alive:", 11) == 0));
+        if (!cut && i > 0 && r && r->ndrop) {
+            const char *colon = memchr(data + i, ':', line);
+            cut = colon && rule_drops(r, data + i, (size_t)(colon - (data + i)));
+        }
+        if (!cut) {
+            memcpy(out + *o, data + i, line);
+            if (i == 0 && v11 && line > 8)
+                memcpy(out + *o, "HTTP/1.1", 8);
+            *o += line;
+        }
+        i += line;
+    }
+    if (r) {
+        memcpy(out + *o, r->lines, (size_t)r->lines_len);
+        *o += (size_t)r->lines_len;
+    }
+    size_t add_len = strlen(add);
+    memcpy(out + *o, add, add_len);
+    *o += add_len;
+    memcpy(out + *o, "\r\n", 2);
+    *o += 2;
+}
+
+static int is_interim(const char *data, size_t n)
+{
+    return n > 10 &&
+           (memcmp(data, "HTTP/1.1 1", 10) == 0 || memcmp(data, "HTTP/1.0 1", 10) == 0);
+}
+
 /* close_head and kept_open_head of loadstone/http/response.py: a relayed head
  * without its Connection and Keep-Alive lines and with `add` (a field line)
- * instead; `v11`: its status line made to say HTTP/1.1. Returns a malloc'ed
- * copy, or NULL to send the bytes unchanged (the head not all here, or interim
- * responses first). */
-static char *edit_head(const char *data, size_t n, const char *add, int v11, size_t *out_n)
+ * instead; `v11`: its status line made to say HTTP/1.1; `r`: the response
+ * header rules applied to it and to the interim responses before it (as
+ * ResponsePolicy.prepare: the fields they name go, their lines come before
+ * `add`). Returns a malloc'ed copy, or NULL to send the bytes unchanged (the
+ * head not all here, or interim responses first and no rules). With rules,
+ * `data` may hold interim responses alone. */
+static char *edit_head(const char *data, size_t n, const char *add, int v11, const ls_hrules *r,
+                       size_t *out_n)
 {
     /* llhttp skips empty lines before a status line (a server that ended the
      * previous body with one CRLF too many): they are not the end of this
      * head. Relayed as they are, the head after them rewritten. */
-    size_t lead = 0;
-    while (lead < n && (data[lead] == '\r' || data[lead] == '\n'))
-        lead++;
-    const char *all = data;
-    data += lead;
-    n -= lead;
-    const char *end = memmem(data, n, "\r\n\r\n", 4);
-    if (!end || (n > 10 && (memcmp(data, "HTTP/1.1 1", 10) == 0 || memcmp(data, "HTTP/1.0 1", 10) == 0)))
-        return NULL;
-    size_t head_len = (size_t)(end - data) + 2; /* up to the CRLF of the last field */
-    size_t add_len = strlen(add);
-    char *out = malloc(lead + n + add_len + 2);
+    size_t pos = 0, heads = 1;
+    for (;;) { /* the interim responses: how many */
+        while (pos < n && (data[pos] == '\r' || data[pos] == '\n'))
+            pos++;
+        if (!is_interim(data + pos, n - pos))
+            break;
+        const char *e = r ? memmem(data + pos, n - pos, "\r\n\r\n", 4) : NULL;
+        if (!e)
+            return NULL;
+        pos = (size_t)(e - data) + 4;
+        heads++;
+    }
+    const char *end = pos < n ? memmem(data + pos, n - pos, "\r\n\r\n", 4) : NULL;
+    if (!end && (pos < n || heads == 1))
+        return NULL; /* the head not all here */
+    size_t rules_len = r ? (size_t)r->lines_len : 0;
+    char *out = malloc(n + heads * rules_len + strlen(add) + 2);
     if (!out)
         return NULL;
-    memcpy(out, all, lead);
-    size_t o = lead, i = 0;
-    while (i < head_len) {
-        const char *eol = memmem(data + i, head_len - i, "\r\n", 2);
-        size_t line = eol ? (size_t)(eol - (data + i)) + 2 : head_len - i;
-        int cut = i > 0 && ((line >= 11 && strncasecmp(data + i, "connection:", 11) == 0) ||
-                            (line >= 11 && strncasecmp(data + i, "keep-alive:", 11) == 0));
-        if (!cut) {
-            memcpy(out + o, data + i, line);
-            if (i == 0 && v11 && line > 8)
-                memcpy(out + o, "HTTP/1.1", 8);
-            o += line;
-        }
-        i += line;
+    size_t o = 0, i = 0;
+    for (;;) {
+        size_t blank = i;
+        while (i < n && (data[i] == '\r' || data[i] == '\n'))
+            i++;
+        memcpy(out + o, data + blank, i - blank);
+        o += i - blank;
+        if (!is_interim(data + i, n - i))
+            break;
+        const char *e = memmem(data + i, n - i, "\r\n\r\n", 4);
+        put_head(out, &o, data + i, (size_t)(e - (data + i)) + 2, "", 0, r);
+        i = (size_t)(e - data) + 4;
     }
-    memcpy(out + o, add, add_len);
-    o += add_len;
-    memcpy(out + o, "\r\n", 2);
-    o += 2;
-    size_t rest = n - (head_len + 2);
-    memcpy(out + o, data + head_len + 2, rest);
-    *out_n = o + rest;
+    if (end) {
+        size_t len = (size_t)(end - (data + i)) + 2; /* up to the CRLF of the last field */
+        put_head(out, &o, data + i, len, add, v11, r);
+        i += len + 2;
+    }
+    memcpy(out + o, data + i, n - i);
+    *out_n = o + n - i;
     return out;
 }
 
@@ -156,18 +212,71 @@ static char *edit_head(const char *data, size_t n, const char *add, int v11, siz
  * malloc'ed copy. The server's Connection is its connection's (hop-by-hop): a
  * server closing after a framed response leaves the client connection open as
  * HAProxy does (a close-delimited body is relayed as it came, so its end is the
- * client's close too); a client connection closing is told so. */
+ * client's close too); a client connection closing is told so. With response
+ * header rules every head is rewritten (read_server holds it until it is all
+ * here). */
 static char *head_for_client(ls_session *s, const char *data, size_t n, size_t *out_n)
 {
     ls_http *h = s->http;
-    if (h->resp_keep)
-        return keeps_connection(s) ? NULL : edit_head(data, n, "Connection: close\r\n", 0, out_n);
+    const ls_hrules *r = resp_rules(s);
+    if (h->resp_keep) {
+        if (keeps_connection(s)) /* with rules, the server's keep-alive said again */
+            return r ? edit_head(data, n, h->http10 ? "Connection: keep-alive\r\n" : "", 0, r,
+                                 out_n)
+                     : NULL;
+        return edit_head(data, n, "Connection: close\r\n", 0, r, out_n);
+    }
     char *kept = NULL;
     if (keeps_connection(s) && !h->resp_eof)
-        kept = edit_head(data, n, h->http10 ? "Connection: keep-alive\r\n" : "", 1, out_n);
-    if (!kept)
+        kept = edit_head(data, n, h->http10 ? "Connection: keep-alive\r\n" : "", 1, r, out_n);
+    if (!kept) {
         h->keep_client = 0; /* the server's close reaches the client */
+        if (r) /* its Connection line goes with the others: ours says it */
+            kept = edit_head(data, n, "Connection: close\r\n", 0, r, out_n);
+    }
     return kept;
+}
+
+/* Response header rules: the start of a response is held until its head (after
+ * any interim responses, relayed at once) is all read, so that the rules see
+ * it whole. 1 while holding (the bytes are taken), 0 when `buf` goes on (with
+ * what was held before it: *data and *n then name it all), -1 on a failure
+ * (the exchange is ended). */
+static int hold_head(ls_worker *W, ls_session *s, const char *buf, const char **data, size_t *n)
+{
+    ls_http *h = s->http;
+    if (h->resp_head && !h->rhold.len)
+        return 0; /* all in this read: the common case, no copy */
+    if (buf_append(&h->rhold, buf, *n) < 0 || h->rhold.len > IN_LIMIT) {
+        if (h->response_started)
+            http_abort(W, s, LS_HEND_SERVER_ERROR);
+        else
+            http_answer(W, s, 502, LS_HEND_SERVER_ERROR, 0);
+        return -1;
+    }
+    const char *held = h->rhold.p + h->rhold.off;
+    if (h->resp_head) {
+        *data = held;
+        *n = h->rhold.len;
+        return 0;
+    }
+    /* complete interim responses (100 Continue) go on now: a client may wait
+     * for one before it sends its body */
+    const char *last = NULL, *e = held;
+    while ((e = memmem(e, h->rhold.len - (size_t)(e - held), "\r\n\r\n", 4)) != NULL) {
+        e += 4;
+        last = e;
+    }
+    if (last) {
+        size_t k = (size_t)(last - held), m = k;
+        char *edited = edit_head(held, k, "", 0, resp_rules(s), &m);
+        to_client(W, s, edited ? edited : held, m);
+        free(edited);
+        if (s->state == ST_CLOSED)
+            return -1;
+        buf_consume(&h->rhold, k);
+    }
+    return 1;
 }
 
 /* The client connection broke (a reset, a send error). */
@@ -288,15 +397,28 @@ static int read_server(ls_worker *W, ls_session *s)
         return 1;
     }
     if (upgraded) {
+        if (h->rhold.len) { /* a 101 held by hold_head: relayed as it came */
+            if (buf_append(&h->rhold, buf, (size_t)n) < 0) {
+                http_abort(W, s, LS_HEND_SERVER_ERROR);
+                return 1;
+            }
+            start_tunnel(W, s, h->rhold.p + h->rhold.off, h->rhold.len);
+            return 1;
+        }
         start_tunnel(W, s, buf, (size_t)n);
         return 1;
     }
     const char *data = buf;
     char *rewritten = NULL;
+    if (h->resp_first && used && (resp_rules(s) || h->rhold.len)) { /* (a reload between) */
+        int held = hold_head(W, s, buf, &data, &used);
+        if (held)
+            return 1;
+    }
     if (h->resp_first && used) {
         h->resp_first = 0;
         size_t m;
-        if (h->resp_head && (rewritten = head_for_client(s, buf, used, &m)) != NULL) {
+        if (h->resp_head && (rewritten = head_for_client(s, data, used, &m)) != NULL) {
             data = rewritten;
             used = m;
         }
@@ -305,6 +427,7 @@ static int read_server(ls_worker *W, ls_session *s)
     free(rewritten);
     if (s->state == ST_CLOSED)
         return 1;
+    h->rhold.off = h->rhold.len = 0;
     if (h->resp_done)
         response_done(W, s);
     return 1;

@@ -119,6 +119,15 @@ static int dropped(const ls_hconfig *c, const char *name, size_t n)
 
 #define MAX_NAMED 16
 
+/* A field a header rule removes (a set or a delete of its name). */
+static int rule_drops(const ls_hrules *r, const char *name, size_t n)
+{
+    for (int k = 0; k < r->ndrop; k++)
+        if (ieq(name, n, r->drop[k]))
+            return 1;
+    return 0;
+}
+
 /* RFC 9112 section 3.2.2: a server takes the host of an absolute-form target
  * ("http://authority/path") and ignores Host, while loadstone routes by Host.
  * 1 when the target is absolute-form and its authority is not the Host value:
@@ -216,6 +225,8 @@ static int build_head(ls_session *s, ls_http *h)
         } else if (dropped(c, name, nl)) {
             keep[i] = 0;
         }
+        if (keep[i] && c->req_rules.ndrop && rule_drops(&c->req_rules, name, nl))
+            keep[i] = 0; /* request_headers: set or delete */
     }
     if (size > (size_t)c->max_head_size) {
         h->bad_status = 431;
@@ -237,6 +248,9 @@ static int build_head(ls_session *s, ls_http *h)
         h->bad_reason = "absolute-form target and Host name different hosts";
         return -1;
     }
+    h->has_host = host != NULL;
+    h->host = host ? (uint32_t)(host - base) : 0;
+    h->host_len = (uint32_t)host_len;
     ls_buf *o = &h->rhead;
     o->off = o->len = 0;
     int err = buf_append(o, h->method, strlen(h->method));
@@ -258,6 +272,9 @@ static int build_head(ls_session *s, ls_http *h)
         err |= buf_append(o, base + f->value, f->value_len);
         err |= buf_append(o, "\r\n", 2);
     }
+    /* request_headers: the lines of the sets and adds, after the fields kept
+     * and before the proxy's own (as RequestPolicy.prepare) */
+    err |= buf_append(o, c->req_rules.lines, (size_t)c->req_rules.lines_len);
     err |= buf_append(o, h->extra, (size_t)h->extra_len);
     if (h->upgrade)
         err |= buf_append(o, "Connection: upgrade\r\n", 21);

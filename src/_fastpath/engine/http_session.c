@@ -109,6 +109,7 @@ static void http_free(struct ls_http *h)
     buf_free(&h->rhead);
     buf_free(&h->out);
     buf_free(&h->cout);
+    buf_free(&h->rhold);
     free(h->fields);
     free(h->extra);
     free(h);

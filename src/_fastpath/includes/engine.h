@@ -75,6 +75,7 @@ enum {
     LS_HEND_CLIENT_CLOSE,
     LS_HEND_CLIENT_RESET,
     LS_HEND_SHUTDOWN, /* arg: the reason id given to ls_shutdown */
+    LS_HEND_REDIRECT, /* the listener's `redirect`, answered by the engine */
 };
 
 #define LS_HTTP_TARGET_MAX 1024 /* bytes of the request target kept for the log */
@@ -137,6 +138,21 @@ typedef struct ls_hnet {
     uint8_t addr[16];
 } ls_hnet;
 
+/* Header rules of one direction (`request_headers` or `response_headers`),
+ * compiled by http_native.py: rules apply in the order written, a set or a
+ * delete removing every earlier field of its name, so what they do to a head
+ * is the same whatever it holds: the fields named in `drop` go, and `lines`
+ * (what the sets and adds leave, in order) follows the fields kept. */
+#define LS_HTTP_MAX_RULES 32       /* rules per direction */
+#define LS_HTTP_RULE_NAME 64       /* a rule's header name, with its NUL */
+#define LS_HTTP_RULE_LINES 4096    /* the bytes of the lines the rules add */
+typedef struct ls_hrules {
+    int32_t ndrop;
+    char drop[LS_HTTP_MAX_RULES][LS_HTTP_RULE_NAME]; /* names, compared ignoring case */
+    int32_t lines_len;
+    char lines[LS_HTTP_RULE_LINES]; /* "Name: value\r\n" lines */
+} ls_hrules;
+
 typedef struct ls_hconfig {
     int32_t enabled;
     int64_t request_ms, keep_alive_ms, client_ms, server_ms, tunnel_ms;
@@ -147,6 +163,9 @@ typedef struct ls_hconfig {
     int32_t nexcept;            /* forwardfor's `except` networks */
     ls_hnet except[LS_HTTP_MAX_EXCEPT];
     int32_t max_requests; /* a server connection serves this many, then closes (>= 1) */
+    ls_hrules req_rules, resp_rules;
+    int32_t redirect_code;    /* `redirect`: every request answered so, or 0 */
+    char redirect_scheme[16]; /* its scheme ("https") */
 } ls_hconfig;
 
 typedef struct ls_engine ls_engine;

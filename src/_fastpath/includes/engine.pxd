@@ -13,7 +13,7 @@ cdef extern from "engine.h" nogil:
     int LS_SPLICE_OFF, LS_SPLICE_ON, LS_SPLICE_AUTO
     int LS_REC_SESSION, LS_REC_CONNECT_FAILED, LS_REC_HTTP, LS_REC_TLS_FAILED
     int LS_END_CONNECT_FAILED
-    int LS_HEND_OK, LS_HEND_CONNECT_FAILED, LS_HEND_SHUTDOWN
+    int LS_HEND_OK, LS_HEND_CONNECT_FAILED, LS_HEND_SHUTDOWN, LS_HEND_REDIRECT
     int LS_HTTP_MAX_EXCEPT
 
     ctypedef struct ls_record:
@@ -60,6 +60,13 @@ cdef extern from "engine.h" nogil:
         int32_t prefix
         uint8_t addr[16]
 
+    int LS_HTTP_MAX_RULES, LS_HTTP_RULE_NAME, LS_HTTP_RULE_LINES
+    ctypedef struct ls_hrules:
+        int32_t ndrop
+        char drop[32][64]
+        int32_t lines_len
+        char lines[4096]
+
     ctypedef struct ls_hconfig:
         int32_t enabled
         int64_t request_ms, keep_alive_ms, client_ms, server_ms, tunnel_ms
@@ -70,6 +77,9 @@ cdef extern from "engine.h" nogil:
         int32_t nexcept
         ls_hnet *except_ "except"
         int32_t max_requests
+        ls_hrules req_rules, resp_rules
+        int32_t redirect_code
+        char redirect_scheme[16]
 
     ctypedef struct ls_lstats:
         int64_t current

@@ -87,6 +87,10 @@ class Engine:
         proto_line: str,
         except_nets: list[tuple[int, bytes, int]],
         max_requests: int = 1000,
+        request_rules: tuple[tuple[bytes, ...], bytes] = ((), b""),
+        response_rules: tuple[tuple[bytes, ...], bytes] = ((), b""),
+        redirect_code: int = 0,
+        redirect_scheme: str = "",
     ) -> None: ...
     def http_stop(self, lid: int) -> int: ...
     def http_close_after_response(self, lid: int) -> None: ...

@@ -13,8 +13,15 @@ it: a broken engine is not hidden behind the pure path.
 
 A listener is served natively when its configuration uses only what the engine
 implements (`refusal` says why not otherwise: cookie persistence, routing,
-header rules, Location rewriting stay in Python). The choice is made per
-listener at start and on every reload, logged, and shown in the status API
+Location rewriting stay in Python, and header rules beyond the engine's table).
+Header rules (`request_headers`, `response_headers`: HSTS on a TLS listener)
+reach the engine compiled (`compile_rules`): the names whose fields go and the
+lines added, the same for every head, applied where the request head is
+rebuilt and to the head of every relayed response (not to the proxy's own
+answers, as on the pure path). `redirect` (a plain listener sending everyone
+to https) is answered by the engine itself, byte for byte the pure path's.
+The choice is made per listener at start and on every reload (the rules are
+given to the engine again then), logged, and shown in the status API
 (`data_path`, `data_path_reason`).
 
 Python sees one record per request (the access-log line, built here from the
@@ -31,7 +38,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from loadstone._fastpath import relay
-from loadstone.config.model import ListenerConfig
+from loadstone.config.model import HeaderRule, ListenerConfig
 from loadstone.datapath import tcp_native as native
 from loadstone.datapath.http_counts import responses_by_class, status_class
 from loadstone.http import message
@@ -49,12 +56,15 @@ _PURE_ONLY = (
     ("cookie", "cookie persistence"),
     ("routes", "routing rules"),
     ("pools", "routing pools"),
-    ("request_headers", "request header rules"),
-    ("response_headers", "response header rules"),
     ("rewrite_location", "Location rewriting"),
-    ("redirect", "redirect to https"),
 )
 MAX_EXCEPT = 32  # LS_HTTP_MAX_EXCEPT
+# The engine's table of one direction's header rules (ls_hrules in engine.h).
+MAX_RULES = 32  # LS_HTTP_MAX_RULES
+MAX_RULE_NAME = 63  # LS_HTTP_RULE_NAME, less its NUL
+MAX_RULE_LINES = 4096  # LS_HTTP_RULE_LINES
+
+CompiledRules = tuple[tuple[bytes, ...], bytes]
 
 _llhttp_ready = False
 
@@ -82,6 +92,14 @@ def refusal(config: ListenerConfig) -> str | None:
     for field, what in _PURE_ONLY:
         if getattr(config, field):
             return f"{what} (native HTTP path: not implemented)"
+    for field in ("request_headers", "response_headers"):
+        rules: tuple[HeaderRule, ...] = getattr(config, field)
+        if len(rules) > MAX_RULES:
+            return f"{field} has more than {MAX_RULES} rules"
+        if any(len(r.name) > MAX_RULE_NAME for r in rules):
+            return f"a {field} name is longer than {MAX_RULE_NAME} bytes"
+        if len(compile_rules(rules)[1]) > MAX_RULE_LINES:
+            return f"{field} add more than {MAX_RULE_LINES} bytes of header lines"
     ff = config.forwardfor
     if ff is not None:
         if len(ff.except_nets) > MAX_EXCEPT:
@@ -89,6 +107,28 @@ def refusal(config: ListenerConfig) -> str | None:
         if len(ff.header.encode()) >= 64:
             return "forwardfor.header name longer than 63 bytes"
     return None
+
+
+def compile_rules(rules: tuple[HeaderRule, ...]) -> CompiledRules:
+    """Header rules as the engine applies them: (lower-cased names whose fields
+    go, the lines that follow the fields kept).
+
+    The same as loadstone.http.rules.HeaderRules.apply whatever the head holds:
+    a set or delete removes every field of its name, the head's and those
+    earlier rules added, so the head's fields of a name some set or delete
+    names all go, and what the rules add is the same block every time."""
+    drop: list[bytes] = []
+    added: list[tuple[bytes, bytes]] = []  # (lower-cased name, line)
+    for rule in rules:
+        lower = rule.name.lower().encode("ascii")
+        if rule.action != "add":
+            if lower not in drop:
+                drop.append(lower)
+            added = [a for a in added if a[0] != lower]
+        if rule.action != "delete":
+            line = b"%s: %s\r\n" % (rule.name.encode("ascii"), rule.value.encode("latin-1"))
+            added.append((lower, line))
+    return tuple(drop), b"".join(line for _, line in added)
 
 
 def tls_refusal(config: ListenerConfig) -> str | None:
@@ -137,6 +177,10 @@ class HttpFrontend(native.TcpFrontend):
             forwardfor=ff.header if ff is not None else "",
             proto_line=f"X-Forwarded-Proto: {proto}\r\n" if proto is not None else "",
             except_nets=[(n.version, n.network_address.packed, n.prefixlen) for n in nets],
+            request_rules=compile_rules(c.request_headers),
+            response_rules=compile_rules(c.response_headers),
+            redirect_code=c.redirect.code if c.redirect is not None else 0,
+            redirect_scheme=c.redirect.scheme if c.redirect is not None else "",
         )
 
     def count_requests(self, by_class: list[int]) -> None:
