@@ -48,6 +48,13 @@ def ctl(
     )
 
 
+def _sigint_as_at_a_terminal() -> None:
+    # A job a non-interactive shell starts in the background (`cmd &`, as a CI
+    # runner may) inherits SIGINT ignored, and Python then leaves it ignored:
+    # Ctrl-C at a terminal is what --watch is stopped by.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def ctl_running(ls: Loadstone, *args: str) -> subprocess.Popen[str]:
     """ctl started against `ls`, not waited for; its output in pipes."""
     return subprocess.Popen(
@@ -55,6 +62,7 @@ def ctl_running(ls: Loadstone, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_sigint_as_at_a_terminal,
     )
 
 
