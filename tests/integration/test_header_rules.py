@@ -251,3 +251,22 @@ def test_redirect_answers_every_request_as_the_pure_path(loadstone: Start) -> No
     )
     # (the pure path also logs the pipelined request it did not answer)
     assert ends[0] == (308, "redirect")
+
+
+def test_a_status_outside_100_to_599_is_a_bad_response(
+    scripted: Callable[[bool, int], ScriptedServer], loadstone: Start
+) -> None:
+    """RFC 9110 15: status codes are 100 to 599. A 020 used to pass for an
+    interim response (below 200) on both paths, and the next response was
+    relayed as part of its head (found by scripts/fuzz-c, kept in
+    fuzz/c/reproducers/status-020-taken-for-interim)."""
+    server = scripted(False, 1)
+    server.HEAD = (
+        b"HTTP/1.1 020 Odd\r\nContent-Length: 2\r\n\r\nhi"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    )
+    ls = loadstone(http_config([Backend("s1", server.port)]))
+    responses = exchange(
+        port_of(ls), b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", expect=1
+    )
+    assert [r.status for r in responses] == [502]

@@ -361,6 +361,9 @@ static int resp_headers_complete(llhttp_t *p)
     ls_session *s = p->data;
     ls_http *h = s->http;
     int status = llhttp_get_status_code(p);
+    if (status < 100 || status > 599)
+        return -1; /* not a status code (RFC 9110 15: 100 to 599); a 0xx would
+                      pass for interim below (found by scripts/fuzz-c) */
     if (status < 200 && status != 101) {
         h->interim = 1; /* 100 Continue, 103 Early Hints: relayed as they are */
         return 0;

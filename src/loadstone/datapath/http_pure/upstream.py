@@ -246,6 +246,8 @@ class Backend(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         status = parser.get_status_code()
+        if not 100 <= status <= 599:  # RFC 9110 15: a 0xx would pass for interim
+            raise HttpParserError(f"status {status} is not a status code")
         if status < 200 and status != 101:
             self.interim = True  # 100 Continue, 103 Early Hints: passed on as they are
             return
@@ -346,6 +348,8 @@ class RewritingBackend(Backend):
         client = self.client
         assert client is not None
         status = self.parser.get_status_code()
+        if not 100 <= status <= 599:  # RFC 9110 15: a 0xx would pass for interim
+            raise HttpParserError(f"status {status} is not a status code")
         if 100 <= status < 200 and status != 101:
             # Interim (100 Continue, 103 Early Hints): passed on to HTTP/1.1
             # clients; the final response follows on the same parser.
