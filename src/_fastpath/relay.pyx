@@ -185,6 +185,19 @@ def read_client_hello(pieces):
         ls_ch_free(&reader)
 
 
+def address_text(bytes sockaddr):
+    """A struct sockaddr (sockaddr_in or sockaddr_in6, as bytes) as the engine
+    writes a client address into a session's log line."""
+    cdef char buf[128]
+    cdef char out[64]
+    if len(sockaddr) > sizeof(buf):
+        raise ValueError("not a sockaddr")
+    memset(buf, 0, sizeof(buf))
+    memcpy(buf, <const char *>sockaddr, len(sockaddr))
+    cdef size_t n = ls_addr_text(buf, out, sizeof(out))
+    return out[:n].decode("ascii")
+
+
 def blake2b64(bytes data):
     """The `source` balancer's ring position of a key, computed by the engine."""
     return ls_blake2b64(<const char *>data, len(data))

@@ -239,6 +239,12 @@ int ls_shutdown(ls_engine *e, int lid, int slot, int reason_id);
  * and its length in *n, or NULL with *n = 0. */
 ls_record *ls_take_records(ls_engine *e, int *n);
 
+/* A client address as the session log writes it (192.0.2.1:5000,
+ * [2001:db8::1]:5000, "-" for another family), inet_ntop's text built without
+ * libc formatting (addr_text.c); cut to `size` as snprintf cuts; returns the
+ * length of the whole text. */
+size_t ls_addr_text(const struct sockaddr *sa, char *out, size_t size);
+
 /* Hash used by the `source` algorithm: the first 8 bytes of BLAKE2b-64 of the
  * key, big-endian, as loadstone.balance.source._position computes it. */
 uint64_t ls_blake2b64(const void *data, size_t len);
