@@ -758,7 +758,10 @@ cdef class Engine:
         cdef int n = 0, i
         cdef ls_record *recs = ls_take_records(self.engine, &n)
         cdef ls_record *r
-        cdef _LineBuffer buf
+        cdef _LineBuffer buf = None
+        cdef tuple names = None
+        cdef list counts = None
+        cdef int names_of = -1  # the listener `names`, `buf` and `counts` belong to
         cdef char stamp[40]
         cdef char now_text[40]
         cdef double now = _wall_clock(stamp) if n else 0.0
@@ -773,24 +776,33 @@ cdef class Engine:
         try:
             for i in range(n):
                 r = &recs[i]
-                if log_names is not None and _formatted_here(r) and r.listener in log_names:
-                    names = log_names[r.listener]
-                    if r.type == LS_REC_HTTP:
-                        counts = http_counts.get(r.listener)
-                        if counts is None:
-                            counts = http_counts[r.listener] = [0, 0, 0, 0, 0, 0]
-                        counts[r.status // 100 if 100 <= r.status < 600 else 0] += 1
-                        if not _http_logged(names[3], r):
-                            continue
-                    buf = buffers.get(r.listener)
-                    if buf is None:
-                        buf = buffers[r.listener] = _LineBuffer()
-                    if r.type == LS_REC_SESSION:
-                        # The engine made this record only if `log` wants it.
-                        _format_session(buf, r, names, now_text, stamp)
-                    else:
-                        _format_http(buf, r, names, now_text, stamp)
-                    continue
+                if log_names is not None and _formatted_here(r):
+                    if r.listener != names_of:
+                        # A batch is mostly runs of one listener's records: its
+                        # names, buffer and counts are looked up once per run.
+                        names_of = r.listener
+                        names = log_names.get(r.listener)
+                        buf = None
+                        counts = None
+                    if names is not None:
+                        if r.type == LS_REC_HTTP:
+                            if counts is None:
+                                counts = http_counts.get(r.listener)
+                                if counts is None:
+                                    counts = http_counts[r.listener] = [0, 0, 0, 0, 0, 0]
+                            counts[r.status // 100 if 100 <= r.status < 600 else 0] += 1
+                            if not _http_logged(names[3], r):
+                                continue
+                        if buf is None:
+                            buf = buffers.get(r.listener)
+                            if buf is None:
+                                buf = buffers[r.listener] = _LineBuffer()
+                        if r.type == LS_REC_SESSION:
+                            # The engine made this record only if `log` wants it.
+                            _format_session(buf, r, names, now_text, stamp)
+                        else:
+                            _format_http(buf, r, names, now_text, stamp)
+                        continue
                 record = (
                     r.type,
                     r.listener,
