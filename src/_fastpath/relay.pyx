@@ -229,6 +229,7 @@ cdef class Engine:
     def __cinit__(self, int workers=1, str splice="auto", int pipe_size=0, int bufsize=0,
                   str io_uring="auto"):
         self.engine = NULL
+        self._line_buffers = {}
         if splice not in SPLICE_MODES:
             raise ValueError(f"splice must be one of {', '.join(SPLICE_MODES)}, got {splice!r}")
         if io_uring not in ("auto", "off"):
@@ -771,7 +772,12 @@ cdef class Engine:
         snprintf(now_text, sizeof(now_text), "%.6f", now)
         out = []
         lines = {}
-        buffers = {}
+        # Kept from call to call: a buffer grown anew for every batch was a few
+        # reallocs, copies and fresh pages per drain of the engine.
+        cdef dict buffers = self._line_buffers
+        for buf in buffers.values():
+            buf.length = 0  # a batch that raised half way leaves no lines behind
+        buf = None
         http_counts = {}
         try:
             for i in range(n):
@@ -832,7 +838,8 @@ cdef class Engine:
         finally:
             free(recs)
         for lid, buf in buffers.items():
-            lines[lid] = buf.text()
+            if buf.length:
+                lines[lid] = buf.take()
         return lines, out, http_counts
 
 
@@ -912,6 +919,12 @@ def metric_codes():
     return [ls_http_tracked[k] for k in range(LS_HTTP_TRACKED)]
 
 
+# The largest line buffer take_records keeps for the next batch (a drain of a
+# busy listener is a few hundred KiB of lines).
+cdef enum:
+    LINE_BUFFER_KEPT = 4 * 1024 * 1024
+
+
 cdef class _LineBuffer:
     """Lines of one listener, appended in C; joined by newlines."""
     cdef char *data
@@ -933,10 +946,18 @@ cdef class _LineBuffer:
         self.capacity = want
         return 0
 
-    cdef str text(self):
+    cdef str take(self):
+        """The lines so far; the buffer is left empty for the next batch, its
+        memory kept unless a burst made it large."""
         # latin-1: a request target's bytes become the characters the pure path
         # makes of them (it decodes targets as latin-1); the rest is ASCII.
-        return self.data[: self.length].decode("latin-1")
+        text = self.data[: self.length].decode("latin-1")
+        self.length = 0
+        if self.capacity > LINE_BUFFER_KEPT:
+            free(self.data)
+            self.data = NULL
+            self.capacity = 0
+        return text
 
 
 cdef extern from *:

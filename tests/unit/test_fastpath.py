@@ -208,6 +208,32 @@ def test_session_lines_formatted_natively_match_the_session_log(fmt: str) -> Non
         assert match[1] == python_line.split(" ", 1)[1]
 
 
+def test_each_take_of_records_has_only_its_own_batch_of_lines() -> None:
+    """take_records keeps its line buffers from call to call: a batch's lines
+    are that batch's alone, and a take with no records gives no lines."""
+    backend = socket.create_server(("127.0.0.1", 0))
+    front = socket.create_server(("127.0.0.1", 0))
+    front.setblocking(False)
+    engine = relay.Engine(1, "auto")
+    try:
+        lid, _ = _relaying(engine, front, backend.getsockname()[1])
+        names = {lid: (True, b"web", [b"a"])}
+        for _ in range(3):
+            port = _one_session(engine, front, backend)
+            lines: dict[int, str] = {}
+            while not lines:
+                assert select.select([engine.record_fd()], [], [], 5)[0], "no record"
+                lines = engine.take_records(names)[0]
+            assert [json.loads(line)["client"] for line in lines[lid].split("\n")] == [
+                f"127.0.0.1:{port}"
+            ]
+        assert engine.take_records(names)[0] == {}
+    finally:
+        engine.close()
+        front.close()
+        backend.close()
+
+
 @pytest.mark.parametrize(("log", "mode"), [("all", 0), ("errors", 1), ("none", 2)])
 def test_log_mode_decides_which_sessions_make_a_record(log: str, mode: int) -> None:
     # A session closed by its peers is the normal end: with `log: errors` or
