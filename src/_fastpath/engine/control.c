@@ -132,6 +132,16 @@ static ls_record *new_record(ls_worker *W)
     return r;
 }
 
+/* The bytes of `r` that mean something: the HTTP fields, the request target's
+ * 1 KiB above all, only in an HTTP record, and of the target its length. In the
+ * close scenario copying whole records was 1.3 KiB per logged tcp session. */
+static size_t record_used(const ls_record *r)
+{
+    if (r->type != LS_REC_HTTP)
+        return offsetof(ls_record, status);
+    return offsetof(ls_record, target) + r->target_len;
+}
+
 static void flush_records(ls_worker *W)
 {
     if (!W->nrecs)
@@ -150,7 +160,8 @@ static void flush_records(ls_worker *W)
         }
     }
     if (e->nrecs + W->nrecs <= e->caprecs) {
-        memcpy(e->recs + e->nrecs, W->recs, (size_t)W->nrecs * sizeof *W->recs);
+        for (int i = 0; i < W->nrecs; i++)
+            memcpy(&e->recs[e->nrecs + i], &W->recs[i], record_used(&W->recs[i]));
         e->nrecs += W->nrecs;
     }
     pthread_mutex_unlock(&e->rec_lock);

@@ -91,15 +91,18 @@ typedef struct ls_record {
     uint64_t bytes_out; /* server -> client */
     double duration;    /* seconds */
     char client[56];    /* "ip:port" or "[ip6]:port" */
-    /* LS_REC_HTTP only; duration above is the total time (Ta) */
+    /* LS_REC_SESSION of a TLS listener: "version/cipher/sni", else "";
+     * LS_REC_TLS_FAILED: the reason */
+    char tls[96];
+    /* LS_REC_HTTP only, and last: flush_records copies a record's fields up
+     * to here, and these (with target_len bytes of the target) only in an HTTP
+     * record; a tcp session's record is 200 bytes of the 1.3 KiB.
+     * duration above is the total time (Ta) */
     int32_t status;
     double t_request, t_queue, t_connect, t_response; /* seconds, -1: not reached */
     char method[24];
     uint16_t target_len;
     char target[LS_HTTP_TARGET_MAX];
-    /* LS_REC_SESSION of a TLS listener: "version/cipher/sni", else "";
-     * LS_REC_TLS_FAILED: the reason */
-    char tls[96];
 } ls_record;
 
 /* One server of a published table. */
