@@ -782,6 +782,8 @@ cdef class Engine:
         try:
             for i in range(n):
                 r = &recs[i]
+                if i + RECORD_PREFETCH < n:
+                    _prefetch_record(&recs[i + RECORD_PREFETCH])
                 if log_names is not None and _formatted_here(r):
                     if r.listener != names_of:
                         # A batch is mostly runs of one listener's records: its
@@ -861,6 +863,27 @@ cdef void _set_rules(ls_hrules *r, tuple rules) except *:
     r.ndrop = len(names)
     memcpy(r.lines, <const char *>block, len(block))
     r.lines_len = len(block)
+
+
+cdef extern from *:
+    """
+    /* A record's fields up to its tls text (what a tcp session's line reads)
+     * brought into the cache ahead of use: the workers wrote them on another
+     * core, 1.3 KiB apart, and waiting for each record's first line was most
+     * of take_records' time per line. */
+    static inline void ls_prefetch_record(const void *r)
+    {
+        const char *p = (const char *)r;
+        __builtin_prefetch(p);
+        __builtin_prefetch(p + 64);
+        __builtin_prefetch(p + 128);
+        __builtin_prefetch(p + 192);
+    }
+    """
+    void _prefetch_record "ls_prefetch_record"(const ls_record *r) nogil
+
+cdef enum:
+    RECORD_PREFETCH = 4  # records ahead of the one being formatted
 
 
 cdef inline bint _formatted_here(ls_record *r):
