@@ -838,7 +838,7 @@ cdef class Engine:
                     )
                 out.append(record)
         finally:
-            free(recs)
+            ls_records_done(self.engine, recs)
         for lid, buf in buffers.items():
             if buf.length:
                 lines[lid] = buf.take()

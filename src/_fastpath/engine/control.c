@@ -149,6 +149,11 @@ static void flush_records(ls_worker *W)
     ls_engine *e = W->e;
     pthread_mutex_lock(&e->rec_lock);
     int was_empty = e->nrecs == 0;
+    if (!e->recs && e->spare_recs) {
+        e->recs = e->spare_recs;
+        e->caprecs = e->spare_cap;
+        e->spare_recs = NULL;
+    }
     if (e->nrecs + W->nrecs > e->caprecs) {
         int cap = e->caprecs ? e->caprecs : 256;
         while (cap < e->nrecs + W->nrecs)
@@ -177,7 +182,20 @@ ls_record *ls_take_records(ls_engine *e, int *n)
     ls_record *r = e->recs;
     *n = e->nrecs;
     e->recs = NULL;
+    e->taken_cap = e->caprecs;
     e->nrecs = e->caprecs = 0;
     pthread_mutex_unlock(&e->rec_lock);
     return r;
+}
+
+void ls_records_done(ls_engine *e, ls_record *r)
+{
+    pthread_mutex_lock(&e->rec_lock);
+    if (!e->spare_recs && e->taken_cap <= LS_SPARE_RECORDS_MAX) {
+        e->spare_recs = r;
+        e->spare_cap = e->taken_cap;
+        r = NULL;
+    }
+    pthread_mutex_unlock(&e->rec_lock);
+    free(r);
 }

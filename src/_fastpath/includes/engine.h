@@ -238,9 +238,14 @@ void ls_engine_limit_stats(ls_engine *e, ls_limit_stats *out);
  * returns how many were closed. Waits for every worker. */
 int ls_shutdown(ls_engine *e, int lid, int slot, int reason_id);
 
-/* Take the records queued so far: returns a malloc'ed array (caller frees)
- * and its length in *n, or NULL with *n = 0. */
+/* Take the records queued so far: returns a malloc'ed array (the caller gives
+ * it back with ls_records_done, or frees it) and its length in *n, or NULL
+ * with *n = 0. */
 ls_record *ls_take_records(ls_engine *e, int *n);
+/* Give taken records back instead of freeing them: the array is filled again
+ * (one kept, up to LS_SPARE_RECORDS_MAX records; a larger one is freed). */
+#define LS_SPARE_RECORDS_MAX 4096
+void ls_records_done(ls_engine *e, ls_record *r);
 
 /* A client address as the session log writes it (192.0.2.1:5000,
  * [2001:db8::1]:5000, "-" for another family), inet_ntop's text built without
