@@ -334,6 +334,10 @@ def run_scenario(
                     f"{run.wrk.bytes_per_second / 2**20:>9,.1f} MB/s "
                     f"{run.cpu_us_per_request:>9,.1f} cpu us/req{flags}"
                 )
+                by_thread = run.thread_cpu_us_per_request
+                if len(by_thread) > 1:
+                    shares = ", ".join(f"{name} {us:.1f}" for name, us in by_thread.items())
+                    progress(f"    cpu us/req by thread: {shares}")
                 if not noisy:
                     break
             # Of the disturbed attempts, the least disturbed is the most faithful.

@@ -6,12 +6,12 @@ import resource
 import statistics
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchmarks.harness import h2load, wrk
 from benchmarks.harness.net import LOOPBACK
-from benchmarks.harness.procs import cpu_seconds, host_cpu_seconds, rss_bytes
+from benchmarks.harness.procs import cpu_seconds, host_cpu_seconds, rss_bytes, thread_cpu_seconds
 from benchmarks.harness.proxies import Proxy
 from benchmarks.harness.scenarios import Scenario
 from benchmarks.harness.wrk import WrkResult
@@ -34,10 +34,23 @@ class Run:
     host_cpu_seconds: float  # all CPUs x wall time of the run, for scale
     wrk_threads: int
     command: list[str]
+    # user + sys by thread name (threads gone before the run ends are missing)
+    proxy_thread_cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def cpu_us_per_request(self) -> float:
         return self.proxy_cpu_seconds / self.wrk.requests * 1e6 if self.wrk.requests else 0.0
+
+    @property
+    def thread_cpu_us_per_request(self) -> dict[str, float]:
+        """The proxy's CPU per request by thread name (those that used any)."""
+        if not self.wrk.requests:
+            return {}
+        return {
+            name: used / self.wrk.requests * 1e6
+            for name, used in sorted(self.proxy_thread_cpu_seconds.items())
+            if used > 0
+        }
 
     @property
     def foreign_cores(self) -> float:
@@ -47,6 +60,7 @@ class Run:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["cpu_us_per_request"] = self.cpu_us_per_request
+        data["thread_cpu_us_per_request"] = self.thread_cpu_us_per_request
         data["foreign_cores"] = self.foreign_cores
         data["errors_total"] = self.wrk.error_count
         return data
@@ -92,12 +106,14 @@ def measure(
     # This process reads /proc around the run: a little CPU that is not foreign.
     self_before = _self_cpu_seconds()
     proxy_before = cpu_seconds(proxy.pid)
+    threads_before = thread_cpu_seconds(proxy.pid)
     backends_before = cpu_seconds(*backend_pids)
     idle_before = cpu_seconds(*idle_pids)
     result, _ = (h2load if scenario.rate else wrk).run(argv, duration=duration)
     idle_used = cpu_seconds(*idle_pids) - idle_before
     backends_used = cpu_seconds(*backend_pids) - backends_before
     proxy_used = cpu_seconds(proxy.pid) - proxy_before
+    threads_after = thread_cpu_seconds(proxy.pid)
     self_used = _self_cpu_seconds() - self_before
     host_after = host_cpu_seconds()
     # A proxy that crashed mid-run makes every figure of this run meaningless.
@@ -117,6 +133,9 @@ def measure(
         host_cpu_seconds=host_after[1] - host_before[1],
         wrk_threads=wrk.effective_threads(threads, scenario.connections),
         command=argv,
+        proxy_thread_cpu_seconds={
+            name: used - threads_before.get(name, 0.0) for name, used in threads_after.items()
+        },
     )
 
 

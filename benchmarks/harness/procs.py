@@ -135,6 +135,28 @@ def cpu_seconds(*roots: int) -> float:
     return ticks / _CLK_TCK
 
 
+def thread_cpu_seconds(*roots: int) -> dict[str, float]:
+    """User + system CPU seconds of the process trees at `roots`, by thread name.
+
+    Threads of one name (a proxy's workers, each in its own process) are summed:
+    where a proxy's time goes (loadstone's ls-worker-N against its control thread)
+    stays readable on a loaded machine, unlike a profile's share.
+    """
+    by_name: dict[str, float] = {}
+    for member in {member for root in roots for member in process_tree(root)}:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, NotADirectoryError):
+            for task in os.scandir(f"/proc/{member}/task"):
+                try:
+                    name = Path(task.path, "comm").read_text().strip()
+                    raw = Path(task.path, "stat").read_text()
+                except (FileNotFoundError, ProcessLookupError):
+                    continue
+                fields = raw[raw.rindex(")") + 2 :].split()
+                ticks = int(fields[11]) + int(fields[12])
+                by_name[name] = by_name.get(name, 0.0) + ticks / _CLK_TCK
+    return by_name
+
+
 def rss_bytes(pid: int) -> int:
     """Sum of VmRSS over the tree rooted at `pid`.
 

@@ -9,5 +9,6 @@ cdef class Engine:
     cdef readonly int pipe_size
     cdef readonly int bufsize
     cdef readonly int io_uring_workers
+    cdef dict _line_buffers  # take_records': listener id -> _LineBuffer, kept between calls
 
     cdef int _check(self) except -1

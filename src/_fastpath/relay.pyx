@@ -185,6 +185,19 @@ def read_client_hello(pieces):
         ls_ch_free(&reader)
 
 
+def address_text(bytes sockaddr):
+    """A struct sockaddr (sockaddr_in or sockaddr_in6, as bytes) as the engine
+    writes a client address into a session's log line."""
+    cdef char buf[128]
+    cdef char out[64]
+    if len(sockaddr) > sizeof(buf):
+        raise ValueError("not a sockaddr")
+    memset(buf, 0, sizeof(buf))
+    memcpy(buf, <const char *>sockaddr, len(sockaddr))
+    cdef size_t n = ls_addr_text(buf, out, sizeof(out))
+    return out[:n].decode("ascii")
+
+
 def blake2b64(bytes data):
     """The `source` balancer's ring position of a key, computed by the engine."""
     return ls_blake2b64(<const char *>data, len(data))
@@ -216,6 +229,7 @@ cdef class Engine:
     def __cinit__(self, int workers=1, str splice="auto", int pipe_size=0, int bufsize=0,
                   str io_uring="auto"):
         self.engine = NULL
+        self._line_buffers = {}
         if splice not in SPLICE_MODES:
             raise ValueError(f"splice must be one of {', '.join(SPLICE_MODES)}, got {splice!r}")
         if io_uring not in ("auto", "off"):
@@ -745,7 +759,10 @@ cdef class Engine:
         cdef int n = 0, i
         cdef ls_record *recs = ls_take_records(self.engine, &n)
         cdef ls_record *r
-        cdef _LineBuffer buf
+        cdef _LineBuffer buf = None
+        cdef tuple names = None
+        cdef list counts = None
+        cdef int names_of = -1  # the listener `names`, `buf` and `counts` belong to
         cdef char stamp[40]
         cdef char now_text[40]
         cdef double now = _wall_clock(stamp) if n else 0.0
@@ -755,29 +772,45 @@ cdef class Engine:
         snprintf(now_text, sizeof(now_text), "%.6f", now)
         out = []
         lines = {}
-        buffers = {}
+        # Kept from call to call: a buffer grown anew for every batch was a few
+        # reallocs, copies and fresh pages per drain of the engine.
+        cdef dict buffers = self._line_buffers
+        for buf in buffers.values():
+            buf.length = 0  # a batch that raised half way leaves no lines behind
+        buf = None
         http_counts = {}
         try:
             for i in range(n):
                 r = &recs[i]
-                if log_names is not None and _formatted_here(r) and r.listener in log_names:
-                    names = log_names[r.listener]
-                    if r.type == LS_REC_HTTP:
-                        counts = http_counts.get(r.listener)
-                        if counts is None:
-                            counts = http_counts[r.listener] = [0, 0, 0, 0, 0, 0]
-                        counts[r.status // 100 if 100 <= r.status < 600 else 0] += 1
-                        if not _http_logged(names[3], r):
-                            continue
-                    buf = buffers.get(r.listener)
-                    if buf is None:
-                        buf = buffers[r.listener] = _LineBuffer()
-                    if r.type == LS_REC_SESSION:
-                        # The engine made this record only if `log` wants it.
-                        _format_session(buf, r, names, now_text, stamp)
-                    else:
-                        _format_http(buf, r, names, now_text, stamp)
-                    continue
+                if i + RECORD_PREFETCH < n:
+                    _prefetch_record(&recs[i + RECORD_PREFETCH])
+                if log_names is not None and _formatted_here(r):
+                    if r.listener != names_of:
+                        # A batch is mostly runs of one listener's records: its
+                        # names, buffer and counts are looked up once per run.
+                        names_of = r.listener
+                        names = log_names.get(r.listener)
+                        buf = None
+                        counts = None
+                    if names is not None:
+                        if r.type == LS_REC_HTTP:
+                            if counts is None:
+                                counts = http_counts.get(r.listener)
+                                if counts is None:
+                                    counts = http_counts[r.listener] = [0, 0, 0, 0, 0, 0]
+                            counts[r.status // 100 if 100 <= r.status < 600 else 0] += 1
+                            if not _http_logged(names[3], r):
+                                continue
+                        if buf is None:
+                            buf = buffers.get(r.listener)
+                            if buf is None:
+                                buf = buffers[r.listener] = _LineBuffer()
+                        if r.type == LS_REC_SESSION:
+                            # The engine made this record only if `log` wants it.
+                            _format_session(buf, r, names, now_text, stamp)
+                        else:
+                            _format_http(buf, r, names, now_text, stamp)
+                        continue
                 record = (
                     r.type,
                     r.listener,
@@ -805,9 +838,10 @@ cdef class Engine:
                     )
                 out.append(record)
         finally:
-            free(recs)
+            ls_records_done(self.engine, recs)
         for lid, buf in buffers.items():
-            lines[lid] = buf.text()
+            if buf.length:
+                lines[lid] = buf.take()
         return lines, out, http_counts
 
 
@@ -829,6 +863,27 @@ cdef void _set_rules(ls_hrules *r, tuple rules) except *:
     r.ndrop = len(names)
     memcpy(r.lines, <const char *>block, len(block))
     r.lines_len = len(block)
+
+
+cdef extern from *:
+    """
+    /* A record's fields up to its tls text (what a tcp session's line reads)
+     * brought into the cache ahead of use: the workers wrote them on another
+     * core, 1.3 KiB apart, and waiting for each record's first line was most
+     * of take_records' time per line. */
+    static inline void ls_prefetch_record(const void *r)
+    {
+        const char *p = (const char *)r;
+        __builtin_prefetch(p);
+        __builtin_prefetch(p + 64);
+        __builtin_prefetch(p + 128);
+        __builtin_prefetch(p + 192);
+    }
+    """
+    void _prefetch_record "ls_prefetch_record"(const ls_record *r) nogil
+
+cdef enum:
+    RECORD_PREFETCH = 4  # records ahead of the one being formatted
 
 
 cdef inline bint _formatted_here(ls_record *r):
@@ -887,6 +942,12 @@ def metric_codes():
     return [ls_http_tracked[k] for k in range(LS_HTTP_TRACKED)]
 
 
+# The largest line buffer take_records keeps for the next batch (a drain of a
+# busy listener is a few hundred KiB of lines).
+cdef enum:
+    LINE_BUFFER_KEPT = 4 * 1024 * 1024
+
+
 cdef class _LineBuffer:
     """Lines of one listener, appended in C; joined by newlines."""
     cdef char *data
@@ -908,10 +969,18 @@ cdef class _LineBuffer:
         self.capacity = want
         return 0
 
-    cdef str text(self):
+    cdef str take(self):
+        """The lines so far; the buffer is left empty for the next batch, its
+        memory kept unless a burst made it large."""
         # latin-1: a request target's bytes become the characters the pure path
         # makes of them (it decodes targets as latin-1); the rest is ASCII.
-        return self.data[: self.length].decode("latin-1")
+        text = self.data[: self.length].decode("latin-1")
+        self.length = 0
+        if self.capacity > LINE_BUFFER_KEPT:
+            free(self.data)
+            self.data = NULL
+            self.capacity = 0
+        return text
 
 
 cdef extern from *:

@@ -3,6 +3,7 @@ hash against hashlib, the engine's life cycle, and the `splice` option."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -12,6 +13,7 @@ import re
 import select
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -160,14 +162,26 @@ def _relaying(
     return lid, slot
 
 
-@pytest.mark.parametrize("fmt", ["json", "text"])
-def test_session_lines_formatted_natively_match_the_session_log(fmt: str) -> None:
+@contextlib.contextmanager
+def _one_listener() -> Iterator[tuple[Any, socket.socket, socket.socket, int]]:
+    """An engine relaying from a front socket to a backend one: (engine, front,
+    backend, listener id); all closed at the end."""
     backend = socket.create_server(("127.0.0.1", 0))
     front = socket.create_server(("127.0.0.1", 0))
     front.setblocking(False)
     engine = relay.Engine(1, "auto")
     try:
         lid, _ = _relaying(engine, front, backend.getsockname()[1])
+        yield engine, front, backend, lid
+    finally:
+        engine.close()
+        front.close()
+        backend.close()
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_session_lines_formatted_natively_match_the_session_log(fmt: str) -> None:
+    with _one_listener() as (engine, front, backend, lid):
         port = _one_session(engine, front, backend)
         lines: dict[int, str] = {}
         while not lines:  # each wait ends with a record queued (or times out)
@@ -175,10 +189,6 @@ def test_session_lines_formatted_natively_match_the_session_log(fmt: str) -> Non
             lines, others, counts = engine.take_records({lid: (fmt == "json", b"web", [b"a"])})
             assert (others, counts) == ([], {})
         native_line = lines[lid]
-    finally:
-        engine.close()
-        front.close()
-        backend.close()
 
     stream = io.StringIO()
     log = SessionLog(fmt, stream)  # type: ignore[arg-type]
@@ -206,6 +216,23 @@ def test_session_lines_formatted_natively_match_the_session_log(fmt: str) -> Non
     else:
         assert match is not None
         assert match[1] == python_line.split(" ", 1)[1]
+
+
+def test_each_take_of_records_has_only_its_own_batch_of_lines() -> None:
+    """take_records keeps its line buffers from call to call: a batch's lines
+    are that batch's alone, and a take with no records gives no lines."""
+    with _one_listener() as (engine, front, backend, lid):
+        names = {lid: (True, b"web", [b"a"])}
+        for _ in range(3):
+            port = _one_session(engine, front, backend)
+            lines: dict[int, str] = {}
+            while not lines:
+                assert select.select([engine.record_fd()], [], [], 5)[0], "no record"
+                lines = engine.take_records(names)[0]
+            assert [json.loads(line)["client"] for line in lines[lid].split("\n")] == [
+                f"127.0.0.1:{port}"
+            ]
+        assert engine.take_records(names)[0] == {}
 
 
 @pytest.mark.parametrize(("log", "mode"), [("all", 0), ("errors", 1), ("none", 2)])

@@ -132,6 +132,16 @@ static ls_record *new_record(ls_worker *W)
     return r;
 }
 
+/* The bytes of `r` that mean something: the HTTP fields, the request target's
+ * 1 KiB above all, only in an HTTP record, and of the target its length. In the
+ * close scenario copying whole records was 1.3 KiB per logged tcp session. */
+static size_t record_used(const ls_record *r)
+{
+    if (r->type != LS_REC_HTTP)
+        return offsetof(ls_record, status);
+    return offsetof(ls_record, target) + r->target_len;
+}
+
 static void flush_records(ls_worker *W)
 {
     if (!W->nrecs)
@@ -139,6 +149,11 @@ static void flush_records(ls_worker *W)
     ls_engine *e = W->e;
     pthread_mutex_lock(&e->rec_lock);
     int was_empty = e->nrecs == 0;
+    if (!e->recs && e->spare_recs) {
+        e->recs = e->spare_recs;
+        e->caprecs = e->spare_cap;
+        e->spare_recs = NULL;
+    }
     if (e->nrecs + W->nrecs > e->caprecs) {
         int cap = e->caprecs ? e->caprecs : 256;
         while (cap < e->nrecs + W->nrecs)
@@ -150,7 +165,8 @@ static void flush_records(ls_worker *W)
         }
     }
     if (e->nrecs + W->nrecs <= e->caprecs) {
-        memcpy(e->recs + e->nrecs, W->recs, (size_t)W->nrecs * sizeof *W->recs);
+        for (int i = 0; i < W->nrecs; i++)
+            memcpy(&e->recs[e->nrecs + i], &W->recs[i], record_used(&W->recs[i]));
         e->nrecs += W->nrecs;
     }
     pthread_mutex_unlock(&e->rec_lock);
@@ -166,7 +182,20 @@ ls_record *ls_take_records(ls_engine *e, int *n)
     ls_record *r = e->recs;
     *n = e->nrecs;
     e->recs = NULL;
+    e->taken_cap = e->caprecs;
     e->nrecs = e->caprecs = 0;
     pthread_mutex_unlock(&e->rec_lock);
     return r;
+}
+
+void ls_records_done(ls_engine *e, ls_record *r)
+{
+    pthread_mutex_lock(&e->rec_lock);
+    if (!e->spare_recs && e->taken_cap <= LS_SPARE_RECORDS_MAX) {
+        e->spare_recs = r;
+        e->spare_cap = e->taken_cap;
+        r = NULL;
+    }
+    pthread_mutex_unlock(&e->rec_lock);
+    free(r);
 }

@@ -303,6 +303,11 @@ struct ls_engine {
     ls_record *recs;
     int nrecs, caprecs;
     int recfd;
+    /* the array take_records gave back (ls_records_done), the next to fill:
+     * an array allocated anew for every drain grew by realloc from 256
+     * records, copying them, in the worker, every 20 ms */
+    ls_record *spare_recs;
+    int spare_cap, taken_cap;
     struct ls_tls_keys *tls_keys; /* session-ticket keys of every TLS listener (tls.c) */
     /* limits.c: global.maxconn (0: none), the pure path's sessions, pauses */
     int64_t maxconn, foreign_conns;

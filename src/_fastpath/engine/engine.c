@@ -118,6 +118,7 @@
 #include "queue.c"
 #include "relay.c"
 #include "limits.c"
+#include "addr_text.c" /* client addresses as the session log shows them */
 #include "session.c"
 #include "connect.c"
 #include "proxy_proto.c" /* PROXY protocol headers, sent and accepted */

@@ -15,16 +15,7 @@ static void set_keepalive(int fd, const ls_lconfig *cfg)
 
 static void format_addr(const ls_addr *a, char *out, size_t size)
 {
-    char ip[INET6_ADDRSTRLEN];
-    if (a->sa.sa_family == AF_INET) {
-        inet_ntop(AF_INET, &a->in4.sin_addr, ip, sizeof ip);
-        snprintf(out, size, "%s:%u", ip, ntohs(a->in4.sin_port));
-    } else if (a->sa.sa_family == AF_INET6) {
-        inet_ntop(AF_INET6, &a->in6.sin6_addr, ip, sizeof ip);
-        snprintf(out, size, "[%s]:%u", ip, ntohs(a->in6.sin6_port));
-    } else {
-        snprintf(out, size, "-");
-    }
+    ls_addr_text(&a->sa, out, size); /* addr_text.c: inet_ntop's text, without libc's formatting */
 }
 
 static void ready_push(ls_worker *W, ls_session *s)

@@ -303,5 +303,6 @@ void ls_engine_free(ls_engine *e)
     if (e->recfd >= 0)
         close(e->recfd);
     free(e->recs);
+    free(e->spare_recs);
     free(e);
 }

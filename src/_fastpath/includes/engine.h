@@ -91,15 +91,18 @@ typedef struct ls_record {
     uint64_t bytes_out; /* server -> client */
     double duration;    /* seconds */
     char client[56];    /* "ip:port" or "[ip6]:port" */
-    /* LS_REC_HTTP only; duration above is the total time (Ta) */
+    /* LS_REC_SESSION of a TLS listener: "version/cipher/sni", else "";
+     * LS_REC_TLS_FAILED: the reason */
+    char tls[96];
+    /* LS_REC_HTTP only, and last: flush_records copies a record's fields up
+     * to here, and these (with target_len bytes of the target) only in an HTTP
+     * record; a tcp session's record is 200 bytes of the 1.3 KiB.
+     * duration above is the total time (Ta) */
     int32_t status;
     double t_request, t_queue, t_connect, t_response; /* seconds, -1: not reached */
     char method[24];
     uint16_t target_len;
     char target[LS_HTTP_TARGET_MAX];
-    /* LS_REC_SESSION of a TLS listener: "version/cipher/sni", else "";
-     * LS_REC_TLS_FAILED: the reason */
-    char tls[96];
 } ls_record;
 
 /* One server of a published table. */
@@ -235,9 +238,20 @@ void ls_engine_limit_stats(ls_engine *e, ls_limit_stats *out);
  * returns how many were closed. Waits for every worker. */
 int ls_shutdown(ls_engine *e, int lid, int slot, int reason_id);
 
-/* Take the records queued so far: returns a malloc'ed array (caller frees)
- * and its length in *n, or NULL with *n = 0. */
+/* Take the records queued so far: returns a malloc'ed array (the caller gives
+ * it back with ls_records_done, or frees it) and its length in *n, or NULL
+ * with *n = 0. */
 ls_record *ls_take_records(ls_engine *e, int *n);
+/* Give taken records back instead of freeing them: the array is filled again
+ * (one kept, up to LS_SPARE_RECORDS_MAX records; a larger one is freed). */
+#define LS_SPARE_RECORDS_MAX 4096
+void ls_records_done(ls_engine *e, ls_record *r);
+
+/* A client address as the session log writes it (192.0.2.1:5000,
+ * [2001:db8::1]:5000, "-" for another family), inet_ntop's text built without
+ * libc formatting (addr_text.c); cut to `size` as snprintf cuts; returns the
+ * length of the whole text. */
+size_t ls_addr_text(const struct sockaddr *sa, char *out, size_t size);
 
 /* Hash used by the `source` algorithm: the first 8 bytes of BLAKE2b-64 of the
  * key, big-endian, as loadstone.balance.source._position computes it. */

@@ -126,7 +126,9 @@ cdef extern from "engine.h" nogil:
     void ls_engine_set_bound_from_fds(ls_engine *e, int from_fds)
     void ls_engine_limit_stats(ls_engine *e, ls_limit_stats *out)
     ls_record *ls_take_records(ls_engine *e, int *n)
+    void ls_records_done(ls_engine *e, ls_record *r)
     uint64_t ls_blake2b64(const void *data, size_t len)
+    size_t ls_addr_text(const void *sa, char *out, size_t size)  # a struct sockaddr
 
     int ls_http_init(char *err, int errlen)
     const char *ls_llhttp_version()
