@@ -19,20 +19,6 @@ static int in_net(const ls_hnet *n, int family, const uint8_t *addr)
     return 1;
 }
 
-/* Decimal digits of `v` at out; how many. */
-static size_t put_uint(char *out, unsigned v)
-{
-    char digits[10];
-    size_t n = 0;
-    do {
-        digits[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        out[i] = digits[n - 1 - i];
-    return n;
-}
-
 static size_t put_str(char *out, const char *str)
 {
     size_t n = strlen(str);
@@ -70,13 +56,8 @@ static int connection_lines(ls_session *s, ls_http *h)
                 ip_len = strlen(ip);
         }
     }
-    if (family == AF_INET) {
-        for (int i = 0; i < 4; i++) {
-            if (i)
-                ip[ip_len++] = '.';
-            ip_len += put_uint(ip + ip_len, raw[i]);
-        }
-    }
+    if (family == AF_INET)
+        ip_len = put_ipv4(ip, raw);
     /* at most 63 + 2 + 45 + 2, 25 and 95 bytes: no bound to check */
     char lines[320];
     size_t n = 0;
