@@ -100,7 +100,7 @@ static int connection_lines(ls_session *s, ls_http *h)
 /* An HTTP listener's new connection gets its state (proto_http.accepted); 0 or -1. */
 static int http_accepted(ls_session *s)
 {
-    ls_http *h = calloc(1, sizeof *h);
+    ls_http *h = spare_take(&spare_https, sizeof *h);
     if (!h)
         return -1;
     s->http = h;
@@ -130,7 +130,7 @@ static void http_free(struct ls_http *h)
     buf_free(&h->rhold);
     free(h->fields);
     free(h->extra);
-    free(h);
+    spare_give(&spare_https, h);
 }
 
 /* ---------------------------------------------------------------------------------- */
