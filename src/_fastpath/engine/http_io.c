@@ -109,6 +109,44 @@ static const ls_hrules *resp_rules(const ls_session *s)
     return r->ndrop || r->lines_len ? r : NULL;
 }
 
+/* memmem(p, n, "\r\n", 2) and memmem(p, n, "\r\n\r\n", 4) by memchr, which
+ * scans by words where glibc's memmem goes byte by byte for so short a
+ * needle: each relayed head is searched line by line. */
+static const char *find_crlf(const char *p, size_t n)
+{
+    const char *end = p + n;
+    while (p < end) {
+        const char *cr = memchr(p, '\r', (size_t)(end - p));
+        if (!cr || end - cr < 2)
+            return NULL;
+        if (cr[1] == '\n')
+            return cr;
+        p = cr + 1;
+    }
+    return NULL;
+}
+
+static const char *find_blank_line(const char *p, size_t n)
+{
+    const char *end = p + n;
+    while (p < end) {
+        const char *cr = find_crlf(p, (size_t)(end - p));
+        if (!cr || end - cr < 4)
+            return NULL;
+        if (cr[2] == '\r' && cr[3] == '\n')
+            return cr;
+        p = cr + 2;
+    }
+    return NULL;
+}
+
+/* A field line named `name` (lower case, with its colon)? */
+static int line_named(const char *line, size_t len, const char *name, size_t name_len)
+{
+    return len >= name_len && (line[0] | 0x20) == name[0] &&
+           strncasecmp(line, name, name_len) == 0;
+}
+
 /* One head (`len` bytes up to the CRLF of its last field) copied to out + *o
  * without its Connection and Keep-Alive lines nor the fields rules `r` drop,
  * with the rules' lines, then `add`, then the blank line; `v11`: its status
@@ -118,10 +156,10 @@ static void put_head(char *out, size_t *o, const char *data, size_t len, const c
 {
     size_t i = 0;
     while (i < len) {
-        const char *eol = memmem(data + i, len - i, "\r\n", 2);
+        const char *eol = find_crlf(data + i, len - i);
         size_t line = eol ? (size_t)(eol - (data + i)) + 2 : len - i;
-        int cut = i > 0 && ((line >= 11 && strncasecmp(data + i, "connection:", 11) == 0) ||
-                            (line >= 11 && strncasecmp(data + i, "keep-alive:", 11) == 0));
+        int cut = i > 0 && (line_named(data + i, line, "connection:", 11) ||
+                            line_named(data + i, line, "keep-alive:", 11));
         if (!cut && i > 0 && r && r->ndrop) {
             const char *colon = memchr(data + i, ':', line);
             cut = colon && rule_drops(r, data + i, (size_t)(colon - (data + i)));
@@ -171,13 +209,13 @@ static char *edit_head(const char *data, size_t n, const char *add, int v11, con
             pos++;
         if (!is_interim(data + pos, n - pos))
             break;
-        const char *e = r ? memmem(data + pos, n - pos, "\r\n\r\n", 4) : NULL;
+        const char *e = r ? find_blank_line(data + pos, n - pos) : NULL;
         if (!e)
             return NULL;
         pos = (size_t)(e - data) + 4;
         heads++;
     }
-    const char *end = pos < n ? memmem(data + pos, n - pos, "\r\n\r\n", 4) : NULL;
+    const char *end = pos < n ? find_blank_line(data + pos, n - pos) : NULL;
     if (!end && (pos < n || heads == 1))
         return NULL; /* the head not all here */
     size_t rules_len = r ? (size_t)r->lines_len : 0;
@@ -193,7 +231,7 @@ static char *edit_head(const char *data, size_t n, const char *add, int v11, con
         o += i - blank;
         if (!is_interim(data + i, n - i))
             break;
-        const char *e = memmem(data + i, n - i, "\r\n\r\n", 4);
+        const char *e = find_blank_line(data + i, n - i);
         put_head(out, &o, data + i, (size_t)(e - (data + i)) + 2, "", 0, r);
         i = (size_t)(e - data) + 4;
     }
@@ -288,12 +326,26 @@ static void client_failed(ls_worker *W, ls_session *s)
         finish(W, s, LS_END_CLIENT_RESET, 0);
 }
 
+/* The last bytes before a close the client asked for (Connection: close, or
+ * HTTP/1.0), with the whole request read: sent with MSG_MORE, so that the
+ * close right after it puts its FIN on their segment (tcp_send_fin marks an
+ * unsent tail) instead of sending one segment more, which on loopback the
+ * worker also delivers. Only then: the client has nothing more to send, so the
+ * close is never a reset that would throw the held bytes away. */
+static int fin_rides_along(const ls_session *s)
+{
+    const ls_http *h = s->http;
+    return h->closing && !h->keep_alive && h->req_complete && !h->in.len && !h->upgrade &&
+           !s->tls;
+}
+
 static int flush_client(ls_worker *W, ls_session *s)
 {
     ls_http *h = s->http;
     if (!h->cout.len || !s->wr[0])
         return 0;
-    ssize_t n = sess_send(s, 0, h->cout.p + h->cout.off, h->cout.len, 0);
+    ssize_t n = sess_send(s, 0, h->cout.p + h->cout.off, h->cout.len,
+                          fin_rides_along(s) ? MSG_MORE : 0);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             s->wr[0] = 0;
