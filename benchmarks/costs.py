@@ -17,7 +17,10 @@ counted per worker. Every proxy runs one worker, logging nothing.
 For each scenario and proxy:
 - a wrk run of `-d` seconds: requests, the proxy's context switches (voluntary
   and involuntary, all threads) per request, the CPU share (in cores) of the
-  proxy, the backend, wrk and the rest of the machine;
+  proxy, the backend, wrk and the rest of the machine, the cores left idle, and
+  how long the proxy's and the backend's threads waited on a run queue per
+  request (runnable but not running: /proc/PID/task/TID/schedstat), which is
+  where a machine that is short of CPU, or slow to wake an idle one, shows;
 - a run of `--strace-seconds` with `strace -c -f` attached to the proxy's
   processes: system calls per request (strace slows the proxy down; the count
   per request does not change with it), the most frequent calls listed;
@@ -74,7 +77,8 @@ class Costs:
     requests: int
     requests_per_second: float  # under load: for scale only
     ctx_switches_per_request: float
-    cpu_cores: dict[str, float]  # proxy, backend, wrk, other: average cores busy
+    cpu_cores: dict[str, float]  # proxy, backend, wrk, other, idle: average cores
+    runqueue_us_per_request: dict[str, float]  # proxy, backend: waiting to run
     syscalls_per_request: float
     top_syscalls: dict[str, float]  # name -> calls per request
     spread: Spread | None
@@ -151,6 +155,19 @@ def context_switches(pid: int) -> int:
                         if "ctxt_switches:" in line:
                             total += int(line.split()[1])
     return total
+
+
+def runqueue_seconds(pids: Sequence[int]) -> float:
+    """Time every thread of the trees at `pids` spent runnable but waiting for a
+    CPU (the second field of /proc/PID/task/TID/schedstat, in nanoseconds)."""
+    total = 0
+    for pid in pids:
+        for member in process_tree(pid):
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{member}/task").iterdir():
+                    with contextlib.suppress(OSError, IndexError, ValueError):
+                        total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
 
 
 def backend_workers(backends: NginxBackends) -> list[int]:
@@ -263,6 +280,7 @@ def run_one(
         sampler = threading.Thread(target=sample)
         sampler.start()
     ctx_before = context_switches(proxy.pid)
+    waited_before = runqueue_seconds([proxy.pid]), runqueue_seconds(backends.pids)
     run = measure(
         proxy,
         scenario,
@@ -271,6 +289,10 @@ def run_one(
         backend_pids=backends.pids,
     )
     ctx_used = context_switches(proxy.pid) - ctx_before
+    waited = (
+        runqueue_seconds([proxy.pid]) - waited_before[0],
+        runqueue_seconds(backends.pids) - waited_before[1],
+    )
     spread = None
     if sampler is not None:
         sampler.join()
@@ -281,17 +303,24 @@ def run_one(
     syscalls = strace_run(proxy, scenario, args.strace_seconds, args.workdir)
     total = syscalls.pop("total")
     top = dict(sorted(syscalls.items(), key=lambda kv: -kv[1])[:8])
+    cores = {
+        "proxy": run.proxy_cpu_seconds / seconds,
+        "backend": run.backend_cpu_seconds / seconds,
+        "wrk": run.wrk.wrk_cpu_seconds / seconds,
+        "other": run.foreign_cpu_seconds / seconds,
+    }
+    cores["idle"] = max(0.0, run.host_cpu_seconds / seconds - sum(cores.values()))
+    per_request = 1e6 / max(run.wrk.requests, 1)
     return Costs(
         proxy=proxy.name,
         scenario=scenario.name,
         requests=run.wrk.requests,
         requests_per_second=run.wrk.requests_per_second,
         ctx_switches_per_request=ctx_used / max(run.wrk.requests, 1),
-        cpu_cores={
-            "proxy": run.proxy_cpu_seconds / seconds,
-            "backend": run.backend_cpu_seconds / seconds,
-            "wrk": run.wrk.wrk_cpu_seconds / seconds,
-            "other": run.foreign_cpu_seconds / seconds,
+        cpu_cores=cores,
+        runqueue_us_per_request={
+            "proxy": waited[0] * per_request,
+            "backend": waited[1] * per_request,
         },
         syscalls_per_request=total,
         top_syscalls=top,
@@ -314,16 +343,20 @@ def percent_split(counts: dict[int, int]) -> str:
 def print_table(results: Sequence[Costs]) -> None:
     print(
         "| scenario | proxy | syscalls/req | ctx switches/req | cores: proxy / backend / wrk "
-        "/ other | conns per backend worker | requests per worker | req/s (loaded) |"
+        "/ other / idle | run-queue us/req: proxy / backend | conns per backend worker "
+        "| requests per worker | req/s (loaded) |"
     )
-    print("|---|---|---:|---:|---|---|---|---:|")
+    print("|---|---|---:|---:|---|---|---|---|---:|")
     for c in results:
-        cores = " / ".join(f"{c.cpu_cores[k]:.2f}" for k in ("proxy", "backend", "wrk", "other"))
+        cores = " / ".join(
+            f"{c.cpu_cores[k]:.2f}" for k in ("proxy", "backend", "wrk", "other", "idle")
+        )
+        waits = " / ".join(f"{c.runqueue_us_per_request[k]:.1f}" for k in ("proxy", "backend"))
         conns = share(c.spread.connections) if c.spread else "-"
         reqs = percent_split(c.spread.requests) if c.spread else "-"
         print(
             f"| {c.scenario} | {c.proxy} | {c.syscalls_per_request:.2f} | "
-            f"{c.ctx_switches_per_request:.3f} | {cores} | {conns} | {reqs} | "
+            f"{c.ctx_switches_per_request:.3f} | {cores} | {waits} | {conns} | {reqs} | "
             f"{c.requests_per_second:,.0f} |"
         )
     print()

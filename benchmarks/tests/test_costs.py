@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+from benchmarks import costs
 from benchmarks.costs import parse_strace_summary, percent_split, requests_per_pid, share
 
 # strace -c -f output (strace 6.1): errors column only where a call failed.
@@ -31,3 +36,28 @@ def test_requests_and_connections_per_worker_after_the_offset(tmp_path: Path) ->
     assert connections == {11: 2, 12: 1}
     assert share(connections) == "2/1"
     assert percent_split(requests) == "75%/25%"
+
+
+def test_runqueue_time_counts_threads_waiting_for_a_cpu() -> None:
+    # Two busy processes held to one CPU take turns: each waits about as long as
+    # it runs, and the count over both is their waiting, not their running.
+    cpu = min(os.sched_getaffinity(0))
+    code = "import time\nend = time.monotonic() + 0.4\nwhile time.monotonic() < end: pass"
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], preexec_fn=lambda: os.sched_setaffinity(0, {cpu})
+        )
+        for _ in range(2)
+    ]
+    try:
+        pids = [c.pid for c in children]
+        before = costs.runqueue_seconds(pids)
+        waited = 0.0
+        deadline = time.monotonic() + 10
+        while waited < 0.1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # sampling a counter that grows: nothing to await
+            waited = costs.runqueue_seconds(pids) - before
+        assert waited >= 0.1
+    finally:
+        for child in children:
+            child.wait(timeout=10)

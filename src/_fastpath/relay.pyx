@@ -274,6 +274,18 @@ cdef class Engine:
         self._check()
         return ls_engine_record_fd(self.engine)
 
+    def set_poll_spin(self, double seconds):
+        """global.poll_spin: how long a worker looks for events before sleeping."""
+        self._check()
+        ls_engine_set_poll_spin(self.engine, <int>min(seconds * 1e6 + 0.5, 1e6))
+
+    def poll_stats(self):
+        """(sleeps, spins, spins that found events), summed over the workers."""
+        self._check()
+        cdef uint64_t out[3]
+        ls_engine_poll_stats(self.engine, out)
+        return out[0], out[1], out[2]
+
     # -- listeners -------------------------------------------------------------------
 
     def new_listener(self):

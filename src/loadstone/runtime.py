@@ -36,7 +36,7 @@ from loadstone.config import ConfigError, load_config
 from loadstone.config.model import Address, AnycastVip, Config, GlobalConfig, ListenerConfig
 from loadstone.datapath import DataPathError, http_frontend, monitor, tcp_frontend
 from loadstone.datapath import configure as configure_datapath
-from loadstone.datapath.limits import LIMIT
+from loadstone.datapath import retune as retune_datapath
 from loadstone.datapath.seam import Frontend
 from loadstone.haproxy_socket.server import HaproxySocketError, HaproxySocketServer
 from loadstone.listeners.binding import BindError, bind_address, set_defer_accept
@@ -580,7 +580,7 @@ class Runtime:
 
         # Nothing can fail past this point: switch over.
         tls_material.commit(*tls_loaded)
-        LIMIT.configure(config.global_.maxconn)
+        retune_datapath(config.global_)  # global.maxconn, global.poll_spin
         old_checks = self.checks
         old_listeners = self.listeners
         self.listeners = {}

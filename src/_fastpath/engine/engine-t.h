@@ -288,6 +288,9 @@ struct ls_worker {
     int npaused, pause_episode;
     int64_t accept_resume_us, paused_nsessions;
     ls_paused paused[LS_MAX_PAUSED];
+    /* global.poll_spin (worker.c poll): how the worker's waits went */
+    int64_t last_sleep_us; /* how long its last sleeping epoll_wait() lasted */
+    uint64_t sleeps, spins, spin_hits;
 };
 
 struct ls_engine {
@@ -313,6 +316,7 @@ struct ls_engine {
     int64_t maxconn, foreign_conns;
     int bound_from_fds; /* maxconn is the descriptor bound (datapath/limits.py) */
     uint64_t accept_pauses, maxconn_pauses;
+    int spin_us; /* global.poll_spin in microseconds (0: never spin); read relaxed */
 };
 
 #endif

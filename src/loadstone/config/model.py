@@ -1277,6 +1277,16 @@ class GlobalConfig:
         default="auto",
         metadata=key(Choice.of(IoUring, off=False), "native path: batch sends with io_uring"),
     )
+    # native path: a worker whose events come close together looks for more this
+    # long before sleeping, yielding the CPU meanwhile (engine/worker.c
+    # poll_events); 0 never spins. Changed by a reload.
+    poll_spin: float = field(
+        default=30e-6,
+        metadata=key(
+            Duration(allow_zero=True),
+            "native path: how long a busy worker looks for events before sleeping",
+        ),
+    )
     admin: AdminConfig = field(
         default_factory=AdminConfig,
         metadata=key(

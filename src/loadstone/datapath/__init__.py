@@ -95,6 +95,13 @@ def configure(global_config: GlobalConfig) -> None:
         tcp_native.configure(global_config)
 
 
+def retune(global_config: GlobalConfig) -> None:
+    """The global settings a reload changes in the running data path."""
+    LIMIT.configure(global_config.maxconn)
+    if IMPLEMENTATION == "native":
+        tcp_native.set_poll_spin(global_config.poll_spin)
+
+
 __all__ = [
     "BUILD",
     "IMPLEMENTATION",
@@ -105,5 +112,6 @@ __all__ = [
     "TcpFrontend",
     "configure",
     "http_frontend",
+    "retune",
     "tcp_frontend",
 ]

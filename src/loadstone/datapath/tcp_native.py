@@ -44,6 +44,7 @@ import orjson
 
 from loadstone._fastpath import relay
 from loadstone.balance.base import Balancer
+from loadstone.config.durations import parse_duration
 from loadstone.config.model import GlobalConfig, ListenerConfig
 from loadstone.datapath.limits import LIMIT
 from loadstone.datapath.sni_native import NativeSni, Table
@@ -73,6 +74,7 @@ class _EngineSettings(TypedDict):
 
 
 _settings: _EngineSettings = {"workers": 1, "splice": "auto", "io_uring": "auto"}
+_poll_spin: float = GlobalConfig().poll_spin
 _engine: relay.Engine | None = None  # made by the first listener
 _reader_loop: asyncio.AbstractEventLoop | None = None
 _frontends: dict[int, TcpFrontend] = {}
@@ -80,6 +82,7 @@ _frontends: dict[int, TcpFrontend] = {}
 
 def configure(global_config: GlobalConfig) -> None:
     """Take the engine's shape from the configuration (before the first listener)."""
+    set_poll_spin(global_config.poll_spin)
     wanted: _EngineSettings = {
         "workers": global_config.workers,
         "splice": _splice(global_config.splice),
@@ -96,6 +99,14 @@ def configure(global_config: GlobalConfig) -> None:
     _settings.update(wanted)
 
 
+def set_poll_spin(seconds: float) -> None:
+    """global.poll_spin, at start and on reload (the workers take it at once)."""
+    global _poll_spin
+    _poll_spin = _spin(seconds)
+    if _engine is not None and not _engine.closed:
+        _engine.set_poll_spin(_poll_spin)
+
+
 def _splice(configured: str) -> str:
     # LOADSTONE_SPLICE=auto|on|off overrides global.splice: a switch for
     # benchmarks and tests that run loadstone with a generated configuration.
@@ -107,6 +118,19 @@ def _io_uring(configured: str) -> str:
     # LOADSTONE_IO_URING=auto|off overrides global.io_uring, as LOADSTONE_SPLICE does.
     override = os.environ.get("LOADSTONE_IO_URING", "")
     return override if override in ("auto", "off") else configured
+
+
+def _spin(configured: float) -> float:
+    # LOADSTONE_POLL_SPIN (a duration: 0, 30us) overrides global.poll_spin, as
+    # LOADSTONE_SPLICE does: benchmarks compare builds with and without it.
+    override = os.environ.get("LOADSTONE_POLL_SPIN")
+    if override is None:
+        return configured
+    try:
+        return parse_duration(override)
+    except ValueError:
+        log.warning("LOADSTONE_POLL_SPIN=%r is not a duration; using %s", override, configured)
+        return configured
 
 
 def _raise_fd_limit() -> None:
@@ -136,11 +160,14 @@ def engine(loop: asyncio.AbstractEventLoop) -> relay.Engine:
             _splice(_settings["splice"]),
             io_uring=_io_uring(_settings["io_uring"]),
         )
+        _engine.set_poll_spin(_poll_spin)
         log.info(
-            "native data path: %d worker thread(s), splice %s, io_uring %s (%s build)",
+            "native data path: %d worker thread(s), splice %s, io_uring %s, poll spin %dus "
+            "(%s build)",
             _settings["workers"],
             _engine.splice,
             _io_uring_state(_engine),
+            round(_poll_spin * 1e6),
             BUILD,
         )
         atexit.register(_close)

@@ -1,0 +1,102 @@
+"""global.poll_spin: a native worker whose events come close together looks for
+more before it sleeps (engine/worker.c poll_events), and one whose events are far
+apart, or with the spin at 0, sleeps at once."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import pytest
+
+from loadstone.config import ConfigError, parse_config
+from tests.unit.test_fastpath import BASE, _relaying
+
+relay = pytest.importorskip("loadstone._fastpath.relay", reason="native data path not built")
+native = pytest.importorskip("loadstone.datapath.tcp_native")
+
+
+def _ping_pong(engine: Any, rounds: int) -> tuple[int, int, int]:
+    """`rounds` request/answer exchanges through one relayed connection, each step
+    an event of the worker's; returns the engine's poll counts taken meanwhile."""
+    backend = socket.create_server(("127.0.0.1", 0))
+    front = socket.create_server(("127.0.0.1", 0))
+    front.setblocking(False)
+    try:
+        _relaying(engine, front, backend.getsockname()[1])
+        before = engine.poll_stats()
+        client = socket.create_connection(front.getsockname()[:2], timeout=5)
+        peer, _ = backend.accept()
+        with client, peer:
+            peer.settimeout(5)
+            for _ in range(rounds):
+                client.sendall(b"ping")
+                assert peer.recv(16) == b"ping"
+                peer.sendall(b"pong")
+                assert client.recv(16) == b"pong"
+        after = engine.poll_stats()
+    finally:
+        front.close()
+        backend.close()
+    sleeps, spins, hits = (a - b for a, b in zip(after, before, strict=True))
+    return sleeps, spins, hits
+
+
+def test_a_busy_worker_spins_and_its_spins_find_the_next_event() -> None:
+    # The test answers each step within microseconds of the worker's last
+    # event, far inside a 5 ms spin: a worker that never spins, or whose spins
+    # never see an event, fails.
+    engine = relay.Engine(1, "auto")
+    try:
+        engine.set_poll_spin(0.005)
+        _sleeps, spins, hits = _ping_pong(engine, 200)
+    finally:
+        engine.close()
+    assert spins > 0
+    assert hits > 0
+    assert hits <= spins
+
+
+def test_no_spin_at_zero() -> None:
+    engine = relay.Engine(1, "auto")
+    try:
+        engine.set_poll_spin(0)
+        sleeps, spins, hits = _ping_pong(engine, 200)
+    finally:
+        engine.close()
+    assert sleeps > 0  # it slept between the steps instead
+    assert (spins, hits) == (0, 0)
+
+
+def test_engine_made_by_the_data_path_takes_global_poll_spin() -> None:
+    # The configured value reaches the engine; a reload's new value too (the
+    # same call, datapath.retune).
+    native.set_poll_spin(0)
+    try:
+        assert native._poll_spin == 0
+        native.set_poll_spin(30e-6)
+        assert native._poll_spin == 30e-6
+    finally:
+        native.set_poll_spin(parse_config(BASE).global_.poll_spin)
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30us", 30e-6), ("0", 0.0), ("1ms", 0.001)])
+def test_poll_spin_option(text: str, seconds: float) -> None:
+    config = parse_config(f"global:\n  poll_spin: {text}\n{BASE}")
+    assert config.global_.poll_spin == pytest.approx(seconds)
+
+
+def test_poll_spin_default_and_bad_values() -> None:
+    assert parse_config(BASE).global_.poll_spin == pytest.approx(30e-6)
+    with pytest.raises(ConfigError) as err:
+        parse_config(f"global:\n  poll_spin: -1us\n{BASE}")
+    assert err.value.problems[0].startswith("global.poll_spin:")
+
+
+def test_environment_overrides_poll_spin(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOADSTONE_POLL_SPIN", "0")
+    assert native._spin(30e-6) == 0.0
+    monkeypatch.setenv("LOADSTONE_POLL_SPIN", "50us")
+    assert native._spin(30e-6) == pytest.approx(50e-6)
+    monkeypatch.setenv("LOADSTONE_POLL_SPIN", "soon")
+    assert native._spin(30e-6) == 30e-6  # not a duration: the configured value, warned
