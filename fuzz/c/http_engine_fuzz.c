@@ -118,9 +118,12 @@ static void fz_setup(uint8_t options)
             abort();
         }
     }
+    static ls_hconfig fz_hcfg;
     memset(&fz_listener, 0, sizeof fz_listener);
+    memset(&fz_hcfg, 0, sizeof fz_hcfg);
     fz_listener.e = &fz_engine;
-    ls_hconfig *c = &fz_listener.hcfg;
+    fz_listener.hcfg = &fz_hcfg;
+    ls_hconfig *c = &fz_hcfg;
     c->enabled = 1;
     c->request_ms = c->keep_alive_ms = c->client_ms = c->server_ms = c->tunnel_ms = 1000;
     c->max_head_size = options & 8 ? 256 : 16384;

@@ -7,12 +7,14 @@ answer byte for byte."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+import yaml
 
 from loadstone.http import message
 from tests.integration.harness import Backend, Loadstone, free_port, wait_for
@@ -270,3 +272,57 @@ def test_a_status_outside_100_to_599_is_a_bad_response(
         port_of(ls), b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", expect=1
     )
     assert [r.status for r in responses] == [502]
+
+
+def test_a_reload_replaces_the_header_rules_whole_under_traffic(
+    backends: Backends, loadstone: Start
+) -> None:
+    """Requests run on while reloads swap a response rule between two values of
+    different lengths: every answer carries one of them, whole (on the native
+    path the workers read the rules without a lock, so a reload publishes a new
+    block rather than writing over the one a worker may be copying from), and
+    after each reload the next request has the new one."""
+    values = ["A" * 200, "B" * 333]
+    config = http_config(backends(1), response_headers=[{"set": "X-Rule", "value": values[0]}])
+    ls = loadstone(config)
+    port = port_of(ls)
+    seen: list[str | None] = []
+    stop = threading.Event()
+
+    def keep_asking() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            reader = s.makefile("rb")
+            while not stop.is_set():
+                s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+                head = b""
+                while not head.endswith(b"\r\n\r\n"):
+                    line = reader.readline()
+                    assert line, "the proxy closed the connection"
+                    head += line
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.lower() == b"x-rule":
+                        seen.append(value.strip().decode())
+                    elif name.lower() == b"content-length":
+                        length = int(value)
+                reader.read(length)
+
+    asker = threading.Thread(target=keep_asking)
+    asker.start()
+    try:
+        for generation in range(1, 7):
+            wanted = values[generation % 2]
+            config["listeners"]["web"]["response_headers"] = [{"set": "X-Rule", "value": wanted}]
+            ls.path.write_text(yaml.safe_dump(config))
+            assert ls.proc is not None
+            ls.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda g=generation: ls.status()["reload"]["generation"] == g, what="reload")
+            assert ls.status()["reload"]["ok"]
+            assert get(port).header("X-Rule") == wanted
+    finally:
+        stop.set()
+        asker.join(30)
+    assert not asker.is_alive()
+    assert seen, "no answer during the reloads"
+    assert set(seen) <= set(values)

@@ -142,7 +142,10 @@ struct ls_listener {
     ls_lwstats *wstats; /* [workers] */
     const ls_proto *volatile proto; /* of the sessions it accepts (tcp or http) */
     /* mode http (http_*.c) */
-    ls_hconfig hcfg;
+    /* Published whole and never written in place: a reload's new settings are a
+     * new block, the old one freed once every worker has passed a barrier
+     * (http_session.c ls_listener_configure_http). Never NULL. */
+    ls_hconfig *volatile hcfg;
     volatile int http_stopping;
     int64_t http_pooled; /* idle server connections, all workers (atomic) */
     struct ls_lmetrics_w *metrics; /* [workers]: histograms, codes (metrics.c) */

@@ -113,7 +113,7 @@ static void close_after_write(ls_worker *W, ls_session *s)
         return;
     }
     flush_later(W, s);
-    timer_set(W, s, W->now_us + s->L->hcfg.client_ms * 1000);
+    timer_set(W, s, W->now_us + s->L->hcfg->client_ms * 1000);
 }
 
 /* Answer the request in flight ourselves and close the connection. */
@@ -169,7 +169,7 @@ static void response_done(ls_worker *W, ls_session *s)
     llhttp_resume(&h->req);
     h->head_done = 0;
     h->tkind = T_IDLE;
-    timer_set(W, s, W->now_us + s->L->hcfg.keep_alive_ms * 1000);
+    timer_set(W, s, W->now_us + s->L->hcfg->keep_alive_ms * 1000);
 }
 
 /* `redirect` on the listener: every request answered with the same URL in
@@ -179,7 +179,7 @@ static void response_done(ls_worker *W, ls_session *s)
 static void http_redirect(ls_worker *W, ls_session *s)
 {
     ls_http *h = s->http;
-    const ls_hconfig *c = &s->L->hcfg;
+    const ls_hconfig *c = s->L->hcfg;
     if (!h->has_host || !h->host_len) {
         http_answer(W, s, 400, LS_HEND_BAD_REQUEST, 0);
         return;
@@ -232,7 +232,7 @@ static void start_exchange(ls_worker *W, ls_session *s)
     s->attempts = 0;
     s->nfailed = 0;
     h->rhold.off = h->rhold.len = 0;
-    if (L->hcfg.redirect_code) {
+    if (L->hcfg->redirect_code) {
         http_redirect(W, s);
         return;
     }
@@ -240,10 +240,10 @@ static void start_exchange(ls_worker *W, ls_session *s)
     h->resp.data = s;
     if (h->flags & H_HAS_BODY && !h->req_complete) {
         h->tkind = T_CLIENT;
-        timer_set(W, s, W->now_us + L->hcfg.client_ms * 1000);
+        timer_set(W, s, W->now_us + L->hcfg->client_ms * 1000);
     } else {
         h->tkind = T_SERVER;
-        timer_set(W, s, W->now_us + L->hcfg.server_ms * 1000);
+        timer_set(W, s, W->now_us + L->hcfg->server_ms * 1000);
     }
     h->t_connect_start = W->now_us;
     s->state = ST_PICKING;
@@ -260,7 +260,7 @@ static void http_connected(ls_worker *W, ls_session *s)
     h->backend_requests = 1;
     h->t_connect = secs(W->now_us - h->t_connect_start);
     h->log_slot = s->slot;
-    int64_t ms = h->tkind == T_CLIENT ? s->L->hcfg.client_ms : s->L->hcfg.server_ms;
+    int64_t ms = h->tkind == T_CLIENT ? s->L->hcfg->client_ms : s->L->hcfg->server_ms;
     timer_set(W, s, W->now_us + ms * 1000);
     http_progress(W, s);
 }
@@ -378,5 +378,5 @@ static void start_tunnel(ls_worker *W, ls_session *s, const char *resp, size_t n
     h->exchange = 1;
     s->bytes[0] = s->bytes[1] = 0;
     s->rd[0] = s->rd[1] = 1;
-    relay_start(W, s, s->L->hcfg.tunnel_ms);
+    relay_start(W, s, s->L->hcfg->tunnel_ms);
 }

@@ -105,7 +105,7 @@ static int keeps_connection(ls_session *s)
 /* The listener's response_headers, or NULL when it has none. */
 static const ls_hrules *resp_rules(const ls_session *s)
 {
-    const ls_hrules *r = &s->L->hcfg.resp_rules;
+    const ls_hrules *r = &s->L->hcfg->resp_rules;
     return r->ndrop || r->lines_len ? r : NULL;
 }
 
@@ -392,7 +392,7 @@ static int flush_server(ls_worker *W, ls_session *s)
         h->t_sent = W->now_us;
         if (h->tkind == T_CLIENT) {
             h->tkind = T_SERVER;
-            timer_set(W, s, W->now_us + s->L->hcfg.server_ms * 1000);
+            timer_set(W, s, W->now_us + s->L->hcfg->server_ms * 1000);
         }
     }
     return moved;
@@ -430,7 +430,7 @@ static int read_server(ls_worker *W, ls_session *s)
     if (n < W->e->bufsize && !s->rdhup[1])
         s->rd[1] = 0;
     if (h->tkind == T_SERVER)
-        timer_set(W, s, W->now_us + s->L->hcfg.server_ms * 1000);
+        timer_set(W, s, W->now_us + s->L->hcfg->server_ms * 1000);
     int err = llhttp_execute(&h->resp, buf, (size_t)n);
     size_t used = (size_t)n;
     int upgraded = 0;
@@ -555,7 +555,7 @@ static int read_client(ls_worker *W, ls_session *s)
             /* a head still incomplete after an earlier read: bound what
              * llhttp is made to wait for (a header value dripping in) */
             h->head_bytes += (uint32_t)n;
-            if (h->head_bytes > (uint32_t)s->L->hcfg.max_head_size) {
+            if (h->head_bytes > (uint32_t)s->L->hcfg->max_head_size) {
                 h->bad_status = 431;
                 h->parse_error = 1;
             }

@@ -27,7 +27,7 @@ static int req_message_begin(llhttp_t *p)
     h->t_head = -1;
     if (!h->exchange) {
         h->tkind = T_HEAD;
-        timer_set(s->W, s, s->W->now_us + s->L->hcfg.request_ms * 1000);
+        timer_set(s->W, s, s->W->now_us + s->L->hcfg->request_ms * 1000);
     }
     return 0;
 }
@@ -48,7 +48,7 @@ static int req_field(llhttp_t *p, const char *at, size_t n)
         return 0; /* trailers: not forwarded (the body is re-framed) */
     if (h->in_value || h->nfields == 0) {
         ls_session *s = p->data;
-        if (h->nfields >= s->L->hcfg.max_headers) {
+        if (h->nfields >= s->L->hcfg->max_headers) {
             h->bad_status = 431;
             h->bad_reason = "too many header fields";
             return -1;
@@ -150,7 +150,7 @@ static int authority_differs(const char *url, size_t n, const char *host, size_t
  * server in h->rhead. 0, or -1 with bad_status/bad_reason set. */
 static int build_head(ls_session *s, ls_http *h)
 {
-    const ls_hconfig *c = &s->L->hcfg;
+    const ls_hconfig *c = s->L->hcfg;
     const char *base = h->head.p + h->head.off;
     if (h->nfields > c->max_headers) {
         h->bad_status = 431;
@@ -340,7 +340,7 @@ static int req_body(llhttp_t *p, const char *at, size_t n)
         return -1;
     }
     if (h->tkind == T_CLIENT)
-        timer_set(s->W, s, s->W->now_us + s->L->hcfg.client_ms * 1000);
+        timer_set(s->W, s, s->W->now_us + s->L->hcfg->client_ms * 1000);
     return 0;
 }
 

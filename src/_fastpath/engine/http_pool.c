@@ -18,7 +18,7 @@
  * connection is then a few pointer stores, no system call. */
 
 /* A server connection is closed after server_max_requests requests (the
- * listener's hcfg.max_requests, 1000 by default as nginx's upstream
+ * listener's hcfg->max_requests, 1000 by default as nginx's upstream
  * keepalive_requests) rather than pooled again. Behind one server
  * with several workers on one port, the kernel hands each new connection to
  * whichever worker is waiting in accept at that moment: connections opened
@@ -123,7 +123,7 @@ static int pool_put(ls_worker *W, ls_session *s)
      * multi-worker server (uwsgi, nginx) that accepted those. */
     ls_list_push_back(&W->http_pool, &p->qlink);
     __atomic_fetch_add(&L->http_pooled, 1, __ATOMIC_RELAXED);
-    timer_set(W, p, W->now_us + L->hcfg.keep_alive_ms * 1000);
+    timer_set(W, p, W->now_us + L->hcfg->keep_alive_ms * 1000);
     h->conn = NULL;
     s->fd[1] = -1;
     s->rd[1] = s->wr[1] = s->rdhup[1] = 0;
@@ -135,7 +135,7 @@ static void release_server(ls_worker *W, ls_session *s, int reusable)
 {
     ls_http *h = s->http;
     ls_listener *L = s->L;
-    if (h->backend_requests >= L->hcfg.max_requests || s->proxy_version)
+    if (h->backend_requests >= L->hcfg->max_requests || s->proxy_version)
         reusable = 0; /* a connection that told one client's address serves no other */
     if (!(s->fd[1] >= 0 && reusable && h->connected && !L->http_stopping && pool_put(W, s) == 0))
         drop_server_conn(W, s);

@@ -35,7 +35,7 @@ static size_t put_str(char *out, const char *str)
  * with a new connection per request. 0, or -1 (out of memory). */
 static int connection_lines(ls_session *s, ls_http *h)
 {
-    const ls_hconfig *c = &s->L->hcfg;
+    const ls_hconfig *c = s->L->hcfg;
     char ip[INET6_ADDRSTRLEN];
     size_t ip_len = 0;
     int family = 0;
@@ -143,7 +143,7 @@ static void http_admitted(ls_worker *W, ls_session *s)
     s->state = ST_HTTP;
     h->t_wait = s->start_us < W->now_us - 1000 ? secs(W->now_us - s->start_us) : 0.0;
     h->tkind = T_HEAD;
-    timer_set(W, s, W->now_us + s->L->hcfg.request_ms * 1000);
+    timer_set(W, s, W->now_us + s->L->hcfg->request_ms * 1000);
     http_progress(W, s);
 }
 
@@ -288,7 +288,7 @@ static void http_session_timeout(ls_worker *W, ls_session *s)
 }
 
 /* an HTTP session relays only after an upgrade: timeouts.tunnel */
-static int64_t http_tunnel_idle_ms(const ls_session *s) { return s->L->hcfg.tunnel_ms; }
+static int64_t http_tunnel_idle_ms(const ls_session *s) { return s->L->hcfg->tunnel_ms; }
 
 static void http_release(ls_session *s) { http_free(s->http); }
 
@@ -330,13 +330,31 @@ void ls_listener_configure_http(ls_engine *e, int lid, const ls_hconfig *cfg)
     ls_listener *L = get_listener(e, lid);
     if (!L)
         return;
-    pthread_mutex_lock(&L->lock);
-    L->hcfg = *cfg;
+    ls_hconfig *next = malloc(sizeof *next);
+    if (!next)
+        return; /* the listener keeps its settings */
+    *next = *cfg;
     if (!llhttp_ready)
-        L->hcfg.enabled = 0;
+        next->enabled = 0;
+    /* The workers read the block without a lock: a reload that changes it swaps
+     * in a copy rather than writing over the header rules a worker may be
+     * copying into a head at this moment. */
+    ls_hconfig *old = L->hcfg;
+    int changed = memcmp(old, next, sizeof *next) != 0;
+    if (changed)
+        __atomic_store_n(&L->hcfg, next, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&L->lock);
     L->http_stopping = 0;
-    L->proto = L->hcfg.enabled ? &proto_http : &proto_tcp;
+    L->proto = next->enabled ? &proto_http : &proto_tcp;
     pthread_mutex_unlock(&L->lock);
+    if (!changed) {
+        free(next);
+        return;
+    }
+    /* After the barrier no worker is inside a round that loaded the old block
+     * (each pass reads L->hcfg afresh); without it (out of memory) keep it. */
+    if (post_all_sync(e, CMD_BARRIER, L, -1, 0) >= 0)
+        free(old);
 }
 
 int ls_http_stop(ls_engine *e, int lid)

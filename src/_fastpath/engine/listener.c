@@ -14,11 +14,13 @@ int ls_listener_new(ls_engine *e)
     if (e->nlisteners < LS_MAX_LISTENERS) {
         ls_listener *L = calloc(1, sizeof *L);
         ls_lwstats *w = NULL;
-        if (L && posix_memalign((void **)&w, 64, (size_t)e->nworkers * sizeof *w) == 0) {
+        ls_hconfig *hcfg = calloc(1, sizeof *hcfg); /* mode tcp until configured */
+        if (L && hcfg && posix_memalign((void **)&w, 64, (size_t)e->nworkers * sizeof *w) == 0) {
             memset(w, 0, (size_t)e->nworkers * sizeof *w);
             L->wstats = w;
             L->metrics = metrics_listener_alloc(e->nworkers); /* NULL: not counted */
             L->e = e;
+            L->hcfg = hcfg;
             ls_list_init(&L->queue);
             L->proto = &proto_tcp;
             pthread_mutex_init(&L->lock, NULL);
@@ -30,6 +32,7 @@ int ls_listener_new(ls_engine *e)
             id = L->id = e->nlisteners;
             e->listeners[e->nlisteners++] = L;
         } else {
+            free(hcfg);
             free(L);
         }
     }

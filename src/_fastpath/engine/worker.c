@@ -351,6 +351,7 @@ void ls_engine_free(ls_engine *e)
         sni_listener_free(L);
         free(L->wstats);
         free(L->metrics);
+        free(L->hcfg);
         free(L);
     }
     tls_engine_free(e);
