@@ -87,7 +87,7 @@ def test_poll_spin_option(text: str, seconds: float) -> None:
 
 
 def test_poll_spin_default_and_bad_values() -> None:
-    assert parse_config(BASE).global_.poll_spin == pytest.approx(30e-6)
+    assert parse_config(BASE).global_.poll_spin == 0.0  # off unless asked for
     with pytest.raises(ConfigError) as err:
         parse_config(f"global:\n  poll_spin: -1us\n{BASE}")
     assert err.value.problems[0].startswith("global.poll_spin:")

@@ -63,11 +63,13 @@ static void run_timers(ls_worker *W)
  * sleeping worker is woken late: an idle virtual CPU takes tens of microseconds
  * to wake, and the events of a whole new connection (accept, connect, the
  * request, the answer, the close) arrive as several wake-ups. Spinning through
- * those gaps measured 5-11 % more new connections per second at no more CPU per
- * connection (benchmarks/README.md). A worker whose sleeps are longer (a quiet
- * listener, a moderate fixed rate) does not spin: the gate keeps an idle proxy
- * idle. (A gate of twice the spin cost up to 7 % more CPU per request at a fixed
- * 20,000 req/s.) */
+ * those gaps measured 4-7 % more new tcp connections per second at 1-6 % more
+ * CPU each, and 30 % more http requests on new connections at 23-35 % more CPU
+ * each (benchmarks/README.md): it turns idle CPU into rate, and the CPU it
+ * spends is the worker's, which is why it is off by default. A worker whose
+ * sleeps are longer (a quiet listener, a moderate fixed rate) does not spin:
+ * the gate keeps an idle proxy idle. (A gate of twice the spin cost up to 7 %
+ * more CPU per request at a fixed 20,000 req/s.) */
 static int poll_events(ls_worker *W, struct epoll_event *events, int timeout, int busy)
 {
     int n = 0;

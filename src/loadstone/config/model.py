@@ -1279,9 +1279,11 @@ class GlobalConfig:
     )
     # native path: a worker whose events come close together looks for more this
     # long before sleeping, yielding the CPU meanwhile (engine/worker.c
-    # poll_events); 0 never spins. Changed by a reload.
+    # poll_events); 0 (the default) never spins. Off by default: it turns idle
+    # CPU into rate at the price of CPU per request (docs/configuration.md).
+    # Changed by a reload.
     poll_spin: float = field(
-        default=30e-6,
+        default=0.0,
         metadata=key(
             Duration(allow_zero=True),
             "native path: how long a busy worker looks for events before sleeping",
