@@ -5,7 +5,6 @@ apart, or with the spin at 0, sleeps at once."""
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 import pytest
 
@@ -16,9 +15,12 @@ relay = pytest.importorskip("loadstone._fastpath.relay", reason="native data pat
 native = pytest.importorskip("loadstone.datapath.tcp_native")
 
 
-def _ping_pong(engine: Any, rounds: int) -> tuple[int, int, int]:
-    """`rounds` request/answer exchanges through one relayed connection, each step
-    an event of the worker's; returns the engine's poll counts taken meanwhile."""
+def _ping_pong(spin: float, rounds: int) -> tuple[int, int, int]:
+    """`rounds` request/answer exchanges through one relayed connection of an
+    engine spinning `spin` seconds, each step an event of the worker's; returns
+    the engine's poll counts taken meanwhile."""
+    engine = relay.Engine(1, "auto")
+    engine.set_poll_spin(spin)
     backend = socket.create_server(("127.0.0.1", 0))
     front = socket.create_server(("127.0.0.1", 0))
     front.setblocking(False)
@@ -38,6 +40,7 @@ def _ping_pong(engine: Any, rounds: int) -> tuple[int, int, int]:
     finally:
         front.close()
         backend.close()
+        engine.close()
     sleeps, spins, hits = (a - b for a, b in zip(after, before, strict=True))
     return sleeps, spins, hits
 
@@ -46,24 +49,14 @@ def test_a_busy_worker_spins_and_its_spins_find_the_next_event() -> None:
     # The test answers each step within microseconds of the worker's last
     # event, far inside a 5 ms spin: a worker that never spins, or whose spins
     # never see an event, fails.
-    engine = relay.Engine(1, "auto")
-    try:
-        engine.set_poll_spin(0.005)
-        _sleeps, spins, hits = _ping_pong(engine, 200)
-    finally:
-        engine.close()
+    _sleeps, spins, hits = _ping_pong(0.005, 200)
     assert spins > 0
     assert hits > 0
     assert hits <= spins
 
 
 def test_no_spin_at_zero() -> None:
-    engine = relay.Engine(1, "auto")
-    try:
-        engine.set_poll_spin(0)
-        sleeps, spins, hits = _ping_pong(engine, 200)
-    finally:
-        engine.close()
+    sleeps, spins, hits = _ping_pong(0, 200)
     assert sleeps > 0  # it slept between the steps instead
     assert (spins, hits) == (0, 0)
 

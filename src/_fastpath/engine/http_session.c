@@ -52,8 +52,7 @@ static int connection_lines(ls_session *s, ls_http *h)
         } else {
             family = AF_INET6;
             memcpy(raw, a, 16);
-            if (inet_ntop(AF_INET6, raw, ip, sizeof ip))
-                ip_len = strlen(ip);
+            ip_len = (size_t)(put_ipv6(ip, raw) - ip); /* addr_text.c: inet_ntop's text */
         }
     }
     if (family == AF_INET)
