@@ -47,6 +47,7 @@ class Bank:
         self.workers = workers
         self.committed: set[str] = set()
         self.commit_times: list[float] = []  # time.monotonic() of each acknowledged commit
+        self.commit_ids: list[str] = []  # the transfer of each, in the same order
         self.errors: dict[int, int] = {}
         self.stop = threading.Event()
         self.lock = threading.Lock()
@@ -132,5 +133,6 @@ class Bank:
             with self.lock:
                 self.committed.add(tid)
                 self.commit_times.append(time.monotonic())
+                self.commit_ids.append(tid)
         if conn is not None:
             conn.close()

@@ -22,6 +22,7 @@ def dump(bank: Bank, out: Path) -> None:
         doc = {
             "committed": sorted(bank.committed),
             "times": list(bank.commit_times),  # CLOCK_MONOTONIC: one clock for all namespaces
+            "ids": list(bank.commit_ids),  # the transfer acknowledged at each of those times
             "errors": {str(k): v for k, v in bank.errors.items()},
             "failure": repr(bank.failure) if bank.failure else None,
         }

@@ -117,7 +117,7 @@ class BankClient:
         try:
             doc: dict[str, Any] = json.loads(self.out.read_text())
         except (OSError, ValueError):
-            return {"committed": [], "times": [], "errors": {}, "failure": None}
+            return {"committed": [], "times": [], "ids": [], "errors": {}, "failure": None}
         if doc["failure"]:
             raise AssertionError(f"a bank worker failed: {doc['failure']}")
         return doc
