@@ -279,6 +279,12 @@ cdef class Engine:
         self._check()
         ls_engine_set_poll_spin(self.engine, <int>min(seconds * 1e6 + 0.5, 1e6))
 
+    @property
+    def poll_spin(self):
+        """The spin the workers use now (seconds, to the microsecond)."""
+        self._check()
+        return ls_engine_poll_spin(self.engine) / 1e6
+
     def poll_stats(self):
         """(sleeps, spins, spins that found events), summed over the workers."""
         self._check()
