@@ -279,6 +279,12 @@ cdef class Engine:
         self._check()
         ls_engine_set_poll_spin(self.engine, <int>min(seconds * 1e6 + 0.5, 1e6))
 
+    @property
+    def poll_spin(self):
+        """The spin the workers use now (seconds, to the microsecond)."""
+        self._check()
+        return ls_engine_poll_spin(self.engine) / 1e6
+
     def poll_stats(self):
         """(sleeps, spins, spins that found events), summed over the workers."""
         self._check()
@@ -1029,27 +1035,80 @@ cdef inline char *_put(char *at, const char *s):
     return at + n
 
 
+# "00" to "99": _put_decimal writes two digits per division.
+cdef const char *_DIGIT_PAIRS = (
+    b"00010203040506070809101112131415161718192021222324"
+    b"25262728293031323334353637383940414243444546474849"
+    b"50515253545556575859606162636465666768697071727374"
+    b"75767778798081828384858687888990919293949596979899"
+)
+
+
 @cython.cdivision(True)
-cdef char *_put_int(char *at, long long v):
-    """`v` in decimal, as %lld writes it."""
+cdef char *_put_decimal(char *at, unsigned long long n, int point):
+    """`n` in decimal with a point before its last `point` digits (0 to 20; 0:
+    none), padded with zeros to one digit before the point: (42, 0) 42, (5, 3)
+    0.005, (1234567, 6) 1.234567. The one decimal writer of the log lines: their
+    integers and, from a count of milli- or microseconds, their seconds.
+
+    One pass from the last digit, two at a time, dividing by constants only (a
+    multiply for the compiler): splitting whole and fraction first took two
+    divisions by a variable power of ten."""
     cdef char digits[24]
+    cdef char *p = digits + sizeof(digits)
     cdef int i = 0
-    cdef unsigned long long u = <unsigned long long>v
-    if v < 0:
-        at[0] = b"-"
-        at += 1
-        u = <unsigned long long>(-(v + 1)) + 1
-    while True:
-        digits[i] = <char>(48 + u % 10)
-        i += 1
-        u //= 10
-        if u == 0:
-            break
-    while i:
-        i -= 1
-        at[0] = digits[i]
-        at += 1
-    return at
+    cdef unsigned r
+    while i + 1 < point:
+        r = <unsigned>(n % 100)
+        n //= 100
+        p -= 2
+        memcpy(p, _DIGIT_PAIRS + 2 * r, 2)
+        i += 2
+    if i < point:
+        p -= 1
+        p[0] = <char>(48 + n % 10)
+        n //= 10
+    if point:
+        p -= 1
+        p[0] = b"."
+    while n >= 100:
+        r = <unsigned>(n % 100)
+        n //= 100
+        p -= 2
+        memcpy(p, _DIGIT_PAIRS + 2 * r, 2)
+    if n >= 10:
+        p -= 2
+        memcpy(p, _DIGIT_PAIRS + 2 * n, 2)
+    else:
+        p -= 1
+        p[0] = <char>(48 + n)
+    cdef size_t length = <size_t>(digits + sizeof(digits) - p)
+    memcpy(at, p, length)
+    return at + length
+
+
+cdef inline char *_put_int(char *at, long long v):
+    """`v` in decimal, as %lld writes it."""
+    if v >= 0:
+        return _put_decimal(at, <unsigned long long>v, 0)
+    at[0] = b"-"
+    return _put_decimal(at + 1, <unsigned long long>(-(v + 1)) + 1, 0)
+
+
+def decimal_text(n, int point=0):
+    """_put_decimal's text of `n` (bytes; a negative `n`: _put_int's), for the
+    tests that hold it to Python's."""
+    cdef char out[32]
+    cdef char *end
+    if not 0 <= point <= 20:
+        raise ValueError(f"point {point} is not within 0..20")
+    if n < 0:
+        if point:
+            raise ValueError("a negative number is written without a point")
+        end = _put_int(out, n)
+    else:
+        end = _put_decimal(out, n, point)
+    return PyBytes_FromStringAndSize(out, end - out)
 
 
 cdef char *_put_head(char *at, const char *now, const char *event, ls_record *r,
@@ -1113,9 +1172,9 @@ cdef int _format_session(_LineBuffer buf, ls_record *r, tuple names, const char 
         line = at
         at = _put_head(at, now, b"session", r, listener, server)
         at = _put(at, b',"bytes_in":')
-        at = _put_int(at, <long long>r.bytes_in)
+        at = _put_decimal(at, r.bytes_in, 0)
         at = _put(at, b',"bytes_out":')
-        at = _put_int(at, <long long>r.bytes_out)
+        at = _put_decimal(at, r.bytes_out, 0)
         at = _put(at, b',"duration":')
         at += _json_seconds(at, room - <size_t>(at - line), r.duration)
         at = _put_tail(at, end, r)
@@ -1170,24 +1229,15 @@ cdef int _fixed(char *out, size_t room, double value, int digits):
     it, but for a tie (an exact ...5 in binary), rounded up here. printf's
     float conversion was most of the cost of an access-log line (a perf
     profile of keep-alive requests over TLS: 5 % of loadstone's CPU)."""
-    cdef long long scale = 1
-    cdef int i, k = 0
+    cdef double scale = 1
+    cdef int i
     for i in range(digits):
         scale *= 10
     if not (0 <= value < 1e12) or room < 40:  # negative, huge, NaN: printf's
         return snprintf(out, room, "%.*f", digits, value)
-    cdef unsigned long long n = <unsigned long long>(value * scale + 0.5)
-    cdef unsigned long long whole = n // <unsigned long long>scale
-    cdef unsigned long long frac = n % <unsigned long long>scale
-    k = <int>(_put_int(out, <long long>whole) - out)
-    out[k] = b"."
-    k += 1
-    for i in range(digits - 1, -1, -1):
-        out[k + i] = <char>(48 + frac % 10)
-        frac //= 10
-    k += digits
-    out[k] = 0
-    return k
+    cdef char *end = _put_decimal(out, <unsigned long long>(value * scale + 0.5), digits)
+    end[0] = 0
+    return <int>(end - out)
 
 
 def fixed_decimal(double value, int digits):
@@ -1207,28 +1257,13 @@ cdef int _json_seconds(char *out, size_t room, double t):
     a millionth of a microsecond of a half), negative ones and any too large for
     a 64-bit count still go through snprintf."""
     cdef double x = t * 1e6
-    cdef double frac
-    cdef long long us, whole
-    cdef int k = 0, i, last
-    if t >= 0 and x < 9e15:
-        frac = x - floor(x)
-        if not (0.499999 < frac < 0.500001) and room >= 32:
-            us = <long long>floor(x + 0.5)
-            whole = us // 1000000
-            us = us % 1000000
-            k = <int>(_put_int(out, whole) - out)
-            out[k] = b"."
-            k += 1
-            last = k  # at least one digit after the point, as %.6f stripped
-            for i in range(5, -1, -1):
-                out[k + i] = <char>(48 + us % 10)
-                us //= 10
-                if out[k + i] != b"0" and last == k:
-                    last = k + i
-            k = last + 1
-            return k
-    k = snprintf(out, room, "%.6f", t)
-    while k > 1 and out[k - 1] == b"0" and out[k - 2] != b".":
+    cdef double frac = x - floor(x)
+    cdef int k
+    if t >= 0 and x < 9e15 and not (0.499999 < frac < 0.500001) and room >= 32:
+        k = <int>(_put_decimal(out, <unsigned long long>floor(x + 0.5), 6) - out)
+    else:
+        k = snprintf(out, room, "%.6f", t)
+    while k > 1 and out[k - 1] == b"0" and out[k - 2] != b".":  # one digit kept after the point
         k -= 1
     return k
 
@@ -1265,9 +1300,9 @@ cdef int _format_http(_LineBuffer buf, ls_record *r, tuple names, const char *no
         at = _put(at, b'","status":')
         at = _put_int(at, r.status)
         at = _put(at, b',"bytes_in":')
-        at = _put_int(at, <long long>r.bytes_in)
+        at = _put_decimal(at, r.bytes_in, 0)
         at = _put(at, b',"bytes_out":')
-        at = _put_int(at, <long long>r.bytes_out)
+        at = _put_decimal(at, r.bytes_out, 0)
         for i in range(5):
             at = _put(at, b',"')
             at = _put(at, ls_timing_keys[i])

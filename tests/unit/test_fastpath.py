@@ -317,6 +317,36 @@ def test_access_log_decimals_are_printfs() -> None:
         assert relay.fixed_decimal(value, 6) == f"{value:.6f}".encode()
 
 
+def test_the_one_decimal_writer_on_its_edges() -> None:
+    """relay._put_decimal writes every integer and fixed-point number of the
+    native log lines (bytes, status, seconds): Python's text at the ends of
+    every width, of the 64-bit ranges and of every point position."""
+
+    def python(n: int, point: int) -> bytes:
+        if not point:
+            return str(n).encode()
+        whole, frac = divmod(n, 10**point)
+        return f"{whole}.{frac:0{point}d}".encode()
+
+    rng = random.Random(23)
+    values = [0, 1, 9, 10, 11, 99, 100, 101, 2**63 - 1, 2**63, 2**64 - 1]
+    values += [10**k + d for k in range(1, 20) for d in (-1, 0, 1)]
+    values += [rng.randrange(10 ** rng.randrange(1, 21)) for _ in range(2000)]
+    for point in range(21):
+        for n in values:
+            if n < 2**64:
+                assert relay.decimal_text(n, point) == python(n, point), (n, point)
+    for v in (-1, -9, -10, -99, -100, -12345, -(2**63) + 1, -(2**63)):  # _put_int's sign
+        assert relay.decimal_text(v) == str(v).encode()
+    # no point at all for "%.0f", as printf
+    assert [relay.fixed_decimal(v, 0) for v in (0.0, 0.4, 12.6, 1e11)] == [
+        b"0",
+        b"0",
+        b"13",
+        b"100000000000",
+    ]
+
+
 def test_json_seconds_is_the_text_of_printf_rounding_to_the_microsecond() -> None:
     """The log lines' durations are written from whole microseconds rather than by
     snprintf("%.6f") (glibc's multi-precision float printing was most of the control

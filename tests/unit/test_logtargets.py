@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import os
 import re
 import socket
+import struct
+import termios
 import time
 from pathlib import Path
 
@@ -15,6 +19,7 @@ import pytest
 from loadstone.logtargets import Destination, parse_destination
 from loadstone.logtargets.sinks import FileSink, StreamSink, SyslogSink, connected_to_journal
 from loadstone.logtargets.syslog import FACILITIES, SyslogFormatter, severity_of
+from loadstone.sessionlog import SessionLog
 
 
 def wait_until(condition: object, timeout: float = 5.0) -> None:
@@ -167,6 +172,56 @@ def test_a_full_queue_drops_whole_writes_and_counts_their_lines() -> None:
     os.close(read_end)
     os.close(write_end)
     assert drained.count(b"\n") == sink.written
+
+
+def test_a_batch_larger_than_the_room_left_keeps_the_whole_lines_that_fit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A native drain handed over while the destination stalls: the lines of the
+    batch that fit the queue are kept whole, only the rest is dropped and
+    reported (the whole batch was dropped before)."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    assert fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ) == 4096
+    os.set_blocking(write_end, False)
+    lines = [f"session {i:04d} ".ljust(100, "x") for i in range(131)]
+    first, batch, last = lines[:50], lines[50:130], lines[130]
+    sink = StreamSink(Destination("stdout"), capacity=6000, fd=write_end)
+    caplog.set_level(logging.WARNING, "loadstone.log")
+    sink.write("\n".join(first))  # 5049 characters, more than the pipe holds
+
+    def in_pipe() -> int:
+        return struct.unpack("i", fcntl.ioctl(read_end, termios.FIONREAD, b"\0" * 4))[0]
+
+    # The writer took `first` and waits for the reader in mid-write: the queue is
+    # empty and the destination stalled.
+    wait_until(lambda: in_pipe() == 4096)
+    # The native path's batch, through SessionLog as tcp_native.drain_records
+    # hands it: 8079 characters; 59 lines and their newlines fill 5958 of 6000.
+    SessionLog("json", sink=sink).lines_formatted("\n".join(batch))
+    sink.write(last)  # 42 characters of room left: dropped
+    assert sink.dropped == 21 + 1
+    expected = "".join(f"{line}\n" for line in first + batch[:59]).encode()
+    received = bytearray()
+
+    def read_all() -> bool:
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(read_end, 1 << 16):
+                received.extend(chunk)
+        return len(received) >= len(expected)
+
+    os.set_blocking(read_end, False)
+    wait_until(read_all)
+    sink.close()
+    read_all()
+    os.close(read_end)
+    os.close(write_end)
+    assert bytes(received) == expected
+    assert (sink.written, sink.dropped) == (50 + 59, 22)
+    reports = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert reports == [
+        "log destination stdout: 22 line(s) dropped (22 in all): it could not take them"
+    ]
 
 
 def test_journal_stream_must_name_the_descriptor(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,11 +4,17 @@ apart, or with the spin at 0, sleeps at once."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from pathlib import Path
 
 import pytest
 
+from loadstone import datapath
 from loadstone.config import ConfigError, parse_config
+from loadstone.config.loader import load_config
+from loadstone.runtime import Runtime
+from tests.integration.harness import free_port
 from tests.unit.test_fastpath import BASE, _relaying
 
 relay = pytest.importorskip("loadstone._fastpath.relay", reason="native data path not built")
@@ -61,9 +67,20 @@ def test_no_spin_at_zero() -> None:
     assert (spins, hits) == (0, 0)
 
 
-def test_engine_made_by_the_data_path_takes_global_poll_spin() -> None:
+def _config_with_spin(spin: str, port: int) -> str:
+    return (
+        f"global:\n  poll_spin: {spin}\n"
+        f"listeners:\n  web:\n    bind: ['127.0.0.1:{port}']\n"
+        f"    servers: [{{name: a, address: '127.0.0.1:{port + 1}'}}]\n"
+    )
+
+
+def test_engine_made_by_the_data_path_takes_global_poll_spin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The configured value reaches the engine; a reload's new value too (the
     # same call, datapath.retune).
+    monkeypatch.delenv("LOADSTONE_POLL_SPIN", raising=False)  # it would override both
     native.set_poll_spin(0)
     try:
         assert native._poll_spin == 0
@@ -71,6 +88,34 @@ def test_engine_made_by_the_data_path_takes_global_poll_spin() -> None:
         assert native._poll_spin == 30e-6
     finally:
         native.set_poll_spin(parse_config(BASE).global_.poll_spin)
+    if datapath.NO_EXTENSIONS:
+        return  # the pure path serves: no engine runs (test_fastpath checks the choice)
+
+    # What the running engine's workers read (relay.Engine.poll_spin, the engine's
+    # own field): a runtime started from a configuration with global.poll_spin,
+    # then reloaded from one with another value.
+    path = tmp_path / "loadstone.yaml"
+    port = free_port()
+    path.write_text(_config_with_spin("40us", port))
+
+    async def start_and_reload() -> tuple[float, float, bool, bool]:
+        runtime = Runtime(load_config(path), config_path=str(path))
+        await runtime.start()
+        try:
+            engine = runtime.listeners["web"].frontend.engine  # type: ignore[attr-defined]
+            started = engine.poll_spin
+            path.write_text(_config_with_spin("250us", port))
+            report = await runtime.reload()
+            same = runtime.listeners["web"].frontend.engine is engine  # type: ignore[attr-defined]
+            return started, engine.poll_spin, report.ok, same
+        finally:
+            await runtime.stop(0)
+
+    try:
+        started, reloaded, ok, same_engine = asyncio.run(start_and_reload())
+    finally:
+        native.set_poll_spin(parse_config(BASE).global_.poll_spin)
+    assert (started, reloaded, ok, same_engine) == (40e-6, 250e-6, True, True)
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("30us", 30e-6), ("0", 0.0), ("1ms", 0.001)])

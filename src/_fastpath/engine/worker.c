@@ -260,6 +260,8 @@ void ls_engine_set_poll_spin(ls_engine *e, int spin_us)
     __atomic_store_n(&e->spin_us, spin_us > 0 ? spin_us : 0, __ATOMIC_RELAXED);
 }
 
+int ls_engine_poll_spin(ls_engine *e) { return __atomic_load_n(&e->spin_us, __ATOMIC_RELAXED); }
+
 void ls_engine_poll_stats(ls_engine *e, uint64_t out[3])
 {
     out[0] = out[1] = out[2] = 0;

@@ -186,6 +186,7 @@ int ls_engine_record_fd(ls_engine *e);
  * for events this many microseconds more, yielding the CPU (0: never). Taken by
  * the workers at their next pass. */
 void ls_engine_set_poll_spin(ls_engine *e, int spin_us);
+int ls_engine_poll_spin(ls_engine *e); /* the spin the workers use, in microseconds */
 /* How the workers waited, summed: sleeping epoll_wait() calls, spins, and spins
  * that found an event. */
 void ls_engine_poll_stats(ls_engine *e, uint64_t out[3]);

@@ -110,6 +110,7 @@ cdef extern from "engine.h" nogil:
     void ls_engine_free(ls_engine *e)
     int ls_engine_record_fd(ls_engine *e)
     void ls_engine_set_poll_spin(ls_engine *e, int spin_us)
+    int ls_engine_poll_spin(ls_engine *e)
     void ls_engine_poll_stats(ls_engine *e, uint64_t out[3])
 
     int ls_listener_new(ls_engine *e)

@@ -7,10 +7,11 @@ calls `Sink.write`, which appends the text to a queue bounded in characters and
 returns: it never does I/O. The writer thread takes the whole queue at once and
 delivers it (one write(2) for a stream or file, one sendall for TCP syslog, one
 datagram per line for /dev/log and UDP). When the destination cannot keep up,
-the queue fills and `write` drops what does not fit, counting the lines
-(`dropped`): a stalled syslog server or a full disk costs log lines, never
-proxy latency. A destination that fails (a refused connect, a timed-out send,
-a closed pipe) drops the lines at hand and is retried at most once a second.
+the queue fills and `write` queues the whole lines that fit and drops the
+rest, counting them (`dropped`; a line is never cut): a stalled syslog server
+or a full disk costs log lines, never proxy latency. A destination that fails
+(a refused connect, a timed-out send, a closed pipe) drops the lines at hand
+and is retried at most once a second.
 
 A text handed to `write` may hold several lines joined by newlines (the native
 data path formats a batch of session lines at once); message transports split
@@ -86,11 +87,20 @@ class Sink:
     # -- called from the event loop ---------------------------------------------------
 
     def write(self, text: str, severity: int = INFO) -> None:
-        """Queue `text` (one or more lines joined by newlines, no trailing one)."""
+        """Queue `text` (one or more lines joined by newlines, no trailing one).
+        Of a text longer than the room left, the whole lines that fit are queued
+        and the rest dropped (a native drain is hundreds of lines: one more must
+        not cost all of them)."""
         with self._cond:
-            if self._queued + len(text) > self.capacity or self._closing:
-                self._dropped_full += text.count("\n") + 1
-                return
+            room = -1 if self._closing else self.capacity - self._queued
+            if len(text) > room:
+                # The last newline within the room ends the lines that fit.
+                cut = text.rfind("\n", 0, max(room, 0) + 1)
+                if cut <= 0:  # not even the first line (an empty one is not worth it)
+                    self._dropped_full += text.count("\n") + 1
+                    return
+                self._dropped_full += text.count("\n", cut + 1) + 1
+                text = text[:cut]
             self._queue.append((text, severity))
             self._queued += len(text)
             self._cond.notify()
