@@ -29,8 +29,8 @@ BATCH_LINES = 512
 # The native path hands over its lines joined, one text per drain of the engine
 # (tcp_native.DRAIN_INTERVAL), so the count of entries says little: at 70k
 # requests a second a quarter of a second of them was 5 million characters,
-# more than a sink takes at once (sinks.DEFAULT_CAPACITY), and the whole batch
-# was dropped. Flushed by size too, a batch stays well under that.
+# more than a sink takes at once (sinks.DEFAULT_CAPACITY): what did not fit was
+# dropped. Flushed by size too, a batch stays well under that.
 BATCH_CHARS = 256 * 1024
 
 # How a TCP session normally ends: one side closed its half, the other followed.
