@@ -2,17 +2,21 @@
 request, each process's CPU share, and how a proxy spreads its server connections
 and requests over the workers of one multi-worker backend.
 
-    python benchmarks/costs.py [-d 5] [--strace-seconds 3]
-        [--proxies loadstone,loadstone-pure,haproxy,nginx] [--scenarios http-keepalive,http-close]
+    python benchmarks/costs.py [-d 5] [--strace-seconds 3] [--backends one-multi|two-single]
+        [--proxies loadstone,loadstone-pure,haproxy,nginx,caddy]
+        [--scenarios http-keepalive,http-close]
         [--loadstone before=/path/to/.venv/bin/loadstone --loadstone after=.venv/bin/loadstone]
 
 Throughput moves with whatever else the machine runs; these figures do not (or
 far less): a syscall count per request is the same on a quiet and a busy box, and
 the share of a multi-worker backend's requests each worker serves depends on how
 the proxy opens and reuses server connections, not on the load. The backend is
-one nginx with two workers on one port (`--backends one-multi` of compare.py),
-logging `$pid $connection` per request so that requests and connections can be
-counted per worker. Every proxy runs one worker, logging nothing.
+one nginx with two workers on one port (`--backends one-multi` of compare.py,
+the default), logging `$pid $connection` per request so that requests and
+connections can be counted per worker, or two single-worker nginx
+(`--backends two-single`, no spread to count). Every proxy runs one worker,
+logging nothing; Caddy (a peer in http mode only) is counted in the http
+scenarios.
 
 For each scenario and proxy:
 - a wrk run of `-d` seconds: requests, the proxy's context switches (voluntary
@@ -24,8 +28,8 @@ For each scenario and proxy:
 - a run of `--strace-seconds` with `strace -c -f` attached to the proxy's
   processes: system calls per request (strace slows the proxy down; the count
   per request does not change with it), the most frequent calls listed;
-- in keep-alive scenarios: the server connections per backend worker (`ss`,
-  mid-run) and the requests each worker served (the access log).
+- in keep-alive scenarios behind one-multi: the server connections per backend
+  worker (`ss`, mid-run) and the requests each worker served (the access log).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ if __package__ in (None, ""):
 
 from benchmarks.harness import wrk
 from benchmarks.harness.backends import SHAPES, NginxBackends
+from benchmarks.harness.caddy import Caddy
 from benchmarks.harness.lineup import Build, parse_builds
 from benchmarks.harness.measure import measure, wrk_argv
 from benchmarks.harness.nginx_proxy import NginxProxy
@@ -57,7 +62,7 @@ from benchmarks.harness.procs import process_tree
 from benchmarks.harness.proxies import HAProxy, Loadstone, Proxy
 from benchmarks.harness.scenarios import SCENARIOS, Scenario
 
-PROXY_NAMES = ("loadstone", "loadstone-pure", "haproxy", "nginx")
+PROXY_NAMES = ("loadstone", "loadstone-pure", "haproxy", "nginx", "caddy")
 DEFAULT_SCENARIOS = ("http-keepalive", "http-close")
 
 
@@ -92,6 +97,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--proxies", default=",".join(PROXY_NAMES))
     parser.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS))
+    parser.add_argument(
+        "--backends",
+        choices=sorted(SHAPES),
+        default="one-multi",
+        help="the backend shape (compare.py's): the spread is counted behind one-multi only",
+    )
     parser.add_argument(
         "--loadstone",
         action="append",
@@ -141,6 +152,10 @@ def build(
         ]
     if name == "haproxy":
         return [HAProxy(workdir, backends.backends, workers=1, mode=mode)]
+    if name == "caddy":  # a peer in http mode only
+        if mode not in Caddy.modes:
+            return []
+        return [Caddy(workdir, backends.backends, workers=1, mode=mode)]
     return [NginxProxy(workdir, backends.backends, workers=1, mode=mode)]
 
 
@@ -270,7 +285,8 @@ def run_one(
     offset = log_offset(log)
     sampled: dict[int, int] = {}
     sampler = None
-    if not scenario.headers:  # keep-alive: the connections stay; count them mid-run
+    # Keep-alive behind one multi-worker server: its connections stay; count them mid-run.
+    if not scenario.headers and backends.shape.workers > 1:
         port = backends.backends[0].port
 
         def sample() -> None:
@@ -371,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[Costs] = []
     try:
         with contextlib.ExitStack() as stack:
-            backends = NginxBackends(args.workdir, SHAPES["one-multi"], log_workers=True)
+            backends = NginxBackends(args.workdir, SHAPES[args.backends], log_workers=True)
             stack.callback(backends.stop)
             by_mode: dict[str, list[Proxy]] = {}
             for scenario in args.scenario_list:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 from benchmarks import costs
@@ -61,3 +62,12 @@ def test_runqueue_time_counts_threads_waiting_for_a_cpu() -> None:
     finally:
         for child in children:
             child.wait(timeout=10)
+
+
+def test_caddy_is_counted_in_http_scenarios_only_and_the_shape_is_chosen(tmp_path: Path) -> None:
+    args = costs.parse_args(["--proxies", "nginx,caddy", "--backends", "two-single"])
+    assert args.backends == "two-single" and args.proxy_list == ["nginx", "caddy"]
+    backends = types.SimpleNamespace(backends=[])  # build() reads only their addresses
+    assert costs.build("caddy", [], tmp_path / "tcp", backends, "tcp") == []  # type: ignore[arg-type]
+    (caddy,) = costs.build("caddy", [], tmp_path / "http", backends, "http")  # type: ignore[arg-type]
+    assert caddy.name == "caddy" and caddy.mode == "http"
