@@ -217,3 +217,29 @@ def test_a_dripping_client_is_closed_after_the_total_bound(
         stop.set()
         dripper.join(5)
     assert took > 1.0  # the idle bound (0.5 s) alone would have closed it sooner
+
+
+def test_a_stop_ends_a_lingering_connection_at_once(loadstone: Start, backends: Backends) -> None:
+    """SIGTERM while a client lingers: the soft stop closes it with the idle
+    ones instead of waiting for it (its 2 s) or for the grace (5 s)."""
+    ls = redirecting(loadstone, backends)
+    head = b"POST /first HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+    stop = threading.Event()
+    with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+        s.sendall(head)
+        assert read_to_end(s) == REDIRECT
+        assert proxy_holds(ls, s)
+
+        def drip() -> None:  # keeps the idle bound from ending it
+            with contextlib.suppress(OSError):
+                while not stop.wait(0.1):
+                    s.sendall(b"z")
+
+        dripper = threading.Thread(target=drip, daemon=True)
+        dripper.start()
+        started = time.monotonic()
+        assert ls.stop() == 0
+        took = time.monotonic() - started
+        stop.set()
+        dripper.join(5)
+    assert took < 1.5

@@ -685,6 +685,7 @@ class ClientConnection(asyncio.Protocol, Exchange):
         if linger and transport is not None:
             # its maxconn place is kept until the linger ends (_lingered)
             self.lingering = Lingering(self.loop, transport, self.frontend.t_client, self._lingered)
+            self.transport = None  # nothing more is written to it
             return
         if transport is not None:
             transport.close()
