@@ -243,3 +243,16 @@ def test_a_stop_ends_a_lingering_connection_at_once(loadstone: Start, backends: 
         stop.set()
         dripper.join(5)
     assert took < 1.5
+
+
+def test_linger_zero_closes_at_once(loadstone: Start, backends: Backends) -> None:
+    """`timeouts.linger: 0`: the close that would have lingered is immediate (the
+    end of stream the client reads is the close's own FIN)."""
+    config = http_config(backends(1), redirect="https")
+    config["defaults"]["timeouts"]["linger"] = 0
+    ls = loadstone(config)
+    head = b"POST /first HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+        s.sendall(head)
+        assert read_to_end(s) == REDIRECT
+        assert not proxy_holds(ls, s)

@@ -10,15 +10,14 @@
  * after a `Connection: close` one. Then, once the response is written, the
  * write side is shut (the FIN goes after it, and the MSG_MORE tail with it),
  * and what the client still sends is read and dropped until it closes, for
- * at most LINGER_TIME_US, giving up after LINGER_IDLE_US without a byte or
- * past LINGER_BYTES. The session keeps its maxconn place meanwhile (it holds
+ * at most timeouts.linger (the listener's linger_ms; 0: no lingering),
+ * giving up after LINGER_IDLE_US without a byte or past LINGER_BYTES. The session keeps its maxconn place meanwhile (it holds
  * a descriptor) but no server connection, and a stop or shutdown ends it as
  * any other.
  *
  * A close after a clean exchange (the whole request read, nothing buffered,
  * no readiness seen since the last read) closes at once: no syscall more. */
 
-#define LINGER_TIME_US (2 * 1000000)
 #define LINGER_IDLE_US (500 * 1000)
 #define LINGER_BYTES (4u * 1024 * 1024)
 
@@ -28,7 +27,7 @@
 static int client_may_send(const ls_session *s)
 {
     const ls_http *h = s->http;
-    if (h->client_eof || s->tls)
+    if (h->client_eof || s->tls || !s->L->hcfg->linger_ms)
         return 0; /* (TLS: its close_notify belongs to tls.c; not lingered) */
     return h->in.len || h->parsing || !h->req_complete || s->rd[0];
 }
@@ -76,8 +75,9 @@ static void close_client(ls_worker *W, ls_session *s)
     h->lingering = 1;
     h->tkind = T_LINGER;
     buf_free(&h->in); /* nothing of it will be answered */
-    h->linger_end = W->now_us + LINGER_TIME_US;
-    timer_set(W, s, W->now_us + LINGER_IDLE_US);
+    h->linger_end = W->now_us + s->L->hcfg->linger_ms * 1000;
+    int64_t idle = W->now_us + LINGER_IDLE_US;
+    timer_set(W, s, idle < h->linger_end ? idle : h->linger_end);
     s->rd[0] = 1; /* what came before the shutdown too */
     linger_drain(W, s);
 }

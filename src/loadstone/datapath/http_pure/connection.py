@@ -649,11 +649,15 @@ class ClientConnection(asyncio.Protocol, Exchange):
         kernel may hold more): known without a syscall. Not over TLS (its
         transport cannot shut its write side alone)."""
         req = self.req
-        if self.client_eof or not (
-            self.parsing is not None
-            or self.pipeline
-            or self.paused
-            or (req is not None and not req.complete)
+        if (
+            self.client_eof
+            or not self.frontend.t_linger
+            or not (
+                self.parsing is not None
+                or self.pipeline
+                or self.paused
+                or (req is not None and not req.complete)
+            )
         ):
             return False
         return transport.can_write_eof()
@@ -684,7 +688,10 @@ class ClientConnection(asyncio.Protocol, Exchange):
         transport = self.transport
         if linger and transport is not None:
             # its maxconn place is kept until the linger ends (_lingered)
-            self.lingering = Lingering(self.loop, transport, self.frontend.t_client, self._lingered)
+            frontend = self.frontend
+            self.lingering = Lingering(
+                self.loop, transport, frontend.t_linger, frontend.t_client, self._lingered
+            )
             self.transport = None  # nothing more is written to it
             return
         if transport is not None:

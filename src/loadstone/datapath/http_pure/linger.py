@@ -8,7 +8,8 @@ connection closed while its client may still be sending (a request not all
 read, requests pipelined after the one answered, reading paused) is not
 closed: its write side is shut once the response is written (write_eof), and
 what still comes is read and dropped until the client closes, for at most
-LINGER_TIME in all, LINGER_IDLE without a byte, LINGER_BYTES. The connection
+timeouts.linger in all (0: no lingering), LINGER_IDLE without a byte,
+LINGER_BYTES. The connection
 keeps its maxconn place meanwhile (it holds a descriptor); a stop or shutdown
 ends it at once.
 """
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-LINGER_TIME = 2.0
 LINGER_IDLE = 0.5
 LINGER_BYTES = 4 * 1024 * 1024
 
@@ -36,6 +36,7 @@ class Lingering:
         "ends_at",
         "idle_until",
         "last_buffered",
+        "linger",
         "loop",
         "on_done",
         "stalled_since",
@@ -48,10 +49,12 @@ class Lingering:
         self,
         loop: asyncio.AbstractEventLoop,
         transport: asyncio.Transport,
+        linger: float,
         write_stall: float,
         on_done: Callable[[], None],
     ) -> None:
         self.loop = loop
+        self.linger = linger
         self.transport = transport
         self.write_stall = write_stall
         self.on_done = on_done
@@ -88,7 +91,7 @@ class Lingering:
                     return
                 self.timer = self.loop.call_later(LINGER_IDLE, self._check)
                 return
-            self.ends_at = now + LINGER_TIME
+            self.ends_at = now + self.linger
             self.idle_until = now + LINGER_IDLE
         if now >= self.ends_at or now >= self.idle_until:
             self.end()
