@@ -5,10 +5,11 @@ kernel send a RST instead of a FIN (and drop what it had not sent yet): a
 client still sending when the proxy answers and closes (a redirect or error
 before its body was read, pipelined requests after `Connection: close`) would
 lose the response. The proxy shuts its write side instead, reads and drops
-what still comes, and closes when the client does or after a bound (2 s in
-all, 0.5 s without a byte). The raw-socket clients here misbehave on purpose;
-each asserts the exact response and a clean end of stream (never
-ECONNRESET), and that the proxy's descriptors go back to what they were.
+what still comes, and closes when the client does or after a bound
+(`timeouts.linger`, 2 s by default, in all; 0.5 s without a byte). The
+raw-socket clients here misbehave on purpose; each asserts the exact
+response and a clean end of stream (never ECONNRESET), and that the
+proxy's descriptors go back to what they were.
 """
 
 from __future__ import annotations
