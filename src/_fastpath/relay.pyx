@@ -353,6 +353,7 @@ cdef class Engine:
         tuple response_rules=((), b""),
         int redirect_code=0,
         str redirect_scheme="",
+        double linger=2.0,
     ):
         """Serve the listener in mode http (load_llhttp first). Timeouts in seconds;
         except_nets: [(4 or 6, packed address bytes, prefix length)]; max_requests:
@@ -373,6 +374,7 @@ cdef class Engine:
         cfg.client_ms = max(1, <long long>(client * 1000))
         cfg.server_ms = max(1, <long long>(server * 1000))
         cfg.tunnel_ms = max(1, <long long>(tunnel * 1000))
+        cfg.linger_ms = max(0, <long long>(linger * 1000))  # 0: a close at once
         cfg.max_head_size = max_head_size
         cfg.max_headers = max_headers
         cfg.forwarded_port = forwarded_port

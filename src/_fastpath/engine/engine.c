@@ -126,6 +126,7 @@
 #include "http_parse.c"
 #include "http_selftest.c"
 #include "http_io.c"
+#include "http_linger.c" /* the lingering close of a client still sending */
 #include "http_pool.c"
 #include "http_exchange.c"
 #include "http_session.c"

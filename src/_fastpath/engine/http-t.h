@@ -14,7 +14,7 @@
 enum { H_CHUNKED = 1, H_HAS_BODY = 2 };
 
 /* what the session's timer is for */
-enum { T_HEAD = 0, T_IDLE, T_CLIENT, T_SERVER, T_CLOSING };
+enum { T_HEAD = 0, T_IDLE, T_CLIENT, T_SERVER, T_CLOSING, T_LINGER };
 
 typedef struct ls_buf {
     char *p;
@@ -64,6 +64,10 @@ struct ls_http {
     double t_wait, t_connect;
     int64_t t_connect_start, t_sent, t_response;
     uint64_t bytes_in, bytes_out;
+    /* the lingering close (http_linger.c) */
+    uint8_t lingering;
+    uint32_t linger_bytes;
+    int64_t linger_end;
 };
 
 #endif

@@ -109,7 +109,7 @@ static void close_after_write(ls_worker *W, ls_session *s)
     h->closing = 1;
     h->tkind = T_CLOSING;
     if (!h->cout.len) {
-        finish(W, s, LS_END_CLIENT_CLOSE, 0);
+        close_client(W, s); /* http_linger.c */
         return;
     }
     flush_later(W, s);

@@ -331,7 +331,10 @@ static void client_failed(ls_worker *W, ls_session *s)
  * close right after it puts its FIN on their segment (tcp_send_fin marks an
  * unsent tail) instead of sending one segment more, which on loopback the
  * worker also delivers. Only then: the client has nothing more to send, so the
- * close is never a reset that would throw the held bytes away. */
+ * close is never a reset that would throw the held bytes away; one that sent
+ * more after all (the socket said readable since) gets a lingering close
+ * (http_linger.c), whose shutdown(SHUT_WR) sends the held bytes and the FIN
+ * as a close does. */
 static int fin_rides_along(const ls_session *s)
 {
     const ls_http *h = s->http;
@@ -360,7 +363,7 @@ static int flush_client(ls_worker *W, ls_session *s)
     if (!h->cout.len) {
         buf_free(&h->cout);
         if (h->closing)
-            finish(W, s, LS_END_CLIENT_CLOSE, 0);
+            close_client(W, s); /* http_linger.c: at once, or lingering */
     }
     return 1;
 }
@@ -592,6 +595,10 @@ static int read_client(ls_worker *W, ls_session *s)
 static void http_progress(ls_worker *W, ls_session *s)
 {
     ls_http *h = s->http;
+    if (h->lingering) {
+        linger_drain(W, s); /* http_linger.c: the client's last bytes, dropped */
+        return;
+    }
     int round = 0;
     for (; round < LS_ROUNDS; round++) {
         if (s->state == ST_CLOSED || s->state == ST_RELAY)

@@ -177,6 +177,9 @@ static void http_timeout(ls_worker *W, ls_session *s)
         else
             http_answer(W, s, 504, LS_HEND_SERVER_TIMEOUT, 0);
         return;
+    case T_LINGER: /* http_linger.c: the bound of the lingering close */
+        finish(W, s, LS_END_CLIENT_CLOSE, 0);
+        return;
     default: /* T_CLOSING: the client does not take our last bytes */
         finish(W, s, LS_END_CLIENT_TIMEOUT, 0);
         return;
@@ -242,8 +245,9 @@ static int http_stop_idle(ls_worker *W, ls_listener *L)
     ls_list *pos, *tmp;
     LS_LIST_FOR_EACH_SAFE(pos, tmp, &W->sessions) {
         ls_session *s = LS_LIST_ELEM(pos, ls_session, alink);
-        if (s->L == L && s->http && s->state == ST_HTTP && !s->http->exchange &&
-            !s->http->parsing && !s->http->in.len) {
+        if (s->L == L && s->http && s->state == ST_HTTP &&
+            ((!s->http->exchange && !s->http->parsing && !s->http->in.len) ||
+             s->http->lingering)) {
             finish(W, s, LS_END_CLIENT_CLOSE, 0);
             closed++;
         }

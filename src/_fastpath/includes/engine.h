@@ -159,6 +159,7 @@ typedef struct ls_hrules {
 typedef struct ls_hconfig {
     int32_t enabled;
     int64_t request_ms, keep_alive_ms, client_ms, server_ms, tunnel_ms;
+    int64_t linger_ms; /* the lingering close (http_linger.c), 0: none */
     int32_t max_head_size, max_headers;
     int32_t forwarded_port;     /* add X-Forwarded-Port */
     char forwardfor[64];        /* header name, "" when forwardfor is off */

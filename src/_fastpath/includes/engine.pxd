@@ -70,6 +70,7 @@ cdef extern from "engine.h" nogil:
     ctypedef struct ls_hconfig:
         int32_t enabled
         int64_t request_ms, keep_alive_ms, client_ms, server_ms, tunnel_ms
+        int64_t linger_ms
         int32_t max_head_size, max_headers
         int32_t forwarded_port
         char forwardfor[64]

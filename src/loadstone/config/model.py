@@ -97,6 +97,14 @@ class Timeouts:
     http_keep_alive: float = _timeout(
         10.0, "idle time allowed between two requests of one connection"
     )
+    linger: float = field(
+        default=2.0,
+        metadata=key(
+            Duration(allow_zero=True),
+            "mode http: how long a client still sending after its connection's last "
+            "response is read and dropped before the close (lingering close); 0: close at once",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)

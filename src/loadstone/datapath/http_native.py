@@ -170,6 +170,7 @@ class HttpFrontend(native.TcpFrontend):
             client=t.client,
             server=t.server,
             tunnel=t.tunnel,
+            linger=t.linger,
             max_head_size=c.max_head_size,
             max_headers=c.max_headers,
             max_requests=c.server_max_requests,

@@ -42,6 +42,7 @@ from loadstone.datapath import monitor
 from loadstone.datapath.http_pure.exchange import Exchange
 from loadstone.datapath.http_pure.framing import chunk, end_of_body
 from loadstone.datapath.http_pure.frontend import HttpListener
+from loadstone.datapath.http_pure.linger import Lingering
 from loadstone.datapath.http_pure.state import (
     PENDING_LIMIT,
     ST_CLOSED,
@@ -80,6 +81,7 @@ class ClientConnection(asyncio.Protocol, Exchange):
         "frontend",
         "head_bytes",
         "http11",
+        "lingering",
         "loop",
         "parser",
         "parsing",
@@ -125,6 +127,7 @@ class ClientConnection(asyncio.Protocol, Exchange):
         self.timeout_kind = T_HEAD
         self.parsing: Request | None = None  # the request the parser is on
         self.pipeline: collections.deque[Request] = collections.deque()
+        self.lingering: Lingering | None = None  # closed, the client's last bytes read
         self._exchange_init()
 
     @property
@@ -172,6 +175,8 @@ class ClientConnection(asyncio.Protocol, Exchange):
             self.tunnel_buf.append(data)
             return
         if self.state is ST_CLOSED:
+            if self.lingering is not None:
+                self.lingering.data(len(data))  # dropped
             return
         self.bytes_in += len(data)
         parsing = self.parsing
@@ -205,6 +210,9 @@ class ClientConnection(asyncio.Protocol, Exchange):
             self.flush_to_server()
 
     def eof_received(self) -> bool:
+        if self.lingering is not None:
+            self.lingering.end(client_closed=True)  # so do we
+            return True  # (closed by end(), after what is still buffered)
         self.client_eof = True
         parsing = self.parsing
         if parsing is None and self.req is None:
@@ -228,7 +236,9 @@ class ClientConnection(asyncio.Protocol, Exchange):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        if self.state is not ST_CLOSED:
+        if self.lingering is not None:
+            self.lingering.end()
+        elif self.state is not ST_CLOSED:
             self._close("client-reset" if exc is not None else "client-close")
 
     def pause_writing(self) -> None:
@@ -434,6 +444,13 @@ class ClientConnection(asyncio.Protocol, Exchange):
         else:
             status, reason = 400, str(exc)
         req = self.parsing
+        if req is None and self.req is not None and self.req.complete and not self.req.keep_alive:
+            # Bytes after a request that said `Connection: close` (httptools
+            # refuses them): not that request's, which gets its response; the
+            # close after it lingers (linger.py) and drops them, as the native
+            # path does.
+            self.pause_client_reading()
+            return
         log.info("%s: %s: %d %s", self.frontend.name, self.peer, status, reason)
         if self.req is not None:
             if req is not None and req is not self.req:
@@ -598,6 +615,8 @@ class ClientConnection(asyncio.Protocol, Exchange):
 
     def shutdown(self, reason: str) -> None:
         """Close now (shutdown-sessions, maint, stop after grace)."""
+        if self.lingering is not None:
+            self.lingering.end()
         if self.state is ST_CLOSED:
             return
         if self.req is not None:
@@ -606,19 +625,49 @@ class ClientConnection(asyncio.Protocol, Exchange):
 
     def close_if_idle(self) -> bool:
         """Close a connection that waits between requests (soft stop)."""
+        if self.lingering is not None:
+            self.lingering.end()
+            return True
         if self.req is None and self.parsing is None and self.state is not ST_CLOSED:
             self._close("stopping")
             return True
         return False
 
     def _close_after_write(self, end: str) -> None:
-        if self.transport is not None:
+        transport = self.transport
+        linger = transport is not None and self._client_may_send(transport)
+        if transport is not None:
             if self.frontend.writes:
                 self.frontend.flush_writes()
-            self.transport.close()  # flushes what is buffered first
-        self._close(end)
+            if not linger:
+                transport.close()  # flushes what is buffered first
+        self._close(end, linger)
 
-    def _close(self, end: str) -> None:
+    def _client_may_send(self, transport: asyncio.Transport) -> bool:
+        """Is a close now at risk of a reset (linger.py)? A request not all
+        read (its head or body), requests after it, or reading paused (the
+        kernel may hold more): known without a syscall. Not over TLS (its
+        transport cannot shut its write side alone)."""
+        req = self.req
+        if (
+            self.client_eof
+            or not self.frontend.t_linger
+            or not (
+                self.parsing is not None
+                or self.pipeline
+                or self.paused
+                or (req is not None and not req.complete)
+            )
+        ):
+            return False
+        return transport.can_write_eof()
+
+    def _lingered(self) -> None:
+        self.lingering = None
+        self.transport = None
+        self.frontend.connection_finished(self)
+
+    def _close(self, end: str, linger: bool = False) -> None:
         if self.state is ST_CLOSED:
             return
         if self.frontend.writes:
@@ -635,7 +684,16 @@ class ClientConnection(asyncio.Protocol, Exchange):
         if self.connect_task is not None:
             self.connect_task.cancel()
             self.connect_task = None
-        if self.transport is not None:
-            self.transport.close()
         self.pipeline.clear()
+        transport = self.transport
+        if linger and transport is not None:
+            # its maxconn place is kept until the linger ends (_lingered)
+            frontend = self.frontend
+            self.lingering = Lingering(
+                self.loop, transport, frontend.t_linger, frontend.t_client, self._lingered
+            )
+            self.transport = None  # nothing more is written to it
+            return
+        if transport is not None:
+            transport.close()
         self.frontend.connection_finished(self)

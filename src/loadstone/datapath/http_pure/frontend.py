@@ -101,6 +101,7 @@ class HttpListener(AcceptingFrontend[HttpConnection]):
         self.tick = min(t.http_request, t.http_keep_alive, t.client, t.server, t.tunnel)
         self.t_http_request = t.http_request
         self.t_http_keep_alive = t.http_keep_alive
+        self.t_linger = t.linger  # the lingering close (linger.py), 0: none
         self.upstreams.keep_alive = t.http_keep_alive
         self.upstreams.max_requests = config.server_max_requests
         self.t_client = t.client

@@ -1,0 +1,83 @@
+/* http_linger.c: the lingering close of an HTTP client connection (part of the
+ * unity build engine.c), as nginx's lingering_close and HAProxy's do it.
+ *
+ * Closing a socket whose receive queue holds bytes we never read makes the
+ * kernel answer with a RST instead of a FIN, and throw away what it had not
+ * sent yet; the client's TCP may then discard the response it received but
+ * had not read. That happens whenever we close while the client is still
+ * sending: an answer of ours (400, 408, 503, a redirect) before its body was
+ * read, a response that ended before the request did, pipelined requests
+ * after a `Connection: close` one. Then, once the response is written, the
+ * write side is shut (the FIN goes after it, and the MSG_MORE tail with it),
+ * and what the client still sends is read and dropped until it closes, for
+ * at most timeouts.linger (the listener's linger_ms; 0: no lingering),
+ * giving up after LINGER_IDLE_US without a byte or past LINGER_BYTES. The session keeps its maxconn place meanwhile (it holds
+ * a descriptor) but no server connection, and a stop or shutdown ends it as
+ * any other.
+ *
+ * A close after a clean exchange (the whole request read, nothing buffered,
+ * no readiness seen since the last read) closes at once: no syscall more. */
+
+#define LINGER_IDLE_US (500 * 1000)
+#define LINGER_BYTES (4u * 1024 * 1024)
+
+/* May the client still be sending? The request unread (a head started, its
+ * body not all here), bytes buffered past it, or the socket said readable
+ * since our last read (nginx's read->ready): all known without a syscall. */
+static int client_may_send(const ls_session *s)
+{
+    const ls_http *h = s->http;
+    if (h->client_eof || s->tls || !s->L->hcfg->linger_ms)
+        return 0; /* (TLS: its close_notify belongs to tls.c; not lingered) */
+    return h->in.len || h->parsing || !h->req_complete || s->rd[0];
+}
+
+/* Read and drop what the client sends; the end of the linger when it
+ * closes, breaks or goes past the bound. */
+static void linger_drain(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    int got = 0;
+    for (;;) {
+        ssize_t n = recv(s->fd[0], W->buf, (size_t)W->e->bufsize, 0);
+        if (n > 0) {
+            h->linger_bytes += (uint32_t)n;
+            if (h->linger_bytes > LINGER_BYTES) {
+                finish(W, s, LS_END_CLIENT_CLOSE, 0);
+                return;
+            }
+            got = 1;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            s->rd[0] = 0;
+            break;
+        }
+        finish(W, s, LS_END_CLIENT_CLOSE, 0); /* its close (or a reset): done */
+        return;
+    }
+    if (got) {
+        int64_t next = W->now_us + LINGER_IDLE_US;
+        timer_set(W, s, next < h->linger_end ? next : h->linger_end);
+    }
+}
+
+/* The response is all written and the connection is to close. */
+static void close_client(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    if (!client_may_send(s) || shutdown(s->fd[0], SHUT_WR) < 0) {
+        finish(W, s, LS_END_CLIENT_CLOSE, 0);
+        return;
+    }
+    h->lingering = 1;
+    h->tkind = T_LINGER;
+    buf_free(&h->in); /* nothing of it will be answered */
+    h->linger_end = W->now_us + s->L->hcfg->linger_ms * 1000;
+    int64_t idle = W->now_us + LINGER_IDLE_US;
+    timer_set(W, s, idle < h->linger_end ? idle : h->linger_end);
+    s->rd[0] = 1; /* what came before the shutdown too */
+    linger_drain(W, s);
+}

@@ -1,0 +1,259 @@
+"""The lingering close of a client connection, on both data paths.
+
+Closing a socket whose receive queue holds bytes the proxy never read makes the
+kernel send a RST instead of a FIN (and drop what it had not sent yet): a
+client still sending when the proxy answers and closes (a redirect or error
+before its body was read, pipelined requests after `Connection: close`) would
+lose the response. The proxy shuts its write side instead, reads and drops
+what still comes, and closes when the client does or after a bound
+(`timeouts.linger`, 2 s by default, in all; 0.5 s without a byte). The
+raw-socket clients here misbehave on purpose; each asserts the exact
+response and a clean end of stream (never ECONNRESET), and that the
+proxy's descriptors go back to what they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from loadstone.http import message
+from tests.integration.harness import Backend, Loadstone, free_port, wait_for
+from tests.integration.test_http_mode import RecordingBackend, _Responses, http_config, port_of
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("datapath")]
+
+Start = Callable[..., Loadstone]
+Backends = Callable[..., list[Backend]]
+
+CLOSE_REQUEST = b"GET /first HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+# More than both paths read ahead of the request in flight (64 KiB unparsed,
+# a few parsed requests): most of it is still in the kernel when they close.
+PIPELINED = b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n" * 8000
+REDIRECT = message.redirect(301, b"https://t/first")
+
+
+def redirecting(loadstone: Start, backends: Backends) -> Loadstone:
+    """A listener that answers every request itself, at once (its server unused)."""
+    return loadstone(http_config(backends(1), redirect="https"))
+
+
+class Sender(threading.Thread):
+    """Writes `data`, then shuts its side down, while the test reads: a client
+    that sends all it has before it looks at the answer."""
+
+    def __init__(self, sock: socket.socket, data: bytes) -> None:
+        super().__init__(daemon=True)
+        self.sock = sock
+        self.data = data
+        self.error: OSError | None = None
+
+    def run(self) -> None:
+        try:
+            self.sock.sendall(self.data)
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self.error = exc
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    """Everything until the end of stream; an error (ECONNRESET) raises."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def baseline_fds(ls: Loadstone) -> int:
+    """The proxy's descriptors once it has served a connection (its lazily
+    opened ones exist from then on) and closed it."""
+    before = ls.fd_count()
+    with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+        s.sendall(CLOSE_REQUEST)
+        assert read_to_end(s) == REDIRECT
+    return wait_for(lambda: (n := ls.fd_count()) <= before and n, what="the first one closed")
+
+
+def fds_back_to(ls: Loadstone, count: int, timeout: float = 10) -> None:
+    """No descriptor left behind (<=: the admin connection of the start may
+    have been open when `count` was taken)."""
+    wait_for(lambda: ls.fd_count() <= count, timeout=timeout, what=f"{count} descriptors")
+
+
+def proxy_holds(ls: Loadstone, client: socket.socket) -> bool:
+    """Has the proxy still a descriptor for its end of `client`'s connection?
+    (Its socket in /proc/net/tcp, by the two ports, among its descriptors: once
+    closed, an orphan socket has no inode.)"""
+    assert ls.proc is not None
+    fd_dir = f"/proc/{ls.proc.pid}/fd"
+    held = set()
+    for fd in os.listdir(fd_dir):
+        with contextlib.suppress(OSError):
+            held.add(os.readlink(f"{fd_dir}/{fd}"))
+    ports = (port_of(ls), client.getsockname()[1])
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            local, remote = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
+            if (local, remote) == ports and f"socket:[{fields[9]}]" in held:
+                return True
+    return False
+
+
+def test_pipelined_bytes_after_a_close_request_do_not_reset_the_answer(
+    loadstone: Start, backends: Backends
+) -> None:
+    """`Connection: close` and, in the same write, 300 KB of more requests: the
+    answer to the first, then the end of stream, not a reset."""
+    ls = redirecting(loadstone, backends)
+    fds = baseline_fds(ls)
+    with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+        sender = Sender(s, CLOSE_REQUEST + PIPELINED)
+        sender.start()
+        assert read_to_end(s) == REDIRECT
+        sender.join(10)
+        assert sender.error is None  # all of it was taken (and dropped), not refused
+    fds_back_to(ls, fds)
+
+
+def test_bytes_sent_while_the_response_is_awaited(loadstone: Start, tmp_path: Path) -> None:
+    """A second write after the `Connection: close` request, while the server is
+    still answering it (a pipelining client): the whole response, then EOF."""
+    record = tmp_path / "s1.jsonl"
+    server = RecordingBackend("s1", free_port(), record).start()
+    try:
+        ls = loadstone(http_config([server]))
+        with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+            s.sendall(CLOSE_REQUEST.replace(b"/first", b"/slow?delay=0.3"))
+            wait_for(lambda: record.exists() and record.read_text(), what="the request at s1")
+            sender = Sender(s, PIPELINED)
+            sender.start()
+            received = read_to_end(s)
+            sender.join(10)
+        parsed = _Responses()
+        parsed.parser.feed_data(received)
+        assert len(parsed.done) == 1
+        assert parsed.done[0].status == 200 and parsed.done[0].body == b"s1\n"
+        assert received.endswith(b"\r\n\r\ns1\n")  # nothing after the one response
+        assert [json.loads(line)["target"] for line in record.read_text().splitlines()] == [
+            "/slow?delay=0.3"
+        ]
+    finally:
+        server.stop()
+
+
+def test_an_early_answer_to_a_large_upload_arrives_whole(
+    loadstone: Start, backends: Backends
+) -> None:
+    """A 1 MiB POST answered (a redirect) as soon as its head is read, while the
+    client is still writing the body: the client writes it all and reads the
+    whole answer, then EOF."""
+    ls = redirecting(loadstone, backends)
+    fds = baseline_fds(ls)
+    body = b"x" * (1 << 20)
+    head = b"POST /first HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+        sender = Sender(s, head + body)
+        sender.start()
+        assert read_to_end(s) == REDIRECT
+        sender.join(10)
+        assert sender.error is None
+    fds_back_to(ls, fds)
+
+
+def test_a_client_that_never_closes_is_closed_after_the_bound(
+    loadstone: Start, backends: Backends
+) -> None:
+    """A body promised and never sent, a socket never closed: the answer and our
+    FIN at once, then the descriptor goes after the idle bound."""
+    ls = redirecting(loadstone, backends)
+    fds = baseline_fds(ls)
+    head = b"POST /first HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+        s.sendall(head + b"y" * 1000)
+        assert read_to_end(s) == REDIRECT  # the FIN of our shutdown: EOF
+        answered = time.monotonic()
+        assert proxy_holds(ls, s)  # lingering
+        wait_for(lambda: not proxy_holds(ls, s), timeout=5, what="the linger's end")
+        assert time.monotonic() - answered > 0.3  # lingered, not closed at once
+        fds_back_to(ls, fds)  # while the client holds its end open
+
+
+def test_a_dripping_client_is_closed_after_the_total_bound(
+    loadstone: Start, backends: Backends
+) -> None:
+    """A byte every 100 ms keeps the idle bound from firing: the total one
+    (2 s) closes it all the same."""
+    ls = redirecting(loadstone, backends)
+    fds = baseline_fds(ls)
+    head = b"POST /first HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+    stop = threading.Event()
+    with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+        s.sendall(head)
+        assert read_to_end(s) == REDIRECT
+        started = time.monotonic()
+        refused: list[OSError] = []
+
+        def drip() -> None:
+            try:
+                while not stop.wait(0.1):
+                    s.sendall(b"z")
+            except OSError as exc:
+                refused.append(exc)
+
+        dripper = threading.Thread(target=drip, daemon=True)
+        dripper.start()
+        wait_for(lambda: not proxy_holds(ls, s), timeout=6, what="the linger's end")
+        took = time.monotonic() - started
+        fds_back_to(ls, fds)
+        wait_for(lambda: refused, timeout=5, what="the drip refused")
+        stop.set()
+        dripper.join(5)
+    assert took > 1.0  # the idle bound (0.5 s) alone would have closed it sooner
+
+
+def test_a_stop_ends_a_lingering_connection_at_once(loadstone: Start, backends: Backends) -> None:
+    """SIGTERM while a client lingers: the soft stop closes it with the idle
+    ones instead of waiting for it (its 2 s) or for the grace (5 s)."""
+    ls = redirecting(loadstone, backends)
+    head = b"POST /first HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+    stop = threading.Event()
+    with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+        s.sendall(head)
+        assert read_to_end(s) == REDIRECT
+        assert proxy_holds(ls, s)
+
+        def drip() -> None:  # keeps the idle bound from ending it
+            with contextlib.suppress(OSError):
+                while not stop.wait(0.1):
+                    s.sendall(b"z")
+
+        dripper = threading.Thread(target=drip, daemon=True)
+        dripper.start()
+        started = time.monotonic()
+        assert ls.stop() == 0
+        took = time.monotonic() - started
+        stop.set()
+        dripper.join(5)
+    assert took < 1.5
+
+
+def test_linger_zero_closes_at_once(loadstone: Start, backends: Backends) -> None:
+    """`timeouts.linger: 0`: the close that would have lingered is immediate (the
+    end of stream the client reads is the close's own FIN)."""
+    config = http_config(backends(1), redirect="https")
+    config["defaults"]["timeouts"]["linger"] = 0
+    ls = loadstone(config)
+    head = b"POST /first HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+        s.sendall(head)
+        assert read_to_end(s) == REDIRECT
+        assert not proxy_holds(ls, s)
