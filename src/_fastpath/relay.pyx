@@ -274,17 +274,25 @@ cdef class Engine:
         self._check()
         return ls_engine_record_fd(self.engine)
 
-    def set_poll_spin(self, double seconds):
-        """global.poll_spin: how long a worker looks for events before sleeping."""
+    def set_poll_spin(self, double seconds, bint adaptive=False):
+        """global.poll_spin: how long a worker looks for events before sleeping
+        (adaptive: at most that long, each worker's window learnt from its sleeps)."""
         self._check()
-        ls_engine_set_poll_spin(self.engine, <int>min(seconds * 1e6 + 0.5, 1e6))
+        ls_engine_set_poll_spin(self.engine, <int>min(seconds * 1e6 + 0.5, 1e6), adaptive)
 
     def poll_stats(self):
         """(sleeps, spins, spins that found events), summed over the workers."""
+        return self.spin_stats()[:3]
+
+    def spin_stats(self):
+        """(sleeps, spins, hits, spun_us, wasted_us, grows, shrinks, window_us),
+        summed over the workers: poll_stats, the microseconds spent spinning and
+        those of spins that found nothing, and the adaptive windows' changes and
+        sizes now."""
         self._check()
-        cdef uint64_t out[3]
+        cdef uint64_t out[8]
         ls_engine_poll_stats(self.engine, out)
-        return out[0], out[1], out[2]
+        return tuple(out[k] for k in range(8))
 
     # -- listeners -------------------------------------------------------------------
 

@@ -294,6 +294,10 @@ struct ls_worker {
     /* global.poll_spin (worker.c poll): how the worker's waits went */
     int64_t last_sleep_us; /* how long its last sleeping epoll_wait() lasted */
     uint64_t sleeps, spins, spin_hits;
+    uint64_t spun_us, wasted_us; /* time spinning; of it, spins that found nothing */
+    int spin_window_us;          /* adaptive (LOADSTONE_POLL_SPIN=auto): its window now */
+    uint64_t spin_grows, spin_shrinks;
+    int64_t spin_credit_us;      /* how long it may spin (worker.c spin_window) */
 };
 
 struct ls_engine {
@@ -320,6 +324,7 @@ struct ls_engine {
     int bound_from_fds; /* maxconn is the descriptor bound (datapath/limits.py) */
     uint64_t accept_pauses, maxconn_pauses;
     int spin_us; /* global.poll_spin in microseconds (0: never spin); read relaxed */
+    int spin_adaptive; /* LOADSTONE_POLL_SPIN=auto: spin_us caps each worker's own window */
 };
 
 #endif

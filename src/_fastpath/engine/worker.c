@@ -62,28 +62,94 @@ static void run_timers(ls_worker *W)
  * small machine where the proxy, its clients and its servers share the cores, a
  * sleeping worker is woken late: an idle virtual CPU takes tens of microseconds
  * to wake, and the events of a whole new connection (accept, connect, the
- * request, the answer, the close) arrive as several wake-ups. Spinning through
- * those gaps measured 4-7 % more new tcp connections per second at 1-6 % more
- * CPU each, and 30 % more http requests on new connections at 23-35 % more CPU
- * each (benchmarks/README.md): it turns idle CPU into rate, and the CPU it
- * spends is the worker's, which is why it is off by default. A worker whose
+ * request, the answer, the close) arrive as several wake-ups. A worker whose
  * sleeps are longer (a quiet listener, a moderate fixed rate) does not spin:
  * the gate keeps an idle proxy idle. (A gate of twice the spin cost up to 7 %
- * more CPU per request at a fixed 20,000 req/s.) */
+ * more CPU per request at a fixed 20,000 req/s.)
+ *
+ * The spin's time is the worker's CPU, and a hit costs the whole gap it waited
+ * through (about 24 us of a 30 us spin in http close, 9 in 10 spins hitting):
+ * unbudgeted, 30us gave http close 18-21 % more rate at 27-32 % more CPU per
+ * request. So a worker may spin only on credit: a quarter of the time its
+ * rounds took before each look (LS_SPIN_BUDGET_SHARE), at most four spins'
+ * worth, each spin paid from it. That keeps the spin below a fifth of the
+ * worker's CPU: measured side by side (benchmarks/README.md), 30us budgeted gave
+ * http close 11 % more rate at 6 % more CPU per request, tcp close 18 % more at
+ * the same CPU. What the spins took and found is counted (poll_stats). */
+#define LS_SPIN_BUDGET_SHARE 4
+#define LS_SPIN_CREDIT_SPINS 4
+
+/* The adaptive window (LOADSTONE_POLL_SPIN=auto, a benchmark switch) replaces
+ * the gate with a window per worker, after the manner of the kernel's
+ * cpuidle-haltpoll governor: it starts at 0 (no spin); a sleep that ended
+ * within the configured cap (a window that long would have caught its event)
+ * doubles it, from LS_SPIN_GROW_START_US, up to the cap; an idle time (spin and
+ * sleep) past the cap halves it, to 0 below the start; a spin that caught its
+ * event leaves it. Measured, it was no better than the gate: the gaps of a new
+ * connection sit near 20 us, so a window still growing through 4, 8 and 16 us
+ * misses them (tcp close lost the gate's gain), and in http close it cost as
+ * much CPU per request for the rate it gave. */
+#define LS_SPIN_GROW_START_US 4
+
+static void adapt_spin_window(ls_worker *W, int cap_us, int64_t idle_us, int woken)
+{
+    int w = W->spin_window_us;
+    if (w > cap_us) /* the cap was lowered (a reload) */
+        w = W->spin_window_us = cap_us;
+    if (woken && idle_us <= cap_us) {
+        if (w >= cap_us)
+            return;
+        w = w ? w * 2 : LS_SPIN_GROW_START_US;
+        W->spin_window_us = w < cap_us ? w : cap_us;
+        W->spin_grows++;
+    } else if (idle_us > cap_us && w > 0) {
+        w /= 2;
+        W->spin_window_us = w < LS_SPIN_GROW_START_US ? 0 : w;
+        W->spin_shrinks++;
+    }
+}
+
+/* How long this worker may spin now: the gate's or the adaptive window, capped
+ * by the configured spin and by the worker's credit (taking its new share). */
+static int spin_window(ls_worker *W, int spin_us, int adaptive)
+{
+    int window = adaptive ? W->spin_window_us : W->last_sleep_us <= spin_us ? spin_us : 0;
+    if (window > spin_us)
+        window = spin_us;
+    if (window <= 0)
+        return 0;
+    W->spin_credit_us += (now_us() - W->now_us) / LS_SPIN_BUDGET_SHARE;
+    if (W->spin_credit_us > (int64_t)LS_SPIN_CREDIT_SPINS * spin_us)
+        W->spin_credit_us = (int64_t)LS_SPIN_CREDIT_SPINS * spin_us;
+    if (window > W->spin_credit_us)
+        window = W->spin_credit_us > 0 ? (int)W->spin_credit_us : 0;
+    return window;
+}
+
 static int poll_events(ls_worker *W, struct epoll_event *events, int timeout, int busy)
 {
     int n = 0;
+    int64_t spun_out_us = 0; /* a spin that ran to its end without events */
+    int spin_us = __atomic_load_n(&W->e->spin_us, __ATOMIC_RELAXED);
+    int adaptive = __atomic_load_n(&W->e->spin_adaptive, __ATOMIC_RELAXED);
     if (timeout != 0 && busy) {
         n = epoll_wait(W->epfd, events, LS_EVENTS, 0);
-        int spin_us = __atomic_load_n(&W->e->spin_us, __ATOMIC_RELAXED);
-        if (n == 0 && spin_us > 0 && W->last_sleep_us <= spin_us) {
+        int window = spin_us > 0 ? spin_window(W, spin_us, adaptive) : 0;
+        if (n == 0 && window > 0) {
             W->spins++;
-            int64_t until = now_us() + spin_us;
-            while (n == 0 && now_us() < until) {
+            int64_t start = now_us(), now = start, until = start + window;
+            while (n == 0 && now < until) {
                 sched_yield();
                 n = epoll_wait(W->epfd, events, LS_EVENTS, 0);
+                now = now_us();
             }
-            W->spin_hits += n > 0;
+            W->spun_us += (uint64_t)(now - start);
+            W->spin_credit_us -= now - start;
+            if (n > 0)
+                W->spin_hits++;
+            else
+                spun_out_us = now - start;
+            W->wasted_us += (uint64_t)spun_out_us;
         }
     }
     if (n == 0) {
@@ -93,6 +159,8 @@ static int poll_events(ls_worker *W, struct epoll_event *events, int timeout, in
         n = epoll_wait(W->epfd, events, LS_EVENTS, timeout);
         W->last_sleep_us = now_us() - before;
         W->sleeps++;
+        if (adaptive && spin_us > 0)
+            adapt_spin_window(W, spin_us, spun_out_us + W->last_sleep_us, n > 0);
     }
     return n;
 }
@@ -255,19 +323,26 @@ int ls_engine_start(ls_engine *e)
 
 int ls_engine_record_fd(ls_engine *e) { return e->recfd; }
 
-void ls_engine_set_poll_spin(ls_engine *e, int spin_us)
+void ls_engine_set_poll_spin(ls_engine *e, int spin_us, int adaptive)
 {
+    __atomic_store_n(&e->spin_adaptive, adaptive != 0, __ATOMIC_RELAXED);
     __atomic_store_n(&e->spin_us, spin_us > 0 ? spin_us : 0, __ATOMIC_RELAXED);
 }
 
-void ls_engine_poll_stats(ls_engine *e, uint64_t out[3])
+void ls_engine_poll_stats(ls_engine *e, uint64_t out[LS_POLL_STATS])
 {
-    out[0] = out[1] = out[2] = 0;
+    for (int k = 0; k < LS_POLL_STATS; k++)
+        out[k] = 0;
     for (int i = 0; i < e->nworkers; i++) { /* each the worker's own: read relaxed */
         ls_worker *W = &e->workers[i];
         out[0] += __atomic_load_n(&W->sleeps, __ATOMIC_RELAXED);
         out[1] += __atomic_load_n(&W->spins, __ATOMIC_RELAXED);
         out[2] += __atomic_load_n(&W->spin_hits, __ATOMIC_RELAXED);
+        out[3] += __atomic_load_n(&W->spun_us, __ATOMIC_RELAXED);
+        out[4] += __atomic_load_n(&W->wasted_us, __ATOMIC_RELAXED);
+        out[5] += __atomic_load_n(&W->spin_grows, __ATOMIC_RELAXED);
+        out[6] += __atomic_load_n(&W->spin_shrinks, __ATOMIC_RELAXED);
+        out[7] += (uint64_t)__atomic_load_n(&W->spin_window_us, __ATOMIC_RELAXED);
     }
 }
 

@@ -75,6 +75,9 @@ class _EngineSettings(TypedDict):
 
 _settings: _EngineSettings = {"workers": 1, "splice": "auto", "io_uring": "auto"}
 _poll_spin: float = GlobalConfig().poll_spin
+_poll_spin_adaptive = False  # poll_spin auto: _poll_spin caps each worker's window
+# poll_spin auto: the most a worker's adaptive window grows to
+AUTO_POLL_SPIN = 50e-6
 _engine: relay.Engine | None = None  # made by the first listener
 _reader_loop: asyncio.AbstractEventLoop | None = None
 _frontends: dict[int, TcpFrontend] = {}
@@ -99,12 +102,13 @@ def configure(global_config: GlobalConfig) -> None:
     _settings.update(wanted)
 
 
-def set_poll_spin(seconds: float) -> None:
+def set_poll_spin(seconds: float, adaptive: bool = False) -> None:
     """global.poll_spin, at start and on reload (the workers take it at once)."""
-    global _poll_spin
+    global _poll_spin, _poll_spin_adaptive
     _poll_spin = _spin(seconds)
+    _poll_spin_adaptive = _adaptive(adaptive)
     if _engine is not None and not _engine.closed:
-        _engine.set_poll_spin(_poll_spin)
+        _engine.set_poll_spin(_poll_spin, _poll_spin_adaptive)
 
 
 def _splice(configured: str) -> str:
@@ -123,14 +127,32 @@ def _io_uring(configured: str) -> str:
 def _spin(configured: float) -> float:
     # LOADSTONE_POLL_SPIN (a duration: 0, 30us) overrides global.poll_spin, as
     # LOADSTONE_SPLICE does: benchmarks compare builds with and without it.
+    override = _spin_override()
+    return configured if override is None else override[0]
+
+
+def _adaptive(configured: bool) -> bool:
+    override = _spin_override()
+    return configured if override is None else override[1]
+
+
+def _spin_override() -> tuple[float, bool] | None:
+    """LOADSTONE_POLL_SPIN as (seconds, adaptive): a duration spins that long,
+    `auto` or `auto:CAP` (auto:30us) adaptively up to AUTO_POLL_SPIN or CAP."""
     override = os.environ.get("LOADSTONE_POLL_SPIN")
     if override is None:
-        return configured
+        return None
+    word, _, cap = override.partition(":")
+    adaptive = word == "auto"
     try:
-        return parse_duration(override)
+        if not adaptive:
+            seconds = parse_duration(override)
+        else:
+            seconds = parse_duration(cap) if cap else AUTO_POLL_SPIN
     except ValueError:
-        log.warning("LOADSTONE_POLL_SPIN=%r is not a duration; using %s", override, configured)
-        return configured
+        log.warning("LOADSTONE_POLL_SPIN=%r is not a duration; using global.poll_spin", override)
+        return None
+    return seconds, adaptive
 
 
 def _raise_fd_limit() -> None:
@@ -160,13 +182,14 @@ def engine(loop: asyncio.AbstractEventLoop) -> relay.Engine:
             _splice(_settings["splice"]),
             io_uring=_io_uring(_settings["io_uring"]),
         )
-        _engine.set_poll_spin(_poll_spin)
+        _engine.set_poll_spin(_poll_spin, _poll_spin_adaptive)
         log.info(
-            "native data path: %d worker thread(s), splice %s, io_uring %s, poll spin %dus "
+            "native data path: %d worker thread(s), splice %s, io_uring %s, poll spin %s%dus "
             "(%s build)",
             _settings["workers"],
             _engine.splice,
             _io_uring_state(_engine),
+            "auto up to " if _poll_spin_adaptive else "",
             round(_poll_spin * 1e6),
             BUILD,
         )
@@ -212,6 +235,13 @@ def _close() -> None:
     global _engine
     if _engine is not None:
         LIMIT.attach_native(None)
+        if not _engine.closed and _poll_spin > 0:
+            # how the spin paid: benchmarks read it from the proxy's log
+            log.info(
+                "poll spin: %d sleeps, %d spins, %d hits, %dus spun, %dus of it found "
+                "nothing; adaptive windows grew %d and shrank %d times, now %dus",
+                *_engine.spin_stats(),
+            )
         _engine.close()
         _engine = None
 
