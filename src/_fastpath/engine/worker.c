@@ -68,7 +68,7 @@ static void run_timers(ls_worker *W)
  * more CPU per request at a fixed 20,000 req/s.)
  *
  * The spin's time is the worker's CPU, and a hit costs the whole gap it waited
- * through (about 24 us of a 30 us spin in http close, 9 in 10 spins hitting):
+ * through (about 22 us of a 30 us spin in http close, 9 in 10 spins hitting):
  * unbudgeted, 30us gave http close 18-21 % more rate at 27-32 % more CPU per
  * request. So a worker may spin only on credit: a quarter of the time its
  * rounds took before each look (LS_SPIN_BUDGET_SHARE), at most four spins'
