@@ -1,6 +1,7 @@
 """global.poll_spin: a native worker whose events come close together looks for
 more before it sleeps (engine/worker.c poll_events), and one whose events are far
-apart, or with the spin at 0, sleeps at once."""
+apart, or with the spin at 0, sleeps at once; the adaptive window of
+LOADSTONE_POLL_SPIN=auto grows with short gaps and shrinks with long ones."""
 
 from __future__ import annotations
 

@@ -75,9 +75,10 @@ class _EngineSettings(TypedDict):
 
 _settings: _EngineSettings = {"workers": 1, "splice": "auto", "io_uring": "auto"}
 _poll_spin: float = GlobalConfig().poll_spin
-_poll_spin_adaptive = False  # poll_spin auto: _poll_spin caps each worker's window
-# poll_spin auto: the most a worker's adaptive window grows to
-AUTO_POLL_SPIN = 50e-6
+# LOADSTONE_POLL_SPIN=auto (a benchmark switch): _poll_spin caps each worker's
+# adaptive window instead of gating one spin length (engine/worker.c)
+_poll_spin_adaptive = False
+AUTO_POLL_SPIN = 50e-6  # the cap of a bare `auto`
 _engine: relay.Engine | None = None  # made by the first listener
 _reader_loop: asyncio.AbstractEventLoop | None = None
 _frontends: dict[int, TcpFrontend] = {}
@@ -102,11 +103,11 @@ def configure(global_config: GlobalConfig) -> None:
     _settings.update(wanted)
 
 
-def set_poll_spin(seconds: float, adaptive: bool = False) -> None:
+def set_poll_spin(seconds: float) -> None:
     """global.poll_spin, at start and on reload (the workers take it at once)."""
     global _poll_spin, _poll_spin_adaptive
     _poll_spin = _spin(seconds)
-    _poll_spin_adaptive = _adaptive(adaptive)
+    _poll_spin_adaptive = _adaptive(False)
     if _engine is not None and not _engine.closed:
         _engine.set_poll_spin(_poll_spin, _poll_spin_adaptive)
 
