@@ -73,9 +73,10 @@ static void run_timers(ls_worker *W)
  * request. So a worker may spin only on credit: a quarter of the time its
  * rounds took before each look (LS_SPIN_BUDGET_SHARE), at most four spins'
  * worth, each spin paid from it. That keeps the spin below a fifth of the
- * worker's CPU: measured side by side (benchmarks/README.md), 30us budgeted gave
- * http close 11 % more rate at 6 % more CPU per request, tcp close 18 % more at
- * the same CPU. What the spins took and found is counted (poll_stats). */
+ * worker's CPU: measured side by side in two runs on a loaded machine
+ * (benchmarks/README.md), 30us budgeted gave http close 6-11 % more rate at 2-6 %
+ * more CPU per request, tcp close 0-18 % more at the same CPU, and keep-alive
+ * 2-5 % less rate. What the spins took and found is counted (poll_stats). */
 #define LS_SPIN_BUDGET_SHARE 4
 #define LS_SPIN_CREDIT_SPINS 4
 
