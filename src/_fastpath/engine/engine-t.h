@@ -298,6 +298,7 @@ struct ls_worker {
     int spin_window_us;          /* adaptive (LOADSTONE_POLL_SPIN=auto): its window now */
     uint64_t spin_grows, spin_shrinks;
     int64_t spin_credit_us;      /* how long it may spin (worker.c spin_window) */
+    int credit_spin_us;          /* the spin_us that credit was given for */
 };
 
 struct ls_engine {

@@ -72,7 +72,8 @@ static void run_timers(ls_worker *W)
  * unbudgeted, 30us gave http close 18-21 % more rate at 27-32 % more CPU per
  * request. So a worker may spin only on credit: a quarter of the time its
  * rounds took before each look (LS_SPIN_BUDGET_SHARE), at most four spins'
- * worth, each spin paid from it. That keeps the spin below a fifth of the
+ * worth (and that much to start with, or when the setting changes), each spin
+ * paid from it. That keeps the spin below a fifth of the
  * worker's CPU: measured side by side in two runs on a loaded machine
  * (benchmarks/README.md), 30us budgeted gave http close 6-11 % more rate at 2-6 %
  * more CPU per request, tcp close 0-18 % more at the same CPU, and keep-alive
@@ -119,6 +120,10 @@ static int spin_window(ls_worker *W, int spin_us, int adaptive)
         window = spin_us;
     if (window <= 0)
         return 0;
+    if (W->credit_spin_us != spin_us) { /* a new setting starts with a full purse */
+        W->credit_spin_us = spin_us;
+        W->spin_credit_us = (int64_t)LS_SPIN_CREDIT_SPINS * spin_us;
+    }
     W->spin_credit_us += (now_us() - W->now_us) / LS_SPIN_BUDGET_SHARE;
     if (W->spin_credit_us > (int64_t)LS_SPIN_CREDIT_SPINS * spin_us)
         W->spin_credit_us = (int64_t)LS_SPIN_CREDIT_SPINS * spin_us;
