@@ -287,10 +287,16 @@ cdef class Engine:
 
     def poll_stats(self):
         """(sleeps, spins, spins that found events), summed over the workers."""
+        return self.spin_stats()[:3]
+
+    def spin_stats(self):
+        """(sleeps, spins, hits, spun_us, wasted_us), summed over the workers:
+        poll_stats, the microseconds spent spinning, and of them those of spins
+        that found nothing."""
         self._check()
-        cdef uint64_t out[3]
+        cdef uint64_t out[5]
         ls_engine_poll_stats(self.engine, out)
-        return out[0], out[1], out[2]
+        return tuple(out[k] for k in range(5))
 
     # -- listeners -------------------------------------------------------------------
 

@@ -21,10 +21,11 @@ relay = pytest.importorskip("loadstone._fastpath.relay", reason="native data pat
 native = pytest.importorskip("loadstone.datapath.tcp_native")
 
 
-def _ping_pong(spin: float, rounds: int) -> tuple[int, int, int]:
+def _ping_pong(spin: float, rounds: int) -> tuple[int, ...]:
     """`rounds` request/answer exchanges through one relayed connection of an
     engine spinning `spin` seconds, each step an event of the worker's; returns
-    the engine's poll counts taken meanwhile."""
+    the engine's spin counts taken meanwhile (sleeps, spins, hits, spun_us,
+    wasted_us)."""
     engine = relay.Engine(1, "auto")
     engine.set_poll_spin(spin)
     backend = socket.create_server(("127.0.0.1", 0))
@@ -32,7 +33,7 @@ def _ping_pong(spin: float, rounds: int) -> tuple[int, int, int]:
     front.setblocking(False)
     try:
         _relaying(engine, front, backend.getsockname()[1])
-        before = engine.poll_stats()
+        before = engine.spin_stats()
         client = socket.create_connection(front.getsockname()[:2], timeout=5)
         peer, _ = backend.accept()
         with client, peer:
@@ -42,29 +43,30 @@ def _ping_pong(spin: float, rounds: int) -> tuple[int, int, int]:
                 assert peer.recv(16) == b"ping"
                 peer.sendall(b"pong")
                 assert client.recv(16) == b"pong"
-        after = engine.poll_stats()
+        after = engine.spin_stats()
     finally:
         front.close()
         backend.close()
         engine.close()
-    sleeps, spins, hits = (a - b for a, b in zip(after, before, strict=True))
-    return sleeps, spins, hits
+    return tuple(a - b for a, b in zip(after, before, strict=True))
 
 
 def test_a_busy_worker_spins_and_its_spins_find_the_next_event() -> None:
     # The test answers each step within microseconds of the worker's last
     # event, far inside a 5 ms spin: a worker that never spins, or whose spins
     # never see an event, fails.
-    _sleeps, spins, hits = _ping_pong(0.005, 200)
+    _sleeps, spins, hits, spun_us, wasted_us = _ping_pong(0.005, 200)
     assert spins > 0
     assert hits > 0
     assert hits <= spins
+    assert spun_us > 0  # the time spinning is counted, and that of spins in vain within it
+    assert 0 <= wasted_us <= spun_us
 
 
 def test_no_spin_at_zero() -> None:
-    sleeps, spins, hits = _ping_pong(0, 200)
+    sleeps, spins, hits, spun_us, wasted_us = _ping_pong(0, 200)
     assert sleeps > 0  # it slept between the steps instead
-    assert (spins, hits) == (0, 0)
+    assert (spins, hits, spun_us, wasted_us) == (0, 0, 0, 0)
 
 
 def _config_with_spin(spin: str, port: int) -> str:

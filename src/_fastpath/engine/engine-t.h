@@ -294,6 +294,9 @@ struct ls_worker {
     /* global.poll_spin (worker.c poll): how the worker's waits went */
     int64_t last_sleep_us; /* how long its last sleeping epoll_wait() lasted */
     uint64_t sleeps, spins, spin_hits;
+    uint64_t spun_us, wasted_us; /* time spinning; of it, spins that found nothing */
+    int64_t spin_credit_us;      /* how long it may spin (worker.c spin_window) */
+    int credit_spin_us;          /* the spin_us that credit was given for */
 };
 
 struct ls_engine {

@@ -62,28 +62,67 @@ static void run_timers(ls_worker *W)
  * small machine where the proxy, its clients and its servers share the cores, a
  * sleeping worker is woken late: an idle virtual CPU takes tens of microseconds
  * to wake, and the events of a whole new connection (accept, connect, the
- * request, the answer, the close) arrive as several wake-ups. Spinning through
- * those gaps measured 4-7 % more new tcp connections per second at 1-6 % more
- * CPU each, and 30 % more http requests on new connections at 23-35 % more CPU
- * each (benchmarks/README.md): it turns idle CPU into rate, and the CPU it
- * spends is the worker's, which is why it is off by default. A worker whose
+ * request, the answer, the close) arrive as several wake-ups. A worker whose
  * sleeps are longer (a quiet listener, a moderate fixed rate) does not spin:
  * the gate keeps an idle proxy idle. (A gate of twice the spin cost up to 7 %
- * more CPU per request at a fixed 20,000 req/s.) */
+ * more CPU per request at a fixed 20,000 req/s.)
+ *
+ * The spin's time is the worker's CPU, and a hit costs the whole gap it waited
+ * through (about 22 us of a 30 us spin in http close, 9 in 10 spins hitting):
+ * unbudgeted, 30us gave http close 18-21 % more rate at 27-32 % more CPU per
+ * request. So a worker may spin only on credit: a quarter of the time its
+ * rounds took before each look (LS_SPIN_BUDGET_SHARE), at most four spins'
+ * worth (and that much to start with, or when the setting changes), each spin
+ * paid from it. That keeps the spin below a fifth of the
+ * worker's CPU: measured side by side in two runs on a loaded machine
+ * (benchmarks/README.md), 30us budgeted gave http close 6-11 % more rate at 2-6 %
+ * more CPU per request, tcp close 0-18 % more at the same CPU, and keep-alive
+ * 2-5 % less rate. What the spins took and found is counted (poll_stats). */
+#define LS_SPIN_BUDGET_SHARE 4
+#define LS_SPIN_CREDIT_SPINS 4
+
+/* How long this worker may spin now: the gate's spin, capped by the worker's
+ * credit (taking its new share). */
+static int spin_window(ls_worker *W, int spin_us)
+{
+    int window = W->last_sleep_us <= spin_us ? spin_us : 0;
+    if (window <= 0)
+        return 0;
+    if (W->credit_spin_us != spin_us) { /* a new setting starts with a full purse */
+        W->credit_spin_us = spin_us;
+        W->spin_credit_us = (int64_t)LS_SPIN_CREDIT_SPINS * spin_us;
+    }
+    W->spin_credit_us += (now_us() - W->now_us) / LS_SPIN_BUDGET_SHARE;
+    if (W->spin_credit_us > (int64_t)LS_SPIN_CREDIT_SPINS * spin_us)
+        W->spin_credit_us = (int64_t)LS_SPIN_CREDIT_SPINS * spin_us;
+    if (window > W->spin_credit_us)
+        window = W->spin_credit_us > 0 ? (int)W->spin_credit_us : 0;
+    return window;
+}
+
 static int poll_events(ls_worker *W, struct epoll_event *events, int timeout, int busy)
 {
     int n = 0;
+    int64_t spun_out_us = 0; /* a spin that ran to its end without events */
+    int spin_us = __atomic_load_n(&W->e->spin_us, __ATOMIC_RELAXED);
     if (timeout != 0 && busy) {
         n = epoll_wait(W->epfd, events, LS_EVENTS, 0);
-        int spin_us = __atomic_load_n(&W->e->spin_us, __ATOMIC_RELAXED);
-        if (n == 0 && spin_us > 0 && W->last_sleep_us <= spin_us) {
+        int window = spin_us > 0 ? spin_window(W, spin_us) : 0;
+        if (n == 0 && window > 0) {
             W->spins++;
-            int64_t until = now_us() + spin_us;
-            while (n == 0 && now_us() < until) {
+            int64_t start = now_us(), now = start, until = start + window;
+            while (n == 0 && now < until) {
                 sched_yield();
                 n = epoll_wait(W->epfd, events, LS_EVENTS, 0);
+                now = now_us();
             }
-            W->spin_hits += n > 0;
+            W->spun_us += (uint64_t)(now - start);
+            W->spin_credit_us -= now - start;
+            if (n > 0)
+                W->spin_hits++;
+            else
+                spun_out_us = now - start;
+            W->wasted_us += (uint64_t)spun_out_us;
         }
     }
     if (n == 0) {
@@ -262,14 +301,17 @@ void ls_engine_set_poll_spin(ls_engine *e, int spin_us)
 
 int ls_engine_poll_spin(ls_engine *e) { return __atomic_load_n(&e->spin_us, __ATOMIC_RELAXED); }
 
-void ls_engine_poll_stats(ls_engine *e, uint64_t out[3])
+void ls_engine_poll_stats(ls_engine *e, uint64_t out[LS_POLL_STATS])
 {
-    out[0] = out[1] = out[2] = 0;
+    for (int k = 0; k < LS_POLL_STATS; k++)
+        out[k] = 0;
     for (int i = 0; i < e->nworkers; i++) { /* each the worker's own: read relaxed */
         ls_worker *W = &e->workers[i];
         out[0] += __atomic_load_n(&W->sleeps, __ATOMIC_RELAXED);
         out[1] += __atomic_load_n(&W->spins, __ATOMIC_RELAXED);
         out[2] += __atomic_load_n(&W->spin_hits, __ATOMIC_RELAXED);
+        out[3] += __atomic_load_n(&W->spun_us, __ATOMIC_RELAXED);
+        out[4] += __atomic_load_n(&W->wasted_us, __ATOMIC_RELAXED);
     }
 }
 

@@ -184,13 +184,15 @@ int ls_engine_start(ls_engine *e);
 void ls_engine_free(ls_engine *e); /* stops and joins the workers first */
 int ls_engine_record_fd(ls_engine *e);
 /* global.poll_spin: before sleeping, a worker whose last sleep was short looks
- * for events this many microseconds more, yielding the CPU (0: never). Taken by
- * the workers at their next pass. */
+ * for events this many microseconds more, yielding the CPU (0: never), within a
+ * budget of a quarter of its busy time. Taken by the workers at their next pass. */
 void ls_engine_set_poll_spin(ls_engine *e, int spin_us);
 int ls_engine_poll_spin(ls_engine *e); /* the spin the workers use, in microseconds */
-/* How the workers waited, summed: sleeping epoll_wait() calls, spins, and spins
- * that found an event. */
-void ls_engine_poll_stats(ls_engine *e, uint64_t out[3]);
+/* How the workers waited, summed: sleeping epoll_wait() calls, spins, spins
+ * that found an event, microseconds spinning, and of them those of spins that
+ * found nothing. */
+#define LS_POLL_STATS 5
+void ls_engine_poll_stats(ls_engine *e, uint64_t out[LS_POLL_STATS]);
 
 /* Listeners. Ids are small integers, never reused. */
 int ls_listener_new(ls_engine *e);
