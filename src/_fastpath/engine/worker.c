@@ -85,9 +85,9 @@ static void run_timers(ls_worker *W)
  * credit (taking its new share). */
 static int spin_window(ls_worker *W, int spin_us)
 {
-    int window = W->last_sleep_us <= spin_us ? spin_us : 0;
-    if (window <= 0)
+    if (W->last_sleep_us > spin_us)
         return 0;
+    int window = spin_us;
     if (W->credit_spin_us != spin_us) { /* a new setting starts with a full purse */
         W->credit_spin_us = spin_us;
         W->spin_credit_us = (int64_t)LS_SPIN_CREDIT_SPINS * spin_us;
@@ -103,7 +103,6 @@ static int spin_window(ls_worker *W, int spin_us)
 static int poll_events(ls_worker *W, struct epoll_event *events, int timeout, int busy)
 {
     int n = 0;
-    int64_t spun_out_us = 0; /* a spin that ran to its end without events */
     int spin_us = __atomic_load_n(&W->e->spin_us, __ATOMIC_RELAXED);
     if (timeout != 0 && busy) {
         n = epoll_wait(W->epfd, events, LS_EVENTS, 0);
@@ -120,9 +119,8 @@ static int poll_events(ls_worker *W, struct epoll_event *events, int timeout, in
             W->spin_credit_us -= now - start;
             if (n > 0)
                 W->spin_hits++;
-            else
-                spun_out_us = now - start;
-            W->wasted_us += (uint64_t)spun_out_us;
+            else /* ran to its end without events */
+                W->wasted_us += (uint64_t)(now - start);
         }
     }
     if (n == 0) {
