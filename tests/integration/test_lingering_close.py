@@ -317,3 +317,28 @@ def test_tls_pipelined_requests_after_a_close_request(
     assert refused is None
     assert received == message.answer(413)
     fds_back_to(ls, fds)
+
+
+def test_the_queue_timeout_answer_to_an_upload_arrives_whole(
+    loadstone: Start, backends: Backends
+) -> None:
+    """A 1 MiB POST that waited in the maxconn queue until `timeouts.queue`:
+    its 503, then the end of stream, while its body was still being sent
+    (none of it read while queued). The native path closed at once: a RST."""
+    config = http_config(backends(1), maxconn=1)
+    config["defaults"]["timeouts"]["queue"] = "300ms"
+    ls = loadstone(config)
+    body = b"x" * (1 << 20)
+    head = b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as holder:
+        holder.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # keep-alive: holds the slot
+        assert holder.recv(65536).startswith(b"HTTP/1.1 200")
+        fds = ls.fd_count()
+        with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+            sender = Sender(s, head + body)
+            sender.start()
+            assert read_to_end(s) == message.ANSWERS[503]
+            sender.join(10)
+            assert sender.error is None  # all of it taken (and dropped), not refused
+        fds_back_to(ls, fds)
+        assert ls.status()["listeners"]["web"]["sessions"] == 1  # the holder's, still

@@ -22,6 +22,7 @@ static void run_timers(ls_worker *W)
             break;
         case ST_HTTP:
         case ST_POOLED:
+        case ST_EXPIRED: /* http: the linger after a queue timeout's 503 */
             s->proto->timeout(W, s);
             break;
         case ST_TLS_HANDSHAKE:
