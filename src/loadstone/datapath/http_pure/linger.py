@@ -53,7 +53,16 @@ class Lingering:
 
     While the response is still being written the bounds do not run (the
     client reading slowly is not one that lingers): `write_stall` (the
-    listener's client timeout) bounds a write that makes no progress."""
+    listener's client timeout) bounds a write that makes no progress.
+
+    That stall is watched here (the buffered size, and when it last shrank,
+    looked at every LINGER_IDLE), not by the connection's own timer
+    (ClientConnection.set_deadline with T_CLIENT): that deadline moves on
+    what the client sends (on_body), not on what it takes, and is cancelled
+    by the close; asyncio tells of a write's progress only at its
+    watermarks (pause_writing/resume_writing), so a timer moved there would
+    cut a slow reader that keeps taking bytes above the low watermark. The
+    connection's timeout is reused as a duration only."""
 
     __slots__ = (
         "bytes",
