@@ -342,3 +342,26 @@ def test_the_queue_timeout_answer_to_an_upload_arrives_whole(
             assert sender.error is None  # all of it taken (and dropped), not refused
         fds_back_to(ls, fds)
         assert ls.status()["listeners"]["web"]["sessions"] == 1  # the holder's, still
+
+
+def test_a_queue_timeout_answer_lingering_as_a_slot_frees_leaves_the_count(
+    loadstone: Start, backends: Backends
+) -> None:
+    """The slot frees while a queue timeout's 503 lingers: the lingering one is
+    not admitted, and the process's count of connections (global.maxconn's)
+    goes back to zero once both are gone. (The pure path took it off its queue
+    then and never counted it out.)"""
+    config = http_config(backends(1), maxconn=1)
+    config["defaults"]["timeouts"]["queue"] = "300ms"
+    ls = loadstone(config)
+    head = b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+    holder = socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10)
+    with holder, socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+        holder.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # keep-alive: holds the slot
+        assert holder.recv(65536).startswith(b"HTTP/1.1 200")
+        s.sendall(head + b"y" * 1000)  # a body promised, not all sent: it lingers
+        assert read_to_end(s) == message.ANSWERS[503]
+        holder.close()  # the slot frees during the linger (0.5 s without a byte)
+        wait_for(
+            lambda: ls.status()["limits"]["connections"] == 0, timeout=5, what="nothing counted"
+        )
