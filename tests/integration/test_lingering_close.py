@@ -361,7 +361,7 @@ def test_a_queue_timeout_answer_lingering_as_a_slot_frees_leaves_the_count(
         assert holder.recv(65536).startswith(b"HTTP/1.1 200")
         s.sendall(head + b"y" * 1000)  # a body promised, not all sent: it lingers
         assert read_to_end(s) == message.ANSWERS[503]
-        holder.close()  # the slot frees during the linger (0.5 s without a byte)
-        wait_for(
-            lambda: ls.status()["limits"]["connections"] == 0, timeout=5, what="nothing counted"
-        )
+        holder.close()  # the slot frees during the linger
+        wait_for(lambda: ls.status()["limits"]["connections"] == 1, what="the holder gone")
+        s.close()  # the linger's end
+    wait_for(lambda: ls.status()["limits"]["connections"] == 0, timeout=5, what="nothing counted")
