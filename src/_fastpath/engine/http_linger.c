@@ -11,9 +11,10 @@
  * write side is shut (the FIN goes after it, and the MSG_MORE tail with it),
  * and what the client still sends is read and dropped until it closes, for
  * at most timeouts.linger (the listener's linger_ms; 0: no lingering),
- * giving up after LINGER_IDLE_US without a byte or past LINGER_BYTES. The session keeps its maxconn place meanwhile (it holds
- * a descriptor) but no server connection, and a stop or shutdown ends it as
- * any other.
+ * giving up after LINGER_IDLE_US without a byte or past LINGER_BYTES. The
+ * session keeps its maxconn place meanwhile (it holds a descriptor; a queue
+ * timeout's 503 had none and takes none: http_queue_expired) but no server
+ * connection, and a stop or shutdown ends it as any other.
  *
  * A close after a clean exchange (the whole request read, nothing buffered,
  * no readiness seen since the last read) closes at once: no syscall more.

@@ -49,19 +49,19 @@ const char *ls_spin_selftest(void)
                           (uint64_t)rounds * (uint64_t)(worked / LS_SPIN_BUDGET_SHARE);
         uint64_t most = (uint64_t)rounds * (uint64_t)spin; /* a spin every round */
         uint64_t expected = budget < most ? budget : most;
+        const char *verdict = NULL;
+        uint64_t against = budget;
         if (spun > budget || W->wasted_us != spun) {
-            snprintf(why, sizeof why,
-                     "spin budget: %d us spins after %d rounds of %lld us spun %llu us, "
-                     "over the budget of %llu us",
-                     spin, rounds, (long long)worked, (unsigned long long)spun,
-                     (unsigned long long)budget);
-            failed = why;
+            verdict = "over the budget of";
         } else if (spun + (uint64_t)spin < expected) { /* the budget is there to be used */
+            verdict = "short of its due of";
+            against = expected;
+        }
+        if (verdict) {
             snprintf(why, sizeof why,
-                     "spin budget: %d us spins after %d rounds of %lld us spun only %llu us "
-                     "of %llu us",
-                     spin, rounds, (long long)worked, (unsigned long long)spun,
-                     (unsigned long long)expected);
+                     "spin budget: %d us spins after %d rounds of %lld us spun %llu us, %s %llu us",
+                     spin, rounds, (long long)worked, (unsigned long long)spun, verdict,
+                     (unsigned long long)against);
             failed = why;
         }
     }
