@@ -140,6 +140,13 @@ def init_llhttp():
         raise RuntimeError(err.decode(errors="replace"))
 
 
+def spin_selftest():
+    """The poll_spin budget played out exactly (engine/spin_selftest.c): None,
+    or what broke it."""
+    cdef const char *why = ls_spin_selftest()
+    return None if why == NULL else why.decode()
+
+
 def set_http_answer(int status, bytes data):
     """The bytes the engine sends when it answers `status` itself."""
     ls_http_set_answer(status, data, len(data))

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ import pytest
 from loadstone.http import message
 from tests.integration.harness import Backend, Loadstone, free_port, wait_for
 from tests.integration.test_http_mode import RecordingBackend, _Responses, http_config, port_of
+from tests.tlscerts import Ca
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("datapath")]
 
@@ -257,3 +259,109 @@ def test_linger_zero_closes_at_once(loadstone: Start, backends: Backends) -> Non
         s.sendall(head)
         assert read_to_end(s) == REDIRECT
         assert not proxy_holds(ls, s)
+
+
+def tls_denying(loadstone: Start, backends: Backends, tmp_path: Path) -> tuple[Loadstone, Path]:
+    """A TLS listener that answers every request 413 itself, at once (a deny
+    rule: before any of the body is read); and the CA that signed it."""
+    ca = Ca(tmp_path / "pki")
+    issued = ca.issue("web", ["web.test"])
+    config = http_config(backends(1), request_rules=[{"deny": 413}])
+    config["listeners"]["web"]["tls"] = {"certificates": [str(issued.bundle)]}
+    return loadstone(config), ca.path
+
+
+def tls_exchange(port: int, ca_file: Path, data: bytes) -> tuple[bytes, OSError | None]:
+    """Over TLS, as most clients do: send all of `data`, then read the answer
+    (an SSLSocket is not to be read and written from two threads at once).
+    Every byte read until the end of stream (a reset raises), and the error
+    that stopped the sending, if one did."""
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with ctx.wrap_socket(raw, server_hostname="web.test") as s:
+        refused: OSError | None = None
+        try:
+            s.sendall(data)
+        except OSError as exc:  # the proxy gone: what it sent may still be read
+            refused = exc
+        return read_to_end(s), refused
+
+
+def test_tls_an_early_answer_to_a_large_upload_arrives_whole(
+    loadstone: Start, backends: Backends, tmp_path: Path
+) -> None:
+    """Over TLS, a 1 MiB POST denied (413) as soon as its head is read: the
+    whole answer, the close_notify, the end of stream; never a reset. Without
+    the linger the proxy closed a socket holding unread records, a RST."""
+    ls, ca_file = tls_denying(loadstone, backends, tmp_path)
+    body = b"x" * (1 << 20)
+    head = b"POST /up HTTP/1.1\r\nHost: web.test\r\nContent-Length: %d\r\n\r\n" % len(body)
+    fds = ls.fd_count()
+    for _ in range(3):
+        received, refused = tls_exchange(port_of(ls), ca_file, head + body)
+        assert refused is None  # all of it taken (and dropped), not refused
+        assert received == message.answer(413)
+    fds_back_to(ls, fds)
+
+
+def test_tls_pipelined_requests_after_a_close_request(
+    loadstone: Start, backends: Backends, tmp_path: Path
+) -> None:
+    """Over TLS, `Connection: close` and 300 KB of requests after it in the
+    same write (3 MiB: more than the socket buffers hold): the one answer,
+    then the end of stream."""
+    ls, ca_file = tls_denying(loadstone, backends, tmp_path)
+    fds = ls.fd_count()
+    request = CLOSE_REQUEST.replace(b"Host: t", b"Host: web.test")
+    received, refused = tls_exchange(port_of(ls), ca_file, request + PIPELINED * 12)
+    assert refused is None
+    assert received == message.answer(413)
+    fds_back_to(ls, fds)
+
+
+def test_the_queue_timeout_answer_to_an_upload_arrives_whole(
+    loadstone: Start, backends: Backends
+) -> None:
+    """A 1 MiB POST that waited in the maxconn queue until `timeouts.queue`:
+    its 503, then the end of stream, while its body was still being sent
+    (none of it read while queued). The native path closed at once: a RST."""
+    config = http_config(backends(1), maxconn=1)
+    config["defaults"]["timeouts"]["queue"] = "300ms"
+    ls = loadstone(config)
+    body = b"x" * (1 << 20)
+    head = b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as holder:
+        holder.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # keep-alive: holds the slot
+        assert holder.recv(65536).startswith(b"HTTP/1.1 200")
+        fds = ls.fd_count()
+        with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+            sender = Sender(s, head + body)
+            sender.start()
+            assert read_to_end(s) == message.ANSWERS[503]
+            sender.join(10)
+            assert sender.error is None  # all of it taken (and dropped), not refused
+        fds_back_to(ls, fds)
+        assert ls.status()["listeners"]["web"]["sessions"] == 1  # the holder's, still
+
+
+def test_a_queue_timeout_answer_lingering_as_a_slot_frees_leaves_the_count(
+    loadstone: Start, backends: Backends
+) -> None:
+    """The slot frees while a queue timeout's 503 lingers: the lingering one is
+    not admitted, and the process's count of connections (global.maxconn's)
+    goes back to zero once both are gone. (The pure path took it off its queue
+    then and never counted it out.)"""
+    config = http_config(backends(1), maxconn=1)
+    config["defaults"]["timeouts"]["queue"] = "300ms"
+    ls = loadstone(config)
+    head = b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n"
+    holder = socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10)
+    with holder, socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+        holder.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")  # keep-alive: holds the slot
+        assert holder.recv(65536).startswith(b"HTTP/1.1 200")
+        s.sendall(head + b"y" * 1000)  # a body promised, not all sent: it lingers
+        assert read_to_end(s) == message.ANSWERS[503]
+        holder.close()  # the slot frees during the linger
+        wait_for(lambda: ls.status()["limits"]["connections"] == 1, what="the holder gone")
+        s.close()  # the linger's end
+    wait_for(lambda: ls.status()["limits"]["connections"] == 0, timeout=5, what="nothing counted")

@@ -140,3 +140,13 @@ def test_environment_overrides_poll_spin(monkeypatch: pytest.MonkeyPatch) -> Non
     assert native._spin(30e-6) == pytest.approx(50e-6)
     monkeypatch.setenv("LOADSTONE_POLL_SPIN", "soon")
     assert native._spin(30e-6) == 30e-6  # not a duration: the configured value, warned
+
+
+def test_the_native_spin_budget_holds_in_the_dearest_case() -> None:
+    # engine/spin_selftest.c plays out, without a clock, a worker that spins
+    # its whole window after every round and never finds an event: it must
+    # spin at most a quarter of its rounds' time plus four spins (and use
+    # that much). With the budget gone (a window of the whole spin every
+    # time, or spins not paid from the credit) it spins 30,000 us where the
+    # budget is 2,120, and this fails.
+    assert relay.spin_selftest() is None

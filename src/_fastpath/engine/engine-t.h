@@ -116,6 +116,9 @@ typedef struct ls_proto {
     /* CMD_SHUTDOWN: close the idle server connections of the listener (or of
      * one of its servers, slot >= 0) kept by the worker */
     void (*drop_idle)(ls_worker *W, ls_listener *L, int slot);
+    /* timeouts.queue passed, the session EXPIRED (never counted); NULL:
+     * finish(LS_END_QUEUE_TIMEOUT). http: its 503, then a lingering close */
+    void (*queue_expired)(ls_worker *W, ls_session *s);
 } ls_proto;
 
 typedef struct ls_lsock {

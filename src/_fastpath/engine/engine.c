@@ -24,6 +24,7 @@
  *   http_exchange.c  an exchange, from its head to its log record
  *   http_session.c   a client connection: set-up, proto_http, control calls
  *   worker.c      the worker loop and threads, the engine's life
+ *   spin_selftest.c  poll_spin's budget checked without a clock (tests)
  *   listener.c    the control plane's calls about listeners
  *   sni.c         SNI passthrough: an admitted tcp session reads its ClientHello
  *                 (clienthello.c, the sans-IO reader) and picks its pool's table
@@ -131,6 +132,7 @@
 #include "http_exchange.c"
 #include "http_session.c"
 #include "worker.c"
+#include "spin_selftest.c" /* poll_spin's budget checked, for the tests */
 #include "listener.c"
 #include "sni.c" /* SNI passthrough: the ClientHello read before a pool is chosen */
 

@@ -658,6 +658,6 @@ static void http_event(ls_worker *W, ls_session *s, int side, uint32_t ev)
         return;
     }
     note_event(s, side, ev);
-    if (s->state == ST_HTTP)
+    if (s->state == ST_HTTP || h->lingering) /* (a queue timeout's linger: EXPIRED) */
         http_progress(W, s);
 }

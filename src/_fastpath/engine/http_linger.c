@@ -11,12 +11,21 @@
  * write side is shut (the FIN goes after it, and the MSG_MORE tail with it),
  * and what the client still sends is read and dropped until it closes, for
  * at most timeouts.linger (the listener's linger_ms; 0: no lingering),
- * giving up after LINGER_IDLE_US without a byte or past LINGER_BYTES. The session keeps its maxconn place meanwhile (it holds
- * a descriptor) but no server connection, and a stop or shutdown ends it as
- * any other.
+ * giving up after LINGER_IDLE_US without a byte or past LINGER_BYTES. The
+ * session keeps its maxconn place meanwhile (it holds a descriptor; a queue
+ * timeout's 503 had none and takes none: http_queue_expired) but no server
+ * connection, and a stop or shutdown ends it as any other.
  *
  * A close after a clean exchange (the whole request read, nothing buffered,
- * no readiness seen since the last read) closes at once: no syscall more. */
+ * no readiness seen since the last read) closes at once: no syscall more.
+ *
+ * Over TLS the close_notify goes first (SSL_shutdown, right after the last
+ * record of the response), then the FIN, and what comes after is read raw,
+ * not decrypted: OpenSSL fails a read of application data once our
+ * close_notify is sent (SSL_R_APPLICATION_DATA_AFTER_CLOSE_NOTIFY, a fatal
+ * alert, then the reset this is about), and nothing of it will be answered:
+ * the records only have to leave the kernel's receive queue. (So a client's
+ * own close_notify is not noticed; its FIN, or the idle bound, ends it.) */
 
 #define LINGER_IDLE_US (500 * 1000)
 #define LINGER_BYTES (4u * 1024 * 1024)
@@ -27,8 +36,8 @@
 static int client_may_send(const ls_session *s)
 {
     const ls_http *h = s->http;
-    if (h->client_eof || s->tls || !s->L->hcfg->linger_ms)
-        return 0; /* (TLS: its close_notify belongs to tls.c; not lingered) */
+    if (h->client_eof || !s->L->hcfg->linger_ms)
+        return 0;
     return h->in.len || h->parsing || !h->req_complete || s->rd[0];
 }
 
@@ -64,11 +73,28 @@ static void linger_drain(ls_worker *W, ls_session *s)
     }
 }
 
+/* TLS: the close_notify, written whole into the socket (after the
+ * response's records); 0: it could not be (the connection broken, or the
+ * socket's buffer full: then it closes at once, as before lingering). Without
+ * TLS: nothing to do. finish()'s tls_close sends no second one (closed). */
+static int tls_notified(ls_session *s)
+{
+    ls_tls_conn *t = s->tls;
+    if (!t)
+        return 1;
+    if (t->fatal || t->closed || !SSL_is_init_finished(t->ssl))
+        return 0;
+    t->closed = 1;
+    int r = SSL_shutdown(t->ssl); /* 0: ours sent, the client's not seen yet */
+    ERR_clear_error();
+    return r >= 0;
+}
+
 /* The response is all written and the connection is to close. */
 static void close_client(ls_worker *W, ls_session *s)
 {
     ls_http *h = s->http;
-    if (!client_may_send(s) || shutdown(s->fd[0], SHUT_WR) < 0) {
+    if (!client_may_send(s) || !tls_notified(s) || shutdown(s->fd[0], SHUT_WR) < 0) {
         finish(W, s, LS_END_CLIENT_CLOSE, 0);
         return;
     }

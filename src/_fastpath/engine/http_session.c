@@ -187,8 +187,7 @@ static void http_timeout(ls_worker *W, ls_session *s)
 }
 
 /* finish(), before the descriptors close (proto_http.ended): what an HTTP connection
- * leaves behind (the 503 of a queue timeout, the record of an exchange cut
- * short, the server's count). */
+ * leaves behind (the record of an exchange cut short, the server's count). */
 static void http_finish(ls_worker *W, ls_session *s, int reason, int arg)
 {
     ls_http *h = s->http;
@@ -198,10 +197,6 @@ static void http_finish(ls_worker *W, ls_session *s, int reason, int arg)
         h->conn->fd[1] = -1; /* finish() closes it as the session's */
         conn_free(W, h->conn);
         h->conn = NULL;
-    }
-    if (reason == LS_END_QUEUE_TIMEOUT && answers[503].data) {
-        ssize_t r = sess_send(s, 0, answers[503].data, (size_t)answers[503].len, 0);
-        (void)r;
     }
     if (h->exchange && !h->logged) {
         int end;
@@ -238,6 +233,24 @@ static void http_finish(ls_worker *W, ls_session *s, int reason, int arg)
         L->wstats[W->id].denied++;
 }
 
+/* timeouts.queue passed (queue.c): the 503, then the close lingers as after
+ * any answer of ours (http_linger.c: its client may be sending its request
+ * still, none of which was read). The session stays EXPIRED meanwhile: it
+ * never had a maxconn place and takes none; its linger's timer and events
+ * come here all the same (worker.c, http_event). The 503 goes in one send,
+ * to a socket that has sent nothing yet; if it cannot, the close is at once. */
+static void http_queue_expired(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    size_t len = answers[503].data ? (size_t)answers[503].len : 0;
+    if (!len || sess_send(s, 0, answers[503].data, len, 0) != (ssize_t)len) {
+        finish(W, s, LS_END_QUEUE_TIMEOUT, 0);
+        return;
+    }
+    h->closing = 1;
+    close_client(W, s);
+}
+
 /* CMD_STOP_IDLE: close the connections waiting between requests. */
 static int http_stop_idle(ls_worker *W, ls_listener *L)
 {
@@ -245,8 +258,9 @@ static int http_stop_idle(ls_worker *W, ls_listener *L)
     ls_list *pos, *tmp;
     LS_LIST_FOR_EACH_SAFE(pos, tmp, &W->sessions) {
         ls_session *s = LS_LIST_ELEM(pos, ls_session, alink);
-        if (s->L == L && s->http && s->state == ST_HTTP &&
-            ((!s->http->exchange && !s->http->parsing && !s->http->in.len) ||
+        if (s->L == L && s->http &&
+            ((s->state == ST_HTTP && !s->http->exchange && !s->http->parsing &&
+              !s->http->in.len) ||
              s->http->lingering)) {
             finish(W, s, LS_END_CLIENT_CLOSE, 0);
             closed++;
@@ -309,6 +323,7 @@ static const ls_proto proto_http = {
     .release = http_release,
     .stop_idle = http_stop_idle,
     .drop_idle = http_pool_shutdown,
+    .queue_expired = http_queue_expired,
 };
 
 /* ---------------------------------------------------------------------------------- */

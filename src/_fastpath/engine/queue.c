@@ -48,8 +48,12 @@ static void queue_expired(ls_worker *W, ls_session *s)
         s->state = ST_EXPIRED;
     }
     pthread_mutex_unlock(&L->lock);
-    if (s->state == ST_EXPIRED)
-        finish(W, s, LS_END_QUEUE_TIMEOUT, 0);
+    if (s->state == ST_EXPIRED) {
+        if (s->proto->queue_expired)
+            s->proto->queue_expired(W, s);
+        else
+            finish(W, s, LS_END_QUEUE_TIMEOUT, 0);
+    }
 }
 
 /* Take sessions off the listener queue while slots are free (lock held);

@@ -22,6 +22,7 @@ static void run_timers(ls_worker *W)
             break;
         case ST_HTTP:
         case ST_POOLED:
+        case ST_EXPIRED: /* http: the linger after a queue timeout's 503 */
             s->proto->timeout(W, s);
             break;
         case ST_TLS_HANDSHAKE:
@@ -81,23 +82,43 @@ static void run_timers(ls_worker *W)
 #define LS_SPIN_BUDGET_SHARE 4
 #define LS_SPIN_CREDIT_SPINS 4
 
+/* The budget, as arithmetic alone (no clock: spin_selftest.c checks it): the
+ * worker's credit takes its share of a round that took worked_us; how long a
+ * spin of spin_us may last now. */
+static int spin_credit(ls_worker *W, int spin_us, int64_t worked_us)
+{
+    int window = spin_us;
+    if (W->credit_spin_us != spin_us) { /* a new setting starts with a full purse */
+        W->credit_spin_us = spin_us;
+        W->spin_credit_us = (int64_t)LS_SPIN_CREDIT_SPINS * spin_us;
+    }
+    W->spin_credit_us += worked_us / LS_SPIN_BUDGET_SHARE;
+    if (W->spin_credit_us > (int64_t)LS_SPIN_CREDIT_SPINS * spin_us)
+        W->spin_credit_us = (int64_t)LS_SPIN_CREDIT_SPINS * spin_us;
+    if (window > W->spin_credit_us)
+        window = W->spin_credit_us > 0 ? (int)W->spin_credit_us : 0;
+    return window;
+}
+
+/* A spin that took spun_us ended, with events (hit) or without: paid from
+ * the credit, and counted (poll_stats). */
+static void spin_paid(ls_worker *W, int64_t spun_us, int hit)
+{
+    W->spun_us += (uint64_t)spun_us;
+    W->spin_credit_us -= spun_us;
+    if (hit)
+        W->spin_hits++;
+    else /* ran to its end without events */
+        W->wasted_us += (uint64_t)spun_us;
+}
+
 /* How long this worker may spin now: the gate's spin, capped by the worker's
  * credit (taking its new share). */
 static int spin_window(ls_worker *W, int spin_us)
 {
     if (W->last_sleep_us > spin_us)
         return 0;
-    int window = spin_us;
-    if (W->credit_spin_us != spin_us) { /* a new setting starts with a full purse */
-        W->credit_spin_us = spin_us;
-        W->spin_credit_us = (int64_t)LS_SPIN_CREDIT_SPINS * spin_us;
-    }
-    W->spin_credit_us += (now_us() - W->now_us) / LS_SPIN_BUDGET_SHARE;
-    if (W->spin_credit_us > (int64_t)LS_SPIN_CREDIT_SPINS * spin_us)
-        W->spin_credit_us = (int64_t)LS_SPIN_CREDIT_SPINS * spin_us;
-    if (window > W->spin_credit_us)
-        window = W->spin_credit_us > 0 ? (int)W->spin_credit_us : 0;
-    return window;
+    return spin_credit(W, spin_us, now_us() - W->now_us);
 }
 
 static int poll_events(ls_worker *W, struct epoll_event *events, int timeout, int busy)
@@ -115,12 +136,7 @@ static int poll_events(ls_worker *W, struct epoll_event *events, int timeout, in
                 n = epoll_wait(W->epfd, events, LS_EVENTS, 0);
                 now = now_us();
             }
-            W->spun_us += (uint64_t)(now - start);
-            W->spin_credit_us -= now - start;
-            if (n > 0)
-                W->spin_hits++;
-            else /* ran to its end without events */
-                W->wasted_us += (uint64_t)(now - start);
+            spin_paid(W, now - start, n > 0);
         }
     }
     if (n == 0) {

@@ -193,6 +193,9 @@ int ls_engine_poll_spin(ls_engine *e); /* the spin the workers use, in microseco
  * found nothing. */
 #define LS_POLL_STATS 5
 void ls_engine_poll_stats(ls_engine *e, uint64_t out[LS_POLL_STATS]);
+/* The spin budget's arithmetic played out without a clock (spin_selftest.c):
+ * NULL, or what broke it. For the tests. */
+const char *ls_spin_selftest(void);
 
 /* Listeners. Ids are small integers, never reused. */
 int ls_listener_new(ls_engine *e);

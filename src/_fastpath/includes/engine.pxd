@@ -113,6 +113,7 @@ cdef extern from "engine.h" nogil:
     void ls_engine_set_poll_spin(ls_engine *e, int spin_us)
     int ls_engine_poll_spin(ls_engine *e)
     void ls_engine_poll_stats(ls_engine *e, uint64_t out[5])
+    const char *ls_spin_selftest()
 
     int ls_listener_new(ls_engine *e)
     void ls_listener_configure(ls_engine *e, int lid, const ls_lconfig *cfg)

@@ -163,15 +163,20 @@ class AcceptingFrontend(Generic[C]):
         conn.admitted(False)
 
     def _admit_waiting(self) -> None:
+        lingering: list[C] = []
         while self.queued and len(self.active) < self.config.maxconn:
             waiting = self.queued.popleft()
             if waiting.closed:
+                # Its queue timeout's answer lingers (http_pure/linger.py): it
+                # stays queued, to be counted out by connection_finished.
+                lingering.append(waiting)
                 continue
             if waiting.queue_timer is not None:
                 waiting.queue_timer.cancel()
                 waiting.queue_timer = None
             self.active.add(waiting)
             waiting.admitted(True)
+        self.queued.extendleft(reversed(lingering))
 
     def connection_finished(self, conn: C) -> None:
         """A connection closed: its slot (or its place in the queue) is free."""

@@ -18,8 +18,9 @@ import collections
 import logging
 import ssl
 import weakref
-from asyncio.sslproto import AppProtocolState, SSLProtocol
+from asyncio.sslproto import AppProtocolState, SSLProtocol, SSLProtocolState
 from dataclasses import dataclass, field
+from typing import cast
 
 from loadstone.config.model import ListenerTls, Mode
 from loadstone.tls.certificates import (
@@ -227,6 +228,52 @@ class _HandshakingProtocol(SSLProtocol):
         if not self._ended:
             self._failed(exc)
         super().connection_lost(exc)
+
+    def close_notify(self) -> asyncio.Transport | None:
+        """See the module's close_notify."""
+        raw = cast(asyncio.Transport | None, self._transport)
+        if (
+            raw is None
+            or self._state is not SSLProtocolState.WRAPPED  # type: ignore[has-type]
+            or self._write_backlog
+        ):
+            return None
+        try:
+            self._sslobj.unwrap()  # type: ignore[attr-defined]
+        except ssl.SSLWantReadError:
+            pass  # ours is written; the client's is not here (nor awaited)
+        except ssl.SSLError:
+            # Records read but not decrypted yet (reading was paused) fail the
+            # wait for the client's close_notify: ours is written all the same.
+            pass
+        # Even while asyncio holds its writes back (the client reads slowly):
+        # the transport buffers them, and its FIN goes after them.
+        data = self._outgoing.read()  # type: ignore[attr-defined]
+        if data:
+            raw.write(data)
+        # Inert from now on: writes are dropped, close() and reads do nothing.
+        self._state = SSLProtocolState.UNWRAPPED
+        app = self._app_transport
+        if app is not None:
+            app._closed = True  # closed by us: no "unclosed transport" warning
+        self._transport = None
+        return raw
+
+
+def close_notify(transport: asyncio.BaseTransport) -> asyncio.Transport | None:
+    """Our side of a terminated TLS connection closed, for a lingering close
+    (datapath/http_pure/linger.py): what the application wrote, then our
+    close_notify, are handed to the TCP transport beneath, which is returned;
+    the TLS layer is done with, and what the client still sends is the
+    caller's to read raw (that transport's protocol is its to set). Not
+    asyncio's own close: OpenSSL fails a read of application data after our
+    close_notify (APPLICATION_DATA_AFTER_CLOSE_NOTIFY), and asyncio then
+    aborts, resetting what the client still sends. None when `transport` is
+    not a terminated connection past its handshake."""
+    protocol = getattr(transport, "_ssl_protocol", None)
+    if not isinstance(protocol, _HandshakingProtocol):
+        return None
+    return protocol.close_notify()
 
 
 def _peer_text(peer: object) -> str:

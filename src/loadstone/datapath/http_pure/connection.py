@@ -62,7 +62,7 @@ from loadstone.datapath.transport import WRITE_HIGH_WATER, WRITE_LOW_WATER, appl
 from loadstone.http import message
 from loadstone.http.request import CHUNKED, HAS_BODY, BadRequest
 from loadstone.http.request_rules import Verdict
-from loadstone.tls.termination import session_fields
+from loadstone.tls.termination import close_notify, session_fields
 
 log = logging.getLogger("loadstone.datapath.http")
 
@@ -646,8 +646,8 @@ class ClientConnection(asyncio.Protocol, Exchange):
     def _client_may_send(self, transport: asyncio.Transport) -> bool:
         """Is a close now at risk of a reset (linger.py)? A request not all
         read (its head or body), requests after it, or reading paused (the
-        kernel may hold more): known without a syscall. Not over TLS (its
-        transport cannot shut its write side alone)."""
+        kernel may hold more): known without a syscall. Over TLS too, once
+        our close_notify is sent (_close: tls.termination.close_notify)."""
         req = self.req
         if (
             self.client_eof
@@ -660,7 +660,7 @@ class ClientConnection(asyncio.Protocol, Exchange):
             )
         ):
             return False
-        return transport.can_write_eof()
+        return self.frontend.tls is not None or transport.can_write_eof()
 
     def _lingered(self) -> None:
         self.lingering = None
@@ -689,11 +689,18 @@ class ClientConnection(asyncio.Protocol, Exchange):
         if linger and transport is not None:
             # its maxconn place is kept until the linger ends (_lingered)
             frontend = self.frontend
-            self.lingering = Lingering(
-                self.loop, transport, frontend.t_linger, frontend.t_client, self._lingered
-            )
-            self.transport = None  # nothing more is written to it
-            return
+            raw = close_notify(transport) if frontend.tls is not None else None
+            if frontend.tls is None or raw is not None:
+                self.lingering = Lingering(
+                    self.loop,
+                    raw or transport,
+                    frontend.t_linger,
+                    frontend.t_client,
+                    self._lingered,
+                    raw=raw is not None,
+                )
+                self.transport = None  # nothing more is written to it
+                return
         if transport is not None:
             transport.close()
         self.frontend.connection_finished(self)

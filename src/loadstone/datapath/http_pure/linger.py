@@ -12,6 +12,11 @@ timeouts.linger in all (0: no lingering), LINGER_IDLE without a byte,
 LINGER_BYTES. The connection
 keeps its maxconn place meanwhile (it holds a descriptor); a stop or shutdown
 ends it at once.
+
+Over TLS, the response and our close_notify are handed to the TCP transport
+beneath (tls.termination.close_notify), whose write side is shut after them,
+and the client's records are read raw through `Drain`: once our close_notify
+is sent OpenSSL refuses application data, and nothing of it is answered.
 """
 
 from __future__ import annotations
@@ -23,12 +28,41 @@ LINGER_IDLE = 0.5
 LINGER_BYTES = 4 * 1024 * 1024
 
 
+class Drain(asyncio.Protocol):
+    """The protocol of a TLS connection's TCP transport while it lingers: the
+    client's bytes, raw, go to its Lingering."""
+
+    __slots__ = ("lingering",)
+
+    def __init__(self, lingering: Lingering) -> None:
+        self.lingering = lingering
+
+    def data_received(self, data: bytes) -> None:
+        self.lingering.data(len(data))
+
+    def eof_received(self) -> bool:
+        self.lingering.end(client_closed=True)
+        return True  # closed by end(), after what is still buffered
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lingering.end()
+
+
 class Lingering:
     """One connection's linger, from the shutdown of its write side to its close.
 
     While the response is still being written the bounds do not run (the
     client reading slowly is not one that lingers): `write_stall` (the
-    listener's client timeout) bounds a write that makes no progress."""
+    listener's client timeout) bounds a write that makes no progress.
+
+    That stall is watched here (the buffered size, and when it last shrank,
+    looked at every LINGER_IDLE), not by the connection's own timer
+    (ClientConnection.set_deadline with T_CLIENT): that deadline moves on
+    what the client sends (on_body), not on what it takes, and is cancelled
+    by the close; asyncio tells of a write's progress only at its
+    watermarks (pause_writing/resume_writing), so a timer moved there would
+    cut a slow reader that keeps taking bytes above the low watermark. The
+    connection's timeout is reused as a duration only."""
 
     __slots__ = (
         "bytes",
@@ -52,7 +86,11 @@ class Lingering:
         linger: float,
         write_stall: float,
         on_done: Callable[[], None],
+        raw: bool = False,
     ) -> None:
+        """`raw`: `transport` is the TCP one beneath a TLS connection, whose
+        reads come here through a Drain (otherwise the connection's protocol
+        passes them on)."""
         self.loop = loop
         self.linger = linger
         self.transport = transport
@@ -64,6 +102,8 @@ class Lingering:
         self.idle_until = 0.0
         self.last_buffered = transport.get_write_buffer_size()
         self.stalled_since = loop.time()
+        if raw:
+            transport.set_protocol(Drain(self))
         transport.write_eof()  # after what is buffered: the FIN follows the response
         transport.resume_reading()
         self.timer = loop.call_soon(self._check)
