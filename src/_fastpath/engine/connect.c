@@ -85,7 +85,7 @@ static void connect_failed(ls_worker *W, ls_session *s, int err)
         why = "handshake timeout"; /* the connect timeout ran out in the server's handshake */
     tls_upstream_free(s);
     if (s->fd[1] >= 0) {
-        close(s->fd[1]);
+        fd_close(W, s->fd[1]);
         s->fd[1] = -1;
     }
     s->wr[1] = s->rd[1] = s->rdhup[1] = 0;

@@ -203,6 +203,7 @@ static void *worker_main(void *arg)
         accept_maybe_resume(W);
         run_commands(W);
         flush_outbox(W);
+        closing_flush(W); /* before the dead are freed and the next epoll_wait() */
         while (W->dead) {
             ls_session *s = W->dead;
             W->dead = s->rnext;
@@ -260,7 +261,9 @@ ls_engine *ls_engine_new(int workers, int splice_mode, int pipe_size, int bufsiz
         if (W->epfd < 0 || W->cmdfd < 0 || !W->buf || !W->pipes)
             goto fail;
         if (use_uring)
-            (void)ls_uring_init(&W->uring, LS_OUTBOX_ENTRIES); /* fd stays -1 without it */
+            /* fd stays -1 without it; room for a full outbox and the closes
+             * queued before it (closing.c) */
+            (void)ls_uring_init(&W->uring, 2 * LS_OUTBOX_ENTRIES);
         struct epoll_event ev;
         ev.events = EPOLLIN;
         ev.data.u64 = TAG_CMD;
@@ -348,6 +351,7 @@ void ls_engine_free(ls_engine *e)
                 sess_free(s);
             }
             http_pool_shutdown(W, NULL, -1);
+            closing_flush(W);
             while (W->dead) {
                 ls_session *d = W->dead;
                 W->dead = d->rnext;
