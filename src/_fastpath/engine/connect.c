@@ -44,6 +44,10 @@ static void do_connect(ls_worker *W, ls_session *s)
 {
     ls_listener *L = s->L;
     int fd = socket(s->saddr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && W->closing) {
+        closing_flush(W); /* descriptors this pass let go of (closing.c): free them first */
+        fd = socket(s->saddr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    }
     if (fd < 0) {
         connect_failed(W, s, errno);
         return;
