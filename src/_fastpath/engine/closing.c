@@ -49,6 +49,12 @@ static void closing_flush(ls_worker *W)
 {
     if (!W->closing)
         return;
+    if (W->closing == 1 && W->uring.queued == 1) {
+        /* One close alone: close() costs less than an io_uring_enter() for it */
+        W->closing = 0;
+        close(ls_uring_unqueue_last(&W->uring));
+        return;
+    }
     W->closing = 0;
     if (ls_uring_run(&W->uring, uring_done, W))
         ls_uring_free(&W->uring); /* a broken ring: one close() at a time from now on */

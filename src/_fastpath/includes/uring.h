@@ -132,6 +132,13 @@ static inline void ls_uring_close(ls_uring *u, int fd, uint64_t tag)
     u->queued++;
 }
 
+/* Take back the last entry queued (not yet issued); returns its fd. */
+static inline int ls_uring_unqueue_last(ls_uring *u)
+{
+    u->queued--;
+    return u->sqes[(*u->sq_tail + u->queued) & *u->sq_mask].fd;
+}
+
 /* A result meaning "not sent": io_uring_enter() failed before the kernel took
  * the send, so the caller must send it itself. */
 #define LS_URING_NOT_SENT INT32_MIN
