@@ -17,6 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 INCLUDES = REPO / "src" / "_fastpath" / "includes"
 PROGRAM = REPO / "tests" / "native" / "uring_send.c"
+CLOSE_PROGRAM = REPO / "tests" / "native" / "uring_close.c"
 # io_uring_setup's number, the same in the x86_64 and the generic (arm64) tables
 IO_URING_SETUP = 425
 
@@ -55,4 +56,30 @@ def test_batched_sends_never_wait_for_a_full_socket(tmp_path: Path) -> None:
         "full EAGAIN",
         "prompt yes",
         "received 11 hello world",
+    ]
+
+
+def test_batched_closes_are_done_inline_after_the_sends(tmp_path: Path) -> None:
+    """A close on the ring (engine/closing.c) ends the descriptor inside the run,
+    with no io-wq thread, after the bytes sent before it in the same batch."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    assert compiler, "a C compiler builds the native extension; the suite installs one"
+    binary = tmp_path / "uring_close"
+    subprocess.run(
+        [compiler, "-O2", "-Wall", "-Werror", f"-I{INCLUDES}", "-o", binary, CLOSE_PROGRAM],
+        check=True,
+    )
+    done = subprocess.run([binary], capture_output=True, text=True, timeout=10)
+    if not io_uring_allowed():
+        assert done.returncode == 3, done.stdout  # the engine closes with close() here
+        return
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        "taken back yes",
+        "lost 0",
+        "results 10 0 unissued",
+        "closed yes",
+        "kept yes",
+        "threads 0",
+        "received 10 last words then 0",
     ]

@@ -97,23 +97,30 @@ static void ls_uring_free(ls_uring *u)
     u->fd = -1;
 }
 
+/* The next free entry of the SQ, zeroed and counted as queued (issued by
+ * ls_uring_run). */
+static struct io_uring_sqe *ls_uring_next(ls_uring *u)
+{
+    unsigned idx = (*u->sq_tail + u->queued) & *u->sq_mask;
+    struct io_uring_sqe *sqe = &u->sqes[idx];
+    memset(sqe, 0, sizeof *sqe);
+    u->sq_array[idx] = idx;
+    u->queued++;
+    return sqe;
+}
+
 /* Queue send(fd, data, len, flags | MSG_DONTWAIT); its result comes back with
  * tag. At most the ring's size (ls_uring_init) before ls_uring_run(). */
 static void ls_uring_send(ls_uring *u, int fd, const void *data, unsigned len, int flags,
                           uint64_t tag)
 {
-    unsigned tail = *u->sq_tail + u->queued;
-    unsigned idx = tail & *u->sq_mask;
-    struct io_uring_sqe *sqe = &u->sqes[idx];
-    memset(sqe, 0, sizeof *sqe);
+    struct io_uring_sqe *sqe = ls_uring_next(u);
     sqe->opcode = IORING_OP_SEND;
     sqe->fd = fd;
     sqe->addr = (uint64_t)(uintptr_t)data;
     sqe->len = len;
     sqe->msg_flags = (uint32_t)(flags | MSG_DONTWAIT);
     sqe->user_data = tag;
-    u->sq_array[idx] = idx;
-    u->queued++;
 }
 
 /* Queue close(fd); its result comes back with tag (LS_URING_NOT_SENT: the
@@ -121,15 +128,10 @@ static void ls_uring_send(ls_uring *u, int fd, const void *data, unsigned len, i
  * only sends (tests/native/uring_send.c, -Werror) does not warn about it. */
 static inline void ls_uring_close(ls_uring *u, int fd, uint64_t tag)
 {
-    unsigned tail = *u->sq_tail + u->queued;
-    unsigned idx = tail & *u->sq_mask;
-    struct io_uring_sqe *sqe = &u->sqes[idx];
-    memset(sqe, 0, sizeof *sqe);
+    struct io_uring_sqe *sqe = ls_uring_next(u);
     sqe->opcode = IORING_OP_CLOSE;
     sqe->fd = fd;
     sqe->user_data = tag;
-    u->sq_array[idx] = idx;
-    u->queued++;
 }
 
 /* Take back the last entry queued (not yet issued); returns its fd. */
