@@ -28,9 +28,9 @@
 
 /* Tags of ring entries that are closes (the others index the outbox). */
 #define LS_TAG_CLOSE (1ull << 63)
-/* At most this many closes wait on the ring: with a full outbox batch queued
- * after them, the ring (2 * LS_OUTBOX_ENTRIES entries) never overflows. */
-#define LS_CLOSING_MAX LS_OUTBOX_ENTRIES
+/* At most this many closes wait on the ring (LS_OUTBOX_ENTRIES entries); a batch
+ * of sends that would not fit after them issues them first (relay.c). */
+#define LS_CLOSING_MAX (LS_OUTBOX_ENTRIES / 4)
 
 /* The result of one entry of the worker's ring (ls_uring_run's done). */
 static void uring_done(void *ctx, uint64_t tag, int32_t res)

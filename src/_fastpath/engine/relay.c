@@ -283,6 +283,13 @@ static void relay_start(ls_worker *W, ls_session *s, int64_t idle_ms)
  * the same call, ahead of the sends: none of them is a descriptor sent to. */
 static void outbox_send_batch(ls_worker *W, int from, int to)
 {
+    if (W->closing + (unsigned)(to - from) > LS_OUTBOX_ENTRIES)
+        closing_flush(W); /* the ring holds LS_OUTBOX_ENTRIES entries */
+    if (W->uring.fd < 0) { /* and broke there: flush_outbox sends them one by one */
+        for (int i = from; i < to; i++)
+            W->oents[i].res = LS_URING_NOT_SENT;
+        return;
+    }
     for (int i = from; i < to; i++) {
         ls_outbox_entry *o = &W->oents[i];
         o->res = LS_URING_UNKNOWN;

@@ -261,9 +261,7 @@ ls_engine *ls_engine_new(int workers, int splice_mode, int pipe_size, int bufsiz
         if (W->epfd < 0 || W->cmdfd < 0 || !W->buf || !W->pipes)
             goto fail;
         if (use_uring)
-            /* fd stays -1 without it; room for a full outbox and the closes
-             * queued before it (closing.c) */
-            (void)ls_uring_init(&W->uring, 2 * LS_OUTBOX_ENTRIES);
+            (void)ls_uring_init(&W->uring, LS_OUTBOX_ENTRIES); /* fd stays -1 without it */
         struct epoll_event ev;
         ev.events = EPOLLIN;
         ev.data.u64 = TAG_CMD;
