@@ -4,7 +4,7 @@
  * no io-wq thread was started for it), the peer reads the bytes sent before it
  * and then the end of the stream, and a close taken back before the run is not
  * issued. Built and run by tests/unit/test_uring.py; prints one line per check. */
-#include "uring.h"
+#include "uring_test.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -35,13 +35,9 @@ static int other_threads(void)
 int main(void)
 {
     ls_uring u;
-    if (ls_uring_init(&u, 8) < 0) {
-        printf("no io_uring: %s\n", strerror(errno));
-        return 3;
-    }
-    int a[2], b[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM, 0, a) < 0 || socketpair(AF_UNIX, SOCK_STREAM, 0, b) < 0)
-        return 4;
+    int a[2], b[2], failed = ring_and_pairs(&u, a, b);
+    if (failed) /* 3: no io_uring */
+        return failed;
     ls_uring_send(&u, a[0], "last words", 10, MSG_NOSIGNAL, 0);
     ls_uring_close(&u, a[0], 1);
     ls_uring_close(&u, b[0], 2);
