@@ -152,7 +152,7 @@ def test_closes_of_sessions_go_through_the_ring(
     assert ls.proc is not None
     fetch(port, "/")  # warm: the worker's first session
     wait_for(lambda: session_sockets(ls, servers) == 0, what="no session socket open")
-    sessions = 150
+    sessions = 100
 
     def work() -> None:
         for _ in range(sessions):
@@ -206,8 +206,8 @@ def test_bytes_before_a_fin_arrive_whole_and_no_descriptor_stays(
     digest = hashlib.sha256(payload).hexdigest()
     assert echoed == payload + f"\nEOF {digest} e2\n".encode()
 
-    # hundreds of sessions, small and ended by either side: nothing left open
-    for i in range(300):
+    # two hundred sessions, small and ended by either side: nothing left open
+    for i in range(200):
         if i % 2:
             assert fetch(port, "/").strip() == b"s1"
         else:
