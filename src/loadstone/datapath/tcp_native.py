@@ -142,12 +142,18 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+# What a worker's io_uring carries (engine relay.c, closing.c).
+_URING_CARRIES = "the outbox's sends, the sessions' closes"
+
+
 def _io_uring_state(engine: relay.Engine) -> str:
     if engine.io_uring_workers == engine.workers:
-        return "on"
+        return f"on ({_URING_CARRIES})"
     if _io_uring(_settings["io_uring"]) == "off":
         return "off"
-    return "off (the kernel refused it)" if engine.io_uring_workers == 0 else "partly"
+    if engine.io_uring_workers == 0:
+        return "off (the kernel refused it)"
+    return f"partly ({_URING_CARRIES})"
 
 
 def engine(loop: asyncio.AbstractEventLoop) -> relay.Engine:
