@@ -255,16 +255,18 @@ ls_engine *ls_engine_new(int workers, int splice_mode, int pipe_size, int bufsiz
     if (e->recfd < 0 || !e->workers)
         goto fail;
     for (int i = 0; i < workers; i++) { /* first: ls_engine_free walks them all */
-        ls_list_init(&e->workers[i].sessions);
-        ls_list_init(&e->workers[i].http_pool);
-        ls_list_init(&e->workers[i].http_flush);
+        ls_worker *W = &e->workers[i];
+        ls_list_init(&W->sessions);
+        ls_list_init(&W->http_pool);
+        ls_list_init(&W->http_flush);
+        /* no descriptor yet (0 from calloc would be stdin, closed on a failure) */
+        W->epfd = W->cmdfd = W->sparefd = -1;
+        W->uring.fd = -1;
     }
     for (int i = 0; i < workers; i++) {
         ls_worker *W = &e->workers[i];
         W->e = e;
         W->id = i;
-        W->epfd = W->cmdfd = W->sparefd = -1;
-        W->uring.fd = -1;
         W->last_sleep_us = INT64_MAX; /* no spin before a first short sleep */
         pthread_mutex_init(&W->cmd_lock, NULL);
         W->epfd = epoll_create1(EPOLL_CLOEXEC);
