@@ -205,11 +205,13 @@ class AcceptingFrontend(Generic[C]):
 
     @property
     def current_sessions(self) -> int:
-        return len(self.active) + len(self.queued)
+        return len(self.active) + self.queued_count
 
     @property
     def queued_count(self) -> int:
-        return len(self.queued)
+        # A closed one is a queue timeout's answer lingering (http_pure/linger.py):
+        # no longer waiting, and not counted, as on the native path.
+        return sum(1 for waiting in self.queued if not waiting.closed)
 
     @property
     def bytes_in(self) -> int:
