@@ -145,7 +145,6 @@ static void fz_setup(uint8_t options)
         r->lines_len = sizeof lines - 1;
     }
     fz_worker.e = &fz_engine;
-    fz_worker.uring.fd = -1; /* no ring: a close is close() (closing.c) */
     fz_worker.heap_len = 0;
     fz_worker.now_us = 1000000;
 }

@@ -44,10 +44,6 @@ static void do_connect(ls_worker *W, ls_session *s)
 {
     ls_listener *L = s->L;
     int fd = socket(s->saddr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && W->closing) {
-        closing_flush(W); /* descriptors this pass let go of (closing.c): free them first */
-        fd = socket(s->saddr.sa.sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    }
     if (fd < 0) {
         connect_failed(W, s, errno);
         return;
@@ -89,7 +85,7 @@ static void connect_failed(ls_worker *W, ls_session *s, int err)
         why = "handshake timeout"; /* the connect timeout ran out in the server's handshake */
     tls_upstream_free(s);
     if (s->fd[1] >= 0) {
-        fd_close(W, s->fd[1]);
+        close(s->fd[1]);
         s->fd[1] = -1;
     }
     s->wr[1] = s->rd[1] = s->rdhup[1] = 0;

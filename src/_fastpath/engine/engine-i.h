@@ -33,10 +33,6 @@ static ls_session *dequeue_admissible(ls_listener *L);
 static void dispatch_admitted(ls_worker *W, ls_session *list);
 static void queue_remove(ls_listener *L, ls_session *s);
 
-/* closing.c */
-static void closing_flush(ls_worker *W);
-static void fd_close(ls_worker *W, int fd);
-
 /* relay.c */
 static void pipes_trim(ls_worker *W);
 static void dir_release(ls_worker *W, ls_dir *D);

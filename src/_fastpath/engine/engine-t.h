@@ -282,7 +282,6 @@ struct ls_worker {
     ls_outbox_entry *oents;
     int on;
     ls_uring uring; /* fd -1: no io_uring, the outbox is sent one send() at a time */
-    unsigned closing; /* closes queued on uring, not yet issued (closing.c) */
     int (*pipes)[2];
     int npipes;
     ls_record *recs;

@@ -118,7 +118,6 @@
 #include "control.c"
 #include "balance.c"
 #include "queue.c"
-#include "closing.c" /* the closes of a pass, in one io_uring_enter() */
 #include "relay.c"
 #include "limits.c"
 #include "addr_text.c" /* client addresses as the session log shows them */

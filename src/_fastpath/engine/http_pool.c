@@ -38,7 +38,7 @@ static void conn_free(ls_worker *W, ls_session *p)
     timer_del(W, p);
     tls_upstream_free(p);
     if (p->fd[1] >= 0)
-        fd_close(W, p->fd[1]);
+        close(p->fd[1]);
     p->fd[1] = -1;
     p->owner = NULL;
     p->state = ST_CLOSED;
@@ -79,7 +79,7 @@ static void drop_server_conn(ls_worker *W, ls_session *s)
         h->conn = NULL;
     } else if (s->fd[1] >= 0) {
         tls_upstream_free(s);
-        fd_close(W, s->fd[1]);
+        close(s->fd[1]);
     }
     s->fd[1] = -1;
     s->rd[1] = s->wr[1] = s->rdhup[1] = 0;

@@ -278,18 +278,19 @@ static void relay_start(ls_worker *W, ls_session *s, int64_t idle_ms)
     pump_both(W, s, 0);
 }
 
+/* Send what pump() held back during this pass, in the order it was read. A
+ * session closed meanwhile keeps its memory until the dead list is freed, which
+ * comes after the last flush of the pass (finish() and the ready list leave a
+ * session with in_outbox set to the dead list). */
+static void outbox_sent(void *ctx, uint64_t tag, int32_t res)
+{
+    ((ls_outbox_entry *)ctx)[tag].res = res;
+}
+
 /* Send entries [from, to) of the outbox with one io_uring_enter(); each entry's
- * res then holds its send's result. The closes queued so far (closing.c) go in
- * the same call, ahead of the sends: none of them is a descriptor sent to. */
+ * res then holds its send's result. */
 static void outbox_send_batch(ls_worker *W, int from, int to)
 {
-    if (W->closing + (unsigned)(to - from) > LS_OUTBOX_ENTRIES)
-        closing_flush(W); /* the ring holds LS_OUTBOX_ENTRIES entries */
-    if (W->uring.fd < 0) { /* and broke there: flush_outbox sends them one by one */
-        for (int i = from; i < to; i++)
-            W->oents[i].res = LS_URING_NOT_SENT;
-        return;
-    }
     for (int i = from; i < to; i++) {
         ls_outbox_entry *o = &W->oents[i];
         o->res = LS_URING_UNKNOWN;
@@ -301,8 +302,7 @@ static void outbox_send_batch(ls_worker *W, int from, int to)
         ls_uring_send(&W->uring, o->s->fd[1 - o->d], W->obuf + o->off, o->len, MSG_NOSIGNAL,
                       (uint64_t)i);
     }
-    W->closing = 0;
-    if (ls_uring_run(&W->uring, uring_done, W))
+    if (ls_uring_run(&W->uring, outbox_sent, W->oents))
         ls_uring_free(&W->uring); /* a broken ring: one send() at a time from now on */
 }
 
@@ -324,10 +324,6 @@ static ssize_t batched_result(ls_worker *W, ls_session *s, int dst, const char *
     return -1;
 }
 
-/* Send what pump() held back during this pass, in the order it was read. A
- * session closed meanwhile keeps its memory until the dead list is freed, which
- * comes after the last flush of the pass (finish() and the ready list leave a
- * session with in_outbox set to the dead list). */
 static void flush_outbox(ls_worker *W)
 {
     int batch_end = 0;

@@ -120,10 +120,6 @@ static void on_accept(ls_worker *W, ls_lsock *ls)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if ((errno == EMFILE || errno == ENFILE) && W->closing) {
-                closing_flush(W); /* descriptors this pass let go of: free them first */
-                continue;
-            }
             if ((errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) &&
                 accept_pause(W, ls, 0))
                 return; /* out of descriptors: look again later (limits.c) */
@@ -315,7 +311,7 @@ static void finish(ls_worker *W, ls_session *s, int reason, int arg)
     tls_upstream_close(s);
     for (int i = 0; i < 2; i++) {
         if (s->fd[i] >= 0) {
-            fd_close(W, s->fd[i]); /* with the pass's other closes (closing.c) */
+            close(s->fd[i]);
             s->fd[i] = -1;
         }
         dir_release(W, &s->dir[i]);

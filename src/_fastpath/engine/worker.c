@@ -219,7 +219,6 @@ static void *worker_main(void *arg)
         accept_maybe_resume(W);
         run_commands(W);
         flush_outbox(W);
-        closing_flush(W); /* before the dead are freed and the next epoll_wait() */
         while (W->dead) {
             ls_session *s = W->dead;
             W->dead = s->rnext;
@@ -367,7 +366,6 @@ void ls_engine_free(ls_engine *e)
                 sess_free(s);
             }
             http_pool_shutdown(W, NULL, -1);
-            closing_flush(W);
             while (W->dead) {
                 ls_session *d = W->dead;
                 W->dead = d->rnext;

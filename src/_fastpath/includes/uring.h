@@ -1,5 +1,5 @@
-/* uring.h: the engine's use of io_uring: a batch of non-blocking send()s, and
- * the close()s of the descriptors its sessions ended with, in one system call.
+/* uring.h: the one use the engine makes of io_uring, a batch of non-blocking
+ * send()s in one system call.
  *
  * Why: at the end of a pass the worker sends the small messages it held back
  * (the outbox, engine.c). Each send() wakes its receiver, and on a busy machine
@@ -13,12 +13,6 @@
  * kernel finish them at once with -EAGAIN rather than waiting for room, so every
  * completion is posted before io_uring_enter() returns. A kernel without
  * io_uring (or with it disabled) leaves fd at -1, and the caller sends one by one.
- *
- * A close of a socket (IORING_OP_CLOSE) is done inline as well: a socket has no
- * ->flush, so the kernel never hands it to an io-wq thread, and its completion
- * too is posted before io_uring_enter() returns. (IORING_OP_SHUTDOWN is not used:
- * the kernel always hands a shutdown to an io-wq thread, a wake-up and a context
- * switch more than the shutdown() it would save.)
  */
 #ifndef LS_URING_H
 #define LS_URING_H
@@ -97,48 +91,23 @@ static void ls_uring_free(ls_uring *u)
     u->fd = -1;
 }
 
-/* The next free entry of the SQ, zeroed and counted as queued (issued by
- * ls_uring_run). */
-static struct io_uring_sqe *ls_uring_next(ls_uring *u)
-{
-    unsigned idx = (*u->sq_tail + u->queued) & *u->sq_mask;
-    struct io_uring_sqe *sqe = &u->sqes[idx];
-    memset(sqe, 0, sizeof *sqe);
-    u->sq_array[idx] = idx;
-    u->queued++;
-    return sqe;
-}
-
 /* Queue send(fd, data, len, flags | MSG_DONTWAIT); its result comes back with
  * tag. At most the ring's size (ls_uring_init) before ls_uring_run(). */
 static void ls_uring_send(ls_uring *u, int fd, const void *data, unsigned len, int flags,
                           uint64_t tag)
 {
-    struct io_uring_sqe *sqe = ls_uring_next(u);
+    unsigned tail = *u->sq_tail + u->queued;
+    unsigned idx = tail & *u->sq_mask;
+    struct io_uring_sqe *sqe = &u->sqes[idx];
+    memset(sqe, 0, sizeof *sqe);
     sqe->opcode = IORING_OP_SEND;
     sqe->fd = fd;
     sqe->addr = (uint64_t)(uintptr_t)data;
     sqe->len = len;
     sqe->msg_flags = (uint32_t)(flags | MSG_DONTWAIT);
     sqe->user_data = tag;
-}
-
-/* Queue close(fd); its result comes back with tag (LS_URING_NOT_SENT: the
- * kernel did not take it, the caller closes fd itself). Inline: a program that
- * only sends (tests/native/uring_send.c, -Werror) does not warn about it. */
-static inline void ls_uring_close(ls_uring *u, int fd, uint64_t tag)
-{
-    struct io_uring_sqe *sqe = ls_uring_next(u);
-    sqe->opcode = IORING_OP_CLOSE;
-    sqe->fd = fd;
-    sqe->user_data = tag;
-}
-
-/* Take back the last entry queued (not yet issued); returns its fd. */
-static inline int ls_uring_unqueue_last(ls_uring *u)
-{
-    u->queued--;
-    return u->sqes[(*u->sq_tail + u->queued) & *u->sq_mask].fd;
+    u->sq_array[idx] = idx;
+    u->queued++;
 }
 
 /* A result meaning "not sent": io_uring_enter() failed before the kernel took

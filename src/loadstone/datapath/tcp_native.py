@@ -142,18 +142,12 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-# What a worker's io_uring carries (engine relay.c, closing.c).
-_URING_CARRIES = "the outbox's sends, the sessions' closes"
-
-
 def _io_uring_state(engine: relay.Engine) -> str:
     if engine.io_uring_workers == engine.workers:
-        return f"on ({_URING_CARRIES})"
+        return "on"
     if _io_uring(_settings["io_uring"]) == "off":
         return "off"
-    if engine.io_uring_workers == 0:
-        return "off (the kernel refused it)"
-    return f"partly ({_URING_CARRIES})"
+    return "off (the kernel refused it)" if engine.io_uring_workers == 0 else "partly"
 
 
 def engine(loop: asyncio.AbstractEventLoop) -> relay.Engine:
