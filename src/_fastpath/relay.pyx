@@ -773,15 +773,15 @@ cdef class Engine:
         return n
 
     def take_records(self, dict log_names=None):
-        """The records the workers queued, as (lines, others, http_counts).
+        """The records the workers queued, as (lines, others).
 
         Log lines are formatted here, in C, for the listeners in `log_names`
         (lid -> (json, listener name, [server name by slot]), the names as they
         appear in a line: JSON-escaped for json): the same text or JSON as
         SessionLog.session (a TCP session) and SessionLog.request (an HTTP
         request) write. lines[lid] is a str of that listener's lines joined by
-        newlines; http_counts[lid] counts the HTTP requests among them by status
-        class [other, 1xx, 2xx, 3xx, 4xx, 5xx]. Every other record (a failed
+        newlines. (HTTP requests are counted by the workers themselves:
+        listener_metrics.) Every other record (a failed
         connect, an end whose words need Python, a listener not in `log_names`)
         is in `others` as (type, listener, slot, reason, arg, client, bytes_in,
         bytes_out, duration), REC_HTTP ones followed by (status, method, target,
@@ -794,8 +794,7 @@ cdef class Engine:
         cdef ls_record *r
         cdef _LineBuffer buf = None
         cdef tuple names = None
-        cdef list counts = None
-        cdef int names_of = -1  # the listener `names`, `buf` and `counts` belong to
+        cdef int names_of = -1  # the listener `names` and `buf` belong to
         cdef char stamp[40]
         cdef char now_text[40]
         cdef double now = _wall_clock(stamp) if n else 0.0
@@ -811,7 +810,6 @@ cdef class Engine:
         for buf in buffers.values():
             buf.length = 0  # a batch that raised half way leaves no lines behind
         buf = None
-        http_counts = {}
         try:
             for i in range(n):
                 r = &recs[i]
@@ -820,20 +818,13 @@ cdef class Engine:
                 if log_names is not None and _formatted_here(r):
                     if r.listener != names_of:
                         # A batch is mostly runs of one listener's records: its
-                        # names, buffer and counts are looked up once per run.
+                        # names and buffer are looked up once per run.
                         names_of = r.listener
                         names = log_names.get(r.listener)
                         buf = None
-                        counts = None
                     if names is not None:
-                        if r.type == LS_REC_HTTP:
-                            if counts is None:
-                                counts = http_counts.get(r.listener)
-                                if counts is None:
-                                    counts = http_counts[r.listener] = [0, 0, 0, 0, 0, 0]
-                            counts[r.status // 100 if 100 <= r.status < 600 else 0] += 1
-                            if not _http_logged(names[3], r):
-                                continue
+                        if r.type == LS_REC_HTTP and not _http_logged(names[3], r):
+                            continue
                         if buf is None:
                             buf = buffers.get(r.listener)
                             if buf is None:
@@ -875,7 +866,7 @@ cdef class Engine:
         for lid, buf in buffers.items():
             if buf.length:
                 lines[lid] = buf.take()
-        return lines, out, http_counts
+        return lines, out
 
 
 cdef void _set_rules(ls_hrules *r, tuple rules) except *:

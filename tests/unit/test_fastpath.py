@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.server
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import random
 import re
 import select
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -51,7 +53,7 @@ def test_engine_starts_and_stops_without_leaking_descriptors() -> None:
     assert engine.listener_stats(lid) == (0, 0, 0, 0, 0, 0)
     assert engine.server_stats(lid, slot) == (0, 0, 0, 0)
     assert engine.shutdown(lid, -1, 0) == 0
-    assert engine.take_records() == ({}, [], {})
+    assert engine.take_records() == ({}, [])
     engine.close()
     assert engine.closed
     assert len(os.listdir("/proc/self/fd")) == before
@@ -186,8 +188,8 @@ def test_session_lines_formatted_natively_match_the_session_log(fmt: str) -> Non
         lines: dict[int, str] = {}
         while not lines:  # each wait ends with a record queued (or times out)
             assert select.select([engine.record_fd()], [], [], 5)[0], "no record"
-            lines, others, counts = engine.take_records({lid: (fmt == "json", b"web", [b"a"])})
-            assert (others, counts) == ([], {})
+            lines, others = engine.take_records({lid: (fmt == "json", b"web", [b"a"])})
+            assert others == []
         native_line = lines[lid]
 
     stream = io.StringIO()
@@ -367,3 +369,85 @@ def test_json_seconds_is_the_text_of_printf_rounding_to_the_microsecond() -> Non
     values += [round(rng.uniform(0, 100), 7) for _ in range(20_000)]  # near the halves
     mismatched = [t for t in values if relay.json_seconds(t) != printf(t)]
     assert mismatched == [], mismatched[:10]
+
+
+class _StatusByPath(http.server.BaseHTTPRequestHandler):
+    """A real HTTP/1.1 server's answer: /fail is a 500, anything else a 200."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        code = 500 if self.path == "/fail" else 200
+        self.send_response(code)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: the test reads no log
+        pass
+
+
+def _http_listener(engine: Any, front: socket.socket, server_port: int, log_mode: int) -> int:
+    lid, _ = _relaying(engine, front, server_port, log_mode)
+    engine.configure_http(
+        lid, request=5.0, keep_alive=5.0, client=5.0, server=5.0, tunnel=5.0,
+        max_head_size=16384, max_headers=100, forwarded_port=False, forwardfor="",
+        proto_line="", except_nets=[],
+    )  # fmt: skip
+    return lid
+
+
+def _get(port: int, path: str) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    return int(answer.split()[1])
+
+
+@pytest.mark.parametrize(("log_mode", "logged"), [(0, 5), (1, 2), (2, 0)])
+def test_http_requests_reach_the_control_plane_only_where_the_log_wants_lines(
+    log_mode: int, logged: int
+) -> None:
+    """An HTTP request makes a record for the control plane only if the
+    listener's `log` wants its line (`errors`: the 500s; `none`: no record, no
+    wake-up of the control thread); the workers count every request all the
+    same (what the status API and the metrics show)."""
+    relay.init_llhttp()
+    backend = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StatusByPath)
+    threading.Thread(target=backend.serve_forever, daemon=True).start()
+    fronts = [socket.create_server(("127.0.0.1", 0)) for _ in range(2)]
+    engine = relay.Engine(1, "auto")
+    try:
+        for front in fronts:
+            front.setblocking(False)
+        server_port = backend.server_address[1]
+        lid = _http_listener(engine, fronts[0], server_port, log_mode)
+        witness = _http_listener(engine, fronts[1], server_port, 0)  # log: all
+        port, witness_port = (front.getsockname()[1] for front in fronts)
+        paths = ["/", "/fail", "/", "/fail", "/"]
+        assert [_get(port, p) for p in paths] == [200, 500, 200, 500, 200]
+        # The one worker ends requests in order and hands over a pass's records
+        # together: once the witness's record is here, every earlier one is too.
+        assert _get(witness_port, "/") == 200
+        records: list[tuple[Any, ...]] = []
+        deadline = time.monotonic() + 5
+        while not any(r[1] == witness for r in records):
+            assert time.monotonic() < deadline, "the witness's record never came"
+            select.select([engine.record_fd()], [], [], 0.5)
+            records += engine.take_records()[1]
+        mine = [r for r in records if r[1] == lid]
+        assert all(r[0] == relay.REC_HTTP for r in mine)
+        assert len(mine) == logged
+        assert all(r[9] == 500 for r in mine) or log_mode == 0
+        codes = engine.listener_metrics(lid)[2]
+        assert sum(codes) == len(paths)
+        assert codes[relay.metric_codes().index(200)] == 3
+        assert codes[relay.metric_codes().index(500)] == 2
+    finally:
+        engine.close()
+        for front in fronts:
+            front.close()
+        backend.shutdown()
+        backend.server_close()

@@ -62,11 +62,26 @@ static struct {
 
 static double secs(int64_t us) { return (double)us / 1e6; }
 
-static void http_log(ls_worker *W, ls_session *s, int end, int arg)
+/* Whether the listener's `log` wants a line for this request (relay.pyx
+ * _http_logged, sessionlog.logged): `errors` keeps one that did not end ok or
+ * got a 5xx, `none` none. */
+static int http_logged(const ls_session *s, int end)
+{
+    int mode = s->L->cfg.log_mode;
+    if (mode == LS_LOG_ALL)
+        return 1;
+    return mode == LS_LOG_ERRORS && (end != LS_HEND_OK || s->http->status >= 500);
+}
+
+/* The record of a request that ended, for the control plane to write its log
+ * line; none for a request the listener's `log` leaves out, so that with
+ * `log: none` (or `errors` and all well) the control plane is not woken for
+ * it. Every request is counted all the same (metrics_http: the status API's and
+ * Prometheus' counts). */
+static void http_record(ls_worker *W, ls_session *s, int end, int arg)
 {
     ls_http *h = s->http;
-    metrics_http(W, s, h->status, h->log_slot, W->now_us - h->t_begin);
-    ls_record *r = new_record(W);
+    ls_record *r = http_logged(s, end) ? new_record(W) : NULL;
     if (!r)
         return;
     r->type = LS_REC_HTTP;
@@ -95,6 +110,13 @@ static void http_log(ls_worker *W, ls_session *s, int end, int arg)
     else
         n = 0;
     r->target_len = (uint16_t)n;
+}
+
+static void http_log(ls_worker *W, ls_session *s, int end, int arg)
+{
+    ls_http *h = s->http;
+    metrics_http(W, s, h->status, h->log_slot, W->now_us - h->t_begin);
+    http_record(W, s, end, arg);
     /* the request's bytes were read before its server was known */
     if (h->log_slot >= 0)
         slot_w(s->L, W->id, h->log_slot)->bytes_in += h->bytes_in;

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from loadstone._fastpath import relay
 from loadstone.config.model import HeaderRule, ListenerConfig
 from loadstone.datapath import tcp_native as native
-from loadstone.datapath.http_counts import responses_by_class, status_class
+from loadstone.datapath.traffic import by_class
 from loadstone.http import message
 from loadstone.server import Pool
 from loadstone.sessionlog import logged
@@ -152,8 +152,6 @@ class HttpFrontend(native.TcpFrontend):
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         init_llhttp()  # done by datapath.configure already; here for a direct use
-        self.requests_total = 0
-        self.status_counts = [0] * 6  # by class: [other, 1xx, 2xx, 3xx, 4xx, 5xx]
         super().__init__(config, pool, sessionlog, loop)
 
     def _configure(self) -> None:
@@ -184,11 +182,6 @@ class HttpFrontend(native.TcpFrontend):
             redirect_scheme=c.redirect.scheme if c.redirect is not None else "",
         )
 
-    def count_requests(self, by_class: list[int]) -> None:
-        self.requests_total += sum(by_class)
-        for i, n in enumerate(by_class):
-            self.status_counts[i] += n
-
     def record(self, rec: tuple[Any, ...]) -> None:
         if rec[0] != relay.REC_HTTP:
             super().record(rec)  # a failed connect
@@ -210,8 +203,6 @@ class HttpFrontend(native.TcpFrontend):
             tls,
         ) = rec
         server = self._server_at(slot)
-        self.requests_total += 1
-        self.status_counts[status_class(status)] += 1
         if end == relay.HTTP_END_CONNECT_FAILED:
             word = f"connect-failed ({self._why(arg)})"
         elif end == relay.HTTP_END_SHUTDOWN:
@@ -247,14 +238,17 @@ class HttpFrontend(native.TcpFrontend):
     def status_extra(self) -> dict[str, Any]:
         """HTTP counters for the status API, the pure HttpFrontend's shape."""
         native.drain_records()
-        counts = self.status_counts
+        # The workers count every request as it ends (engine/metrics.c), whatever
+        # the listener's `log`: with `log: none` no record reaches the control
+        # plane at all, so the counts are read from there.
+        responses = by_class(self.engine.listener_metrics(self.lid)[2])
         servers = [s.name for s in self.pool.servers]
         return {
             "data_path": self.data_path,
             "data_path_reason": None,  # the pure path's field: why a listener is not here
             "http": {
-                "requests_total": self.requests_total,
-                "responses": responses_by_class(counts),
+                "requests_total": sum(responses.values()),
+                "responses": responses,
                 "idle_server_connections": self.engine.http_idle_server_conns(self.lid),
             },
             # The pool's balancer, as the pure path shows it.

@@ -188,7 +188,8 @@ DRAIN_INTERVAL = 0.02
 
 # A listener's `log` as the engine and relay.Engine.take_records take it: with
 # `errors` the engine makes no record of a TCP session closed by a peer, with
-# `none` of no TCP session at all (HTTP requests are still counted).
+# `none` of no TCP session or HTTP request at all (requests are counted by the
+# workers: engine/metrics.c).
 LOG_MODES: dict[str, int] = {"all": 0, "errors": 1, "none": 2}
 IDLE_POLL = 0.05
 
@@ -227,14 +228,12 @@ def drain_records() -> None:
     if _engine is None or _engine.closed:
         return
     log_names = {lid: frontend.log_names() for lid, frontend in _frontends.items()}
-    lines, others, http_counts = _engine.take_records(log_names)
+    lines, others = _engine.take_records(log_names)
     touched: set[TcpFrontend] = set()
     for lid, text in lines.items():
         frontend = _frontends[lid]
         frontend.sessionlog.lines_formatted(text)
         touched.add(frontend)
-    for lid, counts in http_counts.items():
-        _frontends[lid].count_requests(counts)
     for record in others:
         owner = _frontends.get(record[1])
         if owner is not None:
@@ -324,9 +323,6 @@ class TcpFrontend:
     def _shutdown_word(self, reason: int) -> str:
         """The log's end word for a session closed by the control plane (maint, reload...)."""
         return f"shutdown ({self._reasons[reason] if 0 <= reason < len(self._reasons) else '?'})"
-
-    def count_requests(self, by_class: list[int]) -> None:
-        """HTTP requests whose log lines the engine formatted (mode http only)."""
 
     def log_names(self) -> tuple[bool, bytes, list[bytes], int]:
         """What relay.Engine.take_records needs to write this listener's session
