@@ -823,14 +823,13 @@ cdef class Engine:
                         names = log_names.get(r.listener)
                         buf = None
                     if names is not None:
-                        if r.type == LS_REC_HTTP and not _http_logged(names[3], r):
-                            continue
+                        # The engine made this record only if `log` wants its
+                        # line (engine.c tcp_ended, http_exchange.c http_logged).
                         if buf is None:
                             buf = buffers.get(r.listener)
                             if buf is None:
                                 buf = buffers[r.listener] = _LineBuffer()
                         if r.type == LS_REC_SESSION:
-                            # The engine made this record only if `log` wants it.
                             _format_session(buf, r, names, now_text, stamp)
                         else:
                             _format_http(buf, r, names, now_text, stamp)
@@ -920,16 +919,6 @@ cdef inline bint _formatted_here(ls_record *r):
         return (0 < r.reason <= LS_HEND_REDIRECT and r.reason != LS_HEND_CONNECT_FAILED
                 and r.reason != LS_HEND_SHUTDOWN)
     return False
-
-
-cdef inline bint _http_logged(int log_mode, ls_record *r):
-    """sessionlog.logged for a request the engine ended (log_mode as in
-    native.LOG_MODES): `errors` keeps one that did not end ok or got a 5xx."""
-    if log_mode == 0:
-        return True
-    if log_mode == 2:
-        return False
-    return r.reason != LS_HEND_OK or r.status >= 500
 
 
 cdef double _wall_clock(char *stamp):

@@ -270,7 +270,7 @@ class TcpFrontend:
         self._by_slot: list[ServerRuntime] = []
         self._reasons: list[str] = []
         self._strerror: dict[int, str] = {}
-        self._log_names: tuple[bool, bytes, list[bytes], int] | None = None
+        self._log_names: tuple[bool, bytes, list[bytes]] | None = None
         self.sni = NativeSni(self.engine, self.lid)  # sni_passthrough (engine/sni.c)
         self._configure()
         self._attach(pool)
@@ -324,10 +324,10 @@ class TcpFrontend:
         """The log's end word for a session closed by the control plane (maint, reload...)."""
         return f"shutdown ({self._reasons[reason] if 0 <= reason < len(self._reasons) else '?'})"
 
-    def log_names(self) -> tuple[bool, bytes, list[bytes], int]:
+    def log_names(self) -> tuple[bool, bytes, list[bytes]]:
         """What relay.Engine.take_records needs to write this listener's session
-        lines itself: the format, the names as they appear in a line, and which
-        lines to write (LOG_MODES)."""
+        lines itself: the format and the names as they appear in a line (which
+        lines to write the engine decides: it makes no record of the others)."""
         if self._log_names is None:
             as_json = self.sessionlog.format == "json"
 
@@ -338,7 +338,6 @@ class TcpFrontend:
                 as_json,
                 shown(self.name),
                 [shown(s.name) for s in self._by_slot],
-                LOG_MODES[self.config.log],
             )
         return self._log_names
 
@@ -399,7 +398,7 @@ class TcpFrontend:
         """A reload: new sessions use the new settings and pool; open ones run on."""
         self.config = config
         self.pool = pool
-        self._log_names = None  # `log` may have changed
+        self._log_names = None  # the servers (or the log format) may have changed
         self._configure()
         self._attach(pool)
 
