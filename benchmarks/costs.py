@@ -6,6 +6,7 @@ and requests over the workers of one multi-worker backend.
         [--proxies loadstone,loadstone-pure,haproxy,nginx,caddy]
         [--scenarios http-keepalive,http-close]
         [--loadstone before=/path/to/.venv/bin/loadstone --loadstone after=.venv/bin/loadstone]
+        [--log none|all] [--markdown] [--json out.json]
 
 Throughput moves with whatever else the machine runs; these figures do not (or
 far less): a syscall count per request is the same on a quiet and a busy box, and
@@ -15,7 +16,9 @@ one nginx with two workers on one port (`--backends one-multi` of compare.py,
 the default), logging `$pid $connection` per request so that requests and
 connections can be counted per worker, or two single-worker nginx
 (`--backends two-single`, no spread to count). Every proxy runs one worker,
-logging nothing; Caddy (a peer in http mode only) is counted in the http
+logging nothing (`--log none`, the default) or every session or request
+(`--log all`: the peers as compare.py's `--peer-log` makes them, loadstone with
+`log: all`, equal work); Caddy (a peer in http mode only) is counted in the http
 scenarios.
 
 For each scenario and proxy:
@@ -25,11 +28,19 @@ For each scenario and proxy:
   how long the proxy's and the backend's threads waited on a run queue per
   request (runnable but not running: /proc/PID/task/TID/schedstat), which is
   where a machine that is short of CPU, or slow to wake an idle one, shows;
+  the same shares as CPU microseconds per request, idle included: they add up
+  to the whole machine's cores per request, so a proxy that needs less CPU per
+  request but leaves more of the machine idle per request is held back by
+  latency (waking the processes a connection crosses), not by CPU;
 - a run of `--strace-seconds` with `strace -c -f` attached to the proxy's
   processes: system calls per request (strace slows the proxy down; the count
   per request does not change with it), the most frequent calls listed;
 - in keep-alive scenarios behind one-multi: the server connections per backend
   worker (`ss`, mid-run) and the requests each worker served (the access log).
+
+The table is Markdown; `--markdown` puts the invocation's provenance above it
+(date, machine, git revision, command, backend shape, logging, duration, the
+proxies' versions) so that it can go into benchmarks/README.md as it is.
 """
 
 from __future__ import annotations
@@ -48,11 +59,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.harness import wrk
+from benchmarks.compare import command_line, logging_line
+from benchmarks.harness import report, wrk
 from benchmarks.harness.backends import SHAPES, NginxBackends
 from benchmarks.harness.caddy import Caddy
 from benchmarks.harness.lineup import Build, parse_builds
@@ -64,6 +77,10 @@ from benchmarks.harness.scenarios import SCENARIOS, Scenario
 
 PROXY_NAMES = ("loadstone", "loadstone-pure", "haproxy", "nginx", "caddy")
 DEFAULT_SCENARIOS = ("http-keepalive", "http-close")
+LOG_MODES = ("none", "all")
+# The shares of the machine a run is split into, in the order of the columns.
+SHARES = ("proxy", "backend", "wrk", "other", "idle")
+REPO = Path(__file__).resolve().parent.parent
 
 
 @dataclass(slots=True)
@@ -87,6 +104,11 @@ class Costs:
     syscalls_per_request: float
     top_syscalls: dict[str, float]  # name -> calls per request
     spread: Spread | None
+    # The shares of cpu_cores as CPU microseconds per request, and "machine", their
+    # sum: all cores for the run's duration, divided among its requests.
+    cpu_us_per_request: dict[str, float] = field(default_factory=dict)
+    backends: str = ""  # the backend shape (--backends)
+    log: str = "none"  # who logs: every proxy every session/request (all) or nobody
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -110,6 +132,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a loadstone build to count (repeatable, as in compare.py); each runs on "
         "both data paths when --proxies names loadstone and loadstone-pure",
     )
+    parser.add_argument(
+        "--log",
+        choices=LOG_MODES,
+        default="none",
+        help="none (default): nobody logs; all: every peer logs every session or request "
+        "(compare.py's --peer-log) and loadstone runs with `log: all`",
+    )
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the invocation's provenance (date, versions, settings) above the table",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here too")
     parser.add_argument("--keep-tmp", action="store_true")
     args = parser.parse_args(argv)
@@ -128,13 +162,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"unknown scenario {exc}")
     if any(s.rate for s in args.scenario_list):
         parser.error("fixed-rate scenarios (h2load) are not counted here")
+    # compare.py's names for the same switches, which its logging_line() reads.
+    args.peer_log = args.log == "all"
+    args.loadstone_log = args.log
     return args
 
 
 def build(
-    name: str, builds: Sequence[Build], workdir: Path, backends: NginxBackends, mode: str
+    name: str,
+    builds: Sequence[Build],
+    workdir: Path,
+    backends: NginxBackends,
+    mode: str,
+    log: str = "none",
 ) -> list[Proxy]:
-    """The proxies `name` stands for (one per loadstone build), one worker, no logs."""
+    """The proxies `name` stands for (one per loadstone build), one worker, each
+    logging every session or request (`log` all) or nothing (none)."""
+    log_sessions = log == "all"
     if name in ("loadstone", "loadstone-pure"):
         pure = name == "loadstone-pure"
         return [
@@ -145,18 +189,20 @@ def build(
                 mode=mode,
                 binary=b.binary,
                 pure_python=pure,
-                log="none",
+                log=log,
                 name=f"{b.name}-pure" if pure else b.name,
             )
             for b in builds
         ]
     if name == "haproxy":
-        return [HAProxy(workdir, backends.backends, workers=1, mode=mode)]
+        return [
+            HAProxy(workdir, backends.backends, workers=1, mode=mode, log_sessions=log_sessions)
+        ]
     if name == "caddy":  # a peer in http mode only
         if mode not in Caddy.modes:
             return []
-        return [Caddy(workdir, backends.backends, workers=1, mode=mode)]
-    return [NginxProxy(workdir, backends.backends, workers=1, mode=mode)]
+        return [Caddy(workdir, backends.backends, workers=1, mode=mode, log_sessions=log_sessions)]
+    return [NginxProxy(workdir, backends.backends, workers=1, mode=mode, log_sessions=log_sessions)]
 
 
 def context_switches(pid: int) -> int:
@@ -277,6 +323,15 @@ def strace_run(proxy: Proxy, scenario: Scenario, seconds: int, workdir: Path) ->
     return per_request
 
 
+def cpu_us_per_request(cores: dict[str, float], seconds: float, requests: int) -> dict[str, float]:
+    """Each share of the machine (average cores over `seconds`) as microseconds per
+    request, and "machine": their sum, the whole machine's cores per request (on 2
+    cores at 25,000 req/s, 80 us), which no proxy's figures can exceed."""
+    per_request = {k: v * seconds * 1e6 / max(requests, 1) for k, v in cores.items()}
+    per_request["machine"] = sum(per_request.values())
+    return per_request
+
+
 def run_one(
     proxy: Proxy, scenario: Scenario, backends: NginxBackends, args: argparse.Namespace
 ) -> Costs:
@@ -341,6 +396,9 @@ def run_one(
         syscalls_per_request=total,
         top_syscalls=top,
         spread=spread,
+        cpu_us_per_request=cpu_us_per_request(cores, seconds, run.wrk.requests),
+        backends=args.backends,
+        log=args.log,
     )
 
 
@@ -356,33 +414,78 @@ def percent_split(counts: dict[int, int]) -> str:
     return "/".join(f"{100 * v / total:.0f}%" for v in values) if total else "-"
 
 
-def print_table(results: Sequence[Costs]) -> None:
-    print(
-        "| scenario | proxy | syscalls/req | ctx switches/req | cores: proxy / backend / wrk "
-        "/ other / idle | run-queue us/req: proxy / backend | conns per backend worker "
-        "| requests per worker | req/s (loaded) |"
+TABLE_HEADER = (
+    "scenario",
+    "proxy",
+    "syscalls/req",
+    "ctx switches/req",
+    "cores: proxy / backend / wrk / other / idle",
+    "CPU us/req: proxy / backend / wrk / other / idle = machine",
+    "run-queue us/req: proxy / backend",
+    "conns per backend worker",
+    "requests per worker",
+    "req/s (loaded)",
+)
+
+
+def table_row(c: Costs) -> tuple[str, ...]:
+    cores = " / ".join(f"{c.cpu_cores[k]:.2f}" for k in SHARES)
+    us = c.cpu_us_per_request
+    cpu = " / ".join(f"{us[k]:.1f}" for k in SHARES) + f" = {us['machine']:.1f}"
+    waits = " / ".join(f"{c.runqueue_us_per_request[k]:.1f}" for k in ("proxy", "backend"))
+    return (
+        c.scenario,
+        c.proxy,
+        f"{c.syscalls_per_request:.2f}",
+        f"{c.ctx_switches_per_request:.3f}",
+        cores,
+        cpu,
+        waits,
+        share(c.spread.connections) if c.spread else "-",
+        percent_split(c.spread.requests) if c.spread else "-",
+        f"{c.requests_per_second:,.0f}",
     )
-    print("|---|---|---:|---:|---|---|---|---|---:|")
-    for c in results:
-        cores = " / ".join(
-            f"{c.cpu_cores[k]:.2f}" for k in ("proxy", "backend", "wrk", "other", "idle")
+
+
+def render(results: Sequence[Costs], meta: dict[str, Any] | None = None) -> str:
+    """The Markdown table and each row's most frequent system calls; with `meta`
+    (--markdown), the invocation's provenance and settings above them."""
+    parts = []
+    if meta is not None:
+        parts.append(
+            report.markdown_header(meta)
+            + f"  \n{meta['settings']}"  # Markdown's line break: two spaces
         )
-        waits = " / ".join(f"{c.runqueue_us_per_request[k]:.1f}" for k in ("proxy", "backend"))
-        conns = share(c.spread.connections) if c.spread else "-"
-        reqs = percent_split(c.spread.requests) if c.spread else "-"
-        print(
-            f"| {c.scenario} | {c.proxy} | {c.syscalls_per_request:.2f} | "
-            f"{c.ctx_switches_per_request:.3f} | {cores} | {waits} | {conns} | {reqs} | "
-            f"{c.requests_per_second:,.0f} |"
+    parts.append(report.markdown_table(TABLE_HEADER, [table_row(c) for c in results]))
+    parts.append(
+        "\n".join(
+            f"{c.scenario} {c.proxy}: "
+            + ", ".join(f"{name} {n:.2f}" for name, n in c.top_syscalls.items())
+            for c in results
         )
-    print()
-    for c in results:
-        top = ", ".join(f"{name} {n:.2f}" for name, n in c.top_syscalls.items())
-        print(f"{c.scenario} {c.proxy}: {top}")
+    )
+    return "\n\n".join(parts)
+
+
+def provenance(args: argparse.Namespace, raw_argv: Sequence[str]) -> dict[str, Any]:
+    """compare.py's provenance of a run (report.markdown_header's keys), and the
+    settings of this one; the proxies' versions are added as they start."""
+    return {
+        **report.machine_info(REPO),
+        "command": command_line(raw_argv, "costs"),
+        "backends": f"backends: {SHAPES[args.backends].describe()}",
+        "session_logs": logging_line(args),
+        "proxies": {},
+        "settings": f"--backends {args.backends}, --log {args.log}: one worker per proxy, "
+        f"wrk -t1 for {args.duration} s per scenario and proxy, then strace -c -f for "
+        f"{args.strace_seconds} s",
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    raw_argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(raw_argv)
+    meta = provenance(args, raw_argv)
     args.workdir = Path(tempfile.mkdtemp(prefix="loadstone-costs-"))
     results: list[Costs] = []
     try:
@@ -396,9 +499,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     moddir.mkdir()
                     by_mode[scenario.mode] = []
                     for name in args.proxy_list:
-                        for proxy in build(name, args.builds, moddir, backends, scenario.mode):
+                        for proxy in build(
+                            name, args.builds, moddir, backends, scenario.mode, args.log
+                        ):
                             proxy.start()
                             stack.callback(proxy.stop)
+                            meta["proxies"].setdefault(proxy.name, proxy.version())
                             by_mode[scenario.mode].append(proxy)
                 for proxy in by_mode[scenario.mode]:
                     print(f"  {scenario.name} {proxy.name} ...", file=sys.stderr, flush=True)
@@ -408,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"kept {args.workdir}", file=sys.stderr)
         else:
             shutil.rmtree(args.workdir, ignore_errors=True)
-    print_table(results)
+    print(render(results, meta if args.markdown else None))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
     return 0

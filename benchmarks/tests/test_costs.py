@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 import types
+from dataclasses import asdict
 from pathlib import Path
 
+import pytest
+
 from benchmarks import costs
+from benchmarks.compare import logging_line
 from benchmarks.costs import parse_strace_summary, percent_split, requests_per_pid, share
+from benchmarks.harness.lineup import parse_builds
 
 # strace -c -f output (strace 6.1): errors column only where a call failed.
 STRACE = """\
@@ -71,3 +77,96 @@ def test_caddy_is_counted_in_http_scenarios_only_and_the_shape_is_chosen(tmp_pat
     assert costs.build("caddy", [], tmp_path / "tcp", backends, "tcp") == []  # type: ignore[arg-type]
     (caddy,) = costs.build("caddy", [], tmp_path / "http", backends, "http")  # type: ignore[arg-type]
     assert caddy.name == "caddy" and caddy.mode == "http"
+
+
+def test_log_mode_defaults_to_nobody_and_all_makes_every_proxy_log(tmp_path: Path) -> None:
+    assert costs.parse_args([]).log == "none"
+    args = costs.parse_args(["--log", "all", "--scenarios", "close,http-close"])
+    assert (args.log, args.peer_log, args.loadstone_log) == ("all", True, "all")
+    # compare.py's logging line, read from the same switches, says so.
+    assert logging_line(args) == "session logs: peers all, loadstone all"
+    with pytest.raises(SystemExit) as exited:
+        costs.parse_args(["--log", "errors"])  # no twin among the peers: not equal work
+    assert exited.value.code == 2
+    backends = types.SimpleNamespace(backends=[])  # build() reads only their addresses
+    for log, logging in (("all", True), ("none", False)):
+        made = [
+            proxy
+            for name in ("loadstone", "haproxy", "nginx", "caddy")
+            for proxy in costs.build(name, [], tmp_path / log / "http", backends, "http", log)  # type: ignore[arg-type]
+        ]
+        assert [p.name for p in made] == ["haproxy", "nginx", "caddy"]  # no builds given
+        assert all(p.log_sessions is logging for p in made)  # type: ignore[attr-defined]
+        haproxy_config = made[0].write_config().read_text()
+        assert ("option httplog" in haproxy_config) is logging
+        nginx_config = made[1].write_config().read_text()
+        assert ("access_log off" in nginx_config) is not logging
+    (loadstone,) = costs.build(
+        "loadstone",
+        parse_builds(None),
+        tmp_path / "ls",
+        backends,  # type: ignore[arg-type]
+        "tcp",
+        "all",
+    )
+    assert "    log: all\n" in loadstone.write_config().read_text()
+
+
+# A run on 2 cores: 25,000 req/s for 5 s, the cores split among the processes.
+CORES = {"proxy": 0.8, "backend": 0.4, "wrk": 0.5, "other": 0.05, "idle": 0.25}
+
+
+def test_cpu_per_request_adds_up_to_the_whole_machine() -> None:
+    per_request = costs.cpu_us_per_request(CORES, seconds=5.0, requests=125_000)
+    assert per_request["proxy"] == pytest.approx(32.0)
+    assert per_request["idle"] == pytest.approx(10.0)
+    # 2 cores / 25,000 req/s: every process's share plus the idle one.
+    assert per_request["machine"] == pytest.approx(80.0)
+    assert costs.cpu_us_per_request(CORES, seconds=5.0, requests=0)["proxy"] > 0  # no division by 0
+
+
+def fabricated_costs() -> costs.Costs:
+    return costs.Costs(
+        proxy="loadstone",
+        scenario="close",
+        requests=125_000,
+        requests_per_second=25_000.0,
+        ctx_switches_per_request=0.514,
+        cpu_cores=CORES,
+        runqueue_us_per_request={"proxy": 4.7, "backend": 33.2},
+        syscalls_per_request=13.47,
+        top_syscalls={"close": 2.0, "accept4": 1.0},
+        spread=None,
+        cpu_us_per_request=costs.cpu_us_per_request(CORES, 5.0, 125_000),
+        backends="two-single",
+        log="all",
+    )
+
+
+def test_table_shows_cpu_per_request_beside_the_cores_and_json_keeps_its_keys() -> None:
+    row = fabricated_costs()
+    text = costs.render([row])
+    header, align, line, _, top = text.splitlines()
+    assert "| cores: proxy / backend / wrk / other / idle | CPU us/req:" in header
+    assert align.count("|") == header.count("|") == line.count("|")
+    assert "| 0.80 / 0.40 / 0.50 / 0.05 / 0.25 | 32.0 / 16.0 / 20.0 / 2.0 / 10.0 = 80.0 |" in line
+    assert line.startswith("| close | loadstone | 13.47 | 0.514 |") and "| 25,000 |" in line
+    assert top == "close loadstone: close 2.00, accept4 1.00"
+    record = json.loads(json.dumps(asdict(row)))
+    old = {"proxy", "scenario", "requests", "requests_per_second", "ctx_switches_per_request"}
+    old |= {"cpu_cores", "runqueue_us_per_request", "syscalls_per_request", "top_syscalls"}
+    assert old | {"spread", "cpu_us_per_request", "backends", "log"} == set(record)
+    assert record["cpu_us_per_request"]["machine"] == pytest.approx(80.0)
+
+
+def test_markdown_puts_the_invocation_above_the_table() -> None:
+    argv = ["--backends", "two-single", "--log", "all", "-d", "1", "--markdown"]
+    meta = costs.provenance(costs.parse_args(argv), argv)
+    meta["proxies"]["haproxy"] = "HAProxy version 2.6.12"  # as main() adds them
+    text = costs.render([fabricated_costs()], meta)
+    head, table, _ = text.split("\n\n")
+    assert meta["date"] in head and "python benchmarks/costs.py --backends two-single" in head
+    assert "HAProxy version 2.6.12" in head and "backends: two-single (2 x nginx" in head
+    assert "session logs: peers all, loadstone all" in head
+    assert "--backends two-single, --log all" in head and "for 1 s per scenario" in head
+    assert table == costs.render([fabricated_costs()]).split("\n\n")[0]
