@@ -6,7 +6,7 @@ and requests over the workers of one multi-worker backend.
         [--proxies loadstone,loadstone-pure,haproxy,nginx,caddy]
         [--scenarios http-keepalive,http-close]
         [--loadstone before=/path/to/.venv/bin/loadstone --loadstone after=.venv/bin/loadstone]
-        [--log none|all] [--markdown] [--json out.json]
+        [--log none|all] [--pin] [--markdown] [--json out.json]
 
 Throughput moves with whatever else the machine runs; these figures do not (or
 far less): a syscall count per request is the same on a quiet and a busy box, and
@@ -19,7 +19,9 @@ connections can be counted per worker, or two single-worker nginx
 logging nothing (`--log none`, the default) or every session or request
 (`--log all`: the peers as compare.py's `--peer-log` makes them, loadstone with
 `log: all`, equal work); Caddy (a peer in http mode only) is counted in the http
-scenarios.
+scenarios. With `--pin` each proxy has the last CPU to itself and wrk and the
+backends share the others (harness/pinning.py): the idle share of each CPU then
+says which side sets the rate.
 
 For each scenario and proxy:
 - a wrk run of `-d` seconds: requests, the proxy's context switches (voluntary
@@ -31,7 +33,8 @@ For each scenario and proxy:
   the same shares as CPU microseconds per request, idle included: they add up
   to the whole machine's cores per request, so a proxy that needs less CPU per
   request but leaves more of the machine idle per request is held back by
-  latency (waking the processes a connection crosses), not by CPU;
+  latency (waking the processes a connection crosses), not by CPU; and the idle
+  share of each CPU;
 - a run of `--strace-seconds` with `strace -c -f` attached to the proxy's
   processes: system calls per request (strace slows the proxy down; the count
   per request does not change with it), the most frequent calls listed;
@@ -71,6 +74,7 @@ from benchmarks.harness.caddy import Caddy
 from benchmarks.harness.lineup import Build, parse_builds
 from benchmarks.harness.measure import measure, wrk_argv
 from benchmarks.harness.nginx_proxy import NginxProxy
+from benchmarks.harness.pinning import Pinning, cpu_times, idle_cores
 from benchmarks.harness.procs import process_tree
 from benchmarks.harness.proxies import HAProxy, Loadstone, Proxy
 from benchmarks.harness.scenarios import SCENARIOS, Scenario
@@ -109,6 +113,8 @@ class Costs:
     cpu_us_per_request: dict[str, float] = field(default_factory=dict)
     backends: str = ""  # the backend shape (--backends)
     log: str = "none"  # who logs: every proxy every session/request (all) or nobody
+    idle_per_cpu: dict[int, float] = field(default_factory=dict)  # cpu -> idle share
+    pinning: str = ""  # with --pin: which CPUs the proxy and the rest had
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -138,6 +144,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="none",
         help="none (default): nobody logs; all: every peer logs every session or request "
         "(compare.py's --peer-log) and loadstone runs with `log: all`",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="give the proxy the last CPU to itself, wrk and the backends the others",
     )
     parser.add_argument(
         "--markdown",
@@ -301,7 +312,9 @@ def parse_strace_summary(text: str) -> dict[str, int]:
     return calls
 
 
-def strace_run(proxy: Proxy, scenario: Scenario, seconds: int, workdir: Path) -> dict[str, float]:
+def strace_run(
+    proxy: Proxy, scenario: Scenario, seconds: int, workdir: Path, prefix: Sequence[str] = ()
+) -> dict[str, float]:
     """Syscalls per request of `proxy` over a wrk run with strace -c attached."""
     out = workdir / f"strace-{proxy.name}-{scenario.name}.txt"
     argv = ["strace", "-c", "-f", "-qq", "-o", str(out)]
@@ -310,9 +323,8 @@ def strace_run(proxy: Proxy, scenario: Scenario, seconds: int, workdir: Path) ->
     tracer = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
     try:
         time.sleep(1.0)  # strace says nothing when it has attached (-qq); a benchmark may wait
-        result, _ = wrk.run(
-            wrk_argv(proxy, scenario, duration=seconds, threads=1), duration=seconds
-        )
+        argv = [*prefix, *wrk_argv(proxy, scenario, duration=seconds, threads=1)]
+        result, _ = wrk.run(argv, duration=seconds)
     finally:
         tracer.send_signal(signal.SIGINT)
         tracer.wait(timeout=30)
@@ -333,8 +345,13 @@ def cpu_us_per_request(cores: dict[str, float], seconds: float, requests: int) -
 
 
 def run_one(
-    proxy: Proxy, scenario: Scenario, backends: NginxBackends, args: argparse.Namespace
+    proxy: Proxy,
+    scenario: Scenario,
+    backends: NginxBackends,
+    args: argparse.Namespace,
+    pinning: Pinning | None = None,
 ) -> Costs:
+    prefix = pinning.rest_prefix() if pinning else []
     workers = backend_workers(backends)
     log = backends.access_log(backends.backends[0])
     offset = log_offset(log)
@@ -352,13 +369,16 @@ def run_one(
         sampler.start()
     ctx_before = context_switches(proxy.pid)
     waited_before = runqueue_seconds([proxy.pid]), runqueue_seconds(backends.pids)
+    cpus_before = cpu_times()
     run = measure(
         proxy,
         scenario,
         duration=args.duration,
         threads=1,
         backend_pids=backends.pids,
+        prefix=prefix,
     )
+    idle_per_cpu = idle_cores(cpus_before, cpu_times())
     ctx_used = context_switches(proxy.pid) - ctx_before
     waited = (
         runqueue_seconds([proxy.pid]) - waited_before[0],
@@ -371,7 +391,7 @@ def run_one(
         served, used = requests_per_pid(log, offset)
         spread = Spread(connections=sampled, requests=served, connections_used=used)
     seconds = run.wrk.duration or args.duration
-    syscalls = strace_run(proxy, scenario, args.strace_seconds, args.workdir)
+    syscalls = strace_run(proxy, scenario, args.strace_seconds, args.workdir, prefix)
     total = syscalls.pop("total")
     top = dict(sorted(syscalls.items(), key=lambda kv: -kv[1])[:8])
     cores = {
@@ -399,6 +419,8 @@ def run_one(
         cpu_us_per_request=cpu_us_per_request(cores, seconds, run.wrk.requests),
         backends=args.backends,
         log=args.log,
+        idle_per_cpu=idle_per_cpu,
+        pinning=pinning.describe() if pinning else "",
     )
 
 
@@ -422,6 +444,7 @@ TABLE_HEADER = (
     "cores: proxy / backend / wrk / other / idle",
     "CPU us/req: proxy / backend / wrk / other / idle = machine",
     "run-queue us/req: proxy / backend",
+    "idle share per CPU",
     "conns per backend worker",
     "requests per worker",
     "req/s (loaded)",
@@ -441,6 +464,7 @@ def table_row(c: Costs) -> tuple[str, ...]:
         cores,
         cpu,
         waits,
+        " / ".join(f"cpu{cpu} {idle:.2f}" for cpu, idle in sorted(c.idle_per_cpu.items())),
         share(c.spread.connections) if c.spread else "-",
         percent_split(c.spread.requests) if c.spread else "-",
         f"{c.requests_per_second:,.0f}",
@@ -478,7 +502,8 @@ def provenance(args: argparse.Namespace, raw_argv: Sequence[str]) -> dict[str, A
         "proxies": {},
         "settings": f"--backends {args.backends}, --log {args.log}: one worker per proxy, "
         f"wrk -t1 for {args.duration} s per scenario and proxy, then strace -c -f for "
-        f"{args.strace_seconds} s",
+        f"{args.strace_seconds} s"
+        + (f"; pinned: {Pinning.of_machine().describe()}" if args.pin else ""),
     }
 
 
@@ -488,10 +513,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     meta = provenance(args, raw_argv)
     args.workdir = Path(tempfile.mkdtemp(prefix="loadstone-costs-"))
     results: list[Costs] = []
+    pinning = Pinning.of_machine() if args.pin else None
     try:
         with contextlib.ExitStack() as stack:
             backends = NginxBackends(args.workdir, SHAPES[args.backends], log_workers=True)
             stack.callback(backends.stop)
+            if pinning:
+                pinning.pin_rest(backends.pids)
             by_mode: dict[str, list[Proxy]] = {}
             for scenario in args.scenario_list:
                 if scenario.mode not in by_mode:
@@ -504,11 +532,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         ):
                             proxy.start()
                             stack.callback(proxy.stop)
+                            if pinning:
+                                pinning.pin_proxy(proxy.pid)
                             meta["proxies"].setdefault(proxy.name, proxy.version())
                             by_mode[scenario.mode].append(proxy)
                 for proxy in by_mode[scenario.mode]:
                     print(f"  {scenario.name} {proxy.name} ...", file=sys.stderr, flush=True)
-                    results.append(run_one(proxy, scenario, backends, args))
+                    results.append(run_one(proxy, scenario, backends, args, pinning))
     finally:
         if args.keep_tmp:
             print(f"kept {args.workdir}", file=sys.stderr)

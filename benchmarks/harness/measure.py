@@ -94,13 +94,15 @@ def measure(
     backend_pids: Sequence[int],
     idle_pids: Sequence[int] = (),
     repeat: int = 0,
+    prefix: Sequence[str] = (),
 ) -> Run:
     """Run wrk through `proxy` and read CPU time around it.
 
     `idle_pids` are the benchmark's other processes (the proxy not under test): their
-    CPU is neither the proxy's nor foreign load.
+    CPU is neither the proxy's nor foreign load. `prefix` goes before wrk's command
+    line (`taskset -c 0` to keep it on some CPUs: harness/pinning.py).
     """
-    argv = wrk_argv(proxy, scenario, duration=duration, threads=threads)
+    argv = [*prefix, *wrk_argv(proxy, scenario, duration=duration, threads=threads)]
     proxy.check_alive()
     host_before = host_cpu_seconds()
     # This process reads /proc around the run: a little CPU that is not foreign.

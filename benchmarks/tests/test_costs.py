@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import pytest
 from benchmarks import costs
 from benchmarks.compare import logging_line
 from benchmarks.costs import parse_strace_summary, percent_split, requests_per_pid, share
+from benchmarks.harness import pinning
 from benchmarks.harness.lineup import parse_builds
 
 # strace -c -f output (strace 6.1): errors column only where a call failed.
@@ -140,6 +142,7 @@ def fabricated_costs() -> costs.Costs:
         cpu_us_per_request=costs.cpu_us_per_request(CORES, 5.0, 125_000),
         backends="two-single",
         log="all",
+        idle_per_cpu={0: 0.05, 1: 0.2},
     )
 
 
@@ -151,11 +154,13 @@ def test_table_shows_cpu_per_request_beside_the_cores_and_json_keeps_its_keys() 
     assert align.count("|") == header.count("|") == line.count("|")
     assert "| 0.80 / 0.40 / 0.50 / 0.05 / 0.25 | 32.0 / 16.0 / 20.0 / 2.0 / 10.0 = 80.0 |" in line
     assert line.startswith("| close | loadstone | 13.47 | 0.514 |") and "| 25,000 |" in line
+    assert "| cpu0 0.05 / cpu1 0.20 |" in line
     assert top == "close loadstone: close 2.00, accept4 1.00"
     record = json.loads(json.dumps(asdict(row)))
     old = {"proxy", "scenario", "requests", "requests_per_second", "ctx_switches_per_request"}
     old |= {"cpu_cores", "runqueue_us_per_request", "syscalls_per_request", "top_syscalls"}
-    assert old | {"spread", "cpu_us_per_request", "backends", "log"} == set(record)
+    new = {"spread", "cpu_us_per_request", "backends", "log", "idle_per_cpu", "pinning"}
+    assert old | new == set(record)
     assert record["cpu_us_per_request"]["machine"] == pytest.approx(80.0)
 
 
@@ -170,3 +175,68 @@ def test_markdown_puts_the_invocation_above_the_table() -> None:
     assert "session logs: peers all, loadstone all" in head
     assert "--backends two-single, --log all" in head and "for 1 s per scenario" in head
     assert table == costs.render([fabricated_costs()]).split("\n\n")[0]
+
+
+# /proc/stat as Linux writes it: user nice system idle iowait irq softirq steal ...
+PROC_STAT = """\
+cpu  300 0 100 900 20 0 10 0 0 0
+cpu0 100 0 50 500 10 0 5 0 0 0
+cpu1 200 0 50 400 10 0 5 0 0 0
+intr 12345
+"""
+
+
+def test_idle_share_per_cpu_from_two_proc_stat_readings(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    stat.write_text(PROC_STAT)
+    before = pinning.cpu_times(stat)
+    assert sorted(before) == [0, 1]  # the summary line "cpu" is not a CPU
+    tick = os.sysconf("SC_CLK_TCK")
+    # cpu0: 100 more ticks, 75 of them idle or iowait; cpu1: 100 more, all busy.
+    stat.write_text(
+        PROC_STAT.replace("cpu0 100 0 50 500 10", "cpu0 125 0 50 570 15").replace(
+            "cpu1 200 0 50 400 10", "cpu1 280 0 70 400 10"
+        )
+    )
+    after = pinning.cpu_times(stat)
+    assert after[0][1] - before[0][1] == pytest.approx(100 / tick)
+    assert pinning.idle_cores(before, after) == {0: pytest.approx(0.75), 1: 0.0}
+
+
+def test_pinning_gives_the_proxy_the_last_cpu_and_the_rest_the_others() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        with pytest.raises(ValueError, match="at least 2 CPUs"):
+            pinning.Pinning.of_machine()
+        return
+    pinned = pinning.Pinning.of_machine()
+    assert pinned.proxy_cpus == (cpus[-1],) and pinned.rest_cpus == tuple(cpus[:-1])
+    assert pinned.rest_prefix() == ["taskset", "-c", ",".join(map(str, cpus[:-1]))]
+    args = costs.parse_args(["--pin", "--scenarios", "close"])
+    assert args.pin and "pinned: proxy on CPU" in costs.provenance(args, [])["settings"]
+
+
+def test_pin_proxy_pins_every_thread_of_a_real_process_tree() -> None:
+    """A real process with a second thread and a child: taskset -a must reach all."""
+    code = (
+        "import os, threading, time, subprocess, sys\n"
+        "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print(child.pid, flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = 0
+    try:
+        assert proc.stdout is not None
+        with proc.stdout:
+            child = int(proc.stdout.readline())
+        pinned = pinning.Pinning.of_machine()
+        pinned.pin_proxy(proc.pid)
+        tasks = [int(t) for pid in (proc.pid, child) for t in os.listdir(f"/proc/{pid}/task")]
+        assert len(tasks) >= 3  # the main thread, the sleeping one, the child
+        assert {frozenset(os.sched_getaffinity(t)) for t in tasks} == {frozenset(pinned.proxy_cpus)}
+    finally:
+        if child:
+            os.kill(child, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
