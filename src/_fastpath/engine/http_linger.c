@@ -162,7 +162,11 @@ static void linger_progress(ls_worker *W, ls_session *s)
 static void close_client(ls_worker *W, ls_session *s)
 {
     ls_http *h = s->http;
-    int notify = client_may_send(s) ? tls_notify(s) : NOTIFY_FAILED;
+    if (!client_may_send(s)) {
+        finish(W, s, LS_END_CLIENT_CLOSE, 0); /* a clean exchange: no syscall more */
+        return;
+    }
+    int notify = tls_notify(s);
     if (notify == NOTIFY_SENT) {
         linger_begin(W, s);
     } else if (notify == NOTIFY_WAITS) {
@@ -171,6 +175,6 @@ static void close_client(ls_worker *W, ls_session *s)
         h->tkind = T_CLOSING;
         timer_set(W, s, W->now_us + s->L->hcfg->client_ms * 1000);
     } else {
-        finish(W, s, LS_END_CLIENT_CLOSE, 0); /* a clean exchange, or broken */
+        finish(W, s, LS_END_CLIENT_CLOSE, 0); /* broken */
     }
 }
