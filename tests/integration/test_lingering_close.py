@@ -15,13 +15,17 @@ proxy's descriptors go back to what they were.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
+import re
 import socket
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -29,6 +33,7 @@ import pytest
 from loadstone.http import message
 from tests.integration.harness import Backend, Loadstone, free_port, wait_for
 from tests.integration.test_http_mode import RecordingBackend, _Responses, http_config, port_of
+from tests.peers.backend import pattern_bytes
 from tests.tlscerts import Ca
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("datapath")]
@@ -365,3 +370,179 @@ def test_a_queue_timeout_answer_lingering_as_a_slot_frees_leaves_the_count(
         wait_for(lambda: ls.status()["limits"]["connections"] == 1, what="the holder gone")
         s.close()  # the linger's end
     wait_for(lambda: ls.status()["limits"]["connections"] == 0, timeout=5, what="nothing counted")
+
+
+def proxy_socket_buffers(ls: Loadstone, size: int) -> None:
+    """Give the proxy's listening sockets a send buffer of `size` (SO_SNDBUF,
+    which the sockets they accept inherit, locked: no autotuning), through a
+    duplicate of each taken with pidfd_getfd(2) (Linux >= 5.6; the proxy is our
+    child, so ptrace's rule allows it). loadstone has no setting for it, and a
+    send buffer of a few KiB makes a full one cheap to reach."""
+    assert ls.proc is not None
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd_getfd = 438  # the same number on every architecture
+    listening = set()
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port_of(ls) and fields[3] == "0A":
+                listening.add(f"socket:[{fields[9]}]")
+    pidfd = os.pidfd_open(ls.proc.pid)
+    done = 0
+    try:
+        for fd in os.listdir(f"/proc/{ls.proc.pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{ls.proc.pid}/fd/{fd}") not in listening:
+                    continue
+            copy = libc.syscall(pidfd_getfd, pidfd, int(fd), 0)
+            assert copy >= 0, os.strerror(ctypes.get_errno())
+            with socket.socket(fileno=copy) as dup:
+                dup.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+            done += 1
+    finally:
+        os.close(pidfd)
+    assert done
+
+
+def proxy_end(ls: Loadstone, client_port: int) -> tuple[str, int, bool] | None:
+    """The proxy's end of a client's connection, from ss(8): its state, the
+    bytes written into it (acknowledged, then still in its send queue; a FIN
+    counts one), and whether its send buffer is full (what it holds,
+    wmem_queued, has reached SO_SNDBUF: no new segment, a write is refused).
+    None once it is gone."""
+    shown = subprocess.run(
+        ["ss", "-tnmiH", "state", "all", f"sport = :{port_of(ls)} and dport = :{client_port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if not shown.strip():
+        return None
+
+    def number(name: str) -> int:
+        found = re.search(rf"\b{name}(\d+)", shown)
+        return int(found.group(1)) if found else 0
+
+    fields = shown.split()
+    written = number("bytes_acked:") + int(fields[2])
+    return fields[0], written, number("w") >= number("tb")
+
+
+def writes_over(ls: Loadstone, client_port: int) -> tuple[str, int, bool] | None:
+    """proxy_end once the proxy can write no more: gone, past ESTABLISHED (its
+    FIN sent), or its send buffer full."""
+    end = proxy_end(ls, client_port) or ("gone", 0, False)
+    return end if end[0] != "ESTAB" or end[2] else None
+
+
+class CountingTlsClient:
+    """A TLS client over its own socket reads (ssl.MemoryBIO), to count the
+    raw bytes it receives; a small SO_RCVBUF, so that a response soon fills
+    its window and then the proxy's send buffer."""
+
+    def __init__(self, port: int, ca_file: Path) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.settimeout(10)
+        self.sock.connect(("127.0.0.1", port))
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        ctx = ssl.create_default_context(cafile=str(ca_file))
+        self.tls = ctx.wrap_bio(self.incoming, self.outgoing, server_hostname="web.test")
+        self.received = 0  # raw bytes
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                assert self._fill(), "the end of stream in the handshake"
+        self._flush()
+
+    def _flush(self) -> None:
+        if data := self.outgoing.read():
+            self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)  # a reset raises
+        self.received += len(data)
+        if data:
+            self.incoming.write(data)
+        else:
+            self.incoming.write_eof()
+        return bool(data)
+
+    def send(self, data: bytes) -> None:
+        self.tls.write(data)
+        self._flush()
+
+    def read_to_end(self, then_fin: bool = True) -> bytes:
+        """Everything up to the close_notify, then (then_fin) the end of
+        stream; an end without close_notify (SSLEOFError) or a reset raises."""
+        received = bytearray()
+        while True:
+            try:
+                chunk = self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                self._fill()
+                continue
+            except ssl.SSLZeroReturnError:
+                break
+            if not chunk:  # (SSLObject: the close_notify; an end without one raises)
+                break
+            received += chunk
+        if then_fin:
+            assert not self._fill()  # the FIN after it, nothing more
+        return bytes(received)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_tls_close_notify_that_meets_a_full_send_buffer_waits_for_room(
+    loadstone: Start, backends: Backends, tmp_path: Path
+) -> None:
+    """Over TLS, a `Connection: close` response whose last record fills the
+    proxy's send buffer (a client not reading yet) while the client is still
+    sending: the close_notify finds no room. The proxy used to close at once
+    then, on unread bytes: a reset, the response's tail lost (the client read
+    its head and an end). It waits for room instead, then shuts its side and
+    lingers: the whole response, the close_notify, the end of stream.
+
+    Where the response ends in the send buffer moves with every connection
+    (the records' sizes follow the server's reads), so no one size hits the
+    case for sure: the proxy gets a send buffer of 8 KiB (cheap to fill), a
+    range of response sizes is tried, and the test checks that the case was
+    met (the proxy's buffer full, ESTABLISHED, with all the response in the
+    socket but for the close_notify's bytes, counted by the client)."""
+    ca = Ca(tmp_path / "pki")
+    issued = ca.issue("web", ["web.test"])
+    config = http_config(backends(1))
+    config["listeners"]["web"]["tls"] = {"certificates": [str(issued.bundle)]}
+    ls = loadstone(config)
+    proxy_socket_buffers(ls, 4096)  # the kernel doubles it
+    warm = CountingTlsClient(port_of(ls), ca.path)  # the server connection pooled from now on
+    warm.send(b"GET /download?size=10 HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n")
+    assert warm.read_to_end(then_fin=False).endswith(pattern_bytes(10))
+    warm.close()
+    fds = ls.fd_count()
+    # more than either path reads ahead of the request in flight: unread at the close
+    more = b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n" * 3000
+    met = 0
+    for size in range(5800, 6400, 7):
+        client = CountingTlsClient(port_of(ls), ca.path)
+        try:
+            request = b"GET /download?size=%d HTTP/1.1\r\nHost: web.test\r\n" % size
+            client.send(request + b"Connection: close\r\n\r\n" + more)
+            end = wait_for(
+                partial(writes_over, ls, client.sock.getsockname()[1]),
+                interval=0.002,
+                what="the proxy's writes done or stopped",
+            )
+            body = client.read_to_end()
+        finally:
+            client.close()
+        assert body.endswith(b"\r\n\r\n" + pattern_bytes(size)), (size, len(body))
+        close_notify_left = client.received - end[1]  # (the FIN: 1 more)
+        met += end[0] == "ESTAB" and 0 < close_notify_left <= 24
+    assert met > 0  # the case this is about was met (native: a few dozen times)
+    fds_back_to(ls, fds)

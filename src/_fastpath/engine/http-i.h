@@ -25,7 +25,7 @@ static void http_event(ls_worker *W, ls_session *s, int side, uint32_t ev);
 
 /* http_linger.c */
 static void close_client(ls_worker *W, ls_session *s);
-static void linger_drain(ls_worker *W, ls_session *s);
+static void linger_progress(ls_worker *W, ls_session *s);
 
 /* http_pool.c */
 static void conn_free(ls_worker *W, ls_session *p);

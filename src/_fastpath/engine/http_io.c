@@ -596,7 +596,7 @@ static void http_progress(ls_worker *W, ls_session *s)
 {
     ls_http *h = s->http;
     if (h->lingering) {
-        linger_drain(W, s); /* http_linger.c: the client's last bytes, dropped */
+        linger_progress(W, s); /* http_linger.c: the close_notify, or the last bytes */
         return;
     }
     int round = 0;

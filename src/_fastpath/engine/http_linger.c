@@ -25,10 +25,24 @@
  * close_notify is sent (SSL_R_APPLICATION_DATA_AFTER_CLOSE_NOTIFY, a fatal
  * alert, then the reset this is about), and nothing of it will be answered:
  * the records only have to leave the kernel's receive queue. (So a client's
- * own close_notify is not noticed; its FIN, or the idle bound, ends it.) */
+ * own close_notify is not noticed; its FIN, or the idle bound, ends it.)
+ * The response's last record can leave the socket's send buffer full (a
+ * client that is not reading yet): SSL_shutdown then fails with
+ * SSL_ERROR_WANT_WRITE, the alert (or what of it the socket did not take)
+ * buffered inside OpenSSL, and calling SSL_shutdown again writes the rest
+ * (ssl3_shutdown: alert_dispatch). Closing then would be the reset again, with
+ * the response's tail still in the send buffer; so the session waits for the
+ * socket's EPOLLOUT edge (lingering == LINGER_NOTIFY, nothing read meanwhile),
+ * for as long as any last bytes of a response may wait for the client:
+ * timeouts.client (T_CLOSING, as close_after_write), since the close_notify
+ * is one more of them and the linger has not begun. Once it is out, the FIN
+ * and the linger as above. A broken connection still closes at once. */
 
 #define LINGER_IDLE_US (500 * 1000)
 #define LINGER_BYTES (4u * 1024 * 1024)
+
+/* ls_http.lingering: 0, or where the close is */
+enum { LINGER_DRAIN = 1, LINGER_NOTIFY = 2 };
 
 /* May the client still be sending? The request unread (a head started, its
  * body not all here), bytes buffered past it, or the socket said readable
@@ -73,32 +87,45 @@ static void linger_drain(ls_worker *W, ls_session *s)
     }
 }
 
-/* TLS: the close_notify, written whole into the socket (after the
- * response's records); 0: it could not be (the connection broken, or the
- * socket's buffer full: then it closes at once, as before lingering). Without
- * TLS: nothing to do. finish()'s tls_close sends no second one (closed). */
-static int tls_notified(ls_session *s)
+/* What came of our close_notify. */
+enum { NOTIFY_SENT, NOTIFY_WAITS, NOTIFY_FAILED };
+
+/* TLS: the close_notify, after the response's records (SSL_shutdown; again
+ * after NOTIFY_WAITS: OpenSSL keeps the alert and writes what is left of it).
+ * NOTIFY_WAITS: the socket's buffer is full, wait for it to be writable;
+ * NOTIFY_FAILED: the connection is broken. Without TLS: nothing to do.
+ * finish()'s tls_close sends no second one (closed). */
+static int tls_notify(ls_session *s)
 {
     ls_tls_conn *t = s->tls;
     if (!t)
-        return 1;
-    if (t->fatal || t->closed || !SSL_is_init_finished(t->ssl))
-        return 0;
+        return NOTIFY_SENT;
+    if (t->fatal || (t->closed && s->http->lingering != LINGER_NOTIFY) ||
+        !SSL_is_init_finished(t->ssl))
+        return NOTIFY_FAILED;
     t->closed = 1;
     int r = SSL_shutdown(t->ssl); /* 0: ours sent, the client's not seen yet */
+    int err = r < 0 ? SSL_get_error(t->ssl, r) : SSL_ERROR_NONE;
     ERR_clear_error();
-    return r >= 0;
+    if (r >= 0)
+        return NOTIFY_SENT;
+    if (err == SSL_ERROR_WANT_WRITE) {
+        s->wr[0] = 0; /* the next EPOLLOUT edge sets it */
+        return NOTIFY_WAITS;
+    }
+    t->fatal = 1;
+    return NOTIFY_FAILED;
 }
 
-/* The response is all written and the connection is to close. */
-static void close_client(ls_worker *W, ls_session *s)
+/* The close_notify is out (or there is none): the FIN, then the linger. */
+static void linger_begin(ls_worker *W, ls_session *s)
 {
     ls_http *h = s->http;
-    if (!client_may_send(s) || !tls_notified(s) || shutdown(s->fd[0], SHUT_WR) < 0) {
+    if (shutdown(s->fd[0], SHUT_WR) < 0) {
         finish(W, s, LS_END_CLIENT_CLOSE, 0);
         return;
     }
-    h->lingering = 1;
+    h->lingering = LINGER_DRAIN;
     h->tkind = T_LINGER;
     buf_free(&h->in); /* nothing of it will be answered */
     h->linger_end = W->now_us + s->L->hcfg->linger_ms * 1000;
@@ -106,4 +133,48 @@ static void close_client(ls_worker *W, ls_session *s)
     timer_set(W, s, idle < h->linger_end ? idle : h->linger_end);
     s->rd[0] = 1; /* what came before the shutdown too */
     linger_drain(W, s);
+}
+
+/* SSL_shutdown once more when the socket is writable again; its events come
+ * here until then (http_event: lingering). */
+static void notify_retry(ls_worker *W, ls_session *s)
+{
+    if (!s->wr[0])
+        return;
+    int notify = tls_notify(s);
+    if (notify == NOTIFY_SENT)
+        linger_begin(W, s);
+    else if (notify == NOTIFY_FAILED)
+        finish(W, s, LS_END_CLIENT_CLOSE, 0);
+}
+
+/* An event of a lingering session: its close_notify's retry, or the
+ * client's last bytes, dropped. */
+static void linger_progress(ls_worker *W, ls_session *s)
+{
+    if (s->http->lingering == LINGER_NOTIFY)
+        notify_retry(W, s);
+    else
+        linger_drain(W, s);
+}
+
+/* The response is all written and the connection is to close. */
+static void close_client(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    if (!client_may_send(s)) {
+        finish(W, s, LS_END_CLIENT_CLOSE, 0); /* a clean exchange: no syscall more */
+        return;
+    }
+    int notify = tls_notify(s);
+    if (notify == NOTIFY_SENT) {
+        linger_begin(W, s);
+    } else if (notify == NOTIFY_WAITS) {
+        /* the client's timeout, as for the response's last bytes (above) */
+        h->lingering = LINGER_NOTIFY;
+        h->tkind = T_CLOSING;
+        timer_set(W, s, W->now_us + s->L->hcfg->client_ms * 1000);
+    } else {
+        finish(W, s, LS_END_CLIENT_CLOSE, 0); /* broken */
+    }
 }
