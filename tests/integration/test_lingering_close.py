@@ -546,3 +546,35 @@ def test_tls_close_notify_that_meets_a_full_send_buffer_waits_for_room(
         met += end[0] == "ESTAB" and 0 < close_notify_left <= 24
     assert met > 0  # the case this is about was met (native: a few dozen times)
     fds_back_to(ls, fds)
+
+
+def test_tls_a_clean_close_sends_the_fin_without_awaiting_the_clients_close_notify(
+    loadstone: Start, backends: Backends, tmp_path: Path
+) -> None:
+    """A clean exchange over TLS that ends with `Connection: close`: our
+    close_notify, then at once the end of stream, from a client that never
+    sends its own close_notify (the socket's 10-s timeout would fail the read).
+    asyncio's close waited for it, up to 30 s, with the socket open: the pure
+    path held a descriptor that long per such client. The proxy's descriptors
+    go back to what they were."""
+    ca = Ca(tmp_path / "pki")
+    issued = ca.issue("web", ["web.test"])
+    config = http_config(backends(1))
+    config["listeners"]["web"]["tls"] = {"certificates": [str(issued.bundle)]}
+    ls = loadstone(config)
+    fds = 0  # once the first exchange has pooled its server connection
+    for size in (10, 100_000, 10):
+        client = CountingTlsClient(port_of(ls), ca.path)
+        try:
+            client.send(
+                b"GET /download?size=%d HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n"
+                % size
+            )
+            started = time.monotonic()
+            assert client.read_to_end(then_fin=True).endswith(pattern_bytes(size))
+            # at once: well under asyncio's 30 s (and the socket's 10-s timeout)
+            assert time.monotonic() - started < 5
+        finally:
+            client.close()
+        fds = fds or ls.fd_count()
+    fds_back_to(ls, fds)

@@ -212,6 +212,27 @@ class _HandshakingProtocol(SSLProtocol):
             self._failed(ConnectionAbortedError("timeout"))
         super()._check_handshake_timeout()
 
+    def _do_shutdown(self) -> None:
+        # Our close (a response's end, a relay's, a stop): asyncio sends our
+        # close_notify and then keeps the socket open until the client's comes,
+        # for up to 30 s (ssl_shutdown_timeout), a descriptor the limits do not
+        # count held by a client that never answers. The native path, nginx and
+        # HAProxy send theirs and close, which TLS allows (RFC 8446 6.1: the
+        # initiator of a close need not wait for the answer); so does this.
+        answered = True  # the client's close_notify is here (or its FIN was)
+        try:
+            if not self._eof_received:  # type: ignore[attr-defined]
+                self._sslobj.unwrap()  # type: ignore[attr-defined]
+        except (ssl.SSLWantReadError, ssl.SSLSyscallError):  # asyncio's SSLAgainErrors
+            answered = False  # ours is written; the client's is not awaited
+        except ssl.SSLError as exc:
+            self._on_shutdown_complete(exc)  # type: ignore[attr-defined]
+            return
+        self._process_outgoing()  # type: ignore[attr-defined]
+        if answered:
+            self._call_eof_received()
+        self._on_shutdown_complete(None)  # type: ignore[attr-defined]  # the TCP close
+
     def _call_eof_received(self) -> None:
         # The client's close_notify. asyncio closes a TLS connection after it
         # whatever the protocol answers, and warns when the answer is "keep open",
