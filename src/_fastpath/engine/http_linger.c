@@ -32,11 +32,16 @@
  * buffered inside OpenSSL, and calling SSL_shutdown again writes the rest
  * (ssl3_shutdown: alert_dispatch). Closing then would be the reset again, with
  * the response's tail still in the send buffer; so the session waits for the
- * socket's EPOLLOUT edge (lingering == LINGER_NOTIFY, nothing read meanwhile),
- * for as long as any last bytes of a response may wait for the client:
- * timeouts.client (T_CLOSING, as close_after_write), since the close_notify
- * is one more of them and the linger has not begun. Once it is out, the FIN
- * and the linger as above. A broken connection still closes at once. */
+ * socket's EPOLLOUT edge (lingering == LINGER_NOTIFY; what the client sends
+ * meanwhile is read raw and dropped, as in the linger, so that a client
+ * writing before it reads cannot block us both), for as long as any last
+ * bytes of a response may wait for the client: timeouts.client from the
+ * first try (T_CLOSING, as close_after_write), since the close_notify is one
+ * more of them and the linger has not begun. Once it is out, the FIN and the
+ * linger as above. A broken connection still closes at once. A clean
+ * exchange (the client not sending) closes at once as before, in finish():
+ * a close_notify that finds the buffer full there is not waited for (no
+ * reset follows; the client sees the end of stream without it). */
 
 #define LINGER_IDLE_US (500 * 1000)
 #define LINGER_BYTES (4u * 1024 * 1024)
@@ -55,9 +60,9 @@ static int client_may_send(const ls_session *s)
     return h->in.len || h->parsing || !h->req_complete || s->rd[0];
 }
 
-/* Read and drop what the client sends; the end of the linger when it
- * closes, breaks or goes past the bound. */
-static void linger_drain(ls_worker *W, ls_session *s)
+/* Read and drop what the client sends: 1 if some came, 0 if none, -1 if
+ * the session ended (the client closed or broke, or went past the bound). */
+static int drop_client_bytes(ls_worker *W, ls_session *s)
 {
     ls_http *h = s->http;
     int got = 0;
@@ -67,7 +72,7 @@ static void linger_drain(ls_worker *W, ls_session *s)
             h->linger_bytes += (uint32_t)n;
             if (h->linger_bytes > LINGER_BYTES) {
                 finish(W, s, LS_END_CLIENT_CLOSE, 0);
-                return;
+                return -1;
             }
             got = 1;
             continue;
@@ -76,12 +81,18 @@ static void linger_drain(ls_worker *W, ls_session *s)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
             s->rd[0] = 0;
-            break;
+            return got;
         }
         finish(W, s, LS_END_CLIENT_CLOSE, 0); /* its close (or a reset): done */
-        return;
+        return -1;
     }
-    if (got) {
+}
+
+/* The linger proper: drop what comes; a byte puts the idle bound off. */
+static void linger_drain(ls_worker *W, ls_session *s)
+{
+    ls_http *h = s->http;
+    if (drop_client_bytes(W, s) > 0) {
         int64_t next = W->now_us + LINGER_IDLE_US;
         timer_set(W, s, next < h->linger_end ? next : h->linger_end);
     }
@@ -104,6 +115,7 @@ static int tls_notify(ls_session *s)
         !SSL_is_init_finished(t->ssl))
         return NOTIFY_FAILED;
     t->closed = 1;
+    ERR_clear_error(); /* SSL_get_error reads the queue: nothing stale in it */
     int r = SSL_shutdown(t->ssl); /* 0: ours sent, the client's not seen yet */
     int err = r < 0 ? SSL_get_error(t->ssl, r) : SSL_ERROR_NONE;
     ERR_clear_error();
@@ -149,13 +161,19 @@ static void notify_retry(ls_worker *W, ls_session *s)
 }
 
 /* An event of a lingering session: its close_notify's retry, or the
- * client's last bytes, dropped. */
+ * client's last bytes, dropped. While the close_notify waits, what the client
+ * sends is dropped too (raw, as in the linger): a client that writes its
+ * whole upload before it reads would otherwise block on a full window while
+ * we wait for it to read, until timeouts.client. */
 static void linger_progress(ls_worker *W, ls_session *s)
 {
-    if (s->http->lingering == LINGER_NOTIFY)
+    if (s->http->lingering == LINGER_NOTIFY) {
+        if (s->rd[0] && drop_client_bytes(W, s) < 0)
+            return;
         notify_retry(W, s);
-    else
+    } else {
         linger_drain(W, s);
+    }
 }
 
 /* The response is all written and the connection is to close. */
@@ -174,6 +192,9 @@ static void close_client(ls_worker *W, ls_session *s)
         h->lingering = LINGER_NOTIFY;
         h->tkind = T_CLOSING;
         timer_set(W, s, W->now_us + s->L->hcfg->client_ms * 1000);
+        buf_free(&h->in); /* nothing of it will be answered */
+        s->rd[0] = 1;     /* what came before the wait, too */
+        drop_client_bytes(W, s); /* the last thing here: it may end the session */
     } else {
         finish(W, s, LS_END_CLIENT_CLOSE, 0); /* broken */
     }
