@@ -231,7 +231,14 @@ class _HandshakingProtocol(SSLProtocol):
         self._process_outgoing()  # type: ignore[attr-defined]
         if answered:
             self._call_eof_received()
-        self._on_shutdown_complete(None)  # type: ignore[attr-defined]  # the TCP close
+            self._on_shutdown_complete(None)  # type: ignore[attr-defined]
+            return
+        # The TCP close, after what is still buffered. asyncio's shutdown timer
+        # (armed by _start_shutdown, cancelled by connection_lost) stays the
+        # bound on a client that does not read it: the transport's close waits
+        # for its buffer without one.
+        if self._transport is not None:
+            self._loop.call_soon(self._transport.close)
 
     def _call_eof_received(self) -> None:
         # The client's close_notify. asyncio closes a TLS connection after it
