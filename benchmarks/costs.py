@@ -173,6 +173,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"unknown scenario {exc}")
     if any(s.rate for s in args.scenario_list):
         parser.error("fixed-rate scenarios (h2load) are not counted here")
+    if args.pin:
+        try:
+            Pinning.of_machine()
+        except ValueError as exc:
+            parser.error(f"--pin: {exc}")
     # compare.py's names for the same switches, which its logging_line() reads.
     args.peer_log = args.log == "all"
     args.loadstone_log = args.log

@@ -75,7 +75,9 @@ def cpu_times(stat: Path = Path("/proc/stat")) -> dict[int, tuple[float, float]]
     for line in stat.read_text().splitlines():
         name, *fields = line.split()
         if name.startswith("cpu") and name[3:].isdigit():
-            values = [int(v) for v in fields]
+            # user nice system idle iowait irq softirq steal: guest time is
+            # already in user and nice, so the fields after these are not added.
+            values = [int(v) for v in fields[:8]]
             times[int(name[3:])] = ((values[3] + values[4]) / tick, sum(values) / tick)
     return times
 
