@@ -41,7 +41,7 @@ def logged(mode: SessionLogging, end: str, status: int | None = None) -> bool:
     """Does a listener with `log: mode` log this TCP session (status None) or
     HTTP request? `errors` keeps what did not end normally: a TCP session not
     closed by a peer; a request that did not end `ok` or got a 5xx. The native
-    engine applies the same rule (engine.c finish, relay.pyx take_records)."""
+    engine applies the same rule (engine.c finish, http_exchange.c http_logged)."""
     if mode == "all":
         return True
     if mode == "none":

@@ -62,9 +62,9 @@ static struct {
 
 static double secs(int64_t us) { return (double)us / 1e6; }
 
-/* Whether the listener's `log` wants a line for this request (relay.pyx
- * _http_logged, sessionlog.logged): `errors` keeps one that did not end ok or
- * got a 5xx, `none` none. */
+/* Whether the listener's `log` wants a line for this request (the pure
+ * path's sessionlog.logged): `errors` keeps one that did not end ok or got a
+ * 5xx, `none` none. */
 static int http_logged(const ls_session *s, int end)
 {
     int mode = s->L->cfg.log_mode;

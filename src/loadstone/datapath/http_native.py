@@ -43,7 +43,6 @@ from loadstone.datapath import tcp_native as native
 from loadstone.datapath.traffic import by_class
 from loadstone.http import message
 from loadstone.server import Pool
-from loadstone.sessionlog import logged
 
 if TYPE_CHECKING:
     from loadstone.sessionlog import SessionLog
@@ -209,8 +208,8 @@ class HttpFrontend(native.TcpFrontend):
             word = self._shutdown_word(arg)
         else:
             word = relay.HTTP_END_WORDS[end]
-        if not logged(self.config.log, word, status):
-            return
+        # The engine made this record only if `log` wants its line
+        # (http_exchange.c http_logged), as for tcp sessions.
         self.sessionlog.request(
             client,
             self.name,
