@@ -33,8 +33,13 @@ For each scenario and proxy:
   the same shares as CPU microseconds per request, idle included: they add up
   to the whole machine's cores per request, so a proxy that needs less CPU per
   request but leaves more of the machine idle per request is held back by
-  latency (waking the processes a connection crosses), not by CPU; and the idle
-  share of each CPU;
+  latency (waking the processes a connection crosses), not by CPU; the CPU
+  microseconds per request of the proxy, the backend and wrk split into user
+  space and system (kernel) time, which says how much of a new connection's
+  cost is the program's own instructions and how much the kernel's (accept,
+  connect, close, the loopback network stack's softirqs, which the kernel's
+  tick accounting charges to whichever process they interrupt: a sampled split,
+  harness/procs.py's user_system_seconds); and the idle share of each CPU;
 - a run of `--strace-seconds` with `strace -c -f` attached to the proxy's
   processes: system calls per request (strace slows the proxy down; the count
   per request does not change with it), the most frequent calls listed;
@@ -59,7 +64,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,7 +77,7 @@ from benchmarks.harness import report, wrk
 from benchmarks.harness.backends import SHAPES, NginxBackends
 from benchmarks.harness.caddy import Caddy
 from benchmarks.harness.lineup import Build, parse_builds
-from benchmarks.harness.measure import measure, wrk_argv
+from benchmarks.harness.measure import Run, measure, wrk_argv
 from benchmarks.harness.nginx_proxy import NginxProxy
 from benchmarks.harness.pinning import Pinning, cpu_times, idle_cores
 from benchmarks.harness.procs import process_tree
@@ -84,6 +89,8 @@ DEFAULT_SCENARIOS = ("http-keepalive", "http-close")
 LOG_MODES = ("none", "all")
 # The shares of the machine a run is split into, in the order of the columns.
 SHARES = ("proxy", "backend", "wrk", "other", "idle")
+# The shares whose CPU is split into user and system time.
+SPLIT_SHARES = ("proxy", "backend", "wrk")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -115,6 +122,10 @@ class Costs:
     log: str = "none"  # who logs: every proxy every session/request (all) or nobody
     idle_per_cpu: dict[int, float] = field(default_factory=dict)  # cpu -> idle share
     pinning: str = ""  # with --pin: which CPUs the proxy and the rest had
+    # cpu_us_per_request's proxy, backend and wrk split into user-space and system
+    # (kernel, softirqs included) microseconds per request: SPLIT_SHARES -> us.
+    user_us_per_request: dict[str, float] = field(default_factory=dict)
+    system_us_per_request: dict[str, float] = field(default_factory=dict)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -349,6 +360,36 @@ def cpu_us_per_request(cores: dict[str, float], seconds: float, requests: int) -
     return per_request
 
 
+def user_system_us_per_request(run: Run) -> tuple[dict[str, float], dict[str, float]]:
+    """The proxy's, the backend's and wrk's CPU of `run` as (user, system)
+    microseconds per request, each keyed by SPLIT_SHARES."""
+    per_request = 1e6 / max(run.wrk.requests, 1)
+    user = {
+        "proxy": run.proxy_user_seconds,
+        "backend": run.backend_user_seconds,
+        "wrk": run.wrk.wrk_user_seconds,
+    }
+    total = {
+        "proxy": run.proxy_cpu_seconds,
+        "backend": run.backend_cpu_seconds,
+        "wrk": run.wrk.wrk_cpu_seconds,
+    }
+    return (
+        {k: user[k] * per_request for k in SPLIT_SHARES},
+        {k: (total[k] - user[k]) * per_request for k in SPLIT_SHARES},
+    )
+
+
+def wrk_prefix(pinning: Pinning | None) -> list[str]:
+    """What goes before wrk's command line: with --pin, the CPUs the proxy does not have."""
+    return pinning.rest_prefix() if pinning else []
+
+
+# run_one's signature: main() takes another for its tests (the seam that shows
+# which processes it pinned where without a benchmark run).
+RunOne = Callable[[Proxy, Scenario, NginxBackends, argparse.Namespace, Pinning | None], Costs]
+
+
 def run_one(
     proxy: Proxy,
     scenario: Scenario,
@@ -356,7 +397,7 @@ def run_one(
     args: argparse.Namespace,
     pinning: Pinning | None = None,
 ) -> Costs:
-    prefix = pinning.rest_prefix() if pinning else []
+    prefix = wrk_prefix(pinning)
     workers = backend_workers(backends)
     log = backends.access_log(backends.backends[0])
     offset = log_offset(log)
@@ -407,6 +448,7 @@ def run_one(
     }
     cores["idle"] = max(0.0, run.host_cpu_seconds / seconds - sum(cores.values()))
     per_request = 1e6 / max(run.wrk.requests, 1)
+    user_us, system_us = user_system_us_per_request(run)
     return Costs(
         proxy=proxy.name,
         scenario=scenario.name,
@@ -426,6 +468,8 @@ def run_one(
         log=args.log,
         idle_per_cpu=idle_per_cpu,
         pinning=pinning.describe() if pinning else "",
+        user_us_per_request=user_us,
+        system_us_per_request=system_us,
     )
 
 
@@ -448,6 +492,7 @@ TABLE_HEADER = (
     "ctx switches/req",
     "cores: proxy / backend / wrk / other / idle",
     "CPU us/req: proxy / backend / wrk / other / idle = machine",
+    "user / sys us/req: proxy, backend, wrk",
     "run-queue us/req: proxy / backend",
     "idle share per CPU",
     "conns per backend worker",
@@ -460,6 +505,8 @@ def table_row(c: Costs) -> tuple[str, ...]:
     cores = " / ".join(f"{c.cpu_cores[k]:.2f}" for k in SHARES)
     us = c.cpu_us_per_request
     cpu = " / ".join(f"{us[k]:.1f}" for k in SHARES) + f" = {us['machine']:.1f}"
+    user, system = c.user_us_per_request, c.system_us_per_request
+    split = ", ".join(f"{user.get(k, 0.0):.1f} / {system.get(k, 0.0):.1f}" for k in SPLIT_SHARES)
     waits = " / ".join(f"{c.runqueue_us_per_request[k]:.1f}" for k in ("proxy", "backend"))
     return (
         c.scenario,
@@ -468,6 +515,7 @@ def table_row(c: Costs) -> tuple[str, ...]:
         f"{c.ctx_switches_per_request:.3f}",
         cores,
         cpu,
+        split,
         waits,
         " / ".join(f"cpu{cpu} {idle:.2f}" for cpu, idle in sorted(c.idle_per_cpu.items())),
         share(c.spread.connections) if c.spread else "-",
@@ -512,7 +560,7 @@ def provenance(args: argparse.Namespace, raw_argv: Sequence[str]) -> dict[str, A
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, run: RunOne = run_one) -> int:
     raw_argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(raw_argv)
     meta = provenance(args, raw_argv)
@@ -543,7 +591,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             by_mode[scenario.mode].append(proxy)
                 for proxy in by_mode[scenario.mode]:
                     print(f"  {scenario.name} {proxy.name} ...", file=sys.stderr, flush=True)
-                    results.append(run_one(proxy, scenario, backends, args, pinning))
+                    results.append(run(proxy, scenario, backends, args, pinning))
     finally:
         if args.keep_tmp:
             print(f"kept {args.workdir}", file=sys.stderr)

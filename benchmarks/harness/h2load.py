@@ -22,7 +22,6 @@ What is read:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import resource
@@ -31,7 +30,7 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.harness.wrk import WrkOutputError, WrkResult
+from benchmarks.harness.wrk import WrkOutputError, WrkResult, with_cpu
 
 _FINISHED = re.compile(r"^finished in ([0-9.]+)(m?s), ([0-9.]+) req/s", re.M)
 _REQUESTS = re.compile(
@@ -119,5 +118,4 @@ def run(argv: Sequence[str], *, duration: int) -> tuple[WrkResult, str]:
         raise RuntimeError(f"h2load failed (exit {done.returncode}): {done.stderr.strip()}")
     result = parse(done.stdout, log_file.read_text())
     log_file.unlink()
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return dataclasses.replace(result, wrk_cpu_seconds=cpu), done.stdout
+    return with_cpu(result, before, after), done.stdout

@@ -11,7 +11,13 @@ from typing import Any
 
 from benchmarks.harness import h2load, wrk
 from benchmarks.harness.net import LOOPBACK
-from benchmarks.harness.procs import cpu_seconds, host_cpu_seconds, rss_bytes, thread_cpu_seconds
+from benchmarks.harness.procs import (
+    cpu_seconds,
+    host_cpu_seconds,
+    rss_bytes,
+    thread_cpu_seconds,
+    user_system_seconds,
+)
 from benchmarks.harness.proxies import Proxy
 from benchmarks.harness.scenarios import Scenario
 from benchmarks.harness.wrk import WrkResult
@@ -36,6 +42,11 @@ class Run:
     command: list[str]
     # user + sys by thread name (threads gone before the run ends are missing)
     proxy_thread_cpu_seconds: dict[str, float] = field(default_factory=dict)
+    # The user-space parts of proxy_cpu_seconds and backend_cpu_seconds (the rest
+    # is system time: the kernel's, softirqs included; a sampled split, see
+    # procs.user_system_seconds).
+    proxy_user_seconds: float = 0.0
+    backend_user_seconds: float = 0.0
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -107,20 +118,24 @@ def measure(
     host_before = host_cpu_seconds()
     # This process reads /proc around the run: a little CPU that is not foreign.
     self_before = _self_cpu_seconds()
-    proxy_before = cpu_seconds(proxy.pid)
+    proxy_before = user_system_seconds(proxy.pid)
     threads_before = thread_cpu_seconds(proxy.pid)
-    backends_before = cpu_seconds(*backend_pids)
+    backends_before = user_system_seconds(*backend_pids)
     idle_before = cpu_seconds(*idle_pids)
     result, _ = (h2load if scenario.rate else wrk).run(argv, duration=duration)
     idle_used = cpu_seconds(*idle_pids) - idle_before
-    backends_used = cpu_seconds(*backend_pids) - backends_before
-    proxy_used = cpu_seconds(proxy.pid) - proxy_before
+    backends_after = user_system_seconds(*backend_pids)
+    proxy_after = user_system_seconds(proxy.pid)
     threads_after = thread_cpu_seconds(proxy.pid)
     self_used = _self_cpu_seconds() - self_before
     host_after = host_cpu_seconds()
     # A proxy that crashed mid-run makes every figure of this run meaningless.
     proxy.check_alive()
     host_busy = host_after[0] - host_before[0]
+    proxy_user = proxy_after[0] - proxy_before[0]
+    proxy_used = proxy_user + proxy_after[1] - proxy_before[1]
+    backends_user = backends_after[0] - backends_before[0]
+    backends_used = backends_user + backends_after[1] - backends_before[1]
     ours = proxy_used + backends_used + idle_used + self_used + result.wrk_cpu_seconds
     return Run(
         proxy=proxy.name,
@@ -138,6 +153,8 @@ def measure(
         proxy_thread_cpu_seconds={
             name: used - threads_before.get(name, 0.0) for name, used in threads_after.items()
         },
+        proxy_user_seconds=proxy_user,
+        backend_user_seconds=backends_user,
     )
 
 

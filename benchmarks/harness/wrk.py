@@ -61,6 +61,7 @@ class WrkResult:
     # connect/read/write/timeout socket errors and "status" (non-2xx/3xx answers).
     errors: dict[str, int] = dataclasses.field(default_factory=dict)
     wrk_cpu_seconds: float = 0.0  # the load generator's own user + system time
+    wrk_user_seconds: float = 0.0  # the user part of it (sampled: procs.user_system_seconds)
 
     @property
     def error_count(self) -> int:
@@ -141,6 +142,13 @@ def run(argv: Sequence[str], *, duration: int) -> tuple[WrkResult, str]:
     if done.returncode != 0:
         output = (done.stderr.strip() + "\n" + done.stdout.strip()).strip()
         raise RuntimeError(f"wrk failed (exit {done.returncode}): {output}")
-    result = parse(done.stdout)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return dataclasses.replace(result, wrk_cpu_seconds=cpu), done.stdout
+    return with_cpu(parse(done.stdout), before, after), done.stdout
+
+
+def with_cpu(
+    result: WrkResult, before: resource.struct_rusage, after: resource.struct_rusage
+) -> WrkResult:
+    """`result` with the load generator's CPU: the growth of the children's rusage."""
+    user = after.ru_utime - before.ru_utime
+    cpu = user + after.ru_stime - before.ru_stime
+    return dataclasses.replace(result, wrk_cpu_seconds=cpu, wrk_user_seconds=user)

@@ -19,6 +19,9 @@ from benchmarks.compare import logging_line
 from benchmarks.costs import parse_strace_summary, percent_split, requests_per_pid, share
 from benchmarks.harness import pinning
 from benchmarks.harness.lineup import parse_builds
+from benchmarks.harness.measure import Run
+from benchmarks.harness.procs import cpu_seconds, process_tree, user_system_seconds
+from benchmarks.harness.wrk import WrkResult
 
 # strace -c -f output (strace 6.1): errors column only where a call failed.
 STRACE = """\
@@ -160,6 +163,7 @@ def test_table_shows_cpu_per_request_beside_the_cores_and_json_keeps_its_keys() 
     old = {"proxy", "scenario", "requests", "requests_per_second", "ctx_switches_per_request"}
     old |= {"cpu_cores", "runqueue_us_per_request", "syscalls_per_request", "top_syscalls"}
     new = {"spread", "cpu_us_per_request", "backends", "log", "idle_per_cpu", "pinning"}
+    new |= {"user_us_per_request", "system_us_per_request"}  # the user/system split
     assert old | new == set(record)
     assert record["cpu_us_per_request"]["machine"] == pytest.approx(80.0)
 
@@ -240,3 +244,128 @@ def test_pin_proxy_pins_every_thread_of_a_real_process_tree() -> None:
             os.kill(child, signal.SIGKILL)
         proc.kill()
         proc.wait()
+
+
+def test_user_and_system_time_per_request_in_their_own_column_and_the_json() -> None:
+    row = fabricated_costs()
+    row.user_us_per_request = {"proxy": 1.7, "backend": 5.0, "wrk": 3.25}
+    row.system_us_per_request = {"proxy": 30.3, "backend": 11.0, "wrk": 16.75}
+    header, _, line, _, _ = costs.render([row]).splitlines()
+    # The new column follows the CPU one, whose cells stay as they were.
+    assert "= machine | user / sys us/req: proxy, backend, wrk | run-queue" in header
+    assert "= 80.0 | 1.7 / 30.3, 5.0 / 11.0, 3.2 / 16.8 | 4.7 / 33.2 |" in line
+    record = json.loads(json.dumps(asdict(row)))
+    assert record["user_us_per_request"] == {"proxy": 1.7, "backend": 5.0, "wrk": 3.25}
+    assert record["system_us_per_request"]["proxy"] == 30.3
+
+
+def test_user_and_system_microseconds_per_request_of_a_run() -> None:
+    """The split of measure()'s Run: user parts as read, system the rest of each total."""
+    # 100,000 requests in 5 s; wrk used 2 CPU seconds, 0.5 of them in user space.
+    result = WrkResult(100_000, 5.0, 0.0, 20_000.0, 0.0, wrk_cpu_seconds=2.0, wrk_user_seconds=0.5)
+    run = Run(
+        "loadstone", "close", 0, result, 3.2, 0, 1.6, 0.0, 10.0, 1, ["wrk"],
+        proxy_user_seconds=0.2,
+        backend_user_seconds=0.6,
+    )  # fmt: skip
+    user, system = costs.user_system_us_per_request(run)
+    assert user == pytest.approx({"proxy": 2.0, "backend": 6.0, "wrk": 5.0})
+    assert system == pytest.approx({"proxy": 30.0, "backend": 10.0, "wrk": 15.0})
+
+
+BURN_CPU = """\
+import os, resource, sys
+def used():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+buffer, zero = bytearray(1 << 20), open("/dev/zero", "rb", buffering=0)
+while used() < {seconds}:
+    if sys.argv[1] == "syscalls":
+        zero.readinto(buffer)  # the kernel clears 1 MiB: system time
+    else:
+        sum(range(20_000))  # the interpreter's own instructions: user time
+print("done", flush=True)
+sys.stdin.read()  # stay (and stay countable) until the test has read /proc
+"""
+
+
+def test_user_and_system_split_of_real_processes() -> None:
+    """A process spinning in user space and one living in read(2): tick sampling
+    (250 Hz here) charges the first's CPU to user time and the second's to system."""
+    seconds = 0.6  # 150 ticks at 250 Hz: enough for a sampled split
+    children = {
+        kind: subprocess.Popen(
+            [sys.executable, "-c", BURN_CPU.format(seconds=seconds), kind],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for kind in ("user", "syscalls")
+    }
+    try:
+        split = {}
+        for kind, child in children.items():
+            assert child.stdout is not None
+            assert child.stdout.readline() == "done\n"  # it has used its CPU seconds
+            split[kind] = user_system_seconds(child.pid)
+            assert sum(split[kind]) == pytest.approx(cpu_seconds(child.pid), abs=0.05)
+            assert sum(split[kind]) >= seconds - 0.05
+        user, system = split["user"]
+        assert user > 0.8 * (user + system)
+        user, system = split["syscalls"]
+        assert system > 0.6 * (user + system)
+    finally:
+        for child in children.values():
+            child.communicate(timeout=10)  # closes stdin: it exits
+
+
+class PinningSeen(Exception):
+    """Ends main() once its run function has seen the processes (no benchmark)."""
+
+
+def test_main_pins_the_proxy_and_backends_and_hands_wrk_the_other_cpus(tmp_path: Path) -> None:
+    """main() with --pin, up to the first run: the real proxy and backends it
+    started have the CPUs Pinning intends, and wrk's prefix runs a program there."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        with pytest.raises(SystemExit):  # parse_args refuses --pin on one CPU
+            costs.main(["--pin", "--scenarios", "close"])
+        return
+    seen: dict[str, object] = {}
+
+    def affinities(pids: list[int]) -> set[frozenset[int]]:
+        tasks = [int(t) for pid in pids for t in os.listdir(f"/proc/{pid}/task")]
+        return {frozenset(os.sched_getaffinity(t)) for t in tasks}
+
+    def observe(proxy, scenario, backends, args, pinned):  # type: ignore[no-untyped-def]
+        seen["pinning"] = pinned
+        seen["proxy"] = affinities(process_tree(proxy.pid))
+        seen["backends"] = affinities([p for b in backends.pids for p in process_tree(b)])
+        seen["pids"] = [proxy.pid, *backends.pids]
+        where = "import os; print(sorted(os.sched_getaffinity(0)))"
+        prefix = costs.wrk_prefix(pinned)
+        seen["wrk"] = subprocess.run(
+            [*prefix, sys.executable, "-c", where], capture_output=True, text=True, check=True
+        ).stdout
+        raise PinningSeen
+
+    argv = ["--pin", "--proxies", "haproxy", "--scenarios", "close", "--backends", "two-single"]
+    with pytest.raises(PinningSeen):
+        costs.main(argv, run=observe)
+    intended = pinning.Pinning.of_machine()
+    assert seen["pinning"] == intended
+    assert seen["proxy"] == {frozenset(intended.proxy_cpus)}
+    assert seen["backends"] == {frozenset(intended.rest_cpus)}
+    assert seen["wrk"] == f"{sorted(intended.rest_cpus)}\n"
+    # main() stopped what it started on its way out.
+    assert not [p for p in seen["pids"] if Path(f"/proc/{p}").exists()]  # type: ignore[attr-defined]
+
+    # Without --pin nobody is pinned: wrk runs bare, the proxy where it started.
+    def unpinned(proxy, scenario, backends, args, pinned):  # type: ignore[no-untyped-def]
+        seen["pinning"], seen["proxy"] = pinned, affinities(process_tree(proxy.pid))
+        raise PinningSeen
+
+    with pytest.raises(PinningSeen):
+        costs.main(argv[1:], run=unpinned)
+    assert seen["pinning"] is None and costs.wrk_prefix(None) == []
+    assert seen["proxy"] == {frozenset(cpus)}
