@@ -10,7 +10,9 @@ each scenario through each proxy with wrk (reversing the order on every other
 repeat, to spread drift evenly), and prints req/s, MB/s, the proxy's CPU
 microseconds per request, p99 latency, RSS and wrk errors of each, then
 loadstone's ratio to each peer. See benchmarks/README.md for what the scenarios
-mean.
+mean. --backend-cpus caps the backends' CPU (harness/cgroup.py) so that they, not
+the proxies, set the pace; the tables then add what each proxy costs the backends
+per request and how much of their cap they got to use.
 """
 
 from __future__ import annotations

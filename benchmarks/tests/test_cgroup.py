@@ -7,6 +7,7 @@ cgroups need root, as the benchmarks (and this suite) run.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from benchmarks import compare
 from benchmarks.harness import report, wrk
 from benchmarks.harness.backends import SHAPES, NginxBackends
 from benchmarks.harness.cgroup import CpuCap, period_and_quota
-from benchmarks.harness.measure import Summary
+from benchmarks.harness.measure import Run, Summary
 from benchmarks.harness.procs import cpu_seconds, process_tree
 
 CAP = 0.2
@@ -105,3 +106,29 @@ def test_fixed_rate_run_short_of_its_rate_is_flagged() -> None:
 
     (note,) = compare.rate_shortfalls([p99_run(3_000), p99_run(4_990)])
     assert note.startswith("http-p99/haproxy: 3,000 of the fixed 5,000 req/s")
+
+
+def test_publish_shows_the_cap_and_keeps_it_in_the_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run.json"
+    args = compare.parse_args(["--backend-cpus", "0.5", "--json", str(out), "--markdown"])
+    # 30,000 requests in 10 s, the backends using 0.15 s of CPU: 5 us each, 0.015 cores.
+    result = wrk.WrkResult(30_000, 10.0, 0.0, 3_000.0, 0.0)
+    runs = [
+        Run(name, "keepalive", 0, result, 0.3, 0, 0.15, 0.0, 20.0, 1, [])
+        for name in ("loadstone", "haproxy")
+    ]
+    backends = "backends: one-multi (1 x nginx, 2 workers on one port), capped at 0.5 CPU (...)"
+    meta = {
+        "date": "d", "nproc": 2, "cpu_model": "c", "kernel": "k", "git_revision": "g",
+        "command": "python benchmarks/compare.py --backend-cpus 0.5", "nginx": "nginx/1.22.1",
+        "wrk": "wrk 4.1", "backends": backends, "proxies": {},
+    }  # fmt: skip
+    assert compare.publish(args, meta, runs) == 0
+    printed = capsys.readouterr().out
+    assert "capped at 0.5 CPU" in printed
+    assert "| keepalive | loadstone | 3,000 | 0.0 | 10.0 | 0.00 | 5.0 | 0.01 |" in printed
+    document = json.loads(out.read_text())
+    assert document["options"]["backend_cpus"] == 0.5
+    assert document["summary"][0]["backend_cores"] == pytest.approx(0.015)
