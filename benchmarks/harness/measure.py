@@ -198,6 +198,9 @@ class Summary:
     backend_cpu_us_per_request: float
     foreign_cores: float  # CPU used by unrelated programs, in cores, the worst run
     errors: int  # summed over all repeats, so a single bad run is never hidden
+    # CPU the backends used, in cores (their CPU time / the run's duration), median:
+    # near compare.py --backend-cpus when the backends set the pace.
+    backend_cores: float = 0.0
 
     @classmethod
     def of(cls, runs: list[Run]) -> Summary:
@@ -227,4 +230,7 @@ class Summary:
             ),
             foreign_cores=max(r.foreign_cores for r in runs),
             errors=sum(r.wrk.error_count for r in runs),
+            backend_cores=median(
+                [r.backend_cpu_seconds / r.wrk.duration for r in runs if r.wrk.duration]
+            ),
         )

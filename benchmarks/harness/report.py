@@ -33,10 +33,16 @@ METRICS = (
     Metric("rss MB", lambda s: s.rss_mib, "{:,.1f}"),
     Metric("errors", lambda s: s.errors, "{:,.0f}", ratio=False),
 )
-RATIO_METRICS = tuple(m for m in METRICS if m.ratio)
+# With the backends' CPU capped (compare.py --backend-cpus) the backends set the
+# pace: what a proxy costs them per request, and how much of their cap they got
+# to use, tell whether it wastes some of their capacity.
+BACKEND_METRICS = (
+    Metric("backend us/req", lambda s: s.backend_cpu_us_per_request, "{:,.1f}"),
+    Metric("backend cores", lambda s: s.backend_cores, "{:,.2f}", ratio=False),
+)
+# METRICS with the backend's beside the latency (before rss and errors).
+CAPPED_BACKEND_METRICS = (*METRICS[:4], *BACKEND_METRICS, *METRICS[4:])
 
-FIGURES_HEADER = ("scenario", "proxy", *(m.label for m in METRICS))
-RATIOS_HEADER = ("scenario", "loadstone", "ratio to", *(m.label for m in RATIO_METRICS))
 BEST_PEER = "best peer"
 
 Row = tuple[str, ...]
@@ -46,13 +52,13 @@ def _scenarios(summaries: Sequence[Summary]) -> list[str]:
     return list(dict.fromkeys(s.scenario for s in summaries))
 
 
-def figure_rows(summaries: Sequence[Summary]) -> list[Row]:
+def figure_rows(summaries: Sequence[Summary], metrics: Sequence[Metric] = METRICS) -> list[Row]:
     """One row per (scenario, proxy), proxies in the order they were run."""
     table = []
     for scenario in _scenarios(summaries):
         for i, summary in enumerate(s for s in summaries if s.scenario == scenario):
             cells = []
-            for metric in METRICS:
+            for metric in metrics:
                 cell = metric.fmt.format(metric.value(summary))
                 # A run with errors must not pass for a clean one.
                 if metric.label == "errors" and summary.errors:
@@ -66,21 +72,25 @@ def _ratio(candidate: float, baseline: float) -> str:
     return f"{candidate / baseline:.2f}x" if baseline else "-"
 
 
-def _ratios(candidate: Summary, baseline: Summary) -> list[str]:
-    return [_ratio(m.value(candidate), m.value(baseline)) for m in RATIO_METRICS]
+def _ratios(candidate: Summary, baseline: Summary, metrics: Sequence[Metric]) -> list[str]:
+    return [_ratio(m.value(candidate), m.value(baseline)) for m in metrics if m.ratio]
 
 
-def _best_peer_ratios(candidate: Summary, peers: Sequence[Summary]) -> list[str]:
+def _best_peer_ratios(
+    candidate: Summary, peers: Sequence[Summary], metrics: Sequence[Metric]
+) -> list[str]:
     """Per metric, the ratio to whichever peer did best on it, and that peer's name."""
     cells = []
-    for metric in RATIO_METRICS:
+    for metric in (m for m in metrics if m.ratio):
         pick = max if metric.higher_is_better else min
         best = pick(peers, key=metric.value)
         cells.append(f"{_ratio(metric.value(candidate), metric.value(best))} {best.proxy}")
     return cells
 
 
-def ratio_rows(summaries: Sequence[Summary], candidates: Sequence[str]) -> list[Row]:
+def ratio_rows(
+    summaries: Sequence[Summary], candidates: Sequence[str], metrics: Sequence[Metric] = METRICS
+) -> list[Row]:
     """Per scenario and loadstone build: its ratio to each peer, to the best peer on
     each metric (when there are several peers) and to the first build (when there
     are several builds). Above 1 is better for req/s and MB/s, below 1 for the rest."""
@@ -93,11 +103,11 @@ def ratio_rows(summaries: Sequence[Summary], candidates: Sequence[str]) -> list[
         )
         first_row = len(table)
         for build in builds:
-            lines = [(peer.proxy, _ratios(build, peer)) for peer in peers]
+            lines = [(peer.proxy, _ratios(build, peer, metrics)) for peer in peers]
             if len(peers) > 1:
-                lines.append((BEST_PEER, _best_peer_ratios(build, peers)))
+                lines.append((BEST_PEER, _best_peer_ratios(build, peers, metrics)))
             if build is not builds[0]:
-                lines.append((builds[0].proxy, _ratios(build, builds[0])))
+                lines.append((builds[0].proxy, _ratios(build, builds[0], metrics)))
             for i, (to, cells) in enumerate(lines):
                 table.append(("", build.proxy if i == 0 else "", to, *cells))
         if len(table) > first_row:
@@ -132,14 +142,22 @@ def markdown_table(header: Row, body: Sequence[Row], *, names: int = 2) -> str:
     return "\n".join(out)
 
 
-def tables(summaries: Sequence[Summary], candidates: Sequence[str], *, markdown: bool) -> str:
+def tables(
+    summaries: Sequence[Summary],
+    candidates: Sequence[str],
+    *,
+    markdown: bool,
+    metrics: Sequence[Metric] = METRICS,
+) -> str:
     """Every proxy's figures, then loadstone's ratios (when there is something to
     compare it with)."""
     render = markdown_table if markdown else text_table
-    out = render(FIGURES_HEADER, figure_rows(summaries))
-    ratios = ratio_rows(summaries, candidates)
+    labels = [m.label for m in metrics]
+    out = render(("scenario", "proxy", *labels), figure_rows(summaries, metrics))
+    ratios = ratio_rows(summaries, candidates, metrics)
     if any(row[2] for row in ratios):
-        out += "\n\n" + render(RATIOS_HEADER, ratios, names=3)
+        header = ("scenario", "loadstone", "ratio to", *(m.label for m in metrics if m.ratio))
+        out += "\n\n" + render(header, ratios, names=3)
     return out
 
 
