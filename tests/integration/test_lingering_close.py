@@ -451,11 +451,15 @@ def proxy_end(ls: Loadstone, client_port: int) -> tuple[str, int, bool] | None:
     return fields[0], written, number("w") >= number("tb")
 
 
+# The proxy's end before its FIN (CLOSE-WAIT: the client's came first).
+OPEN = ("ESTAB", "CLOSE-WAIT")
+
+
 def writes_over(ls: Loadstone, client_port: int) -> tuple[str, int, bool] | None:
-    """proxy_end once the proxy can write no more: gone, past ESTABLISHED (its
-    FIN sent), or its send buffer full."""
+    """proxy_end once the proxy can write no more: gone, its FIN sent (past
+    OPEN), or its send buffer full."""
     end = proxy_end(ls, client_port) or ("gone", 0, False)
-    return end if end[0] != "ESTAB" or end[2] else None
+    return end if end[0] not in OPEN or end[2] else None
 
 
 class CountingTlsClient:
@@ -530,14 +534,18 @@ def tls_listener(loadstone: Start, backends: Backends, tmp_path: Path) -> tuple[
     return loadstone(config), ca.path
 
 
-def close_notify_over_full_buffers(ls: Loadstone, ca_file: Path, after: bytes) -> int:
+def close_notify_over_full_buffers(
+    ls: Loadstone, ca_file: Path, after: bytes, half_close: bool = False
+) -> int:
     """`Connection: close` responses of a range of sizes (then `after`, in
     the same write), each to a client that reads nothing until the proxy's
-    writes are done or stopped, through a proxy's send buffer of 8 KiB: each
+    writes are done or stopped (`half_close`: a client that shuts its side
+    of the TCP connection after its request, as some HTTP/1.0 ones do, and
+    reads on), through a proxy's send buffer of 8 KiB: each
     read whole, then the close_notify, then the end of stream (read_to_end
     raises on an end without close_notify, or a reset). How often the case
     was met: the close_notify found the buffer full (the proxy's end
-    ESTABLISHED and full, all the response in the socket but for the
+    open and full, all the response in the socket but for the
     close_notify's bytes, counted by the client).
 
     Where the response ends in the send buffer moves with every connection
@@ -555,6 +563,8 @@ def close_notify_over_full_buffers(ls: Loadstone, ca_file: Path, after: bytes) -
         try:
             request = b"GET /download?size=%d HTTP/1.1\r\nHost: web.test\r\n" % size
             client.send(request + b"Connection: close\r\n\r\n" + after)
+            if half_close:
+                client.sock.shutdown(socket.SHUT_WR)
             end = wait_for(
                 partial(writes_over, ls, client.sock.getsockname()[1]),
                 interval=0.002,
@@ -565,7 +575,7 @@ def close_notify_over_full_buffers(ls: Loadstone, ca_file: Path, after: bytes) -
             client.close()
         assert body.endswith(b"\r\n\r\n" + pattern_bytes(size)), (size, len(body))
         close_notify_left = client.received - end[1]  # (the FIN: 1 more)
-        met += end[0] == "ESTAB" and 0 < close_notify_left <= 24
+        met += end[0] in OPEN and 0 < close_notify_left <= 24
     fds_back_to(ls, fds)
     return met
 
@@ -612,6 +622,17 @@ def test_tls_a_clean_close_whose_close_notify_meets_a_full_send_buffer_sends_it(
     it closes.)"""
     ls, ca_file = tls_listener(loadstone, backends, tmp_path)
     met = close_notify_over_full_buffers(ls, ca_file, b"")
+    assert met > 0  # the case this is about was met
+
+
+def test_tls_a_half_closed_clients_close_notify_waits_for_room_all_the_same(
+    loadstone: Start, backends: Backends, tmp_path: Path
+) -> None:
+    """The clean exchange of a client that shut its side after its request:
+    its end of stream, read while the close_notify waits for room, does not
+    end the wait (it still reads); the close_notify arrives."""
+    ls, ca_file = tls_listener(loadstone, backends, tmp_path)
+    met = close_notify_over_full_buffers(ls, ca_file, b"", half_close=True)
     assert met > 0  # the case this is about was met
 
 
