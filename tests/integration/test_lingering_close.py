@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import re
@@ -372,6 +373,22 @@ def test_a_queue_timeout_answer_lingering_as_a_slot_frees_leaves_the_count(
     wait_for(lambda: ls.status()["limits"]["connections"] == 0, timeout=5, what="nothing counted")
 
 
+def skip_if_refused(error: int | None) -> None:
+    """A skip where the kernel refuses the proxy's sockets to us (EPERM: a
+    seccomp profile, Docker's default among them, allows pidfd_getfd only
+    with CAP_SYS_PTRACE; ENOSYS: a kernel before 5.6). Not a missing feature
+    of loadstone: this environment cannot run the check. (No fallback: a full
+    send buffer is cheap to reach only with a small one, which loadstone does
+    not set; an autotuned one of up to wmem_max moves with every connection.)
+    Other errors fail the test."""
+    if error in (errno.EPERM, errno.ENOSYS):
+        pytest.skip(
+            f"pidfd_getfd(2) refused here ({errno.errorcode[error]}: a seccomp profile "
+            "such as Docker's default, or a kernel before 5.6): the proxy's send "
+            "buffer cannot be made small to reach the case"
+        )
+
+
 def proxy_socket_buffers(ls: Loadstone, size: int) -> None:
     """Give the proxy's listening sockets a send buffer of `size` (SO_SNDBUF,
     which the sockets they accept inherit, locked: no autotuning), through a
@@ -387,7 +404,11 @@ def proxy_socket_buffers(ls: Loadstone, size: int) -> None:
             fields = line.split()
             if int(fields[1].rsplit(":", 1)[1], 16) == port_of(ls) and fields[3] == "0A":
                 listening.add(f"socket:[{fields[9]}]")
-    pidfd = os.pidfd_open(ls.proc.pid)
+    try:
+        pidfd = os.pidfd_open(ls.proc.pid)
+    except OSError as exc:
+        skip_if_refused(exc.errno)
+        raise
     done = 0
     try:
         for fd in os.listdir(f"/proc/{ls.proc.pid}/fd"):
@@ -395,6 +416,8 @@ def proxy_socket_buffers(ls: Loadstone, size: int) -> None:
                 if os.readlink(f"/proc/{ls.proc.pid}/fd/{fd}") not in listening:
                     continue
             copy = libc.syscall(pidfd_getfd, pidfd, int(fd), 0)
+            if copy < 0:
+                skip_if_refused(ctypes.get_errno())
             assert copy >= 0, os.strerror(ctypes.get_errno())
             with socket.socket(fileno=copy) as dup:
                 dup.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
@@ -428,11 +451,15 @@ def proxy_end(ls: Loadstone, client_port: int) -> tuple[str, int, bool] | None:
     return fields[0], written, number("w") >= number("tb")
 
 
+# The proxy's end before its FIN (CLOSE-WAIT: the client's came first).
+OPEN = ("ESTAB", "CLOSE-WAIT")
+
+
 def writes_over(ls: Loadstone, client_port: int) -> tuple[str, int, bool] | None:
-    """proxy_end once the proxy can write no more: gone, past ESTABLISHED (its
-    FIN sent), or its send buffer full."""
+    """proxy_end once the proxy can write no more: gone, its FIN sent (past
+    OPEN), or its send buffer full."""
     end = proxy_end(ls, client_port) or ("gone", 0, False)
-    return end if end[0] != "ESTAB" or end[2] else None
+    return end if end[0] not in OPEN or end[2] else None
 
 
 class CountingTlsClient:
@@ -498,41 +525,46 @@ class CountingTlsClient:
         self.sock.close()
 
 
-def test_tls_close_notify_that_meets_a_full_send_buffer_waits_for_room(
-    loadstone: Start, backends: Backends, tmp_path: Path
-) -> None:
-    """Over TLS, a `Connection: close` response whose last record fills the
-    proxy's send buffer (a client not reading yet) while the client is still
-    sending: the close_notify finds no room. The proxy used to close at once
-    then, on unread bytes: a reset, the response's tail lost (the client read
-    its head and an end). It waits for room instead, then shuts its side and
-    lingers: the whole response, the close_notify, the end of stream.
-
-    Where the response ends in the send buffer moves with every connection
-    (the records' sizes follow the server's reads), so no one size hits the
-    case for sure: the proxy gets a send buffer of 8 KiB (cheap to fill), a
-    range of response sizes is tried, and the test checks that the case was
-    met (the proxy's buffer full, ESTABLISHED, with all the response in the
-    socket but for the close_notify's bytes, counted by the client)."""
+def tls_listener(loadstone: Start, backends: Backends, tmp_path: Path) -> tuple[Loadstone, Path]:
+    """A TLS listener in front of one backend; and the CA that signed it."""
     ca = Ca(tmp_path / "pki")
     issued = ca.issue("web", ["web.test"])
     config = http_config(backends(1))
     config["listeners"]["web"]["tls"] = {"certificates": [str(issued.bundle)]}
-    ls = loadstone(config)
+    return loadstone(config), ca.path
+
+
+def close_notify_over_full_buffers(
+    ls: Loadstone, ca_file: Path, after: bytes, half_close: bool = False
+) -> int:
+    """`Connection: close` responses of a range of sizes (then `after`, in
+    the same write), each to a client that reads nothing until the proxy's
+    writes are done or stopped (`half_close`: a client that shuts its side
+    of the TCP connection after its request, as some HTTP/1.0 ones do, and
+    reads on), through a proxy's send buffer of 8 KiB: each
+    read whole, then the close_notify, then the end of stream (read_to_end
+    raises on an end without close_notify, or a reset). How often the case
+    was met: the close_notify found the buffer full (the proxy's end
+    open and full, all the response in the socket but for the
+    close_notify's bytes, counted by the client).
+
+    Where the response ends in the send buffer moves with every connection
+    (the records' sizes follow the server's reads), so no one size hits the
+    case for sure: hence the range, and the count."""
     proxy_socket_buffers(ls, 4096)  # the kernel doubles it
-    warm = CountingTlsClient(port_of(ls), ca.path)  # the server connection pooled from now on
+    warm = CountingTlsClient(port_of(ls), ca_file)  # the server connection pooled from now on
     warm.send(b"GET /download?size=10 HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n")
     assert warm.read_to_end(then_fin=False).endswith(pattern_bytes(10))
     warm.close()
     fds = ls.fd_count()
-    # more than either path reads ahead of the request in flight: unread at the close
-    more = b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n" * 3000
     met = 0
     for size in range(5800, 6400, 7):
-        client = CountingTlsClient(port_of(ls), ca.path)
+        client = CountingTlsClient(port_of(ls), ca_file)
         try:
             request = b"GET /download?size=%d HTTP/1.1\r\nHost: web.test\r\n" % size
-            client.send(request + b"Connection: close\r\n\r\n" + more)
+            client.send(request + b"Connection: close\r\n\r\n" + after)
+            if half_close:
+                client.sock.shutdown(socket.SHUT_WR)
             end = wait_for(
                 partial(writes_over, ls, client.sock.getsockname()[1]),
                 interval=0.002,
@@ -543,9 +575,65 @@ def test_tls_close_notify_that_meets_a_full_send_buffer_waits_for_room(
             client.close()
         assert body.endswith(b"\r\n\r\n" + pattern_bytes(size)), (size, len(body))
         close_notify_left = client.received - end[1]  # (the FIN: 1 more)
-        met += end[0] == "ESTAB" and 0 < close_notify_left <= 24
-    assert met > 0  # the case this is about was met (native: a few dozen times)
+        met += end[0] in OPEN and 0 < close_notify_left <= 24
     fds_back_to(ls, fds)
+    return met
+
+
+def test_tls_close_notify_that_meets_a_full_send_buffer_waits_for_room(
+    loadstone: Start, backends: Backends, tmp_path: Path
+) -> None:
+    """Over TLS, a `Connection: close` response whose last record fills the
+    proxy's send buffer (a client not reading yet) while the client is still
+    sending: the close_notify finds no room. The proxy used to close at once
+    then, on unread bytes: a reset, the response's tail lost (the client read
+    its head and an end). It waits for room instead, then shuts its side and
+    lingers: the whole response, the close_notify, the end of stream."""
+    ls, ca_file = tls_listener(loadstone, backends, tmp_path)
+    # more than either path reads ahead of the request in flight: unread at the close
+    more = b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n" * 3000
+    met = close_notify_over_full_buffers(ls, ca_file, more)
+    assert met > 0  # the case this is about was met (native: a few dozen times)
+
+
+# Not tested here: that a close_notify's wait keeps the deadline of the
+# response's last bytes (http_linger.c: notify_wait) instead of starting a
+# second timeouts.client. To see it, those bytes must first wait a while (the
+# client reads nothing), then the client must read just enough for the
+# response's tail to go but not the close_notify, and the test must time the
+# end against one timeout from the first wait rather than from the second.
+# Where the tail lands moves with every connection (above: a range of sizes
+# meets the case on about one in three), so each try costs a timeout and
+# meeting the case is likely but not certain: a sweep long enough to be sure
+# is tens of seconds, and a time bound of a few hundred ms is not one a loaded
+# 2-core machine keeps.
+
+
+def test_tls_a_clean_close_whose_close_notify_meets_a_full_send_buffer_sends_it(
+    loadstone: Start, backends: Backends, tmp_path: Path
+) -> None:
+    """The same over a clean exchange (the client sends nothing after its
+    request): the native path used to close at once when the close_notify
+    found no room, and the client got the end of stream without it, which
+    one reading a close-delimited body cannot tell from a truncation
+    (read_to_end: SSLEOFError). It waits for room instead (bounded by
+    timeouts.client), then closes. (The pure path: asyncio's TLS transport
+    hands the close_notify to the TCP one, which writes all it holds before
+    it closes.)"""
+    ls, ca_file = tls_listener(loadstone, backends, tmp_path)
+    met = close_notify_over_full_buffers(ls, ca_file, b"")
+    assert met > 0  # the case this is about was met
+
+
+def test_tls_a_half_closed_clients_close_notify_waits_for_room_all_the_same(
+    loadstone: Start, backends: Backends, tmp_path: Path
+) -> None:
+    """The clean exchange of a client that shut its side after its request:
+    its end of stream, read while the close_notify waits for room, does not
+    end the wait (it still reads); the close_notify arrives."""
+    ls, ca_file = tls_listener(loadstone, backends, tmp_path)
+    met = close_notify_over_full_buffers(ls, ca_file, b"", half_close=True)
+    assert met > 0  # the case this is about was met
 
 
 def test_tls_a_clean_close_sends_the_fin_without_awaiting_the_clients_close_notify(
@@ -557,14 +645,10 @@ def test_tls_a_clean_close_sends_the_fin_without_awaiting_the_clients_close_noti
     asyncio's close waited for it, up to 30 s, with the socket open: the pure
     path held a descriptor that long per such client. The proxy's descriptors
     go back to what they were."""
-    ca = Ca(tmp_path / "pki")
-    issued = ca.issue("web", ["web.test"])
-    config = http_config(backends(1))
-    config["listeners"]["web"]["tls"] = {"certificates": [str(issued.bundle)]}
-    ls = loadstone(config)
+    ls, ca_file = tls_listener(loadstone, backends, tmp_path)
     fds = 0  # once the first exchange has pooled its server connection
     for size in (10, 100_000, 10):
-        client = CountingTlsClient(port_of(ls), ca.path)
+        client = CountingTlsClient(port_of(ls), ca_file)
         try:
             client.send(
                 b"GET /download?size=%d HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n"

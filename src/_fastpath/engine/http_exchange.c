@@ -129,11 +129,11 @@ static void close_after_write(ls_worker *W, ls_session *s)
 {
     ls_http *h = s->http;
     h->closing = 1;
-    h->tkind = T_CLOSING;
     if (!h->cout.len) {
         close_client(W, s); /* http_linger.c */
         return;
     }
+    h->tkind = T_CLOSING; /* its deadline runs (close_client keeps it) */
     flush_later(W, s);
     timer_set(W, s, W->now_us + s->L->hcfg->client_ms * 1000);
 }

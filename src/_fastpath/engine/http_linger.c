@@ -34,20 +34,35 @@
  * the response's tail still in the send buffer; so the session waits for the
  * socket's EPOLLOUT edge (lingering == LINGER_NOTIFY; what the client sends
  * meanwhile is read raw and dropped, as in the linger, so that a client
- * writing before it reads cannot block us both), for as long as any last
- * bytes of a response may wait for the client: timeouts.client from the
- * first try (T_CLOSING, as close_after_write), since the close_notify is one
- * more of them and the linger has not begun. Once it is out, the FIN and the
- * linger as above. A broken connection still closes at once. A clean
- * exchange (the client not sending) closes at once as before, in finish():
- * a close_notify that finds the buffer full there is not waited for (no
- * reset follows; the client sees the end of stream without it). */
+ * writing before it reads cannot block us both). Once it is out, the FIN and
+ * the linger as above. A broken connection still closes at once.
+ *
+ * A clean exchange waits the same way (LINGER_NOTIFY_CLEAN), then closes at
+ * once: no linger, the client was not sending (what came meanwhile was read
+ * and dropped, so the receive queue is empty at the close). Closing without
+ * the wait gave the client the end of stream without our close_notify, which
+ * a client reading a close-delimited body (an HTTP/1.0-style response
+ * without Content-Length) cannot tell from a truncation. Where the
+ * close_notify fits (the common case) this is the one SSL_shutdown that
+ * finish() made before: no syscall more. A client's end of stream during
+ * either wait does not end it: a client that shut its side after its request
+ * still reads (reading stops there, client_eof).
+ *
+ * The wait's bound is the one of any last bytes of a response: timeouts.client
+ * from when they began to wait (T_CLOSING, close_after_write; the close_notify
+ * is one more of them). A wait that follows such bytes keeps their deadline
+ * rather than starting a second one: the whole close is bounded by one
+ * timeouts.client, not two. A stop ends a waiting session at once, as a
+ * lingering one (http_stop_idle: lingering). */
 
 #define LINGER_IDLE_US (500 * 1000)
 #define LINGER_BYTES (4u * 1024 * 1024)
 
 /* ls_http.lingering: 0, or where the close is */
-enum { LINGER_DRAIN = 1, LINGER_NOTIFY = 2 };
+enum { LINGER_DRAIN = 1, LINGER_NOTIFY = 2, LINGER_NOTIFY_CLEAN = 3 };
+
+/* Does our close_notify wait for room (then the linger, or the close)? */
+static int notify_waits(const ls_http *h) { return h->lingering >= LINGER_NOTIFY; }
 
 /* May the client still be sending? The request unread (a head started, its
  * body not all here), bytes buffered past it, or the socket said readable
@@ -61,11 +76,17 @@ static int client_may_send(const ls_session *s)
 }
 
 /* Read and drop what the client sends: 1 if some came, 0 if none, -1 if
- * the session ended (the client closed or broke, or went past the bound). */
+ * the session ended (the client closed or broke, or went past the bound).
+ * While our close_notify waits, the client's end of stream is noted
+ * (client_eof: no more reads) and the wait goes on: it may still read. */
 static int drop_client_bytes(ls_worker *W, ls_session *s)
 {
     ls_http *h = s->http;
     int got = 0;
+    if (h->client_eof) {
+        s->rd[0] = 0;
+        return 0;
+    }
     for (;;) {
         ssize_t n = recv(s->fd[0], W->buf, (size_t)W->e->bufsize, 0);
         if (n > 0) {
@@ -80,6 +101,11 @@ static int drop_client_bytes(ls_worker *W, ls_session *s)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            s->rd[0] = 0;
+            return got;
+        }
+        if (n == 0 && notify_waits(h)) {
+            h->client_eof = 1;
             s->rd[0] = 0;
             return got;
         }
@@ -111,7 +137,7 @@ static int tls_notify(ls_session *s)
     ls_tls_conn *t = s->tls;
     if (!t)
         return NOTIFY_SENT;
-    if (t->fatal || (t->closed && s->http->lingering != LINGER_NOTIFY) ||
+    if (t->fatal || (t->closed && !notify_waits(s->http)) ||
         !SSL_is_init_finished(t->ssl))
         return NOTIFY_FAILED;
     t->closed = 1;
@@ -154,10 +180,11 @@ static void notify_retry(ls_worker *W, ls_session *s)
     if (!s->wr[0])
         return;
     int notify = tls_notify(s);
-    if (notify == NOTIFY_SENT)
+    if (notify == NOTIFY_SENT && s->http->lingering == LINGER_NOTIFY && !s->http->client_eof)
         linger_begin(W, s);
-    else if (notify == NOTIFY_FAILED)
-        finish(W, s, LS_END_CLIENT_CLOSE, 0);
+    else if (notify != NOTIFY_WAITS)
+        finish(W, s, LS_END_CLIENT_CLOSE, 0); /* clean, or the client's FIN came: at
+                                                 once; or broken */
 }
 
 /* An event of a lingering session: its close_notify's retry, or the
@@ -167,7 +194,7 @@ static void notify_retry(ls_worker *W, ls_session *s)
  * we wait for it to read, until timeouts.client. */
 static void linger_progress(ls_worker *W, ls_session *s)
 {
-    if (s->http->lingering == LINGER_NOTIFY) {
+    if (notify_waits(s->http)) {
         if (s->rd[0] && drop_client_bytes(W, s) < 0)
             return;
         notify_retry(W, s);
@@ -176,26 +203,34 @@ static void linger_progress(ls_worker *W, ls_session *s)
     }
 }
 
-/* The response is all written and the connection is to close. */
-static void close_client(ls_worker *W, ls_session *s)
+/* Our close_notify meets a full send buffer: wait for room (`mode`:
+ * LINGER_NOTIFY, the linger after it; LINGER_NOTIFY_CLEAN, the close). */
+static void notify_wait(ls_worker *W, ls_session *s, int mode)
 {
     ls_http *h = s->http;
-    if (!client_may_send(s)) {
-        finish(W, s, LS_END_CLIENT_CLOSE, 0); /* a clean exchange: no syscall more */
-        return;
-    }
-    int notify = tls_notify(s);
-    if (notify == NOTIFY_SENT) {
-        linger_begin(W, s);
-    } else if (notify == NOTIFY_WAITS) {
-        /* the client's timeout, as for the response's last bytes (above) */
-        h->lingering = LINGER_NOTIFY;
+    h->lingering = (uint8_t)mode;
+    if (h->tkind != T_CLOSING) {
+        /* no last bytes waited before it: its own timeouts.client starts now;
+         * otherwise their deadline stays (T_CLOSING: close_after_write) */
         h->tkind = T_CLOSING;
         timer_set(W, s, W->now_us + s->L->hcfg->client_ms * 1000);
-        buf_free(&h->in); /* nothing of it will be answered */
-        s->rd[0] = 1;     /* what came before the wait, too */
-        drop_client_bytes(W, s); /* the last thing here: it may end the session */
-    } else {
-        finish(W, s, LS_END_CLIENT_CLOSE, 0); /* broken */
     }
+    buf_free(&h->in);        /* nothing of it will be answered */
+    s->rd[0] = 1;            /* what came before the wait, too */
+    drop_client_bytes(W, s); /* the last thing here: it may end the session */
+}
+
+/* The response is all written and the connection is to close: over TLS our
+ * close_notify first (without TLS, or where it fits, no syscall more than a
+ * close); then the linger where the client may still be sending. */
+static void close_client(ls_worker *W, ls_session *s)
+{
+    int linger = client_may_send(s);
+    int notify = tls_notify(s);
+    if (notify == NOTIFY_SENT && linger)
+        linger_begin(W, s);
+    else if (notify == NOTIFY_WAITS)
+        notify_wait(W, s, linger ? LINGER_NOTIFY : LINGER_NOTIFY_CLEAN);
+    else
+        finish(W, s, LS_END_CLIENT_CLOSE, 0); /* a clean exchange, or broken */
 }

@@ -240,12 +240,36 @@ class _HandshakingProtocol(SSLProtocol):
         if self._transport is not None:
             self._loop.call_soon(self._transport.close)
 
+    def eof_received(self) -> bool:  # type: ignore[override]  # (typeshed: None)
+        # The client's TCP half-close without a close_notify (a client that
+        # shuts its side after its request, as some HTTP/1.0 ones do, and
+        # reads on): asyncio takes it for the end of the TLS connection and
+        # shuts ours down at once, before the answer is written and without
+        # a close_notify. Passed on as the end of the client's data instead,
+        # as over plain TCP: the application answers, and our close sends the
+        # close_notify (_do_shutdown: the client's is not awaited). As the
+        # native engine does (http_linger.c: client_eof).
+        if (
+            self._state is not SSLProtocolState.WRAPPED  # type: ignore[has-type]
+            or self._app_state != AppProtocolState.STATE_CON_MADE  # type: ignore[has-type]
+        ):
+            return bool(super().eof_received())
+        self._app_state = AppProtocolState.STATE_EOF
+        try:
+            keep_open = self._app_protocol.eof_received()  # type: ignore[attr-defined]
+        except Exception as exc:
+            self._fatal_error(exc, "Error calling eof_received()")
+            return False
+        if not keep_open:  # what a TCP transport does then: close (ours after the close_notify)
+            self._start_shutdown()
+        return True
+
     def _call_eof_received(self) -> None:
         # The client's close_notify. asyncio closes a TLS connection after it
         # whatever the protocol answers, and warns when the answer is "keep open",
         # which the tcp relay and the http connection give for plain TCP's
         # half-close; the warning would be one log line per connection here.
-        if self._app_state == AppProtocolState.STATE_CON_MADE:  # type: ignore[has-type]
+        if self._app_state == AppProtocolState.STATE_CON_MADE:
             self._app_state = AppProtocolState.STATE_EOF
             try:
                 self._app_protocol.eof_received()  # type: ignore[attr-defined]
