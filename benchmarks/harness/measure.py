@@ -223,8 +223,9 @@ class Summary:
     # near compare.py --backend-cpus when the backends set the pace.
     backend_cores: float = 0.0
     # Each backend worker's cores, the busiest first, the median of each rank over
-    # the runs (empty unless measured: compare.py --backend-cpus-per-worker). Uneven
-    # figures under per-worker caps: the proxy left a worker's capacity unused.
+    # the runs (empty unless measured: compare.py --backend-cpus-per-worker). Under
+    # per-worker caps, one worker at its cap and another well below it means the
+    # proxy left that worker's capacity unused (both below: the proxy set the pace).
     backend_worker_cores: tuple[float, ...] = ()
 
     @classmethod

@@ -50,8 +50,8 @@ BACKEND_METRICS = (
 # METRICS with the backend's beside the latency (before rss and errors).
 CAPPED_BACKEND_METRICS = (*METRICS[:4], *BACKEND_METRICS, *METRICS[4:])
 # With each backend worker capped on its own (--backend-cpus-per-worker), also each
-# worker's cores, the busiest first: "0.10 / 0.03" says the proxy left most of the
-# second worker's capacity unused.
+# worker's cores, the busiest first: "0.10 / 0.03" under caps of 0.1 says the proxy
+# left most of the second worker's capacity unused.
 PER_WORKER_METRICS = (
     *METRICS[:4],
     *BACKEND_METRICS,
