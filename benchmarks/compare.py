@@ -12,7 +12,9 @@ microseconds per request, p99 latency, RSS and wrk errors of each, then
 loadstone's ratio to each peer. See benchmarks/README.md for what the scenarios
 mean. --backend-cpus caps the backends' CPU (harness/cgroup.py) so that they, not
 the proxies, set the pace; the tables then add what each proxy costs the backends
-per request and how much of their cap they got to use.
+per request and how much of their cap they got to use. --backend-cpus-per-worker
+caps each backend worker process on its own instead, and adds each worker's cores:
+whether a proxy used every worker's capacity.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ if __package__ in (None, ""):
 from benchmarks.harness import report
 from benchmarks.harness.backends import DEFAULT_SHAPE, SHAPES, NginxBackends
 from benchmarks.harness.caddy import Caddy
-from benchmarks.harness.cgroup import CpuCap
+from benchmarks.harness.cgroup import CpuCap, cap_each, describe_each
 from benchmarks.harness.lineup import LOADSTONE, PROXIES, parse_builds, parse_proxies
 from benchmarks.harness.measure import Run, Summary, measure, wait_for_quiet
 from benchmarks.harness.nginx_proxy import NginxProxy
@@ -101,13 +103,24 @@ def parse_args(argv: Sequence[str] | None, prog: str = "compare") -> argparse.Na
         help="two-single: two nginx with one worker each (default); one-multi: one nginx "
         "with 2 workers on one port, as uwsgi or mod_wsgi run an API",
     )
-    parser.add_argument(
+    # One cap for all backends, or one per worker: not both.
+    caps = parser.add_mutually_exclusive_group()
+    caps.add_argument(
         "--backend-cpus",
         type=float,
         metavar="FRACTION",
         help="cap the backends' CPU: their processes together may use FRACTION of one "
         "CPU (e.g. 0.5; a cgroup, as root), so the backend, as an OpenStack API usually "
         "is, sets the pace; adds each proxy's backend CPU per request to the table",
+    )
+    caps.add_argument(
+        "--backend-cpus-per-worker",
+        type=float,
+        metavar="FRACTION",
+        help="cap each backend worker process (not the masters) on its own at FRACTION "
+        "of one CPU (e.g. 0.1; a cgroup each, as root), as each uwsgi or mod_wsgi worker "
+        "is one process and one core at most; adds the backend columns and each "
+        "worker's cores, so a proxy that leaves a worker's capacity unused shows",
     )
     parser.add_argument(
         "-t",
@@ -210,7 +223,16 @@ def parse_args(argv: Sequence[str] | None, prog: str = "compare") -> argparse.Na
     cpus = len(os.sched_getaffinity(0))
     if args.backend_cpus is not None and not 0 < args.backend_cpus <= cpus:
         parser.error(f"--backend-cpus must be above 0 and at most {cpus} (the CPUs there are)")
+    per_worker = args.backend_cpus_per_worker
+    if per_worker is not None and not 0 < per_worker <= 1:
+        # An nginx worker is one single-threaded process: one core at most.
+        parser.error("--backend-cpus-per-worker must be above 0 and at most 1 (one core)")
     return args
+
+
+def capped(args: argparse.Namespace) -> bool:
+    """Whether the backends' CPU is capped (together or worker by worker)."""
+    return args.backend_cpus is not None or args.backend_cpus_per_worker is not None
 
 
 def command_line(argv: Sequence[str], prog: str = "compare") -> str:
@@ -308,6 +330,9 @@ def run_scenario(
     backends: NginxBackends,
     args: argparse.Namespace,
 ) -> list[Run]:
+    # Per-worker figures only where each worker has its own cap.
+    workers = backends.worker_pids() if args.backend_cpus_per_worker is not None else []
+
     def run_once(proxy: Proxy, duration: int, repeat: int) -> Run:
         idle = [p.pid for p in proxies if p is not proxy]
         return measure(
@@ -316,6 +341,7 @@ def run_scenario(
             duration=duration,
             threads=args.wrk_threads,
             backend_pids=backends.pids,
+            backend_worker_pids=workers,
             idle_pids=idle,
             repeat=repeat,
         )
@@ -362,11 +388,14 @@ def run_scenario(
 
 def backend_cost(run: Run, args: argparse.Namespace) -> str:
     """The backends' CPU per request and cores, for a progress line when they are capped."""
-    if args.backend_cpus is None or not run.wrk.requests:
+    if not capped(args) or not run.wrk.requests:
         return ""
     per_request = run.backend_cpu_seconds / run.wrk.requests * 1e6
     cores = run.backend_cpu_seconds / run.wrk.duration
-    return f" {per_request:>7,.1f} backend us/req {cores:.2f} cores"
+    line = f" {per_request:>7,.1f} backend us/req {cores:.2f} cores"
+    if run.backend_worker_cores:
+        line += f" ({' / '.join(f'{c:.2f}' for c in run.backend_worker_cores)} per worker)"
+    return line
 
 
 def collect(
@@ -388,6 +417,11 @@ def collect(
                 cap = stack.enter_context(CpuCap(args.backend_cpus, "backends"))
                 cap.add_tree(*backends.pids)
                 backends_line += f", capped at {cap.describe()}"
+            elif args.backend_cpus_per_worker is not None:
+                # Likewise one cgroup per worker, each removed whatever ends the run.
+                workers = backends.worker_pids()
+                each = cap_each(stack, args.backend_cpus_per_worker, workers, "backend-worker")
+                backends_line += f", {describe_each(each)}"
             progress(f"{backends_line}: {', '.join(b.address for b in backends.backends)}")
             versions: dict[str, str] = {}
             meta = {
@@ -469,7 +503,7 @@ def rate_shortfalls(summaries: Sequence[Summary]) -> list[str]:
             notes.append(
                 f"{s.scenario}/{s.proxy}: {s.requests_per_second:,.0f} of the fixed "
                 f"{rate:,} req/s: the capped backends cannot serve that rate, so this p99 "
-                "is their queue, not the proxy's latency - raise --backend-cpus for a "
+                "is their queue, not the proxy's latency - raise the backends' cap for a "
                 "meaningful figure"
             )
     return notes
@@ -484,8 +518,13 @@ def publish(
         for key in dict.fromkeys((r.scenario, r.proxy) for r in runs)
     ]
     candidates = [b.name for b in args.builds]
-    capped = args.backend_cpus is not None
-    metrics = report.CAPPED_BACKEND_METRICS if capped else report.METRICS
+    metrics: Sequence[report.Metric]
+    if args.backend_cpus_per_worker is not None:
+        metrics = report.PER_WORKER_METRICS
+    elif args.backend_cpus is not None:
+        metrics = report.CAPPED_BACKEND_METRICS
+    else:
+        metrics = report.METRICS
     print(
         f"\n{meta['date']}  {meta['nproc']} x {meta['cpu_model']}  "
         f"workers={args.workers}  duration={args.duration}s  repeat={args.repeat}  "
@@ -498,7 +537,7 @@ def publish(
     notes = [*left_out, *report.warnings(summaries, max_foreign=args.max_foreign)]
     if not equal_logging(args):
         notes.append(f"unequal work: {logging_line(args)}")
-    if capped:
+    if capped(args):
         notes += rate_shortfalls(summaries)
     if notes:
         print("\n" + "\n".join(f"note: {n}" for n in notes))

@@ -8,6 +8,12 @@ them apart is whether a proxy wastes some of the backend's capacity (spreading
 connections badly over its workers, or making each request cost the backend more)
 and the latency it adds.
 
+compare.py --backend-cpus-per-worker caps each backend worker process on its own
+instead (one cgroup per worker, `cap_each`): a uwsgi or mod_wsgi worker is one
+process and can use one core at most, so each worker is its own bottleneck, and a
+proxy that piles its server connections onto one of them leaves the others' capacity
+unused - which one shared cap cannot show.
+
 cgroup v2 (`cpu.max`) is used when /sys/fs/cgroup/cgroup.controllers lists cpu,
 else cgroup v1's cpu controller at /sys/fs/cgroup/cpu (`cpu.cfs_quota_us` and
 `cpu.cfs_period_us`). Both need root (or a delegated subtree).
@@ -19,6 +25,7 @@ import contextlib
 import errno
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -127,10 +134,10 @@ class CpuCap:
             raise
 
     def describe(self) -> str:
-        return (
-            f"{self.fraction:g} CPU (cgroup {self.version} {self.path}, "
-            f"{self.quota_us} us every {self.period_us} us)"
-        )
+        return f"{self.fraction:g} CPU (cgroup {self.version} {self.path}, {self.quota()})"
+
+    def quota(self) -> str:
+        return f"{self.quota_us} us every {self.period_us} us"
 
     def members(self) -> set[int]:
         """Pids in the cgroup (an empty set once it is removed)."""
@@ -195,3 +202,30 @@ class CpuCap:
         else:
             with contextlib.suppress(OSError, RuntimeError):
                 self.remove()
+
+
+def cap_each(
+    stack: contextlib.ExitStack, fraction: float, pids: Sequence[int], label: str
+) -> list[CpuCap]:
+    """Each process of `pids` (with its descendants) in a cgroup of its own, capped at
+    `fraction` of one CPU; the cgroups are entered on `stack`, so every one made so
+    far is removed when the stack unwinds, also when making a later one failed.
+
+    Names are unique: `label`, the capped pid and this process's pid.
+    """
+    caps = []
+    for pid in pids:
+        cap = stack.enter_context(CpuCap(fraction, f"{label}-{pid}"))
+        cap.add_tree(pid)
+        caps.append(cap)
+    return caps
+
+
+def describe_each(caps: Sequence[CpuCap]) -> str:
+    """What `cap_each` made, for a benchmark's provenance line."""
+    first = caps[0]
+    names = ", ".join(cap.path.name for cap in caps)
+    return (
+        f"each of the {len(caps)} workers capped on its own at {first.fraction:g} CPU "
+        f"(cgroup {first.version} in {first.parent}, {first.quota()}: {names})"
+    )

@@ -14,6 +14,7 @@ from benchmarks.harness.net import LOOPBACK
 from benchmarks.harness.procs import (
     cpu_seconds,
     host_cpu_seconds,
+    process_cpu_seconds,
     rss_bytes,
     thread_cpu_seconds,
     user_system_seconds,
@@ -47,6 +48,9 @@ class Run:
     # procs.user_system_seconds).
     proxy_user_seconds: float = 0.0
     backend_user_seconds: float = 0.0
+    # CPU seconds of each backend worker process (measure()'s backend_worker_pids, in
+    # that order): whether a proxy spread its load over a multi-worker server.
+    backend_worker_cpu_seconds: tuple[float, ...] = ()
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -64,6 +68,14 @@ class Run:
         }
 
     @property
+    def backend_worker_cores(self) -> tuple[float, ...]:
+        """Each backend worker's CPU in cores over the run, the busiest first."""
+        if not self.wrk.duration:
+            return ()
+        used = sorted(self.backend_worker_cpu_seconds, reverse=True)
+        return tuple(seconds / self.wrk.duration for seconds in used)
+
+    @property
     def foreign_cores(self) -> float:
         """Average number of cores other programs kept busy during the run."""
         return self.foreign_cpu_seconds / self.wrk.duration if self.wrk.duration else 0.0
@@ -73,6 +85,7 @@ class Run:
         data["cpu_us_per_request"] = self.cpu_us_per_request
         data["thread_cpu_us_per_request"] = self.thread_cpu_us_per_request
         data["foreign_cores"] = self.foreign_cores
+        data["backend_worker_cores"] = self.backend_worker_cores
         data["errors_total"] = self.wrk.error_count
         return data
 
@@ -103,6 +116,7 @@ def measure(
     duration: int,
     threads: int,
     backend_pids: Sequence[int],
+    backend_worker_pids: Sequence[int] = (),
     idle_pids: Sequence[int] = (),
     repeat: int = 0,
     prefix: Sequence[str] = (),
@@ -110,8 +124,10 @@ def measure(
     """Run wrk through `proxy` and read CPU time around it.
 
     `idle_pids` are the benchmark's other processes (the proxy not under test): their
-    CPU is neither the proxy's nor foreign load. `prefix` goes before wrk's command
-    line (`taskset -c 0` to keep it on some CPUs: harness/pinning.py).
+    CPU is neither the proxy's nor foreign load. `backend_worker_pids` (processes
+    within the trees of `backend_pids`) get their CPU read one by one. `prefix` goes
+    before wrk's command line (`taskset -c 0` to keep it on some CPUs:
+    harness/pinning.py).
     """
     argv = [*prefix, *wrk_argv(proxy, scenario, duration=duration, threads=threads)]
     proxy.check_alive()
@@ -121,10 +137,12 @@ def measure(
     proxy_before = user_system_seconds(proxy.pid)
     threads_before = thread_cpu_seconds(proxy.pid)
     backends_before = user_system_seconds(*backend_pids)
+    workers_before = [process_cpu_seconds(pid) for pid in backend_worker_pids]
     idle_before = cpu_seconds(*idle_pids)
     result, _ = (h2load if scenario.rate else wrk).run(argv, duration=duration)
     idle_used = cpu_seconds(*idle_pids) - idle_before
     backends_after = user_system_seconds(*backend_pids)
+    workers_after = [process_cpu_seconds(pid) for pid in backend_worker_pids]
     proxy_after = user_system_seconds(proxy.pid)
     threads_after = thread_cpu_seconds(proxy.pid)
     self_used = _self_cpu_seconds() - self_before
@@ -155,6 +173,9 @@ def measure(
         },
         proxy_user_seconds=proxy_user,
         backend_user_seconds=backends_user,
+        backend_worker_cpu_seconds=tuple(
+            after - before for before, after in zip(workers_before, workers_after, strict=True)
+        ),
     )
 
 
@@ -201,6 +222,11 @@ class Summary:
     # CPU the backends used, in cores (their CPU time / the run's duration), median:
     # near compare.py --backend-cpus when the backends set the pace.
     backend_cores: float = 0.0
+    # Each backend worker's cores, the busiest first, the median of each rank over
+    # the runs (empty unless measured: compare.py --backend-cpus-per-worker). Under
+    # per-worker caps, one worker at its cap and another well below it means the
+    # proxy left that worker's capacity unused (both below: the proxy set the pace).
+    backend_worker_cores: tuple[float, ...] = ()
 
     @classmethod
     def of(cls, runs: list[Run]) -> Summary:
@@ -232,5 +258,11 @@ class Summary:
             errors=sum(r.wrk.error_count for r in runs),
             backend_cores=median(
                 [r.backend_cpu_seconds / r.wrk.duration for r in runs if r.wrk.duration]
+            ),
+            backend_worker_cores=tuple(
+                median(list(rank))
+                for rank in zip(
+                    *(r.backend_worker_cores for r in runs if r.wrk.duration), strict=True
+                )
             ),
         )

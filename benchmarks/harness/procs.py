@@ -129,6 +129,28 @@ def cpu_seconds(*roots: int) -> float:
     return (user + system) / _CLK_TCK
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of the one process `pid` (not its descendants).
+
+    Raises ProcessDied when it is gone: a figure per process (a backend worker's)
+    must not quietly turn into another process's or nothing.
+    """
+    fields = _read_stat(pid)
+    if fields is None:
+        raise ProcessDied(f"process {pid} is gone")
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def children(pid: int) -> list[int]:
+    """The live direct children of `pid`, in pid order."""
+    return sorted(member for member in process_tree(pid) if _parent(member) == pid)
+
+
+def _parent(pid: int) -> int | None:
+    fields = _read_stat(pid)
+    return int(fields[1]) if fields is not None else None
+
+
 def user_system_seconds(*roots: int) -> tuple[float, float]:
     """(user, system) CPU seconds used so far by the process trees at `roots`.
 

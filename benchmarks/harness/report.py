@@ -23,6 +23,13 @@ class Metric:
     fmt: str
     ratio: bool = True  # a ratio of error counts means nothing
     higher_is_better: bool = False  # which peer is the best one on this metric
+    # A cell that is not one number (several workers' figures); ratio=False with it.
+    text: Callable[[Summary], str] | None = None
+
+    def cell(self, summary: Summary) -> str:
+        if self.text is not None:
+            return self.text(summary)
+        return self.fmt.format(self.value(summary))
 
 
 METRICS = (
@@ -42,6 +49,21 @@ BACKEND_METRICS = (
 )
 # METRICS with the backend's beside the latency (before rss and errors).
 CAPPED_BACKEND_METRICS = (*METRICS[:4], *BACKEND_METRICS, *METRICS[4:])
+# With each backend worker capped on its own (--backend-cpus-per-worker), also each
+# worker's cores, the busiest first: "0.10 / 0.03" under caps of 0.1 says the proxy
+# left most of the second worker's capacity unused.
+PER_WORKER_METRICS = (
+    *METRICS[:4],
+    *BACKEND_METRICS,
+    Metric(
+        "backend cores per worker",
+        lambda s: max(s.backend_worker_cores, default=0.0),
+        "{:,.2f}",
+        ratio=False,
+        text=lambda s: " / ".join(f"{c:.2f}" for c in s.backend_worker_cores) or "-",
+    ),
+    *METRICS[4:],
+)
 
 BEST_PEER = "best peer"
 
@@ -59,7 +81,7 @@ def figure_rows(summaries: Sequence[Summary], metrics: Sequence[Metric] = METRIC
         for i, summary in enumerate(s for s in summaries if s.scenario == scenario):
             cells = []
             for metric in metrics:
-                cell = metric.fmt.format(metric.value(summary))
+                cell = metric.cell(summary)
                 # A run with errors must not pass for a clean one.
                 if metric.label == "errors" and summary.errors:
                     cell += " !"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,14 +26,21 @@ CAP = 0.2
 WRK_SECONDS = 2
 
 
-def _backend_cores(backends: NginxBackends) -> float:
-    """The backend's CPU, in cores, while wrk drives it flat out for WRK_SECONDS."""
+def _cores_under_load(backends: NginxBackends, read: Callable[[], list[float]]) -> list[float]:
+    """The CPU seconds `read` gives, as cores, while wrk drives the first backend flat
+    out for WRK_SECONDS."""
     url = f"http://{backends.backends[0].address}/"
     argv = wrk.build_argv(url, connections=20, duration=WRK_SECONDS, threads=1)
-    before = cpu_seconds(*backends.pids)
+    before = read()
     result, _ = wrk.run(argv, duration=WRK_SECONDS)
     assert result.requests and not result.error_count
-    return (cpu_seconds(*backends.pids) - before) / result.duration
+    return [(after - b) / result.duration for b, after in zip(before, read(), strict=True)]
+
+
+def _backend_cores(backends: NginxBackends) -> float:
+    """The backend's CPU, in cores, while wrk drives it flat out for WRK_SECONDS."""
+    (cores,) = _cores_under_load(backends, lambda: [cpu_seconds(*backends.pids)])
+    return cores
 
 
 def _own_cgroup_line(pid: int) -> str:
