@@ -165,6 +165,10 @@ class CpuCap:
 
     def remove(self) -> None:
         """Move every member back to the parent cgroup and remove the cgroup."""
+        # On v2 the parent holds processes (this one) and delegates cpu to its
+        # children, which the kernel allows only for the root cgroup (elsewhere
+        # _hierarchy's "+cpu" fails, a CgroupUnavailable): so moving back into it
+        # is allowed too.
         if not self.path.exists():
             return
         deadline = time.monotonic() + SETTLE_TIMEOUT

@@ -8,9 +8,6 @@ cgroups need root, as the benchmarks (and this suite) run.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,31 +18,15 @@ from benchmarks.harness.backends import SHAPES, NginxBackends
 from benchmarks.harness.cgroup import CpuCap, period_and_quota
 from benchmarks.harness.measure import Run, Summary
 from benchmarks.harness.procs import cpu_seconds, process_tree
+from benchmarks.tests.cgroup_support import cores_under_load, own_cgroup_line, sleepers
 
 CAP = 0.2
-WRK_SECONDS = 2
-
-
-def _cores_under_load(backends: NginxBackends, read: Callable[[], list[float]]) -> list[float]:
-    """The CPU seconds `read` gives, as cores, while wrk drives the first backend flat
-    out for WRK_SECONDS."""
-    url = f"http://{backends.backends[0].address}/"
-    argv = wrk.build_argv(url, connections=20, duration=WRK_SECONDS, threads=1)
-    before = read()
-    result, _ = wrk.run(argv, duration=WRK_SECONDS)
-    assert result.requests and not result.error_count
-    return [(after - b) / result.duration for b, after in zip(before, read(), strict=True)]
 
 
 def _backend_cores(backends: NginxBackends) -> float:
     """The backend's CPU, in cores, while wrk drives it flat out for WRK_SECONDS."""
-    (cores,) = _cores_under_load(backends, lambda: [cpu_seconds(*backends.pids)])
+    (cores,) = cores_under_load(backends, lambda: [cpu_seconds(*backends.pids)])
     return cores
-
-
-def _own_cgroup_line(pid: int) -> str:
-    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
-    return next(line for line in lines if line.split(":")[1] in ("cpu", ""))
 
 
 def test_period_stays_short_and_the_quota_above_the_kernels_minimum() -> None:
@@ -60,7 +41,7 @@ def test_capped_backend_stays_near_its_cap_and_the_cgroup_goes(tmp_path: Path) -
     backends = NginxBackends(tmp_path, SHAPES["one-multi"])
     try:
         master = backends.pids[0]
-        outside = _own_cgroup_line(master)
+        outside = own_cgroup_line(master)
         # Uncapped, the backend takes more than the cap: the capped figure below
         # then shows the cap, not a backend that never needed more.
         assert _backend_cores(backends) > 0.3
@@ -71,23 +52,19 @@ def test_capped_backend_stays_near_its_cap_and_the_cgroup_goes(tmp_path: Path) -
             assert len(cap.members()) == 3
             assert _backend_cores(backends) <= 0.3
         assert not cap.path.exists()
-        assert _own_cgroup_line(master) == outside
+        assert own_cgroup_line(master) == outside
     finally:
         backends.stop()
 
 
 def test_cgroup_is_removed_when_the_block_fails() -> None:
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    try:
+    with sleepers(1) as (sleeper,):
         with pytest.raises(RuntimeError, match="boom"), CpuCap(CAP, "fail") as cap:
             cap.add_tree(sleeper.pid)
             assert cap.members() == {sleeper.pid}
             raise RuntimeError("boom")
         assert not cap.path.exists()
         assert sleeper.poll() is None  # moved out, not stopped
-    finally:
-        sleeper.kill()
-        sleeper.wait()
 
 
 def test_option_is_validated_and_adds_the_backend_columns() -> None:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from benchmarks.harness.backends import SHAPES, NginxBackends
 from benchmarks.harness.cgroup import cap_each, describe_each
 from benchmarks.harness.measure import Run
 from benchmarks.harness.procs import process_cpu_seconds
-from benchmarks.tests.test_cgroup import _cores_under_load, _own_cgroup_line
+from benchmarks.tests.cgroup_support import cores_under_load, own_cgroup_line, sleepers
 
 CAP = 0.1
 # Above the cap by what a 10-ms period lets through plus tick rounding; the
@@ -35,12 +33,10 @@ def test_each_worker_stays_near_its_own_cap_and_every_cgroup_goes(tmp_path: Path
         master = backends.pids[0]
         workers = backends.worker_pids()
         assert len(workers) == 2 and master not in workers
-        outside = {pid: _own_cgroup_line(pid) for pid in (master, *workers)}
+        outside = {pid: own_cgroup_line(pid) for pid in (master, *workers)}
 
         def worker_cores() -> list[float]:
-            return _cores_under_load(
-                backends, lambda: [process_cpu_seconds(pid) for pid in workers]
-            )
+            return cores_under_load(backends, lambda: [process_cpu_seconds(pid) for pid in workers])
 
         assert max(worker_cores()) > LIMIT
         with contextlib.ExitStack() as stack:
@@ -48,31 +44,24 @@ def test_each_worker_stays_near_its_own_cap_and_every_cgroup_goes(tmp_path: Path
             assert [cap.members() for cap in caps] == [{pid} for pid in workers]
             assert len({cap.path for cap in caps}) == 2
             # The master stays where it was: only the workers are capped.
-            assert _own_cgroup_line(master) == outside[master]
+            assert own_cgroup_line(master) == outside[master]
             assert "each of the 2 workers capped on its own at 0.1 CPU" in describe_each(caps)
             capped = worker_cores()
             assert max(capped) <= LIMIT, capped
         assert not any(cap.path.exists() for cap in caps)
-        assert {pid: _own_cgroup_line(pid) for pid in outside} == outside
+        assert {pid: own_cgroup_line(pid) for pid in outside} == outside
     finally:
         backends.stop()
 
 
 def test_every_cgroup_is_removed_when_the_block_fails() -> None:
-    sleepers = [
-        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)
-    ]
-    try:
+    with sleepers(2) as procs:
         with pytest.raises(RuntimeError, match="boom"), contextlib.ExitStack() as stack:
-            caps = cap_each(stack, CAP, [s.pid for s in sleepers], "fail-worker")
+            caps = cap_each(stack, CAP, [s.pid for s in procs], "fail-worker")
             assert all(cap.path.exists() for cap in caps)
             raise RuntimeError("boom")
         assert not any(cap.path.exists() for cap in caps)
-        assert all(s.poll() is None for s in sleepers)  # moved out, not stopped
-    finally:
-        for sleeper in sleepers:
-            sleeper.kill()
-            sleeper.wait()
+        assert all(s.poll() is None for s in procs)  # moved out, not stopped
 
 
 def test_two_single_has_one_worker_per_server(tmp_path: Path) -> None:

@@ -636,6 +636,19 @@ def test_tls_a_half_closed_clients_close_notify_waits_for_room_all_the_same(
     assert met > 0  # the case this is about was met
 
 
+def test_tls_a_client_that_shuts_its_side_while_the_close_notify_waits_gets_it(
+    loadstone: Start, backends: Backends, tmp_path: Path
+) -> None:
+    """A close while the client is still sending (pipelined bytes unread), the
+    close_notify waiting for room, and the client's end of stream behind its
+    bytes: read while the close_notify waits (native: drop_client_bytes), it
+    does not end the wait; the close_notify arrives, then the close."""
+    ls, ca_file = tls_listener(loadstone, backends, tmp_path)
+    more = b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n" * 3000
+    met = close_notify_over_full_buffers(ls, ca_file, more, half_close=True)
+    assert met > 0  # the case this is about was met
+
+
 def test_tls_a_clean_close_sends_the_fin_without_awaiting_the_clients_close_notify(
     loadstone: Start, backends: Backends, tmp_path: Path
 ) -> None:

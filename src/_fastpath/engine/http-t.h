@@ -65,7 +65,7 @@ struct ls_http {
     int64_t t_connect_start, t_sent, t_response;
     uint64_t bytes_in, bytes_out;
     /* the lingering close (http_linger.c) */
-    uint8_t lingering; /* LINGER_DRAIN, or LINGER_NOTIFY: the close_notify waits */
+    uint8_t lingering; /* LINGER_DRAIN; LINGER_NOTIFY(_CLEAN): the close_notify waits */
     uint32_t linger_bytes;
     int64_t linger_end;
 };

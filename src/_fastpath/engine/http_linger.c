@@ -37,9 +37,10 @@
  * writing before it reads cannot block us both). Once it is out, the FIN and
  * the linger as above. A broken connection still closes at once.
  *
- * A clean exchange waits the same way (LINGER_NOTIFY_CLEAN), then closes at
- * once: no linger, the client was not sending (what came meanwhile was read
- * and dropped, so the receive queue is empty at the close). Closing without
+ * A clean exchange (or any close with timeouts.linger 0) waits the same way
+ * (LINGER_NOTIFY_CLEAN), then closes at once: no linger (the client was not
+ * sending, or no linger is wanted; what came meanwhile was read and dropped,
+ * so the receive queue is empty at the close). Closing without
  * the wait gave the client the end of stream without our close_notify, which
  * a client reading a close-delimited body (an HTTP/1.0-style response
  * without Content-Length) cannot tell from a truncation. Where the

@@ -94,10 +94,12 @@ def termination(listener: ListenerConfig) -> Termination | None:
     existing = _terminations.get(listener.name)
     if existing is not None and existing.config == listener.tls:
         existing.swap(certs)
-        return existing
-    made = Termination(listener.tls, listener.mode, certs, f"listeners.{listener.name}.tls")
-    _terminations[listener.name] = made
-    return made
+    else:
+        existing = Termination(listener.tls, listener.mode, certs, f"listeners.{listener.name}.tls")
+        _terminations[listener.name] = existing
+    # asyncio wants a positive bound; a timeout of 0 (none) keeps its own 30 s
+    existing.close_timeout = listener.timeouts.client or None
+    return existing
 
 
 def listener_certificates(listener: ListenerConfig) -> Certificates:

@@ -114,6 +114,11 @@ class Termination:
 
     def __init__(self, config: ListenerTls, mode: Mode, certificates: Certificates, where: str):
         self.config = config
+        # How long our close may wait for the client to take what is still
+        # buffered, close_notify included (asyncio's ssl_shutdown_timeout, 30 s
+        # by default): the listener's timeouts.client, as on the native path
+        # (material.termination sets it, and again on every reload).
+        self.close_timeout: float | None = None
         self.counts = HandshakeCounts()
         self.certificates = certificates
         self.front = _context(config, mode, where)
@@ -175,10 +180,14 @@ class _HandshakingProtocol(SSLProtocol):
             None,  # type: ignore[arg-type]  # no waiter: nobody awaits a server handshake
             server_side=True,
             ssl_handshake_timeout=owner.config.handshake_timeout,  # type: ignore[arg-type]
+            ssl_shutdown_timeout=owner.close_timeout,
         )
         self._owner = owner
         self._ended = False
         self._peer: object = None
+        # The client's TCP half-close, not yet passed on: records before it are
+        # still to be read (reading paused, or more than one read's buffer).
+        self._eof_pending = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._peer = transport.get_extra_info("peername")
@@ -215,7 +224,7 @@ class _HandshakingProtocol(SSLProtocol):
     def _do_shutdown(self) -> None:
         # Our close (a response's end, a relay's, a stop): asyncio sends our
         # close_notify and then keeps the socket open until the client's comes,
-        # for up to 30 s (ssl_shutdown_timeout), a descriptor the limits do not
+        # for up to ssl_shutdown_timeout, a descriptor the limits do not
         # count held by a client that never answers. The native path, nginx and
         # HAProxy send theirs and close, which TLS allows (RFC 8446 6.1: the
         # initiator of a close need not wait for the answer); so does this.
@@ -248,21 +257,61 @@ class _HandshakingProtocol(SSLProtocol):
         # a close_notify. Passed on as the end of the client's data instead,
         # as over plain TCP: the application answers, and our close sends the
         # close_notify (_do_shutdown: the client's is not awaited). As the
-        # native engine does (http_linger.c: client_eof).
+        # native engine does (http_linger.c: client_eof). _eof_received stays
+        # False: set, it would make _do_shutdown skip our close_notify.
         if (
-            self._state is not SSLProtocolState.WRAPPED  # type: ignore[has-type]
-            or self._app_state != AppProtocolState.STATE_CON_MADE  # type: ignore[has-type]
+            self._state is not SSLProtocolState.WRAPPED
+            or self._app_state != AppProtocolState.STATE_CON_MADE
         ):
             return bool(super().eof_received())
+        self._eof_pending = True
+        self._pass_eof_once_read()
+        return True
+
+    def _do_read(self) -> None:
+        super()._do_read()  # type: ignore[misc]
+        if self._eof_pending:  # reading resumed, or a further read's buffer
+            self._pass_eof_once_read()
+
+    def _pass_eof_once_read(self) -> None:
+        # The end of the client's data comes after all of its data, as over
+        # plain TCP (where a paused transport does not read the FIN either):
+        # records still buffered when the FIN came are read into the
+        # application first. A paused application gets them, and then the
+        # end, when it resumes reading (_resume_reading: _do_read).
+        while self._eof_pending:
+            if (
+                self._state is not SSLProtocolState.WRAPPED
+                or self._app_state != AppProtocolState.STATE_CON_MADE
+            ):
+                self._eof_pending = False  # closed meanwhile: nothing to pass on
+                return
+            if self._app_reading_paused:  # type: ignore[attr-defined]
+                return
+            unread = self._unread()
+            if unread:
+                super()._do_read()  # type: ignore[misc]  # (not ours: no recursion)
+                if self._unread() < unread:
+                    continue
+                # No progress: what is left is part of a record the FIN cut
+                # short, which no read will complete.
+            self._eof_pending = False
+            self._pass_eof()
+
+    def _unread(self) -> int:
+        """Bytes the client sent that the application has not seen: records
+        not yet decrypted, and decrypted bytes not yet read."""
+        return int(self._incoming.pending) + int(self._sslobj.pending())  # type: ignore[attr-defined]
+
+    def _pass_eof(self) -> None:
         self._app_state = AppProtocolState.STATE_EOF
         try:
             keep_open = self._app_protocol.eof_received()  # type: ignore[attr-defined]
         except Exception as exc:
             self._fatal_error(exc, "Error calling eof_received()")
-            return False
+            return
         if not keep_open:  # what a TCP transport does then: close (ours after the close_notify)
             self._start_shutdown()
-        return True
 
     def _call_eof_received(self) -> None:
         # The client's close_notify. asyncio closes a TLS connection after it
