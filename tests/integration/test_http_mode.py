@@ -472,6 +472,43 @@ def test_pipelined_requests_answered_in_order(backends: Backends, loadstone: Sta
             assert r.json()["target"] == f"/echo?n={i}"
 
 
+def test_a_client_that_shuts_its_side_behind_pipelined_requests(
+    loadstone: Start, tmp_path: Path
+) -> None:
+    """A client that pipelines requests (one slow in flight, ten behind it,
+    the last with `Connection: close`) and then shuts its side: no response
+    follows one that says `Connection: close`, and every request the server
+    saw is answered. (The pure path answered all eleven but marked the first
+    one prepared after the FIN `Connection: close`, then sent more; the
+    native path answers the one in flight and closes.)"""
+    record = tmp_path / "s1.jsonl"
+    server = RecordingBackend("s1", free_port(), record).start()
+    try:
+        ls = loadstone(http_config([server]))
+        with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
+            host = b"Host: t\r\n"
+            s.sendall(
+                b"GET /slow?delay=0.5 HTTP/1.1\r\n"
+                + host
+                + b"\r\n"
+                + (b"GET /p HTTP/1.1\r\n" + host + b"\r\n") * 9
+            )
+            wait_for(lambda: record.exists() and record.read_text(), what="the first request at s1")
+            s.sendall(b"GET /last HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n")
+            s.shutdown(socket.SHUT_WR)
+            received = b""
+            while chunk := s.recv(65536):
+                received += chunk
+    finally:
+        server.stop()
+    parsed = _Responses()
+    parsed.parser.feed_data(received)  # raises on data after `Connection: close`
+    closing = [r.header("Connection") == "close" for r in parsed.done]
+    assert closing[-1] and not any(closing[:-1])
+    assert len(parsed.done) == len(record.read_text().splitlines())
+    assert all(r.status == 200 for r in parsed.done)
+
+
 def test_http10_client(backends: Backends, loadstone: Start) -> None:
     servers = backends(1)
     ls = loadstone(http_config(servers))

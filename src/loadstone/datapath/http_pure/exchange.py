@@ -21,6 +21,7 @@ through `upstream.Downstream`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from typing import Final
 
@@ -81,6 +82,7 @@ class Exchange(Connector[Backend]):
     http11: bool
     client_eof: bool
     feeding: bool
+    pipeline: collections.deque[Request]  # complete requests waiting their turn
 
     def _exchange_init(self) -> None:
         self._connector_init()
@@ -251,7 +253,7 @@ class Exchange(Connector[Backend]):
             head_request=backend.head_only,
             client_keep_alive=req.keep_alive
             and not frontend.stopping
-            and not self.client_eof
+            and not self._last_before_eof()
             and (req.complete or req.flags & HAS_BODY == 0),
             client_http10=not self.http11,
             set_cookie=self.set_cookie,
@@ -284,10 +286,19 @@ class Exchange(Connector[Backend]):
             req is not None
             and req.keep_alive
             and self.keep_client
-            and not self.client_eof
+            and not self._last_before_eof()
             and not self.frontend.stopping
             and (req.complete or req.flags & HAS_BODY == 0)
         )
+
+    def _last_before_eof(self) -> bool:
+        """Is the response in flight the last one: the client has shut its side
+        and no complete request waits behind this one? Requests it pipelined
+        before its FIN are answered first (the connection starts them before it
+        closes), so only the last response says `Connection: close`; one in
+        the middle saying so would be followed by more, which a client may
+        take for a protocol error."""
+        return self.client_eof and not self.pipeline
 
     def send_bytes(self, data: bytes) -> None:
         self.response_started = True
