@@ -138,7 +138,7 @@ def process_cpu_seconds(pid: int) -> float:
     fields = _read_stat(pid)
     if fields is None:
         raise ProcessDied(f"process {pid} is gone")
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return sum(_ticks(fields)) / _CLK_TCK
 
 
 def children(pid: int) -> list[int]:
@@ -173,10 +173,16 @@ def _cpu_ticks(*roots: int) -> tuple[int, int]:
     for member in members:
         fields = _read_stat(member)
         if fields is not None:
-            # utime and stime are fields 14 and 15 of the full line, 12 and 13 here.
-            user += int(fields[11])
-            system += int(fields[12])
+            member_user, member_system = _ticks(fields)
+            user += member_user
+            system += member_system
     return user, system
+
+
+def _ticks(fields: list[str]) -> tuple[int, int]:
+    """(utime, stime) of one process's stat fields (after the command name)."""
+    # utime and stime are fields 14 and 15 of the full line, 12 and 13 here.
+    return int(fields[11]), int(fields[12])
 
 
 def thread_cpu_seconds(*roots: int) -> dict[str, float]:
