@@ -532,6 +532,40 @@ def test_a_client_that_shuts_its_side_behind_pipelined_requests(
     assert _closing(responses) == [False] * 10 + [True]
 
 
+@pytest.mark.parametrize(
+    "cut",
+    [
+        b"GET /cut HTTP/1.1\r\nHost: t\r\n",  # its head cut short
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc",  # its body
+    ],
+    ids=["head", "body"],
+)
+def test_a_request_cut_short_by_the_clients_fin_behind_pipelined_ones(
+    loadstone: Start, tmp_path: Path, cut: bytes
+) -> None:
+    """Pipelined requests, the FIN arriving while the server is slow with one
+    in the middle, a request cut short by that FIN at the end: the complete
+    ones are all answered in order, the last of them with `Connection: close`
+    (none of them asked for it), and the cut one never reaches the server."""
+    record = tmp_path / "s1.jsonl"
+    server = RecordingBackend("s1", free_port(), record).start()
+    try:
+        ls = loadstone(http_config([server]))
+        paths = ["/a", "/slow?delay=0.5", "/b", "/c"]
+        responses = _shut_behind_pipelined(
+            port_of(ls),
+            b"".join(f"GET {p} HTTP/1.1\r\nHost: t\r\n\r\n".encode() for p in paths),
+            server,
+            cut,
+        )
+        targets = [r["target"] for r in server.requests()]
+    finally:
+        server.stop()
+    assert targets == paths
+    assert [r.status for r in responses] == [200] * 4
+    assert _closing(responses) == [False] * 3 + [True]
+
+
 def test_http10_client(backends: Backends, loadstone: Start) -> None:
     servers = backends(1)
     ls = loadstone(http_config(servers))
