@@ -9,14 +9,19 @@
  *   a complete request                    -> an exchange: the server's bytes,
  *       split at random points too, through the response parser and the
  *       head rewrite of read_server (head_for_client); then the
- *       keep-alive turn of response_done, and the next pipelined request.
+ *       keep-alive turn of response_done, and the next pipelined request;
+ *   option 128: the client's FIN after its last byte (client_eof): the
+ *       turn then goes on only while a request is buffered
+ *       (last_before_eof's scan of h->in, request_buffered).
  *
  * The worker's socket calls are left out (to_client and flush_server write to
  * the descriptors): what would be sent to the server is checked instead. Its
  * oracle, beyond ASan and UBSan: every request forwarded must parse again,
  * strictly and as one message, with a fresh llhttp (no smuggling through the
- * rebuilt head or the re-framed body), and a rewritten response head must
- * still parse as a response.
+ * rebuilt head or the re-framed body), a rewritten response head must
+ * still parse as a response, and after the FIN a request the scan found
+ * buffered must be one the request parser completes or refuses (else the
+ * response before it said keep-alive to a client that sends no more).
  *
  * Input: byte 0 the listener's options, byte 1 the seed of the split points,
  * bytes 2-3 the length of the request stream (little-endian), then the
@@ -203,7 +208,8 @@ static int fz_respond(ls_session *s, const uint8_t *resp, size_t resp_len, size_
     }
     /* response_done's keep-alive turn */
     h->exchange = 0;
-    if (!(h->keep_client && h->keep_alive) || L->http_stopping || h->client_eof || h->upgrade)
+    if (!(h->keep_client && h->keep_alive) || L->http_stopping || h->upgrade ||
+        last_before_eof(h))
         return 0;
     h->req_paused = 0;
     llhttp_resume(&h->req);
@@ -215,7 +221,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 4)
         return 0;
-    fz_setup(data[0]);
+    uint8_t options = data[0];
+    fz_setup(options);
     fz_rng = 0x9e3779b9u ^ (uint32_t)data[1] * 0x01000193u;
     size_t req_len = (size_t)data[2] | (size_t)data[3] << 8;
     data += 4;
@@ -238,15 +245,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     ls_http *h = s.http;
     size_t forwarded_from = 0; /* where in h->out the request in flight starts */
+    int fin = options & 128, after_fin = 0;
     for (;;) {
         /* read_client: buffered bytes first, then a new read */
         if (h->in.len && !h->req_paused && !h->parse_error) {
             size_t used = parse_request(&fz_worker, &s, h->in.p + h->in.off, h->in.len);
             buf_consume(&h->in, used);
+            if (after_fin && !h->req_paused && !h->parse_error) {
+                fprintf(stderr, "a request scanned as buffered at the FIN does not end\n");
+                abort();
+            }
+            after_fin = 0;
         } else if (qpos < req_len && !h->upgrade_wait && h->in.len < IN_LIMIT) {
             size_t n = fz_split(req_len - qpos);
             buf_append(&h->in, req + qpos, n);
             qpos += n;
+            if (fin && qpos == req_len)
+                h->client_eof = 1; /* read_client's read of 0 */
             continue;
         } else {
             break; /* the client sent everything it had (or the parser waits) */
@@ -261,6 +276,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             forwarded_from = 0;
             if (!fz_respond(&s, resp, resp_len, &rpos))
                 break;
+            after_fin = h->client_eof;
         }
     }
     if (h->head_done && !h->req_paused && !h->parse_error && h->out.len)

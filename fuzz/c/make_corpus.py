@@ -84,6 +84,18 @@ SEEDS: list[tuple[int, bytes, bytes]] = [
         b"HTTP/1.1 200 OK\nContent-Length: 8\n\nab\r\n\r\ncd",
     ),
     (0, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbody"),
+    # the client's FIN after its last byte (option 128): the complete requests
+    # pipelined before it answered, one cut short by it (head, body) not
+    (
+        128,
+        b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n",
+        OK + OK + OK,
+    ),
+    (
+        128,
+        b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloPOST /3 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhe",
+        OK + CHUNKED + OK,
+    ),
 ]
 
 

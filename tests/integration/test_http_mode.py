@@ -472,41 +472,98 @@ def test_pipelined_requests_answered_in_order(backends: Backends, loadstone: Sta
             assert r.json()["target"] == f"/echo?n={i}"
 
 
+def _shut_behind_pipelined(
+    port: int, first: bytes, server: RecordingBackend, rest: bytes
+) -> list[Response]:
+    """Send `first` (pipelined requests, one of them /slow), wait until the
+    server has the slow one, then send `rest` and the client's FIN (so that it
+    arrives while the server is slow); read to the close. Raises on a byte after
+    a response that says `Connection: close`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(first)
+        wait_for(
+            lambda: any(r["target"].startswith("/slow") for r in server.requests()),
+            what="the slow request at s1",
+        )
+        s.sendall(rest)
+        s.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := s.recv(65536):
+            received += chunk
+    parsed = _Responses()
+    parsed.parser.feed_data(received)  # raises on data after `Connection: close`
+    return parsed.done
+
+
+def _closing(responses: list[Response]) -> list[bool]:
+    return [r.header("Connection") == "close" for r in responses]
+
+
 def test_a_client_that_shuts_its_side_behind_pipelined_requests(
     loadstone: Start, tmp_path: Path
 ) -> None:
     """A client that pipelines requests (one slow in flight, ten behind it,
-    the last with `Connection: close`) and then shuts its side: no response
-    follows one that says `Connection: close`, and every request the server
-    saw is answered. (The pure path answered all eleven but marked the first
-    one prepared after the FIN `Connection: close`, then sent more; the
-    native path answers the one in flight and closes.)"""
+    the last with `Connection: close`) and then shuts its side: every one of
+    the eleven reaches the server and is answered, in order, and only the last
+    response says `Connection: close`. (The pure path answered all eleven but
+    marked the first one prepared after the FIN `Connection: close`, then sent
+    more; the native path answered the one in flight and closed, dropping the
+    ten it had read behind it.)"""
     record = tmp_path / "s1.jsonl"
     server = RecordingBackend("s1", free_port(), record).start()
     try:
         ls = loadstone(http_config([server]))
-        with socket.create_connection(("127.0.0.1", port_of(ls)), timeout=10) as s:
-            host = b"Host: t\r\n"
-            s.sendall(
-                b"GET /slow?delay=0.5 HTTP/1.1\r\n"
-                + host
-                + b"\r\n"
-                + (b"GET /p HTTP/1.1\r\n" + host + b"\r\n") * 9
-            )
-            wait_for(lambda: record.exists() and record.read_text(), what="the first request at s1")
-            s.sendall(b"GET /last HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n")
-            s.shutdown(socket.SHUT_WR)
-            received = b""
-            while chunk := s.recv(65536):
-                received += chunk
+        host = b"Host: t\r\n"
+        responses = _shut_behind_pipelined(
+            port_of(ls),
+            b"GET /slow?delay=0.5 HTTP/1.1\r\n"
+            + host
+            + b"\r\n"
+            + b"".join(b"GET /p%d HTTP/1.1\r\n" % i + host + b"\r\n" for i in range(9)),
+            server,
+            b"GET /last HTTP/1.1\r\n" + host + b"Connection: close\r\n\r\n",
+        )
+        targets = [r["target"] for r in server.requests()]
     finally:
         server.stop()
-    parsed = _Responses()
-    parsed.parser.feed_data(received)  # raises on data after `Connection: close`
-    closing = [r.header("Connection") == "close" for r in parsed.done]
-    assert closing[-1] and not any(closing[:-1])
-    assert len(parsed.done) == len(record.read_text().splitlines())
-    assert all(r.status == 200 for r in parsed.done)
+    assert targets == ["/slow?delay=0.5", *(f"/p{i}" for i in range(9)), "/last"]
+    assert [r.status for r in responses] == [200] * 11
+    assert [r.body for r in responses] == [b"s1\n"] * 11
+    assert _closing(responses) == [False] * 10 + [True]
+
+
+@pytest.mark.parametrize(
+    "cut",
+    [
+        b"GET /cut HTTP/1.1\r\nHost: t\r\n",  # its head cut short
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nabc",  # its body
+    ],
+    ids=["head", "body"],
+)
+def test_a_request_cut_short_by_the_clients_fin_behind_pipelined_ones(
+    loadstone: Start, tmp_path: Path, cut: bytes
+) -> None:
+    """Pipelined requests, the FIN arriving while the server is slow with one
+    in the middle, a request cut short by that FIN at the end: the complete
+    ones are all answered in order, the last of them with `Connection: close`
+    (none of them asked for it), and the cut one never reaches the server."""
+    record = tmp_path / "s1.jsonl"
+    server = RecordingBackend("s1", free_port(), record).start()
+    try:
+        ls = loadstone(http_config([server]))
+        paths = ["/a", "/slow?delay=0.5", "/b", "/c"]
+        responses = _shut_behind_pipelined(
+            port_of(ls),
+            b"".join(f"GET {p} HTTP/1.1\r\nHost: t\r\n\r\n".encode() for p in paths),
+            server,
+            cut,
+        )
+        targets = [r["target"] for r in server.requests()]
+    finally:
+        server.stop()
+    assert targets == paths
+    assert [r.status for r in responses] == [200] * 4
+    assert _closing(responses) == [False] * 3 + [True]
 
 
 def test_http10_client(backends: Backends, loadstone: Start) -> None:

@@ -675,3 +675,52 @@ def test_tls_a_clean_close_sends_the_fin_without_awaiting_the_clients_close_noti
             client.close()
         fds = fds or ls.fd_count()
     fds_back_to(ls, fds)
+
+
+@pytest.mark.parametrize("end", ["fin", "close_notify"])
+def test_tls_a_client_that_shuts_its_side_behind_pipelined_requests(
+    loadstone: Start, tmp_path: Path, end: str, datapath: str
+) -> None:
+    """Over TLS, requests pipelined behind a slow one, one cut short, then the
+    client's end while the server is slow, its TCP FIN alone or a close_notify
+    (the native path reads either as the end of the client's data): the
+    complete ones are all answered, only the last response says `Connection:
+    close`, then our close_notify and the FIN."""
+    if end == "close_notify" and datapath == "pure":
+        pytest.skip("asyncio's TLS transport closes at a client's close_notify")
+    ca = Ca(tmp_path / "pki")
+    issued = ca.issue("web", ["web.test"])
+    record = tmp_path / "s1.jsonl"
+    server = RecordingBackend("s1", free_port(), record).start()
+    try:
+        config = http_config([server])
+        config["listeners"]["web"]["tls"] = {"certificates": [str(issued.bundle)]}
+        ls = loadstone(config)
+        paths = ["/a", "/slow?delay=0.5", "/b", "/c"]
+        client = CountingTlsClient(port_of(ls), ca.path)
+        try:
+            client.send(
+                b"".join(b"GET %s HTTP/1.1\r\nHost: web.test\r\n\r\n" % p.encode() for p in paths)
+            )
+            wait_for(
+                lambda: any(r["target"].startswith("/slow") for r in server.requests()),
+                what="the slow request at s1",
+            )
+            client.send(b"GET /cut HTTP/1.1\r\nHost: web.test\r\n")
+            if end == "fin":
+                client.sock.shutdown(socket.SHUT_WR)
+            else:
+                with contextlib.suppress(ssl.SSLWantReadError):
+                    client.tls.unwrap()
+                client._flush()
+            received = client.read_to_end()
+        finally:
+            client.close()
+        targets = [r["target"] for r in server.requests()]
+    finally:
+        server.stop()
+    parsed = _Responses()
+    parsed.parser.feed_data(received)  # raises on data after `Connection: close`
+    assert targets == paths
+    assert [r.status for r in parsed.done] == [200] * 4
+    assert [r.header("Connection") == "close" for r in parsed.done] == [False] * 3 + [True]

@@ -12,6 +12,7 @@
 static void copy_str(char *dst, size_t size, const char *src);
 static void parsers_init(void);
 static int rule_drops(const ls_hrules *r, const char *name, size_t n);
+static int request_buffered(const ls_http *h);
 
 /* http_io.c */
 static void buf_free(ls_buf *b);
@@ -19,6 +20,7 @@ static int buf_append(ls_buf *b, const void *data, size_t n);
 static void flush_later(ls_worker *W, ls_session *s);
 static void flush_cancel(ls_session *s);
 static void to_client(ls_worker *W, ls_session *s, const char *data, size_t n);
+static int last_before_eof(const ls_http *h);
 static void http_progress(ls_worker *W, ls_session *s);
 static void http_flush_round(ls_worker *W);
 static void http_event(ls_worker *W, ls_session *s, int side, uint32_t ev);

@@ -181,12 +181,13 @@ static void response_done(ls_worker *W, ls_session *s)
                              !h->out.len);
     http_log(W, s, LS_HEND_OK, 0);
     h->exchange = 0;
-    if (!(h->keep_client && h->keep_alive) || s->L->http_stopping || h->client_eof ||
-        h->upgrade) {
+    if (!(h->keep_client && h->keep_alive) || s->L->http_stopping || h->upgrade ||
+        last_before_eof(h)) {
         close_after_write(W, s);
         return;
     }
-    /* the next request: parse what is buffered, or wait for it */
+    /* the next request: parse what is buffered (after the client's FIN too:
+     * the complete requests it pipelined before it), or wait for it */
     h->req_paused = 0;
     llhttp_resume(&h->req);
     h->head_done = 0;

@@ -94,11 +94,22 @@ static void to_client(ls_worker *W, ls_session *s, const char *data, size_t n)
     flush_later(W, s);
 }
 
+/* Is the response in flight the last one because the client shut its side
+ * (the pure path's Exchange._last_before_eof)? The requests it pipelined
+ * before its FIN are answered first (http_parse.c: request_buffered), so that
+ * only the last response says `Connection: close`: one in the middle saying
+ * so would be followed by more, which a client may take for a protocol error.
+ * Nothing is scanned until the FIN was read. */
+static int last_before_eof(const ls_http *h)
+{
+    return h->client_eof && (h->upgrade || !request_buffered(h));
+}
+
 /* Will the client connection stay open after the response in flight? */
 static int keeps_connection(ls_session *s)
 {
     ls_http *h = s->http;
-    return h->keep_alive && h->keep_client && !h->client_eof && !s->L->http_stopping &&
+    return h->keep_alive && h->keep_client && !last_before_eof(h) && !s->L->http_stopping &&
            (h->req_complete || !(h->flags & H_HAS_BODY));
 }
 

@@ -7,7 +7,7 @@
  * listener may be HTTP. */
 static volatile int llhttp_ready;
 
-static llhttp_settings_t req_settings, resp_settings;
+static llhttp_settings_t req_settings, resp_settings, scan_settings;
 
 static inline ls_http *H(llhttp_t *p) { return ((ls_session *)p->data)->http; }
 
@@ -393,6 +393,29 @@ static int resp_message_complete(llhttp_t *p)
     return llhttp_get_upgrade(p) ? 0 : HPE_PAUSED;
 }
 
+/* The scan of request_buffered: it stops at the end of the first message. */
+static int scan_message_complete(llhttp_t *p)
+{
+    (void)p;
+    return HPE_PAUSED;
+}
+
+/* Once the client has shut its side, is there a request in `in` (all it will
+ * ever get now) to answer after the one in flight: a complete one, or one
+ * llhttp refuses (answered 400 in its turn, as the pure path answers a bad
+ * pipelined one)? Not one its FIN cut short: that can never end. A scratch
+ * parser over the buffered bytes (at most IN_LIMIT and a read), stopping at
+ * the end of the first message; the request parser, paused at the end of the
+ * one in flight, is left as it is. */
+static int request_buffered(const ls_http *h)
+{
+    if (!h->in.len)
+        return 0;
+    llhttp_t p;
+    llhttp_init(&p, HTTP_REQUEST, &scan_settings);
+    return llhttp_execute(&p, h->in.p + h->in.off, h->in.len) != HPE_OK;
+}
+
 /* The callbacks of the request and response parsers (once, by ls_http_init). */
 static void parsers_init(void)
 {
@@ -407,4 +430,6 @@ static void parsers_init(void)
     llhttp_settings_init(&resp_settings);
     resp_settings.on_headers_complete = resp_headers_complete;
     resp_settings.on_message_complete = resp_message_complete;
+    llhttp_settings_init(&scan_settings);
+    scan_settings.on_message_complete = scan_message_complete;
 }

@@ -224,6 +224,10 @@ class ClientConnection(asyncio.Protocol, Exchange):
             # now, as HAProxy frees both, rather than after the client timeout.
             self._close("client-close")
             return False
+        if parsing is not None and self.pipeline and self.pipeline[-1] is parsing:
+            # A pipelined request whose body the FIN cut short can never end
+            # either: dropped, so that the one before it is the last answered.
+            self.pipeline.pop()
         backend = self.backend
         if (
             self.state is ST_RELAY
