@@ -37,10 +37,27 @@ from tests.integration.test_http_mode import RecordingBackend, _Responses, http_
 from tests.peers.backend import pattern_bytes
 from tests.tlscerts import Ca
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("datapath")]
+# The pure path on both event loops (asyncio's transports differ from uvloop's
+# in how they read, pause and close); the native one on uvloop only (its
+# connections are the engine's worker threads', not the loop's).
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize(
+        ("datapath", "event_loop_name"),
+        [("native", "uvloop"), ("pure", "uvloop"), ("pure", "asyncio")],
+        indirect=True,
+    ),
+]
 
 Start = Callable[..., Loadstone]
 Backends = Callable[..., list[Backend]]
+
+
+@pytest.fixture
+def loadstone(loadstone: Start, datapath: str, event_loop_name: str) -> Start:
+    """The conftest's, on the case's event loop."""
+    return partial(loadstone, loop=event_loop_name)
+
 
 CLOSE_REQUEST = b"GET /first HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
 # More than both paths read ahead of the request in flight (64 KiB unparsed,
