@@ -31,16 +31,35 @@ from pathlib import Path
 
 import pytest
 
+from loadstone.datapath.http_pure.frontend import FLUSH_AT
+from loadstone.datapath.transport import WRITE_HIGH_WATER
 from loadstone.http import message
 from tests.integration.harness import Backend, Loadstone, free_port, wait_for
 from tests.integration.test_http_mode import RecordingBackend, _Responses, http_config, port_of
 from tests.peers.backend import pattern_bytes
 from tests.tlscerts import Ca
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("datapath")]
+# The pure path on both event loops (asyncio's transports differ from uvloop's
+# in how they read, pause and close); the native one on uvloop only (its
+# connections are the engine's worker threads', not the loop's).
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.parametrize(
+        ("datapath", "event_loop_name"),
+        [("native", "uvloop"), ("pure", "uvloop"), ("pure", "asyncio")],
+        indirect=True,
+    ),
+]
 
 Start = Callable[..., Loadstone]
 Backends = Callable[..., list[Backend]]
+
+
+@pytest.fixture
+def loadstone(loadstone: Start, datapath: str, event_loop_name: str) -> Start:
+    """The conftest's, on the case's event loop."""
+    return partial(loadstone, loop=event_loop_name)
+
 
 CLOSE_REQUEST = b"GET /first HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
 # More than both paths read ahead of the request in flight (64 KiB unparsed,
@@ -389,21 +408,28 @@ def skip_if_refused(error: int | None) -> None:
         )
 
 
-def proxy_socket_buffers(ls: Loadstone, size: int) -> None:
+def proxy_socket_buffers(ls: Loadstone, size: int, server_port: int | None = None) -> None:
     """Give the proxy's listening sockets a send buffer of `size` (SO_SNDBUF,
     which the sockets they accept inherit, locked: no autotuning), through a
     duplicate of each taken with pidfd_getfd(2) (Linux >= 5.6; the proxy is our
     child, so ptrace's rule allows it). loadstone has no setting for it, and a
-    send buffer of a few KiB makes a full one cheap to reach."""
+    send buffer of a few KiB makes a full one cheap to reach. With
+    `server_port`: its connections to the server listening there instead
+    (pooled ones; on loopback an autotuned send buffer starts at about 1 MB)."""
     assert ls.proc is not None
     libc = ctypes.CDLL(None, use_errno=True)
     pidfd_getfd = 438  # the same number on every architecture
-    listening = set()
+    wanted = set()
     with open("/proc/net/tcp") as table:
         for line in table.readlines()[1:]:
             fields = line.split()
-            if int(fields[1].rsplit(":", 1)[1], 16) == port_of(ls) and fields[3] == "0A":
-                listening.add(f"socket:[{fields[9]}]")
+            local, remote = (int(f.rsplit(":", 1)[1], 16) for f in fields[1:3])
+            if (
+                remote == server_port and fields[3] == "01"  # ESTABLISHED
+                if server_port is not None
+                else local == port_of(ls) and fields[3] == "0A"  # LISTEN
+            ):
+                wanted.add(f"socket:[{fields[9]}]")
     try:
         pidfd = os.pidfd_open(ls.proc.pid)
     except OSError as exc:
@@ -413,7 +439,7 @@ def proxy_socket_buffers(ls: Loadstone, size: int) -> None:
     try:
         for fd in os.listdir(f"/proc/{ls.proc.pid}/fd"):
             with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{ls.proc.pid}/fd/{fd}") not in listening:
+                if os.readlink(f"/proc/{ls.proc.pid}/fd/{fd}") not in wanted:
                     continue
             copy = libc.syscall(pidfd_getfd, pidfd, int(fd), 0)
             if copy < 0:
@@ -427,18 +453,31 @@ def proxy_socket_buffers(ls: Loadstone, size: int) -> None:
     assert done
 
 
+def ss(local_port: int, remote_port: int, options: str = "-tnH") -> str:
+    """ss(8)'s line for a loopback connection's end, by its two ports ("" once
+    it is gone)."""
+    return subprocess.run(
+        ["ss", options, "state", "all", f"sport = :{local_port} and dport = :{remote_port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def queues(local_port: int, remote_port: int) -> tuple[str, int, int]:
+    """A loopback connection's end: its state, what its receive queue holds
+    (not read by its owner yet) and its send queue (not acknowledged yet)."""
+    fields = ss(local_port, remote_port).split() or ["gone", "0", "0"]
+    return fields[0], int(fields[1]), int(fields[2])
+
+
 def proxy_end(ls: Loadstone, client_port: int) -> tuple[str, int, bool] | None:
     """The proxy's end of a client's connection, from ss(8): its state, the
     bytes written into it (acknowledged, then still in its send queue; a FIN
     counts one), and whether its send buffer is full (what it holds,
     wmem_queued, has reached SO_SNDBUF: no new segment, a write is refused).
     None once it is gone."""
-    shown = subprocess.run(
-        ["ss", "-tnmiH", "state", "all", f"sport = :{port_of(ls)} and dport = :{client_port}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    shown = ss(port_of(ls), client_port, "-tnmiH")
     if not shown.strip():
         return None
 
@@ -724,3 +763,111 @@ def test_tls_a_client_that_shuts_its_side_behind_pipelined_requests(
     assert targets == paths
     assert [r.status for r in parsed.done] == [200] * 4
     assert [r.header("Connection") == "close" for r in parsed.done] == [False] * 3 + [True]
+
+
+def read_request(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One request from a server's socket: its head and its body (by its
+    Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
+    while len(body) < (int(length.group(1)) if length else 0):
+        chunk = sock.recv(65536)
+        assert chunk, len(body)
+        body += chunk
+    return head, body
+
+
+def test_tls_a_half_close_that_comes_while_reading_is_paused_waits_for_the_body(
+    loadstone: Start, datapath: str, tmp_path: Path
+) -> None:
+    """A TLS client sends an upload, then shuts its side of the TCP
+    connection (its FIN, no close_notify), to a server that reads nothing
+    yet: the proxy's writes to the server stall, it pauses reading the
+    client, and (pure path) its TLS layer still takes the client's records,
+    then the FIN, while the application is paused. The end of the client's
+    data comes after those records, once the server reads and reading
+    resumes: the server gets the whole body, the client the answer, then
+    the close_notify and the end of stream. (Passed on at once, the end cut
+    the request in flight short: the proxy closed unanswered. asyncio's own
+    handling shut the connection down once the records were read, before
+    the answer.) The native engine stops reading the client: its FIN waits
+    in the kernel behind the body, as over plain TCP; the same exchange.
+
+    The server is a socket the test reads when it chooses: the proxy's
+    writes stall for as long as the case needs, and no longer."""
+    ca = Ca(tmp_path / "pki")
+    issued = ca.issue("web", ["web.test"])
+    with socket.socket() as listening:
+        # The server's end holds a few KiB; the proxy's send buffer towards it
+        # is made as small below: what the proxy holds is then its own.
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        listening.settimeout(10)
+        server_port = listening.getsockname()[1]
+        config = http_config([])
+        address = f"127.0.0.1:{server_port}"
+        config["listeners"]["web"]["servers"] = [{"name": "s1", "address": address}]
+        config["listeners"]["web"]["tls"] = {"certificates": [str(issued.bundle)]}
+        ls = loadstone(config)
+        warm = CountingTlsClient(port_of(ls), ca.path)  # pools the server connection
+        warm.send(b"GET /warm HTTP/1.1\r\nHost: web.test\r\nConnection: close\r\n\r\n")
+        server, _ = listening.accept()
+    with server, contextlib.closing(warm):
+        server.settimeout(10)
+        assert read_request(server)[0].startswith(b"GET /warm ")
+        server.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+        assert warm.read_to_end(then_fin=False).endswith(b"\r\n\r\nok\n")
+        proxy_socket_buffers(ls, 4096, server_port=server_port)
+
+        # More than the application takes before it pauses (WRITE_HIGH_WATER,
+        # a deferred flush of FLUSH_AT and a read of 32 KiB, past the few KiB
+        # of the sockets), less than that and what the TLS layer reads on
+        # while it is paused (asyncio's read high-water mark, 256 KiB): its FIN
+        # is read while the application is paused.
+        body = pattern_bytes(448 * 1024)
+        head = b"POST /up HTTP/1.1\r\nHost: web.test\r\nContent-Length: %d\r\n\r\n" % len(body)
+        client = CountingTlsClient(port_of(ls), ca.path)
+        refused: list[OSError] = []
+
+        def send() -> None:
+            try:
+                client.send(head + body)
+                client.sock.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                refused.append(exc)
+
+        sender = threading.Thread(target=send, daemon=True)
+        with contextlib.closing(client):
+            sender.start()
+            if datapath == "pure":
+                ends = (port_of(ls), client.sock.getsockname()[1])
+                end = wait_for(
+                    lambda: (q := queues(*ends))[0] != "ESTAB" and q[1] == 0 and q,
+                    timeout=5,
+                    interval=0.005,
+                    what="the proxy to read all the client sent, its FIN included",
+                )
+                assert end[0] == "CLOSE-WAIT", end  # not closed, the request cut short
+                sender.join(5)
+                assert not refused and not sender.is_alive()
+                # The case: what the proxy holds is more than the application
+                # takes before it pauses (the high-water mark, a deferred
+                # flush, a read): records were read, and the FIN, while paused.
+                proxy_side = server.getpeername()[1]
+                at_server = queues(server_port, proxy_side)[1]
+                towards_server = queues(proxy_side, server_port)[2]
+                held = len(head) + len(body) - at_server - towards_server
+                assert held > WRITE_HIGH_WATER + FLUSH_AT + 32 * 1024, held
+            assert read_request(server)[1] == body  # all of it, then
+            server.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+            answer = client.read_to_end()  # the close_notify, the end of stream
+            sender.join(5)
+            assert not refused and not sender.is_alive()
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nok\n")
+    assert b"\r\nconnection: close\r\n" in answer.lower()
