@@ -5,14 +5,16 @@ server connection belongs to the worker that accepted it: requests reach the
 workers as the proxy spreads them over its connections. Reusing the most recently
 released connection first (a stack) sends sequential requests down one connection
 while the others sit idle; taken oldest first, every pooled connection serves in
-turn; and a connection is renewed after 1000 requests, so that connections
-opened in one burst (all accepted by the one worker idle then) move over time.
+turn; and a connection is renewed after 500 to 1000 requests (its own limit,
+drawn when it opens), so that connections opened in one burst (all accepted by
+the one worker idle then) move over time, not all at once.
 The backend's /echo names each request's client port, i.e. which of the proxy's
 server connections carried it.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import http.client
 import json
@@ -67,27 +69,87 @@ def echoes_on_one_connection(port: int, n: int) -> list[dict[str, Any]]:
         client.close()
 
 
-def test_a_server_connection_is_renewed_after_1000_requests(
+def one_worker(
+    backends: Callable[..., list[Backend]], loadstone: Callable[..., Loadstone], **options: Any
+) -> int:
+    """The port of a loadstone before one backend, with one worker (one pool:
+    the native path keeps a pool per worker)."""
+    config = http_config(backends(1), **options)
+    config["global"]["workers"] = 1
+    return port_of(loadstone(config))
+
+
+def served_in_turn(ports: list[int]) -> list[int]:
+    """How many requests each server connection served, in order, when they
+    served one after the other (one client, one request at a time)."""
+    runs: list[int] = []
+    for i, port in enumerate(ports):
+        if i and port == ports[i - 1]:
+            runs[-1] += 1
+        else:
+            assert port not in ports[:i], ports  # a connection left, never back
+            runs.append(1)
+    return runs
+
+
+def test_a_server_connection_is_renewed_after_500_to_1000_requests(
     backends: Callable[..., list[Backend]], loadstone: Callable[..., Loadstone]
 ) -> None:
-    config = http_config(backends(1))
-    config["global"]["workers"] = 1
-    ports = [a["peer_port"] for a in echoes_on_one_connection(port_of(loadstone(config)), 1001)]
-    # One server connection for the first 1000 (kept between them), a new one then.
-    assert set(ports[:1000]) == {ports[0]}
-    assert ports[1000] != ports[0]
+    port = one_worker(backends, loadstone)
+    ports = [a["peer_port"] for a in echoes_on_one_connection(port, 1001)]
+    # One server connection for the first 500 to 1000 requests (its own limit,
+    # under the default 1000), a new one then.
+    first = served_in_turn(ports)[0]
+    assert 500 <= first <= 1000, first
 
 
 def test_server_max_requests_sets_when_a_server_connection_is_renewed(
     backends: Callable[..., list[Backend]], loadstone: Callable[..., Loadstone]
 ) -> None:
-    # HAProxy's max-reuse, nginx's keepalive_requests: here 3 requests a connection.
-    config = http_config(backends(1), server_max_requests=3)
-    config["global"]["workers"] = 1
-    answers = echoes_on_one_connection(port_of(loadstone(config)), 7)
-    ports = [a["peer_port"] for a in answers]
-    # Three requests on each server connection, then a new one (the client's own
-    # connection stays: only the server side is renewed).
-    assert ports[0] == ports[1] == ports[2] != ports[3], ports
-    assert ports[3] == ports[4] == ports[5] != ports[6], ports
-    assert answers[6]["connections"] == 3, answers
+    # HAProxy's max-reuse, nginx's keepalive_requests: here at most 20 requests a
+    # connection, each drawing its own limit from 10 to 20.
+    answers = echoes_on_one_connection(one_worker(backends, loadstone, server_max_requests=20), 300)
+    runs = served_in_turn([a["peer_port"] for a in answers])
+    # The client's own connection stays: only the server side is renewed, and a
+    # connection is opened only to replace one that reached its limit.
+    assert answers[-1]["connections"] == len(runs), answers[-1]
+    assert sum(runs) == 300 and max(runs) <= 20, runs
+    done = runs[:-1]  # the last one may not have reached its limit yet
+    assert len(done) >= 300 // 20 - 1, runs
+    assert all(10 <= n <= 20 for n in done), runs
+    # Not all renewed after the same count: the renewals spread in time.
+    assert len(set(done)) > 1, runs
+
+
+def test_server_connections_in_turn_are_renewed_apart(
+    backends: Callable[..., list[Backend]], loadstone: Callable[..., Loadstone]
+) -> None:
+    # Four clients at once keep four server connections busy, taken in turn from
+    # the pool: with one limit for all they would reach it together, and be
+    # renewed in one burst (to whichever server worker waits in accept then).
+    port = one_worker(backends, loadstone, server_max_requests=20)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        busy = [
+            a["peer_port"]
+            for b in pool.map(lambda _: echoes_on_one_connection(port, 75), range(4))
+            for a in b
+        ]
+    # Then one client, long enough for every connection still open to reach its
+    # limit: the pool holds the four (a few more if a client was quicker than a
+    # release), each taking its turn, and opens none while one waits. Every server
+    # connection of the busy phase has then served all it will.
+    after = [a["peer_port"] for a in echoes_on_one_connection(port, 400)]
+    served = collections.Counter(busy + after)
+    assert max(served.values()) <= 20, served
+    counts = [served[p] for p in dict.fromkeys(busy)]
+    assert len(counts) >= 300 // 20, counts
+    assert all(10 <= n <= 20 for n in counts), counts
+    assert len(set(counts)) > 1, counts
+
+
+def test_server_max_requests_1_reuses_no_server_connection(
+    backends: Callable[..., list[Backend]], loadstone: Callable[..., Loadstone]
+) -> None:
+    answers = echoes_on_one_connection(one_worker(backends, loadstone, server_max_requests=1), 5)
+    assert len({a["peer_port"] for a in answers}) == 5, answers
+    assert answers[-1]["connections"] == 5, answers

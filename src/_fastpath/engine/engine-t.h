@@ -233,6 +233,7 @@ struct ls_session {
     ls_addr proxy_dst;               /* the address a PROXY header said the client reached */
     struct ls_sni_conn *sni;         /* SNI passthrough: the ClientHello read (sni.c), else NULL */
     int32_t route;                   /* SNI passthrough: 1 + the pool id chosen; 0: the listener's table */
+    int32_t conn_max;                /* mode http, a connection object: the requests it may serve (http_pool.c) */
 };
 
 enum { CMD_SHUTDOWN = 1, CMD_BARRIER, CMD_ADMIT, CMD_STOP, CMD_STOP_IDLE };
@@ -300,6 +301,7 @@ struct ls_worker {
     uint64_t spun_us, wasted_us; /* time spinning; of it, spins that found nothing */
     int64_t spin_credit_us;      /* how long it may spin (worker.c spin_window) */
     int credit_spin_us;          /* the spin_us that credit was given for */
+    uint64_t rng; /* xorshift64* state, seeded when the worker starts (http_pool.c worker_rand) */
 };
 
 struct ls_engine {

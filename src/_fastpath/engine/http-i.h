@@ -30,6 +30,8 @@ static void close_client(ls_worker *W, ls_session *s);
 static void linger_progress(ls_worker *W, ls_session *s);
 
 /* http_pool.c */
+static void worker_rand_seed(ls_worker *W);
+static int conn_max_requests(ls_worker *W, int max);
 static void conn_free(ls_worker *W, ls_session *p);
 static void pool_drop(ls_worker *W, ls_session *p);
 static void conn_event(ls_worker *W, ls_session *p, uint32_t ev);

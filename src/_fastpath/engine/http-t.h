@@ -60,7 +60,8 @@ struct ls_http {
     ls_list flink;     /* on the worker's list of sessions with bytes to write */
     int status;
     int log_slot;
-    int backend_requests;
+    int backend_requests; /* served on the server connection in use, this one included */
+    int backend_max;      /* the requests that connection may serve (http_pool.c conn_max_requests) */
     double t_wait, t_connect;
     int64_t t_connect_start, t_sent, t_response;
     uint64_t bytes_in, bytes_out;

@@ -281,6 +281,7 @@ static void http_connected(ls_worker *W, ls_session *s)
     s->state = ST_HTTP;
     h->connected = 1;
     h->backend_requests = 1;
+    h->backend_max = conn_max_requests(W, s->L->hcfg->max_requests);
     h->t_connect = secs(W->now_us - h->t_connect_start);
     h->log_slot = s->slot;
     int64_t ms = h->tkind == T_CLIENT ? s->L->hcfg->client_ms : s->L->hcfg->server_ms;

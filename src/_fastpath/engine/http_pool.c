@@ -17,15 +17,57 @@
  * connection in use are handed to its owner. Taking and giving back a pooled
  * connection is then a few pointer stores, no system call. */
 
-/* A server connection is closed after server_max_requests requests (the
- * listener's hcfg->max_requests, 1000 by default as nginx's upstream
- * keepalive_requests) rather than pooled again. Behind one server
- * with several workers on one port, the kernel hands each new connection to
- * whichever worker is waiting in accept at that moment: connections opened
- * in the burst of a start all land on the one that was idle, and would stay
- * there for good. Renewed now and then while the server is busy, they land
- * on the worker with time to spare, and the workers' shares even out. The
- * cost is one connect per 1000 requests. */
+/* A server connection is closed after some requests rather than pooled again.
+ * Behind one server with several workers on one port, the kernel hands each
+ * new connection to whichever worker is waiting in accept at that moment:
+ * connections opened in the burst of a start all land on the one that was
+ * idle, and would stay there for good. Renewed now and then while the server
+ * is busy, they land on the worker with time to spare, and the workers'
+ * shares even out.
+ *
+ * Each connection has its own limit, drawn when it opens, uniform in
+ * [ceil(max/2), max] for server_max_requests max (the listener's
+ * hcfg->max_requests, 1000 by default as nginx's upstream keepalive_requests;
+ * 1 stays 1: no reuse). One limit for all would renew them all together:
+ * the pool takes them oldest first, in turn, so they reach it within a few
+ * requests of each other, and the burst of new connections lands on the one
+ * server worker waiting then, the whole pool moving from worker to worker.
+ * Drawn apart, the renewals spread in time, and each new connection lands on
+ * whichever worker is free at its own moment. The cost is one connect per
+ * 500 to 1000 requests, and a few multiplications per connection. */
+
+/* xorshift64* (Vigna): the worker's own generator, no lock, no system call */
+static uint64_t worker_rand(ls_worker *W)
+{
+    uint64_t x = W->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    W->rng = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* When the worker starts: a state of its own (splitmix64 of the time, the
+ * process and the worker), never 0 (xorshift would stay there). */
+static void worker_rand_seed(ls_worker *W)
+{
+    uint64_t z = (uint64_t)now_us() ^ ((uint64_t)getpid() << 32) ^
+                 ((uint64_t)W->id * 0x9E3779B97F4A7C15ULL);
+    z += 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    W->rng = z ? z : 1;
+}
+
+/* A new server connection's own limit: uniform in [ceil(max/2), max] (max >= 1). */
+static int conn_max_requests(ls_worker *W, int max)
+{
+    uint32_t lo = ((uint32_t)max + 1) / 2, span = (uint32_t)max - lo + 1;
+    uint32_t r = (uint32_t)(worker_rand(W) >> 32);
+    return (int)(lo + (uint32_t)(((uint64_t)r * span) >> 32));
+}
+
 static void pool_unlink(ls_session *p)
 {
     ls_list_del(&p->qlink);
@@ -115,6 +157,7 @@ static int pool_put(ls_worker *W, ls_session *s)
     p->stls = s->stls;
     s->stls = NULL;
     p->attempts = h->backend_requests;
+    p->conn_max = h->backend_max;
     p->owner = NULL;
     /* Oldest first: http_take_pooled takes from the front, so the connection
      * idle longest serves next and every pooled connection takes its turn.
@@ -135,8 +178,11 @@ static void release_server(ls_worker *W, ls_session *s, int reusable)
 {
     ls_http *h = s->http;
     ls_listener *L = s->L;
-    if (h->backend_requests >= L->hcfg->max_requests || s->proxy_version)
-        reusable = 0; /* a connection that told one client's address serves no other */
+    /* its own limit reached (or a lower server_max_requests a reload brought),
+     * or it told one client's address in a PROXY header: it serves no other */
+    if (h->backend_requests >= h->backend_max || h->backend_requests >= L->hcfg->max_requests ||
+        s->proxy_version)
+        reusable = 0;
     if (!(s->fd[1] >= 0 && reusable && h->connected && !L->http_stopping && pool_put(W, s) == 0))
         drop_server_conn(W, s);
     if (s->slot >= 0) {
@@ -162,6 +208,7 @@ static int http_take_pooled(ls_worker *W, ls_session *s)
         p->owner = s;
         h->conn = p;
         h->backend_requests = p->attempts + 1;
+        h->backend_max = p->conn_max;
         s->fd[1] = p->fd[1];
         s->stls = p->stls;
         p->stls = NULL;

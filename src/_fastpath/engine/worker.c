@@ -156,6 +156,7 @@ static void *worker_main(void *arg)
     char name[16];
     snprintf(name, sizeof name, "ls-worker-%d", W->id);
     pthread_setname_np(pthread_self(), name);
+    worker_rand_seed(W); /* in the process that runs it, once */
     struct epoll_event events[LS_EVENTS];
     int busy = 0; /* the last round had events */
     while (!W->stop) {

@@ -965,16 +965,22 @@ class ListenerConfig:
             Int(1, 1000), "header fields in one request or response", inherit=True, only=_HTTP
         ),
     )
-    # A server connection is renewed after this many requests (HAProxy `max-reuse`,
-    # nginx `keepalive_requests`): behind a server with several workers on one port
-    # the kernel gives each new connection to whichever worker waits in accept, so
-    # connections opened in a burst land on one worker; renewed while the server is
-    # busy, they spread over its workers.
+    # A server connection is renewed after at most this many requests (HAProxy
+    # `max-reuse`, nginx `keepalive_requests`): behind a server with several workers
+    # on one port the kernel gives each new connection to whichever worker waits in
+    # accept, so connections opened in a burst land on one worker; renewed while the
+    # server is busy, they spread over its workers. Each connection draws its own
+    # limit when it opens, uniform between half this and this (1 stays 1): one limit
+    # for all would renew the pooled connections, used in turn, all in one burst
+    # landing on the one worker waiting then; spread in time, each new connection
+    # lands on whichever worker is free at its moment (http_pool.c, upstream.py).
     server_max_requests: int = field(
         default=1000,
         metadata=key(
             Int(1, 2**31 - 1),
-            "requests one server connection serves before it is closed (1: none reused)",
+            "most requests one server connection serves before it is closed; each draws"
+            " its own limit between half this and this, so renewals spread in time"
+            " (1: none reused)",
             inherit=True,
             only=_HTTP,
         ),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import random
 from typing import Final, Protocol, cast
 
 import httptools
@@ -109,6 +110,7 @@ class Backend(asyncio.Protocol):
         "idle_since",
         "interim",
         "keep_alive",
+        "max_requests",
         "parser",
         "pool",
         "reading_paused",
@@ -135,6 +137,9 @@ class Backend(asyncio.Protocol):
         self.tunnel = False
         self.keep_alive = False  # the server lets the connection stay open
         self.requests = 0  # served on this connection
+        # its own limit, drawn now: see IdlePool.max_requests
+        top = pool.max_requests
+        self.max_requests = random.randint((top + 1) // 2, top)
         self.idle_since = 0.0
         self.reading_paused = False  # by a client that reads slower than we receive
 
@@ -395,12 +400,18 @@ class IdlePool:
         self.idle: dict[ServerRuntime, collections.deque[Backend]] = {}
         self.sweeper: asyncio.TimerHandle | None = None
         self.keep_alive = 0.0  # timeouts.http_keep_alive: how long one may wait
-        # server_max_requests: a connection that served this many is closed instead
-        # of pooled again. Behind one server with several workers on one port, the
-        # kernel gives a new connection to whichever worker waits in accept then, so
-        # connections opened in a burst at start all land on one worker and would
-        # stay there; renewed while the server is busy, they land on the worker with
-        # time to spare. The native path has the same limit (http_pool.c).
+        # server_max_requests: the most one connection serves before it is closed
+        # instead of pooled again. Behind one server with several workers on one
+        # port, the kernel gives a new connection to whichever worker waits in
+        # accept then, so connections opened in a burst at start all land on one
+        # worker and would stay there; renewed while the server is busy, they land
+        # on the worker with time to spare. Each connection draws its own limit
+        # when it opens (Backend.max_requests), uniform in [ceil(max/2), max]: with
+        # one limit for all, the connections, taken in turn, would reach it
+        # together and be renewed in one burst, all landing on the one worker
+        # waiting then; drawn apart, the renewals spread in time and each new
+        # connection lands on whichever worker is free at its moment. The native
+        # path does the same (http_pool.c).
         self.max_requests = 1000
         self.closing = False  # the listener stops: no connection waits any more
 
@@ -430,7 +441,8 @@ class IdlePool:
             idle = self.idle[backend.server] = collections.deque()
         if (
             len(idle) >= MAX_IDLE_PER_SERVER
-            or backend.requests >= self.max_requests
+            or backend.requests >= backend.max_requests
+            or backend.requests >= self.max_requests  # lowered by a reload
             or not backend.server.usable
         ):
             if backend.transport is not None:
