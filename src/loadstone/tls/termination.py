@@ -188,6 +188,9 @@ class _HandshakingProtocol(SSLProtocol):
         # The client's TCP half-close, not yet passed on: records before it are
         # still to be read (reading paused, or more than one read's buffer).
         self._eof_pending = False
+        # The client's close_notify has been read (_call_eof_received): the end
+        # of its data, as its FIN is; our side stays open until we close it.
+        self._client_notified = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._peer = transport.get_extra_info("peername")
@@ -240,12 +243,13 @@ class _HandshakingProtocol(SSLProtocol):
         self._process_outgoing()  # type: ignore[attr-defined]
         if answered:
             self._call_eof_received()
-            self._on_shutdown_complete(None)  # type: ignore[attr-defined]
-            return
         # The TCP close, after what is still buffered. asyncio's shutdown timer
         # (armed by _start_shutdown, cancelled by connection_lost) stays the
         # bound on a client that does not read it: the transport's close waits
-        # for its buffer without one.
+        # for its buffer without one. So also when the client's close_notify
+        # (or FIN) is here: asyncio's _on_shutdown_complete cancels it then,
+        # and a client that sent one behind its requests (_call_eof_received)
+        # and read none of their answers held the socket for good.
         if self._transport is not None:
             self._loop.call_soon(self._transport.close)
 
@@ -259,6 +263,10 @@ class _HandshakingProtocol(SSLProtocol):
         # close_notify (_do_shutdown: the client's is not awaited). As the
         # native engine does (http_linger.c: client_eof). _eof_received stays
         # False: set, it would make _do_shutdown skip our close_notify.
+        if self._client_notified and self._state is SSLProtocolState.WRAPPED:
+            # Its FIN after its close_notify: the end of its data is known (or
+            # pending, _eof_pending) already; ours waits for our close as well.
+            return True
         if (
             self._state is not SSLProtocolState.WRAPPED
             or self._app_state != AppProtocolState.STATE_CON_MADE
@@ -294,7 +302,8 @@ class _HandshakingProtocol(SSLProtocol):
                 if self._unread() < unread:
                     continue
                 # No progress: what is left is part of a record the FIN cut
-                # short, which no read will complete.
+                # short, which no read will complete, or bytes after the
+                # client's close_notify, which no read takes.
             self._eof_pending = False
             self._pass_eof()
 
@@ -310,20 +319,47 @@ class _HandshakingProtocol(SSLProtocol):
         except Exception as exc:
             self._fatal_error(exc, "Error calling eof_received()")
             return
-        if not keep_open:  # what a TCP transport does then: close (ours after the close_notify)
-            self._start_shutdown()
+        app = self._app_transport
+        if not keep_open and app is not None and not app.is_closing():
+            # what a TCP transport does then: close (ours after the close_notify)
+            app.close()
 
     def _call_eof_received(self) -> None:
-        # The client's close_notify. asyncio closes a TLS connection after it
-        # whatever the protocol answers, and warns when the answer is "keep open",
-        # which the tcp relay and the http connection give for plain TCP's
-        # half-close; the warning would be one log line per connection here.
+        # The client's close_notify: asyncio's read (_do_read__copied and
+        # _do_read__buffered, once the records before it are passed on) calls
+        # this, then _start_shutdown. It closes a TLS connection there whatever
+        # the protocol answers (and warns when the answer is "keep open"): the
+        # responses to requests the client sent before it were never written.
+        # A close_notify ends the client's data, not the connection (RFC 8446
+        # 6.1: each side closes its own write side): passed on as its FIN is
+        # (eof_received), and _start_shutdown waits for the application's
+        # close, which sends our close_notify (_do_shutdown), as the native
+        # engine does. OpenSSL answers every read after it with the same end,
+        # hence the calls that come again: nothing more to pass on.
+        if self._state is SSLProtocolState.WRAPPED:
+            self._client_notified = True
+            if self._app_state == AppProtocolState.STATE_CON_MADE and not self._eof_pending:
+                # (reading paused: the end when it resumes, as after a FIN)
+                self._eof_pending = True
+                self._pass_eof_once_read()
+            return
+        # Our close under way (_do_flush reads, _do_shutdown): the application
+        # is told, its answer does not matter any more.
         if self._app_state == AppProtocolState.STATE_CON_MADE:
             self._app_state = AppProtocolState.STATE_EOF
             try:
                 self._app_protocol.eof_received()  # type: ignore[attr-defined]
             except Exception as exc:
                 self._fatal_error(exc, "Error calling eof_received()")
+
+    def _start_shutdown(self) -> None:
+        app = self._app_transport
+        if self._client_notified and app is not None and not app.is_closing():
+            # asyncio's read, at the client's close_notify (_call_eof_received):
+            # the application closes when it has answered (its transport's
+            # close() marks it closing, then comes here).
+            return
+        super()._start_shutdown()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if not self._ended:
