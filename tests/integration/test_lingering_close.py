@@ -474,9 +474,15 @@ def queues(local_port: int, remote_port: int) -> tuple[str, int, int]:
 def proxy_end(ls: Loadstone, client_port: int) -> tuple[str, int, bool] | None:
     """The proxy's end of a client's connection, from ss(8): its state, the
     bytes written into it (acknowledged, then still in its send queue; a FIN
-    counts one), and whether its send buffer is full (what it holds,
-    wmem_queued, has reached SO_SNDBUF: no new segment, a write is refused).
-    None once it is gone."""
+    counts one), and whether its writes are stopped until the client reads:
+    its send buffer is full (what it holds, wmem_queued, has reached
+    SO_SNDBUF: a write is refused), or not writable as poll(2) and epoll(7)
+    tell it (sk_stream_is_writeable: the room left is less than half of what
+    it holds). A proxy that met a full buffer waits for writability, which
+    the acknowledgements of what the client took while not reading (its
+    window, then a zero-window probe's few hundred bytes at a time) can
+    bring below full without making writable: stopped all the same, for as
+    long as the client reads nothing. None once it is gone."""
     shown = ss(port_of(ls), client_port, "-tnmiH")
     if not shown.strip():
         return None
@@ -487,7 +493,8 @@ def proxy_end(ls: Loadstone, client_port: int) -> tuple[str, int, bool] | None:
 
     fields = shown.split()
     written = number("bytes_acked:") + int(fields[2])
-    return fields[0], written, number("w") >= number("tb")
+    held, size = number("w"), number("tb")
+    return fields[0], written, held >= size or size - held < held // 2
 
 
 # The proxy's end before its FIN (CLOSE-WAIT: the client's came first).
@@ -496,7 +503,7 @@ OPEN = ("ESTAB", "CLOSE-WAIT")
 
 def writes_over(ls: Loadstone, client_port: int) -> tuple[str, int, bool] | None:
     """proxy_end once the proxy can write no more: gone, its FIN sent (past
-    OPEN), or its send buffer full."""
+    OPEN), or its writes stopped (proxy_end)."""
     end = proxy_end(ls, client_port) or ("gone", 0, False)
     return end if end[0] not in OPEN or end[2] else None
 
@@ -584,7 +591,7 @@ def close_notify_over_full_buffers(
     read whole, then the close_notify, then the end of stream (read_to_end
     raises on an end without close_notify, or a reset). How often the case
     was met: the close_notify found the buffer full (the proxy's end
-    open and full, all the response in the socket but for the
+    open, its writes stopped, all the response in the socket but for the
     close_notify's bytes, counted by the client).
 
     Where the response ends in the send buffer moves with every connection
