@@ -3,8 +3,10 @@ subprocess with its admin API, and waiting on conditions (never bare sleeps)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,17 +26,47 @@ T = TypeVar("T")
 
 _handed_out: set[int] = set()
 
+# Ports are drawn below the kernel's ephemeral range (ip_local_port_range,
+# 32768-60999 by default), not by binding port 0, which takes one from that
+# range: there, any outgoing connection made before the peer binds the port
+# (the harness polling an admin API while loadstone starts) can take it as its
+# source port, and the peer's bind then fails.
+_PORT_FLOOR = 12000  # above the fixed ports of the peers tests start (memcached 11211)
+_PORT_CEILING = 25000  # below RabbitMQ's distribution port, 25672
+_draw = random.Random()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on now and that this process has not handed out."""
+    """A port nobody listens on now, outside the ephemeral range, that this
+    process has not handed out."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    ceiling = min(_PORT_CEILING, _ephemeral_floor())
     while True:
+        if ceiling > _PORT_FLOOR:
+            port = _draw.randrange(_PORT_FLOOR, ceiling)
+        else:  # an ephemeral range reaching down here: take the kernel's pick
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((host, 0))
+                port = int(s.getsockname()[1])
+        if port in _handed_out:
+            continue
         with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+            try:
+                s.bind((host, port))
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise  # not a local address, say: no port would do
+                continue
+        _handed_out.add(port)
+        return port
 
 
 def free_port_on(*hosts: str) -> int:
