@@ -32,7 +32,10 @@ _handed_out: set[int] = set()
 # (the harness polling an admin API while loadstone starts) can take it as its
 # source port, and the peer's bind then fails.
 _PORT_FLOOR = 12000  # above the fixed ports of the peers tests start (memcached 11211)
-_PORT_CEILING = 25000  # below RabbitMQ's distribution port, 25672
+# below galera/cluster.py's free_ports (20000 up to the ephemeral range), whose
+# nodes' IST and SST ports listen only during a state transfer: a bind test here
+# would not see them taken
+_PORT_CEILING = 20000
 _draw = random.Random()
 
 
