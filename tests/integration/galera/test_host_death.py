@@ -38,6 +38,7 @@ def test_frozen_writer_is_out_when_the_primary_component_drops_it(
     db1 = cluster["db1"]
     assert db1.proc is not None
     frozen = False
+    thawed_at = 0  # where loadstone's log stood when db1 was let go
     try:
         wait_for(lambda: bank.count >= 30, timeout=30, what="transfers before the freeze")
         cut = time.monotonic()
@@ -68,13 +69,22 @@ def test_frozen_writer_is_out_when_the_primary_component_drops_it(
     finally:
         bank.finish()
         if frozen:
+            thawed_at = len(ls.stderr())
             db1.proc.send_signal(signal.SIGCONT)
     # db1 thaws, finds itself evicted and rejoins; the writer stays db2.
     db1.wait_synced(120)
     wait_for(lambda: ls.server("writer", "db1")["state"] == "up", timeout=20, what="db1 up")
-    assert active(ls) == "db2", [
-        line for line in ls.stderr().splitlines() if "is DOWN" in line or "is UP" in line
-    ]
+    since_thaw = ls.stderr()[thawed_at:]
+    if "server writer/db2 is DOWN" not in since_thaw:
+        # no failback: db2 stayed eligible, so it stays the writer
+        assert active(ls) == "db2", [
+            line for line in ls.stderr().splitlines() if "is DOWN" in line or "is UP" in line
+        ]
+    # else db1's return left the whole cluster non-primary for a moment (seen once
+    # in CI under load, with the test cluster's 1-s suspect timeout: db2 and db3
+    # both reported non-primary), db2 lost the role by the policy's own rule, and
+    # the writer is whichever node was eligible first after it; the data below
+    # must still be whole.
     db2 = cluster["db2"]
     stored = {row[0] for row in db2.query("SELECT id FROM app.transfers")}
     missing = bank.committed - stored
