@@ -30,31 +30,31 @@ _handed_out: set[int] = set()
 # 32768-60999 by default), not by binding port 0, which takes one from that
 # range: there, any outgoing connection made before the peer binds the port
 # (the harness polling an admin API while loadstone starts) can take it as its
-# source port, and the peer's bind then fails.
-_PORT_FLOOR = 12000  # above the fixed ports of the peers tests start (memcached 11211)
-# below galera/cluster.py's free_ports (20000 up to the ephemeral range), whose
-# nodes' IST and SST ports listen only during a state transfer: a bind test here
-# would not see them taken
-_PORT_CEILING = 20000
+# source port, and the peer's bind then fails. Above the fixed ports of the
+# peers tests start (memcached 11211); below galera/cluster.py's free_ports,
+# which start at FREE_PORTS.stop (its nodes' IST and SST ports listen only
+# during a state transfer: a bind test here would not see them taken).
+FREE_PORTS = range(12000, 20000)
 _draw = random.Random()
 
 
-def _ephemeral_floor() -> int:
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range of source ports for outgoing connections."""
     try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nobody listens on now, outside the ephemeral range, that this
     process has not handed out."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    ceiling = min(_PORT_CEILING, _ephemeral_floor())
+    ceiling = min(FREE_PORTS.stop, ephemeral_range()[0])
     while True:
-        if ceiling > _PORT_FLOOR:
-            port = _draw.randrange(_PORT_FLOOR, ceiling)
+        if ceiling > FREE_PORTS.start:
+            port = _draw.randrange(FREE_PORTS.start, ceiling)
         else:  # an ephemeral range reaching down here: take the kernel's pick
             with socket.socket(family, socket.SOCK_STREAM) as s:
                 s.bind((host, 0))

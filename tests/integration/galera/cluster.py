@@ -38,7 +38,7 @@ from typing import Any
 
 import pymysql
 
-from tests.integration.harness import port_bindable
+from tests.integration.harness import FREE_PORTS, ephemeral_range, port_bindable
 from tests.peers.mariadb import install_db
 
 MARIADBD = shutil.which("mariadbd", path="/usr/sbin:/usr/bin:" + os.environ.get("PATH", ""))
@@ -70,22 +70,14 @@ def missing_software() -> str | None:
 _taken: set[int] = set()
 
 
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
 def free_ports(count: int, consecutive: bool = False) -> list[int]:
     """`count` free loopback ports (consecutive: a run, for base_port and IST).
 
     Taken below the kernel's ephemeral range: the nodes' own outgoing
     connections (gcomm, SST, clients) take ephemeral source ports, and one of
     them could take a port chosen with bind(0) before the node listens on it."""
-    low = 20000
-    high = max(low + 1000, _ephemeral_range()[0]) - count
+    low = FREE_PORTS.stop  # above the harness's free_port
+    high = max(low + 1000, ephemeral_range()[0]) - count
     ports: list[int] = []
     while len(ports) < count:
         first = random.randrange(low, high)
