@@ -35,7 +35,13 @@ from loadstone.datapath.http_pure.frontend import FLUSH_AT
 from loadstone.datapath.transport import WRITE_HIGH_WATER
 from loadstone.http import message
 from tests.integration.harness import Backend, Loadstone, free_port, wait_for
-from tests.integration.test_http_mode import RecordingBackend, _Responses, http_config, port_of
+from tests.integration.test_http_mode import (
+    RecordingBackend,
+    _closing,
+    _Responses,
+    http_config,
+    port_of,
+)
 from tests.peers.backend import pattern_bytes
 from tests.tlscerts import Ca
 
@@ -772,7 +778,7 @@ def test_tls_a_client_that_shuts_its_side_behind_pipelined_requests(
     parsed.parser.feed_data(received)  # raises on data after `Connection: close`
     assert targets == paths
     assert [r.status for r in parsed.done] == [200] * 4
-    assert [r.header("Connection") == "close" for r in parsed.done] == [False] * 3 + [True]
+    assert _closing(parsed.done) == [False] * 3 + [True]
 
 
 def test_tls_the_close_after_answering_a_close_notify_keeps_its_bound(
@@ -930,7 +936,5 @@ def test_tls_a_half_close_that_comes_while_reading_is_paused_waits_for_the_body(
                 fin_read()
             server.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
             answer = client.read_to_end()  # the close_notify, the end of stream
-            sender.join(5)
-            assert not refused and not sender.is_alive()
     assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(b"\r\n\r\nok\n")
     assert b"\r\nconnection: close\r\n" in answer.lower()
